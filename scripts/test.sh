@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The project's test command (the README's): Rust tests, then the Python tests that judge
+# the emulator's wire format with boto3 and render the Helm chart. Installs the Python
+# packages it needs when they are missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+
+cargo build --locked --bins
+cargo test --locked --all-targets
+python3 -m pytest -q tests/python

@@ -1,0 +1,21 @@
+//! The `checkpoint-autoscaler` command line.
+
+use clap::{Parser, Subcommand};
+
+/// Keeps Managed Service for Apache Flink checkpoints inside a declared budget.
+#[derive(Debug, Parser)]
+#[command(name = "checkpoint-autoscaler", version, about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {}
+
+/// Runs the chosen subcommand and returns the process exit code.
+pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
+    match cli.command {}
+}

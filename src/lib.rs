@@ -1,0 +1,9 @@
+//! checkpoint-autoscaler keeps the checkpoints of Amazon Managed Service for Apache Flink
+//! applications inside a budget declared as a `CheckpointBudget` custom resource.
+//!
+//! Data flows one way: budget spec + observation → [`policy::decide`] → action → status.
+
+/// The command line: one binary, one subcommand per job.
+pub mod cli;
+/// The decision engine (pure).
+pub mod policy;

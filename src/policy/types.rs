@@ -1,0 +1,352 @@
+//! The plain types the decision engine speaks: what it is told (a [`Budget`], an
+//! [`Observation`], a [`History`]) and what it answers (a [`Decision`]).
+//!
+//! NB: nothing here knows about Kubernetes or AWS. The controller maps the CRD and the SDK
+//! responses into these types, the simulator produces them directly, so one policy serves
+//! the controller, `demo`, `recommend` and `simulate` alike.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+/// A validated, typed budget: the `CheckpointBudget` spec with durations and sizes parsed
+/// and defaults applied. Built by `crd::CheckpointBudgetSpec::to_budget`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Budget {
+    /// The SLO on `lastCheckpointDuration`.
+    pub max_checkpoint_duration: Duration,
+    /// Optional SLO on `lastCheckpointSize`, in bytes.
+    pub max_checkpoint_size: Option<u64>,
+    /// Failed checkpoints tolerated per evaluation window.
+    pub max_failed_checkpoints: u32,
+    /// The evaluation window.
+    pub window: Duration,
+    /// Lowest parallelism the policy may choose.
+    pub parallelism_min: u32,
+    /// Highest parallelism the policy may choose (never exceeded).
+    pub parallelism_max: u32,
+    /// The job's number of key groups: restore fails above it.
+    pub max_parallelism: u32,
+    /// Lowest allowed ParallelismPerKPU.
+    pub per_kpu_min: u32,
+    /// Highest allowed ParallelismPerKPU.
+    pub per_kpu_max: u32,
+    /// Optional cap on KPUs = ceil(parallelism / perKpu).
+    pub max_kpus: Option<u32>,
+    /// Minimum time between a scaling and the next scale-up.
+    pub scale_up_cooldown: Duration,
+    /// Minimum time between a scaling and the next scale-down.
+    pub scale_down_cooldown: Duration,
+    /// How long a lower recommendation must hold before scaling down.
+    pub scale_down_stabilization: Duration,
+}
+
+/// The knobs the controller turns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AppConfig {
+    /// `Parallelism` (the service's `CurrentParallelism` once running).
+    pub parallelism: u32,
+    /// `ParallelismPerKPU`.
+    pub parallelism_per_kpu: u32,
+}
+
+impl AppConfig {
+    /// Builds a configuration.
+    pub fn new(parallelism: u32, parallelism_per_kpu: u32) -> Self {
+        Self {
+            parallelism,
+            parallelism_per_kpu,
+        }
+    }
+
+    /// KPUs billed for this configuration: ceil(parallelism / perKpu), at least 1.
+    pub fn kpus(&self) -> u32 {
+        self.parallelism.div_ceil(self.parallelism_per_kpu.max(1)).max(1)
+    }
+}
+
+impl std::fmt::Display for AppConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "parallelism {} at {} per KPU ({} KPU)",
+            self.parallelism,
+            self.parallelism_per_kpu,
+            self.kpus()
+        )
+    }
+}
+
+/// The application's status as `DescribeApplication` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum AppStatus {
+    Deleting,
+    Starting,
+    Stopping,
+    Ready,
+    Running,
+    Updating,
+    Autoscaling,
+    ForceStopping,
+    RollingBack,
+    Maintenance,
+    RolledBack,
+    /// A status this version does not know; treated as "not safe to act".
+    Unknown,
+}
+
+/// One metric period (one minute in production) of the CloudWatch metrics of namespace
+/// `AWS/KinesisAnalytics`. A field is `None` when CloudWatch returned no datapoint (or a
+/// NaN) for that period: the policy treats gaps as missing data, never as zero.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// Start of the period.
+    pub at: Timestamp,
+    /// `lastCheckpointDuration` (Maximum), milliseconds.
+    pub last_checkpoint_duration_ms: Option<f64>,
+    /// `lastCheckpointSize` (Maximum), bytes.
+    pub last_checkpoint_size_bytes: Option<f64>,
+    /// `numberOfFailedCheckpoints` increase within the period (the metric is a running
+    /// count; the observer turns it into a per-period delta).
+    pub failed_checkpoints: Option<f64>,
+    /// `cpuUtilization` (Maximum), percent.
+    pub cpu_utilization: Option<f64>,
+    /// `heapMemoryUtilization` (Maximum), percent.
+    pub heap_memory_utilization: Option<f64>,
+    /// `containerMemoryUtilization` (Maximum), percent.
+    pub container_memory_utilization: Option<f64>,
+    /// `busyTimeMsPerSecond` (Maximum over operators), ms per second.
+    pub busy_time_ms_per_second: Option<f64>,
+    /// `backPressuredTimeMsPerSecond` (Maximum over operators), ms per second.
+    pub back_pressured_time_ms_per_second: Option<f64>,
+    /// `millisBehindLatest` (Maximum), milliseconds.
+    pub millis_behind_latest: Option<f64>,
+    /// `numRecordsInPerSecond` (Average), records per second.
+    pub records_in_per_second: Option<f64>,
+    /// `fullRestarts` increase within the period.
+    pub full_restarts: Option<f64>,
+    /// `downtime` (Maximum), milliseconds.
+    pub downtime_ms: Option<f64>,
+}
+
+/// What the controller saw of an application at `at`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Observation {
+    /// When the observation was taken.
+    pub at: Timestamp,
+    /// The application's status.
+    pub status: AppStatus,
+    /// The running configuration.
+    pub config: AppConfig,
+    /// Whether the service's own CPU-based autoscaling is enabled.
+    pub service_autoscaling: bool,
+    /// `ApplicationVersionId`.
+    pub version_id: i64,
+    /// Metric periods over the budget's window, oldest first; may have gaps.
+    pub samples: Vec<Sample>,
+    /// The metric period (one minute in production).
+    pub period: Duration,
+}
+
+/// What the decision engine concluded the cause is. The variants mirror DESIGN.md's table.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Cause {
+    /// Checkpoints within budget, nothing to fix.
+    Healthy,
+    /// Too few KPUs for the load: CPU, busy and back-pressure high.
+    UnderProvisioned,
+    /// Large or growing state makes the upload slow.
+    LargeState,
+    /// Heap or container memory high, or OOM restarts.
+    MemoryPressure,
+    /// Scaling up did not help: one subtask dominates.
+    StateSkew,
+    /// State grows with distinct keys and does not level off.
+    HighKeyCardinality,
+    /// Checkpoints fail while duration and resources look normal (serializer, external call).
+    NotFixableByScaling,
+    /// Isolated failures that recover, within the failure budget.
+    TransientFailures,
+    /// Far below budget with low CPU for a long time.
+    IdleHeadroom,
+    /// Not enough (or not fresh enough) data to judge.
+    InsufficientData,
+}
+
+/// The diagnosis, in words a person can act on.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Diagnosis {
+    /// The cause.
+    pub cause: Cause,
+    /// One sentence: what is happening, with the figures that show it.
+    pub summary: String,
+    /// What the application team can do that the controller cannot (TTL, rebalancing keys,
+    /// fixing a serializer); `None` when scaling is the whole fix.
+    pub advice: Option<String>,
+}
+
+/// The outcome of an `UpdateApplication` the controller started.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Outcome {
+    /// Still running.
+    InProgress,
+    /// The application runs with the new configuration.
+    Succeeded,
+    /// The operation failed (and the service rolled back).
+    Failed,
+}
+
+/// One past scaling, as recorded in the budget's status.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRecord {
+    /// When `UpdateApplication` was called.
+    pub at: Timestamp,
+    /// When the application was `RUNNING` again (None while in progress).
+    pub completed_at: Option<Timestamp>,
+    /// Configuration before.
+    pub from: AppConfig,
+    /// Configuration asked for.
+    pub to: AppConfig,
+    /// Why.
+    pub cause: Cause,
+    /// The representative checkpoint duration (ms) that prompted the scaling.
+    pub checkpoint_duration_before_ms: Option<f64>,
+    /// Outcome.
+    pub outcome: Outcome,
+}
+
+/// A past recommendation, kept for scale-down stabilization (HPA style, but persisted in
+/// status rather than in controller memory).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendationRecord {
+    /// When it was made.
+    pub at: Timestamp,
+    /// What was recommended.
+    pub config: AppConfig,
+}
+
+/// What the policy remembers between evaluations. The controller persists it in status,
+/// so a restarted controller decides exactly as the old one would have.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct History {
+    /// Past scalings, oldest first (the controller keeps the last few).
+    pub scalings: Vec<ScalingRecord>,
+    /// Recommendations within the scale-down stabilization window, oldest first.
+    pub recommendations: Vec<RecommendationRecord>,
+}
+
+/// What to do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Action {
+    /// Change nothing now.
+    Hold,
+    /// Call `UpdateApplication` with this configuration.
+    Scale {
+        /// The new configuration.
+        to: AppConfig,
+    },
+    /// Scaling would be the fix but a bound, a cap or a past failure forbids it.
+    Blocked,
+}
+
+/// Why the decision is what it is: becomes the `Scaling` condition's reason and the Event
+/// reason, so the names are CamelCase facts in the HPA's vocabulary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Reason {
+    /// Within budget and no cheaper configuration is warranted.
+    WithinBudget,
+    /// Scale up to restore the budget.
+    ScaleUpRequired,
+    /// Lower ParallelismPerKPU for memory.
+    MoreMemoryRequired,
+    /// Scale down after stabilization.
+    ScaleDownStabilized,
+    /// A lower recommendation is waiting out the stabilization window.
+    ScaleDownPending,
+    /// Within a cooldown after the last scaling.
+    CooldownActive,
+    /// An update is in flight or the application is not RUNNING.
+    ApplicationBusy,
+    /// Metrics are missing or stale.
+    MissingMetrics,
+    /// Scaling is not the fix (serializer, external call, skew).
+    NotFixableByScaling,
+    /// The last scale-up did not improve checkpoint duration.
+    ScalingIneffective,
+    /// Failures within `maxFailedCheckpoints`.
+    FailuresWithinBudget,
+    /// A bound (parallelism.max, maxParallelism, maxKpus, perKpu) stops the fix.
+    LimitReached,
+    /// The desired configuration failed before; not retried blindly.
+    PreviouslyFailed,
+}
+
+impl Reason {
+    /// The CamelCase name used as condition and Event reason.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Reason::WithinBudget => "WithinBudget",
+            Reason::ScaleUpRequired => "ScaleUpRequired",
+            Reason::MoreMemoryRequired => "MoreMemoryRequired",
+            Reason::ScaleDownStabilized => "ScaleDownStabilized",
+            Reason::ScaleDownPending => "ScaleDownPending",
+            Reason::CooldownActive => "CooldownActive",
+            Reason::ApplicationBusy => "ApplicationBusy",
+            Reason::MissingMetrics => "MissingMetrics",
+            Reason::NotFixableByScaling => "NotFixableByScaling",
+            Reason::ScalingIneffective => "ScalingIneffective",
+            Reason::FailuresWithinBudget => "FailuresWithinBudget",
+            Reason::LimitReached => "LimitReached",
+            Reason::PreviouslyFailed => "PreviouslyFailed",
+        }
+    }
+}
+
+/// Checkpoint figures over the window, for status and the `SloMet` condition.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointFigures {
+    /// Latest `lastCheckpointDuration` in the window, ms.
+    pub last_duration_ms: Option<f64>,
+    /// Highest `lastCheckpointDuration` in the window, ms.
+    pub max_duration_ms: Option<f64>,
+    /// Latest `lastCheckpointSize`, bytes.
+    pub last_size_bytes: Option<f64>,
+    /// Failed checkpoints in the window.
+    pub failed: u32,
+    /// Periods in the window that had data.
+    pub samples: u32,
+}
+
+/// The decision engine's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Decision {
+    /// What to do.
+    pub action: Action,
+    /// Why (machine-readable).
+    pub reason: Reason,
+    /// Why, in one or two sentences a person can act on.
+    pub message: String,
+    /// The diagnosis.
+    pub diagnosis: Diagnosis,
+    /// The configuration the policy considers right now, even when holding (for status,
+    /// `Recommend` mode, and the stabilization history).
+    pub recommendation: AppConfig,
+    /// Whether the SLO is met over the window (`None` without data).
+    pub slo_met: Option<bool>,
+    /// The checkpoint figures the decision was made on.
+    pub figures: CheckpointFigures,
+    /// When the policy wants to look again (the controller's requeue).
+    pub requeue_after: Duration,
+}

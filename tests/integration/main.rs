@@ -1,0 +1,1 @@
+//! Integration tests, in one binary to keep link time down: one module per area.
