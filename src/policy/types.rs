@@ -221,6 +221,28 @@ pub struct ScalingRecord {
     pub checkpoint_duration_before_ms: Option<f64>,
     /// Outcome.
     pub outcome: Outcome,
+    /// The input rate (`numRecordsInPerSecond`) when the scaling was decided, so the policy
+    /// can tell "scaling did not help" apart from "the load changed meanwhile".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_in_before_per_second: Option<f64>,
+}
+
+impl ScalingRecord {
+    /// The record of a scaling started at `at` on the strength of `decision` (whose action
+    /// is `Scale { to }`), from the running configuration `from`. Fills the "before" figures
+    /// the policy later compares against, so every caller records them the same way.
+    pub fn started(at: Timestamp, from: AppConfig, to: AppConfig, decision: &Decision) -> Self {
+        Self {
+            at,
+            completed_at: None,
+            from,
+            to,
+            cause: decision.diagnosis.cause,
+            checkpoint_duration_before_ms: decision.figures.representative_duration_ms,
+            outcome: Outcome::InProgress,
+            records_in_before_per_second: decision.figures.records_in_per_second,
+        }
+    }
 }
 
 /// A past recommendation, kept for scale-down stabilization (HPA style, but persisted in
@@ -241,7 +263,9 @@ pub struct RecommendationRecord {
 pub struct History {
     /// Past scalings, oldest first (the controller keeps the last few).
     pub scalings: Vec<ScalingRecord>,
-    /// Recommendations within the scale-down stabilization window, oldest first.
+    /// Recommendations within the scale-down stabilization window, oldest first. Each one
+    /// holds from its `at` until the next one, so a run of equal recommendations may be
+    /// stored once (`policy::remember` appends and prunes).
     pub recommendations: Vec<RecommendationRecord>,
 }
 
@@ -289,6 +313,9 @@ pub enum Reason {
     LimitReached,
     /// The desired configuration failed before; not retried blindly.
     PreviouslyFailed,
+    /// The application restarted recently (or is draining the backlog the restart left):
+    /// the new configuration is not judged until it runs normally.
+    WarmingUp,
 }
 
 impl Reason {
@@ -308,6 +335,7 @@ impl Reason {
             Reason::FailuresWithinBudget => "FailuresWithinBudget",
             Reason::LimitReached => "LimitReached",
             Reason::PreviouslyFailed => "PreviouslyFailed",
+            Reason::WarmingUp => "WarmingUp",
         }
     }
 }
@@ -326,6 +354,13 @@ pub struct CheckpointFigures {
     pub failed: u32,
     /// Periods in the window that had data.
     pub samples: u32,
+    /// The checkpoint duration the decision was judged on (median of the latest periods of
+    /// the current configuration), ms; recorded as a scaling's "before" figure.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub representative_duration_ms: Option<f64>,
+    /// The input rate (`numRecordsInPerSecond`) the decision was judged on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_in_per_second: Option<f64>,
 }
 
 /// The decision engine's answer.
