@@ -13,9 +13,14 @@ pub struct Cli {
 
 /// The subcommands.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Print the CheckpointBudget CustomResourceDefinition as YAML.
+    Crd,
+}
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
-    match cli.command {}
+    match cli.command {
+        Command::Crd => crate::crd::run_crd(),
+    }
 }

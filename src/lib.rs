@@ -5,5 +5,7 @@
 
 /// The command line: one binary, one subcommand per job.
 pub mod cli;
+/// The `CheckpointBudget` custom resource: spec, status, the generated CRD.
+pub mod crd;
 /// The decision engine (pure).
 pub mod policy;

@@ -1,1 +1,2 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
+mod crd;

@@ -1,0 +1,476 @@
+//! The `CheckpointBudget` custom resource (`checkpoint-autoscaler.dev/v1alpha1`): spec,
+//! status and the CRD generated from them.
+//!
+//! The Rust types are the single source: the CRD YAML (`checkpoint-autoscaler crd`,
+//! `crds/checkpointbudget.yaml`), its CEL rules and the offline `validate` subcommand all
+//! come from the derives here.
+
+mod duration;
+mod quantity;
+mod status;
+
+use std::time::Duration;
+
+use kube::{CustomResource, CustomResourceExt, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+pub use duration::{
+    DURATION_MAX_LENGTH, DURATION_PATTERN, DURATION_POSITIVE_MESSAGE, DURATION_POSITIVE_RULE, DurationError,
+    KubeDuration, format_duration, parse_duration,
+};
+pub use quantity::{
+    ByteQuantity, QUANTITY_MAX_LENGTH, QUANTITY_PATTERN, QuantityError, format_bytes, parse_quantity,
+};
+pub use status::*;
+
+use crate::policy::Budget;
+
+/// API group of the resource.
+pub const GROUP: &str = "checkpoint-autoscaler.dev";
+/// API version of the resource.
+pub const VERSION: &str = "v1alpha1";
+/// Kind of the resource.
+pub const KIND: &str = "CheckpointBudget";
+
+/// Lowest `ParallelismPerKPU` the service accepts.
+pub const SERVICE_PER_KPU_MIN: u32 = 1;
+/// Highest `ParallelismPerKPU` the service accepts (Managed Flink developer guide,
+/// "Application scaling").
+pub const SERVICE_PER_KPU_MAX: u32 = 8;
+/// Flink's upper bound on `maxParallelism` (key groups): 2^15. `Parallelism` itself has
+/// no fixed service maximum (it is bounded by the KPU quota, which can be raised), so this
+/// is also the ceiling for every parallelism bound.
+pub const FLINK_MAX_PARALLELISM: u32 = 32_768;
+
+/// Pattern of a Managed Flink application name (API reference, `ApplicationName`).
+pub const APPLICATION_NAME_PATTERN: &str = "^[a-zA-Z0-9_.-]+$";
+/// Pattern of an AWS region name such as `eu-west-1` or `us-gov-west-1`.
+pub const REGION_PATTERN: &str = "^[a-z]{2}(-[a-z]+)+-[0-9]+$";
+/// Pattern of an IAM role ARN in any partition.
+pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,512}$";
+
+/// A checkpoint budget for one Amazon Managed Service for Apache Flink application: the
+/// checkpoint SLO, the bounds within which the controller may change `Parallelism` and
+/// `ParallelismPerKPU` to meet it, and how cautiously it acts.
+#[derive(CustomResource, KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[kube(
+    group = "checkpoint-autoscaler.dev",
+    version = "v1alpha1",
+    kind = "CheckpointBudget",
+    namespaced,
+    shortname = "ckb",
+    status = "CheckpointBudgetStatus",
+    derive = "PartialEq",
+    doc = "A checkpoint budget for an Amazon Managed Service for Apache Flink application. See `spec`.",
+    printcolumn = r#"{"name": "Application", "type": "string", "jsonPath": ".spec.application.name"}"#,
+    printcolumn = r#"{"name": "Parallelism", "type": "integer", "jsonPath": ".status.application.parallelism"}"#,
+    printcolumn = r#"{"name": "Per-KPU", "type": "integer", "jsonPath": ".status.application.parallelismPerKpu"}"#,
+    printcolumn = r#"{"name": "KPUs", "type": "integer", "jsonPath": ".status.application.kpus"}"#,
+    printcolumn = r#"{"name": "Checkpoint", "type": "string", "jsonPath": ".status.checkpoints.lastDuration", "description": "Latest checkpoint duration in the evaluation window"}"#,
+    printcolumn = r#"{"name": "Budget", "type": "string", "jsonPath": ".spec.objectives.maxCheckpointDuration"}"#,
+    printcolumn = r#"{"name": "SLO Met", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"SloMet\")].status"}"#,
+    printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
+)]
+#[x_kube(validation = Rule::new(
+    "!has(self.maxKpus) || self.maxKpus * self.parallelism.perKpu.max >= self.parallelism.min"
+).message(Message::Expression(
+    "'maxKpus ' + string(self.maxKpus) + ' cannot run parallelism.min ' + string(self.parallelism.min) + ' at perKpu.max ' + string(self.parallelism.perKpu.max) + ': raise maxKpus to at least ' + string((self.parallelism.min + self.parallelism.perKpu.max - 1) / self.parallelism.perKpu.max) + ' or lower parallelism.min'".into()
+)).field_path(".maxKpus").reason(Reason::FieldValueInvalid))]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointBudgetSpec {
+    /// The Managed Service for Apache Flink application this budget governs.
+    pub application: ApplicationRef,
+    /// What "within budget" means: the checkpoint SLO and the window it is judged over.
+    pub objectives: Objectives,
+    /// The bounds within which the controller may set `Parallelism` and `ParallelismPerKPU`.
+    pub parallelism: ParallelismBounds,
+    /// Optional cost cap: the controller never chooses a configuration needing more KPUs
+    /// (KPUs = ceil(parallelism / parallelismPerKpu)). Must allow `parallelism.min` at
+    /// `parallelism.perKpu.max`. Unset means no cap beyond the service's KPU quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_kpus: Option<u32>,
+    /// How cautiously the controller scales: cooldowns after a scaling, and how long a lower
+    /// recommendation must hold before it scales down. Every change restarts the job from a
+    /// snapshot, so these are deliberately long.
+    #[serde(default)]
+    pub behavior: Behavior,
+    /// `Enforce` changes the application; `Recommend` only writes the recommendation to status
+    /// and Events (a dry run); `Paused` observes and reports but recommends nothing.
+    #[serde(default)]
+    pub mode: Mode,
+    /// What to do with the service's own CPU-based automatic scaling (`AutoScalingEnabled`).
+    /// `Disable` turns it off so the two do not fight (recommended); `Keep` leaves it as it is
+    /// and the controller only acts while the application is not autoscaling.
+    #[serde(default)]
+    pub service_auto_scaling: ServiceAutoScaling,
+}
+
+/// Which application, where, and with which role.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplicationRef {
+    /// Name of the Managed Service for Apache Flink application (1 to 128 characters:
+    /// letters, digits, `_`, `.` and `-`).
+    #[schemars(length(min = 1, max = 128), pattern(APPLICATION_NAME_PATTERN))]
+    pub name: String,
+    /// AWS region of the application, e.g. `eu-west-1`. Unset means the controller's region.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 32), pattern(REGION_PATTERN))]
+    pub region: Option<String>,
+    /// IAM role the controller assumes to observe and update this application, e.g.
+    /// `arn:aws:iam::111122223333:role/flink-scaler`. Unset means the controller's own
+    /// identity. Subject to the controller's tenancy policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 2048), pattern(ROLE_ARN_PATTERN))]
+    pub role_arn: Option<String>,
+}
+
+/// The checkpoint SLO.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Objectives {
+    /// The SLO on the application's `lastCheckpointDuration` metric: a duration such as
+    /// `90s`, `2m` or `1h30m`.
+    pub max_checkpoint_duration: KubeDuration,
+    /// Optional SLO on the `lastCheckpointSize` metric, as a Kubernetes quantity such as
+    /// `512Mi` or `8Gi` (or a number of bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_checkpoint_size: Option<ByteQuantity>,
+    /// Failed checkpoints tolerated per window before the budget counts as missed. Isolated
+    /// transient failures within this allowance never cause scaling.
+    #[serde(default)]
+    #[schemars(range(max = 1000000))]
+    pub max_failed_checkpoints: u32,
+    /// The evaluation window the SLO is judged over, at least one metric period (`1m`).
+    #[serde(default = "default_window")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("must be at least 1m, one CloudWatch metric period"))]
+    pub window: KubeDuration,
+}
+
+/// Bounds on `Parallelism` and `ParallelismPerKPU`.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("parallelism.min must not exceed parallelism.max").field_path(".min"))]
+#[x_kube(validation = Rule::new("self.max <= self.maxParallelism").message(Message::Expression("'parallelism.max ' + string(self.max) + ' exceeds maxParallelism ' + string(self.maxParallelism) + ': state cannot be restored above the key groups of the job; lower parallelism.max'".into())).field_path(".max"))]
+#[serde(rename_all = "camelCase")]
+pub struct ParallelismBounds {
+    /// Lowest `Parallelism` the controller may set.
+    #[schemars(range(min = 1, max = 32768))]
+    pub min: u32,
+    /// Highest `Parallelism` the controller may set; never exceeded. At most `maxParallelism`.
+    #[schemars(range(min = 1, max = 32768))]
+    pub max: u32,
+    /// The Flink job's maximum parallelism (number of key groups). State cannot be restored
+    /// above it, and the controller prefers parallelisms that divide it evenly.
+    #[schemars(range(min = 1, max = 32768))]
+    pub max_parallelism: u32,
+    /// Allowed `ParallelismPerKPU` (the service accepts 1 to 8). Lower values give each
+    /// subtask more memory (a KPU has 4 GiB) and CPU; higher values cost fewer KPUs.
+    /// Defaults to 1..4, which keeps at least 1 GiB per subtask.
+    #[serde(default)]
+    pub per_kpu: PerKpuBounds,
+}
+
+/// Bounds on `ParallelismPerKPU`.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("self.min <= self.max").message("perKpu.min must not exceed perKpu.max").field_path(".min"))]
+#[serde(rename_all = "camelCase")]
+pub struct PerKpuBounds {
+    /// Lowest `ParallelismPerKPU` the controller may set (1 to 8).
+    #[serde(default = "default_per_kpu_min")]
+    #[schemars(range(min = 1, max = 8))]
+    pub min: u32,
+    /// Highest `ParallelismPerKPU` the controller may set (1 to 8).
+    #[serde(default = "default_per_kpu_max")]
+    #[schemars(range(min = 1, max = 8))]
+    pub max: u32,
+}
+
+impl Default for PerKpuBounds {
+    fn default() -> Self {
+        Self {
+            min: default_per_kpu_min(),
+            max: default_per_kpu_max(),
+        }
+    }
+}
+
+/// Scaling behaviour.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Behavior {
+    /// Scale-up behaviour.
+    #[serde(default)]
+    pub scale_up: ScaleUpBehavior,
+    /// Scale-down behaviour.
+    #[serde(default)]
+    pub scale_down: ScaleDownBehavior,
+}
+
+/// Scale-up behaviour.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleUpBehavior {
+    /// Minimum time after any scaling before the next scale-up, e.g. `5m`.
+    #[serde(default = "default_scale_up_cooldown")]
+    pub cooldown: KubeDuration,
+}
+
+impl Default for ScaleUpBehavior {
+    fn default() -> Self {
+        Self {
+            cooldown: default_scale_up_cooldown(),
+        }
+    }
+}
+
+/// Scale-down behaviour.
+#[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScaleDownBehavior {
+    /// Minimum time after any scaling before the next scale-down, e.g. `30m`.
+    #[serde(default = "default_scale_down_cooldown")]
+    pub cooldown: KubeDuration,
+    /// How long every recommendation must have allowed the lower configuration before the
+    /// controller scales down, e.g. `1h` (as the HorizontalPodAutoscaler's
+    /// `stabilizationWindowSeconds`).
+    #[serde(default = "default_stabilization_window")]
+    pub stabilization_window: KubeDuration,
+}
+
+impl Default for ScaleDownBehavior {
+    fn default() -> Self {
+        Self {
+            cooldown: default_scale_down_cooldown(),
+            stabilization_window: default_stabilization_window(),
+        }
+    }
+}
+
+/// What the controller does with its decisions.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Mode {
+    /// Change the application's parallelism when the policy decides to.
+    #[default]
+    Enforce,
+    /// Dry run: write the recommendation to status and Events, change nothing.
+    Recommend,
+    /// Observe and report only; no recommendation, no change.
+    Paused,
+}
+
+/// What to do with the service's CPU-based automatic scaling.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ServiceAutoScaling {
+    /// Turn `AutoScalingEnabled` off (with the first change the controller makes).
+    #[default]
+    Disable,
+    /// Leave `AutoScalingEnabled` as it is.
+    Keep,
+}
+
+fn default_window() -> KubeDuration {
+    KubeDuration::from_std(Duration::from_secs(600))
+}
+fn default_per_kpu_min() -> u32 {
+    1
+}
+fn default_per_kpu_max() -> u32 {
+    4
+}
+fn default_scale_up_cooldown() -> KubeDuration {
+    KubeDuration::from_std(Duration::from_secs(300))
+}
+fn default_scale_down_cooldown() -> KubeDuration {
+    KubeDuration::from_std(Duration::from_secs(1800))
+}
+fn default_stabilization_window() -> KubeDuration {
+    KubeDuration::from_std(Duration::from_secs(3600))
+}
+
+/// A spec the reconciler cannot act on: which field, what is wrong with it, and how to fix
+/// it. The CRD's schema and CEL rules reject all of these at apply time; this is the guard
+/// for specs that bypassed them (an older CRD, a direct write).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{field}: {problem}; {fix}")]
+pub struct SpecError {
+    /// The field's path, e.g. `spec.parallelism.max`.
+    pub field: String,
+    /// What is wrong.
+    pub problem: String,
+    /// How to fix it.
+    pub fix: String,
+}
+
+impl SpecError {
+    fn new(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
+        Self {
+            field: field.to_owned(),
+            problem: problem.into(),
+            fix: fix.into(),
+        }
+    }
+}
+
+fn positive_duration(field: &str, value: &KubeDuration) -> Result<Duration, SpecError> {
+    value.parse().map_err(|err| {
+        SpecError::new(
+            field,
+            err.to_string(),
+            "write a positive duration such as 90s, 2m or 1h30m",
+        )
+    })
+}
+
+impl CheckpointBudgetSpec {
+    /// Checks the spec and turns it into the policy's typed [`Budget`], with durations and
+    /// sizes parsed. Applies the same checks as the CRD's schema and CEL rules, so a spec
+    /// that bypassed them is reported instead of acted on.
+    pub fn to_budget(&self) -> Result<Budget, SpecError> {
+        let name = &self.application.name;
+        if name.is_empty()
+            || name.len() > 128
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+        {
+            return Err(SpecError::new(
+                "spec.application.name",
+                format!("{name:?} is not a Managed Flink application name"),
+                "use 1 to 128 letters, digits, '_', '.' or '-'",
+            ));
+        }
+        let objectives = &self.objectives;
+        let max_checkpoint_duration = positive_duration(
+            "spec.objectives.maxCheckpointDuration",
+            &objectives.max_checkpoint_duration,
+        )?;
+        let window = positive_duration("spec.objectives.window", &objectives.window)?;
+        if window < Duration::from_secs(60) {
+            return Err(SpecError::new(
+                "spec.objectives.window",
+                format!("{} is shorter than one metric period", objectives.window),
+                "use a window of at least 1m",
+            ));
+        }
+        let max_checkpoint_size = objectives
+            .max_checkpoint_size
+            .as_ref()
+            .map(|q| {
+                q.bytes().map_err(|err| {
+                    SpecError::new(
+                        "spec.objectives.maxCheckpointSize",
+                        err.to_string(),
+                        "write a size such as 512Mi or 8Gi",
+                    )
+                })
+            })
+            .transpose()?;
+
+        let p = &self.parallelism;
+        for (field, value) in [
+            ("spec.parallelism.min", p.min),
+            ("spec.parallelism.max", p.max),
+            ("spec.parallelism.maxParallelism", p.max_parallelism),
+        ] {
+            if !(1..=FLINK_MAX_PARALLELISM).contains(&value) {
+                return Err(SpecError::new(
+                    field,
+                    format!("{value} is out of range"),
+                    format!("use a value from 1 to {FLINK_MAX_PARALLELISM}"),
+                ));
+            }
+        }
+        if p.min > p.max {
+            return Err(SpecError::new(
+                "spec.parallelism.min",
+                format!("min {} exceeds max {}", p.min, p.max),
+                "lower parallelism.min or raise parallelism.max",
+            ));
+        }
+        if p.max > p.max_parallelism {
+            return Err(SpecError::new(
+                "spec.parallelism.max",
+                format!("max {} exceeds maxParallelism {}", p.max, p.max_parallelism),
+                "lower parallelism.max to at most the job's maxParallelism (state cannot be restored above it)",
+            ));
+        }
+        for (field, value) in [
+            ("spec.parallelism.perKpu.min", p.per_kpu.min),
+            ("spec.parallelism.perKpu.max", p.per_kpu.max),
+        ] {
+            if !(SERVICE_PER_KPU_MIN..=SERVICE_PER_KPU_MAX).contains(&value) {
+                return Err(SpecError::new(
+                    field,
+                    format!("{value} is outside the service's range"),
+                    format!("use a value from {SERVICE_PER_KPU_MIN} to {SERVICE_PER_KPU_MAX}"),
+                ));
+            }
+        }
+        if p.per_kpu.min > p.per_kpu.max {
+            return Err(SpecError::new(
+                "spec.parallelism.perKpu.min",
+                format!("min {} exceeds max {}", p.per_kpu.min, p.per_kpu.max),
+                "lower perKpu.min or raise perKpu.max",
+            ));
+        }
+        if let Some(max_kpus) = self.max_kpus {
+            let needed = p.min.div_ceil(p.per_kpu.max);
+            if max_kpus < needed {
+                return Err(SpecError::new(
+                    "spec.maxKpus",
+                    format!(
+                        "{max_kpus} KPUs cannot run parallelism.min {} at perKpu.max {}",
+                        p.min, p.per_kpu.max
+                    ),
+                    format!("raise maxKpus to at least {needed} or lower parallelism.min"),
+                ));
+            }
+        }
+        let behavior = &self.behavior;
+        Ok(Budget {
+            max_checkpoint_duration,
+            max_checkpoint_size,
+            max_failed_checkpoints: objectives.max_failed_checkpoints,
+            window,
+            parallelism_min: p.min,
+            parallelism_max: p.max,
+            max_parallelism: p.max_parallelism,
+            per_kpu_min: p.per_kpu.min,
+            per_kpu_max: p.per_kpu.max,
+            max_kpus: self.max_kpus,
+            scale_up_cooldown: positive_duration(
+                "spec.behavior.scaleUp.cooldown",
+                &behavior.scale_up.cooldown,
+            )?,
+            scale_down_cooldown: positive_duration(
+                "spec.behavior.scaleDown.cooldown",
+                &behavior.scale_down.cooldown,
+            )?,
+            scale_down_stabilization: positive_duration(
+                "spec.behavior.scaleDown.stabilizationWindow",
+                &behavior.scale_down.stabilization_window,
+            )?,
+        })
+    }
+}
+
+/// The CRD as YAML, exactly as `checkpoint-autoscaler crd` prints it and
+/// `crds/checkpointbudget.yaml` holds it.
+pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
+    serde_yaml::to_string(&CheckpointBudget::crd())
+}
+
+/// Prints the CRD YAML (the `crd` subcommand).
+pub fn run_crd() -> anyhow::Result<std::process::ExitCode> {
+    use std::io::Write;
+    let yaml = crd_yaml()?;
+    let mut out = std::io::stdout().lock();
+    out.write_all(yaml.as_bytes())?;
+    out.flush()?;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,567 @@
+//! The `CheckpointBudget` status: what the controller observed, concluded and did.
+//!
+//! The controller writes it with server-side apply, so every field is optional on the wire
+//! (a field left out is a field the controller no longer claims). Policy enums (`Cause`,
+//! `Outcome`, `AppStatus`) appear under their serde names with a plain `string` schema,
+//! so that adding a variant to the policy never makes the API server refuse a status.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
+use serde::{Deserialize, Serialize};
+
+use super::{duration::format_duration, quantity::format_bytes};
+use crate::policy::{
+    AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, History, Observation,
+    Outcome, RecommendationRecord, ScalingRecord,
+};
+
+/// Condition type: the controller can observe the application and act on it.
+pub const CONDITION_READY: &str = "Ready";
+/// Condition type: checkpoints are within budget over the window.
+pub const CONDITION_SLO_MET: &str = "SloMet";
+/// Condition type: what the controller is doing about scaling, and why.
+pub const CONDITION_SCALING: &str = "Scaling";
+
+/// Most past scalings kept in `status.history.scalings` (newest kept).
+pub const MAX_HISTORY_SCALINGS: usize = 20;
+/// Most past recommendations kept in `status.history.recommendations` (newest kept): an
+/// hour of one-minute evaluations and then some.
+pub const MAX_HISTORY_RECOMMENDATIONS: usize = 200;
+
+/// What the controller observed, concluded and did for one budget.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointBudgetStatus {
+    /// The `metadata.generation` of the spec this status was computed from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// `Ready` (the controller can observe and act on the application), `SloMet`
+    /// (checkpoints within budget over the window) and `Scaling` (what the controller is
+    /// doing about scaling, with the reason).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(schema_with = "conditions_schema")]
+    pub conditions: Vec<Condition>,
+    /// The application as last observed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<ObservedApplication>,
+    /// Checkpoint figures over the evaluation window.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoints: Option<CheckpointWindow>,
+    /// Why checkpoints behave as they do, and what the application team can do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diagnosis: Option<DiagnosisStatus>,
+    /// The configuration the controller considers right (applied in `Enforce` mode, only
+    /// reported in `Recommend` mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub recommendation: Option<RecommendationStatus>,
+    /// The last scaling the controller started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_scaling: Option<LastScaling>,
+    /// An `UpdateApplication` the controller has started and not yet seen finish. Recorded
+    /// before the call, so a restarted controller resumes it instead of acting twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_in_flight: Option<OperationInFlight>,
+    /// What the decision engine remembers between evaluations (bounded), so a restarted
+    /// controller decides as the previous one would have.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history: Option<ScalingHistory>,
+}
+
+/// A `Parallelism` / `ParallelismPerKPU` configuration with its KPU count.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigStatus {
+    /// `Parallelism`.
+    pub parallelism: u32,
+    /// `ParallelismPerKPU`.
+    pub parallelism_per_kpu: u32,
+    /// KPUs = ceil(parallelism / parallelismPerKpu).
+    pub kpus: u32,
+}
+
+impl From<AppConfig> for ConfigStatus {
+    fn from(c: AppConfig) -> Self {
+        Self {
+            parallelism: c.parallelism,
+            parallelism_per_kpu: c.parallelism_per_kpu,
+            kpus: c.kpus(),
+        }
+    }
+}
+
+impl From<ConfigStatus> for AppConfig {
+    fn from(c: ConfigStatus) -> Self {
+        AppConfig::new(c.parallelism, c.parallelism_per_kpu)
+    }
+}
+
+/// The application as `DescribeApplication` last reported it.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ObservedApplication {
+    /// `ApplicationStatus`, e.g. `RUNNING`, `UPDATING`, `AUTOSCALING`.
+    #[schemars(schema_with = "string_schema")]
+    pub status: AppStatus,
+    /// `ApplicationVersionId`.
+    pub version_id: i64,
+    /// Running parallelism (`CurrentParallelism`).
+    pub parallelism: u32,
+    /// `ParallelismPerKPU`.
+    pub parallelism_per_kpu: u32,
+    /// KPUs = ceil(parallelism / parallelismPerKpu).
+    pub kpus: u32,
+    /// Whether the service's own CPU-based automatic scaling (`AutoScalingEnabled`) is on.
+    pub service_auto_scaling: bool,
+    /// When this was observed.
+    pub observed_at: Time,
+}
+
+impl ObservedApplication {
+    /// The status view of an observation.
+    pub fn from_observation(obs: &Observation) -> Self {
+        Self {
+            status: obs.status,
+            version_id: obs.version_id,
+            parallelism: obs.config.parallelism,
+            parallelism_per_kpu: obs.config.parallelism_per_kpu,
+            kpus: obs.config.kpus(),
+            service_auto_scaling: obs.service_autoscaling,
+            observed_at: Time(obs.at),
+        }
+    }
+
+    /// The running configuration.
+    pub fn config(&self) -> AppConfig {
+        AppConfig::new(self.parallelism, self.parallelism_per_kpu)
+    }
+}
+
+/// Checkpoint figures over the evaluation window.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointWindow {
+    /// Latest `lastCheckpointDuration` in the window, e.g. `1m32s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration: Option<String>,
+    /// Latest `lastCheckpointDuration` in the window, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_duration_ms: Option<u64>,
+    /// Highest `lastCheckpointDuration` in the window, e.g. `2m5s`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration: Option<String>,
+    /// Highest `lastCheckpointDuration` in the window, milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_duration_ms: Option<u64>,
+    /// Latest `lastCheckpointSize`, e.g. `3.2Gi`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_size: Option<String>,
+    /// Latest `lastCheckpointSize`, bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_size_bytes: Option<u64>,
+    /// Failed checkpoints in the window.
+    pub failed: u32,
+    /// Metric periods in the window that had data.
+    pub samples: u32,
+    /// The budget they are judged against (`spec.objectives.maxCheckpointDuration`).
+    pub budget: String,
+    /// The evaluation window.
+    pub window: String,
+}
+
+impl CheckpointWindow {
+    /// The status view of the figures the policy decided on.
+    pub fn new(figures: &CheckpointFigures, budget: &Budget) -> Self {
+        let ms = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0).map(|v| v.round() as u64);
+        let last_ms = ms(figures.last_duration_ms);
+        let max_ms = ms(figures.max_duration_ms);
+        let size = figures
+            .last_size_bytes
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| v.round() as u64);
+        Self {
+            last_duration: last_ms.map(human_ms),
+            last_duration_ms: last_ms,
+            max_duration: max_ms.map(human_ms),
+            max_duration_ms: max_ms,
+            last_size: size.map(format_bytes),
+            last_size_bytes: size,
+            failed: figures.failed,
+            samples: figures.samples,
+            budget: format_duration(budget.max_checkpoint_duration),
+            window: format_duration(budget.window),
+        }
+    }
+}
+
+/// A duration in milliseconds for people: whole seconds from 10 s up, milliseconds below.
+fn human_ms(ms: u64) -> String {
+    if ms >= 10_000 {
+        format_duration(Duration::from_secs((ms + 500) / 1000))
+    } else {
+        format_duration(Duration::from_millis(ms))
+    }
+}
+
+/// The diagnosis, in words a person can act on.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DiagnosisStatus {
+    /// The cause: `Healthy`, `UnderProvisioned`, `LargeState`, `MemoryPressure`,
+    /// `StateSkew`, `HighKeyCardinality`, `NotFixableByScaling`, `TransientFailures`,
+    /// `IdleHeadroom` or `InsufficientData`.
+    #[schemars(schema_with = "string_schema")]
+    pub cause: Cause,
+    /// What is happening, with the figures that show it.
+    pub summary: String,
+    /// What the application team can do that scaling cannot (state TTL, rebalancing keys,
+    /// fixing a serializer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub advice: Option<String>,
+}
+
+impl From<&Diagnosis> for DiagnosisStatus {
+    fn from(d: &Diagnosis) -> Self {
+        Self {
+            cause: d.cause,
+            summary: d.summary.clone(),
+            advice: d.advice.clone(),
+        }
+    }
+}
+
+impl From<&DiagnosisStatus> for Diagnosis {
+    fn from(d: &DiagnosisStatus) -> Self {
+        Self {
+            cause: d.cause,
+            summary: d.summary.clone(),
+            advice: d.advice.clone(),
+        }
+    }
+}
+
+/// The configuration the controller considers right now.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendationStatus {
+    /// Recommended `Parallelism`.
+    pub parallelism: u32,
+    /// Recommended `ParallelismPerKPU`.
+    pub parallelism_per_kpu: u32,
+    /// KPUs of the recommended configuration.
+    pub kpus: u32,
+    /// What the controller decided: `Hold`, `Scale` or `Blocked`.
+    pub action: String,
+    /// Why, as a CamelCase reason (e.g. `ScaleUpRequired`, `CooldownActive`).
+    pub reason: String,
+    /// Why, in a sentence or two.
+    pub message: String,
+}
+
+impl RecommendationStatus {
+    /// The status view of a decision.
+    pub fn from_decision(decision: &Decision) -> Self {
+        let action = match decision.action {
+            crate::policy::Action::Hold => "Hold",
+            crate::policy::Action::Scale { .. } => "Scale",
+            crate::policy::Action::Blocked => "Blocked",
+        };
+        Self {
+            parallelism: decision.recommendation.parallelism,
+            parallelism_per_kpu: decision.recommendation.parallelism_per_kpu,
+            kpus: decision.recommendation.kpus(),
+            action: action.to_owned(),
+            reason: decision.reason.as_str().to_owned(),
+            message: decision.message.clone(),
+        }
+    }
+
+    /// The recommended configuration.
+    pub fn config(&self) -> AppConfig {
+        AppConfig::new(self.parallelism, self.parallelism_per_kpu)
+    }
+}
+
+/// The last scaling the controller started.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LastScaling {
+    /// When `UpdateApplication` was called.
+    pub time: Time,
+    /// When the application was running again with the new configuration (or the operation
+    /// ended otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Configuration before.
+    pub from: ConfigStatus,
+    /// Configuration asked for.
+    pub to: ConfigStatus,
+    /// The diagnosed cause that prompted it.
+    #[schemars(schema_with = "string_schema")]
+    pub cause: Cause,
+    /// The decision's CamelCase reason, e.g. `ScaleUpRequired`.
+    pub reason: String,
+    /// The service's operation id (`ListApplicationOperations`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// `InProgress`, `Succeeded` or `Failed`.
+    #[schemars(schema_with = "string_schema")]
+    pub outcome: Outcome,
+    /// Details, e.g. the service's failure message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// An `UpdateApplication` the controller started and has not yet seen finish.
+///
+/// NB: the controller writes this *before* calling `UpdateApplication`, when the operation
+/// id is not known yet. A restarted controller that finds it without an `operationId`
+/// compares the application's version with `versionIdBefore`: a higher version means the
+/// call went through (find it with `ListApplicationOperations`), the same version means it
+/// never did.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct OperationInFlight {
+    /// The service's operation id, once `UpdateApplication` has returned it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// Configuration before.
+    pub from: ConfigStatus,
+    /// Configuration asked for.
+    pub to: ConfigStatus,
+    /// When the controller decided to call `UpdateApplication`.
+    pub started_at: Time,
+    /// `ApplicationVersionId` before the call.
+    pub version_id_before: i64,
+    /// The diagnosed cause that prompted it.
+    #[schemars(schema_with = "string_schema")]
+    pub cause: Cause,
+    /// The decision's CamelCase reason, e.g. `ScaleUpRequired`.
+    pub reason: String,
+    /// The representative checkpoint duration (ms) that prompted it, to judge afterwards
+    /// whether the scaling helped.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_duration_before_ms: Option<f64>,
+}
+
+impl OperationInFlight {
+    /// The policy's record of this operation, still in progress.
+    pub fn to_scaling_record(&self) -> ScalingRecord {
+        ScalingRecord {
+            at: self.started_at.0,
+            completed_at: None,
+            from: self.from.into(),
+            to: self.to.into(),
+            cause: self.cause,
+            checkpoint_duration_before_ms: self.checkpoint_duration_before_ms,
+            outcome: Outcome::InProgress,
+        }
+    }
+}
+
+/// What the decision engine remembers between evaluations.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingHistory {
+    /// Past scalings, oldest first (the last 20).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub scalings: Vec<ScalingRecordStatus>,
+    /// Recent recommendations, oldest first, for the scale-down stabilization window (the
+    /// last 200).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub recommendations: Vec<RecommendationRecordStatus>,
+}
+
+/// One past scaling.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ScalingRecordStatus {
+    /// When `UpdateApplication` was called.
+    pub at: Time,
+    /// When the application was running again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+    /// Configuration before.
+    pub from: ConfigStatus,
+    /// Configuration asked for.
+    pub to: ConfigStatus,
+    /// The diagnosed cause.
+    #[schemars(schema_with = "string_schema")]
+    pub cause: Cause,
+    /// The checkpoint duration (ms) that prompted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub checkpoint_duration_before_ms: Option<f64>,
+    /// `InProgress`, `Succeeded` or `Failed`.
+    #[schemars(schema_with = "string_schema")]
+    pub outcome: Outcome,
+}
+
+impl From<&ScalingRecord> for ScalingRecordStatus {
+    fn from(r: &ScalingRecord) -> Self {
+        Self {
+            at: Time(r.at),
+            completed_at: r.completed_at.map(Time),
+            from: r.from.into(),
+            to: r.to.into(),
+            cause: r.cause,
+            checkpoint_duration_before_ms: r.checkpoint_duration_before_ms,
+            outcome: r.outcome,
+        }
+    }
+}
+
+impl From<&ScalingRecordStatus> for ScalingRecord {
+    fn from(r: &ScalingRecordStatus) -> Self {
+        Self {
+            at: r.at.0,
+            completed_at: r.completed_at.as_ref().map(|t| t.0),
+            from: r.from.into(),
+            to: r.to.into(),
+            cause: r.cause,
+            checkpoint_duration_before_ms: r.checkpoint_duration_before_ms,
+            outcome: r.outcome,
+        }
+    }
+}
+
+/// One past recommendation.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RecommendationRecordStatus {
+    /// When it was made.
+    pub at: Time,
+    /// Recommended `Parallelism`.
+    pub parallelism: u32,
+    /// Recommended `ParallelismPerKPU`.
+    pub parallelism_per_kpu: u32,
+}
+
+impl From<&RecommendationRecord> for RecommendationRecordStatus {
+    fn from(r: &RecommendationRecord) -> Self {
+        Self {
+            at: Time(r.at),
+            parallelism: r.config.parallelism,
+            parallelism_per_kpu: r.config.parallelism_per_kpu,
+        }
+    }
+}
+
+impl From<&RecommendationRecordStatus> for RecommendationRecord {
+    fn from(r: &RecommendationRecordStatus) -> Self {
+        Self {
+            at: r.at.0,
+            config: AppConfig::new(r.parallelism, r.parallelism_per_kpu),
+        }
+    }
+}
+
+fn newest<T>(items: &[T], keep: usize) -> &[T] {
+    &items[items.len().saturating_sub(keep)..]
+}
+
+impl ScalingHistory {
+    /// The status form of the policy's history, keeping the newest
+    /// [`MAX_HISTORY_SCALINGS`] scalings and [`MAX_HISTORY_RECOMMENDATIONS`] recommendations.
+    ///
+    /// NB: timestamps in status have whole-second precision (Kubernetes `Time`), so a
+    /// round trip truncates sub-second parts.
+    pub fn from_history(history: &History) -> Self {
+        Self {
+            scalings: newest(&history.scalings, MAX_HISTORY_SCALINGS)
+                .iter()
+                .map(Into::into)
+                .collect(),
+            recommendations: newest(&history.recommendations, MAX_HISTORY_RECOMMENDATIONS)
+                .iter()
+                .map(Into::into)
+                .collect(),
+        }
+    }
+
+    /// The policy's history.
+    pub fn to_history(&self) -> History {
+        History {
+            scalings: self.scalings.iter().map(Into::into).collect(),
+            recommendations: self.recommendations.iter().map(Into::into).collect(),
+        }
+    }
+}
+
+impl CheckpointBudgetStatus {
+    /// The policy's history as persisted here (empty when there is none yet).
+    pub fn to_history(&self) -> History {
+        self.history
+            .as_ref()
+            .map(ScalingHistory::to_history)
+            .unwrap_or_default()
+    }
+
+    /// Persists the policy's history (bounded, see [`ScalingHistory::from_history`]).
+    pub fn set_history(&mut self, history: &History) {
+        self.history = Some(ScalingHistory::from_history(history));
+    }
+
+    /// The condition of type `type_`, if set.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Sets a condition, keeping its `lastTransitionTime` when the status did not change
+    /// (the Kubernetes convention: the time marks the last *transition*).
+    pub fn set_condition(
+        &mut self,
+        type_: &str,
+        status: bool,
+        reason: &str,
+        message: &str,
+        observed_generation: Option<i64>,
+        now: Timestamp,
+    ) {
+        let status = if status { "True" } else { "False" };
+        let last_transition_time = match self.condition(type_) {
+            Some(old) if old.status == status => old.last_transition_time.clone(),
+            _ => Time(now),
+        };
+        let condition = Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message: message.to_owned(),
+            observed_generation,
+            last_transition_time,
+        };
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(slot) => *slot = condition,
+            None => self.conditions.push(condition),
+        }
+    }
+}
+
+/// A plain string: policy enums are written under their serde names without an `enum`
+/// list, so a new variant never makes the API server refuse a status update.
+fn string_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({"type": "string"})
+}
+
+/// Standard Kubernetes conditions: a list keyed by `type`, as server-side apply expects.
+fn conditions_schema(_: &mut SchemaGenerator) -> Schema {
+    json_schema!({
+        "type": "array",
+        "x-kubernetes-list-type": "map",
+        "x-kubernetes-list-map-keys": ["type"],
+        "items": {
+            "type": "object",
+            "properties": {
+                "lastTransitionTime": {"format": "date-time", "type": "string"},
+                "message": {"type": "string", "maxLength": 32768},
+                "observedGeneration": {"type": "integer", "format": "int64", "minimum": 0},
+                "reason": {"type": "string", "maxLength": 1024},
+                "status": {"type": "string", "enum": ["True", "False", "Unknown"]},
+                "type": {"type": "string", "maxLength": 316}
+            },
+            "required": ["lastTransitionTime", "message", "reason", "status", "type"]
+        }
+    })
+}
