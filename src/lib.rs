@@ -3,6 +3,8 @@
 //!
 //! Data flows one way: budget spec + observation → [`policy::decide`] → action → status.
 
+/// The AWS side: application control and CloudWatch metrics behind traits, over the SDK.
+pub mod aws;
 /// The command line: one binary, one subcommand per job.
 pub mod cli;
 /// The `CheckpointBudget` custom resource: spec, status, the generated CRD.

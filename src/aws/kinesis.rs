@@ -1,0 +1,452 @@
+//! [`ApplicationControl`] over the Managed Service for Apache Flink API
+//! (`aws-sdk-kinesisanalyticsv2`).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use aws_sdk_kinesisanalyticsv2::types::{
+    ApplicationConfigurationUpdate, ApplicationDetail, ApplicationOperationInfoDetails,
+    ApplicationRestoreConfiguration, ApplicationRestoreType, ApplicationStatus, ConfigurationType,
+    FlinkApplicationConfigurationUpdate, OperationStatus as SdkOperationStatus,
+    ParallelismConfigurationUpdate, RunConfigurationUpdate,
+};
+use jiff::Timestamp;
+use tracing::debug;
+
+use super::{
+    ApplicationControl, ApplicationDescription, AwsClients, AwsError, OperationState, OperationStatus,
+    Target, UpdateRequest, stats::AwsOperation,
+};
+use crate::policy::{AppConfig, AppStatus};
+
+/// The SDK implementation of [`ApplicationControl`].
+#[derive(Clone, Debug)]
+pub struct KinesisControl {
+    clients: Arc<AwsClients>,
+}
+
+impl KinesisControl {
+    /// Calls AWS through `clients` (and counts the calls in its [`CallStats`](super::CallStats)).
+    pub fn new(clients: Arc<AwsClients>) -> Self {
+        Self { clients }
+    }
+
+    fn count<T>(&self, operation: AwsOperation, result: &Result<T, AwsError>) {
+        let stats = self.clients.stats();
+        stats.record_call(operation);
+        if let Err(err) = result {
+            stats.record_error(err);
+            debug!(operation = operation.name(), reason = err.reason(), error = %err, "AWS call failed");
+        }
+    }
+}
+
+#[async_trait]
+impl ApplicationControl for KinesisControl {
+    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
+        let op = AwsOperation::DescribeApplication;
+        let client = self.clients.clients(target).await.kinesis;
+        let result = client
+            .describe_application()
+            .application_name(name)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(op, e))
+            .and_then(|out| match out.application_detail() {
+                Some(detail) => description_from_detail(detail),
+                None => Err(AwsError::UnexpectedResponse(format!(
+                    "DescribeApplication: no ApplicationDetail for {name}"
+                ))),
+            });
+        self.count(op, &result);
+        result
+    }
+
+    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        let op = AwsOperation::ListTagsForResource;
+        let client = self.clients.clients(target).await.kinesis;
+        let result = client
+            .list_tags_for_resource()
+            .resource_arn(arn)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(op, e))
+            .map(|out| {
+                out.tags()
+                    .iter()
+                    .map(|t| (t.key().to_string(), t.value().unwrap_or_default().to_string()))
+                    .collect()
+            });
+        self.count(op, &result);
+        result
+    }
+
+    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
+        let op = AwsOperation::UpdateApplication;
+        let (configuration, run) = update_parts(request)?;
+        let client = self.clients.clients(target).await.kinesis;
+        let result = client
+            .update_application()
+            .application_name(&request.name)
+            .current_application_version_id(request.current_version_id)
+            .application_configuration_update(configuration)
+            .run_configuration_update(run)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(op, e))
+            .and_then(|out| match out.operation_id() {
+                Some(id) if !id.is_empty() => Ok(id.to_string()),
+                _ => Err(AwsError::UnexpectedResponse(format!(
+                    "UpdateApplication: no OperationId for {}",
+                    request.name
+                ))),
+            });
+        self.count(op, &result);
+        result
+    }
+
+    async fn describe_operation(
+        &self,
+        target: &Target,
+        name: &str,
+        operation_id: &str,
+    ) -> Result<OperationStatus, AwsError> {
+        let op = AwsOperation::DescribeApplicationOperation;
+        let client = self.clients.clients(target).await.kinesis;
+        let result = client
+            .describe_application_operation()
+            .application_name(name)
+            .operation_id(operation_id)
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk(op, e))
+            .and_then(|out| match out.application_operation_info_details() {
+                Some(details) => operation_from_details(operation_id, details),
+                None => Err(AwsError::UnexpectedResponse(format!(
+                    "DescribeApplicationOperation: no details for operation {operation_id} of {name}"
+                ))),
+            });
+        self.count(op, &result);
+        result
+    }
+}
+
+/// Maps `DescribeApplication`'s `ApplicationDetail` into our description.
+pub(crate) fn description_from_detail(
+    detail: &ApplicationDetail,
+) -> Result<ApplicationDescription, AwsError> {
+    let name = detail.application_name();
+    let unexpected =
+        |what: &str| AwsError::UnexpectedResponse(format!("DescribeApplication: {name}: {what}"));
+    let parallelism = detail
+        .application_configuration_description()
+        .and_then(|c| c.flink_application_configuration_description())
+        .and_then(|f| f.parallelism_configuration_description())
+        .ok_or_else(|| unexpected("no ParallelismConfigurationDescription (not a Flink application?)"))?;
+    let positive = |value: Option<i32>, field: &str| -> Result<Option<u32>, AwsError> {
+        match value {
+            None => Ok(None),
+            Some(v) if v >= 1 => Ok(Some(v as u32)),
+            Some(v) => Err(unexpected(&format!("{field} is {v}"))),
+        }
+    };
+    let configured =
+        positive(parallelism.parallelism(), "Parallelism")?.ok_or_else(|| unexpected("no Parallelism"))?;
+    // NB: the service reports CurrentParallelism once the job runs; before that the
+    // configured Parallelism is what it will start with.
+    let current = positive(parallelism.current_parallelism(), "CurrentParallelism")?.unwrap_or(configured);
+    // ParallelismPerKPU defaults to 1 in the service when never set.
+    let per_kpu = positive(parallelism.parallelism_per_kpu(), "ParallelismPerKPU")?.unwrap_or(1);
+    let configuration_type = parallelism
+        .configuration_type()
+        .map(|t| t.as_str().to_string())
+        .unwrap_or_else(|| ConfigurationType::Default.as_str().to_string());
+    // With ConfigurationType DEFAULT the service scales on its own.
+    let service_autoscaling = parallelism
+        .auto_scaling_enabled()
+        .unwrap_or(configuration_type == ConfigurationType::Default.as_str());
+    Ok(ApplicationDescription {
+        name: name.to_string(),
+        arn: detail.application_arn().to_string(),
+        status: app_status(detail.application_status()),
+        version_id: detail.application_version_id(),
+        config: AppConfig::new(current, per_kpu),
+        configured_parallelism: configured,
+        configuration_type,
+        service_autoscaling,
+        conditional_token: detail.conditional_token().map(str::to_string),
+    })
+}
+
+/// The parallelism change and the restore mode of an `UpdateApplication`.
+pub(crate) fn update_parts(
+    request: &UpdateRequest,
+) -> Result<(ApplicationConfigurationUpdate, RunConfigurationUpdate), AwsError> {
+    let invalid = |field: &str, value: u32| {
+        AwsError::InvalidArgument(format!(
+            "UpdateApplication: {}: {field} {value} is out of range",
+            request.name
+        ))
+    };
+    let to_i32 = |field: &str, value: u32| match i32::try_from(value) {
+        Ok(v) if v >= 1 => Ok(v),
+        _ => Err(invalid(field, value)),
+    };
+    let parallelism = to_i32("Parallelism", request.to.parallelism)?;
+    let per_kpu = to_i32("ParallelismPerKPU", request.to.parallelism_per_kpu)?;
+    let configuration = ApplicationConfigurationUpdate::builder()
+        .flink_application_configuration_update(
+            FlinkApplicationConfigurationUpdate::builder()
+                .parallelism_configuration_update(
+                    ParallelismConfigurationUpdate::builder()
+                        // The service ignores the parallelism fields unless CUSTOM.
+                        .configuration_type_update(ConfigurationType::Custom)
+                        .parallelism_update(parallelism)
+                        .parallelism_per_kpu_update(per_kpu)
+                        .auto_scaling_enabled_update(request.service_autoscaling)
+                        .build(),
+                )
+                .build(),
+        )
+        .build();
+    let restore = ApplicationRestoreConfiguration::builder()
+        .application_restore_type(ApplicationRestoreType::RestoreFromLatestSnapshot)
+        .build()
+        .map_err(|e| AwsError::Other(format!("UpdateApplication: restore configuration: {e}")))?;
+    let run = RunConfigurationUpdate::builder()
+        .application_restore_configuration(restore)
+        .build();
+    Ok((configuration, run))
+}
+
+/// Maps `DescribeApplicationOperation`'s details.
+pub(crate) fn operation_from_details(
+    operation_id: &str,
+    details: &ApplicationOperationInfoDetails,
+) -> Result<OperationStatus, AwsError> {
+    let status = match details.operation_status() {
+        SdkOperationStatus::InProgress => OperationState::InProgress,
+        SdkOperationStatus::Successful => OperationState::Successful,
+        SdkOperationStatus::Failed => OperationState::Failed,
+        SdkOperationStatus::Cancelled => OperationState::Cancelled,
+        other => {
+            return Err(AwsError::UnexpectedResponse(format!(
+                "DescribeApplicationOperation: operation {operation_id}: unknown status {}",
+                other.as_str()
+            )));
+        }
+    };
+    let failure = details.operation_failure_details().map(|f| {
+        let text = f
+            .error_info()
+            .and_then(|e| e.error_string())
+            .unwrap_or("the operation failed without details");
+        match f.rollback_operation_id() {
+            Some(rollback) => format!("{text} (rolled back by operation {rollback})"),
+            None => text.to_string(),
+        }
+    });
+    Ok(OperationStatus {
+        operation_id: operation_id.to_string(),
+        status,
+        started: timestamp(details.start_time()),
+        // NB: the SDK models EndTime as required, so an operation still in progress
+        // deserializes with the epoch; only a finished one has a meaningful end.
+        ended: if status.is_terminal() {
+            timestamp(details.end_time())
+        } else {
+            None
+        },
+        failure: if status == OperationState::Successful {
+            None
+        } else {
+            failure
+        },
+    })
+}
+
+fn timestamp(t: &aws_smithy_types::DateTime) -> Option<Timestamp> {
+    if t.secs() == 0 && t.subsec_nanos() == 0 {
+        return None;
+    }
+    Timestamp::new(t.secs(), t.subsec_nanos() as i32).ok()
+}
+
+fn app_status(status: &ApplicationStatus) -> AppStatus {
+    match status {
+        ApplicationStatus::Deleting => AppStatus::Deleting,
+        ApplicationStatus::Starting => AppStatus::Starting,
+        ApplicationStatus::Stopping => AppStatus::Stopping,
+        ApplicationStatus::Ready => AppStatus::Ready,
+        ApplicationStatus::Running => AppStatus::Running,
+        ApplicationStatus::Updating => AppStatus::Updating,
+        ApplicationStatus::Autoscaling => AppStatus::Autoscaling,
+        ApplicationStatus::ForceStopping => AppStatus::ForceStopping,
+        ApplicationStatus::RollingBack => AppStatus::RollingBack,
+        ApplicationStatus::Maintenance => AppStatus::Maintenance,
+        ApplicationStatus::RolledBack => AppStatus::RolledBack,
+        _ => AppStatus::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_kinesisanalyticsv2::types::{
+        ApplicationConfigurationDescription, ErrorInfo, FlinkApplicationConfigurationDescription,
+        OperationFailureDetails, ParallelismConfigurationDescription, RuntimeEnvironment,
+    };
+    use aws_smithy_types::DateTime;
+
+    use super::*;
+
+    fn detail(parallelism: ParallelismConfigurationDescription) -> ApplicationDetail {
+        ApplicationDetail::builder()
+            .application_arn("arn:aws:kinesisanalytics:eu-west-1:123456789012:application/orders")
+            .application_name("orders")
+            .runtime_environment(RuntimeEnvironment::Flink120)
+            .application_status(ApplicationStatus::Running)
+            .application_version_id(7)
+            .conditional_token("tok")
+            .application_configuration_description(
+                ApplicationConfigurationDescription::builder()
+                    .flink_application_configuration_description(
+                        FlinkApplicationConfigurationDescription::builder()
+                            .parallelism_configuration_description(parallelism)
+                            .build(),
+                    )
+                    .build(),
+            )
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn describe_maps_current_parallelism_and_per_kpu() {
+        let d = description_from_detail(&detail(
+            ParallelismConfigurationDescription::builder()
+                .configuration_type(ConfigurationType::Custom)
+                .parallelism(4)
+                .current_parallelism(8)
+                .parallelism_per_kpu(2)
+                .auto_scaling_enabled(true)
+                .build(),
+        ))
+        .unwrap();
+        assert_eq!(d.name, "orders");
+        assert_eq!(d.status, AppStatus::Running);
+        assert_eq!(d.version_id, 7);
+        assert_eq!(d.config, AppConfig::new(8, 2));
+        assert_eq!(d.configured_parallelism, 4);
+        assert_eq!(d.configuration_type, "CUSTOM");
+        assert!(d.service_autoscaling);
+        assert_eq!(d.conditional_token.as_deref(), Some("tok"));
+    }
+
+    #[test]
+    fn describe_defaults_when_fields_are_absent() {
+        let d = description_from_detail(&detail(
+            ParallelismConfigurationDescription::builder()
+                .configuration_type(ConfigurationType::Default)
+                .parallelism(1)
+                .build(),
+        ))
+        .unwrap();
+        assert_eq!(d.config, AppConfig::new(1, 1));
+        assert!(d.service_autoscaling, "DEFAULT configuration scales on its own");
+    }
+
+    #[test]
+    fn describe_rejects_missing_or_invalid_parallelism() {
+        let missing =
+            description_from_detail(&detail(ParallelismConfigurationDescription::builder().build()));
+        assert_eq!(missing.unwrap_err().reason(), "UnexpectedResponse");
+        let zero = description_from_detail(&detail(
+            ParallelismConfigurationDescription::builder()
+                .parallelism(4)
+                .parallelism_per_kpu(0)
+                .build(),
+        ));
+        assert!(zero.unwrap_err().message().contains("ParallelismPerKPU is 0"));
+    }
+
+    #[test]
+    fn update_sends_custom_parallelism_and_restores_from_latest_snapshot() {
+        let (conf, run) = update_parts(&UpdateRequest {
+            name: "orders".into(),
+            current_version_id: 7,
+            to: AppConfig::new(16, 2),
+            service_autoscaling: false,
+        })
+        .unwrap();
+        let p = conf
+            .flink_application_configuration_update()
+            .and_then(|f| f.parallelism_configuration_update())
+            .unwrap();
+        assert_eq!(p.configuration_type_update(), Some(&ConfigurationType::Custom));
+        assert_eq!(p.parallelism_update(), Some(16));
+        assert_eq!(p.parallelism_per_kpu_update(), Some(2));
+        assert_eq!(p.auto_scaling_enabled_update(), Some(false));
+        assert_eq!(
+            run.application_restore_configuration()
+                .map(|r| r.application_restore_type()),
+            Some(&ApplicationRestoreType::RestoreFromLatestSnapshot)
+        );
+    }
+
+    #[test]
+    fn update_rejects_out_of_range_values_before_calling_aws() {
+        let err = update_parts(&UpdateRequest {
+            name: "orders".into(),
+            current_version_id: 7,
+            to: AppConfig::new(u32::MAX, 1),
+            service_autoscaling: false,
+        })
+        .unwrap_err();
+        assert_eq!(err.reason(), "InvalidArgument");
+        let zero = update_parts(&UpdateRequest {
+            name: "orders".into(),
+            current_version_id: 7,
+            to: AppConfig::new(4, 0),
+            service_autoscaling: false,
+        });
+        assert!(zero.is_err());
+    }
+
+    #[test]
+    fn operations_map_states_times_and_failures() {
+        let running = ApplicationOperationInfoDetails::builder()
+            .operation("UpdateApplication")
+            .start_time(DateTime::from_secs(1_700_000_000))
+            .end_time(DateTime::from_secs(0))
+            .operation_status(SdkOperationStatus::InProgress)
+            .build()
+            .unwrap();
+        let s = operation_from_details("op-1", &running).unwrap();
+        assert_eq!(s.status, OperationState::InProgress);
+        assert_eq!(s.started, Some(Timestamp::from_second(1_700_000_000).unwrap()));
+        assert_eq!(s.ended, None);
+        assert_eq!(s.failure, None);
+
+        let failed = ApplicationOperationInfoDetails::builder()
+            .operation("UpdateApplication")
+            .start_time(DateTime::from_secs(1_700_000_000))
+            .end_time(DateTime::from_secs(1_700_000_600))
+            .operation_status(SdkOperationStatus::Failed)
+            .operation_failure_details(
+                OperationFailureDetails::builder()
+                    .rollback_operation_id("op-2")
+                    .error_info(ErrorInfo::builder().error_string("restore failed").build())
+                    .build(),
+            )
+            .build()
+            .unwrap();
+        let s = operation_from_details("op-1", &failed).unwrap();
+        assert_eq!(s.status, OperationState::Failed);
+        assert_eq!(s.status.outcome(), crate::policy::Outcome::Failed);
+        assert_eq!(s.ended, Some(Timestamp::from_second(1_700_000_600).unwrap()));
+        assert_eq!(
+            s.failure.as_deref(),
+            Some("restore failed (rolled back by operation op-2)")
+        );
+    }
+}

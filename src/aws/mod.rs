@@ -1,0 +1,269 @@
+//! The AWS side: two small traits in our own types, and their implementations over the AWS
+//! SDK for Rust.
+//!
+//! - [`ApplicationControl`]: `DescribeApplication`, `ListTagsForResource`,
+//!   `UpdateApplication`, `DescribeApplicationOperation` of Managed Service for Apache Flink
+//!   (`kinesisanalyticsv2`).
+//! - [`MetricsSource`]: the per-period [`Sample`]s of one application from CloudWatch
+//!   `GetMetricData`.
+//!
+//! No SDK type crosses this boundary, so the controller, `demo`, `recommend` and the tests
+//! can swap in a fake. The traits use `#[async_trait]` (boxed futures) because native
+//! `async fn` in traits is not object safe and the controller keeps them as
+//! `Arc<dyn ApplicationControl>` / `Arc<dyn MetricsSource>` in its `Context`.
+//!
+//! Building the real ones:
+//!
+//! ```no_run
+//! # async fn build() -> Result<(), checkpoint_autoscaler::aws::AwsError> {
+//! use std::sync::Arc;
+//! use checkpoint_autoscaler::aws::{AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl};
+//!
+//! let clients = Arc::new(AwsClients::from_env(AwsSettings::default()).await?);
+//! let control = KinesisControl::new(clients.clone());
+//! let metrics = CloudWatchMetrics::new(clients.clone());
+//! let counters = clients.stats().snapshot();
+//! # Ok(()) }
+//! ```
+
+use std::{fmt, sync::Arc, time::Duration};
+
+use async_trait::async_trait;
+use jiff::Timestamp;
+
+use crate::policy::{AppConfig, AppStatus, Outcome, Sample};
+
+mod clients;
+mod cloudwatch;
+mod error;
+mod kinesis;
+mod stats;
+
+pub use clients::{AwsClients, AwsSettings, DEFAULT_REGION};
+pub use cloudwatch::{CloudWatchMetrics, MAX_QUERIES_PER_CALL, METRIC_NAMESPACE, METRICS, MetricSpec};
+pub use error::AwsError;
+pub use kinesis::KinesisControl;
+pub use stats::{AwsOperation, CallStats, CallStatsSnapshot};
+
+/// Whose credentials and which region an AWS call uses: the controller's own identity in
+/// `region`, or the role `role_arn` assumed through STS.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Target {
+    /// The AWS region of the application.
+    pub region: String,
+    /// A role to assume (the budget's `spec.application.roleArn`), if any.
+    pub role_arn: Option<String>,
+}
+
+impl Target {
+    /// The controller's own credentials in `region`.
+    pub fn new(region: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            role_arn: None,
+        }
+    }
+
+    /// The role `role_arn`, assumed through STS, in `region`.
+    pub fn with_role(region: impl Into<String>, role_arn: impl Into<String>) -> Self {
+        Self {
+            region: region.into(),
+            role_arn: Some(role_arn.into()),
+        }
+    }
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.role_arn {
+            Some(role) => write!(f, "{} as {}", self.region, role),
+            None => write!(f, "{}", self.region),
+        }
+    }
+}
+
+/// What `DescribeApplication` says about an application, in our terms.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ApplicationDescription {
+    /// `ApplicationName`.
+    pub name: String,
+    /// `ApplicationARN` (the resource for `ListTagsForResource`).
+    pub arn: String,
+    /// `ApplicationStatus`.
+    pub status: AppStatus,
+    /// `ApplicationVersionId`: sent back as `CurrentApplicationVersionId` so that AWS refuses
+    /// an update racing a concurrent change instead of overwriting it.
+    pub version_id: i64,
+    /// The running configuration: `CurrentParallelism` (falling back to `Parallelism` when
+    /// the service does not report it) and `ParallelismPerKPU`.
+    pub config: AppConfig,
+    /// The configured `Parallelism`: the floor of the service's own autoscaling, and what
+    /// the application starts with.
+    pub configured_parallelism: u32,
+    /// `ConfigurationType`: `CUSTOM` or `DEFAULT`.
+    pub configuration_type: String,
+    /// `AutoScalingEnabled`: the service's own CPU-based scaling.
+    pub service_autoscaling: bool,
+    /// `ConditionalToken`, when the service returns one.
+    pub conditional_token: Option<String>,
+}
+
+/// An `UpdateApplication` of the parallelism configuration.
+///
+/// The implementation always sends `ConfigurationTypeUpdate = CUSTOM` (the service ignores
+/// the parallelism fields otherwise) and `ApplicationRestoreType =
+/// RESTORE_FROM_LATEST_SNAPSHOT` (so the job keeps its state across the restart).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UpdateRequest {
+    /// The application.
+    pub name: String,
+    /// The `ApplicationVersionId` the decision was made on (`CurrentApplicationVersionId`).
+    pub current_version_id: i64,
+    /// The new `Parallelism` and `ParallelismPerKPU`.
+    pub to: AppConfig,
+    /// `AutoScalingEnabledUpdate`: whether the service's own scaling stays on.
+    pub service_autoscaling: bool,
+}
+
+/// The state of an application operation (`DescribeApplicationOperation`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OperationState {
+    /// `IN_PROGRESS`.
+    InProgress,
+    /// `SUCCESSFUL`.
+    Successful,
+    /// `FAILED` (the service rolls the application back).
+    Failed,
+    /// `CANCELLED`.
+    Cancelled,
+}
+
+impl OperationState {
+    /// Whether the operation has finished, one way or the other.
+    pub fn is_terminal(&self) -> bool {
+        !matches!(self, OperationState::InProgress)
+    }
+
+    /// The policy's view: a cancelled operation did not produce the asked-for configuration,
+    /// so it counts as failed.
+    pub fn outcome(&self) -> Outcome {
+        match self {
+            OperationState::InProgress => Outcome::InProgress,
+            OperationState::Successful => Outcome::Succeeded,
+            OperationState::Failed | OperationState::Cancelled => Outcome::Failed,
+        }
+    }
+
+    /// The name AWS uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            OperationState::InProgress => "IN_PROGRESS",
+            OperationState::Successful => "SUCCESSFUL",
+            OperationState::Failed => "FAILED",
+            OperationState::Cancelled => "CANCELLED",
+        }
+    }
+}
+
+impl fmt::Display for OperationState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What `DescribeApplicationOperation` says about one operation.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationStatus {
+    /// `OperationId`.
+    pub operation_id: String,
+    /// `OperationStatus`.
+    pub status: OperationState,
+    /// `StartTime`.
+    pub started: Option<Timestamp>,
+    /// `EndTime`.
+    pub ended: Option<Timestamp>,
+    /// `OperationFailureDetails`, in words (the error string AWS gives), when it failed.
+    pub failure: Option<String>,
+}
+
+/// Managed Service for Apache Flink application control.
+#[async_trait]
+pub trait ApplicationControl: Send + Sync {
+    /// `DescribeApplication`.
+    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError>;
+
+    /// `ListTagsForResource` on the application's ARN (for the tag tenancy policy).
+    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError>;
+
+    /// `UpdateApplication`; returns the `OperationId` to follow.
+    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError>;
+
+    /// `DescribeApplicationOperation`.
+    async fn describe_operation(
+        &self,
+        target: &Target,
+        name: &str,
+        operation_id: &str,
+    ) -> Result<OperationStatus, AwsError>;
+}
+
+/// The CloudWatch metrics of an application, as the policy's [`Sample`]s.
+#[async_trait]
+pub trait MetricsSource: Send + Sync {
+    /// Per-period samples for one application over the window ending at `end`, oldest
+    /// first: the periods `[floor(end) - window, floor(end))`, with `floor` rounding down to
+    /// a multiple of `period` (CloudWatch aligns datapoints that way).
+    ///
+    /// A period for which no metric has a datapoint is left out; a metric without a
+    /// datapoint (or with a NaN) is `None`. Running counts (`numberOfFailedCheckpoints`,
+    /// `fullRestarts`) come back as per-period increases.
+    ///
+    /// The batched implementation coalesces concurrent calls into `GetMetricData` requests
+    /// of up to 500 queries.
+    async fn samples(
+        &self,
+        target: &Target,
+        application: &str,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError>;
+}
+
+#[async_trait]
+impl<T: ApplicationControl + ?Sized> ApplicationControl for Arc<T> {
+    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
+        (**self).describe(target, name).await
+    }
+
+    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        (**self).list_tags(target, arn).await
+    }
+
+    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
+        (**self).update(target, request).await
+    }
+
+    async fn describe_operation(
+        &self,
+        target: &Target,
+        name: &str,
+        operation_id: &str,
+    ) -> Result<OperationStatus, AwsError> {
+        (**self).describe_operation(target, name, operation_id).await
+    }
+}
+
+#[async_trait]
+impl<T: MetricsSource + ?Sized> MetricsSource for Arc<T> {
+    async fn samples(
+        &self,
+        target: &Target,
+        application: &str,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
+        (**self).samples(target, application, window, period, end).await
+    }
+}
