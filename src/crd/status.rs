@@ -344,9 +344,37 @@ pub struct OperationInFlight {
     /// whether the scaling helped.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub checkpoint_duration_before_ms: Option<f64>,
+    /// The input rate (`numRecordsInPerSecond`) when it was decided, to tell "scaling did
+    /// not help" apart from "the load changed meanwhile".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_in_before_per_second: Option<f64>,
 }
 
 impl OperationInFlight {
+    /// The intent to scale from `from` to `to` on the strength of `decision`, decided at
+    /// `at` while the application was at `version_id_before`; the operation id is filled in
+    /// once `UpdateApplication` returns it.
+    pub fn started(
+        at: Timestamp,
+        from: AppConfig,
+        to: AppConfig,
+        version_id_before: i64,
+        decision: &Decision,
+    ) -> Self {
+        let record = ScalingRecord::started(at, from, to, decision);
+        Self {
+            operation_id: None,
+            from: from.into(),
+            to: to.into(),
+            started_at: Time(at),
+            version_id_before,
+            cause: record.cause,
+            reason: decision.reason.as_str().to_owned(),
+            checkpoint_duration_before_ms: record.checkpoint_duration_before_ms,
+            records_in_before_per_second: record.records_in_before_per_second,
+        }
+    }
+
     /// The policy's record of this operation, still in progress.
     pub fn to_scaling_record(&self) -> ScalingRecord {
         ScalingRecord {
@@ -357,6 +385,7 @@ impl OperationInFlight {
             cause: self.cause,
             checkpoint_duration_before_ms: self.checkpoint_duration_before_ms,
             outcome: Outcome::InProgress,
+            records_in_before_per_second: self.records_in_before_per_second,
         }
     }
 }
@@ -396,6 +425,9 @@ pub struct ScalingRecordStatus {
     /// `InProgress`, `Succeeded` or `Failed`.
     #[schemars(schema_with = "string_schema")]
     pub outcome: Outcome,
+    /// The input rate (`numRecordsInPerSecond`) when it was decided.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_in_before_per_second: Option<f64>,
 }
 
 impl From<&ScalingRecord> for ScalingRecordStatus {
@@ -408,6 +440,7 @@ impl From<&ScalingRecord> for ScalingRecordStatus {
             cause: r.cause,
             checkpoint_duration_before_ms: r.checkpoint_duration_before_ms,
             outcome: r.outcome,
+            records_in_before_per_second: r.records_in_before_per_second,
         }
     }
 }
@@ -422,6 +455,7 @@ impl From<&ScalingRecordStatus> for ScalingRecord {
             cause: r.cause,
             checkpoint_duration_before_ms: r.checkpoint_duration_before_ms,
             outcome: r.outcome,
+            records_in_before_per_second: r.records_in_before_per_second,
         }
     }
 }
