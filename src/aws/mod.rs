@@ -17,11 +17,12 @@
 //! ```no_run
 //! # async fn build() -> Result<(), checkpoint_autoscaler::aws::AwsError> {
 //! use std::sync::Arc;
-//! use checkpoint_autoscaler::aws::{AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl};
+//! use checkpoint_autoscaler::aws::{AwsClients, AwsSettings, BatchConfig, BatchedMetrics, KinesisControl};
 //!
 //! let clients = Arc::new(AwsClients::from_env(AwsSettings::default()).await?);
 //! let control = KinesisControl::new(clients.clone());
-//! let metrics = CloudWatchMetrics::new(clients.clone());
+//! // Must be called inside a tokio runtime: it spawns the batching task.
+//! let metrics = BatchedMetrics::spawn(clients.clone(), BatchConfig::default());
 //! let counters = clients.stats().snapshot();
 //! # Ok(()) }
 //! ```
@@ -33,12 +34,14 @@ use jiff::Timestamp;
 
 use crate::policy::{AppConfig, AppStatus, Outcome, Sample};
 
+mod batch;
 mod clients;
 mod cloudwatch;
 mod error;
 mod kinesis;
 mod stats;
 
+pub use batch::{BatchConfig, BatchedMetrics};
 pub use clients::{AwsClients, AwsSettings, DEFAULT_REGION};
 pub use cloudwatch::{CloudWatchMetrics, MAX_QUERIES_PER_CALL, METRIC_NAMESPACE, METRICS, MetricSpec};
 pub use error::AwsError;
