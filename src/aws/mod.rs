@@ -39,6 +39,7 @@ mod clients;
 mod cloudwatch;
 mod error;
 mod kinesis;
+mod observe;
 mod stats;
 
 pub use batch::{BatchConfig, BatchedMetrics};
@@ -46,6 +47,7 @@ pub use clients::{AwsClients, AwsSettings, DEFAULT_REGION};
 pub use cloudwatch::{CloudWatchMetrics, MAX_QUERIES_PER_CALL, METRIC_NAMESPACE, METRICS, MetricSpec};
 pub use error::AwsError;
 pub use kinesis::KinesisControl;
+pub use observe::{observe, observe_application};
 pub use stats::{AwsOperation, CallStats, CallStatsSnapshot};
 
 /// Whose credentials and which region an AWS call uses: the controller's own identity in

@@ -1,0 +1,82 @@
+//! From AWS's answers to the policy's [`Observation`].
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{ApplicationControl, ApplicationDescription, AwsError, MetricsSource, Target};
+use crate::policy::{Observation, Sample};
+
+/// The policy's view of an application: its description (status, running configuration,
+/// version, service autoscaling) and its metric periods, taken at `at`.
+pub fn observe(
+    description: &ApplicationDescription,
+    samples: Vec<Sample>,
+    period: Duration,
+    at: Timestamp,
+) -> Observation {
+    Observation {
+        at,
+        status: description.status,
+        config: description.config,
+        service_autoscaling: description.service_autoscaling,
+        version_id: description.version_id,
+        samples,
+        period,
+    }
+}
+
+/// Describes `name` and reads its metrics over `window` ending at `now`, concurrently, and
+/// builds the [`Observation`]. The description comes back too: its ARN, configured
+/// parallelism and configuration type are not part of the observation.
+pub async fn observe_application(
+    control: &dyn ApplicationControl,
+    metrics: &dyn MetricsSource,
+    target: &Target,
+    name: &str,
+    window: Duration,
+    period: Duration,
+    now: Timestamp,
+) -> Result<(ApplicationDescription, Observation), AwsError> {
+    let (description, samples) = futures::try_join!(
+        control.describe(target, name),
+        metrics.samples(target, name, window, period, now)
+    )?;
+    let observation = observe(&description, samples, period, now);
+    Ok((description, observation))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{AppConfig, AppStatus};
+
+    #[test]
+    fn observation_carries_the_description_and_samples() {
+        let description = ApplicationDescription {
+            name: "orders".into(),
+            arn: "arn:aws:kinesisanalytics:eu-west-1:123456789012:application/orders".into(),
+            status: AppStatus::Updating,
+            version_id: 9,
+            config: AppConfig::new(12, 3),
+            configured_parallelism: 4,
+            configuration_type: "CUSTOM".into(),
+            service_autoscaling: true,
+            conditional_token: None,
+        };
+        let at = Timestamp::from_second(1_700_000_000).unwrap();
+        let samples = vec![Sample {
+            at,
+            cpu_utilization: Some(50.0),
+            ..Sample::default()
+        }];
+        let o = observe(&description, samples.clone(), Duration::from_secs(60), at);
+        assert_eq!(o.status, AppStatus::Updating);
+        assert_eq!(o.config, AppConfig::new(12, 3));
+        assert_eq!(o.version_id, 9);
+        assert!(o.service_autoscaling);
+        assert_eq!(o.samples, samples);
+        assert_eq!(o.period, Duration::from_secs(60));
+        assert_eq!(o.at, at);
+    }
+}
