@@ -1,0 +1,83 @@
+{{/* The chart name, truncated to a DNS label. */}}
+{{- define "checkpoint-autoscaler.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The release's full name: object names, the Lease, the ClusterRole. */}}
+{{- define "checkpoint-autoscaler.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "checkpoint-autoscaler.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.labels" -}}
+helm.sh/chart: {{ include "checkpoint-autoscaler.chart" . }}
+{{ include "checkpoint-autoscaler.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/component: controller
+{{- end }}
+
+{{- define "checkpoint-autoscaler.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "checkpoint-autoscaler.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- required "serviceAccount.name is required when serviceAccount.create is false" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the controller watches one namespace (Role) instead of all (ClusterRole). */}}
+{{- define "checkpoint-autoscaler.namespaced" -}}
+{{- if or .Values.rbac.namespaced .Values.watchNamespace }}true{{ end }}
+{{- end }}
+
+{{/* The namespace watched in namespaced mode: watchNamespace, else the release namespace. */}}
+{{- define "checkpoint-autoscaler.watchNamespace" -}}
+{{- default .Release.Namespace .Values.watchNamespace }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.leaseName" -}}
+{{- default (include "checkpoint-autoscaler.fullname" .) .Values.leaderElection.leaseName }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
+{{- end }}
+{{- end }}
+
+{{/*
+The RBAC rules on budgets and Events, exactly what the controller does: it reads, lists and
+watches CheckpointBudgets, writes their status with server-side apply (a PATCH on /status,
+which needs no GET), and records Events through events.k8s.io (create, then patch to fold
+repeats into a series). Nothing else: no Secrets, no ConfigMaps, no writes to the spec.
+*/}}
+{{- define "checkpoint-autoscaler.budgetRules" -}}
+- apiGroups: ["checkpoint-autoscaler.dev"]
+  resources: ["checkpointbudgets"]
+  verbs: ["get", "list", "watch"]
+- apiGroups: ["checkpoint-autoscaler.dev"]
+  resources: ["checkpointbudgets/status"]
+  verbs: ["patch"]
+- apiGroups: ["events.k8s.io"]
+  resources: ["events"]
+  verbs: ["create", "patch"]
+{{- end }}

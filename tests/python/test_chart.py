@@ -1,0 +1,472 @@
+"""The Helm chart, rendered and linted by the real Helm library (helm-python-sdk embeds it),
+so CI needs neither a cluster nor a helm binary.
+
+Each test renders the chart with some values and checks the objects a cluster would get:
+kinds, the hardened pod, RBAC verbs exactly as the controller needs them, the IRSA
+annotation, and that bad values are refused by values.schema.json before anything renders.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+helm = pytest.importorskip("helm_python", reason="pip install -r tests/python/requirements.txt")
+
+ROOT = Path(__file__).resolve().parents[2]
+CHART_DIR = ROOT / "charts" / "checkpoint-autoscaler"
+RELEASE = "ca"
+NAMESPACE = "flink-system"
+FULLNAME = "ca-checkpoint-autoscaler"
+
+# The only rules the controller needs on budgets and Events (see templates/_helpers.tpl).
+BUDGET_RULES = [
+    {
+        "apiGroups": ["checkpoint-autoscaler.dev"],
+        "resources": ["checkpointbudgets"],
+        "verbs": ["get", "list", "watch"],
+    },
+    {
+        "apiGroups": ["checkpoint-autoscaler.dev"],
+        "resources": ["checkpointbudgets/status"],
+        "verbs": ["patch"],
+    },
+    {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
+]
+
+
+def lease_rules(lease: str) -> list[dict[str, Any]]:
+    return [
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [lease],
+            "verbs": ["get", "update"],
+        },
+    ]
+
+
+# Every documented switch in values.yaml, each rendered and linted on its own.
+SWITCHES: dict[str, dict[str, Any]] = {
+    "defaults": {},
+    "single-replica": {"replicaCount": 1},
+    "single-replica-no-leader-election": {"replicaCount": 1, "leaderElection": {"enabled": False}},
+    "irsa": {"serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/checkpoint-autoscaler"}},
+    "existing-service-account": {"serviceAccount": {"create": False, "name": "flink-scaler"}},
+    "aws-region-and-endpoint": {
+        "aws": {"region": "eu-west-1", "endpointUrl": "http://checkpoint-autoscaler-emulator:4566"}
+    },
+    "text-logs-and-interval": {"controller": {"logFormat": "text", "interval": "30s", "logLevel": "debug"}},
+    "tenancy-allow-list": {
+        "controller": {
+            "tenancy": {
+                "mode": "allow-list",
+                "allowList": {
+                    "namespaces": {
+                        "streaming": {
+                            "applications": ["orders-*", "payments"],
+                            "roleArns": ["arn:aws:iam::111122223333:role/flink-scaler"],
+                        }
+                    }
+                },
+            }
+        }
+    },
+    "rbac-namespaced": {"rbac": {"namespaced": True}},
+    "watch-namespace": {"watchNamespace": "streaming"},
+    "no-rbac": {"rbac": {"create": False}},
+    "service": {"service": {"enabled": True}},
+    "service-monitor": {"serviceMonitor": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
+    "network-policy": {
+        "networkPolicy": {
+            "enabled": True,
+            "metricsFrom": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}],
+            "egressPorts": [443, 6443],
+            "egressCidrs": ["10.0.0.0/8"],
+        }
+    },
+    "custom-topology-spread": {
+        "topologySpreadConstraints": [
+            {
+                "maxSkew": 1,
+                "topologyKey": "kubernetes.io/hostname",
+                "whenUnsatisfiable": "DoNotSchedule",
+                "labelSelector": {"matchLabels": {"app.kubernetes.io/name": "checkpoint-autoscaler"}},
+            }
+        ]
+    },
+    "no-topology-spread": {"topologySpread": {"enabled": False}},
+    "no-pdb": {"podDisruptionBudget": {"enabled": False}},
+    "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
+    "extra-args-and-env": {
+        "controller": {
+            "extraArgs": ["--some-flag=1"],
+            "extraEnv": [{"name": "AWS_MAX_ATTEMPTS", "value": "5"}],
+        }
+    },
+}
+
+
+@pytest.fixture(scope="module")
+def chart():
+    loaded = helm.Chart.load(CHART_DIR)
+    yield loaded
+    loaded.close()
+
+
+def render(chart, values: dict[str, Any] | None = None, namespace: str = NAMESPACE) -> list[dict[str, Any]]:
+    """The chart's objects as a cluster would receive them (NOTES.txt left out)."""
+    manifests = chart.render(values or {}, name=RELEASE, namespace=namespace, is_install=True)
+    objects = []
+    for path, text in sorted(manifests.items()):
+        if path.endswith("NOTES.txt"):
+            continue
+        for doc in yaml.safe_load_all(text):
+            if doc:
+                objects.append(doc)
+    return objects
+
+
+def by_kind(objects: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    kinds: dict[str, list[dict[str, Any]]] = {}
+    for o in objects:
+        kinds.setdefault(o["kind"], []).append(o)
+    return kinds
+
+
+def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, got {[o['metadata']['name'] for o in found]}"
+    return found[0]
+
+
+def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert len(pod["containers"]) == 1
+    return pod["containers"][0]
+
+
+def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container(objects)["env"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart as a package
+
+
+def test_app_version_is_the_crate_version(chart):
+    cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
+    assert chart.metadata["apiVersion"] == "v2"
+    assert chart.metadata["appVersion"] == cargo["package"]["version"]
+
+
+def test_chart_crd_is_byte_identical_to_the_repository_crd(chart):
+    repo_crd = (ROOT / "crds" / "checkpointbudget.yaml").read_bytes()
+    chart_crd = (CHART_DIR / "crds" / "checkpointbudget.yaml").read_bytes()
+    assert chart_crd == repo_crd, (
+        "charts/checkpoint-autoscaler/crds/checkpointbudget.yaml differs from crds/checkpointbudget.yaml; "
+        "copy it: cp crds/checkpointbudget.yaml charts/checkpoint-autoscaler/crds/"
+    )
+    # Helm itself sees exactly that one CRD.
+    crds = chart.crds
+    assert [c["filename"] for c in crds] == ["crds/checkpointbudget.yaml"]
+    crd = yaml.safe_load(crds[0]["data"])
+    assert crd["kind"] == "CustomResourceDefinition"
+    assert crd["metadata"]["name"] == "checkpointbudgets.checkpoint-autoscaler.dev"
+
+
+def test_default_values_satisfy_the_schema_and_every_key_is_declared(chart):
+    chart.validate_schema({})
+    schema = chart.schema
+    assert schema is not None
+    declared = set(schema["properties"]) - {"global"}
+    assert set(chart.values) == declared, "values.yaml and values.schema.json must list the same keys"
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_each_switch_renders_and_lints_without_errors(chart, switch):
+    values = SWITCHES[switch]
+    chart.validate_schema(values)
+    objects = render(chart, values)
+    assert one(objects, "Deployment")
+    report = helm.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE)
+    problems = [m for m in report["messages"] if m["severity"] >= 2]
+    assert report["errors"] == [] and problems == [], report
+    # Every namespaced object carries its namespace, so `helm template | kubectl apply` works.
+    for o in objects:
+        if o["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
+            assert o["metadata"].get("namespace"), f"{o['kind']} {o['metadata']['name']} has no namespace"
+
+
+# ---------------------------------------------------------------------------------------------
+# What the defaults install
+
+
+def test_defaults_render_exactly_these_objects(chart):
+    kinds = by_kind(render(chart))
+    assert {k: sorted(o["metadata"]["name"] for o in v) for k, v in kinds.items()} == {
+        "ServiceAccount": [FULLNAME],
+        "ClusterRole": [FULLNAME],
+        "ClusterRoleBinding": [FULLNAME],
+        "Role": [f"{FULLNAME}-leader-election"],
+        "RoleBinding": [f"{FULLNAME}-leader-election"],
+        "Deployment": [FULLNAME],
+        "PodDisruptionBudget": [FULLNAME],
+    }
+
+
+def test_pod_is_hardened(chart):
+    objects = render(chart)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] != 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    sc = container(objects)["securityContext"]
+    assert sc["runAsNonRoot"] is True
+    assert sc["readOnlyRootFilesystem"] is True
+    assert sc["allowPrivilegeEscalation"] is False
+    assert sc["privileged"] is False
+    assert sc["capabilities"] == {"drop": ["ALL"]}
+    assert sc["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert not pod.get("hostNetwork") and not pod.get("hostPID") and not pod.get("hostIPC")
+    resources = container(objects)["resources"]
+    assert resources["requests"]["cpu"] and resources["requests"]["memory"]
+    assert resources["limits"]["memory"]
+
+
+def test_deployment_runs_the_controller_with_leader_election_and_probes(chart):
+    objects = render(chart)
+    deployment = one(objects, "Deployment")
+    assert deployment["spec"]["replicas"] == 2
+    c = container(objects)
+    assert c["image"] == "checkpoint-autoscaler:" + chart.metadata["appVersion"]
+    assert c["args"] == [
+        "run",
+        "--http-addr=0.0.0.0:8080",
+        "--interval=1m",
+        "--log-format=json",
+        "--leader-election",
+        f"--leader-election-namespace={NAMESPACE}",
+        f"--lease-name={FULLNAME}",
+        "--tenancy=tag",
+    ]
+    assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
+    assert c["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert c["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    variables = env(objects)
+    assert variables["RUST_LOG"] == "info"
+    assert variables["POD_NAME"] == {"fieldRef": {"fieldPath": "metadata.name"}}
+    assert "AWS_REGION" not in variables and "AWS_ENDPOINT_URL" not in variables
+    selector = deployment["spec"]["selector"]["matchLabels"]
+    assert deployment["spec"]["template"]["metadata"]["labels"].items() >= selector.items()
+
+
+def test_replicas_spread_over_zones_and_nodes(chart):
+    objects = render(chart)
+    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    spread = pod["topologySpreadConstraints"]
+    assert [s["topologyKey"] for s in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+    for s in spread:
+        assert s["labelSelector"] == {"matchLabels": selector}
+        assert s["whenUnsatisfiable"] == "ScheduleAnyway"
+    custom = SWITCHES["custom-topology-spread"]
+    pod = one(render(chart, custom), "Deployment")["spec"]["template"]["spec"]
+    assert pod["topologySpreadConstraints"] == custom["topologySpreadConstraints"]
+    pod = one(render(chart, SWITCHES["no-topology-spread"]), "Deployment")["spec"]["template"]["spec"]
+    assert "topologySpreadConstraints" not in pod
+
+
+def test_rbac_is_exactly_what_the_controller_needs(chart):
+    objects = render(chart)
+    assert one(objects, "ClusterRole")["rules"] == BUDGET_RULES
+    binding = one(objects, "ClusterRoleBinding")
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FULLNAME}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    lease_role = one(objects, "Role")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert lease_role["rules"] == lease_rules(FULLNAME)
+    lease_binding = one(objects, "RoleBinding")
+    assert lease_binding["metadata"]["namespace"] == NAMESPACE
+    assert lease_binding["roleRef"]["name"] == lease_role["metadata"]["name"]
+    assert lease_binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    # Nothing else anywhere: no wildcard, no Secrets, no writes to the spec.
+    for o in objects:
+        for rule in o.get("rules", []):
+            assert "*" not in rule["verbs"] and "*" not in rule["resources"] and "*" not in rule["apiGroups"]
+
+
+def test_service_account_carries_the_irsa_role(chart):
+    arn = SWITCHES["irsa"]["serviceAccount"]["roleArn"]
+    objects = render(chart, {"serviceAccount": {"roleArn": arn, "annotations": {"team": "platform"}}})
+    sa = one(objects, "ServiceAccount")
+    assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": arn, "team": "platform"}
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    # Without a role, no annotation at all (EKS Pod Identity or node credentials).
+    assert "annotations" not in one(render(chart), "ServiceAccount")["metadata"]
+
+
+def test_existing_service_account_is_bound_and_not_created(chart):
+    objects = render(chart, SWITCHES["existing-service-account"])
+    assert "ServiceAccount" not in by_kind(objects)
+    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "flink-scaler"
+    for kind in ("ClusterRoleBinding", "RoleBinding"):
+        assert one(objects, kind)["subjects"][0]["name"] == "flink-scaler"
+    with pytest.raises(helm.HelmRenderError, match="serviceAccount.name is required"):
+        render(chart, {"serviceAccount": {"create": False}})
+
+
+def test_pdb_only_with_more_than_one_replica(chart):
+    pdb = one(render(chart, {"replicaCount": 3}), "PodDisruptionBudget")
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert pdb["spec"]["selector"]["matchLabels"] == one(render(chart), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert "PodDisruptionBudget" not in by_kind(render(chart, {"replicaCount": 1}))
+    assert "PodDisruptionBudget" not in by_kind(render(chart, SWITCHES["no-pdb"]))
+
+
+def test_single_replica_without_leader_election(chart):
+    objects = render(chart, SWITCHES["single-replica-no-leader-election"])
+    args = container(objects)["args"]
+    assert not [a for a in args if a.startswith("--leader-election") or a.startswith("--lease-name")]
+    assert "Role" not in by_kind(objects) and "RoleBinding" not in by_kind(objects)
+    assert one(objects, "Deployment")["spec"]["replicas"] == 1
+
+
+@pytest.mark.parametrize("switch,watched", [("rbac-namespaced", NAMESPACE), ("watch-namespace", "streaming")])
+def test_namespaced_mode_uses_a_role_and_passes_namespace(chart, switch, watched):
+    objects = render(chart, SWITCHES[switch])
+    kinds = by_kind(objects)
+    assert "ClusterRole" not in kinds and "ClusterRoleBinding" not in kinds
+    budget_role = one(objects, "Role", FULLNAME)
+    assert budget_role["metadata"]["namespace"] == watched
+    assert budget_role["rules"] == BUDGET_RULES
+    binding = one(objects, "RoleBinding", FULLNAME)
+    assert binding["metadata"]["namespace"] == watched
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": FULLNAME}
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": FULLNAME, "namespace": NAMESPACE}]
+    # The Lease stays in the release namespace whatever is watched.
+    lease_role = one(objects, "Role", f"{FULLNAME}-leader-election")
+    assert lease_role["metadata"]["namespace"] == NAMESPACE
+    assert lease_role["rules"] == lease_rules(FULLNAME)
+    assert f"--namespace={watched}" in container(objects)["args"]
+    assert not [a for a in container(render(chart))["args"] if a.startswith("--namespace")]
+
+
+def test_no_rbac_objects_when_disabled(chart):
+    kinds = by_kind(render(chart, SWITCHES["no-rbac"]))
+    assert not {"ClusterRole", "ClusterRoleBinding", "Role", "RoleBinding"} & set(kinds)
+
+
+def test_aws_region_and_endpoint_reach_the_environment(chart):
+    variables = env(render(chart, SWITCHES["aws-region-and-endpoint"]))
+    assert variables["AWS_REGION"] == "eu-west-1"
+    assert variables["AWS_ENDPOINT_URL"] == "http://checkpoint-autoscaler-emulator:4566"
+
+
+def test_log_format_interval_and_extras(chart):
+    c = container(render(chart, SWITCHES["text-logs-and-interval"]))
+    assert "--log-format=text" in c["args"] and "--interval=30s" in c["args"]
+    assert {"name": "RUST_LOG", "value": "debug"} in c["env"]
+    c = container(render(chart, SWITCHES["extra-args-and-env"]))
+    assert c["args"][-1] == "--some-flag=1"
+    assert {"name": "AWS_MAX_ATTEMPTS", "value": "5"} in c["env"]
+    assert container(render(chart, SWITCHES["image-digest"]))["image"] == "checkpoint-autoscaler@sha256:" + "ab" * 32
+
+
+def test_tenancy_allow_list_is_mounted_as_the_config_file(chart):
+    values = SWITCHES["tenancy-allow-list"]
+    objects = render(chart, values)
+    config_map = one(objects, "ConfigMap", f"{FULLNAME}-tenancy")
+    assert yaml.safe_load(config_map["data"]["tenancy.yaml"]) == values["controller"]["tenancy"]["allowList"]
+    c = container(objects)
+    assert "--tenancy=allow-list" in c["args"]
+    assert "--tenancy-config=/etc/checkpoint-autoscaler/tenancy.yaml" in c["args"]
+    assert {"name": "tenancy", "mountPath": "/etc/checkpoint-autoscaler", "readOnly": True} in c["volumeMounts"]
+    pod = one(objects, "Deployment")["spec"]["template"]
+    assert {"name": "tenancy", "configMap": {"name": f"{FULLNAME}-tenancy"}} in pod["spec"]["volumes"]
+    # A changed allow-list rolls the pods (it is read at start-up).
+    changed = copy.deepcopy(values)
+    changed["controller"]["tenancy"]["allowList"]["namespaces"]["streaming"]["applications"].append("billing")
+    rolled = one(render(chart, changed), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    assert rolled["checksum/tenancy"] != pod["metadata"]["annotations"]["checksum/tenancy"]
+
+
+def test_service_and_service_monitor(chart):
+    service = one(render(chart, SWITCHES["service"]), "Service")
+    assert service["spec"]["ports"] == [{"name": "http", "port": 8080, "targetPort": "http", "protocol": "TCP"}]
+    assert "ServiceMonitor" not in by_kind(render(chart, SWITCHES["service"]))
+    objects = render(chart, SWITCHES["service-monitor"])
+    monitor = one(objects, "ServiceMonitor")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    assert monitor["spec"]["endpoints"] == [{"port": "http", "path": "/metrics", "interval": "30s", "scrapeTimeout": "10s"}]
+    # The ServiceMonitor selects the Service, which selects the pods.
+    service = one(objects, "Service")
+    assert service["metadata"]["labels"].items() >= monitor["spec"]["selector"]["matchLabels"].items()
+    assert service["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+
+
+def test_network_policy(chart):
+    values = SWITCHES["network-policy"]
+    objects = render(chart, values)
+    policy = one(objects, "NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["ingress"] == [
+        {"from": values["networkPolicy"]["metricsFrom"], "ports": [{"port": "http", "protocol": "TCP"}]}
+    ]
+    dns, https = policy["spec"]["egress"]
+    assert dns == {"ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}]}
+    assert https == {
+        "ports": [{"port": 443, "protocol": "TCP"}, {"port": 6443, "protocol": "TCP"}],
+        "to": [{"ipBlock": {"cidr": "10.0.0.0/8"}}],
+    }
+    # Without scrapers listed, nothing may connect in.
+    assert not one(render(chart, {"networkPolicy": {"enabled": True}}), "NetworkPolicy")["spec"].get("ingress")
+
+
+# ---------------------------------------------------------------------------------------------
+# Bad values fail at install time
+
+BAD_VALUES = {
+    "replicas-not-a-number": {"replicaCount": "two"},
+    "zero-replicas": {"replicaCount": 0},
+    "replicas-without-leader-election": {"replicaCount": 2, "leaderElection": {"enabled": False}},
+    "unknown-top-level-key": {"replica": 2},
+    "misspelt-nested-key": {"serviceAccount": {"rolearn": "arn:aws:iam::111122223333:role/x"}},
+    "role-arn-not-an-iam-role": {"serviceAccount": {"roleArn": "arn:aws:s3:::bucket"}},
+    "region-malformed": {"aws": {"region": "Ireland"}},
+    "endpoint-not-a-url": {"aws": {"endpointUrl": "emulator:4566"}},
+    "log-format-unknown": {"controller": {"logFormat": "yaml"}},
+    "interval-not-a-duration": {"controller": {"interval": "sixty"}},
+    "tenancy-mode-unknown": {"controller": {"tenancy": {"mode": "labels"}}},
+    "allow-list-without-namespaces": {"controller": {"tenancy": {"mode": "allow-list"}}},
+    "watch-namespace-not-a-dns-label": {"watchNamespace": "Team_A"},
+    "namespaced-not-a-boolean": {"rbac": {"namespaced": "yes"}},
+    "http-port-privileged": {"httpPort": 80},
+    "pull-policy-unknown": {"image": {"pullPolicy": "Sometimes"}},
+    "digest-malformed": {"image": {"digest": "latest"}},
+    "spread-without-topology-key": {"topologySpreadConstraints": [{"maxSkew": 1, "whenUnsatisfiable": "DoNotSchedule"}]},
+    "pdb-zero": {"podDisruptionBudget": {"maxUnavailable": 0}},
+    "service-monitor-interval-malformed": {"serviceMonitor": {"enabled": True, "interval": "often"}},
+    "egress-port-out-of-range": {"networkPolicy": {"enabled": True, "egressPorts": [70000]}},
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_VALUES))
+def test_schema_rejects_bad_values(chart, case):
+    values = BAD_VALUES[case]
+    with pytest.raises(helm.HelmValuesError):
+        chart.validate_schema(values)
+    # And the same values never reach the templates: an install would fail the same way.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
+    assert report["errors"], f"lint accepted {json.dumps(values)}"
