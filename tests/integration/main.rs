@@ -1,2 +1,3 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
+mod chart;
 mod crd;

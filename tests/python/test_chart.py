@@ -176,7 +176,8 @@ def test_chart_crd_is_byte_identical_to_the_repository_crd(chart):
     )
     # Helm itself sees exactly that one CRD.
     crds = chart.crds
-    assert [c["filename"] for c in crds] == ["crds/checkpointbudget.yaml"]
+    assert [c["name"] for c in crds] == ["crds/checkpointbudget.yaml"]
+    assert crds[0]["data"].encode() == repo_crd
     crd = yaml.safe_load(crds[0]["data"])
     assert crd["kind"] == "CustomResourceDefinition"
     assert crd["metadata"]["name"] == "checkpointbudgets.checkpoint-autoscaler.dev"
