@@ -1,3 +1,4 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
+mod aws;
 mod chart;
 mod crd;
