@@ -16,11 +16,14 @@ pub struct Cli {
 pub enum Command {
     /// Print the CheckpointBudget CustomResourceDefinition as YAML.
     Crd,
+    /// Check CheckpointBudget manifests against the CRD's schema and CEL rules, offline.
+    Validate(crate::validate::ValidateArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crd => crate::crd::run_crd(),
+        Command::Validate(args) => crate::validate::run(args),
     }
 }

@@ -11,3 +11,5 @@ pub mod cli;
 pub mod crd;
 /// The decision engine (pure).
 pub mod policy;
+/// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
+pub mod validate;

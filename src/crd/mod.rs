@@ -62,6 +62,7 @@ pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za
     shortname = "ckb",
     status = "CheckpointBudgetStatus",
     derive = "PartialEq",
+    cel,
     doc = "A checkpoint budget for an Amazon Managed Service for Apache Flink application. See `spec`.",
     printcolumn = r#"{"name": "Application", "type": "string", "jsonPath": ".spec.application.name"}"#,
     printcolumn = r#"{"name": "Parallelism", "type": "integer", "jsonPath": ".status.application.parallelism"}"#,

@@ -1,14 +1,35 @@
-//! The committed CRD and examples agree with the Rust types.
+//! The committed CRD, the examples and the invalid-budget corpus agree with the Rust types,
+//! and `validate` reports what the API server would refuse.
 
-use std::path::Path;
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
 
-use checkpoint_autoscaler::crd::crd_yaml;
+use checkpoint_autoscaler::{
+    crd::{CheckpointBudget, crd_yaml},
+    validate::{BudgetValidator, Check, Report},
+};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml" || e == "yml"))
+        .collect();
+    files.sort();
+    files
+}
 
 /// `crds/checkpointbudget.yaml` is generated: regenerate it with
 /// `cargo run -- crd > crds/checkpointbudget.yaml` when the types change.
 #[test]
 fn committed_crd_matches_generated() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("crds/checkpointbudget.yaml");
+    let path = root().join("crds/checkpointbudget.yaml");
     let committed = std::fs::read_to_string(&path).expect("crds/checkpointbudget.yaml is committed");
     let generated = crd_yaml().unwrap();
     assert!(
@@ -16,4 +37,209 @@ fn committed_crd_matches_generated() {
         "crds/checkpointbudget.yaml differs from the generated CRD; regenerate it with \
          `cargo run -- crd > crds/checkpointbudget.yaml`"
     );
+}
+
+/// Every `examples/*.yaml` budget passes the schema, unknown-field and CEL checks, and
+/// converts to a policy budget.
+#[test]
+fn examples_are_valid_budgets() {
+    let validator = BudgetValidator::new().unwrap();
+    let files = yaml_files(&root().join("examples"));
+    let mut budgets = 0;
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let mut report = Report::default();
+        validator.validate_yaml(file, &text, &mut report);
+        for doc in &report.documents {
+            assert!(doc.is_valid(), "{}: {:?}", file.display(), doc.problems);
+            budgets += 1;
+        }
+        for doc in serde_yaml::Deserializer::from_str(&text) {
+            use serde::Deserialize;
+            let value = serde_yaml::Value::deserialize(doc).unwrap();
+            if value.get("kind").and_then(|k| k.as_str()) == Some("CheckpointBudget") {
+                let budget: CheckpointBudget = serde_yaml::from_value(value).unwrap();
+                budget
+                    .spec
+                    .to_budget()
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+                budget
+                    .validate_cel()
+                    .unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+            }
+        }
+    }
+    assert!(
+        budgets >= 3,
+        "expected at least the minimal, full and Recommend examples, found {budgets}"
+    );
+}
+
+struct Expectation {
+    expect: String,
+    problems: usize,
+    spec_error: Option<String>,
+}
+
+fn expectation(text: &str) -> Expectation {
+    let header = |key: &str| {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .find_map(|l| l.strip_prefix(key).map(|v| v.trim().to_owned()))
+    };
+    Expectation {
+        expect: header("expect:").expect("every corpus file has an `# expect:` line"),
+        problems: header("problems:").map_or(1, |n| n.parse().unwrap()),
+        spec_error: header("spec-error:"),
+    }
+}
+
+/// Each invalid budget gets its own specific error from `validate`, and `to_budget` (the
+/// reconciler's guard) agrees wherever the spec deserialises.
+#[test]
+fn invalid_corpus_gets_specific_errors() {
+    let validator = BudgetValidator::new().unwrap();
+    let files = yaml_files(&root().join("tests/data/invalid"));
+    assert!(files.len() >= 40, "corpus shrank to {}", files.len());
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        let want = expectation(&text);
+        let mut report = Report::default();
+        validator.validate_yaml(file, &text, &mut report);
+        let name = file.display();
+        assert_eq!(report.documents.len(), 1, "{name}: {report:?}");
+        let doc = &report.documents[0];
+        let lines: Vec<String> = doc.problems.iter().map(ToString::to_string).collect();
+        assert_eq!(doc.problems.len(), want.problems, "{name}: {lines:#?}");
+        assert!(
+            lines.iter().any(|l| l.contains(&want.expect)),
+            "{name}: expected a problem containing {:?}, got {lines:#?}",
+            want.expect
+        );
+
+        // Through JSON, as the controller receives it from the API server (YAML would let
+        // an untyped scalar such as `120` pass as a string).
+        let parsed = serde_yaml::from_str::<serde_json::Value>(&text)
+            .map_err(|e| e.to_string())
+            .and_then(|v| serde_json::from_value::<CheckpointBudget>(v).map_err(|e| e.to_string()));
+        match want.spec_error.as_deref() {
+            Some("none") => {
+                if let Ok(budget) = parsed {
+                    budget
+                        .spec
+                        .to_budget()
+                        .unwrap_or_else(|e| panic!("{name}: unexpected {e}"));
+                }
+            }
+            Some(field) => {
+                let budget = parsed.unwrap_or_else(|e| panic!("{name}: should deserialise: {e}"));
+                let err = budget.spec.to_budget().expect_err(&name.to_string());
+                assert_eq!(err.field, field, "{name}: {err}");
+            }
+            None => {
+                let is_yaml_error = doc.problems.iter().any(|p| p.check == Check::Read);
+                assert!(
+                    is_yaml_error || parsed.is_err(),
+                    "{name}: should not deserialise: {parsed:?}"
+                );
+            }
+        }
+    }
+}
+
+/// Multi-document files: budgets are checked one by one, other kinds skipped, `List`
+/// items looked into, and each problem names its document.
+#[test]
+fn multi_document_files() {
+    let text = r#"
+apiVersion: v1
+kind: Namespace
+metadata: {name: streaming}
+---
+apiVersion: checkpoint-autoscaler.dev/v1alpha1
+kind: CheckpointBudget
+metadata: {name: good, namespace: streaming}
+spec:
+  application: {name: good}
+  objectives: {maxCheckpointDuration: 2m}
+  parallelism: {min: 1, max: 4, maxParallelism: 4}
+---
+---
+apiVersion: v1
+kind: List
+items:
+- apiVersion: checkpoint-autoscaler.dev/v1alpha1
+  kind: CheckpointBudget
+  metadata: {name: bad}
+  spec:
+    application: {name: bad}
+    objectives: {maxCheckpointDuration: 2m}
+    parallelism: {min: 8, max: 4, maxParallelism: 4}
+- apiVersion: apps/v1
+  kind: Deployment
+  metadata: {name: other}
+"#;
+    let validator = BudgetValidator::new().unwrap();
+    let mut report = Report::default();
+    validator.validate_yaml(Path::new("all.yaml"), text, &mut report);
+    assert_eq!(report.skipped, 2);
+    assert_eq!(report.documents.len(), 2);
+    assert!(report.documents[0].is_valid());
+    assert_eq!(report.documents[0].document, "2");
+    let bad = &report.documents[1];
+    assert_eq!(bad.document, "4.items[0]");
+    assert_eq!(bad.name.as_deref(), Some("bad"));
+    assert_eq!(bad.problems.len(), 1);
+    assert_eq!(bad.problems[0].check, Check::Cel);
+    assert_eq!(bad.problems[0].field, "spec.parallelism.min");
+    assert_eq!(bad.problems[0].rule.as_deref(), Some("self.min <= self.max"));
+}
+
+fn run_validate(args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_checkpoint-autoscaler"))
+        .arg("validate")
+        .args(args)
+        .current_dir(root())
+        .output()
+        .unwrap();
+    (out.status.code().unwrap(), String::from_utf8(out.stdout).unwrap())
+}
+
+/// The subcommand: OK lines and exit 0 for the examples, file + document + name + field +
+/// rule and a non-zero exit for an invalid budget, JSON on request.
+#[test]
+fn validate_subcommand() {
+    let (code, out) = run_validate(&["examples/"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("examples/budget-minimal.yaml: document 1 (streaming/clickstream-sessions): OK"),
+        "{out}"
+    );
+
+    let (code, out) = run_validate(&[
+        "examples/budget-full.yaml",
+        "tests/data/invalid/max-above-max-parallelism.yaml",
+    ]);
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("examples/budget-full.yaml: document 1 (streaming/orders-enrichment): OK"),
+        "{out}"
+    );
+    assert!(
+        out.contains(
+            "tests/data/invalid/max-above-max-parallelism.yaml: document 1 (m2): spec.parallelism.max: \
+             parallelism.max 200 exceeds maxParallelism 128"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("[self.max <= self.maxParallelism]"), "{out}");
+
+    let (code, out) = run_validate(&["--output", "json", "tests/data/invalid/enum-mode.yaml"]);
+    assert_eq!(code, 1);
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json["documents"][0]["problems"][0]["field"], "spec.mode");
+    assert_eq!(json["documents"][0]["problems"][0]["check"], "schema");
+
+    let (code, _) = run_validate(&["does/not/exist.yaml"]);
+    assert_eq!(code, 1);
 }
