@@ -14,7 +14,15 @@ use aws_config::{
 };
 use aws_credential_types::provider::SharedCredentialsProvider;
 
-use super::{AwsError, Target, stats::CallStats};
+use aws_sdk_kinesisanalyticsv2::{
+    config::{ConfigBag, Intercept, RuntimeComponents, interceptors::BeforeTransmitInterceptorContextRef},
+    error::BoxError,
+};
+
+use super::{
+    AwsError, Target,
+    stats::{AwsOperation, CallStats},
+};
 
 /// The region used when neither the budget, the flags nor the environment name one.
 pub const DEFAULT_REGION: &str = "us-east-1";
@@ -145,6 +153,14 @@ impl AwsClients {
         &self.stats
     }
 
+    /// An interceptor counting the HTTP attempts of `operation`.
+    pub(crate) fn attempt_counter(&self, operation: AwsOperation) -> CountAttempts {
+        CountAttempts {
+            stats: self.stats.clone(),
+            operation,
+        }
+    }
+
     /// The clients of `target`, built on first use.
     pub(crate) async fn clients(&self, target: &Target) -> ClientSet {
         if let Some(found) = self.lock_cache().get(target) {
@@ -207,6 +223,30 @@ fn validate_endpoint(url: &str) -> Result<(), AwsError> {
         )));
     }
     Ok(())
+}
+
+/// Counts every HTTP attempt of one operation, retries included. Added per call with
+/// `.customize().interceptor(..)`, which is how it knows the operation.
+#[derive(Debug)]
+pub(crate) struct CountAttempts {
+    pub(crate) stats: Arc<CallStats>,
+    pub(crate) operation: AwsOperation,
+}
+
+impl Intercept for CountAttempts {
+    fn name(&self) -> &'static str {
+        "CountAttempts"
+    }
+
+    fn read_before_attempt(
+        &self,
+        _context: &BeforeTransmitInterceptorContextRef<'_>,
+        _runtime_components: &RuntimeComponents,
+        _cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        self.stats.record_attempt(self.operation);
+        Ok(())
+    }
 }
 
 fn retry_config(settings: &AwsSettings) -> RetryConfig {

@@ -453,6 +453,8 @@ impl MetricDataApi for AwsClients {
             .end_time(DateTime::from_secs(call.end))
             .scan_by(ScanBy::TimestampAscending)
             .set_next_token(next_token.map(str::to_string))
+            .customize()
+            .interceptor(self.attempt_counter(op))
             .send()
             .await;
         let out = match result {

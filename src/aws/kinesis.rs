@@ -49,6 +49,8 @@ impl ApplicationControl for KinesisControl {
         let result = client
             .describe_application()
             .application_name(name)
+            .customize()
+            .interceptor(self.clients.attempt_counter(op))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(op, e))
@@ -68,6 +70,8 @@ impl ApplicationControl for KinesisControl {
         let result = client
             .list_tags_for_resource()
             .resource_arn(arn)
+            .customize()
+            .interceptor(self.clients.attempt_counter(op))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(op, e))
@@ -91,6 +95,8 @@ impl ApplicationControl for KinesisControl {
             .current_application_version_id(request.current_version_id)
             .application_configuration_update(configuration)
             .run_configuration_update(run)
+            .customize()
+            .interceptor(self.clients.attempt_counter(op))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(op, e))
@@ -117,6 +123,8 @@ impl ApplicationControl for KinesisControl {
             .describe_application_operation()
             .application_name(name)
             .operation_id(operation_id)
+            .customize()
+            .interceptor(self.clients.attempt_counter(op))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk(op, e))

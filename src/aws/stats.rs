@@ -62,6 +62,7 @@ impl AwsOperation {
 #[derive(Debug, Default)]
 pub struct CallStats {
     calls: [AtomicU64; AwsOperation::ALL.len()],
+    attempts: [AtomicU64; AwsOperation::ALL.len()],
     errors: [AtomicU64; ErrorKind::ALL.len()],
     metrics_requested: AtomicU64,
     datapoints_received: AtomicU64,
@@ -78,6 +79,11 @@ impl CallStats {
     /// One request of `operation` was sent (counted whether or not it succeeds).
     pub fn record_call(&self, operation: AwsOperation) {
         self.calls[operation.index()].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// One HTTP attempt of `operation` went out (the first one and every SDK retry).
+    pub fn record_attempt(&self, operation: AwsOperation) {
+        self.attempts[operation.index()].fetch_add(1, Ordering::Relaxed);
     }
 
     /// A call failed with `err`.
@@ -112,6 +118,10 @@ impl CallStats {
                 .iter()
                 .map(|op| (*op, self.calls[op.index()].load(Ordering::Relaxed)))
                 .collect(),
+            attempts: AwsOperation::ALL
+                .iter()
+                .map(|op| (*op, self.attempts[op.index()].load(Ordering::Relaxed)))
+                .collect(),
             errors: ErrorKind::ALL
                 .iter()
                 .map(|k| (k.as_str(), self.errors[k.index()].load(Ordering::Relaxed)))
@@ -130,6 +140,9 @@ pub struct CallStatsSnapshot {
     /// Requests sent, by operation (every operation listed, zeros included). Use
     /// [`AwsOperation::service`] and [`AwsOperation::name`] for labels.
     pub calls: Vec<(AwsOperation, u64)>,
+    /// HTTP attempts by operation: calls plus the SDK's retries (what AWS actually serves,
+    /// bills and rate-limits).
+    pub attempts: Vec<(AwsOperation, u64)>,
     /// Failed calls by error kind ([`AwsError::kind`], zeros included).
     pub errors: Vec<(&'static str, u64)>,
     /// Metrics requested from `GetMetricData` (the billed unit).
@@ -152,6 +165,15 @@ impl CallStatsSnapshot {
             .unwrap_or(0)
     }
 
+    /// HTTP attempts of one operation.
+    pub fn attempts_of(&self, operation: AwsOperation) -> u64 {
+        self.attempts
+            .iter()
+            .find(|(op, _)| *op == operation)
+            .map(|(_, n)| *n)
+            .unwrap_or(0)
+    }
+
     /// Errors of one kind ([`AwsError::kind`]).
     pub fn errors_of(&self, kind: &str) -> u64 {
         self.errors
@@ -168,6 +190,11 @@ impl CallStatsSnapshot {
                 .calls
                 .iter()
                 .map(|(op, n)| (*op, n.saturating_sub(earlier.calls_of(*op))))
+                .collect(),
+            attempts: self
+                .attempts
+                .iter()
+                .map(|(op, n)| (*op, n.saturating_sub(earlier.attempts_of(*op))))
                 .collect(),
             errors: self
                 .errors
@@ -192,10 +219,13 @@ mod tests {
     fn counts_and_differences() {
         let stats = CallStats::new();
         stats.record_call(AwsOperation::GetMetricData);
+        stats.record_attempt(AwsOperation::GetMetricData);
         stats.record_metrics_requested(500);
         let before = stats.snapshot();
         stats.record_call(AwsOperation::GetMetricData);
         stats.record_call(AwsOperation::DescribeApplication);
+        stats.record_attempt(AwsOperation::GetMetricData);
+        stats.record_attempt(AwsOperation::GetMetricData);
         stats.record_metrics_requested(12);
         stats.record_error(&AwsError::Throttled("GetMetricData: Throttling".into()));
         let after = stats.snapshot();
@@ -205,6 +235,8 @@ mod tests {
         let delta = after.since(&before);
         assert_eq!(delta.calls_of(AwsOperation::GetMetricData), 1);
         assert_eq!(delta.calls_of(AwsOperation::DescribeApplication), 1);
+        assert_eq!(delta.attempts_of(AwsOperation::GetMetricData), 2);
+        assert_eq!(after.attempts_of(AwsOperation::GetMetricData), 3);
         assert_eq!(delta.metrics_requested, 12);
         assert_eq!(delta.errors_of("throttled"), 1);
         assert_eq!(delta.errors_of("not_found"), 0);

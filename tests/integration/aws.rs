@@ -359,6 +359,10 @@ async fn error_codes_become_typed_errors() {
         assert_eq!(seen(&stub, "DescribeApplication").len(), attempts, "{code}");
         let snap = clients.stats().snapshot();
         assert_eq!(snap.calls_of(AwsOperation::DescribeApplication), 1);
+        assert_eq!(
+            snap.attempts_of(AwsOperation::DescribeApplication),
+            attempts as u64
+        );
         assert_eq!(snap.errors_of(err.kind()), 1);
     }
 }
