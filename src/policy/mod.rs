@@ -1,7 +1,586 @@
 //! The decision engine: a pure function of (budget, observation, history, now).
 //!
 //! NB: no I/O, no clock reads, no randomness, no async, no SDK or kube types.
+//!
+//! [`decide`] reads as the order in which it rules:
+//! 1. the application must be `RUNNING` with no update in flight (else `ApplicationBusy`);
+//! 2. the data must be there and fresh, and the running configuration past its warm-up
+//!    (else `MissingMetrics` / `WarmingUp`) — see `signals`;
+//! 3. the cause is diagnosed from the judged periods — see `diagnose`;
+//! 4. a configuration outside the budget's bounds is brought back into them;
+//! 5. the need is met with the right knob and a well-sized step — see `sizing` and
+//!    `bounds` — subject to the cooldowns and the scale-down stabilization — see
+//!    `stabilization`.
+//!
+//! Every answer carries a diagnosis, a message a person can act on, the recommendation
+//! (the configuration the engine considers right *now*, before cooldowns and stabilization:
+//! the running one when nothing should change), the figures, and when to look again.
+//! After each decision the caller records it with [`remember`] and persists the history.
 
+mod bounds;
+mod diagnose;
+mod explain;
+mod signals;
+mod sizing;
+mod stabilization;
+mod stats;
+mod tuning;
 mod types;
 
+#[cfg(test)]
+mod proptests;
+#[cfg(test)]
+mod tests;
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+pub use stabilization::remember;
 pub use types::*;
+
+use self::{
+    bounds::{Grow, Pick, Space},
+    diagnose::{Context, Finding, Need},
+    explain::{fmt_change, fmt_ms},
+    signals::{Readiness, Signals, Window, dur_ms, ms_duration, ts_ms},
+    sizing::{DurationModel, restart_estimate_ms},
+    stabilization::{Stabilized, cooldown_left_ms, in_flight, stabilize},
+    tuning::*,
+};
+
+/// Decides what to do about one application's checkpoints.
+///
+/// `observation` is `None` when the application could not be observed at all; `history`
+/// is what the budget's status remembers (past scalings, recent recommendations); `now` is
+/// the evaluation time. Pure and deterministic: the same arguments give the same decision.
+pub fn decide(
+    budget: &Budget,
+    observation: Option<&Observation>,
+    history: &History,
+    now: Timestamp,
+) -> Decision {
+    let space = Space::new(budget, history);
+    let Some(obs) = observation else {
+        return no_observation(&space, history);
+    };
+    let period_ms = signals::period_ms(obs);
+    let window = Window::select(budget, obs, history, now);
+    let figures = window.figures();
+    let mut draft = Draft {
+        current: obs.config,
+        slo_met: slo_met(budget, &figures),
+        figures,
+        period: ms_duration(period_ms),
+    };
+
+    // 1. Busy.
+    if obs.status != AppStatus::Running {
+        return draft.hold(
+            Reason::ApplicationBusy,
+            insufficient(format!(
+                "The application is {}, not RUNNING.",
+                status_name(obs.status)
+            )),
+            "Waiting for the application to be RUNNING before judging or changing it.".to_owned(),
+        );
+    }
+    if let Some(op) = in_flight(history) {
+        return draft.hold(
+            Reason::ApplicationBusy,
+            insufficient(format!(
+                "An update to {} started at {} is still in progress.",
+                op.to,
+                op.at.strftime("%Y-%m-%dT%H:%M:%SZ")
+            )),
+            "Waiting for the update in flight to finish.".to_owned(),
+        );
+    }
+
+    // 2. Data.
+    match window.readiness(now) {
+        Readiness::Ready => {}
+        Readiness::Missing(why) => {
+            return draft.hold(
+                Reason::MissingMetrics,
+                insufficient(format!("Not enough fresh metrics: {why}.")),
+                "Holding until CloudWatch has fresh datapoints; gaps are never read as zero.".to_owned(),
+            );
+        }
+        Readiness::WarmingUp(why) => {
+            return draft.hold(
+                Reason::WarmingUp,
+                insufficient(format!("Warming up: {why}.")),
+                "Holding until the new configuration has run long enough to be judged.".to_owned(),
+            );
+        }
+    }
+    let Some(sig) = Signals::from_samples(&window.judged, now) else {
+        return draft.hold(
+            Reason::MissingMetrics,
+            insufficient("No checkpoint duration of the running configuration.".to_owned()),
+            "Holding until CloudWatch has fresh datapoints.".to_owned(),
+        );
+    };
+    draft.figures.representative_duration_ms = Some(sig.duration);
+    draft.figures.records_in_per_second = sig.records_in;
+    let window_ms = dur_ms(budget.window).max(period_ms);
+    if let Some(why) = catching_up(&sig, history, now, window_ms, period_ms) {
+        return draft.hold(
+            Reason::WarmingUp,
+            insufficient(format!("Catching up: {why}.")),
+            "Holding while the job drains the backlog of its restart; it is judged once the lag stops falling."
+                .to_owned(),
+        );
+    }
+
+    // 3. Diagnosis.
+    let ctx = Context {
+        budget,
+        history,
+        space: &space,
+        current: obs.config,
+        signals: &sig,
+        model: DurationModel::fit(
+            history,
+            obs.config,
+            space.max_parallelism,
+            sig.duration,
+            sig.records_in,
+        ),
+        now,
+        window_ms,
+        restart_ms: restart_estimate_ms(history),
+    };
+    let finding = diagnose::diagnose(&ctx);
+
+    // 4. Bounds.
+    if !space.in_bounds(obs.config) {
+        return enforce_bounds(&ctx, &draft, finding);
+    }
+
+    // 5. The need.
+    match finding.need {
+        Need::Hold(reason) => {
+            let message = hold_message(reason, &finding);
+            draft.hold(reason, finding.diagnosis(), message)
+        }
+        Need::Grow(need) => grow(&ctx, &draft, finding, need),
+        Need::Shrink { max_load } => shrink(&ctx, &draft, finding, max_load),
+    }
+}
+
+/// The parts of a decision that do not depend on the action.
+struct Draft {
+    current: AppConfig,
+    figures: CheckpointFigures,
+    slo_met: Option<bool>,
+    period: Duration,
+}
+
+impl Draft {
+    fn decision(
+        &self,
+        action: Action,
+        reason: Reason,
+        message: String,
+        diagnosis: Diagnosis,
+        recommendation: AppConfig,
+        requeue_after: Duration,
+    ) -> Decision {
+        Decision {
+            action,
+            reason,
+            message,
+            diagnosis,
+            recommendation,
+            slo_met: self.slo_met,
+            figures: self.figures.clone(),
+            requeue_after,
+        }
+    }
+
+    fn hold(&self, reason: Reason, diagnosis: Diagnosis, message: String) -> Decision {
+        self.decision(
+            Action::Hold,
+            reason,
+            message,
+            diagnosis,
+            self.current,
+            self.period,
+        )
+    }
+
+    /// Requeue when a wait of `left_ms` ends, but never later than one period (status and
+    /// the stabilization history stay current).
+    fn requeue_within(&self, left_ms: i64) -> Duration {
+        ms_duration(left_ms).clamp(Duration::from_secs(1), self.period.max(Duration::from_secs(1)))
+    }
+}
+
+impl Finding {
+    fn diagnosis(&self) -> Diagnosis {
+        Diagnosis {
+            cause: self.cause,
+            summary: self.summary.clone(),
+            advice: self.advice.clone(),
+        }
+    }
+}
+
+fn insufficient(summary: String) -> Diagnosis {
+    Diagnosis {
+        cause: Cause::InsufficientData,
+        summary,
+        advice: None,
+    }
+}
+
+fn status_name(status: AppStatus) -> String {
+    serde_json::to_value(status)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{status:?}"))
+}
+
+/// Whether the window meets every objective: no duration above the budget, failures within
+/// `maxFailedCheckpoints`, the size within `maxCheckpointSize`. `None` without data.
+fn slo_met(budget: &Budget, figures: &CheckpointFigures) -> Option<bool> {
+    let max = figures.max_duration_ms?;
+    let duration_ok = max <= dur_ms(budget.max_checkpoint_duration) as f64;
+    let failures_ok = figures.failed <= budget.max_failed_checkpoints;
+    let size_ok = match (figures.last_size_bytes, budget.max_checkpoint_size) {
+        (Some(size), Some(limit)) => size <= limit as f64,
+        _ => true,
+    };
+    Some(duration_ok && failures_ok && size_ok)
+}
+
+/// Nothing observed: hold, recommending the last configuration the history knows.
+fn no_observation(space: &Space, history: &History) -> Decision {
+    // The last configuration known to run: the target of a scaling that succeeded, the
+    // origin of one that failed (rolled back) or is still in progress.
+    let known = stabilization::last_scaling(history)
+        .map(|r| match r.outcome {
+            Outcome::Succeeded => r.to,
+            Outcome::Failed | Outcome::InProgress => r.from,
+        })
+        .unwrap_or_else(|| AppConfig::new(space.p_lo, space.k_hi.max(1)));
+    Decision {
+        action: Action::Hold,
+        reason: Reason::MissingMetrics,
+        message: "The application could not be observed; holding until it can.".to_owned(),
+        diagnosis: insufficient("No observation of the application.".to_owned()),
+        recommendation: known,
+        slo_met: None,
+        figures: CheckpointFigures::default(),
+        requeue_after: Duration::from_secs(60),
+    }
+}
+
+/// After a restart, a falling lag means the job drains the backlog the restart left: its
+/// CPU, back-pressure and checkpoint durations describe the catch-up, not the load.
+fn catching_up(
+    sig: &Signals,
+    history: &History,
+    now: Timestamp,
+    window_ms: i64,
+    period_ms: i64,
+) -> Option<String> {
+    let done = history
+        .scalings
+        .iter()
+        .filter(|r| r.outcome != Outcome::InProgress)
+        .filter_map(|r| r.completed_at)
+        .max()?;
+    let since = ts_ms(now) - ts_ms(done);
+    let allowance = (i64::from(CATCH_UP_WINDOWS) * window_ms).max(CATCH_UP_MIN_MINUTES * 60_000);
+    let (growth, lag) = (sig.lag_growth?, sig.lag?);
+    (since < allowance && growth < 0.0 && lag > CATCH_UP_MIN_LAG_PERIODS * period_ms as f64).then(|| {
+        format!(
+            "the application restarted {} ago and is {} behind the input, shrinking by {:.0}% of real time",
+            fmt_ms(since as f64),
+            fmt_ms(lag),
+            -growth * 100.0
+        )
+    })
+}
+
+fn hold_message(reason: Reason, finding: &Finding) -> String {
+    let tail = match reason {
+        Reason::WithinBudget => "No change needed.",
+        Reason::NotFixableByScaling => "Not scaling: more KPUs would not fix this.",
+        Reason::ScalingIneffective => "Not scaling up again: the last scale-up did not help.",
+        Reason::FailuresWithinBudget => "Tolerated within the failure budget; no change.",
+        _ => "No change.",
+    };
+    match &finding.advice {
+        Some(advice) => format!("{} {tail} {advice}", finding.summary),
+        None => format!("{} {tail}", finding.summary),
+    }
+}
+
+/// Which bounds stop `c` from going further up.
+fn binding_bounds(space: &Space, c: AppConfig) -> String {
+    let mut hit = Vec::new();
+    if c.parallelism >= space.p_hi {
+        hit.push(if space.p_hi == space.max_parallelism {
+            format!("maxParallelism {}", space.max_parallelism)
+        } else {
+            format!("parallelism.max {}", space.p_hi)
+        });
+    }
+    if space.max_kpus.is_some_and(|m| c.kpus() >= m) {
+        hit.push(format!("maxKpus {}", c.kpus()));
+    }
+    if c.parallelism_per_kpu <= space.k_lo {
+        hit.push(format!("perKpu.min {}", space.k_lo));
+    }
+    if hit.is_empty() {
+        "the budget's bounds".to_owned()
+    } else {
+        hit.join(", ")
+    }
+}
+
+fn predicted(ctx: &Context<'_>, to: AppConfig) -> String {
+    let s_now = ctx.space.load(ctx.current);
+    let d = ctx.model.predict(ctx.signals.duration, s_now, ctx.space.load(to));
+    let budget_ms = dur_ms(ctx.budget.max_checkpoint_duration) as f64;
+    format!(
+        "about {} ({:.0}% of the budget)",
+        fmt_ms(d),
+        100.0 * d / budget_ms.max(1.0)
+    )
+}
+
+/// Scales to `to` unless the cooldown for its direction is running.
+fn scale_or_cool(
+    ctx: &Context<'_>,
+    draft: &Draft,
+    finding: &Finding,
+    to: AppConfig,
+    reason: Reason,
+    message: String,
+) -> Decision {
+    let down = to.kpus() < ctx.current.kpus();
+    let (cooldown, which) = if down {
+        (ctx.budget.scale_down_cooldown, "scale-down")
+    } else {
+        (ctx.budget.scale_up_cooldown, "scale-up")
+    };
+    let left = cooldown_left_ms(ctx.history, cooldown, ctx.now);
+    if left > 0 {
+        return draft.decision(
+            Action::Hold,
+            Reason::CooldownActive,
+            format!(
+                "{message} Waiting: the {which} cooldown has {} left.",
+                fmt_ms(left as f64)
+            ),
+            finding.diagnosis(),
+            to,
+            draft.requeue_within(left),
+        );
+    }
+    draft.decision(
+        Action::Scale { to },
+        reason,
+        message,
+        finding.diagnosis(),
+        to,
+        draft.period,
+    )
+}
+
+fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decision {
+    let space = ctx.space;
+    let mut need = need;
+    let mut pick = bounds::grow(space, ctx.current, need, false);
+    let mut fallback = String::new();
+    if need.lower_per_kpu && pick == Pick::Nothing {
+        // ParallelismPerKPU cannot go lower: spread the state over more subtasks instead.
+        need.lower_per_kpu = false;
+        need.prefer_keep_parallelism = false;
+        pick = bounds::grow(space, ctx.current, need, false);
+        fallback = format!(
+            " ParallelismPerKPU is already at its minimum ({}), so the state is spread over more subtasks instead.",
+            space.k_lo
+        );
+    }
+    let ideal = bounds::grow(space, ctx.current, need, true);
+    let ideal_failed = match ideal {
+        Pick::Meets(c) | Pick::Partial(c) => space.is_failed(c).then_some(c),
+        Pick::Nothing => None,
+    };
+    let up_reason = if need.lower_per_kpu || finding.cause == Cause::MemoryPressure {
+        Reason::MoreMemoryRequired
+    } else {
+        Reason::ScaleUpRequired
+    };
+    let failed_note = ideal_failed.map_or_else(String::new, |c| {
+        format!(" ({c} would fit better but failed before, so it is not retried.)")
+    });
+    match pick {
+        Pick::Meets(to) => {
+            let message = format!(
+                "{}{fallback} Scaling {} to bring checkpoints to {}.{failed_note}",
+                finding.summary,
+                fmt_change(ctx.current, to),
+                predicted(ctx, to)
+            );
+            scale_or_cool(ctx, draft, &finding, to, up_reason, message)
+        }
+        Pick::Partial(to) => {
+            let (reason, why) = match (ideal, ideal_failed) {
+                (Pick::Meets(_), Some(c)) => (
+                    Reason::PreviouslyFailed,
+                    format!("{c}, which would meet the target, failed before and is not retried"),
+                ),
+                _ => (
+                    Reason::LimitReached,
+                    format!("the target needs more than {} allow", binding_bounds(space, to)),
+                ),
+            };
+            let message = format!(
+                "{}{fallback} Scaling to the best allowed, {}: {why}; predicted {}. Raise the bounds or \
+                 reduce the load to meet the budget.",
+                finding.summary,
+                fmt_change(ctx.current, to),
+                predicted(ctx, to)
+            );
+            scale_or_cool(ctx, draft, &finding, to, reason, message)
+        }
+        Pick::Nothing => {
+            let (reason, why) = match ideal_failed {
+                Some(c) => (
+                    Reason::PreviouslyFailed,
+                    format!(
+                        "the configuration that would help ({c}) failed before and is not retried; \
+                         check the failed operation"
+                    ),
+                ),
+                None => (
+                    Reason::LimitReached,
+                    format!(
+                        "no allowed configuration has more capacity: {} reached",
+                        binding_bounds(space, ctx.current)
+                    ),
+                ),
+            };
+            draft.decision(
+                Action::Blocked,
+                reason,
+                format!(
+                    "{}{fallback} Blocked: {why}. Raise the bounds or reduce the load.",
+                    finding.summary
+                ),
+                finding.diagnosis(),
+                ctx.current,
+                draft.period,
+            )
+        }
+    }
+}
+
+fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> Decision {
+    let kpus = ctx.current.kpus();
+    let min_kpus = (f64::from(kpus) * MIN_KEPT_ON_SCALE_DOWN).ceil() as u32;
+    let Some(raw) = bounds::shrink(ctx.space, ctx.current, max_load, min_kpus) else {
+        return draft.hold(
+            Reason::WithinBudget,
+            finding.diagnosis(),
+            format!(
+                "{} No cheaper allowed configuration keeps the margin (duration at most {:.0}% of the \
+                 budget, CPU at most {SCALE_DOWN_MAX_CPU:.0}%); no change.",
+                finding.summary,
+                SCALE_DOWN_MAX_DURATION * 100.0
+            ),
+        );
+    };
+    let window = ctx.budget.scale_down_stabilization;
+    let pending = |why: String| {
+        draft.decision(
+            Action::Hold,
+            Reason::ScaleDownPending,
+            format!(
+                "{} {} would suffice; {why}.",
+                finding.summary,
+                fmt_change(ctx.current, raw)
+            ),
+            finding.diagnosis(),
+            raw,
+            draft.period,
+        )
+    };
+    match stabilize(ctx.history, window, raw, ctx.now) {
+        Stabilized::Pending { ms } => pending(format!(
+            "waiting until fewer KPUs have been recommended for the whole {} stabilization window \
+             ({} to go)",
+            fmt_ms(dur_ms(window) as f64),
+            fmt_ms(ms as f64)
+        )),
+        Stabilized::Settled(target) => {
+            if target.kpus() >= kpus {
+                return pending(format!(
+                    "a higher recommendation ({target}) within the last {} keeps the current configuration",
+                    fmt_ms(dur_ms(window) as f64)
+                ));
+            }
+            let safe = ctx.space.allowed(target)
+                && target.kpus() >= min_kpus
+                && ctx.space.load(target) <= max_load * (1.0 + 1e-9);
+            if !safe {
+                return pending(format!(
+                    "the highest recommendation of the last {} ({target}) no longer keeps the margin",
+                    fmt_ms(dur_ms(window) as f64)
+                ));
+            }
+            let message = format!(
+                "{} Scaling down {}, the highest recommendation of the last {}; checkpoints predicted at {}.",
+                finding.summary,
+                fmt_change(ctx.current, target),
+                fmt_ms(dur_ms(window) as f64),
+                predicted(ctx, target)
+            );
+            let mut decision =
+                scale_or_cool(ctx, draft, &finding, target, Reason::ScaleDownStabilized, message);
+            // NB: the stabilization history must keep seeing the raw recommendation.
+            decision.recommendation = raw;
+            decision
+        }
+    }
+}
+
+fn enforce_bounds(ctx: &Context<'_>, draft: &Draft, finding: Finding) -> Decision {
+    let s_now = ctx.space.load(ctx.current);
+    let wanted = match finding.need {
+        Need::Grow(g) => g.target,
+        _ => s_now,
+    };
+    match bounds::into_bounds(ctx.space, ctx.current, wanted) {
+        Some(to) => {
+            let message = format!(
+                "{} The running configuration ({}) is outside the budget's bounds; scaling {} to \
+                 bring it back, checkpoints predicted at {}.",
+                finding.summary,
+                ctx.current,
+                fmt_change(ctx.current, to),
+                predicted(ctx, to)
+            );
+            scale_or_cool(ctx, draft, &finding, to, Reason::LimitReached, message)
+        }
+        None => draft.decision(
+            Action::Blocked,
+            Reason::LimitReached,
+            format!(
+                "{} The running configuration ({}) is outside the budget's bounds and no allowed \
+                 configuration remains (check parallelism, perKpu and maxKpus).",
+                finding.summary, ctx.current
+            ),
+            finding.diagnosis(),
+            ctx.current,
+            draft.period,
+        ),
+    }
+}

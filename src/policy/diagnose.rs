@@ -1,0 +1,424 @@
+//! From signals to a diagnosis: which cause of DESIGN.md's table the metrics show, and what
+//! it needs (a capacity target with the right knob, fewer KPUs, or nothing that scaling
+//! can give).
+//!
+//! The causes are checked in this order, the first that matches wins:
+//! 1. memory pressure (sustained heap/container memory >= 90%, or >= 75% with full
+//!    restarts): lower ParallelismPerKPU, also meeting the duration target if breached;
+//! 2. a breach of the duration budget (median of the latest periods above it), a breach a
+//!    rising trend projects before a restart could complete, or failures beyond the budget
+//!    while saturated (checkpoints timing out): more capacity, unless the last scale-up
+//!    proved ineffective (state skew); the cause is under-provisioning when CPU, busy time
+//!    or back-pressure are high, high key cardinality when the state grows without
+//!    levelling off, large state otherwise;
+//! 3. failures beyond `maxFailedCheckpoints` with normal durations and resources: not
+//!    fixable by scaling (isolated ones that recovered: transient);
+//! 4. a checkpoint size above `maxCheckpointSize`: not fixable by scaling (state TTL);
+//! 5. failures within the budget: transient, tolerated;
+//! 6. idle headroom (every judged duration at most half the budget, CPU at most 50%,
+//!    memory and busy time low, state not growing without bound): fewer KPUs;
+//! 7. otherwise healthy (with a warning when the state grows without levelling off).
+
+use jiff::Timestamp;
+
+use super::{
+    bounds::{Grow, Space},
+    explain::{fmt_bytes, fmt_change, fmt_ms, fmt_pct},
+    signals::{Growth, Signals, dur_ms, ts_ms},
+    sizing::{DurationModel, load_factor_for_cpu, load_factor_for_memory},
+    stabilization::last_scaling,
+    tuning::*,
+    types::{AppConfig, Budget, Cause, History, Outcome, Reason},
+};
+
+/// Everything the diagnosis reads.
+pub(crate) struct Context<'a> {
+    pub budget: &'a Budget,
+    pub history: &'a History,
+    pub space: &'a Space,
+    pub current: AppConfig,
+    pub signals: &'a Signals,
+    pub model: DurationModel,
+    pub now: Timestamp,
+    pub window_ms: i64,
+    pub restart_ms: i64,
+}
+
+/// What the diagnosed cause needs.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) enum Need {
+    /// Nothing scaling can give now.
+    Hold(Reason),
+    /// More capacity: reach the load factor in `Grow`.
+    Grow(Grow),
+    /// Fewer KPUs, keeping the load factor at most `max_load`.
+    Shrink { max_load: f64 },
+}
+
+/// A diagnosis and its need.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) struct Finding {
+    pub cause: Cause,
+    pub summary: String,
+    pub advice: Option<String>,
+    pub need: Need,
+}
+
+impl Finding {
+    fn new(cause: Cause, summary: String, advice: Option<String>, need: Need) -> Self {
+        Self {
+            cause,
+            summary,
+            advice,
+            need,
+        }
+    }
+}
+
+const ADVICE_TTL: &str = "State keeps growing at an undiminished rate, which usually means keys \
+    that never expire: set a state TTL (StateTtlConfig), use smaller or session windows, or \
+    drop keys that are no longer needed. Scaling only buys time within the budget's bounds.";
+
+const ADVICE_SKEW: &str = "Look for hot keys (a few keys carrying most records or state): salt \
+    or re-key them, pre-aggregate before the keyBy, or split the hot operator. The controller \
+    stops scaling up until the input rate changes by more than half or a day passes.";
+
+const ADVICE_NOT_FIXABLE: &str = "Check the job's exceptions at checkpoint time: a state \
+    serializer that cannot handle a type (e.g. after a schema change), or an external call in \
+    snapshotState/notifyCheckpointComplete that fails or times out. More KPUs cannot fix \
+    either.";
+
+const ADVICE_TRANSIENT: &str = "If they recur, check S3 throttling and the application's \
+    permissions; raise maxFailedCheckpoints if an occasional failure is acceptable.";
+
+const ADVICE_SIZE: &str = "Parallelism spreads state but does not shrink it: set a state TTL, \
+    use smaller windows, or enable incremental checkpoints' compaction to bring the size \
+    under the objective.";
+
+/// Diagnoses the judged signals.
+pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
+    let sig = ctx.signals;
+    let budget_ms = dur_ms(ctx.budget.max_checkpoint_duration) as f64;
+    let s_now = ctx.space.load(ctx.current);
+    let d = sig.duration;
+    let memory = sig.memory();
+    let figures = format!(
+        "CPU {}, busy {} ms/s, back-pressure {} ms/s, heap {}",
+        fmt_pct(sig.cpu),
+        sig.busy.map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
+        sig.backpressure
+            .map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
+        fmt_pct(sig.heap),
+    );
+
+    // What it takes to bring the duration back under the budget with margin, from the
+    // recent duration projected over a restart and a window when it trends up.
+    let rising = sig.duration_trend.filter(|t| t.slope > 0.0);
+    let projected = |horizon_ms: i64| {
+        rising.map_or(d, |t| {
+            (d + t.slope * horizon_ms as f64)
+                .min(MAX_PROJECTION_FACTOR * d)
+                .max(d)
+        })
+    };
+    let sizing_duration = projected(ctx.restart_ms + ctx.window_ms);
+    let floor = s_now / MAX_SCALE_UP_FACTOR;
+    let duration_load = ctx
+        .model
+        .load_factor_for(sizing_duration, s_now, DURATION_TARGET * budget_ms)
+        .unwrap_or(floor);
+    let cpu_load = load_factor_for_cpu(sig, s_now, CPU_TARGET);
+
+    // 1. Memory pressure.
+    let memory_pressure =
+        memory.is_some_and(|m| m >= MEMORY_HIGH || (sig.restarts > 0.0 && m >= MEMORY_HIGH_WITH_RESTARTS));
+    if let (true, Some(mem)) = (memory_pressure, memory) {
+        let mut target = load_factor_for_memory(mem, s_now, MEMORY_TARGET);
+        if d > budget_ms {
+            target = target.min(duration_load);
+        }
+        let summary = format!(
+            "Memory is under pressure: heap {}, container memory {}, {} full restart(s) in the \
+             window; each subtask needs more memory (checkpoints take {} against a {} budget).",
+            fmt_pct(sig.heap),
+            fmt_pct(sig.container),
+            sig.restarts.round(),
+            fmt_ms(d),
+            fmt_ms(budget_ms),
+        );
+        return Finding::new(
+            Cause::MemoryPressure,
+            summary,
+            None,
+            Need::Grow(Grow {
+                target: target.max(floor),
+                lower_per_kpu: true,
+                prefer_keep_parallelism: true,
+            }),
+        );
+    }
+
+    // 2. Breach, projected breach, or saturated failures.
+    let breach = d > budget_ms;
+    let projected_breach =
+        !breach && d >= PROACTIVE_FLOOR * budget_ms && projected(ctx.restart_ms) > budget_ms;
+    let over_failed = sig.failed > f64::from(ctx.budget.max_failed_checkpoints);
+    let saturated = sig.saturated();
+    if breach || projected_breach || (over_failed && saturated) {
+        if let Some(skew) = ineffective_scale_up(ctx, budget_ms) {
+            return skew;
+        }
+        let mut target = duration_load;
+        if let Some(c) = cpu_load {
+            target = target.min(c);
+        }
+        let state = sig
+            .size
+            .map_or_else(String::new, |s| format!(", state {}", fmt_bytes(s)));
+        let what = if breach {
+            format!(
+                "Checkpoints take {} against a {} budget",
+                fmt_ms(d),
+                fmt_ms(budget_ms)
+            )
+        } else if projected_breach {
+            format!(
+                "Checkpoints take {} and rise towards the {} budget (projected {} within a restart)",
+                fmt_ms(d),
+                fmt_ms(budget_ms),
+                fmt_ms(projected(ctx.restart_ms)),
+            )
+        } else {
+            format!(
+                "{} checkpoints failed in the window (budget {}) while the job is saturated",
+                sig.failed.round(),
+                ctx.budget.max_failed_checkpoints
+            )
+        };
+        let need = Need::Grow(Grow {
+            target: target.max(floor),
+            lower_per_kpu: false,
+            prefer_keep_parallelism: false,
+        });
+        if saturated {
+            let lag = match sig.lag_growth {
+                Some(g) if g > 0.0 => format!(", falling behind the input by {:.0}%", g * 100.0),
+                _ => String::new(),
+            };
+            return Finding::new(
+                Cause::UnderProvisioned,
+                format!("{what} ({figures}{state}{lag}): the job lacks capacity."),
+                (sig.growth == Growth::Unbounded).then(|| ADVICE_TTL.to_owned()),
+                need,
+            );
+        }
+        if sig.growth == Growth::Unbounded {
+            return Finding::new(
+                Cause::HighKeyCardinality,
+                format!(
+                    "{what} ({figures}{state}, growing {:.0}% per hour without levelling off): \
+                     the state per subtask is too large and keeps growing.",
+                    sig.size_growth_per_hour.unwrap_or(0.0) * 100.0
+                ),
+                Some(ADVICE_TTL.to_owned()),
+                need,
+            );
+        }
+        return Finding::new(
+            Cause::LargeState,
+            format!(
+                "{what} ({figures}{state}) while the job is not saturated: the state each subtask uploads is too large."
+            ),
+            None,
+            need,
+        );
+    }
+
+    // 3. Failures beyond the budget, with normal durations and resources.
+    if over_failed {
+        let isolated = sig.failed_periods <= ISOLATED_FAILURE_PERIODS && !sig.failing_now;
+        let counts = format!(
+            "{} checkpoint(s) failed in {} period(s) of the window, above maxFailedCheckpoints {}",
+            sig.failed.round(),
+            sig.failed_periods,
+            ctx.budget.max_failed_checkpoints
+        );
+        if isolated {
+            return Finding::new(
+                Cause::TransientFailures,
+                format!(
+                    "{counts}, but none in the latest {RECOVERED_PERIODS} periods and durations are \
+                     normal ({}): isolated failures that recovered, such as transient S3 errors.",
+                    fmt_ms(d)
+                ),
+                Some(ADVICE_TRANSIENT.to_owned()),
+                Need::Hold(Reason::NotFixableByScaling),
+            );
+        }
+        return Finding::new(
+            Cause::NotFixableByScaling,
+            format!(
+                "{counts}, while completed checkpoints take {} against a {} budget and resources \
+                 look normal ({figures}): scaling cannot fix this.",
+                fmt_ms(d),
+                fmt_ms(budget_ms)
+            ),
+            Some(ADVICE_NOT_FIXABLE.to_owned()),
+            Need::Hold(Reason::NotFixableByScaling),
+        );
+    }
+
+    // 4. Size objective.
+    if let (Some(size), Some(max)) = (sig.size, ctx.budget.max_checkpoint_size)
+        && size > max as f64
+    {
+        let unbounded = sig.growth == Growth::Unbounded;
+        return Finding::new(
+            if unbounded {
+                Cause::HighKeyCardinality
+            } else {
+                Cause::LargeState
+            },
+            format!(
+                "The latest checkpoint is {}, above the {} size objective (duration {} within the {} budget).",
+                fmt_bytes(size),
+                fmt_bytes(max as f64),
+                fmt_ms(d),
+                fmt_ms(budget_ms)
+            ),
+            Some(if unbounded { ADVICE_TTL } else { ADVICE_SIZE }.to_owned()),
+            Need::Hold(Reason::NotFixableByScaling),
+        );
+    }
+
+    // 5. Failures within the budget.
+    if sig.failed > 0.0 {
+        return Finding::new(
+            Cause::TransientFailures,
+            format!(
+                "{} checkpoint(s) failed in the window, within maxFailedCheckpoints {}; durations are \
+                 normal ({} against {}).",
+                sig.failed.round(),
+                ctx.budget.max_failed_checkpoints,
+                fmt_ms(d),
+                fmt_ms(budget_ms)
+            ),
+            None,
+            Need::Hold(Reason::FailuresWithinBudget),
+        );
+    }
+
+    // 6. Idle headroom.
+    let idle = sig.duration_max <= IDLE_DURATION * budget_ms
+        && sig.cpu_max.is_some_and(|c| c <= IDLE_CPU)
+        && sig.busy.is_none_or(|b| b < BUSY_SATURATED / 2.0)
+        && sig.backpressure.is_none_or(|b| b < BACKPRESSURE_HIGH / 2.0)
+        && memory.is_none_or(|m| m < SCALE_DOWN_MAX_MEMORY)
+        && sig.growth != Growth::Unbounded;
+    if idle {
+        let cpu_max = sig.cpu_max.unwrap_or(IDLE_CPU).max(1.0);
+        let by_duration = ctx
+            .model
+            .load_factor_for(sig.duration_max, s_now, SCALE_DOWN_MAX_DURATION * budget_ms)
+            .unwrap_or(s_now);
+        let by_cpu = s_now * SCALE_DOWN_MAX_CPU / cpu_max;
+        let by_memory = memory.map_or(f64::INFINITY, |m| {
+            load_factor_for_memory(m, s_now, SCALE_DOWN_MAX_MEMORY)
+        });
+        return Finding::new(
+            Cause::IdleHeadroom,
+            format!(
+                "Checkpoints take at most {} ({:.0}% of the {} budget) with CPU at most {} and memory {}: \
+                 capacity is idle.",
+                fmt_ms(sig.duration_max),
+                100.0 * sig.duration_max / budget_ms.max(1.0),
+                fmt_ms(budget_ms),
+                fmt_pct(sig.cpu_max),
+                fmt_pct(memory),
+            ),
+            None,
+            Need::Shrink {
+                max_load: by_duration.min(by_cpu).min(by_memory),
+            },
+        );
+    }
+
+    // 7. Healthy.
+    let summary = format!(
+        "Checkpoints take {} (at most {} in the window) against a {} budget ({figures}).",
+        fmt_ms(d),
+        fmt_ms(sig.duration_max),
+        fmt_ms(budget_ms)
+    );
+    if sig.growth == Growth::Unbounded {
+        return Finding::new(
+            Cause::HighKeyCardinality,
+            format!(
+                "{summary} The state grows {:.0}% per hour without levelling off.",
+                sig.size_growth_per_hour.unwrap_or(0.0) * 100.0
+            ),
+            Some(ADVICE_TTL.to_owned()),
+            Need::Hold(Reason::WithinBudget),
+        );
+    }
+    Finding::new(Cause::Healthy, summary, None, Need::Hold(Reason::WithinBudget))
+}
+
+/// The "scaling is ineffective" verdict: the last scaling was a completed scale-up to the
+/// running configuration, and it achieved less than `INEFFECTIVE_GAIN` of the improvement
+/// the model predicted (adjusted for the change of input rate), while CPU is not saturated
+/// (saturation means the step was too small or the load grew, not skew). The verdict is
+/// lifted when the input rate moved by more than `INEFFECTIVE_LOAD_CHANGE` since the
+/// scale-up, or `INEFFECTIVE_RETRY_HOURS` after it completed.
+fn ineffective_scale_up(ctx: &Context<'_>, budget_ms: f64) -> Option<Finding> {
+    let sig = ctx.signals;
+    if sig.cpu_saturated() {
+        return None;
+    }
+    let last = last_scaling(ctx.history)?;
+    let completed = last.completed_at?;
+    let d0 = last.checkpoint_duration_before_ms?;
+    if last.outcome != Outcome::Succeeded || last.to != ctx.current {
+        return None;
+    }
+    let (s0, s1) = (ctx.space.load(last.from), ctx.space.load(last.to));
+    if s1 >= s0 {
+        return None;
+    }
+    if ts_ms(ctx.now) - ts_ms(completed) > INEFFECTIVE_RETRY_HOURS * 3_600_000 {
+        return None;
+    }
+    let load_ratio = match (last.records_in_before_per_second, sig.records_in) {
+        (Some(l0), Some(l1)) if l0 > 0.0 => {
+            let r = l1 / l0;
+            if (r - 1.0).abs() > INEFFECTIVE_LOAD_CHANGE {
+                return None;
+            }
+            r
+        }
+        _ => 1.0,
+    };
+    let fixed = DEFAULT_FIXED_DURATION_FRACTION * d0;
+    let predicted = fixed + (d0 - fixed) * (s1 / s0) * load_ratio;
+    let expected_gain = d0 - predicted;
+    let gain = d0 - sig.duration;
+    if expected_gain <= 0.0 || gain >= INEFFECTIVE_GAIN * expected_gain {
+        return None;
+    }
+    Some(Finding::new(
+        Cause::StateSkew,
+        format!(
+            "The last scale-up ({}) changed the checkpoint duration from {} to {} where about {} \
+             was expected, while CPU stayed at {} (budget {}): one subtask dominates, so more \
+             parallelism does not help.",
+            fmt_change(last.from, last.to),
+            fmt_ms(d0),
+            fmt_ms(sig.duration),
+            fmt_ms(predicted),
+            fmt_pct(sig.cpu),
+            fmt_ms(budget_ms)
+        ),
+        Some(ADVICE_SKEW.to_owned()),
+        Need::Hold(Reason::ScalingIneffective),
+    ))
+}

@@ -1,0 +1,80 @@
+//! Figures in words: durations, sizes and percentages as people read them in status.
+
+use super::types::AppConfig;
+
+/// `850ms`, `45s`, `2m05s`, `1h02m`.
+pub(crate) fn fmt_ms(ms: f64) -> String {
+    if !ms.is_finite() {
+        return "n/a".to_owned();
+    }
+    let ms = ms.max(0.0);
+    if ms < 1_000.0 {
+        return format!("{}ms", ms.round() as u64);
+    }
+    let secs = (ms / 1_000.0).round() as u64;
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
+        s => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
+    }
+}
+
+/// `512 MiB`, `8.0 GiB`.
+pub(crate) fn fmt_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes.max(0.0);
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 || v >= 100.0 {
+        format!("{v:.0} {}", UNITS[unit])
+    } else {
+        format!("{v:.1} {}", UNITS[unit])
+    }
+}
+
+/// `82%`, or `n/a` when the metric is missing.
+pub(crate) fn fmt_pct(v: Option<f64>) -> String {
+    v.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.0}%"))
+}
+
+/// `8 → 16 at 2 per KPU (4 → 8 KPU)`: a configuration change in one phrase.
+pub(crate) fn fmt_change(from: AppConfig, to: AppConfig) -> String {
+    let per_kpu = if from.parallelism_per_kpu == to.parallelism_per_kpu {
+        format!("at {} per KPU", to.parallelism_per_kpu)
+    } else {
+        format!(
+            "with {} → {} per KPU",
+            from.parallelism_per_kpu, to.parallelism_per_kpu
+        )
+    };
+    format!(
+        "parallelism {} → {} {per_kpu} ({} → {} KPU)",
+        from.parallelism,
+        to.parallelism,
+        from.kpus(),
+        to.kpus()
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_read_naturally() {
+        assert_eq!(fmt_ms(850.0), "850ms");
+        assert_eq!(fmt_ms(45_000.0), "45s");
+        assert_eq!(fmt_ms(125_000.0), "2m05s");
+        assert_eq!(fmt_ms(3_720_000.0), "1h02m");
+        assert_eq!(fmt_bytes(512.0 * 1024.0 * 1024.0), "512 MiB");
+        assert_eq!(fmt_bytes(8.0 * 1024.0 * 1024.0 * 1024.0), "8.0 GiB");
+        assert_eq!(fmt_pct(None), "n/a");
+        assert_eq!(
+            fmt_change(AppConfig::new(8, 2), AppConfig::new(16, 2)),
+            "parallelism 8 → 16 at 2 per KPU (4 → 8 KPU)"
+        );
+    }
+}

@@ -1,0 +1,361 @@
+//! From raw samples to what the engine judges: which periods count (the window, minus what
+//! ran before the last restart and its warm-up), whether there is enough fresh data, the
+//! checkpoint figures, and the summarized [`Signals`].
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::{
+    stats::{self, Fit},
+    tuning::*,
+    types::{Budget, CheckpointFigures, History, Observation, Outcome, Sample},
+};
+
+/// Milliseconds since the epoch.
+pub(crate) fn ts_ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
+/// A duration in milliseconds, saturating.
+pub(crate) fn dur_ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Milliseconds (clamped at zero) as a duration.
+pub(crate) fn ms_duration(ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+/// The metric period in ms; a zero period (never sent by a sane observer) counts as a minute.
+pub(crate) fn period_ms(obs: &Observation) -> i64 {
+    match dur_ms(obs.period) {
+        0 => 60_000,
+        p => p,
+    }
+}
+
+/// The periods the decision looks at.
+#[derive(Debug)]
+pub(crate) struct Window<'a> {
+    /// Samples inside the evaluation window, oldest first.
+    pub in_window: Vec<&'a Sample>,
+    /// The part of `in_window` that belongs to the running configuration and is past its
+    /// warm-up: the only samples that are judged.
+    pub judged: Vec<&'a Sample>,
+    /// Start of the judged part when a restart cut the window (ms since the epoch).
+    pub judged_from: Option<i64>,
+    /// Periods the window holds.
+    pub expected: usize,
+    /// The metric period, ms.
+    pub period_ms: i64,
+}
+
+/// Whether the window can be judged.
+#[derive(Debug, PartialEq)]
+pub(crate) enum Readiness {
+    /// Enough fresh data of the running configuration.
+    Ready,
+    /// Metrics are missing or stale (the text says which and by how much).
+    Missing(String),
+    /// A restart completed recently; the new configuration has too few periods yet.
+    WarmingUp(String),
+}
+
+impl<'a> Window<'a> {
+    /// Selects the window's samples and the judged part.
+    pub fn select(budget: &Budget, obs: &'a Observation, history: &History, now: Timestamp) -> Self {
+        let now_ms = ts_ms(now);
+        let period_ms = period_ms(obs);
+        let window_ms = dur_ms(budget.window).max(period_ms);
+        let start = now_ms.saturating_sub(window_ms);
+        let mut in_window: Vec<&Sample> = obs
+            .samples
+            .iter()
+            .filter(|s| {
+                let at = ts_ms(s.at);
+                at >= start && at <= now_ms
+            })
+            .collect();
+        in_window.sort_by_key(|s| s.at);
+        // Samples whose period began before the last restart completed (plus the warm-up)
+        // describe the old configuration or the restart itself.
+        let judged_from = history
+            .scalings
+            .iter()
+            .filter(|r| r.outcome != Outcome::InProgress)
+            .map(|r| ts_ms(r.completed_at.unwrap_or(r.at)))
+            .max()
+            .map(|done| done.saturating_add(WARMUP_PERIODS.saturating_mul(period_ms)))
+            .filter(|from| *from > start);
+        let judged = in_window
+            .iter()
+            .copied()
+            .filter(|s| judged_from.is_none_or(|from| ts_ms(s.at) >= from))
+            .collect();
+        let expected = usize::try_from((window_ms / period_ms).max(1)).unwrap_or(usize::MAX);
+        Self {
+            in_window,
+            judged,
+            judged_from,
+            expected,
+            period_ms,
+        }
+    }
+
+    /// How many judged periods with a duration datapoint are needed.
+    pub fn required(&self) -> usize {
+        let half = (self.expected as f64 * MIN_COVERAGE).ceil() as usize;
+        half.max(MIN_SAMPLES).min(self.expected)
+    }
+
+    /// Whether the judged part is enough to decide on.
+    pub fn readiness(&self, now: Timestamp) -> Readiness {
+        let now_ms = ts_ms(now);
+        let with_duration = |s: &&&Sample| s.last_checkpoint_duration_ms.is_some_and(f64::is_finite);
+        let Some(newest) = self.in_window.iter().rfind(with_duration) else {
+            return Readiness::Missing(format!(
+                "no lastCheckpointDuration datapoint in the last {} periods",
+                self.expected
+            ));
+        };
+        let newest_end = ts_ms(newest.at).saturating_add(self.period_ms);
+        let age = now_ms.saturating_sub(newest_end);
+        if age > STALE_AFTER_PERIODS.saturating_mul(self.period_ms) {
+            return Readiness::Missing(format!(
+                "the newest lastCheckpointDuration datapoint is {} old (more than {} periods)",
+                super::explain::fmt_ms(age as f64),
+                STALE_AFTER_PERIODS
+            ));
+        }
+        let judged = self.judged.iter().filter(with_duration).count();
+        let required = self.required();
+        if judged >= required {
+            Readiness::Ready
+        } else if self.judged_from.is_some() {
+            Readiness::WarmingUp(format!(
+                "the application restarted recently: {judged} of the {required} periods \
+                 needed to judge the new configuration are in"
+            ))
+        } else {
+            Readiness::Missing(format!(
+                "only {judged} of the last {} periods have a lastCheckpointDuration datapoint \
+                 ({required} needed)",
+                self.expected
+            ))
+        }
+    }
+
+    /// The checkpoint figures over the whole window (what status shows).
+    pub fn figures(&self) -> CheckpointFigures {
+        let durations: Vec<f64> = self
+            .in_window
+            .iter()
+            .filter_map(|s| s.last_checkpoint_duration_ms)
+            .filter(|v| v.is_finite())
+            .collect();
+        let failed: f64 = self
+            .in_window
+            .iter()
+            .filter_map(|s| s.failed_checkpoints)
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .sum();
+        CheckpointFigures {
+            last_duration_ms: durations.last().copied(),
+            max_duration_ms: stats::max(&durations),
+            last_size_bytes: self
+                .in_window
+                .iter()
+                .rev()
+                .find_map(|s| s.last_checkpoint_size_bytes.filter(|v| v.is_finite())),
+            failed: failed.round().min(u32::MAX as f64) as u32,
+            samples: u32::try_from(durations.len()).unwrap_or(u32::MAX),
+            representative_duration_ms: None,
+            records_in_per_second: None,
+        }
+    }
+}
+
+/// How the checkpoint size evolves over the judged periods.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Growth {
+    /// No significant growth (or not enough data to tell).
+    Steady,
+    /// Growing, and the growth slows down (or too few points to tell).
+    LevellingOff,
+    /// Growing at an undiminished rate: keys accumulate without expiry.
+    Unbounded,
+}
+
+/// The judged periods, summarized. Gaps are skipped, never read as zero.
+#[derive(Clone, Debug)]
+pub(crate) struct Signals {
+    /// Median duration of the latest periods, ms.
+    pub duration: f64,
+    /// Highest judged duration, ms.
+    pub duration_max: f64,
+    /// Duration trend (ms per ms of time), when trusted.
+    pub duration_trend: Option<Fit>,
+    /// Latest checkpoint size, bytes.
+    pub size: Option<f64>,
+    /// Relative size growth per hour, when trusted.
+    pub size_growth_per_hour: Option<f64>,
+    /// How the size grows.
+    pub growth: Growth,
+    /// Median CPU of the latest periods, %.
+    pub cpu: Option<f64>,
+    /// Highest judged CPU, %.
+    pub cpu_max: Option<f64>,
+    /// Median busy time of the latest periods, ms/s.
+    pub busy: Option<f64>,
+    /// Median back-pressured time of the latest periods, ms/s.
+    pub backpressure: Option<f64>,
+    /// Sustained heap utilization (second highest of the latest periods), %.
+    pub heap: Option<f64>,
+    /// Sustained container memory utilization, %.
+    pub container: Option<f64>,
+    /// Full restarts in the judged periods.
+    pub restarts: f64,
+    /// Failed checkpoints in the judged periods.
+    pub failed: f64,
+    /// Periods with at least one failed checkpoint.
+    pub failed_periods: u32,
+    /// Whether the latest periods had failures.
+    pub failing_now: bool,
+    /// Latest `millisBehindLatest`.
+    pub lag: Option<f64>,
+    /// Lag growth in ms of lag per ms of time, when trusted.
+    pub lag_growth: Option<f64>,
+    /// Median input rate of the latest periods.
+    pub records_in: Option<f64>,
+}
+
+fn values(samples: &[&Sample], f: impl Fn(&Sample) -> Option<f64>) -> Vec<f64> {
+    samples
+        .iter()
+        .filter_map(|s| f(s))
+        .filter(|v| v.is_finite())
+        .collect()
+}
+
+fn recent(v: &[f64], n: usize) -> &[f64] {
+    &v[v.len().saturating_sub(n)..]
+}
+
+fn points(samples: &[&Sample], now_ms: i64, f: impl Fn(&Sample) -> Option<f64>) -> Vec<(f64, f64)> {
+    samples
+        .iter()
+        .filter_map(|s| {
+            f(s).filter(|v| v.is_finite())
+                .map(|v| ((ts_ms(s.at) - now_ms) as f64, v))
+        })
+        .collect()
+}
+
+fn trusted(pts: &[(f64, f64)]) -> Option<Fit> {
+    if pts.len() < MIN_TREND_SAMPLES {
+        return None;
+    }
+    stats::linear_fit(pts).filter(|f| f.r2 >= TREND_MIN_R2)
+}
+
+impl Signals {
+    /// Summarizes the judged samples; `None` without any duration datapoint.
+    pub fn from_samples(samples: &[&Sample], now: Timestamp) -> Option<Self> {
+        let now_ms = ts_ms(now);
+        let durations = values(samples, |s| s.last_checkpoint_duration_ms);
+        let duration = stats::median(recent(&durations, RECENT_PERIODS))?;
+        let duration_max = stats::max(&durations)?;
+        let duration_trend = trusted(&points(samples, now_ms, |s| s.last_checkpoint_duration_ms));
+
+        let size_pts = points(samples, now_ms, |s| s.last_checkpoint_size_bytes);
+        let size = size_pts.last().map(|p| p.1);
+        let size_growth_per_hour = match (trusted(&size_pts), size) {
+            (Some(fit), Some(sz)) if sz > 0.0 => Some(fit.slope * 3_600_000.0 / sz),
+            _ => None,
+        };
+        let growth = match size_growth_per_hour {
+            Some(g) if g >= SIZE_GROWTH_PER_HOUR => {
+                let half = size_pts.len() / 2;
+                match (
+                    stats::linear_fit(&size_pts[..half]),
+                    stats::linear_fit(&size_pts[half..]),
+                ) {
+                    (Some(first), Some(second)) if half >= 3 && first.slope > 0.0 => {
+                        if second.slope >= LEVELLING_OFF_RATIO * first.slope {
+                            Growth::Unbounded
+                        } else {
+                            Growth::LevellingOff
+                        }
+                    }
+                    _ => Growth::LevellingOff,
+                }
+            }
+            _ => Growth::Steady,
+        };
+
+        let cpu_v = values(samples, |s| s.cpu_utilization);
+        let mem = |f: fn(&Sample) -> Option<f64>| {
+            let v = values(samples, f);
+            stats::second_highest(recent(&v, MEMORY_PERIODS))
+        };
+        let failures = values(samples, |s| s.failed_checkpoints);
+        let failing_now = samples[samples.len().saturating_sub(RECOVERED_PERIODS)..]
+            .iter()
+            .any(|s| s.failed_checkpoints.is_some_and(|f| f > 0.0));
+        let lag_pts = points(samples, now_ms, |s| s.millis_behind_latest);
+        Some(Self {
+            duration,
+            duration_max,
+            duration_trend,
+            size,
+            size_growth_per_hour,
+            growth,
+            cpu: stats::median(recent(&cpu_v, RECENT_PERIODS)),
+            cpu_max: stats::max(&cpu_v),
+            busy: stats::median(recent(
+                &values(samples, |s| s.busy_time_ms_per_second),
+                RECENT_PERIODS,
+            )),
+            backpressure: stats::median(recent(
+                &values(samples, |s| s.back_pressured_time_ms_per_second),
+                RECENT_PERIODS,
+            )),
+            heap: mem(|s| s.heap_memory_utilization),
+            container: mem(|s| s.container_memory_utilization),
+            restarts: values(samples, |s| s.full_restarts)
+                .iter()
+                .filter(|v| **v > 0.0)
+                .sum(),
+            failed: failures.iter().filter(|v| **v > 0.0).sum(),
+            failed_periods: u32::try_from(failures.iter().filter(|v| **v > 0.0).count()).unwrap_or(u32::MAX),
+            failing_now,
+            lag: lag_pts.last().map(|p| p.1),
+            lag_growth: trusted(&lag_pts).map(|f| f.slope),
+            records_in: stats::median(recent(
+                &values(samples, |s| s.records_in_per_second),
+                RECENT_PERIODS,
+            )),
+        })
+    }
+
+    /// Sustained memory utilization: the higher of heap and container, %.
+    pub fn memory(&self) -> Option<f64> {
+        match (self.heap, self.container) {
+            (Some(h), Some(c)) => Some(h.max(c)),
+            (h, c) => h.or(c),
+        }
+    }
+
+    /// Whether CPU, busy time or back-pressure say the job runs at its capacity.
+    pub fn saturated(&self) -> bool {
+        self.cpu.is_some_and(|c| c >= CPU_SATURATED)
+            || self.busy.is_some_and(|b| b >= BUSY_SATURATED)
+            || self.backpressure.is_some_and(|b| b >= BACKPRESSURE_HIGH)
+    }
+
+    /// Whether CPU itself is saturated (skew keeps average CPU low while one subtask is busy).
+    pub fn cpu_saturated(&self) -> bool {
+        self.cpu.is_some_and(|c| c >= CPU_SATURATED)
+    }
+}

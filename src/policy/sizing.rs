@@ -1,0 +1,200 @@
+//! The capacity model: how a configuration's checkpoint duration, CPU and memory change
+//! with parallelism and ParallelismPerKPU, and how much capacity a fix needs (DS2-style:
+//! size the step from the observation, in one go).
+//!
+//! ## The model
+//! A checkpoint completes when its slowest subtask has uploaded its state, and the job
+//! keeps up when its busiest subtask does. Both are driven by the subtask with the most key
+//! groups: `ceil(maxParallelism / parallelism)` of them, sharing one KPU's vCPU, memory and
+//! network with `min(perKpu, parallelism)` subtasks. Their product is the *load factor*
+//! ([`load_factor`]): the work the most loaded vCPU carries, in key groups.
+//!
+//! - checkpoint duration = fixed part + variable part × load factor, where the fixed part
+//!   (barriers, metadata, the synchronous phase) does not shrink with more resources;
+//! - CPU utilization and busy time scale with the load factor (times the input rate);
+//! - memory = a fixed part (JVM, framework, buffers) + a part that scales with it.
+//!
+//! So more parallelism (fewer key groups per subtask) and a lower ParallelismPerKPU (fewer
+//! subtasks per vCPU) both lower the load factor; the engine picks the cheapest
+//! configuration (in KPUs) whose load factor meets the need, with the knob the cause calls
+//! for (see `bounds`).
+
+use super::{
+    signals::{Signals, ts_ms},
+    tuning::*,
+    types::{AppConfig, History, Outcome},
+};
+
+/// The work the most loaded vCPU carries, in key groups:
+/// `ceil(maxParallelism / parallelism) * min(perKpu, parallelism)`.
+pub(crate) fn load_factor(config: AppConfig, max_parallelism: u32) -> f64 {
+    let p = config.parallelism.max(1);
+    let k = config.parallelism_per_kpu.max(1);
+    f64::from(max_parallelism.max(1).div_ceil(p)) * f64::from(k.min(p))
+}
+
+/// The duration model fitted to the running configuration.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct DurationModel {
+    /// The part of the duration that no configuration removes, ms.
+    pub fixed_ms: f64,
+    /// Whether `fixed_ms` was fitted from a past scaling rather than assumed.
+    pub fitted: bool,
+}
+
+impl DurationModel {
+    /// Fits the fixed part from the last completed scaling when it ran at about the same
+    /// load and led to the running configuration; otherwise assumes
+    /// `DEFAULT_FIXED_DURATION_FRACTION` of the current duration.
+    pub fn fit(
+        history: &History,
+        current: AppConfig,
+        max_parallelism: u32,
+        duration_ms: f64,
+        records_in: Option<f64>,
+    ) -> Self {
+        let assumed = Self {
+            fixed_ms: DEFAULT_FIXED_DURATION_FRACTION * duration_ms,
+            fitted: false,
+        };
+        let Some(last) = history.scalings.iter().max_by_key(|r| r.at) else {
+            return assumed;
+        };
+        let (Some(d0), Some(l0), Some(l1)) = (
+            last.checkpoint_duration_before_ms,
+            last.records_in_before_per_second,
+            records_in,
+        ) else {
+            return assumed;
+        };
+        if last.outcome != Outcome::Succeeded || last.to != current || l0 <= 0.0 {
+            return assumed;
+        }
+        if (l1 / l0 - 1.0).abs() > SAME_LOAD_TOLERANCE {
+            return assumed;
+        }
+        let (s0, s1) = (
+            load_factor(last.from, max_parallelism),
+            load_factor(last.to, max_parallelism),
+        );
+        if (s0 - s1).abs() < f64::EPSILON {
+            return assumed;
+        }
+        // d0 = a + b*s0 and d1 = a + b*s1 at the same load.
+        let b = (d0 - duration_ms) / (s0 - s1);
+        if !(b.is_finite() && b > 0.0) {
+            return assumed;
+        }
+        let a = (d0 - b * s0).clamp(0.0, MAX_FIXED_DURATION_FRACTION * duration_ms);
+        Self {
+            fixed_ms: a,
+            fitted: true,
+        }
+    }
+
+    /// Predicted duration at load factor `s` when `duration_ms` was measured at `s_now`.
+    pub fn predict(&self, duration_ms: f64, s_now: f64, s: f64) -> f64 {
+        let variable = (duration_ms - self.fixed_ms).max(0.0);
+        self.fixed_ms + variable * s / s_now.max(f64::MIN_POSITIVE)
+    }
+
+    /// The highest load factor at which the duration is predicted at or below `target_ms`;
+    /// `None` when the fixed part alone reaches the target (no configuration helps).
+    pub fn load_factor_for(&self, duration_ms: f64, s_now: f64, target_ms: f64) -> Option<f64> {
+        let variable = duration_ms - self.fixed_ms;
+        if variable <= 0.0 {
+            return Some(f64::INFINITY);
+        }
+        if target_ms <= self.fixed_ms {
+            return None;
+        }
+        Some(s_now * (target_ms - self.fixed_ms) / variable)
+    }
+}
+
+/// The ratio of input demand to what the job processes now, from the lag trend: consuming
+/// at rate C while R is produced grows `millisBehindLatest` by `1 - C/R` ms per ms, so
+/// `R/C = 1 / (1 - growth)`. Clamped to [0.5, 4] because a steep lag slope over a few
+/// points is a noisy estimate.
+pub(crate) fn demand_factor(signals: &Signals) -> f64 {
+    match signals.lag_growth {
+        Some(g) if g.is_finite() => 1.0 / (1.0 - g.clamp(-1.0, 0.75)),
+        _ => 1.0,
+    }
+}
+
+/// The highest load factor that keeps CPU (and busy time) at `target` %, given the current
+/// utilization and the demand factor. `None` when CPU says nothing (not saturated / absent).
+pub(crate) fn load_factor_for_cpu(signals: &Signals, s_now: f64, target: f64) -> Option<f64> {
+    let cpu = signals.cpu.filter(|c| *c >= CPU_SATURATED);
+    let busy = signals
+        .busy
+        .map(|b| b / 10.0)
+        .filter(|b| *b >= BUSY_SATURATED / 10.0);
+    let utilization = match (cpu, busy) {
+        (Some(c), Some(b)) => c.max(b),
+        (c, b) => c.or(b)?,
+    };
+    Some(s_now * target / (utilization * demand_factor(signals)).max(f64::MIN_POSITIVE))
+}
+
+/// The highest load factor that brings memory `memory` % down to `target` %.
+pub(crate) fn load_factor_for_memory(memory: f64, s_now: f64, target: f64) -> f64 {
+    let variable = memory - MEMORY_FIXED;
+    if variable <= 0.0 {
+        return f64::INFINITY;
+    }
+    s_now * (target - MEMORY_FIXED).max(0.0) / variable
+}
+
+/// How long a restart takes, from the completed scalings in history (mean), clamped to
+/// [1 min, 1 h]; `DEFAULT_RESTART_MINUTES` without any.
+pub(crate) fn restart_estimate_ms(history: &History) -> i64 {
+    let spans: Vec<i64> = history
+        .scalings
+        .iter()
+        .filter(|r| r.outcome == Outcome::Succeeded)
+        .filter_map(|r| r.completed_at.map(|c| ts_ms(c) - ts_ms(r.at)))
+        .filter(|d| *d > 0)
+        .collect();
+    if spans.is_empty() {
+        return DEFAULT_RESTART_MINUTES * 60_000;
+    }
+    let mean = spans.iter().sum::<i64>() / spans.len() as i64;
+    mean.clamp(60_000, 3_600_000)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn load_factor_counts_key_groups_and_shared_vcpus() {
+        // 128 key groups over 32 subtasks: 4 each, 2 per vCPU -> 8.
+        assert_eq!(load_factor(AppConfig::new(32, 2), 128), 8.0);
+        // 43 subtasks: the busiest holds 3 key groups, alone on its vCPU.
+        assert_eq!(load_factor(AppConfig::new(43, 1), 128), 3.0);
+        // perKpu above parallelism: the lone subtask has the whole KPU.
+        assert_eq!(load_factor(AppConfig::new(1, 4), 128), 128.0);
+    }
+
+    #[test]
+    fn duration_model_solves_for_the_target() {
+        let m = DurationModel {
+            fixed_ms: 10_000.0,
+            fitted: false,
+        };
+        // 100 s at s=16 -> 90 s variable; 55 s needs 45 s variable -> s = 8.
+        assert_eq!(m.load_factor_for(100_000.0, 16.0, 55_000.0), Some(8.0));
+        assert_eq!(m.predict(100_000.0, 16.0, 8.0), 55_000.0);
+        assert_eq!(m.load_factor_for(100_000.0, 16.0, 9_000.0), None);
+    }
+
+    #[test]
+    fn memory_model_keeps_the_fixed_part() {
+        // 95% with 25% fixed: 70% variable; 70% target needs 45/70 of the load factor.
+        let s = load_factor_for_memory(95.0, 70.0, 70.0);
+        assert!((s - 45.0).abs() < 1e-9);
+        assert_eq!(load_factor_for_memory(20.0, 70.0, 70.0), f64::INFINITY);
+    }
+}

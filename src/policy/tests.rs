@@ -1,0 +1,768 @@
+//! Table tests of `decide`: one per cause and per rule, with the edge cases (tolerance
+//! boundary, clamps, cooldown exactly at `now`, empty history, failed configurations,
+//! maxKpus, perKpu, key-group alignment).
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+
+const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+
+/// Minute `m` of the test timeline.
+fn t(m: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + m * 60).unwrap()
+}
+
+const NOW: i64 = 600;
+
+fn mins(m: u64) -> Duration {
+    Duration::from_secs(m * 60)
+}
+
+fn budget() -> Budget {
+    Budget {
+        max_checkpoint_duration: mins(2),
+        max_checkpoint_size: None,
+        max_failed_checkpoints: 0,
+        window: mins(10),
+        parallelism_min: 1,
+        parallelism_max: 64,
+        max_parallelism: 128,
+        per_kpu_min: 1,
+        per_kpu_max: 4,
+        max_kpus: Some(16),
+        scale_up_cooldown: mins(5),
+        scale_down_cooldown: mins(30),
+        scale_down_stabilization: mins(60),
+    }
+}
+
+/// A steady, healthy period at minute `m`.
+fn sample(m: i64, duration_s: f64) -> Sample {
+    Sample {
+        at: t(m),
+        last_checkpoint_duration_ms: Some(duration_s * 1000.0),
+        last_checkpoint_size_bytes: Some(GIB),
+        failed_checkpoints: Some(0.0),
+        cpu_utilization: Some(60.0),
+        heap_memory_utilization: Some(40.0),
+        container_memory_utilization: Some(45.0),
+        busy_time_ms_per_second: Some(400.0),
+        back_pressured_time_ms_per_second: Some(0.0),
+        millis_behind_latest: Some(500.0),
+        records_in_per_second: Some(1000.0),
+        full_restarts: Some(0.0),
+        downtime_ms: Some(0.0),
+    }
+}
+
+/// The ten periods of the window ending at `NOW`, each shaped by `f(i, sample)` (i = 0 is
+/// the oldest).
+fn window(duration_s: f64, f: impl Fn(usize, &mut Sample)) -> Vec<Sample> {
+    (0..10)
+        .map(|i| {
+            let mut s = sample(NOW - 10 + i as i64, duration_s);
+            f(i, &mut s);
+            s
+        })
+        .collect()
+}
+
+fn obs(config: AppConfig, samples: Vec<Sample>) -> Observation {
+    Observation {
+        at: t(NOW),
+        status: AppStatus::Running,
+        config,
+        service_autoscaling: false,
+        version_id: 7,
+        samples,
+        period: Duration::from_secs(60),
+    }
+}
+
+fn run(b: &Budget, o: &Observation, h: &History) -> Decision {
+    let d = decide(b, Some(o), h, t(NOW));
+    assert_eq!(d, decide(b, Some(o), h, t(NOW)), "deterministic");
+    d
+}
+
+fn scaled_to(d: &Decision) -> AppConfig {
+    match d.action {
+        Action::Scale { to } => to,
+        other => panic!(
+            "expected a scale, got {other:?}: {} / {}",
+            d.message, d.diagnosis.summary
+        ),
+    }
+}
+
+fn saturated(_: usize, s: &mut Sample) {
+    s.cpu_utilization = Some(95.0);
+    s.busy_time_ms_per_second = Some(950.0);
+    s.back_pressured_time_ms_per_second = Some(600.0);
+}
+
+fn idle(_: usize, s: &mut Sample) {
+    s.cpu_utilization = Some(20.0);
+    s.busy_time_ms_per_second = Some(150.0);
+}
+
+fn record(at: i64, done: Option<i64>, from: AppConfig, to: AppConfig, outcome: Outcome) -> ScalingRecord {
+    ScalingRecord {
+        at: t(at),
+        completed_at: done.map(t),
+        from,
+        to,
+        cause: Cause::UnderProvisioned,
+        checkpoint_duration_before_ms: None,
+        outcome,
+        records_in_before_per_second: None,
+    }
+}
+
+fn history(scalings: Vec<ScalingRecord>) -> History {
+    History {
+        scalings,
+        recommendations: Vec::new(),
+    }
+}
+
+/// Whether `p` is the smallest parallelism with its number of key groups per subtask.
+fn aligned(p: u32, key_groups: u32) -> bool {
+    p == 1 || key_groups.div_ceil(p - 1) > key_groups.div_ceil(p)
+}
+
+#[test]
+fn healthy_holds_with_figures() {
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(70.0, |_, _| {})),
+        &History::default(),
+    );
+    assert_eq!(d.action, Action::Hold);
+    assert_eq!(d.reason, Reason::WithinBudget);
+    assert_eq!(d.diagnosis.cause, Cause::Healthy);
+    assert_eq!(d.recommendation, AppConfig::new(8, 2));
+    assert_eq!(d.slo_met, Some(true));
+    assert_eq!(d.figures.samples, 10);
+    assert_eq!(d.figures.max_duration_ms, Some(70_000.0));
+    assert_eq!(d.figures.representative_duration_ms, Some(70_000.0));
+    assert_eq!(d.figures.records_in_per_second, Some(1000.0));
+    assert_eq!(d.requeue_after, Duration::from_secs(60));
+    assert!(d.message.contains("1m10s"), "{}", d.message);
+}
+
+#[test]
+fn under_provisioned_scales_parallelism_in_one_sized_step() {
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &History::default(),
+    );
+    assert_eq!(d.reason, Reason::ScaleUpRequired);
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    let to = scaled_to(&d);
+    // Load factor 32 -> at most 32 * (78 s - 18 s) / 162 s = 11.9: 26 subtasks (5 key
+    // groups each) at 2 per KPU, 13 KPU; the same perKpu (the parallelism knob).
+    assert_eq!(to, AppConfig::new(26, 2));
+    assert_eq!(d.recommendation, to);
+    assert_eq!(d.slo_met, Some(false));
+    assert!(d.message.contains("8 → 26"), "{}", d.message);
+}
+
+#[test]
+fn large_state_scales_parallelism() {
+    let d = run(
+        &budget(),
+        &obs(
+            AppConfig::new(4, 1),
+            window(150.0, |_, s| s.last_checkpoint_size_bytes = Some(40.0 * GIB)),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::LargeState);
+    let to = scaled_to(&d);
+    assert!(to.parallelism > 4 && to.parallelism_per_kpu == 1, "{to}");
+    assert!(aligned(to.parallelism, 128));
+}
+
+#[test]
+fn unbounded_state_growth_is_high_key_cardinality_with_ttl_advice() {
+    let growing = |i: usize, s: &mut Sample| {
+        s.last_checkpoint_size_bytes = Some(10.0 * GIB * (1.0 + 0.01 * i as f64));
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(4, 1), window(150.0, growing)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::HighKeyCardinality);
+    assert!(d.diagnosis.advice.as_deref().unwrap().contains("TTL"));
+    scaled_to(&d);
+    // Within budget it is only a warning.
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(4, 1), window(70.0, growing)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::HighKeyCardinality);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WithinBudget));
+}
+
+#[test]
+fn memory_pressure_lowers_per_kpu_and_keeps_parallelism() {
+    let d = run(
+        &budget(),
+        &obs(
+            AppConfig::new(8, 4),
+            window(70.0, |_, s| s.heap_memory_utilization = Some(95.0)),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::MemoryPressure);
+    assert_eq!(d.reason, Reason::MoreMemoryRequired);
+    // Load factor 64 -> at most 64 * 45/70 = 41: 2 per KPU (load 32).
+    assert_eq!(scaled_to(&d), AppConfig::new(8, 2));
+}
+
+#[test]
+fn one_memory_spike_is_not_pressure_but_restarts_lower_the_bar() {
+    let spike = |i: usize, s: &mut Sample| {
+        if i == 9 {
+            s.heap_memory_utilization = Some(97.0);
+        }
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 4), window(70.0, spike)),
+        &History::default(),
+    );
+    assert_eq!(d.action, Action::Hold);
+    let restarts = |i: usize, s: &mut Sample| {
+        s.heap_memory_utilization = Some(80.0);
+        if i == 5 {
+            s.full_restarts = Some(1.0);
+        }
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 4), window(70.0, restarts)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::MemoryPressure);
+    assert!(scaled_to(&d).parallelism_per_kpu < 4);
+}
+
+#[test]
+fn memory_pressure_at_min_per_kpu_spreads_state_instead() {
+    let mut b = budget();
+    b.per_kpu_min = 2;
+    let d = run(
+        &b,
+        &obs(
+            AppConfig::new(8, 2),
+            window(70.0, |_, s| s.heap_memory_utilization = Some(95.0)),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.reason, Reason::MoreMemoryRequired);
+    let to = scaled_to(&d);
+    assert_eq!(to.parallelism_per_kpu, 2);
+    assert!(to.parallelism > 8);
+    assert!(d.message.contains("minimum"), "{}", d.message);
+}
+
+fn skewed_history(before_ms: f64, load_before: f64, completed: i64) -> History {
+    let mut r = record(
+        completed - 12,
+        Some(completed),
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::Succeeded,
+    );
+    r.checkpoint_duration_before_ms = Some(before_ms);
+    r.records_in_before_per_second = Some(load_before);
+    history(vec![r])
+}
+
+#[test]
+fn ineffective_scale_up_is_state_skew_and_stops_scaling() {
+    let h = skewed_history(180_000.0, 1000.0, NOW - 30);
+    let hot = |_: usize, s: &mut Sample| {
+        s.cpu_utilization = Some(40.0);
+        s.busy_time_ms_per_second = Some(1000.0);
+    };
+    let d = run(&budget(), &obs(AppConfig::new(16, 2), window(175.0, hot)), &h);
+    assert_eq!(d.diagnosis.cause, Cause::StateSkew);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScalingIneffective));
+    assert!(d.diagnosis.advice.is_some());
+    assert_eq!(d.recommendation, AppConfig::new(16, 2));
+
+    // The load doubled since: the situation changed, scaling is judged again.
+    let doubled = |i: usize, s: &mut Sample| {
+        hot(i, s);
+        s.records_in_per_second = Some(2000.0);
+    };
+    let d = run(&budget(), &obs(AppConfig::new(16, 2), window(175.0, doubled)), &h);
+    assert_ne!(d.diagnosis.cause, Cause::StateSkew);
+
+    // A day later, one more try.
+    let h = skewed_history(180_000.0, 1000.0, NOW - 25 * 60);
+    let d = run(&budget(), &obs(AppConfig::new(16, 2), window(175.0, hot)), &h);
+    assert_ne!(d.reason, Reason::ScalingIneffective);
+
+    // A scale-up that worked as predicted is not skew (and the budget is met).
+    let h = skewed_history(180_000.0, 1000.0, NOW - 30);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(16, 2), window(95.0, |_, _| {})),
+        &h,
+    );
+    assert_ne!(d.diagnosis.cause, Cause::StateSkew);
+}
+
+#[test]
+fn failures_with_normal_duration_are_not_fixable_by_scaling() {
+    let failing = |i: usize, s: &mut Sample| {
+        if i % 2 == 1 {
+            s.failed_checkpoints = Some(1.0);
+        }
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(30.0, failing)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::NotFixableByScaling);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::NotFixableByScaling));
+    assert!(d.diagnosis.advice.as_deref().unwrap().contains("serializer"));
+    assert_eq!(d.slo_met, Some(false));
+    assert_eq!(d.figures.failed, 5);
+}
+
+#[test]
+fn failures_within_budget_are_tolerated() {
+    let mut b = budget();
+    b.max_failed_checkpoints = 2;
+    let once = |i: usize, s: &mut Sample| {
+        if i == 4 {
+            s.failed_checkpoints = Some(1.0);
+        }
+    };
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(30.0, once)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::TransientFailures);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::FailuresWithinBudget));
+    assert_eq!(d.slo_met, Some(true));
+
+    // Beyond the budget but isolated and recovered: still transient, still no scaling.
+    b.max_failed_checkpoints = 0;
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(30.0, once)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::TransientFailures);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::NotFixableByScaling));
+}
+
+#[test]
+fn saturated_with_failures_is_under_provisioning() {
+    let d = run(
+        &budget(),
+        &obs(
+            AppConfig::new(8, 2),
+            window(100.0, |i, s| {
+                saturated(i, s);
+                s.failed_checkpoints = Some(1.0);
+            }),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    scaled_to(&d);
+}
+
+#[test]
+fn size_objective_breach_is_not_fixed_by_scaling() {
+    let mut b = budget();
+    b.max_checkpoint_size = Some((8.0 * GIB) as u64);
+    let d = run(
+        &b,
+        &obs(
+            AppConfig::new(8, 2),
+            window(70.0, |_, s| s.last_checkpoint_size_bytes = Some(9.0 * GIB)),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::LargeState);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::NotFixableByScaling));
+    assert_eq!(d.slo_met, Some(false));
+}
+
+#[test]
+fn tolerance_boundary_at_exactly_the_budget() {
+    let at_budget = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(120.0, |_, _| {})),
+        &History::default(),
+    );
+    assert_eq!(at_budget.action, Action::Hold);
+    assert_eq!(at_budget.slo_met, Some(true));
+    let over = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(120.001, |_, _| {})),
+        &History::default(),
+    );
+    scaled_to(&over);
+    assert_eq!(over.slo_met, Some(false));
+    // One breached period is noise: the median of the latest periods decides.
+    let one = run(
+        &budget(),
+        &obs(
+            AppConfig::new(8, 2),
+            window(70.0, |i, s| {
+                if i == 9 {
+                    s.last_checkpoint_duration_ms = Some(200_000.0);
+                }
+            }),
+        ),
+        &History::default(),
+    );
+    assert_eq!(one.action, Action::Hold);
+    assert_eq!(one.slo_met, Some(false));
+}
+
+#[test]
+fn rising_duration_scales_before_the_breach() {
+    let rising =
+        |i: usize, s: &mut Sample| s.last_checkpoint_duration_ms = Some(65_000.0 + 5_000.0 * i as f64);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(0.0, rising)),
+        &History::default(),
+    );
+    assert_eq!(d.reason, Reason::ScaleUpRequired);
+    assert!(
+        d.diagnosis.summary.contains("projected"),
+        "{}",
+        d.diagnosis.summary
+    );
+    scaled_to(&d);
+}
+
+#[test]
+fn parallelism_capped_lowers_per_kpu_then_blocks_at_max_kpus() {
+    let mut b = budget();
+    b.parallelism_max = 32;
+    b.max_kpus = None;
+    let d = run(
+        &b,
+        &obs(AppConfig::new(32, 2), window(180.0, saturated)),
+        &History::default(),
+    );
+    assert_eq!(scaled_to(&d), AppConfig::new(32, 1));
+
+    b.max_kpus = Some(16);
+    let d = run(
+        &b,
+        &obs(AppConfig::new(32, 2), window(180.0, saturated)),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Blocked, Reason::LimitReached));
+    assert_eq!(d.recommendation, AppConfig::new(32, 2));
+    assert!(d.message.contains("maxKpus"), "{}", d.message);
+}
+
+#[test]
+fn max_kpus_caps_the_step_and_reports_limit_reached() {
+    let mut b = budget();
+    b.max_kpus = Some(10);
+    let d = run(
+        &b,
+        &obs(AppConfig::new(4, 1), window(400.0, saturated)),
+        &History::default(),
+    );
+    assert_eq!(d.reason, Reason::LimitReached);
+    let to = scaled_to(&d);
+    assert!(to.kpus() <= 10 && to.parallelism > 4, "{to}");
+    assert!(aligned(to.parallelism, 128));
+}
+
+#[test]
+fn parallelism_stays_aligned_to_key_groups() {
+    let mut b = budget();
+    b.max_parallelism = 100;
+    b.parallelism_max = 100;
+    b.max_kpus = None;
+    for duration in [130.0, 200.0, 300.0, 600.0] {
+        let d = run(
+            &b,
+            &obs(AppConfig::new(5, 1), window(duration, saturated)),
+            &History::default(),
+        );
+        let to = scaled_to(&d);
+        assert!(aligned(to.parallelism, 100), "{to} for {duration}s");
+        assert!(to.parallelism <= 100);
+    }
+}
+
+#[test]
+fn never_retries_a_failed_configuration() {
+    let failed = record(
+        NOW - 120,
+        Some(NOW - 110),
+        AppConfig::new(8, 2),
+        AppConfig::new(26, 2),
+        Outcome::Failed,
+    );
+    let h = history(vec![failed]);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &h,
+    );
+    let to = scaled_to(&d);
+    assert_ne!(to, AppConfig::new(26, 2));
+    assert!(d.message.contains("failed before"), "{}", d.message);
+
+    // When the failed one was the only way up: PreviouslyFailed, blocked.
+    // 16 key groups: from 8 subtasks (2 key groups each) the only step up is 16.
+    let mut b = budget();
+    b.parallelism_max = 16;
+    b.max_parallelism = 16;
+    b.per_kpu_min = 2;
+    let failed = record(
+        NOW - 120,
+        Some(NOW - 110),
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::Failed,
+    );
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &history(vec![failed]),
+    );
+    assert_eq!((d.action, d.reason), (Action::Blocked, Reason::PreviouslyFailed));
+}
+
+#[test]
+fn scale_up_cooldown_ends_exactly_at_now() {
+    let mut b = budget();
+    b.scale_up_cooldown = mins(20);
+    let just_over = history(vec![record(
+        NOW - 20,
+        Some(NOW - 19),
+        AppConfig::new(4, 2),
+        AppConfig::new(8, 2),
+        Outcome::Succeeded,
+    )]);
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &just_over,
+    );
+    scaled_to(&d);
+
+    let mut one_second_short = just_over.clone();
+    one_second_short.scalings[0].at = Timestamp::from_second(t(NOW - 20).as_second() + 1).unwrap();
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &one_second_short,
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::CooldownActive));
+    assert_eq!(d.requeue_after, Duration::from_secs(1));
+    assert!(
+        d.recommendation.parallelism > 8,
+        "the recommendation shows the target"
+    );
+}
+
+#[test]
+fn holds_while_an_update_is_in_flight_or_not_running() {
+    let h = history(vec![record(
+        NOW - 3,
+        None,
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::InProgress,
+    )]);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, saturated)),
+        &h,
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ApplicationBusy));
+    assert_eq!(d.recommendation, AppConfig::new(8, 2));
+
+    let mut o = obs(AppConfig::new(8, 2), window(180.0, saturated));
+    o.status = AppStatus::Updating;
+    let d = run(&budget(), &o, &History::default());
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ApplicationBusy));
+    assert!(
+        d.diagnosis.summary.contains("UPDATING"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
+
+#[test]
+fn missing_or_stale_data_holds() {
+    let b = budget();
+    let d = decide(&b, None, &History::default(), t(NOW));
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::MissingMetrics));
+    assert_eq!(d.slo_met, None);
+
+    // Gaps are missing, not zero.
+    let gaps = window(180.0, |i, s| {
+        saturated(i, s);
+        if i < 7 {
+            s.last_checkpoint_duration_ms = None;
+        }
+    });
+    let d = run(&b, &obs(AppConfig::new(8, 2), gaps), &History::default());
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::MissingMetrics));
+
+    // Stale: nothing in the last five periods.
+    let stale: Vec<Sample> = window(180.0, saturated).into_iter().take(5).collect();
+    let d = run(&b, &obs(AppConfig::new(8, 2), stale), &History::default());
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::MissingMetrics));
+    assert!(d.diagnosis.summary.contains("old"), "{}", d.diagnosis.summary);
+
+    let d = run(&b, &obs(AppConfig::new(8, 2), Vec::new()), &History::default());
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::MissingMetrics));
+    assert_eq!(d.diagnosis.cause, Cause::InsufficientData);
+}
+
+#[test]
+fn warms_up_after_a_restart_and_waits_for_the_backlog() {
+    let h = history(vec![record(
+        NOW - 16,
+        Some(NOW - 4),
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::Succeeded,
+    )]);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(16, 2), window(180.0, saturated)),
+        &h,
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WarmingUp));
+
+    // Completed 12 minutes ago, past the warm-up, but the lag is still draining.
+    let h = history(vec![record(
+        NOW - 25,
+        Some(NOW - 12),
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::Succeeded,
+    )]);
+    let draining = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(600_000.0 - 50_000.0 * i as f64);
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(16, 2), window(180.0, draining)),
+        &h,
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WarmingUp));
+    assert!(d.diagnosis.summary.contains("behind"), "{}", d.diagnosis.summary);
+}
+
+fn idle_obs() -> Observation {
+    obs(AppConfig::new(16, 1), window(20.0, idle))
+}
+
+#[test]
+fn idle_headroom_waits_for_the_stabilization_window() {
+    let d = run(&budget(), &idle_obs(), &History::default());
+    assert_eq!(d.diagnosis.cause, Cause::IdleHeadroom);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScaleDownPending));
+    let raw = d.recommendation;
+    assert!(raw.kpus() < 16 && raw.kpus() >= 8, "{raw}");
+
+    // Recommended for the whole hour: scale down, at most by half.
+    let mut h = History::default();
+    h.recommendations.push(RecommendationRecord {
+        at: t(NOW - 61),
+        config: raw,
+    });
+    let d = run(&budget(), &idle_obs(), &h);
+    assert_eq!(d.reason, Reason::ScaleDownStabilized);
+    assert_eq!(scaled_to(&d), raw);
+
+    // A higher recommendation within the hour wins.
+    h.recommendations.push(RecommendationRecord {
+        at: t(NOW - 30),
+        config: AppConfig::new(16, 1),
+    });
+    let d = run(&budget(), &idle_obs(), &h);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScaleDownPending));
+}
+
+#[test]
+fn scale_down_respects_its_cooldown() {
+    let mut b = budget();
+    b.scale_down_stabilization = mins(10);
+    let h = History {
+        scalings: vec![record(
+            NOW - 20,
+            Some(NOW - 19),
+            AppConfig::new(32, 1),
+            AppConfig::new(16, 1),
+            Outcome::Succeeded,
+        )],
+        recommendations: vec![RecommendationRecord {
+            at: t(NOW - 11),
+            config: AppConfig::new(8, 1),
+        }],
+    };
+    let d = run(&b, &idle_obs(), &h);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::CooldownActive));
+    assert_eq!(d.requeue_after, Duration::from_secs(60));
+}
+
+#[test]
+fn out_of_bounds_configuration_is_brought_back() {
+    let mut b = budget();
+    b.parallelism_max = 32;
+    let d = run(
+        &b,
+        &obs(AppConfig::new(40, 2), window(70.0, |_, _| {})),
+        &History::default(),
+    );
+    assert_eq!(d.reason, Reason::LimitReached);
+    let to = scaled_to(&d);
+    assert!(to.parallelism <= 32 && to.kpus() <= 16, "{to}");
+}
+
+#[test]
+fn remember_stores_changes_and_prunes_the_window() {
+    let b = budget();
+    let mut h = History::default();
+    let mut d = run(&b, &idle_obs(), &h);
+    for m in 0..120 {
+        remember(&mut h, &d, &b, t(NOW - 120 + m));
+    }
+    assert_eq!(
+        h.recommendations.len(),
+        1,
+        "a run of equal recommendations is stored once"
+    );
+    d.recommendation = AppConfig::new(9, 1);
+    remember(&mut h, &d, &b, t(NOW));
+    assert_eq!(h.recommendations.len(), 2);
+    // Two hours later only the record in force at the window's start remains.
+    remember(&mut h, &d, &b, t(NOW + 120));
+    assert_eq!(h.recommendations.len(), 1);
+    assert_eq!(h.recommendations[0].config, AppConfig::new(9, 1));
+}

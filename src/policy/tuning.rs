@@ -1,0 +1,158 @@
+//! Every threshold of the decision engine in one place, each with the reason for its value.
+//!
+//! NB: these are deliberately not per-budget settings. The budget says *what* to achieve
+//! (the duration SLO, bounds, cooldowns); these say how the engine reads the metrics, and a
+//! platform team should not need to tune them.
+
+/// Scale up to a configuration predicted to bring the checkpoint duration to this fraction
+/// of the budget. A third of headroom absorbs the estimate's error and load growth until
+/// the next evaluation, so one restart is usually enough (DS2 aims at the same kind of
+/// margin with its target utilization).
+pub(crate) const DURATION_TARGET: f64 = 0.65;
+
+/// A scale-down must keep the predicted checkpoint duration at or below this fraction of
+/// the budget, so it never trades KPUs for a breach.
+pub(crate) const SCALE_DOWN_MAX_DURATION: f64 = 0.70;
+
+/// "Far below the budget": the highest duration of the window at or below this fraction of
+/// the budget is one of the conditions for idle headroom.
+pub(crate) const IDLE_DURATION: f64 = 0.50;
+
+/// Share of a checkpoint's duration assumed not to shrink with more parallelism (barrier
+/// travel, metadata, the synchronous phase) when history gives no better estimate.
+pub(crate) const DEFAULT_FIXED_DURATION_FRACTION: f64 = 0.10;
+
+/// Upper clamp of a fitted fixed part, as a fraction of the current duration: a fit above it
+/// is more likely noise than a job whose checkpoints ignore parallelism.
+pub(crate) const MAX_FIXED_DURATION_FRACTION: f64 = 0.50;
+
+/// Loads that differ by less than this ratio are "the same load" for fitting the fixed part.
+pub(crate) const SAME_LOAD_TOLERANCE: f64 = 0.20;
+
+/// CPU (%) at or above which the application counts as saturated. The same threshold the
+/// service's own autoscaling uses (75%).
+pub(crate) const CPU_SATURATED: f64 = 75.0;
+
+/// CPU (%) to aim at after a scale-up: the remaining 30% drains the backlog a restart leaves
+/// behind (the Flink autoscaler also counts restart time into its target capacity).
+pub(crate) const CPU_TARGET: f64 = 70.0;
+
+/// CPU (%) at or below which (together with a short duration) there is idle headroom.
+pub(crate) const IDLE_CPU: f64 = 50.0;
+
+/// A scale-down must keep the predicted CPU (%) at or below this.
+pub(crate) const SCALE_DOWN_MAX_CPU: f64 = 60.0;
+
+/// `busyTimeMsPerSecond` at or above which an operator counts as saturated.
+pub(crate) const BUSY_SATURATED: f64 = 750.0;
+
+/// `backPressuredTimeMsPerSecond` at or above which the job counts as back-pressured.
+pub(crate) const BACKPRESSURE_HIGH: f64 = 500.0;
+
+/// Heap or container memory (%) at or above which memory is under pressure.
+pub(crate) const MEMORY_HIGH: f64 = 90.0;
+
+/// With OOM-like full restarts in the window, memory at or above this (%) already counts
+/// as pressure: a restart resets the heap, so the peak before it is rarely sampled.
+pub(crate) const MEMORY_HIGH_WITH_RESTARTS: f64 = 75.0;
+
+/// Memory (%) to aim at after lowering ParallelismPerKPU.
+pub(crate) const MEMORY_TARGET: f64 = 70.0;
+
+/// Memory (%) a scale-down must stay under (predicted).
+pub(crate) const SCALE_DOWN_MAX_MEMORY: f64 = 70.0;
+
+/// Part of the memory utilization (%) that does not depend on how much work a KPU holds
+/// (JVM, framework, network buffers).
+pub(crate) const MEMORY_FIXED: f64 = 25.0;
+
+/// A single scale-up never shrinks the work per vCPU by more than this factor: guards
+/// against a wild estimate from a few noisy datapoints.
+pub(crate) const MAX_SCALE_UP_FACTOR: f64 = 8.0;
+
+/// A single scale-down keeps at least this fraction of the KPUs (cuts at most half; the
+/// Flink autoscaler allows 60%, we are a little more careful because a restart here takes
+/// 10-20 minutes).
+pub(crate) const MIN_KEPT_ON_SCALE_DOWN: f64 = 0.50;
+
+/// The newest duration datapoint's period must have ended at most this many periods ago.
+/// CloudWatch publishes Managed Flink metrics with a delay of one to two minutes.
+pub(crate) const STALE_AFTER_PERIODS: i64 = 3;
+
+/// Periods after a restart completes that are never judged: the restore, the first
+/// checkpoint after it and the start of the catch-up are not the new configuration's
+/// steady state.
+pub(crate) const WARMUP_PERIODS: i64 = 2;
+
+/// Fraction of the window's periods that must carry a duration datapoint (and, after a
+/// restart, that must be of the new configuration) before judging.
+pub(crate) const MIN_COVERAGE: f64 = 0.50;
+
+/// Fewer datapoints than this are never judged (a median and a trend need a few).
+pub(crate) const MIN_SAMPLES: usize = 3;
+
+/// How many of the latest periods make the "recent" figures (median): one outlier is
+/// ignored, two consecutive high periods are not.
+pub(crate) const RECENT_PERIODS: usize = 3;
+
+/// How many of the latest periods are searched for sustained memory pressure (the second
+/// highest value of them is used, so one spike is ignored).
+pub(crate) const MEMORY_PERIODS: usize = 5;
+
+/// A trend is trusted when a least-squares line explains at least this share of the
+/// variance (r²) over at least `MIN_TREND_SAMPLES` points.
+pub(crate) const TREND_MIN_R2: f64 = 0.6;
+
+/// Points a trend needs.
+pub(crate) const MIN_TREND_SAMPLES: usize = 5;
+
+/// A rising duration is acted on before it breaches only from this fraction of the budget
+/// up, and only if the trend projects a breach before a restart could complete.
+pub(crate) const PROACTIVE_FLOOR: f64 = 0.80;
+
+/// A projected duration never counts for more than this multiple of the recent one.
+pub(crate) const MAX_PROJECTION_FACTOR: f64 = 2.0;
+
+/// State growth per hour (relative to the current size) below which the size is "steady".
+pub(crate) const SIZE_GROWTH_PER_HOUR: f64 = 0.05;
+
+/// Growth "levels off" when the second half of the window grows at less than this fraction
+/// of the first half's rate; otherwise it is unbounded (key cardinality, missing TTL).
+pub(crate) const LEVELLING_OFF_RATIO: f64 = 0.5;
+
+/// Restart time assumed when history has none: AWS's workshop gives 10-15 minutes.
+pub(crate) const DEFAULT_RESTART_MINUTES: i64 = 10;
+
+/// After a restart, a falling `millisBehindLatest` means the job is draining the backlog
+/// the restart left; it is not judged until the lag stops falling or this many windows
+/// (at least `CATCH_UP_MIN_MINUTES`) have passed since the restart completed.
+pub(crate) const CATCH_UP_WINDOWS: u32 = 3;
+
+/// Lower bound of the catch-up allowance, minutes.
+pub(crate) const CATCH_UP_MIN_MINUTES: i64 = 30;
+
+/// A backlog below this many periods of lag is not worth waiting for.
+pub(crate) const CATCH_UP_MIN_LAG_PERIODS: f64 = 1.0;
+
+/// A scale-up is ineffective when it achieved less than this share of the improvement the
+/// model predicted (load-adjusted) while the job was not saturated.
+pub(crate) const INEFFECTIVE_GAIN: f64 = 0.30;
+
+/// The "scaling is ineffective" verdict is lifted when the input rate moved by more than
+/// this ratio since the scale-up (the situation changed) ...
+pub(crate) const INEFFECTIVE_LOAD_CHANGE: f64 = 0.50;
+
+/// ... or after this many hours: hot keys are a property of the data and rarely go away by
+/// themselves, so the engine retries at most once a day.
+pub(crate) const INEFFECTIVE_RETRY_HOURS: i64 = 24;
+
+/// Failures are "isolated" when they happened in at most this many periods and the latest
+/// `RECOVERED_PERIODS` periods had none.
+pub(crate) const ISOLATED_FAILURE_PERIODS: u32 = 2;
+
+/// See `ISOLATED_FAILURE_PERIODS`.
+pub(crate) const RECOVERED_PERIODS: usize = 2;
+
+/// `policy::remember` keeps at most this many recommendation records (a run of equal
+/// recommendations is stored once, so this only bites with a flapping input).
+pub(crate) const MAX_RECOMMENDATIONS: usize = 256;
