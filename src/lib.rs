@@ -11,5 +11,7 @@ pub mod cli;
 pub mod crd;
 /// The decision engine (pure).
 pub mod policy;
+/// A virtual-time model of Managed Service for Apache Flink (scenarios, service, metrics).
+pub mod sim;
 /// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
 pub mod validate;

@@ -1,0 +1,24 @@
+//! `sim`: a virtual-time model of Amazon Managed Service for Apache Flink.
+//!
+//! - [`scenario`]: workloads as data (the YAML format of `examples/scenarios/`).
+//! - [`model`]: the physics of one application per metric period (load, capacity,
+//!   backlog, state, memory, checkpoints, faults).
+//! - [`fleet`]: the service holding many applications: versions, operations, `UPDATING`,
+//!   rollback, quotas, the service's own autoscaling, tags, and the CloudWatch metrics
+//!   ([`store`]). The `emulator` serves it over the real wire protocols.
+//!
+//! Everything is deterministic for a seed and runs in virtual time.
+
+pub mod fleet;
+pub mod model;
+pub mod scenario;
+pub mod store;
+pub mod units;
+
+pub use fleet::{
+    ApplicationView, CheckpointView, ConfigurationType, CreateApplication, Fleet, OperationStatus,
+    OperationView, ParallelismUpdate, ParallelismView, RestoreConfig, RestoreType, ServiceError,
+    UpdateApplication,
+};
+pub use scenario::{Scenario, ScenarioError};
+pub use store::{MetricId, MetricQuery, PutDatum, StatisticSet};

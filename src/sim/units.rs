@@ -1,0 +1,159 @@
+//! Human-friendly units for scenario files: durations (`"90s"`, `"1h30m"`, `"250us"`) and
+//! byte sizes in Kubernetes quantity style (`"10Gi"`, `"500Mi"`, `"2G"`, or a plain number).
+
+use std::time::Duration;
+
+use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+/// Parses a byte size: a non-negative number with an optional binary (`Ki`, `Mi`, `Gi`,
+/// `Ti`, `Pi`) or decimal (`k`/`K`, `M`, `G`, `T`, `P`) suffix.
+pub fn parse_bytes(text: &str) -> Result<f64, String> {
+    let text = text.trim();
+    let split = text.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(text.len());
+    let (number, suffix) = text.split_at(split);
+    let value: f64 = number
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{text}` is not a byte size (e.g. 512Mi, 10Gi, 2G)"))?;
+    let factor = match suffix.trim() {
+        "" => 1.0,
+        "Ki" => 1024.0,
+        "Mi" => 1024f64.powi(2),
+        "Gi" => 1024f64.powi(3),
+        "Ti" => 1024f64.powi(4),
+        "Pi" => 1024f64.powi(5),
+        "k" | "K" => 1e3,
+        "M" => 1e6,
+        "G" => 1e9,
+        "T" => 1e12,
+        "P" => 1e15,
+        other => {
+            return Err(format!(
+                "unknown size suffix `{other}` in `{text}` (use Ki, Mi, Gi, Ti, k, M, G, T)"
+            ));
+        }
+    };
+    if !value.is_finite() || value < 0.0 {
+        return Err(format!("`{text}` must be a non-negative size"));
+    }
+    Ok(value * factor)
+}
+
+/// Formats a byte count with a binary suffix, e.g. `1.5 GiB`.
+pub fn format_bytes(bytes: f64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    let mut value = bytes;
+    let mut unit = 0;
+    while value.abs() >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{value:.0} B")
+    } else {
+        format!("{value:.1} {}", UNITS[unit])
+    }
+}
+
+/// Formats a duration compactly for tables: `850ms`, `42.1s`, `12m05s`, `3h02m`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms < 60_000 {
+        format!("{:.1}s", d.as_secs_f64())
+    } else if ms < 3_600_000 {
+        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
+    } else {
+        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Number(f64),
+    Text(String),
+}
+
+/// Serde for a byte size stored as `f64` bytes.
+pub mod bytes {
+    use super::*;
+
+    /// Accepts a number of bytes or a quantity string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+        match NumberOrText::deserialize(d)? {
+            NumberOrText::Number(n) if n.is_finite() && n >= 0.0 => Ok(n),
+            NumberOrText::Number(n) => Err(D::Error::custom(format!("{n} must be a non-negative size"))),
+            NumberOrText::Text(t) => parse_bytes(&t).map_err(D::Error::custom),
+        }
+    }
+
+    /// Writes the plain number of bytes.
+    pub fn serialize<S: Serializer>(v: &f64, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(*v)
+    }
+}
+
+/// Serde for a [`Duration`] written as a humantime string (`"90s"`, `"1h30m"`).
+pub mod duration {
+    use super::*;
+
+    /// Parses `"90s"`, `"1h30m"`, `"250us"`.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
+        let text = String::deserialize(d)?;
+        humantime::parse_duration(&text)
+            .map_err(|e| D::Error::custom(format!("`{text}` is not a duration (e.g. 90s, 10m, 1h30m): {e}")))
+    }
+
+    /// Writes a humantime string.
+    pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*v).to_string())
+    }
+}
+
+/// Serde for an optional [`Duration`] written as a humantime string.
+pub mod opt_duration {
+    use super::*;
+
+    /// Parses an optional humantime string.
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        match Option::<String>::deserialize(d)? {
+            None => Ok(None),
+            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|e| {
+                D::Error::custom(format!("`{text}` is not a duration (e.g. 90s, 10m, 1h30m): {e}"))
+            }),
+        }
+    }
+
+    /// Writes a humantime string, or nothing.
+    pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match v {
+            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            None => s.serialize_none(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_quantities() {
+        assert_eq!(parse_bytes("10Gi").unwrap(), 10.0 * 1024f64.powi(3));
+        assert_eq!(parse_bytes("2G").unwrap(), 2e9);
+        assert_eq!(parse_bytes("1.5Ki").unwrap(), 1536.0);
+        assert_eq!(parse_bytes("400").unwrap(), 400.0);
+        assert!(parse_bytes("10 apples").is_err());
+        assert!(parse_bytes("-1Gi").is_err());
+    }
+
+    #[test]
+    fn formats_compactly() {
+        assert_eq!(format_bytes(1536.0 * 1024.0 * 1024.0), "1.5 GiB");
+        assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
+        assert_eq!(format_duration(Duration::from_secs(725)), "12m05s");
+        assert_eq!(format_duration(Duration::from_secs(3 * 3600 + 120)), "3h02m");
+    }
+}
