@@ -41,7 +41,10 @@ use crate::policy::Sample;
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
     /// How long to wait for more requests after the first one of a round before sending
-    /// the calls that are not full yet.
+    /// the calls that are not full yet. Full calls go at once. NB: the controller's
+    /// reconciles tend to stay clustered (a batch's budgets finish, and requeue, together),
+    /// so a short wait catches most of a cycle; a longer one trades reconcile latency for
+    /// fewer calls when arrivals are spread out.
     pub max_wait: Duration,
     /// Most queries per call (CloudWatch's limit is 500).
     pub max_queries_per_call: usize,
@@ -55,7 +58,7 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_wait: Duration::from_millis(5),
+            max_wait: Duration::from_millis(20),
             max_queries_per_call: MAX_QUERIES_PER_CALL,
             max_concurrent_calls: 8,
             queue_capacity: 16_384,

@@ -23,6 +23,9 @@
 //! let control = KinesisControl::new(clients.clone());
 //! // Must be called inside a tokio runtime: it spawns the batching task.
 //! let metrics = BatchedMetrics::spawn(clients.clone(), BatchConfig::default());
+//! // Or, as a trait object, batched or not:
+//! let metrics: Arc<dyn checkpoint_autoscaler::aws::MetricsSource> =
+//!     checkpoint_autoscaler::aws::metrics_source(clients.clone(), Default::default());
 //! let counters = clients.stats().snapshot();
 //! # Ok(()) }
 //! ```
@@ -49,6 +52,31 @@ pub use error::AwsError;
 pub use kinesis::KinesisControl;
 pub use observe::{observe, observe_application};
 pub use stats::{AwsOperation, CallStats, CallStatsSnapshot};
+
+/// How the real [`MetricsSource`] reads CloudWatch.
+#[derive(Clone, Debug)]
+pub enum MetricsMode {
+    /// Coalesce concurrent requests into `GetMetricData` calls of up to 500 queries.
+    Batched(BatchConfig),
+    /// One `GetMetricData` call (plus pages) per request: the baseline the batching is
+    /// measured against, and the simplest path for one-shot use.
+    Direct,
+}
+
+impl Default for MetricsMode {
+    fn default() -> Self {
+        MetricsMode::Batched(BatchConfig::default())
+    }
+}
+
+/// The SDK [`MetricsSource`] in `mode`, counting into `clients`' stats. The batched one
+/// spawns its task: call it inside a tokio runtime.
+pub fn metrics_source(clients: Arc<AwsClients>, mode: MetricsMode) -> Arc<dyn MetricsSource> {
+    match mode {
+        MetricsMode::Batched(config) => Arc::new(BatchedMetrics::spawn(clients, config)),
+        MetricsMode::Direct => Arc::new(CloudWatchMetrics::new(clients)),
+    }
+}
 
 /// Whose credentials and which region an AWS call uses: the controller's own identity in
 /// `region`, or the role `role_arn` assumed through STS.
