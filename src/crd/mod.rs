@@ -43,6 +43,10 @@ pub const SERVICE_PER_KPU_MAX: u32 = 8;
 /// is also the ceiling for every parallelism bound.
 pub const FLINK_MAX_PARALLELISM: u32 = 32_768;
 
+/// Highest `objectives.maxFailedCheckpoints` accepted (a sanity bound, far above any real
+/// window's checkpoint count).
+pub const MAX_FAILED_CHECKPOINTS: u32 = 1_000_000;
+
 /// Pattern of a Managed Flink application name (API reference, `ApplicationName`).
 pub const APPLICATION_NAME_PATTERN: &str = "^[a-zA-Z0-9_.-]+$";
 /// Pattern of an AWS region name such as `eu-west-1` or `us-gov-west-1`.
@@ -142,7 +146,7 @@ pub struct Objectives {
     /// Failed checkpoints tolerated per window before the budget counts as missed. Isolated
     /// transient failures within this allowance never cause scaling.
     #[serde(default)]
-    #[schemars(range(max = 1000000))]
+    #[schemars(range(max = MAX_FAILED_CHECKPOINTS))]
     pub max_failed_checkpoints: u32,
     /// The evaluation window the SLO is judged over, at least one metric period (`1m`).
     #[serde(default = "default_window")]
@@ -325,6 +329,71 @@ fn positive_duration(field: &str, value: &KubeDuration) -> Result<Duration, Spec
 }
 
 impl CheckpointBudgetSpec {
+    /// A spec with the required fields set and every other field at its default (as the
+    /// API server would default it).
+    pub fn new(
+        application: impl Into<String>,
+        max_checkpoint_duration: Duration,
+        min: u32,
+        max: u32,
+        max_parallelism: u32,
+    ) -> Self {
+        Self {
+            application: ApplicationRef {
+                name: application.into(),
+                region: None,
+                role_arn: None,
+            },
+            objectives: Objectives {
+                max_checkpoint_duration: KubeDuration::from_std(max_checkpoint_duration),
+                max_checkpoint_size: None,
+                max_failed_checkpoints: 0,
+                window: default_window(),
+            },
+            parallelism: ParallelismBounds {
+                min,
+                max,
+                max_parallelism,
+                per_kpu: PerKpuBounds::default(),
+            },
+            max_kpus: None,
+            behavior: Behavior::default(),
+            mode: Mode::default(),
+            service_auto_scaling: ServiceAutoScaling::default(),
+        }
+    }
+
+    /// The spec that [`CheckpointBudgetSpec::to_budget`] turns back into `budget` (for the
+    /// simulator and the demo, which start from a policy budget), in `Enforce` mode with
+    /// the service's autoscaling disabled.
+    pub fn from_budget(application: impl Into<String>, budget: &Budget) -> Self {
+        let mut spec = Self::new(
+            application,
+            budget.max_checkpoint_duration,
+            budget.parallelism_min,
+            budget.parallelism_max,
+            budget.max_parallelism,
+        );
+        spec.objectives.max_checkpoint_size = budget.max_checkpoint_size.map(ByteQuantity::from_bytes);
+        spec.objectives.max_failed_checkpoints = budget.max_failed_checkpoints;
+        spec.objectives.window = KubeDuration::from_std(budget.window);
+        spec.parallelism.per_kpu = PerKpuBounds {
+            min: budget.per_kpu_min,
+            max: budget.per_kpu_max,
+        };
+        spec.max_kpus = budget.max_kpus;
+        spec.behavior = Behavior {
+            scale_up: ScaleUpBehavior {
+                cooldown: KubeDuration::from_std(budget.scale_up_cooldown),
+            },
+            scale_down: ScaleDownBehavior {
+                cooldown: KubeDuration::from_std(budget.scale_down_cooldown),
+                stabilization_window: KubeDuration::from_std(budget.scale_down_stabilization),
+            },
+        };
+        spec
+    }
+
     /// Checks the spec and turns it into the policy's typed [`Budget`], with durations and
     /// sizes parsed. Applies the same checks as the CRD's schema and CEL rules, so a spec
     /// that bypassed them is reported instead of acted on.
@@ -368,6 +437,14 @@ impl CheckpointBudgetSpec {
                 })
             })
             .transpose()?;
+
+        if objectives.max_failed_checkpoints > MAX_FAILED_CHECKPOINTS {
+            return Err(SpecError::new(
+                "spec.objectives.maxFailedCheckpoints",
+                format!("{} is out of range", objectives.max_failed_checkpoints),
+                format!("use a value from 0 to {MAX_FAILED_CHECKPOINTS}"),
+            ));
+        }
 
         let p = &self.parallelism;
         for (field, value) in [

@@ -53,6 +53,29 @@ impl ByteQuantity {
         Ok(Self::Text(text.to_owned()))
     }
 
+    /// `bytes` with a binary suffix when it is a whole multiple of one (`8Gi`), as a plain
+    /// number otherwise, so it parses back to exactly `bytes`.
+    pub fn from_bytes(bytes: u64) -> Self {
+        const UNITS: [(&str, u64); 6] = [
+            ("Ei", 1 << 60),
+            ("Pi", 1 << 50),
+            ("Ti", 1 << 40),
+            ("Gi", 1 << 30),
+            ("Mi", 1 << 20),
+            ("Ki", 1 << 10),
+        ];
+        match UNITS
+            .iter()
+            .find(|(_, size)| bytes >= *size && bytes.is_multiple_of(*size))
+        {
+            Some((suffix, size)) => Self::Text(format!("{}{suffix}", bytes / size)),
+            None => match i64::try_from(bytes) {
+                Ok(n) => Self::Bytes(n),
+                Err(_) => Self::Text(bytes.to_string()),
+            },
+        }
+    }
+
     /// The size in bytes (fractions of a byte round up, as Kubernetes does).
     pub fn bytes(&self) -> Result<u64, QuantityError> {
         match self {
@@ -261,6 +284,24 @@ mod tests {
         for bad in ["0", "0.0Gi", "-1Gi", "8GB", "1e3", "500m", ".5G", "1.G"] {
             assert!(!v.is_valid(&serde_json::json!(bad)), "{bad}");
             assert!(parse_quantity(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn from_bytes_round_trips() {
+        assert_eq!(
+            ByteQuantity::from_bytes(8 << 30),
+            ByteQuantity::Text("8Gi".into())
+        );
+        assert_eq!(ByteQuantity::from_bytes(3072), ByteQuantity::Text("3Ki".into()));
+        assert_eq!(ByteQuantity::from_bytes(1536), ByteQuantity::Bytes(1536));
+        assert_eq!(
+            ByteQuantity::from_bytes(1_610_612_736),
+            ByteQuantity::Text("1536Mi".into())
+        );
+        assert_eq!(ByteQuantity::from_bytes(1000), ByteQuantity::Bytes(1000));
+        for n in [1, 1000, 1024, 1536, 8 << 30, 1_610_612_736, u64::MAX] {
+            assert_eq!(ByteQuantity::from_bytes(n).bytes(), Ok(n), "{n}");
         }
     }
 

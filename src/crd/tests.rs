@@ -144,6 +144,26 @@ fn full_spec_converts() {
 }
 
 #[test]
+fn new_and_from_budget_round_trip() {
+    let spec = CheckpointBudgetSpec::new("orders-enrichment", Duration::from_secs(120), 2, 32, 128);
+    assert_eq!(spec, minimal_spec());
+    let mut v = spec_json();
+    v["objectives"] = json!({"maxCheckpointDuration": "90s", "maxCheckpointSize": "1.5Gi", "maxFailedCheckpoints": 2, "window": "15m"});
+    v["parallelism"]["perKpu"] = json!({"min": 2, "max": 8});
+    v["maxKpus"] = json!(16);
+    v["behavior"] = json!({"scaleUp": {"cooldown": "2.5m"}, "scaleDown": {"cooldown": "1h", "stabilizationWindow": "2h"}});
+    let budget = serde_json::from_value::<CheckpointBudgetSpec>(v)
+        .unwrap()
+        .to_budget()
+        .unwrap();
+    let again = CheckpointBudgetSpec::from_budget("orders-enrichment", &budget);
+    assert_eq!(again.to_budget().unwrap(), budget);
+    let validator = BudgetValidator::new().unwrap();
+    let object = serde_json::to_value(CheckpointBudget::new("x", again)).unwrap();
+    assert_eq!(validator.validate(&object), Vec::new());
+}
+
+#[test]
 fn to_budget_names_field_problem_and_fix() {
     let mut spec = minimal_spec();
     spec.parallelism.max = 200;
@@ -210,10 +230,11 @@ fn validator_and_to_budget_agree() {
         prop::option::of(0u32..20),
         (durations.clone(), durations.clone(), durations),
         prop::option::of(prop::sample::select(vec!["8Gi", "0.5Gi", "1", "1.5"])),
+        prop::sample::select(vec![0u32, 3, MAX_FAILED_CHECKPOINTS, MAX_FAILED_CHECKPOINTS + 1]),
     );
     let mut runner = TestRunner::new(ProptestConfig::with_cases(512));
     runner
-        .run(&strategy, |((min, max, max_par), (pk_min, pk_max), max_kpus, (budget, window, cooldown), size)| {
+        .run(&strategy, |((min, max, max_par), (pk_min, pk_max), max_kpus, (budget, window, cooldown), size, failed)| {
             let mut v = spec_json();
             v["parallelism"] =
                 json!({"min": min, "max": max, "maxParallelism": max_par, "perKpu": {"min": pk_min, "max": pk_max}});
@@ -222,6 +243,7 @@ fn validator_and_to_budget_agree() {
                 v["objectives"]["maxCheckpointSize"] = json!(size);
             }
             v["behavior"] = json!({"scaleUp": {"cooldown": cooldown}});
+            v["objectives"]["maxFailedCheckpoints"] = json!(failed);
             if let Some(k) = max_kpus {
                 v["maxKpus"] = json!(k);
             }
