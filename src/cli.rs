@@ -18,6 +18,8 @@ pub enum Command {
     Crd,
     /// Check CheckpointBudget manifests against the CRD's schema and CEL rules, offline.
     Validate(crate::validate::ValidateArgs),
+    /// Run the controller: reconcile CheckpointBudgets against Managed Service for Apache Flink.
+    Run(crate::controller::RunArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -25,5 +27,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crd => crate::crd::run_crd(),
         Command::Validate(args) => crate::validate::run(args),
+        Command::Run(args) => crate::controller::run(args),
     }
 }

@@ -15,3 +15,13 @@ pub mod policy;
 pub mod sim;
 /// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
 pub mod validate;
+/// The controller: reconcile core, Kubernetes wiring, `run`.
+pub mod controller;
+/// Prometheus metrics.
+pub mod metrics;
+/// Logging setup.
+pub mod telemetry;
+
+/// Helper methods only available for tests.
+#[cfg(test)]
+pub mod fixtures;

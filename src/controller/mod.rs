@@ -1,0 +1,497 @@
+//! The controller: a `kube::runtime::Controller` over `CheckpointBudget`s that runs the
+//! reconcile core ([`reconcile::Core`]) for each budget, and the `run` subcommand around it
+//! (leader election, `/metrics`, `/healthz`, `/readyz`, graceful shutdown).
+//!
+//! - [`reconcile`]: observe → decide → act → record, shared with `demo`.
+//! - [`status`]: conditions and bounded history.
+//! - [`store`]: status and Events, on the cluster or in memory.
+//! - [`tenancy`]: which budgets may act on which applications.
+//! - [`leader`]: leader election on a Lease.
+//! - [`server`]: the HTTP endpoints.
+
+pub mod leader;
+pub mod reconcile;
+pub mod server;
+pub mod status;
+pub mod store;
+pub mod tenancy;
+
+use std::{
+    collections::HashMap,
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use anyhow::Context as _;
+use clap::Args;
+use futures::StreamExt;
+use jiff::Timestamp;
+use kube::{
+    Client, ResourceExt,
+    api::{Api, ListParams},
+    runtime::{
+        Controller, WatchStreamExt,
+        controller::Action,
+        events::{Recorder, Reporter},
+        predicates, reflector, watcher,
+    },
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+use tokio::sync::watch;
+use tracing::{error, info, warn};
+
+use crate::{
+    aws::{AwsClients, AwsError, AwsSettings, BatchConfig, BatchedMetrics, KinesisControl},
+    crd::CheckpointBudget,
+    metrics::{AwsCallLabels, AwsCallSource, Metrics},
+    telemetry::{self, LogFormat},
+};
+use leader::{LeaderElector, LeaseConfig, Role};
+use reconcile::{BudgetView, Core};
+use store::{BudgetKey, KubeStore};
+use tenancy::TenancyMode;
+
+/// The name the controller reports Events under.
+pub const CONTROLLER_NAME: &str = "checkpoint-autoscaler";
+
+/// Why a reconcile failed. The status already says so; this decides when to try again.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The spec bypassed the schema and cannot be acted on; waits for a change.
+    #[error("invalid spec: {0}")]
+    InvalidSpec(String),
+    /// The tenancy policy forbids this budget to manage the application.
+    #[error("forbidden: {0}")]
+    Forbidden(String),
+    /// An AWS call failed.
+    #[error("AWS: {0}")]
+    Aws(#[source] AwsError),
+    /// Writing status failed.
+    #[error("status: {0}")]
+    Store(#[source] store::StoreError),
+    /// The budget has no namespace (it is a namespaced resource; this is a broken object).
+    #[error("the budget has no namespace")]
+    MissingNamespace,
+}
+
+/// How soon to retry after an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Only a spec change can help.
+    AwaitChange,
+    /// Throttling, AWS or the API server unavailable: soon, with backoff.
+    Soon,
+    /// Needs a person (missing application, access, tenancy): slowly, with backoff.
+    Slowly,
+}
+
+impl Error {
+    /// A snake_case label for the failure metric.
+    pub fn metric_label(&self) -> String {
+        match self {
+            Error::InvalidSpec(_) => "invalid_spec".into(),
+            Error::Forbidden(_) => "forbidden".into(),
+            Error::Aws(e) => format!("aws_{}", snake(e.reason())),
+            Error::Store(_) => "status_write".into(),
+            Error::MissingNamespace => "missing_namespace".into(),
+        }
+    }
+
+    fn retry(&self) -> Retry {
+        match self {
+            Error::InvalidSpec(_) | Error::MissingNamespace => Retry::AwaitChange,
+            Error::Aws(e) if e.is_transient() => Retry::Soon,
+            Error::Store(_) => Retry::Soon,
+            Error::Aws(_) | Error::Forbidden(_) => Retry::Slowly,
+        }
+    }
+}
+
+/// `ApplicationNotFound` → `application_not_found`.
+fn snake(camel: &str) -> String {
+    let mut out = String::with_capacity(camel.len() + 4);
+    for (i, c) in camel.chars().enumerate() {
+        if c.is_ascii_uppercase() {
+            if i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_lowercase());
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Consecutive failures per budget, for exponential backoff; reset by a success.
+pub struct Backoff {
+    failures: Mutex<HashMap<String, u32>>,
+    jitter: Mutex<ChaCha8Rng>,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        // Jitter needs no cryptographic seed, only one that differs between replicas.
+        let seed = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or_default()
+            ^ u64::from(std::process::id());
+        Self {
+            failures: Mutex::default(),
+            jitter: Mutex::new(ChaCha8Rng::seed_from_u64(seed)),
+        }
+    }
+}
+
+impl Backoff {
+    /// `base * 2^(n-1)`, capped, plus up to 20% jitter so budgets failing together (an AWS
+    /// throttle, an API server restart) do not retry in lockstep.
+    fn delay(&self, n: u32, base: Duration, cap: Duration) -> Duration {
+        let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(cap);
+        let jitter = self.jitter.lock().map(|mut r| r.random_range(0.0..0.2)).unwrap_or(0.1);
+        exp.mul_f64(1.0 + jitter)
+    }
+
+    fn bump(&self, key: &str) -> u32 {
+        let Ok(mut failures) = self.failures.lock() else {
+            return 1;
+        };
+        let n = failures.entry(key.to_owned()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    fn reset(&self, key: &str) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.remove(key);
+        }
+    }
+}
+
+
+/// What every reconcile shares.
+#[derive(Clone)]
+pub struct Context {
+    /// Kubernetes client.
+    pub client: Client,
+    /// Event recorder (one for the process, so repeated Events fold into series).
+    pub recorder: Recorder,
+    /// The reconcile core (AWS clients, tenancy, metrics, timing).
+    pub core: Core,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// Consecutive failures per budget.
+    pub backoff: Arc<Backoff>,
+    /// The clock (real time in the cluster; tests pin it).
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+}
+
+/// Reconciles one budget: the core, timed and counted.
+#[tracing::instrument(skip(budget, ctx), fields(budget = %format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any())))]
+pub async fn reconcile(budget: Arc<CheckpointBudget>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let _timer = ctx.metrics.reconcile.count_and_measure();
+    let namespace = budget.namespace().ok_or(Error::MissingNamespace)?;
+    let key = BudgetKey::new(namespace, budget.name_any());
+    let store = KubeStore::new(ctx.client.clone(), ctx.recorder.clone(), &budget);
+    let view = BudgetView {
+        key: key.clone(),
+        generation: budget.metadata.generation,
+        spec: &budget.spec,
+        status: budget.status.as_ref(),
+    };
+    let report = ctx.core.reconcile(&view, &store, (ctx.clock)()).await?;
+    ctx.backoff.reset(&key.to_string());
+    Ok(Action::requeue(report.requeue_after))
+}
+
+/// Classifies a failed reconcile: counts it, and picks when to try again.
+pub fn error_policy(budget: Arc<CheckpointBudget>, error: &Error, ctx: Arc<Context>) -> Action {
+    let key = format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any());
+    ctx.metrics.reconcile.set_failure(&key, &error.metric_label());
+    let n = ctx.backoff.bump(&key);
+    let action = match error.retry() {
+        Retry::AwaitChange => Action::await_change(),
+        Retry::Soon => Action::requeue(ctx.backoff.delay(n, Duration::from_secs(5), Duration::from_secs(300))),
+        Retry::Slowly => Action::requeue(ctx.backoff.delay(
+            n,
+            ctx.core.interval.max(Duration::from_secs(30)),
+            Duration::from_secs(900),
+        )),
+    };
+    warn!(budget = %key, error = %error, failures = n, retry = ?action, "reconcile failed");
+    action
+}
+
+/// `checkpoint-autoscaler run`: the controller.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Watch budgets in this namespace only (default: all namespaces).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    pub namespace: Option<String>,
+    /// How often each budget is evaluated (the policy may ask for sooner, e.g. while an
+    /// operation is in flight).
+    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Act only while holding a coordination.k8s.io Lease, so replicas never both act.
+    #[arg(long)]
+    pub leader_election: bool,
+    /// Namespace of the Lease (default: the pod's namespace from POD_NAMESPACE, else
+    /// `default`).
+    #[arg(long, env = "POD_NAMESPACE")]
+    pub leader_election_namespace: Option<String>,
+    /// Name of the Lease.
+    #[arg(long, default_value = "checkpoint-autoscaler")]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (default: POD_NAME, else the hostname).
+    #[arg(long, env = "POD_NAME")]
+    pub leader_identity: Option<String>,
+    /// Address of the HTTP server for /metrics, /healthz and /readyz.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    pub http_addr: SocketAddr,
+    /// Log line format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// Send AWS requests to this endpoint instead of AWS (e.g. the emulator).
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub aws_endpoint_url: Option<String>,
+    /// AWS region for budgets that name none.
+    #[arg(long, env = "AWS_REGION")]
+    pub region: Option<String>,
+    /// Tenancy policy: `tag` (the application must carry the tag
+    /// checkpoint-autoscaler.dev/namespace=<namespace>) or `allow-list` (see
+    /// --tenancy-config).
+    #[arg(long, value_enum, default_value_t = TenancyMode::Tag)]
+    pub tenancy: TenancyMode,
+    /// The allow-list file for `--tenancy allow-list`: per namespace, the application
+    /// names (exact or `prefix*`) and role ARNs its budgets may use.
+    #[arg(long)]
+    pub tenancy_config: Option<PathBuf>,
+}
+
+/// Exposes the AWS clients' counters to Prometheus.
+struct ClientStats(Arc<AwsClients>);
+
+impl AwsCallSource for ClientStats {
+    fn calls(&self) -> Vec<(AwsCallLabels, u64)> {
+        self.0
+            .stats()
+            .snapshot()
+            .calls
+            .into_iter()
+            .map(|(op, n)| {
+                (
+                    AwsCallLabels {
+                        service: op.service().to_owned(),
+                        operation: op.name().to_owned(),
+                    },
+                    n,
+                )
+            })
+            .collect()
+    }
+
+    fn metrics_requested(&self) -> u64 {
+        self.0.stats().snapshot().metrics_requested
+    }
+}
+
+/// Runs `checkpoint-autoscaler run` to completion.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    telemetry::init(args.log_format);
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(run_async(args))
+}
+
+/// Resolves when SIGTERM or Ctrl+C arrives.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let tenancy = tenancy::build(args.tenancy, args.tenancy_config.as_deref())?;
+    let client = Client::try_default()
+        .await
+        .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let budgets: Api<CheckpointBudget> = match &args.namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    };
+    if let Err(e) = budgets.list(&ListParams::default().limit(1)).await {
+        error!(error = %e, "CheckpointBudget is not queryable. Is the CRD installed?");
+        eprintln!(
+            "error: cannot list CheckpointBudgets ({e}).\n\
+             Install the CRD first:  checkpoint-autoscaler crd | kubectl apply -f -\n\
+             and check the controller's RBAC (get/list/watch on checkpointbudgets)."
+        );
+        return Ok(ExitCode::FAILURE);
+    }
+
+    let settings = AwsSettings {
+        region: args.region.clone(),
+        endpoint_url: args.aws_endpoint_url.clone(),
+        ..AwsSettings::default()
+    };
+    let clients = Arc::new(
+        AwsClients::from_env(settings)
+            .await
+            .context("setting up AWS clients")?,
+    );
+    let metrics = Metrics::default();
+    metrics.set_aws_source(Arc::new(ClientStats(clients.clone())));
+    let core = Core {
+        apps: Arc::new(KinesisControl::new(clients.clone())),
+        metrics_source: Arc::new(BatchedMetrics::spawn(clients.clone(), BatchConfig::default())),
+        tenancy,
+        default_region: clients.default_region().to_owned(),
+        metrics: metrics.clone(),
+        period: Duration::from_secs(60),
+        interval: args.interval,
+        in_flight_poll: Duration::from_secs(30).min(args.interval),
+    };
+    let identity = args
+        .leader_identity
+        .clone()
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| format!("{CONTROLLER_NAME}-{}", std::process::id()));
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.into(),
+        instance: Some(identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), reporter),
+        core,
+        metrics: metrics.clone(),
+        backoff: Arc::default(),
+        clock: Arc::new(Timestamp::now),
+    });
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        info!("shutdown requested");
+        shutdown_tx.send_replace(true);
+    });
+    let wait_shutdown = |mut rx: watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|stop| *stop).await;
+    };
+
+    // Leader election, or a single replica that always leads.
+    let (role_tx, role_rx) = watch::channel(if args.leader_election {
+        Role::Candidate
+    } else {
+        Role::Leader
+    });
+    let elector = if args.leader_election {
+        let namespace = args
+            .leader_election_namespace
+            .clone()
+            .unwrap_or_else(|| "default".into());
+        let config = LeaseConfig::new(namespace.clone(), args.lease_name.clone(), identity.clone());
+        let elector = LeaderElector::new(Api::namespaced(client.clone(), &namespace), config);
+        info!(lease = %args.lease_name, %namespace, %identity, "leader election on");
+        Some(tokio::spawn(elector.run(role_tx, wait_shutdown(shutdown_rx.clone()))))
+    } else {
+        drop(role_tx);
+        None
+    };
+
+    let http = server::serve(
+        args.http_addr,
+        server::State {
+            metrics: metrics.clone(),
+            budgets: budgets.clone(),
+            role: role_rx.clone(),
+        },
+        wait_shutdown(shutdown_rx.clone()),
+    )
+    .await
+    .with_context(|| format!("serving HTTP on {}", args.http_addr))?;
+
+    // Standby until leader (or shutdown).
+    let mut role = role_rx.clone();
+    tokio::select! {
+        r = role.wait_for(|r| *r == Role::Leader || *r == Role::Lost) => {
+            if r.map(|r| *r == Role::Lost).unwrap_or(true) {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        _ = wait_shutdown(shutdown_rx.clone()) => {
+            let _ = http.await;
+            return Ok(ExitCode::SUCCESS);
+        }
+    }
+    info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), interval = ?args.interval, "controller starting");
+
+    // Reconcile on spec changes only (generation): status writes do not trigger a reconcile;
+    // the periodic requeue does the rest.
+    let (reader, writer) = reflector::store();
+    let stream = watcher(budgets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    let mut lost = role_rx.clone();
+    let stop = {
+        let shutdown = shutdown_rx.clone();
+        async move {
+            tokio::select! {
+                _ = wait_shutdown(shutdown) => {}
+                _ = lost.wait_for(|r| *r == Role::Lost) => {}
+            }
+        }
+    };
+    Controller::for_stream(stream, reader)
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconciler errors are already logged by error_policy.
+                if !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..)) {
+                    warn!(error = %e, "controller");
+                }
+            }
+        })
+        .await;
+
+    let lost_leadership = *role_rx.borrow() == Role::Lost;
+    if let Some(elector) = elector {
+        // It releases the Lease on shutdown, so a standby need not wait for it to expire.
+        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    }
+    let _ = http.await;
+    if lost_leadership {
+        error!("leadership lost; exiting so a restart rejoins as a candidate");
+        return Ok(ExitCode::FAILURE);
+    }
+    info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,703 @@
+//! The reconcile core, shared by the cluster controller and `demo`:
+//! observe → [`policy::decide`] → act → record.
+//!
+//! It speaks to AWS only through [`ApplicationControl`] and [`MetricsSource`], and to
+//! Kubernetes only through [`BudgetStore`], so the same code runs against the real services,
+//! against the emulator, and against fakes in tests.
+
+use std::{sync::Arc, time::Duration};
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use tracing::{debug, info, warn};
+
+use super::{
+    Error,
+    status::{self, READY, SCALING, SLO_MET, Truth},
+    store::{BudgetKey, BudgetStore, Notice, NoticeType},
+    tenancy::{TenancyCheck, TenancyError},
+};
+use crate::{
+    aws::{
+        ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, Target,
+        UpdateRequest,
+    },
+    crd::{
+        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, LastScaling, Mode,
+        ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
+    },
+    metrics::Metrics,
+    policy::{
+        self, Action, AppStatus, Budget, Decision, History, Observation, Outcome, RecommendationRecord,
+        ScalingRecord,
+    },
+};
+
+/// Everything the core needs besides the budget itself.
+#[derive(Clone)]
+pub struct Core {
+    /// Managed Flink application control.
+    pub apps: Arc<dyn ApplicationControl>,
+    /// CloudWatch metrics.
+    pub metrics_source: Arc<dyn MetricsSource>,
+    /// Which budgets may act on which applications.
+    pub tenancy: Arc<dyn TenancyCheck>,
+    /// Region for budgets that name none.
+    pub default_region: String,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
+    /// The metric period (one minute on AWS).
+    pub period: Duration,
+    /// The regular requeue (`--interval`); the policy may ask for sooner.
+    pub interval: Duration,
+    /// How soon to look again while an operation is in flight.
+    pub in_flight_poll: Duration,
+}
+
+/// One budget as the core sees it.
+#[derive(Clone, Debug)]
+pub struct BudgetView<'a> {
+    /// Namespace and name.
+    pub key: BudgetKey,
+    /// `metadata.generation`.
+    pub generation: Option<i64>,
+    /// The spec.
+    pub spec: &'a CheckpointBudgetSpec,
+    /// The status as last written.
+    pub status: Option<&'a CheckpointBudgetStatus>,
+}
+
+/// What one reconcile did, for the caller (requeue, demo output).
+#[derive(Clone, Debug)]
+pub struct Report {
+    /// The status written.
+    pub status: CheckpointBudgetStatus,
+    /// The policy's decision, when one was made.
+    pub decision: Option<Decision>,
+    /// What the core did about it.
+    pub act: Act,
+    /// Events published.
+    pub notices: Vec<Notice>,
+    /// When to look again.
+    pub requeue_after: Duration,
+}
+
+/// What the core did in one reconcile.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Act {
+    /// Nothing was written to AWS.
+    None,
+    /// An operation in flight is still running.
+    Following {
+        /// Its id, when known.
+        operation_id: Option<String>,
+    },
+    /// `UpdateApplication` was called.
+    Scaled {
+        /// The configuration asked for.
+        to: policy::AppConfig,
+        /// The operation to follow.
+        operation_id: String,
+    },
+    /// AWS refused the update (concurrent change or application busy).
+    Refused,
+    /// The update failed outright.
+    Failed,
+}
+
+/// Labels a decision for the metrics.
+fn kind(action: &Action) -> &'static str {
+    match action {
+        Action::Hold => "hold",
+        Action::Scale { .. } => "scale",
+        Action::Blocked => "blocked",
+    }
+}
+
+/// The condition reason for an AWS error.
+fn aws_reason(e: &AwsError) -> &'static str {
+    match e {
+        AwsError::NotFound(_) => "ApplicationNotFound",
+        AwsError::AccessDenied(_) => "AccessDenied",
+        AwsError::Throttled(_) => "Throttled",
+        AwsError::LimitExceeded(_) => "LimitExceeded",
+        _ if e.is_transient() => "AwsUnavailable",
+        _ => "AwsError",
+    }
+}
+
+fn observed(desc: &ApplicationDescription, now: Timestamp) -> ObservedApplication {
+    ObservedApplication {
+        status: desc.status,
+        version_id: desc.version_id,
+        parallelism: desc.config.parallelism,
+        parallelism_per_kpu: desc.config.parallelism_per_kpu,
+        kpus: desc.config.kpus(),
+        service_auto_scaling: desc.service_autoscaling,
+        observed_at: Time(now),
+    }
+}
+
+fn status_name(s: AppStatus) -> String {
+    serde_json::to_value(s)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_else(|| format!("{s:?}").to_uppercase())
+}
+
+/// Where a followed operation stands.
+enum Followed {
+    /// Still running.
+    Running(Option<String>),
+    /// Finished (or found never to have started).
+    Done,
+}
+
+impl Core {
+    /// One reconcile of one budget at `now`.
+    ///
+    /// Errors are returned *after* the status says what went wrong, so the caller's error
+    /// policy only decides when to try again.
+    pub async fn reconcile(
+        &self,
+        budget: &BudgetView<'_>,
+        store: &dyn BudgetStore,
+        now: Timestamp,
+    ) -> Result<Report, Error> {
+        let mut run = Run::new(self, budget, store, now);
+
+        // An invalid spec (one that bypassed the schema) waits for a change.
+        let typed = match budget.spec.to_budget() {
+            Ok(b) => b,
+            Err(e) => {
+                let message = format!("The spec is invalid and was not acted on: {e}");
+                run.fail(READY, "InvalidSpec", &message).await?;
+                return Err(Error::InvalidSpec(e.to_string()));
+            }
+        };
+        let spec = budget.spec;
+        let app = spec.application.name.as_str();
+        let target = match &spec.application.role_arn {
+            Some(role) => Target::with_role(self.region(spec), role.clone()),
+            None => Target::new(self.region(spec)),
+        };
+
+        // 1. Observe.
+        if let Err(e) = self.tenancy.check_spec(&budget.key.namespace, app, &target) {
+            return Err(run.tenancy_failed(e).await);
+        }
+        let desc = match self.apps.describe(&target, app).await {
+            Ok(d) => d,
+            Err(e) => return Err(run.aws_failed(e, "describing the application").await),
+        };
+        if let Err(e) = self
+            .tenancy
+            .check_application(&budget.key.namespace, &desc, &target, self.apps.as_ref())
+            .await
+        {
+            return Err(run.tenancy_failed(e).await);
+        }
+        run.status.application = Some(observed(&desc, now));
+
+        // An operation in flight (perhaps started by a previous controller) is followed,
+        // never issued again.
+        if let Some(op) = run.status.operation_in_flight.clone() {
+            match run.follow(&target, &desc, op).await? {
+                Followed::Running(operation_id) => {
+                    run.act = Act::Following { operation_id };
+                    run.requeue = self.in_flight_poll;
+                    return run.finish().await;
+                }
+                Followed::Done => {}
+            }
+        }
+
+        let samples = match self
+            .metrics_source
+            .samples(&target, app, typed.window, self.period, now)
+            .await
+        {
+            Ok(s) => s,
+            Err(e) => return Err(run.aws_failed(e, "reading CloudWatch metrics").await),
+        };
+        let observation = Observation {
+            at: now,
+            status: desc.status,
+            config: desc.config,
+            service_autoscaling: desc.service_autoscaling,
+            version_id: desc.version_id,
+            samples,
+            period: self.period,
+        };
+
+        // 2. Decide.
+        let decision = policy::decide(&typed, Some(&observation), &run.history, now);
+        self.metrics
+            .decision(kind(&decision.action), decision.reason.as_str());
+        debug!(budget = %budget.key, reason = decision.reason.as_str(), action = ?decision.action, "decided");
+
+        // 3. Act, per mode.
+        run.record_decision(&typed, &decision);
+        match (spec.mode, decision.action) {
+            (Mode::Enforce, Action::Scale { to }) => {
+                run.scale(&target, &desc, &decision, to, spec.service_auto_scaling).await?;
+            }
+            (Mode::Enforce, Action::Blocked) => {
+                run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
+                run.notice_on_transition(
+                    NoticeType::Warning,
+                    decision.reason.as_str(),
+                    "Scaling",
+                    &decision.message,
+                );
+            }
+            (Mode::Enforce, Action::Hold) => {
+                run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
+            }
+            (Mode::Recommend, action) => {
+                let message = match action {
+                    Action::Scale { to } => format!(
+                        "Recommend mode, nothing changed: would scale from {} to {to}. {}",
+                        desc.config, decision.message
+                    ),
+                    _ => format!("Recommend mode, nothing changed. {}", decision.message),
+                };
+                run.scaling_condition(Truth::False, decision.reason.as_str(), &message);
+                if matches!(action, Action::Scale { .. }) {
+                    run.notice_on_recommendation(&message);
+                }
+            }
+            (Mode::Paused, _) => {
+                let message = "Paused: the controller observes but changes nothing.";
+                run.scaling_condition(Truth::False, "Paused", message);
+            }
+        }
+        run.decision = Some(decision);
+        run.finish().await
+    }
+
+    fn region(&self, spec: &CheckpointBudgetSpec) -> String {
+        spec.application
+            .region
+            .clone()
+            .unwrap_or_else(|| self.default_region.clone())
+    }
+}
+
+/// The state of one reconcile in progress.
+struct Run<'a> {
+    core: &'a Core,
+    budget: &'a BudgetView<'a>,
+    store: &'a dyn BudgetStore,
+    now: Timestamp,
+    prior: CheckpointBudgetStatus,
+    status: CheckpointBudgetStatus,
+    history: History,
+    notices: Vec<Notice>,
+    decision: Option<Decision>,
+    act: Act,
+    requeue: Duration,
+}
+
+impl<'a> Run<'a> {
+    fn new(core: &'a Core, budget: &'a BudgetView<'a>, store: &'a dyn BudgetStore, now: Timestamp) -> Self {
+        let prior = budget.status.cloned().unwrap_or_default();
+        let mut status = prior.clone();
+        status.observed_generation = budget.generation;
+        let history = prior.to_history();
+        Self {
+            core,
+            budget,
+            store,
+            now,
+            prior,
+            status,
+            history,
+            notices: Vec::new(),
+            decision: None,
+            act: Act::None,
+            requeue: core.interval,
+        }
+    }
+
+    fn generation(&self) -> Option<i64> {
+        self.budget.generation
+    }
+
+    fn condition(&mut self, type_: &str, truth: Truth, reason: &str, message: &str) {
+        let generation = self.generation();
+        status::set_condition(
+            &mut self.status.conditions,
+            type_,
+            truth,
+            reason,
+            message,
+            generation,
+            self.now,
+        );
+    }
+
+    fn scaling_condition(&mut self, truth: Truth, reason: &str, message: &str) {
+        self.condition(SCALING, truth, reason, message);
+    }
+
+    fn notice(&mut self, type_: NoticeType, reason: &str, action: &str, note: &str) {
+        self.notices.push(Notice {
+            type_,
+            reason: reason.to_owned(),
+            action: action.to_owned(),
+            note: note.to_owned(),
+        });
+    }
+
+    /// An Event only when the `Scaling` condition did not already carry this reason.
+    fn notice_on_transition(&mut self, type_: NoticeType, reason: &str, action: &str, note: &str) {
+        let before = status::condition(&self.prior.conditions, SCALING).map(|c| c.reason.as_str());
+        if before != Some(reason) {
+            self.notice(type_, reason, action, note);
+        }
+    }
+
+    /// In Recommend mode: an Event when the recommended configuration changes.
+    fn notice_on_recommendation(&mut self, message: &str) {
+        let before = self
+            .prior
+            .recommendation
+            .as_ref()
+            .map(|r| (r.parallelism, r.parallelism_per_kpu));
+        let now = self
+            .status
+            .recommendation
+            .as_ref()
+            .map(|r| (r.parallelism, r.parallelism_per_kpu));
+        if before != now {
+            self.notice(NoticeType::Normal, "ScalingRecommended", "Recommending", message);
+        }
+    }
+
+    /// Writes what the decision says into status: figures, diagnosis, recommendation,
+    /// the `SloMet` condition, and the stabilization history.
+    fn record_decision(&mut self, budget: &Budget, decision: &Decision) {
+        self.condition(
+            READY,
+            Truth::True,
+            "ApplicationObserved",
+            "The application and its metrics were observed.",
+        );
+        let slo_reason = match decision.slo_met {
+            Some(true) => "WithinBudget",
+            Some(false) => "OverBudget",
+            None => "MissingMetrics",
+        };
+        let slo_message = match decision.slo_met {
+            None => format!("No checkpoint data to judge the budget: {}", decision.diagnosis.summary),
+            Some(_) => decision.diagnosis.summary.clone(),
+        };
+        self.condition(SLO_MET, decision.slo_met.into(), slo_reason, &slo_message);
+
+        self.status.checkpoints = Some(CheckpointWindow::new(&decision.figures, budget));
+        let cause_before = self.prior.diagnosis.as_ref().map(|d| d.cause);
+        self.status.diagnosis = Some(DiagnosisStatus::from(&decision.diagnosis));
+        if cause_before != Some(decision.diagnosis.cause) && cause_before.is_some() {
+            let mut note = decision.diagnosis.summary.clone();
+            if let Some(advice) = &decision.diagnosis.advice {
+                note = format!("{note} Advice: {advice}");
+            }
+            self.notice(NoticeType::Normal, "DiagnosisChanged", "Diagnosing", &note);
+        }
+
+        if self.budget.spec.mode != Mode::Paused {
+            let r = decision.recommendation;
+            self.status.recommendation = Some(RecommendationStatus::from_decision(decision));
+            status::push_recommendation(
+                &mut self.history,
+                RecommendationRecord {
+                    at: self.now,
+                    config: r,
+                },
+                budget.scale_down_stabilization,
+            );
+        } else {
+            self.status.recommendation = None;
+        }
+        self.requeue = self.requeue.min(decision.requeue_after.max(Duration::from_secs(1)));
+    }
+
+    /// Calls `UpdateApplication`, with the intent recorded in status first.
+    async fn scale(
+        &mut self,
+        target: &Target,
+        desc: &ApplicationDescription,
+        decision: &Decision,
+        to: policy::AppConfig,
+        service: ServiceAutoScaling,
+    ) -> Result<(), Error> {
+        let record = ScalingRecord::started(self.now, desc.config, to, decision);
+        let intent = OperationInFlight {
+            operation_id: None,
+            from: desc.config.into(),
+            to: to.into(),
+            started_at: Time(self.now),
+            version_id_before: desc.version_id,
+            cause: decision.diagnosis.cause,
+            reason: decision.reason.as_str().to_owned(),
+            checkpoint_duration_before_ms: record.checkpoint_duration_before_ms,
+        };
+        // The intent goes to status before AWS hears of it: a controller that stops right
+        // after the call finds it and follows the operation instead of calling again.
+        status::push_scaling(&mut self.history, record.clone());
+        self.status.operation_in_flight = Some(intent.clone());
+        let message = format!("Scaling from {} to {to}: {}", desc.config, decision.message);
+        self.scaling_condition(Truth::True, decision.reason.as_str(), &message);
+        self.save().await?;
+
+        let request = UpdateRequest {
+            name: desc.name.clone(),
+            current_version_id: desc.version_id,
+            to,
+            service_autoscaling: service == ServiceAutoScaling::Keep && desc.service_autoscaling,
+        };
+        match self.core.apps.update(target, &request).await {
+            Ok(operation_id) => {
+                info!(budget = %self.budget.key, from = %desc.config, %to, %operation_id, "scaling");
+                self.status.operation_in_flight = Some(OperationInFlight {
+                    operation_id: Some(operation_id.clone()),
+                    ..intent
+                });
+                self.status.last_scaling = Some(last_scaling(
+                    &record,
+                    decision.reason.as_str(),
+                    Some(operation_id.clone()),
+                    Some(message.clone()),
+                ));
+                self.notice(NoticeType::Normal, decision.reason.as_str(), "Scaling", &message);
+                self.core.metrics.scaling("started");
+                self.act = Act::Scaled { to, operation_id };
+                self.requeue = self.core.in_flight_poll;
+                Ok(())
+            }
+            Err(e @ (AwsError::ConcurrentModification(_) | AwsError::ResourceInUse(_))) => {
+                // Someone else changed the application, or it is busy: nothing happened.
+                // Look again soon with a fresh observation rather than overwrite.
+                status::remove_scaling(&mut self.history, self.now);
+                self.status.operation_in_flight = None;
+                let message = format!("AWS refused the update from {} to {to}: {e}", desc.config);
+                warn!(budget = %self.budget.key, error = %e, "update refused");
+                self.scaling_condition(Truth::False, "ScalingRefused", &message);
+                self.notice(NoticeType::Warning, "ScalingRefused", "Scaling", &message);
+                self.core.metrics.scaling("refused");
+                self.act = Act::Refused;
+                self.requeue = self.core.in_flight_poll;
+                Ok(())
+            }
+            Err(e) if e.is_transient() => {
+                // Nothing reached AWS: drop the intent and let the error policy back off.
+                status::remove_scaling(&mut self.history, self.now);
+                self.status.operation_in_flight = None;
+                let message = format!("Could not call UpdateApplication: {e}");
+                self.scaling_condition(Truth::False, "AwsUnavailable", &message);
+                self.finish_inner().await?;
+                Err(Error::Aws(e))
+            }
+            Err(e) => {
+                // A permanent refusal (invalid argument, KPU quota, access): recorded as
+                // failed, so the policy does not ask for the same configuration again.
+                let failed = ScalingRecord {
+                    completed_at: Some(self.now),
+                    outcome: Outcome::Failed,
+                    ..record
+                };
+                status::update_scaling(&mut self.history, failed.clone());
+                self.status.operation_in_flight = None;
+                let message = format!("UpdateApplication from {} to {to} failed: {e}", desc.config);
+                warn!(budget = %self.budget.key, error = %e, "update failed");
+                self.status.last_scaling =
+                    Some(last_scaling(&failed, decision.reason.as_str(), None, Some(message.clone())));
+                self.scaling_condition(Truth::False, "ScalingFailed", &message);
+                self.notice(NoticeType::Warning, "ScalingFailed", "Scaling", &message);
+                self.core.metrics.scaling("failed");
+                self.act = Act::Failed;
+                Ok(())
+            }
+        }
+    }
+
+    /// Follows the operation in flight to its outcome.
+    async fn follow(
+        &mut self,
+        target: &Target,
+        desc: &ApplicationDescription,
+        op: OperationInFlight,
+    ) -> Result<Followed, Error> {
+        let to: policy::AppConfig = op.to.into();
+        let from: policy::AppConfig = op.from.into();
+        let (state, failure, ended) = match &op.operation_id {
+            Some(id) => match self.core.apps.describe_operation(target, &desc.name, id).await {
+                Ok(s) => (s.status, s.failure, s.ended),
+                Err(e) => return Err(self.aws_failed(e, "following the scaling operation").await),
+            },
+            // The intent was recorded but the controller stopped before it learned the
+            // operation id: judge by the application itself. Its version moves only if the
+            // update reached AWS (and CurrentApplicationVersionId makes a repeat harmless).
+            None if desc.version_id == op.version_id_before && desc.status != AppStatus::Updating => {
+                info!(budget = %self.budget.key, "the recorded intent never reached AWS; dropping it");
+                status::remove_scaling(&mut self.history, op.started_at.0);
+                self.status.operation_in_flight = None;
+                return Ok(Followed::Done);
+            }
+            None if desc.status == AppStatus::Updating => (OperationState::InProgress, None, None),
+            None if desc.config == to => (OperationState::Successful, None, None),
+            None => (
+                OperationState::Failed,
+                Some(format!(
+                    "the application's version moved to {} but it runs {}, not {to}",
+                    desc.version_id, desc.config
+                )),
+                None,
+            ),
+        };
+        let mut record = self
+            .history
+            .scalings
+            .iter()
+            .rev()
+            .find(|s| s.at.as_second() == op.started_at.0.as_second())
+            .cloned()
+            .unwrap_or_else(|| op.to_scaling_record());
+        match state.outcome() {
+            Outcome::InProgress => {
+                let message = format!(
+                    "Scaling from {from} to {to} in progress since {} (application {}).",
+                    op.started_at.0,
+                    status_name(desc.status)
+                );
+                self.scaling_condition(Truth::True, &op.reason, &message);
+                Ok(Followed::Running(op.operation_id.clone()))
+            }
+            outcome => {
+                record.completed_at = Some(ended.unwrap_or(self.now));
+                record.outcome = outcome;
+                status::update_scaling(&mut self.history, record.clone());
+                self.status.operation_in_flight = None;
+                let (reason, type_, message) = if outcome == Outcome::Succeeded {
+                    self.core.metrics.scaling("succeeded");
+                    (
+                        "ScalingSucceeded",
+                        NoticeType::Normal,
+                        format!("The application runs with {to} (was {from})."),
+                    )
+                } else {
+                    self.core.metrics.scaling("failed");
+                    let why = failure.unwrap_or_else(|| format!("operation {state}"));
+                    (
+                        "ScalingFailed",
+                        NoticeType::Warning,
+                        format!(
+                            "Scaling from {from} to {to} failed: {why}. This configuration will not be retried blindly."
+                        ),
+                    )
+                };
+                self.status.last_scaling = Some(last_scaling(
+                    &record,
+                    &op.reason,
+                    op.operation_id.clone(),
+                    Some(message.clone()),
+                ));
+                self.scaling_condition(Truth::False, reason, &message);
+                self.notice(type_, reason, "Scaling", &message);
+                Ok(Followed::Done)
+            }
+        }
+    }
+
+    async fn tenancy_failed(&mut self, e: TenancyError) -> Error {
+        match e {
+            TenancyError::Forbidden(message) => {
+                let message = format!("Not allowed to manage this application: {message}");
+                match self.fail(READY, "Forbidden", &message).await {
+                    Ok(()) => Error::Forbidden(message),
+                    Err(store) => store,
+                }
+            }
+            TenancyError::Aws(e) => self.aws_failed(e, "checking the application's tags").await,
+        }
+    }
+
+    async fn aws_failed(&mut self, e: AwsError, doing: &str) -> Error {
+        let reason = aws_reason(&e);
+        let message = format!("Error {doing}: {e}");
+        match self.fail(READY, reason, &message).await {
+            Ok(()) => Error::Aws(e),
+            Err(store) => store,
+        }
+    }
+
+    /// Marks `type_` False with `reason`, publishes an Event if that condition is new, and
+    /// saves the status.
+    async fn fail(&mut self, type_: &str, reason: &str, message: &str) -> Result<(), Error> {
+        let already = status::has_condition(&self.prior.conditions, type_, Truth::False, reason);
+        self.condition(type_, Truth::False, reason, message);
+        if type_ == READY {
+            self.condition(
+                SCALING,
+                Truth::False,
+                reason,
+                "Not scaling while the budget is not Ready.",
+            );
+        }
+        if !already {
+            self.notice(NoticeType::Warning, reason, "Observing", message);
+        }
+        self.finish_inner().await
+    }
+
+    async fn save(&mut self) -> Result<(), Error> {
+        self.status.set_history(&self.history);
+        self.store
+            .save_status(&self.budget.key, &self.status)
+            .await
+            .map_err(Error::Store)
+    }
+
+    async fn finish_inner(&mut self) -> Result<(), Error> {
+        self.save().await?;
+        for notice in &self.notices {
+            // NB: an Event that cannot be published is logged, not fatal: the status,
+            // already written, is the record that matters.
+            if let Err(e) = self.store.publish(&self.budget.key, notice).await {
+                warn!(budget = %self.budget.key, reason = %notice.reason, error = %e, "event not published");
+            }
+        }
+        Ok(())
+    }
+
+    async fn finish(mut self) -> Result<Report, Error> {
+        self.finish_inner().await?;
+        Ok(Report {
+            status: self.status,
+            decision: self.decision,
+            act: self.act,
+            notices: self.notices,
+            requeue_after: self.requeue,
+        })
+    }
+}
+
+fn last_scaling(
+    record: &ScalingRecord,
+    reason: &str,
+    operation_id: Option<String>,
+    message: Option<String>,
+) -> LastScaling {
+    LastScaling {
+        time: Time(record.at),
+        completed_at: record.completed_at.map(Time),
+        from: record.from.into(),
+        to: record.to.into(),
+        cause: record.cause,
+        reason: reason.to_owned(),
+        operation_id,
+        outcome: record.outcome,
+        message,
+    }
+}

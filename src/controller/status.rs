@@ -1,0 +1,190 @@
+//! Building the budget's status: conditions in the HPA's style, and the bounded history.
+
+use jiff::Timestamp;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+
+use crate::policy::{History, RecommendationRecord, ScalingRecord};
+
+/// Condition type: the controller can observe the application and act on it.
+pub const READY: &str = "Ready";
+/// Condition type: checkpoints are within the budget over the window.
+pub const SLO_MET: &str = "SloMet";
+/// Condition type: a scaling is in flight (True) or why none is (False).
+pub const SCALING: &str = "Scaling";
+
+/// How many past scalings the status keeps.
+pub const MAX_SCALINGS: usize = 10;
+/// How many recommendations the status keeps at most (the stabilization window bounds
+/// them first; this caps a very long window at one-minute requeues).
+pub const MAX_RECOMMENDATIONS: usize = 120;
+
+/// A condition's status.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Truth {
+    /// `True`.
+    True,
+    /// `False`.
+    False,
+    /// `Unknown`.
+    Unknown,
+}
+
+impl Truth {
+    fn as_str(self) -> &'static str {
+        match self {
+            Truth::True => "True",
+            Truth::False => "False",
+            Truth::Unknown => "Unknown",
+        }
+    }
+}
+
+impl From<bool> for Truth {
+    fn from(b: bool) -> Self {
+        if b { Truth::True } else { Truth::False }
+    }
+}
+
+impl From<Option<bool>> for Truth {
+    fn from(b: Option<bool>) -> Self {
+        b.map_or(Truth::Unknown, Truth::from)
+    }
+}
+
+/// Sets (or adds) the condition `type_`. `lastTransitionTime` moves only when the status
+/// changes, as Kubernetes conventions require; reason and message always follow the latest
+/// evaluation.
+pub fn set_condition(
+    conditions: &mut Vec<Condition>,
+    type_: &str,
+    status: Truth,
+    reason: &str,
+    message: impl Into<String>,
+    generation: Option<i64>,
+    now: Timestamp,
+) {
+    let status = status.as_str();
+    let message = message.into();
+    match conditions.iter_mut().find(|c| c.type_ == type_) {
+        Some(c) => {
+            if c.status != status {
+                c.last_transition_time = Time(now);
+            }
+            c.status = status.to_owned();
+            c.reason = reason.to_owned();
+            c.message = message;
+            c.observed_generation = generation;
+        }
+        None => conditions.push(Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.to_owned(),
+            message,
+            observed_generation: generation,
+            last_transition_time: Time(now),
+        }),
+    }
+    // A stable order keeps server-side apply diffs and `kubectl describe` tidy.
+    conditions.sort_by_key(|c| match c.type_.as_str() {
+        READY => 0,
+        SLO_MET => 1,
+        SCALING => 2,
+        _ => 3,
+    });
+}
+
+/// The condition `type_`, if set.
+pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Condition> {
+    conditions.iter().find(|c| c.type_ == type_)
+}
+
+/// Whether the condition `type_` currently has `status` and `reason`.
+pub fn has_condition(conditions: &[Condition], type_: &str, status: Truth, reason: &str) -> bool {
+    condition(conditions, type_).is_some_and(|c| c.status == status.as_str() && c.reason == reason)
+}
+
+/// Appends a recommendation and keeps only those inside the stabilization window (the
+/// policy needs no older ones), at most [`MAX_RECOMMENDATIONS`].
+pub fn push_recommendation(
+    history: &mut History,
+    record: RecommendationRecord,
+    stabilization: std::time::Duration,
+) {
+    history.recommendations.push(record);
+    let horizon = jiff::SignedDuration::try_from(stabilization).unwrap_or(jiff::SignedDuration::MAX);
+    let oldest = record.at.checked_sub(horizon).unwrap_or(Timestamp::MIN);
+    history.recommendations.retain(|r| r.at >= oldest);
+    let excess = history.recommendations.len().saturating_sub(MAX_RECOMMENDATIONS);
+    history.recommendations.drain(..excess);
+}
+
+/// Appends a scaling, keeping the last [`MAX_SCALINGS`].
+pub fn push_scaling(history: &mut History, record: ScalingRecord) {
+    history.scalings.push(record);
+    let excess = history.scalings.len().saturating_sub(MAX_SCALINGS);
+    history.scalings.drain(..excess);
+}
+
+/// Replaces the history entry of the scaling started at `record.at` (the one in flight).
+///
+/// NB: status keeps whole seconds, so entries are matched at second precision.
+pub fn update_scaling(history: &mut History, record: ScalingRecord) {
+    let second = record.at.as_second();
+    match history.scalings.iter_mut().rev().find(|s| s.at.as_second() == second) {
+        Some(existing) => *existing = record,
+        None => push_scaling(history, record),
+    }
+}
+
+/// Removes the scaling started at `at` (an intent that never reached AWS).
+pub fn remove_scaling(history: &mut History, at: Timestamp) {
+    let second = at.as_second();
+    history.scalings.retain(|s| s.at.as_second() != second);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::AppConfig;
+    use std::time::Duration;
+
+    fn ts(s: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + s).unwrap()
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_changes() {
+        let mut c = Vec::new();
+        set_condition(&mut c, SLO_MET, Truth::True, "WithinBudget", "ok", Some(1), ts(0));
+        set_condition(&mut c, SLO_MET, Truth::True, "WithinBudget", "still ok", Some(2), ts(60));
+        assert_eq!(c[0].last_transition_time, Time(ts(0)));
+        assert_eq!(c[0].message, "still ok");
+        assert_eq!(c[0].observed_generation, Some(2));
+        set_condition(&mut c, SLO_MET, Truth::False, "ScaleUpRequired", "slow", Some(2), ts(120));
+        assert_eq!(c[0].last_transition_time, Time(ts(120)));
+    }
+
+    #[test]
+    fn conditions_keep_a_stable_order() {
+        let mut c = Vec::new();
+        set_condition(&mut c, SCALING, Truth::False, "WithinBudget", "", None, ts(0));
+        set_condition(&mut c, READY, Truth::True, "ApplicationObserved", "", None, ts(0));
+        set_condition(&mut c, SLO_MET, Truth::Unknown, "MissingMetrics", "", None, ts(0));
+        let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
+        assert_eq!(types, [READY, SLO_MET, SCALING]);
+    }
+
+    #[test]
+    fn recommendations_are_bounded_by_the_stabilization_window() {
+        let mut h = History::default();
+        for m in 0..90 {
+            let record = RecommendationRecord {
+                at: ts(m * 60),
+                config: AppConfig::new(4, 1),
+            };
+            push_recommendation(&mut h, record, Duration::from_secs(3600));
+        }
+        assert_eq!(h.recommendations.len(), 61);
+        assert_eq!(h.recommendations[0].at, ts(29 * 60));
+    }
+}

@@ -1,0 +1,1 @@
+//! Reconciler tests against the mocked API server and fake AWS clients.
