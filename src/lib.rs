@@ -7,20 +7,20 @@
 pub mod aws;
 /// The command line: one binary, one subcommand per job.
 pub mod cli;
+/// The controller: reconcile core, Kubernetes wiring, `run`.
+pub mod controller;
 /// The `CheckpointBudget` custom resource: spec, status, the generated CRD.
 pub mod crd;
+/// Prometheus metrics.
+pub mod metrics;
 /// The decision engine (pure).
 pub mod policy;
 /// A virtual-time model of Managed Service for Apache Flink (scenarios, service, metrics).
 pub mod sim;
-/// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
-pub mod validate;
-/// The controller: reconcile core, Kubernetes wiring, `run`.
-pub mod controller;
-/// Prometheus metrics.
-pub mod metrics;
 /// Logging setup.
 pub mod telemetry;
+/// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
+pub mod validate;
 
 /// Helper methods only available for tests.
 #[cfg(test)]

@@ -81,9 +81,17 @@ impl Default for Metrics {
         let mut registry = Registry::with_prefix("checkpoint_autoscaler");
         let reconcile = ReconcileMetrics::default().register(&mut registry);
         let decisions = Family::<DecisionLabels, Counter>::default();
-        registry.register("decisions", "Policy decisions by kind and reason", decisions.clone());
+        registry.register(
+            "decisions",
+            "Policy decisions by kind and reason",
+            decisions.clone(),
+        );
         let scalings = Family::<ScalingLabels, Counter>::default();
-        registry.register("scalings", "UpdateApplication scalings by outcome", scalings.clone());
+        registry.register(
+            "scalings",
+            "UpdateApplication scalings by outcome",
+            scalings.clone(),
+        );
         let aws = Arc::new(AwsCollector::default());
         registry.register_collector(Box::new(aws.clone()));
         Self {
@@ -277,23 +285,37 @@ mod tests {
         metrics.scaling("started");
         metrics.set_aws_source(Arc::new(FixedCalls));
         let text = metrics.encode().unwrap();
-        assert!(text.contains("checkpoint_autoscaler_reconciles_total 1"), "{text}");
+        assert!(
+            text.contains("checkpoint_autoscaler_reconciles_total 1"),
+            "{text}"
+        );
         assert!(
             text.contains(r#"checkpoint_autoscaler_reconcile_failures_total{budget="ns/a",error="aws"} 1"#),
             "{text}"
         );
-        assert!(text.contains("checkpoint_autoscaler_reconcile_duration_seconds_count 1"), "{text}");
         assert!(
-            text.contains(r#"checkpoint_autoscaler_decisions_total{kind="scale",reason="ScaleUpRequired"} 1"#),
+            text.contains("checkpoint_autoscaler_reconcile_duration_seconds_count 1"),
             "{text}"
         );
-        assert!(text.contains(r#"checkpoint_autoscaler_scalings_total{outcome="started"} 1"#), "{text}");
+        assert!(
+            text.contains(
+                r#"checkpoint_autoscaler_decisions_total{kind="scale",reason="ScaleUpRequired"} 1"#
+            ),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"checkpoint_autoscaler_scalings_total{outcome="started"} 1"#),
+            "{text}"
+        );
         assert!(
             text.contains(
                 r#"checkpoint_autoscaler_aws_calls_total{service="cloudwatch",operation="GetMetricData"} 3"#
             ),
             "{text}"
         );
-        assert!(text.contains("checkpoint_autoscaler_cloudwatch_metrics_requested_total 42"), "{text}");
+        assert!(
+            text.contains("checkpoint_autoscaler_cloudwatch_metrics_requested_total 42"),
+            "{text}"
+        );
     }
 }

@@ -97,7 +97,9 @@ impl LeaderElector {
         let now = Instant::now();
         let Some(current) = self.api.get_opt(&self.config.name).await? else {
             let lease = self.record(None, 0);
-            return self.write(now, |api, pp| async move { api.create(&pp, &lease).await }).await;
+            return self
+                .write(now, |api, pp| async move { api.create(&pp, &lease).await })
+                .await;
         };
         let spec = current.spec.clone().unwrap_or_default();
         let holder = spec.holder_identity.clone().filter(|h| !h.is_empty());
@@ -159,7 +161,11 @@ impl LeaderElector {
         spec.lease_duration_seconds = Some(1);
         spec.renew_time = Some(MicroTime(jiff::Timestamp::now()));
         current.spec = Some(spec);
-        match self.api.replace(&self.config.name, &PostParams::default(), &current).await {
+        match self
+            .api
+            .replace(&self.config.name, &PostParams::default(), &current)
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if is_conflict(&e) => Ok(()),
             Err(e) => Err(e),
@@ -177,7 +183,11 @@ impl LeaderElector {
                 Ok(r) => r,
                 Err(e) => {
                     warn!(lease = %self.config.name, error = %e, "lease attempt failed");
-                    if was_leader { Role::Leader } else { role.borrow().clone() }
+                    if was_leader {
+                        Role::Leader
+                    } else {
+                        role.borrow().clone()
+                    }
                 }
             };
             // A leader that could not renew within the deadline gives up.
@@ -306,7 +316,10 @@ mod tests {
                 .await
                 .reply_status(404, "NotFound");
             let ex = api
-                .expect(Method::POST, "/apis/coordination.k8s.io/v1/namespaces/ops/leases?")
+                .expect(
+                    Method::POST,
+                    "/apis/coordination.k8s.io/v1/namespaces/ops/leases?",
+                )
                 .await;
             let body = ex.json();
             assert_eq!(body["spec"]["holderIdentity"], "pod-a");
@@ -397,7 +410,10 @@ mod tests {
             let body = ex.json();
             assert_eq!(body["metadata"]["resourceVersion"], "9");
             assert_eq!(body["spec"]["holderIdentity"], "pod-a");
-            assert_eq!(body["spec"]["leaseTransitions"], 3, "a renewal is not a transition");
+            assert_eq!(
+                body["spec"]["leaseTransitions"], 3,
+                "a renewal is not a transition"
+            );
             ex.reply_json(&body);
         });
         assert_eq!(elector.try_acquire_or_renew().await.unwrap(), Role::Leader);

@@ -153,7 +153,11 @@ impl Backoff {
     /// throttle, an API server restart) do not retry in lockstep.
     fn delay(&self, n: u32, base: Duration, cap: Duration) -> Duration {
         let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(cap);
-        let jitter = self.jitter.lock().map(|mut r| r.random_range(0.0..0.2)).unwrap_or(0.1);
+        let jitter = self
+            .jitter
+            .lock()
+            .map(|mut r| r.random_range(0.0..0.2))
+            .unwrap_or(0.1);
         exp.mul_f64(1.0 + jitter)
     }
 
@@ -172,7 +176,6 @@ impl Backoff {
         }
     }
 }
-
 
 /// What every reconcile shares.
 #[derive(Clone)]
@@ -211,20 +214,34 @@ pub async fn reconcile(budget: Arc<CheckpointBudget>, ctx: Arc<Context>) -> Resu
 
 /// Classifies a failed reconcile: counts it, and picks when to try again.
 pub fn error_policy(budget: Arc<CheckpointBudget>, error: &Error, ctx: Arc<Context>) -> Action {
-    let key = format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any());
-    ctx.metrics.reconcile.set_failure(&key, &error.metric_label());
-    let n = ctx.backoff.bump(&key);
-    let action = match error.retry() {
-        Retry::AwaitChange => Action::await_change(),
-        Retry::Soon => Action::requeue(ctx.backoff.delay(n, Duration::from_secs(5), Duration::from_secs(300))),
-        Retry::Slowly => Action::requeue(ctx.backoff.delay(
-            n,
-            ctx.core.interval.max(Duration::from_secs(30)),
-            Duration::from_secs(900),
-        )),
-    };
-    warn!(budget = %key, error = %error, failures = n, retry = ?action, "reconcile failed");
-    action
+    match ctx.on_error(&budget, error) {
+        Some(delay) => Action::requeue(delay),
+        None => Action::await_change(),
+    }
+}
+
+impl Context {
+    /// Counts a failed reconcile of `budget` and returns when to retry (`None`: only a
+    /// change to the budget can help).
+    pub fn on_error(&self, budget: &CheckpointBudget, error: &Error) -> Option<Duration> {
+        let key = format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any());
+        self.metrics.reconcile.set_failure(&key, &error.metric_label());
+        let n = self.backoff.bump(&key);
+        let delay = match error.retry() {
+            Retry::AwaitChange => None,
+            Retry::Soon => Some(
+                self.backoff
+                    .delay(n, Duration::from_secs(5), Duration::from_secs(300)),
+            ),
+            Retry::Slowly => Some(self.backoff.delay(
+                n,
+                self.core.interval.max(Duration::from_secs(30)),
+                Duration::from_secs(900),
+            )),
+        };
+        warn!(budget = %key, error = %error, failures = n, retry_in = ?delay, "reconcile failed");
+        delay
+    }
 }
 
 /// `checkpoint-autoscaler run`: the controller.
@@ -415,7 +432,9 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         let config = LeaseConfig::new(namespace.clone(), args.lease_name.clone(), identity.clone());
         let elector = LeaderElector::new(Api::namespaced(client.clone(), &namespace), config);
         info!(lease = %args.lease_name, %namespace, %identity, "leader election on");
-        Some(tokio::spawn(elector.run(role_tx, wait_shutdown(shutdown_rx.clone()))))
+        Some(tokio::spawn(
+            elector.run(role_tx, wait_shutdown(shutdown_rx.clone())),
+        ))
     } else {
         drop(role_tx);
         None

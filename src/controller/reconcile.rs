@@ -27,10 +27,7 @@ use crate::{
         ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
     },
     metrics::Metrics,
-    policy::{
-        self, Action, AppStatus, Budget, Decision, History, Observation, Outcome, RecommendationRecord,
-        ScalingRecord,
-    },
+    policy::{self, Action, AppStatus, Budget, Decision, History, Observation, Outcome, ScalingRecord},
 };
 
 /// Everything the core needs besides the budget itself.
@@ -240,7 +237,8 @@ impl Core {
         run.record_decision(&typed, &decision);
         match (spec.mode, decision.action) {
             (Mode::Enforce, Action::Scale { to }) => {
-                run.scale(&target, &desc, &decision, to, spec.service_auto_scaling).await?;
+                run.scale(&target, &desc, &decision, to, spec.service_auto_scaling)
+                    .await?;
             }
             (Mode::Enforce, Action::Blocked) => {
                 run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
@@ -390,7 +388,10 @@ impl<'a> Run<'a> {
             None => "MissingMetrics",
         };
         let slo_message = match decision.slo_met {
-            None => format!("No checkpoint data to judge the budget: {}", decision.diagnosis.summary),
+            None => format!(
+                "No checkpoint data to judge the budget: {}",
+                decision.diagnosis.summary
+            ),
             Some(_) => decision.diagnosis.summary.clone(),
         };
         self.condition(SLO_MET, decision.slo_met.into(), slo_reason, &slo_message);
@@ -407,20 +408,14 @@ impl<'a> Run<'a> {
         }
 
         if self.budget.spec.mode != Mode::Paused {
-            let r = decision.recommendation;
             self.status.recommendation = Some(RecommendationStatus::from_decision(decision));
-            status::push_recommendation(
-                &mut self.history,
-                RecommendationRecord {
-                    at: self.now,
-                    config: r,
-                },
-                budget.scale_down_stabilization,
-            );
+            policy::remember(&mut self.history, decision, budget, self.now);
         } else {
             self.status.recommendation = None;
         }
-        self.requeue = self.requeue.min(decision.requeue_after.max(Duration::from_secs(1)));
+        self.requeue = self
+            .requeue
+            .min(decision.requeue_after.max(Duration::from_secs(1)));
     }
 
     /// Calls `UpdateApplication`, with the intent recorded in status first.
@@ -511,8 +506,12 @@ impl<'a> Run<'a> {
                 self.status.operation_in_flight = None;
                 let message = format!("UpdateApplication from {} to {to} failed: {e}", desc.config);
                 warn!(budget = %self.budget.key, error = %e, "update failed");
-                self.status.last_scaling =
-                    Some(last_scaling(&failed, decision.reason.as_str(), None, Some(message.clone())));
+                self.status.last_scaling = Some(last_scaling(
+                    &failed,
+                    decision.reason.as_str(),
+                    None,
+                    Some(message.clone()),
+                ));
                 self.scaling_condition(Truth::False, "ScalingFailed", &message);
                 self.notice(NoticeType::Warning, "ScalingFailed", "Scaling", &message);
                 self.core.metrics.scaling("failed");

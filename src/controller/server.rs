@@ -50,7 +50,10 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
     match state.metrics.encode() {
         Ok(text) => (
             StatusCode::OK,
-            [("content-type", "application/openmetrics-text; version=1.0.0; charset=utf-8")],
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
             text,
         )
             .into_response(),
@@ -62,12 +65,20 @@ async fn readyz(AxumState(state): AxumState<State>) -> impl IntoResponse {
     let role = state.role.borrow().clone();
     match role {
         Role::Leader | Role::Standby { .. } => {}
-        Role::Candidate => return (StatusCode::SERVICE_UNAVAILABLE, "leader election pending".to_owned()),
+        Role::Candidate => {
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "leader election pending".to_owned(),
+            );
+        }
         Role::Lost => return (StatusCode::SERVICE_UNAVAILABLE, "leadership lost".to_owned()),
     }
     match state.budgets.list(&ListParams::default().limit(1)).await {
         Ok(_) => (StatusCode::OK, format!("ok ({})", describe(&role))),
-        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, format!("CheckpointBudget API unreachable: {e}")),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("CheckpointBudget API unreachable: {e}"),
+        ),
     }
 }
 

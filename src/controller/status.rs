@@ -3,7 +3,7 @@
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
-use crate::policy::{History, RecommendationRecord, ScalingRecord};
+use crate::policy::{History, ScalingRecord};
 
 /// Condition type: the controller can observe the application and act on it.
 pub const READY: &str = "Ready";
@@ -14,9 +14,6 @@ pub const SCALING: &str = "Scaling";
 
 /// How many past scalings the status keeps.
 pub const MAX_SCALINGS: usize = 10;
-/// How many recommendations the status keeps at most (the stabilization window bounds
-/// them first; this caps a very long window at one-minute requeues).
-pub const MAX_RECOMMENDATIONS: usize = 120;
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -103,21 +100,6 @@ pub fn has_condition(conditions: &[Condition], type_: &str, status: Truth, reaso
     condition(conditions, type_).is_some_and(|c| c.status == status.as_str() && c.reason == reason)
 }
 
-/// Appends a recommendation and keeps only those inside the stabilization window (the
-/// policy needs no older ones), at most [`MAX_RECOMMENDATIONS`].
-pub fn push_recommendation(
-    history: &mut History,
-    record: RecommendationRecord,
-    stabilization: std::time::Duration,
-) {
-    history.recommendations.push(record);
-    let horizon = jiff::SignedDuration::try_from(stabilization).unwrap_or(jiff::SignedDuration::MAX);
-    let oldest = record.at.checked_sub(horizon).unwrap_or(Timestamp::MIN);
-    history.recommendations.retain(|r| r.at >= oldest);
-    let excess = history.recommendations.len().saturating_sub(MAX_RECOMMENDATIONS);
-    history.recommendations.drain(..excess);
-}
-
 /// Appends a scaling, keeping the last [`MAX_SCALINGS`].
 pub fn push_scaling(history: &mut History, record: ScalingRecord) {
     history.scalings.push(record);
@@ -130,7 +112,12 @@ pub fn push_scaling(history: &mut History, record: ScalingRecord) {
 /// NB: status keeps whole seconds, so entries are matched at second precision.
 pub fn update_scaling(history: &mut History, record: ScalingRecord) {
     let second = record.at.as_second();
-    match history.scalings.iter_mut().rev().find(|s| s.at.as_second() == second) {
+    match history
+        .scalings
+        .iter_mut()
+        .rev()
+        .find(|s| s.at.as_second() == second)
+    {
         Some(existing) => *existing = record,
         None => push_scaling(history, record),
     }
@@ -145,8 +132,6 @@ pub fn remove_scaling(history: &mut History, at: Timestamp) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::AppConfig;
-    use std::time::Duration;
 
     fn ts(s: i64) -> Timestamp {
         Timestamp::from_second(1_800_000_000 + s).unwrap()
@@ -156,11 +141,27 @@ mod tests {
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
         set_condition(&mut c, SLO_MET, Truth::True, "WithinBudget", "ok", Some(1), ts(0));
-        set_condition(&mut c, SLO_MET, Truth::True, "WithinBudget", "still ok", Some(2), ts(60));
+        set_condition(
+            &mut c,
+            SLO_MET,
+            Truth::True,
+            "WithinBudget",
+            "still ok",
+            Some(2),
+            ts(60),
+        );
         assert_eq!(c[0].last_transition_time, Time(ts(0)));
         assert_eq!(c[0].message, "still ok");
         assert_eq!(c[0].observed_generation, Some(2));
-        set_condition(&mut c, SLO_MET, Truth::False, "ScaleUpRequired", "slow", Some(2), ts(120));
+        set_condition(
+            &mut c,
+            SLO_MET,
+            Truth::False,
+            "ScaleUpRequired",
+            "slow",
+            Some(2),
+            ts(120),
+        );
         assert_eq!(c[0].last_transition_time, Time(ts(120)));
     }
 
@@ -172,19 +173,5 @@ mod tests {
         set_condition(&mut c, SLO_MET, Truth::Unknown, "MissingMetrics", "", None, ts(0));
         let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [READY, SLO_MET, SCALING]);
-    }
-
-    #[test]
-    fn recommendations_are_bounded_by_the_stabilization_window() {
-        let mut h = History::default();
-        for m in 0..90 {
-            let record = RecommendationRecord {
-                at: ts(m * 60),
-                config: AppConfig::new(4, 1),
-            };
-            push_recommendation(&mut h, record, Duration::from_secs(3600));
-        }
-        assert_eq!(h.recommendations.len(), 61);
-        assert_eq!(h.recommendations[0].at, ts(29 * 60));
     }
 }

@@ -197,10 +197,12 @@ impl AllowList {
 
     fn allows_application(&self, namespace: &str, application: &str) -> bool {
         self.namespaces.get(namespace).is_some_and(|a| {
-            a.applications.iter().any(|pattern| match pattern.strip_suffix('*') {
-                Some(prefix) => application.starts_with(prefix),
-                None => pattern == application,
-            })
+            a.applications
+                .iter()
+                .any(|pattern| match pattern.strip_suffix('*') {
+                    Some(prefix) => application.starts_with(prefix),
+                    None => pattern == application,
+                })
         })
     }
 }
@@ -277,11 +279,19 @@ mod tests {
     fn allow_list_guards_role_arns() {
         let list = list();
         assert!(
-            list.check_spec("streaming", "payments", &Target::with_role("r", "arn:aws:iam::1:role/r"))
-                .is_ok()
+            list.check_spec(
+                "streaming",
+                "payments",
+                &Target::with_role("r", "arn:aws:iam::1:role/r")
+            )
+            .is_ok()
         );
         let err = list
-            .check_spec("streaming", "payments", &Target::with_role("r", "arn:aws:iam::2:role/x"))
+            .check_spec(
+                "streaming",
+                "payments",
+                &Target::with_role("r", "arn:aws:iam::2:role/x"),
+            )
             .unwrap_err();
         assert!(err.to_string().contains("arn:aws:iam::2:role/x"));
     }

@@ -1,1 +1,608 @@
-//! Reconciler tests against the mocked API server and fake AWS clients.
+//! Reconciler tests: the mocked API server asserts every status patch and Event, the fake
+//! AWS records every call.
+
+use std::{sync::Arc, time::Duration};
+
+use kube::runtime::controller::Action;
+
+use super::{Context, Error, error_policy, reconcile, status::*};
+use crate::{
+    aws::{AwsError, OperationState},
+    crd::{CheckpointBudget, CheckpointBudgetStatus, ConfigStatus, Mode, OperationInFlight, ScalingHistory},
+    fixtures::{self, APP, ApiServerVerifier, timeout_after_1s},
+    policy::{AppConfig, AppStatus, Cause, History, Outcome, RecommendationRecord, ScalingRecord},
+};
+
+fn cond<'a>(status: &'a CheckpointBudgetStatus, type_: &str) -> (&'a str, &'a str) {
+    let c = status
+        .condition(type_)
+        .unwrap_or_else(|| panic!("condition {type_} missing"));
+    (c.status.as_str(), c.reason.as_str())
+}
+
+fn failures(ctx: &Context, label: &str) -> bool {
+    let text = ctx.metrics.encode().unwrap();
+    text.contains(&format!(
+        r#"checkpoint_autoscaler_reconcile_failures_total{{budget="streaming/orders",error="{label}"}} 1"#
+    ))
+}
+
+#[tokio::test]
+async fn a_healthy_budget_gets_status_and_no_event() {
+    let (ctx, mut api, fake) = Context::test();
+    let budget = CheckpointBudget::test();
+    let server = {
+        let budget = budget.clone();
+        tokio::spawn(async move {
+            let status = api.status_patch(&budget).await;
+            assert_eq!(status.observed_generation, Some(3));
+            assert_eq!(cond(&status, READY), ("True", "ApplicationObserved"));
+            assert_eq!(cond(&status, SLO_MET), ("True", "WithinBudget"));
+            assert_eq!(cond(&status, SCALING).0, "False");
+            assert!(status.conditions.iter().all(|c| c.observed_generation == Some(3)));
+            let app = status.application.as_ref().unwrap();
+            assert_eq!(
+                (app.parallelism, app.parallelism_per_kpu, app.kpus, app.version_id),
+                (4, 1, 4, 7)
+            );
+            assert_eq!(
+                status.checkpoints.as_ref().unwrap().last_duration.as_deref(),
+                Some("1m20s")
+            );
+            assert_eq!(status.diagnosis.as_ref().unwrap().cause, Cause::Healthy);
+            assert!(status.operation_in_flight.is_none());
+            assert!(!status.history.as_ref().unwrap().recommendations.is_empty());
+            api.expect_silence().await;
+        })
+    };
+    let action = reconcile(Arc::new(budget), ctx.clone()).await.unwrap();
+    assert_eq!(action, Action::requeue(Duration::from_secs(60)));
+    timeout_after_1s(server).await;
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
+
+/// Runs one reconcile of `budget` while `script` plays the API server; returns the
+/// reconcile's result and what the script returned.
+async fn run<T: Send + 'static, F>(
+    ctx: &Arc<Context>,
+    api: ApiServerVerifier,
+    budget: &CheckpointBudget,
+    script: impl FnOnce(ApiServerVerifier, CheckpointBudget) -> F,
+) -> (Result<Action, Error>, T)
+where
+    F: Future<Output = T> + Send + 'static,
+{
+    let server = tokio::spawn(script(api, budget.clone()));
+    let result = reconcile(Arc::new(budget.clone()), ctx.clone()).await;
+    let out = tokio::time::timeout(Duration::from_secs(1), server)
+        .await
+        .expect("timeout on mock apiserver")
+        .expect("scenario succeeded");
+    (result, out)
+}
+
+#[tokio::test]
+async fn an_unchanged_healthy_status_keeps_its_transition_times() {
+    let (ctx, api, _fake) = Context::test();
+    let budget = CheckpointBudget::test();
+    let (_, (api, first)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        (api, status)
+    })
+    .await;
+    let budget = budget.with_status(first.clone());
+    let (result, second) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    for type_ in [READY, SLO_MET, SCALING] {
+        assert_eq!(
+            first.condition(type_).unwrap().last_transition_time,
+            second.condition(type_).unwrap().last_transition_time,
+            "{type_}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_overloaded_budget_scales_up_with_the_intent_recorded_first() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = CheckpointBudget::test();
+    let probe = fake.clone();
+    let (result, (intent, after)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let intent = api.status_patch(&b).await;
+        // The intent reached status before AWS heard of the update.
+        assert!(
+            probe.read(|s| s.updates.is_empty()),
+            "UpdateApplication before the intent"
+        );
+        let after = api.status_patch(&b).await;
+        api.event("ScaleUpRequired", "Normal").await;
+        api.expect_silence().await;
+        (intent, after)
+    })
+    .await;
+    assert_eq!(
+        result.unwrap(),
+        Action::requeue(Duration::from_secs(30)),
+        "follow the operation soon"
+    );
+
+    let op = intent.operation_in_flight.as_ref().expect("intent recorded");
+    assert_eq!(op.operation_id, None);
+    assert_eq!(op.version_id_before, 7);
+    assert_eq!(op.from, ConfigStatus::from(AppConfig::new(4, 1)));
+    assert_eq!(cond(&intent, SCALING), ("True", "ScaleUpRequired"));
+
+    let updates = fake.read(|s| s.updates.clone());
+    assert_eq!(updates.len(), 1);
+    let update = &updates[0];
+    assert_eq!(update.name, APP);
+    assert_eq!(
+        update.current_version_id, 7,
+        "CurrentApplicationVersionId from the observation"
+    );
+    assert!(!update.service_autoscaling, "serviceAutoScaling: Disable");
+    assert!(update.to.kpus() > 4 && update.to.kpus() <= 16, "{}", update.to);
+    assert!(update.to.parallelism <= 32 && update.to.parallelism <= 128);
+    assert_eq!(ConfigStatus::from(update.to), op.to);
+
+    let op = after.operation_in_flight.as_ref().expect("still in flight");
+    assert_eq!(op.operation_id.as_deref(), Some("op-1"));
+    let last = after.last_scaling.as_ref().unwrap();
+    assert_eq!(
+        (last.outcome, last.operation_id.as_deref()),
+        (Outcome::InProgress, Some("op-1"))
+    );
+    let history = after.history.as_ref().unwrap();
+    assert_eq!(history.scalings.len(), 1);
+    assert_eq!(history.scalings[0].outcome, Outcome::InProgress);
+    assert_eq!(cond(&after, SLO_MET), ("False", "OverBudget"));
+}
+
+/// The status a controller leaves after calling UpdateApplication (4 -> 8 at 1 per KPU
+/// five minutes ago, version 7 before), with or without the operation id.
+fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
+    let at = fixtures::now() - jiff::SignedDuration::from_mins(5);
+    let record = ScalingRecord {
+        at,
+        completed_at: None,
+        from: AppConfig::new(4, 1),
+        to: AppConfig::new(8, 1),
+        cause: Cause::UnderProvisioned,
+        checkpoint_duration_before_ms: Some(180_000.0),
+        outcome: Outcome::InProgress,
+        records_in_before_per_second: Some(5000.0),
+    };
+    let history = History {
+        scalings: vec![record],
+        recommendations: vec![],
+    };
+    CheckpointBudgetStatus {
+        observed_generation: Some(3),
+        operation_in_flight: Some(OperationInFlight {
+            operation_id: operation_id.map(str::to_owned),
+            from: AppConfig::new(4, 1).into(),
+            to: AppConfig::new(8, 1).into(),
+            started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
+            version_id_before: 7,
+            cause: Cause::UnderProvisioned,
+            reason: "ScaleUpRequired".into(),
+            checkpoint_duration_before_ms: Some(180_000.0),
+        }),
+        history: Some(ScalingHistory::from_history(&history)),
+        ..CheckpointBudgetStatus::default()
+    }
+}
+
+/// The application as AWS shows it while the update runs.
+fn updating(fake: &fixtures::FakeAws) {
+    fake.with(|s| {
+        let app = s.app.as_mut().unwrap();
+        app.status = AppStatus::Updating;
+        app.version_id = 8;
+        s.samples = fixtures::overloaded();
+    });
+}
+
+#[tokio::test]
+async fn after_a_restart_an_operation_in_flight_is_followed_not_reissued() {
+    let (ctx, api, fake) = Context::test();
+    updating(&fake);
+    fake.operation("op-1", OperationState::InProgress, None);
+    let budget = CheckpointBudget::test().with_status(in_flight(Some("op-1")));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::requeue(Duration::from_secs(30)));
+    assert_eq!(cond(&status, SCALING), ("True", "ScaleUpRequired"));
+    assert_eq!(
+        status
+            .operation_in_flight
+            .as_ref()
+            .unwrap()
+            .operation_id
+            .as_deref(),
+        Some("op-1")
+    );
+    let calls = fake.read(|s| s.calls.clone());
+    assert!(calls.contains(&format!("DescribeApplicationOperation:{APP}:op-1")));
+    assert!(fake.read(|s| s.updates.is_empty()), "{calls:?}");
+}
+
+#[tokio::test]
+async fn an_intent_without_operation_id_is_judged_by_the_application_version() {
+    // The controller stopped between recording the intent and learning the operation id,
+    // and the update did reach AWS: the version moved and the application is UPDATING.
+    let (ctx, api, fake) = Context::test();
+    updating(&fake);
+    let budget = CheckpointBudget::test().with_status(in_flight(None));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_some());
+    assert_eq!(cond(&status, SCALING).0, "True");
+    assert!(fake.read(|s| s.updates.is_empty()));
+
+    // Once RUNNING with the asked-for configuration, it is recorded as succeeded.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        let app = s.app.as_mut().unwrap();
+        app.version_id = 8;
+        app.config = AppConfig::new(8, 1);
+    });
+    let budget = CheckpointBudget::test().with_status(in_flight(None));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("ScalingSucceeded", "Normal").await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_none());
+    assert_eq!(status.last_scaling.as_ref().unwrap().outcome, Outcome::Succeeded);
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
+
+#[tokio::test]
+async fn an_intent_that_never_reached_aws_is_dropped() {
+    // Same version, RUNNING: the UpdateApplication never happened.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::healthy());
+    let budget = CheckpointBudget::test().with_status(in_flight(None));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_none());
+    assert!(
+        status.history.as_ref().unwrap().scalings.is_empty(),
+        "a scaling that never happened leaves no record"
+    );
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
+
+#[tokio::test]
+async fn a_failed_operation_is_recorded_and_not_retried() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.app.as_mut().unwrap().version_id = 9); // rolled back: new version, old config
+    fake.operation(
+        "op-1",
+        OperationState::Failed,
+        Some("Could not restore from snapshot: parallelism exceeds the maximum"),
+    );
+    let budget = CheckpointBudget::test().with_status(in_flight(Some("op-1")));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("ScalingFailed", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("Could not restore"),
+            "{event}"
+        );
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_none());
+    let last = status.last_scaling.as_ref().unwrap();
+    assert_eq!(last.outcome, Outcome::Failed);
+    assert!(last.message.as_deref().unwrap().contains("Could not restore"));
+    let history = status.history.as_ref().unwrap().to_history();
+    assert_eq!(history.scalings.last().unwrap().outcome, Outcome::Failed);
+
+    // Still overloaded on the next evaluation: whatever the policy does, it does not ask
+    // for the failed configuration again.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.app.as_mut().unwrap().version_id = 9;
+        s.samples = fixtures::overloaded();
+    });
+    // Half an hour later, past the warm-up and the cooldown.
+    let mut later = history.clone();
+    for s in &mut later.scalings {
+        s.at -= jiff::SignedDuration::from_mins(30);
+        s.completed_at = s.completed_at.map(|t| t - jiff::SignedDuration::from_mins(30));
+    }
+    let mut status = status;
+    status.set_history(&later);
+    let budget = CheckpointBudget::test().with_status(status);
+    let (result, requests) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    result.unwrap();
+    assert!(!requests.is_empty());
+    assert!(
+        fake.read(|s| s.updates.iter().all(|u| u.to != AppConfig::new(8, 1))),
+        "{:?}",
+        fake.read(|s| s.updates.clone())
+    );
+}
+
+#[tokio::test]
+async fn an_idle_budget_scales_down_only_after_stabilization() {
+    // Fresh evidence only: the lower recommendation has to wait out the window.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::idle();
+        s.app.as_mut().unwrap().config = AppConfig::new(16, 1);
+    });
+    let budget = CheckpointBudget::test();
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert_eq!(cond(&status, SCALING), ("False", "ScaleDownPending"));
+    let lower = status.recommendation.as_ref().unwrap().config();
+    assert!(lower.kpus() < 16, "{lower}");
+
+    // The same lower recommendation held for the whole hour, and the last scaling was long
+    // ago: now it scales down.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::idle();
+        s.app.as_mut().unwrap().config = AppConfig::new(16, 1);
+    });
+    let hour_ago = fixtures::now() - jiff::SignedDuration::from_mins(65);
+    let history = History {
+        scalings: vec![ScalingRecord {
+            at: hour_ago - jiff::SignedDuration::from_hours(2),
+            completed_at: Some(hour_ago - jiff::SignedDuration::from_mins(105)),
+            from: AppConfig::new(8, 1),
+            to: AppConfig::new(16, 1),
+            cause: Cause::UnderProvisioned,
+            checkpoint_duration_before_ms: Some(150_000.0),
+            outcome: Outcome::Succeeded,
+            records_in_before_per_second: Some(9000.0),
+        }],
+        recommendations: vec![RecommendationRecord {
+            at: hour_ago,
+            config: lower,
+        }],
+    };
+    let mut prior = status.clone();
+    prior.set_history(&history);
+    let budget = CheckpointBudget::test().with_status(prior);
+    let (result, _) = run(&ctx, api, &budget, |mut api, b| async move {
+        let intent = api.status_patch(&b).await;
+        assert!(intent.operation_in_flight.is_some());
+        let after = api.status_patch(&b).await;
+        api.event("ScaleDownStabilized", "Normal").await;
+        api.expect_silence().await;
+        after
+    })
+    .await;
+    result.unwrap();
+    let updates = fake.read(|s| s.updates.clone());
+    assert_eq!(updates.len(), 1);
+    assert!(
+        updates[0].to.kpus() < 16 && updates[0].to.kpus() >= 8,
+        "{}",
+        updates[0].to
+    );
+}
+
+#[tokio::test]
+async fn recommend_mode_reports_and_never_writes_to_aws() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = CheckpointBudget::test().mode(Mode::Recommend);
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("ScalingRecommended", "Normal").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("Recommend mode"),
+            "{event}"
+        );
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert_eq!(cond(&status, SCALING), ("False", "ScaleUpRequired"));
+    assert!(status.operation_in_flight.is_none());
+    let rec = status.recommendation.as_ref().unwrap();
+    assert!(rec.kpus > 4);
+    assert_eq!(rec.action, "Scale");
+
+    // The same recommendation again: no second Event.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = budget.with_status(status);
+    let (result, _) = run(&ctx, api, &budget, |mut api, b| async move {
+        api.status_patch(&b).await;
+        api.expect_silence().await;
+    })
+    .await;
+    result.unwrap();
+}
+
+#[tokio::test]
+async fn paused_observes_only() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = CheckpointBudget::test().mode(Mode::Paused);
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert_eq!(cond(&status, SCALING), ("False", "Paused"));
+    assert_eq!(cond(&status, SLO_MET), ("False", "OverBudget"));
+    assert!(status.recommendation.is_none());
+    assert!(status.application.is_some() && status.checkpoints.is_some());
+}
+
+#[tokio::test]
+async fn a_missing_application_is_a_condition_an_event_and_a_slow_retry() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.app = None);
+    let budget = CheckpointBudget::test();
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("ApplicationNotFound", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains(APP), "{event}");
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Aws(AwsError::NotFound(_))), "{err}");
+    assert_eq!(cond(&status, READY), ("False", "ApplicationNotFound"));
+    assert_eq!(cond(&status, SCALING).0, "False");
+
+    let delay = ctx
+        .on_error(&budget, &err)
+        .expect("a missing application is retried");
+    assert!(
+        failures(&ctx, "aws_application_not_found"),
+        "{}",
+        ctx.metrics.encode().unwrap()
+    );
+    assert!(
+        delay >= Duration::from_secs(60) && delay <= Duration::from_secs(72),
+        "{delay:?}"
+    );
+
+    // Still missing on the next try: the condition stays, no second Event.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.app = None);
+    let budget = budget.with_status(status);
+    let (result, _) = run(&ctx, api, &budget, |mut api, b| async move {
+        api.status_patch(&b).await;
+        api.expect_silence().await;
+    })
+    .await;
+    assert!(result.is_err());
+}
+
+#[tokio::test]
+async fn a_conflicting_spec_is_reported_and_waits_for_a_change() {
+    let (ctx, api, fake) = Context::test();
+    let budget = CheckpointBudget::test().conflicting();
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("InvalidSpec", "Warning").await;
+        assert!(
+            event["note"].as_str().unwrap().contains("spec.parallelism.max"),
+            "{event}"
+        );
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::InvalidSpec(_)));
+    assert_eq!(cond(&status, READY), ("False", "InvalidSpec"));
+    assert!(
+        fake.read(|s| s.calls.is_empty()),
+        "no AWS call for an invalid spec"
+    );
+    let action = error_policy(Arc::new(budget), &err, ctx.clone());
+    assert_eq!(action, Action::await_change());
+    assert!(failures(&ctx, "invalid_spec"));
+}
+
+#[tokio::test]
+async fn an_untagged_application_is_forbidden() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.tags = vec![(
+            crate::controller::tenancy::NAMESPACE_TAG.into(),
+            "payments".into(),
+        )];
+        s.samples = fixtures::overloaded();
+    });
+    let budget = CheckpointBudget::test();
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("Forbidden", "Warning").await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::Forbidden(_)));
+    assert_eq!(cond(&status, READY), ("False", "Forbidden"));
+    assert!(status.condition(READY).unwrap().message.contains("payments"));
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
+
+#[tokio::test]
+async fn throttling_backs_off_soon_with_growing_delays() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.metrics_error = Some(AwsError::Throttled("GetMetricData: Rate exceeded".into())));
+    let budget = CheckpointBudget::test();
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("Throttled", "Warning").await;
+        status
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert_eq!(cond(&status, READY), ("False", "Throttled"));
+    let first = ctx.on_error(&budget, &err).unwrap();
+    let second = ctx.on_error(&budget, &err).unwrap();
+    let third = ctx.on_error(&budget, &err).unwrap();
+    assert!(
+        first >= Duration::from_secs(5) && first <= Duration::from_secs(6),
+        "{first:?}"
+    );
+    assert!(
+        second >= Duration::from_secs(10) && second <= Duration::from_secs(12),
+        "{second:?}"
+    );
+    assert!(
+        third >= Duration::from_secs(20) && third <= Duration::from_secs(24),
+        "{third:?}"
+    );
+    assert!(ctx.metrics.encode().unwrap().contains(
+        r#"checkpoint_autoscaler_reconcile_failures_total{budget="streaming/orders",error="aws_throttled"} 3"#
+    ));
+}
