@@ -211,10 +211,10 @@ impl LeaderElector {
             }
             tokio::select! {
                 _ = &mut shutdown => {
-                    if next == Role::Leader {
-                        if let Err(e) = self.release().await {
-                            warn!(lease = %self.config.name, error = %e, "could not release lease");
-                        }
+                    if next == Role::Leader
+                        && let Err(e) = self.release().await
+                    {
+                        warn!(lease = %self.config.name, error = %e, "could not release lease");
                     }
                     return next;
                 }

@@ -27,7 +27,7 @@ use crate::{
         ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
     },
     metrics::Metrics,
-    policy::{self, Action, AppStatus, Budget, Decision, History, Observation, Outcome, ScalingRecord},
+    policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
 };
 
 /// Everything the core needs besides the budget itself.
@@ -217,15 +217,7 @@ impl Core {
             Ok(s) => s,
             Err(e) => return Err(run.aws_failed(e, "reading CloudWatch metrics").await),
         };
-        let observation = Observation {
-            at: now,
-            status: desc.status,
-            config: desc.config,
-            service_autoscaling: desc.service_autoscaling,
-            version_id: desc.version_id,
-            samples,
-            period: self.period,
-        };
+        let observation = crate::aws::observe(&desc, samples, self.period, now);
 
         // 2. Decide.
         let decision = policy::decide(&typed, Some(&observation), &run.history, now);
@@ -428,16 +420,7 @@ impl<'a> Run<'a> {
         service: ServiceAutoScaling,
     ) -> Result<(), Error> {
         let record = ScalingRecord::started(self.now, desc.config, to, decision);
-        let intent = OperationInFlight {
-            operation_id: None,
-            from: desc.config.into(),
-            to: to.into(),
-            started_at: Time(self.now),
-            version_id_before: desc.version_id,
-            cause: decision.diagnosis.cause,
-            reason: decision.reason.as_str().to_owned(),
-            checkpoint_duration_before_ms: record.checkpoint_duration_before_ms,
-        };
+        let intent = OperationInFlight::started(self.now, desc.config, to, desc.version_id, decision);
         // The intent goes to status before AWS hears of it: a controller that stops right
         // after the call finds it and follows the operation instead of calling again.
         status::push_scaling(&mut self.history, record.clone());

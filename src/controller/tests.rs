@@ -148,7 +148,7 @@ async fn an_overloaded_budget_scales_up_with_the_intent_recorded_first() {
     );
     assert!(!update.service_autoscaling, "serviceAutoScaling: Disable");
     assert!(update.to.kpus() > 4 && update.to.kpus() <= 16, "{}", update.to);
-    assert!(update.to.parallelism <= 32 && update.to.parallelism <= 128);
+    assert!(update.to.parallelism <= 32, "parallelism.max");
     assert_eq!(ConfigStatus::from(update.to), op.to);
 
     let op = after.operation_in_flight.as_ref().expect("still in flight");
@@ -193,6 +193,7 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
             cause: Cause::UnderProvisioned,
             reason: "ScaleUpRequired".into(),
             checkpoint_duration_before_ms: Some(180_000.0),
+            records_in_before_per_second: Some(5000.0),
         }),
         history: Some(ScalingHistory::from_history(&history)),
         ..CheckpointBudgetStatus::default()
