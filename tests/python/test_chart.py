@@ -471,3 +471,49 @@ def test_schema_rejects_bad_values(chart, case):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
     assert report["errors"], f"lint accepted {json.dumps(values)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The GitOps examples install this chart with values it accepts, from paths that exist
+
+GITOPS = ROOT / "examples" / "gitops"
+
+
+def gitops_docs(relative: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all((GITOPS / relative).read_text()) if d]
+
+
+def test_argo_cd_applications_point_at_the_chart_and_the_budgets(chart):
+    (controller,) = gitops_docs("argocd/checkpoint-autoscaler.yaml")
+    source = controller["spec"]["source"]
+    assert (ROOT / source["path"] / "Chart.yaml").is_file()
+    values = source["helm"]["valuesObject"]
+    chart.validate_schema(values)
+    objects = render(chart, values, namespace=controller["spec"]["destination"]["namespace"])
+    assert one(objects, "ServiceAccount")["metadata"]["annotations"]["eks.amazonaws.com/role-arn"] == values[
+        "serviceAccount"
+    ]["roleArn"]
+    (budgets,) = gitops_docs("argocd/budgets.yaml")
+    budget_dir = ROOT / budgets["spec"]["source"]["path"]
+    assert sorted(p.name for p in budget_dir.glob("*.yaml")), budget_dir
+    # Budgets sync after the controller and its CRD.
+    wave = lambda app: int(app["metadata"]["annotations"]["argocd.argoproj.io/sync-wave"])  # noqa: E731
+    assert wave(budgets) > wave(controller)
+
+
+def test_flux_installs_the_chart_then_syncs_the_budgets(chart):
+    (release,) = gitops_docs("flux/controller/helmrelease.yaml")
+    assert release["apiVersion"] == "helm.toolkit.fluxcd.io/v2"
+    assert (ROOT / release["spec"]["chart"]["spec"]["chart"] / "Chart.yaml").is_file()
+    assert release["spec"]["install"]["crds"] == "CreateReplace"
+    assert release["spec"]["upgrade"]["crds"] == "CreateReplace"
+    chart.validate_schema(release["spec"]["values"])
+    render(chart, release["spec"]["values"], namespace=release["spec"]["targetNamespace"])
+    controller, budgets = gitops_docs("flux/kustomizations.yaml")
+    assert (ROOT / controller["spec"]["path"] / "helmrelease.yaml").is_file()
+    assert controller["spec"]["wait"] is True
+    assert budgets["spec"]["dependsOn"] == [{"name": controller["metadata"]["name"]}]
+    assert (ROOT / budgets["spec"]["path"]).is_dir()
+    (source,) = gitops_docs("flux/gitrepository.yaml")
+    for kustomization in (controller, budgets):
+        assert kustomization["spec"]["sourceRef"] == {"kind": "GitRepository", "name": source["metadata"]["name"]}
