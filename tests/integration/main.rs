@@ -2,3 +2,4 @@
 mod aws;
 mod chart;
 mod crd;
+mod docs;

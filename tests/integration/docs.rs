@@ -1,0 +1,425 @@
+//! The documentation and examples that are derived from the code stay in step with it:
+//! `docs/reference.md` is generated from the CRD schema, and `examples/iam-policy.json`
+//! grants exactly the AWS operations the controller calls.
+//!
+//! Regenerate the generated documents with
+//! `UPDATE_DOCS=1 cargo test --test integration docs::`.
+
+use std::{
+    collections::BTreeSet,
+    fmt::Write as _,
+    path::{Path, PathBuf},
+};
+
+use checkpoint_autoscaler::{aws::AwsOperation, crd::CheckpointBudget};
+use kube::CustomResourceExt;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// Compares a generated document with the committed one, or rewrites it with `UPDATE_DOCS`.
+fn check_generated(path: &str, generated: &str) {
+    let file = repo(path);
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&file, generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read_to_string(&file).unwrap_or_default();
+    if committed != generated {
+        let line = committed
+            .lines()
+            .zip(generated.lines())
+            .position(|(a, b)| a != b)
+            .map_or(
+                committed.lines().count().min(generated.lines().count()) + 1,
+                |i| i + 1,
+            );
+        panic!(
+            "{path} is out of date (first difference at line {line}); regenerate it with \
+             `UPDATE_DOCS=1 cargo test --test integration docs::`"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/reference.md from the CRD
+
+/// Collapses a schema description (doc comments, wrapped) into one line.
+fn cell(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn code(text: &str) -> String {
+    format!("`{text}`")
+}
+
+/// Escapes a table cell: GitHub ends a cell at `|` even inside a code span.
+fn esc(text: &str) -> String {
+    text.replace('|', "\\|")
+}
+
+/// A whole number as people write it: schemars emits integer bounds as floats (`1.0`).
+fn number(v: &Value) -> String {
+    match v.as_f64() {
+        Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
+        _ => v.to_string(),
+    }
+}
+
+fn type_name(schema: &Value) -> String {
+    if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
+        return "integer or string".into();
+    }
+    match schema.get("type").and_then(Value::as_str) {
+        Some("array") => {
+            let item = schema.get("items").map_or_else(|| "any".to_string(), type_name);
+            match schema.get("x-kubernetes-list-type").and_then(Value::as_str) {
+                Some("map") => {
+                    let keys: Vec<&str> = schema
+                        .get("x-kubernetes-list-map-keys")
+                        .and_then(Value::as_array)
+                        .map(|k| k.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    format!("list of {item}, keyed by {}", keys.join(", "))
+                }
+                _ => format!("list of {item}"),
+            }
+        }
+        Some("string") => match schema.get("format").and_then(Value::as_str) {
+            Some("date-time") => "string (timestamp)".into(),
+            _ => "string".into(),
+        },
+        Some(t) => t.into(),
+        None => "any".into(),
+    }
+}
+
+/// Bounds a reader must respect: ranges, lengths, enums, patterns and CEL rules on the field.
+fn bounds(path: &str, schema: &Value) -> String {
+    let mut out = Vec::new();
+    let unsigned = schema
+        .get("format")
+        .and_then(Value::as_str)
+        .is_some_and(|f| f.starts_with("uint"));
+    match (schema.get("minimum"), schema.get("maximum")) {
+        (Some(min), Some(max)) => out.push(format!("{}..{}", number(min), number(max))),
+        // `>= 0` says nothing for an unsigned integer.
+        (Some(min), None) if !(unsigned && min.as_f64() == Some(0.0)) => {
+            out.push(format!(">= {}", number(min)))
+        }
+        (None, Some(max)) => out.push(format!("<= {}", number(max))),
+        _ => {}
+    }
+    match (schema.get("minLength"), schema.get("maxLength")) {
+        (Some(min), Some(max)) => out.push(format!("length {}..{}", number(min), number(max))),
+        (None, Some(max)) => out.push(format!("length <= {}", number(max))),
+        (Some(min), None) => out.push(format!("length >= {}", number(min))),
+        _ => {}
+    }
+    if let Some(values) = schema.get("enum").and_then(Value::as_array) {
+        let values: Vec<String> = values
+            .iter()
+            .map(|v| code(v.as_str().map_or_else(|| v.to_string(), str::to_owned).as_str()))
+            .collect();
+        out.push(format!("one of {}", values.join(", ")));
+    }
+    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+        out.push(format!("pattern {}", code(pattern)));
+    }
+    // An object's own rules are listed with its fields, in its section.
+    if properties(schema).is_empty() {
+        out.extend(rules(path, schema));
+    }
+    out.join("; ")
+}
+
+/// The CEL rules of a schema node, each as its message (a computed message names the
+/// offending values, so the rule itself is shown) and the field it is reported on.
+fn rules(path: &str, schema: &Value) -> Vec<String> {
+    schema
+        .get("x-kubernetes-validations")
+        .and_then(Value::as_array)
+        .map(|rules| {
+            rules
+                .iter()
+                .map(|r| {
+                    let rule = r.get("rule").and_then(Value::as_str).unwrap_or_default();
+                    let mut text = match r.get("message").and_then(Value::as_str) {
+                        Some(message) => format!("{} (CEL {})", cell(message), code(rule)),
+                        None => format!("CEL {}", code(rule)),
+                    };
+                    if let Some(field) = r.get("fieldPath").and_then(Value::as_str) {
+                        write!(text, ", reported on `{path}{field}`").unwrap();
+                    }
+                    text
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn default_value(schema: &Value) -> String {
+    match schema.get("default") {
+        None => String::new(),
+        Some(Value::String(s)) => code(s),
+        Some(v) => code(&v.to_string()),
+    }
+}
+
+fn properties(schema: &Value) -> Vec<(&String, &Value)> {
+    schema
+        .get("properties")
+        .and_then(Value::as_object)
+        .map(|p| p.iter().collect())
+        .unwrap_or_default()
+}
+
+/// One table per object, depth first: the object's own fields, then its nested objects.
+fn object_tables(out: &mut String, path: &str, schema: &Value) {
+    let props = properties(schema);
+    if props.is_empty() {
+        return;
+    }
+    let required: BTreeSet<&str> = schema
+        .get("required")
+        .and_then(Value::as_array)
+        .map(|r| r.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    writeln!(out, "### `{path}`\n").unwrap();
+    if let Some(description) = schema.get("description").and_then(Value::as_str) {
+        writeln!(out, "{}\n", cell(description)).unwrap();
+    }
+    let object_rules = rules(path, schema);
+    if !object_rules.is_empty() {
+        writeln!(
+            out,
+            "Rules across these fields (CEL, checked by the API server):\n"
+        )
+        .unwrap();
+        for rule in &object_rules {
+            writeln!(out, "- {rule}").unwrap();
+        }
+        writeln!(out).unwrap();
+    }
+    writeln!(out, "| Field | Type | Default | Bounds | Description |").unwrap();
+    writeln!(out, "|---|---|---|---|---|").unwrap();
+    let mut nested = Vec::new();
+    for (name, child) in &props {
+        let child_path = format!("{path}.{name}");
+        let mut kind = type_name(child);
+        if required.contains(name.as_str()) {
+            kind.push_str(", required");
+        }
+        let description = child
+            .get("description")
+            .and_then(Value::as_str)
+            .map(cell)
+            .unwrap_or_default();
+        writeln!(
+            out,
+            "| `{child_path}` | {kind} | {} | {} | {} |",
+            esc(&default_value(child)),
+            esc(&bounds(&child_path, child)),
+            esc(&description)
+        )
+        .unwrap();
+        if !properties(child).is_empty() {
+            nested.push((child_path, *child));
+        } else if let Some(items) = child.get("items")
+            && !properties(items).is_empty()
+        {
+            nested.push((format!("{child_path}[]"), items));
+        }
+    }
+    writeln!(out).unwrap();
+    for (child_path, child) in nested {
+        object_tables(out, &child_path, child);
+    }
+}
+
+fn reference_markdown(crd: &Value) -> String {
+    let spec = &crd["spec"];
+    let version = &spec["versions"][0];
+    let root = &version["schema"]["openAPIV3Schema"];
+    let group = spec["group"].as_str().unwrap_or_default();
+    let kind = spec["names"]["kind"].as_str().unwrap_or_default();
+    let short: Vec<&str> = spec["names"]["shortNames"]
+        .as_array()
+        .map(|s| s.iter().filter_map(Value::as_str).collect())
+        .unwrap_or_default();
+    let mut out = String::new();
+    writeln!(out, "# {kind} reference\n").unwrap();
+    writeln!(
+        out,
+        "<!-- Generated from the CRD schema by tests/integration/docs.rs: do not edit by hand.\n     \
+         Regenerate with `UPDATE_DOCS=1 cargo test --test integration docs::`. -->\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "`apiVersion: {group}/{}`, `kind: {kind}`, {} (plural `{}`, short name{} {}), with a `status` \
+         subresource. Print the CRD with `checkpoint-autoscaler crd`; check manifests against it with \
+         `checkpoint-autoscaler validate` ([gitops.md](gitops.md)).\n",
+        version["name"].as_str().unwrap_or_default(),
+        spec["scope"].as_str().unwrap_or_default().to_lowercase(),
+        spec["names"]["plural"].as_str().unwrap_or_default(),
+        if short.len() == 1 { "" } else { "s" },
+        short.iter().map(|s| code(s)).collect::<Vec<_>>().join(", "),
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "Durations are written like `90s`, `2m` or `1h30m`; sizes as Kubernetes quantities (`512Mi`, \
+         `8Gi`). Bounds are enforced by the API server at apply time: a budget outside them is \
+         rejected, never silently corrected.\n"
+    )
+    .unwrap();
+    if let Some(columns) = version["additionalPrinterColumns"].as_array() {
+        writeln!(out, "## `kubectl get ckb` columns\n").unwrap();
+        writeln!(out, "| Column | Type | From | Description |").unwrap();
+        writeln!(out, "|---|---|---|---|").unwrap();
+        for c in columns {
+            writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                c["name"].as_str().unwrap_or_default(),
+                c["type"].as_str().unwrap_or_default(),
+                esc(&code(c["jsonPath"].as_str().unwrap_or_default())),
+                esc(&c["description"].as_str().map(cell).unwrap_or_default()),
+            )
+            .unwrap();
+        }
+        writeln!(out).unwrap();
+    }
+    writeln!(out, "## spec\n").unwrap();
+    writeln!(out, "What you declare.\n").unwrap();
+    object_tables(&mut out, "spec", &root["properties"]["spec"]);
+    writeln!(out, "## status\n").unwrap();
+    writeln!(
+        out,
+        "What the controller observed, concluded and did; written by the controller only (server-side \
+         apply on the status subresource). See the README for how to read it and \
+         [troubleshooting.md](troubleshooting.md) for the condition reasons.\n"
+    )
+    .unwrap();
+    object_tables(&mut out, "status", &root["properties"]["status"]);
+    // One trailing newline, as editors save files.
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out.push('\n');
+    out
+}
+
+#[test]
+fn reference_is_generated_from_the_crd() {
+    let crd = serde_json::to_value(CheckpointBudget::crd()).unwrap();
+    let markdown = reference_markdown(&crd);
+    // Every field of the schema has a row, so nothing is left undocumented.
+    fn paths(prefix: &str, schema: &Value, out: &mut Vec<String>) {
+        for (name, child) in properties(schema) {
+            let path = format!("{prefix}.{name}");
+            paths(&path, child, out);
+            if let Some(items) = child.get("items") {
+                paths(&format!("{path}[]"), items, out);
+            }
+            out.push(path);
+        }
+    }
+    let mut all = Vec::new();
+    let root = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"];
+    paths("spec", &root["spec"], &mut all);
+    paths("status", &root["status"], &mut all);
+    assert!(all.len() > 20, "{all:?}");
+    for path in &all {
+        assert!(
+            markdown.contains(&format!("| `{path}` |")),
+            "{path} missing from the reference"
+        );
+    }
+    check_generated("docs/reference.md", &markdown);
+}
+
+// ---------------------------------------------------------------------------------------------
+// examples/iam-policy.json grants what the controller calls, and nothing more
+
+/// IAM's prefix for each service the SDK calls.
+fn iam_action(operation: AwsOperation) -> String {
+    let prefix = match operation.service() {
+        "kinesisanalyticsv2" => "kinesisanalytics",
+        "cloudwatch" => "cloudwatch",
+        other => panic!("no IAM prefix known for {other}"),
+    };
+    format!("{prefix}:{}", operation.name())
+}
+
+fn strings(v: &Value) -> Vec<String> {
+    match v {
+        Value::String(s) => vec![s.clone()],
+        Value::Array(a) => a.iter().filter_map(Value::as_str).map(str::to_owned).collect(),
+        _ => Vec::new(),
+    }
+}
+
+#[test]
+fn iam_policy_grants_exactly_the_operations_called() {
+    let text = std::fs::read_to_string(repo("examples/iam-policy.json")).unwrap();
+    let policy: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(policy["Version"], "2012-10-17");
+    let mut granted = BTreeSet::new();
+    for statement in policy["Statement"].as_array().unwrap() {
+        assert_eq!(statement["Effect"], "Allow");
+        let resources = strings(&statement["Resource"]);
+        for action in strings(&statement["Action"]) {
+            assert!(!action.contains('*'), "wildcard action {action}");
+            match action.split_once(':').map(|(service, _)| service) {
+                // Scoped to applications, never `*`.
+                Some("kinesisanalytics") => assert!(
+                    resources
+                        .iter()
+                        .all(|r| r.starts_with("arn:aws:kinesisanalytics:") && r.contains(":application/")),
+                    "{action} must be scoped to application ARNs: {resources:?}"
+                ),
+                // GetMetricData has no resource-level permissions.
+                Some("cloudwatch") => assert_eq!(resources, ["*"]),
+                // Only the roles budgets name in spec.application.roleArn.
+                Some("sts") => {
+                    assert_eq!(action, "sts:AssumeRole");
+                    assert!(
+                        resources
+                            .iter()
+                            .all(|r| r.starts_with("arn:aws:iam::") && r.contains(":role/"))
+                    );
+                }
+                _ => panic!("unexpected action {action}"),
+            }
+            granted.insert(action);
+        }
+    }
+    let mut called: BTreeSet<String> = AwsOperation::ALL.into_iter().map(iam_action).collect();
+    // STS AssumeRole is made by the SDK's credentials provider for budgets with a roleArn.
+    called.insert("sts:AssumeRole".into());
+    assert_eq!(granted, called);
+
+    let trust: Value =
+        serde_json::from_str(&std::fs::read_to_string(repo("examples/iam-trust-policy-irsa.json")).unwrap())
+            .unwrap();
+    let statement = &trust["Statement"][0];
+    assert_eq!(statement["Action"], "sts:AssumeRoleWithWebIdentity");
+    let conditions = statement["Condition"]["StringEquals"].as_object().unwrap();
+    let sub = conditions
+        .iter()
+        .find(|(k, _)| k.ends_with(":sub"))
+        .map(|(_, v)| v.as_str().unwrap());
+    // The chart's defaults: release and namespace `checkpoint-autoscaler`.
+    assert_eq!(
+        sub,
+        Some("system:serviceaccount:checkpoint-autoscaler:checkpoint-autoscaler")
+    );
+    assert!(
+        conditions
+            .iter()
+            .any(|(k, v)| k.ends_with(":aud") && v == "sts.amazonaws.com")
+    );
+}
