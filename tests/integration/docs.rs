@@ -423,3 +423,38 @@ fn iam_policy_grants_exactly_the_operations_called() {
             .any(|(k, v)| k.ends_with(":aud") && v == "sts.amazonaws.com")
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// The GitOps budgets pass `checkpoint-autoscaler validate`
+
+#[test]
+fn gitops_budgets_validate() {
+    let validator = checkpoint_autoscaler::validate::BudgetValidator::new().unwrap();
+    let report = validator.validate_paths(&[repo("examples/gitops/budgets")]);
+    let problems: Vec<String> = report
+        .documents
+        .iter()
+        .flat_map(|d| {
+            d.problems
+                .iter()
+                .map(move |p| format!("{}: {p}", d.file.display()))
+        })
+        .collect();
+    assert!(report.is_valid(), "{problems:#?}");
+    let mut names: Vec<&str> = report
+        .documents
+        .iter()
+        .filter_map(|d| d.name.as_deref())
+        .collect();
+    names.sort_unstable();
+    assert_eq!(
+        names,
+        [
+            "clickstream-sessions",
+            "orders-enrichment",
+            "payments-fraud-scoring"
+        ]
+    );
+    // The Namespace next to them is skipped, not failed.
+    assert_eq!(report.skipped, 1);
+}
