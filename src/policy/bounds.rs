@@ -14,7 +14,7 @@
 //! key groups as with 64, for a third fewer KPUs than 64).
 
 use super::{
-    sizing::load_factor,
+    sizing::{Basis, load_factor},
     types::{AppConfig, Budget, History, Outcome},
 };
 
@@ -137,6 +137,10 @@ pub(crate) struct Grow {
     pub lower_per_kpu: bool,
     /// Prefer keeping the parallelism (memory) over keeping ParallelismPerKPU (capacity).
     pub prefer_keep_parallelism: bool,
+    /// Whether more parallelism helps at all (memory pressure: only when it is state).
+    pub spread_state_helps: bool,
+    /// What the target was sized on.
+    pub basis: Basis,
 }
 
 /// Searches more capacity: parallelism never below the running one (clamped into the
@@ -320,6 +324,8 @@ mod tests {
                 target: 16.0,
                 lower_per_kpu: false,
                 prefer_keep_parallelism: false,
+                spread_state_helps: true,
+                basis: Basis::Duration,
             },
             false,
         );
@@ -332,6 +338,8 @@ mod tests {
                 target: 4.0,
                 lower_per_kpu: false,
                 prefer_keep_parallelism: false,
+                spread_state_helps: true,
+                basis: Basis::Duration,
             },
             false,
         );

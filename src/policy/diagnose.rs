@@ -25,7 +25,7 @@ use super::{
     bounds::{Grow, Space},
     explain::{fmt_bytes, fmt_change, fmt_ms, fmt_pct},
     signals::{Growth, Signals, dur_ms, ts_ms},
-    sizing::{DurationModel, load_factor_for_cpu, load_factor_for_memory},
+    sizing::{Basis, DurationModel, load_factor_for_cpu, load_factor_for_memory},
     stabilization::last_scaling,
     tuning::*,
     types::{AppConfig, Budget, Cause, History, Outcome, Reason},
@@ -87,6 +87,10 @@ const ADVICE_NOT_FIXABLE: &str = "Check the job's exceptions at checkpoint time:
     serializer that cannot handle a type (e.g. after a schema change), or an external call in \
     snapshotState/notifyCheckpointComplete that fails or times out. More KPUs cannot fix \
     either.";
+
+const ADVICE_SLOW_CALL: &str = "Look for a slow external call while snapshotting: a sink's \
+    pre-commit or flush, a synchronous request in snapshotState, or a blocking \
+    notifyCheckpointComplete. More KPUs cannot shorten it.";
 
 const ADVICE_TRANSIENT: &str = "If they recur, check S3 throttling and the application's \
     permissions; raise maxFailedCheckpoints if an occasional failure is acceptable.";
@@ -154,6 +158,10 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 target: target.max(floor),
                 lower_per_kpu: true,
                 prefer_keep_parallelism: true,
+                // Heap holds each subtask's working objects whatever its share of the
+                // state; only native (container) memory shrinks when state is spread.
+                spread_state_helps: sig.heap.is_none_or(|h| h < MEMORY_HIGH_WITH_RESTARTS),
+                basis: Basis::Memory,
             }),
         );
     }
@@ -164,14 +172,27 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         !breach && d >= PROACTIVE_FLOOR * budget_ms && projected(ctx.restart_ms) > budget_ms;
     let over_failed = sig.failed > f64::from(ctx.budget.max_failed_checkpoints);
     let saturated = sig.saturated();
-    if breach || projected_breach || (over_failed && saturated) {
+    // Failing checkpoints of a saturated job are timeouts, unless the job restarted (a
+    // failover leaves a backlog that saturates it while the real cause fails checkpoints)
+    // or is catching up.
+    let timing_out =
+        over_failed && saturated && sig.restarts == 0.0 && sig.lag_growth.is_none_or(|g| g >= 0.0);
+    if breach || projected_breach || timing_out {
         if let Some(skew) = ineffective_scale_up(ctx, budget_ms) {
             return skew;
         }
-        let mut target = duration_load;
-        if let Some(c) = cpu_load {
-            target = target.min(c);
-        }
+        // Back-pressure inflates the duration with barrier alignment, which vanishes once
+        // the job keeps up: size such a step on throughput alone (DS2); a remaining breach
+        // is then sized on the duration of a job that keeps up.
+        let throughput_bound = sig
+            .backpressure
+            .is_some_and(|b| b >= BACKPRESSURE_INFLATES_DURATION)
+            || (sig.busy.is_some_and(|b| b >= BUSY_SATURATED) && sig.lag_growth.is_some_and(|g| g > 0.0));
+        let (target, basis) = match cpu_load {
+            Some(c) if throughput_bound => (c, Basis::Throughput),
+            Some(c) if c < duration_load => (c, Basis::Throughput),
+            _ => (duration_load, Basis::Duration),
+        };
         let state = sig
             .size
             .map_or_else(String::new, |s| format!(", state {}", fmt_bytes(s)));
@@ -199,6 +220,8 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             target: target.max(floor),
             lower_per_kpu: false,
             prefer_keep_parallelism: false,
+            spread_state_helps: true,
+            basis,
         });
         if saturated {
             let lag = match sig.lag_growth {
@@ -210,6 +233,22 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 format!("{what} ({figures}{state}{lag}): the job lacks capacity."),
                 (sig.growth == Growth::Unbounded).then(|| ADVICE_TTL.to_owned()),
                 need,
+            );
+        }
+        if let Some(size) = sig.size
+            && d > 0.0
+            && size / f64::from(ctx.current.kpus()) / (d / 1000.0) < MIN_PLAUSIBLE_UPLOAD_BYTES_PER_KPU_SECOND
+        {
+            return Finding::new(
+                Cause::NotFixableByScaling,
+                format!(
+                    "{what} ({figures}{state}) while uploading only {} per checkpoint over {} KPU: \
+                     the time is not spent on state, so scaling cannot shorten it.",
+                    fmt_bytes(size),
+                    ctx.current.kpus()
+                ),
+                Some(ADVICE_SLOW_CALL.to_owned()),
+                Need::Hold(Reason::NotFixableByScaling),
             );
         }
         if sig.growth == Growth::Unbounded {
@@ -311,7 +350,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     // 6. Idle headroom.
     let idle = sig.duration_max <= IDLE_DURATION * budget_ms
         && sig.cpu_max.is_some_and(|c| c <= IDLE_CPU)
-        && sig.busy.is_none_or(|b| b < BUSY_SATURATED / 2.0)
+        && sig.busy_max.is_none_or(|b| b < BUSY_SATURATED)
         && sig.backpressure.is_none_or(|b| b < BACKPRESSURE_HIGH / 2.0)
         && memory.is_none_or(|m| m < SCALE_DOWN_MAX_MEMORY)
         && sig.growth != Growth::Unbounded;
@@ -321,7 +360,8 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             .model
             .load_factor_for(sig.duration_max, s_now, SCALE_DOWN_MAX_DURATION * budget_ms)
             .unwrap_or(s_now);
-        let by_cpu = s_now * SCALE_DOWN_MAX_CPU / cpu_max;
+        // The busiest subtask must stay as far from saturation as the average CPU.
+        let by_cpu = s_now * SCALE_DOWN_MAX_CPU / cpu_max.max(sig.busy_max.map_or(0.0, |b| b / 10.0));
         let by_memory = memory.map_or(f64::INFINITY, |m| {
             load_factor_for_memory(m, s_now, SCALE_DOWN_MAX_MEMORY)
         });

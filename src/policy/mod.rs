@@ -44,7 +44,7 @@ use self::{
     diagnose::{Context, Finding, Need},
     explain::{fmt_change, fmt_ms},
     signals::{Readiness, Signals, Window, dur_ms, ms_duration, ts_ms},
-    sizing::{DurationModel, restart_estimate_ms},
+    sizing::{Basis, DurationModel, restart_estimate_ms},
     stabilization::{Stabilized, cooldown_left_ms, in_flight, stabilize},
     tuning::*,
 };
@@ -354,6 +354,19 @@ fn predicted(ctx: &Context<'_>, to: AppConfig) -> String {
     )
 }
 
+/// What a scale-up to `to` promises, on the basis it was sized on.
+fn outlook(ctx: &Context<'_>, need: Grow, to: AppConfig) -> String {
+    let ratio = ctx.space.load(ctx.current) / ctx.space.load(to).max(f64::MIN_POSITIVE);
+    match need.basis {
+        Basis::Duration => format!("bring checkpoints to {}", predicted(ctx, to)),
+        Basis::Throughput => format!(
+            "process about {ratio:.1}× as much with headroom to drain the backlog (sized on CPU, busy \
+             time and lag: back-pressure inflates the duration until the job keeps up)"
+        ),
+        Basis::Memory => format!("give each subtask about {ratio:.1}× the memory"),
+    }
+}
+
 /// Scales to `to` unless the cooldown for its direction is running.
 fn scale_or_cool(
     ctx: &Context<'_>,
@@ -398,7 +411,7 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
     let mut need = need;
     let mut pick = bounds::grow(space, ctx.current, need, false);
     let mut fallback = String::new();
-    if need.lower_per_kpu && pick == Pick::Nothing {
+    if need.lower_per_kpu && need.spread_state_helps && pick == Pick::Nothing {
         // ParallelismPerKPU cannot go lower: spread the state over more subtasks instead.
         need.lower_per_kpu = false;
         need.prefer_keep_parallelism = false;
@@ -424,10 +437,10 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
     match pick {
         Pick::Meets(to) => {
             let message = format!(
-                "{}{fallback} Scaling {} to bring checkpoints to {}.{failed_note}",
+                "{}{fallback} Scaling {} to {}.{failed_note}",
                 finding.summary,
                 fmt_change(ctx.current, to),
-                predicted(ctx, to)
+                outlook(ctx, need, to)
             );
             scale_or_cool(ctx, draft, &finding, to, up_reason, message)
         }
@@ -443,11 +456,11 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
                 ),
             };
             let message = format!(
-                "{}{fallback} Scaling to the best allowed, {}: {why}; predicted {}. Raise the bounds or \
+                "{}{fallback} Scaling to the best allowed, {}, to {}: {why}. Raise the bounds or \
                  reduce the load to meet the budget.",
                 finding.summary,
                 fmt_change(ctx.current, to),
-                predicted(ctx, to)
+                outlook(ctx, need, to)
             );
             scale_or_cool(ctx, draft, &finding, to, reason, message)
         }

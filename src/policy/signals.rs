@@ -208,6 +208,8 @@ pub(crate) struct Signals {
     pub cpu_max: Option<f64>,
     /// Median busy time of the latest periods, ms/s.
     pub busy: Option<f64>,
+    /// Highest judged busy time, ms/s.
+    pub busy_max: Option<f64>,
     /// Median back-pressured time of the latest periods, ms/s.
     pub backpressure: Option<f64>,
     /// Sustained heap utilization (second highest of the latest periods), %.
@@ -295,6 +297,7 @@ impl Signals {
         };
 
         let cpu_v = values(samples, |s| s.cpu_utilization);
+        let busy_v = values(samples, |s| s.busy_time_ms_per_second);
         let mem = |f: fn(&Sample) -> Option<f64>| {
             let v = values(samples, f);
             stats::second_highest(recent(&v, MEMORY_PERIODS))
@@ -313,10 +316,8 @@ impl Signals {
             growth,
             cpu: stats::median(recent(&cpu_v, RECENT_PERIODS)),
             cpu_max: stats::max(&cpu_v),
-            busy: stats::median(recent(
-                &values(samples, |s| s.busy_time_ms_per_second),
-                RECENT_PERIODS,
-            )),
+            busy: stats::median(recent(&busy_v, RECENT_PERIODS)),
+            busy_max: stats::max(&busy_v),
             backpressure: stats::median(recent(
                 &values(samples, |s| s.back_pressured_time_ms_per_second),
                 RECENT_PERIODS,

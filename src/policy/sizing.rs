@@ -25,6 +25,17 @@ use super::{
     types::{AppConfig, History, Outcome},
 };
 
+/// What a scale-up step was sized on (for the message: what the step promises).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Basis {
+    /// The checkpoint duration model.
+    Duration,
+    /// Throughput: CPU/busy time and the lag trend (the duration is inflated by alignment).
+    Throughput,
+    /// Memory utilization.
+    Memory,
+}
+
 /// The work the most loaded vCPU carries, in key groups:
 /// `ceil(maxParallelism / parallelism) * min(perKpu, parallelism)`.
 pub(crate) fn load_factor(config: AppConfig, max_parallelism: u32) -> f64 {

@@ -164,12 +164,69 @@ fn under_provisioned_scales_parallelism_in_one_sized_step() {
     assert_eq!(d.reason, Reason::ScaleUpRequired);
     assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
     let to = scaled_to(&d);
-    // Load factor 32 -> at most 32 * (78 s - 18 s) / 162 s = 11.9: 26 subtasks (5 key
-    // groups each) at 2 per KPU, 13 KPU; the same perKpu (the parallelism knob).
-    assert_eq!(to, AppConfig::new(26, 2));
+    // Back-pressured: the duration is inflated by alignment, so the step is sized on
+    // throughput: load factor 32 -> at most 32 * 70% / 95% = 23.6: 12 subtasks (11 key
+    // groups each) at 2 per KPU, 6 KPU; the same perKpu (the parallelism knob).
+    assert_eq!(to, AppConfig::new(12, 2));
     assert_eq!(d.recommendation, to);
     assert_eq!(d.slo_met, Some(false));
-    assert!(d.message.contains("8 → 26"), "{}", d.message);
+    assert!(d.message.contains("8 → 12"), "{}", d.message);
+}
+
+#[test]
+fn lag_growth_sizes_the_step_on_demand() {
+    // Falling behind by half of real time: the input is twice what is processed.
+    let behind = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(30_000.0 * i as f64);
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, behind)),
+        &History::default(),
+    );
+    // Load factor 32 -> at most 32 * 70% / (95% * 2) = 11.8: 13 subtasks at 2 per KPU
+    // (10 key groups each, load 20) is not enough; 26 at 2 (load 10) is.
+    assert_eq!(scaled_to(&d), AppConfig::new(26, 2));
+    assert!(
+        d.diagnosis.summary.contains("falling behind"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
+
+#[test]
+fn without_back_pressure_the_duration_sizes_the_step() {
+    let busy_cpu = |_: usize, s: &mut Sample| {
+        s.cpu_utilization = Some(80.0);
+        s.busy_time_ms_per_second = Some(800.0);
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, busy_cpu)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    // Load factor 32 -> at most 32 * (78 s - 18 s) / 162 s = 11.9 (CPU asks for less):
+    // 26 subtasks at 2 per KPU (5 key groups each, load 10), 13 KPU.
+    assert_eq!(scaled_to(&d), AppConfig::new(26, 2));
+}
+
+#[test]
+fn a_slow_checkpoint_of_little_state_is_not_fixable_by_scaling() {
+    let d = run(
+        &budget(),
+        &obs(
+            AppConfig::new(8, 2),
+            window(150.0, |_, s| {
+                s.last_checkpoint_size_bytes = Some(100.0 * 1024.0 * 1024.0)
+            }),
+        ),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::NotFixableByScaling);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::NotFixableByScaling));
+    assert!(d.diagnosis.advice.as_deref().unwrap().contains("external call"));
 }
 
 #[test]
@@ -256,14 +313,26 @@ fn one_memory_spike_is_not_pressure_but_restarts_lower_the_bar() {
 }
 
 #[test]
-fn memory_pressure_at_min_per_kpu_spreads_state_instead() {
+fn memory_pressure_at_min_per_kpu_spreads_state_or_blocks() {
     let mut b = budget();
     b.per_kpu_min = 2;
+    // Heap holds working objects per subtask: more subtasks do not help.
     let d = run(
         &b,
         &obs(
             AppConfig::new(8, 2),
             window(70.0, |_, s| s.heap_memory_utilization = Some(95.0)),
+        ),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Blocked, Reason::LimitReached));
+    assert!(d.message.contains("perKpu.min 2"), "{}", d.message);
+    // Native memory pinned by state does shrink when the state is spread.
+    let d = run(
+        &b,
+        &obs(
+            AppConfig::new(8, 2),
+            window(70.0, |_, s| s.container_memory_utilization = Some(95.0)),
         ),
         &History::default(),
     );
@@ -483,9 +552,14 @@ fn parallelism_capped_lowers_per_kpu_then_blocks_at_max_kpus() {
 fn max_kpus_caps_the_step_and_reports_limit_reached() {
     let mut b = budget();
     b.max_kpus = Some(10);
+    // Falling behind by 45 s a minute: the input is four times what is processed.
+    let far_behind = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(45_000.0 * i as f64);
+    };
     let d = run(
         &b,
-        &obs(AppConfig::new(4, 1), window(400.0, saturated)),
+        &obs(AppConfig::new(4, 1), window(400.0, far_behind)),
         &History::default(),
     );
     assert_eq!(d.reason, Reason::LimitReached);
@@ -518,7 +592,7 @@ fn never_retries_a_failed_configuration() {
         NOW - 120,
         Some(NOW - 110),
         AppConfig::new(8, 2),
-        AppConfig::new(26, 2),
+        AppConfig::new(12, 2),
         Outcome::Failed,
     );
     let h = history(vec![failed]);
@@ -527,8 +601,7 @@ fn never_retries_a_failed_configuration() {
         &obs(AppConfig::new(8, 2), window(180.0, saturated)),
         &h,
     );
-    let to = scaled_to(&d);
-    assert_ne!(to, AppConfig::new(26, 2));
+    assert_eq!(scaled_to(&d), AppConfig::new(13, 2));
     assert!(d.message.contains("failed before"), "{}", d.message);
 
     // When the failed one was the only way up: PreviouslyFailed, blocked.

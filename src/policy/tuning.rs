@@ -49,6 +49,16 @@ pub(crate) const BUSY_SATURATED: f64 = 750.0;
 /// `backPressuredTimeMsPerSecond` at or above which the job counts as back-pressured.
 pub(crate) const BACKPRESSURE_HIGH: f64 = 500.0;
 
+/// `backPressuredTimeMsPerSecond` from which the checkpoint duration is taken to be inflated
+/// by barrier alignment: the job cannot keep up, so the step is sized on throughput
+/// (DS2: processing rate and lag), not on a duration that shrinks once it keeps up.
+pub(crate) const BACKPRESSURE_INFLATES_DURATION: f64 = 100.0;
+
+/// A checkpoint that uploads less than this per KPU and second is not slow because of its
+/// state: S3 gives a KPU tens of MiB/s. Such a breach (a slow external call in the
+/// synchronous phase, a sink's pre-commit) is not fixable by scaling.
+pub(crate) const MIN_PLAUSIBLE_UPLOAD_BYTES_PER_KPU_SECOND: f64 = 1024.0 * 1024.0;
+
 /// Heap or container memory (%) at or above which memory is under pressure.
 pub(crate) const MEMORY_HIGH: f64 = 90.0;
 
