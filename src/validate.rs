@@ -225,6 +225,7 @@ impl BudgetValidator {
         if let Some(map) = object.as_object_mut() {
             map.remove("status");
         }
+        prune_nulls(&self.schema, &mut object);
         let mut problems = check_metadata(&object);
         unknown_fields(&self.schema, &object, "", true, &mut problems);
         let schema_problems: Vec<Problem> = self
@@ -450,6 +451,40 @@ fn to_json_schema_child(key: &str, value: &Value) -> Value {
             Value::Array(list.iter().map(to_json_schema).collect())
         }
         (_, v) => v.clone(),
+    }
+}
+
+/// Drops `null` values of fields that are not `nullable`, as the API server does before
+/// defaulting (so `mode: null` means "the default", and a required field set to null is
+/// reported as missing).
+fn prune_nulls(schema: &Value, value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            let props = schema.get("properties").and_then(Value::as_object);
+            let additional = schema.get("additionalProperties").filter(|a| a.is_object());
+            map.retain(|key, child| {
+                let child_schema = props.and_then(|p| p.get(key)).or(additional);
+                let nullable = child_schema
+                    .and_then(|s| s.get("nullable"))
+                    .and_then(Value::as_bool)
+                    == Some(true);
+                // Unknown fields are left for the unknown-field check to report.
+                !(child.is_null() && child_schema.is_some() && !nullable)
+            });
+            for (key, child) in map.iter_mut() {
+                if let Some(child_schema) = props.and_then(|p| p.get(key)).or(additional) {
+                    prune_nulls(child_schema, child);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items {
+                    prune_nulls(item_schema, item);
+                }
+            }
+        }
+        _ => {}
     }
 }
 
@@ -722,6 +757,49 @@ mod tests {
         assert!(!v.is_valid(&serde_json::json!({"q": "8G"})));
         assert!(!v.is_valid(&serde_json::json!({"q": true})));
         assert!(!v.is_valid(&serde_json::json!({"a": "1"})));
+    }
+
+    fn budget(spec: Value) -> Value {
+        serde_json::json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1",
+            "kind": "CheckpointBudget",
+            "metadata": {"name": "x"},
+            "spec": spec,
+        })
+    }
+
+    #[test]
+    fn nulls_are_pruned_like_the_api_server_does() {
+        let v = BudgetValidator::new().unwrap();
+        let ok = budget(serde_json::json!({
+            "application": {"name": "a", "region": null},
+            "objectives": {"maxCheckpointDuration": "2m", "window": null, "maxCheckpointSize": null},
+            "parallelism": {"min": 4, "max": 8, "maxParallelism": 8, "perKpu": null},
+            "maxKpus": null, "mode": null, "behavior": null
+        }));
+        assert_eq!(v.validate(&ok), Vec::new());
+        let missing = budget(serde_json::json!({
+            "application": {"name": "a"},
+            "objectives": {"maxCheckpointDuration": null},
+            "parallelism": {"min": 4, "max": 8, "maxParallelism": 8}
+        }));
+        let problems: Vec<String> = v.validate(&missing).iter().map(ToString::to_string).collect();
+        assert_eq!(
+            problems,
+            ["spec.objectives.maxCheckpointDuration: is required [required]"]
+        );
+    }
+
+    #[test]
+    fn status_is_ignored() {
+        let v = BudgetValidator::new().unwrap();
+        let mut doc = budget(serde_json::json!({
+            "application": {"name": "a"},
+            "objectives": {"maxCheckpointDuration": "2m"},
+            "parallelism": {"min": 4, "max": 8, "maxParallelism": 8}
+        }));
+        doc["status"] = serde_json::json!({"anything": 1});
+        assert_eq!(v.validate(&doc), Vec::new());
     }
 
     #[test]

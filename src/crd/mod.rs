@@ -94,7 +94,7 @@ pub struct CheckpointBudgetSpec {
     /// (KPUs = ceil(parallelism / parallelismPerKpu)). Must allow `parallelism.min` at
     /// `parallelism.perKpu.max`. Unset means no cap beyond the service's KPU quota.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(range(min = 1, max = 32768))]
+    #[schemars(schema_with = "max_kpus_schema")]
     pub max_kpus: Option<u32>,
     /// How cautiously the controller scales: cooldowns after a scaling, and how long a lower
     /// recommendation must hold before it scales down. Every change restarts the job from a
@@ -273,6 +273,13 @@ pub enum ServiceAutoScaling {
     Disable,
     /// Leave `AutoScalingEnabled` as it is.
     Keep,
+}
+
+/// `maxKpus` without `nullable`: the API server then prunes an explicit `maxKpus: null`
+/// (meaning "no cap") instead of keeping a null that the CEL rule on the spec would have to
+/// guard against.
+fn max_kpus_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({"type": "integer", "format": "int32", "minimum": 1, "maximum": FLINK_MAX_PARALLELISM})
 }
 
 fn default_window() -> KubeDuration {
