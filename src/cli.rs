@@ -20,6 +20,8 @@ pub enum Command {
     Validate(crate::validate::ValidateArgs),
     /// Run the controller: reconcile CheckpointBudgets against Managed Service for Apache Flink.
     Run(crate::controller::RunArgs),
+    /// Serve the AWS emulator (kinesisanalyticsv2 and CloudWatch) on loopback.
+    Emulator(crate::emulator::EmulatorArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -28,5 +30,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Crd => crate::crd::run_crd(),
         Command::Validate(args) => crate::validate::run(args),
         Command::Run(args) => crate::controller::run(args),
+        Command::Emulator(args) => crate::emulator::run(args),
     }
 }

@@ -1,0 +1,176 @@
+//! The control API under `/_emulator/` (JSON; no SigV4): what tests and demos use to set
+//! the stage and to check what a client did. AWS never serves this path.
+//!
+//! | method and path | body / query | answer |
+//! |---|---|---|
+//! | `GET /_emulator/health` | | `{"status": "ok", "virtualNow": ...}` |
+//! | `GET /_emulator/clock` | | `{"virtualNow": ..., "periodMillis": ...}` |
+//! | `POST /_emulator/clock/advance` | `{"seconds": 600}` | the clock after advancing |
+//! | `POST /_emulator/scenarios?name=N` | a scenario, YAML or JSON | 201, `{"application": <ApplicationDetail>}` |
+//! | `GET /_emulator/applications` | | `{"applications": [<ApplicationDetail>...]}` |
+//! | `GET /_emulator/faults` | | `{"faults": [...]}` |
+//! | `POST /_emulator/faults` | a [`FaultSpec`] | 201, `{"id": N}` |
+//! | `DELETE /_emulator/faults` | | 204, all cleared |
+//! | `DELETE /_emulator/faults/{id}` | | 204, or 404 |
+//! | `GET /_emulator/calls` | `?service=&operation=&application=&since=` | `{"calls": [<CallRecord>...]}` |
+//! | `DELETE /_emulator/calls` | | 204, log reset |
+//!
+//! Errors: `{"error": "..."}` with 400 (bad input) or 404 (no such fault).
+
+use std::time::Duration;
+
+use axum::{
+    Json, Router,
+    body::Bytes,
+    extract::{Path, Query, State},
+    http::StatusCode,
+    response::{IntoResponse, Response},
+    routing::{delete, get, post},
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{EmulatorState, calllog::CallFilter, faults::FaultSpec, kinesis};
+use crate::sim::Scenario;
+
+/// The control routes, to be nested under `/_emulator`.
+pub fn router() -> Router<EmulatorState> {
+    Router::new()
+        .route("/health", get(health))
+        .route("/clock", get(clock))
+        .route("/clock/advance", post(advance))
+        .route("/scenarios", post(add_scenario))
+        .route("/applications", get(applications))
+        .route("/faults", get(list_faults).post(arm_fault).delete(clear_faults))
+        .route("/faults/{id}", delete(clear_fault))
+        .route("/calls", get(calls).delete(reset_calls))
+}
+
+fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
+    (status, Json(json!({ "error": message.to_string() }))).into_response()
+}
+
+fn clock_json(state: &EmulatorState) -> Value {
+    json!({
+        "virtualNow": state.virtual_now().to_string(),
+        "periodMillis": state.clock().period().map(|p| p.as_millis() as u64),
+    })
+}
+
+async fn health(State(state): State<EmulatorState>) -> Json<Value> {
+    Json(json!({ "status": "ok", "virtualNow": state.virtual_now().to_string() }))
+}
+
+async fn clock(State(state): State<EmulatorState>) -> Json<Value> {
+    Json(clock_json(&state))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Advance {
+    seconds: f64,
+}
+
+async fn advance(State(state): State<EmulatorState>, body: Bytes) -> Response {
+    let advance: Advance = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"seconds\": N}}: {e}"),
+            );
+        }
+    };
+    match Duration::try_from_secs_f64(advance.seconds) {
+        Ok(by) => {
+            state.advance(by);
+            Json(clock_json(&state)).into_response()
+        }
+        Err(_) => error(
+            StatusCode::BAD_REQUEST,
+            "seconds must be a finite, non-negative number",
+        ),
+    }
+}
+
+#[derive(Deserialize)]
+struct ScenarioQuery {
+    name: Option<String>,
+}
+
+async fn add_scenario(
+    State(state): State<EmulatorState>,
+    Query(q): Query<ScenarioQuery>,
+    body: Bytes,
+) -> Response {
+    let text = match std::str::from_utf8(&body) {
+        Ok(t) => t,
+        Err(_) => return error(StatusCode::BAD_REQUEST, "the scenario must be UTF-8 YAML or JSON"),
+    };
+    // JSON is YAML, so one parser takes both.
+    let scenario = match Scenario::from_yaml(text, "<request body>") {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e),
+    };
+    match state.add_scenario(&scenario, q.name.as_deref()) {
+        Ok(view) => (
+            StatusCode::CREATED,
+            Json(json!({ "application": kinesis::application_detail(&view) })),
+        )
+            .into_response(),
+        Err(e) => {
+            let e = kinesis::service_error(e);
+            error(
+                StatusCode::BAD_REQUEST,
+                format!("{}: {}", e.json_wire().error_type, e.message),
+            )
+        }
+    }
+}
+
+async fn applications(State(state): State<EmulatorState>) -> Json<Value> {
+    let apps: Vec<Value> = state.with_fleet(|f| {
+        f.list_applications()
+            .iter()
+            .map(kinesis::application_detail)
+            .collect()
+    });
+    Json(json!({ "applications": apps }))
+}
+
+async fn list_faults(State(state): State<EmulatorState>) -> Json<Value> {
+    Json(json!({ "faults": state.faults() }))
+}
+
+async fn arm_fault(State(state): State<EmulatorState>, body: Bytes) -> Response {
+    let spec: FaultSpec = match serde_json::from_slice(&body) {
+        Ok(s) => s,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a fault: {e}")),
+    };
+    match state.arm_fault(spec) {
+        Ok(id) => (StatusCode::CREATED, Json(json!({ "id": id }))).into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+async fn clear_faults(State(state): State<EmulatorState>) -> StatusCode {
+    state.clear_faults();
+    StatusCode::NO_CONTENT
+}
+
+async fn clear_fault(State(state): State<EmulatorState>, Path(id): Path<u64>) -> Response {
+    if state.clear_fault(id) {
+        StatusCode::NO_CONTENT.into_response()
+    } else {
+        error(StatusCode::NOT_FOUND, format!("no fault with id {id}"))
+    }
+}
+
+async fn calls(State(state): State<EmulatorState>, Query(filter): Query<CallFilter>) -> Json<Value> {
+    Json(json!({ "calls": state.calls(&filter) }))
+}
+
+async fn reset_calls(State(state): State<EmulatorState>) -> StatusCode {
+    state.reset_calls();
+    StatusCode::NO_CONTENT
+}
