@@ -206,7 +206,7 @@ fn elapsed_since_last_scaling(h: &History) -> Option<Duration> {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 1000, ..ProptestConfig::default() })]
+    #![proptest_config(ProptestConfig { cases: 600, ..ProptestConfig::default() })]
 
     #[test]
     fn decisions_are_safe((b, o, h) in case(), observed in any::<bool>()) {
@@ -224,6 +224,14 @@ proptest! {
             prop_assert!(to.parallelism_per_kpu >= b.per_kpu_min && to.parallelism_per_kpu <= b.per_kpu_max, "{}", to);
             prop_assert!(b.max_kpus.is_none_or(|m| to.kpus() <= m), "{}", to);
             prop_assert_ne!(to, o.config);
+            // Key-group aligned: the smallest parallelism with its number of key groups per
+            // subtask, unless it is the floor or the running parallelism (perKpu change only).
+            let kg = b.max_parallelism;
+            let aligned = to.parallelism == 1 || kg.div_ceil(to.parallelism - 1) > kg.div_ceil(to.parallelism);
+            prop_assert!(
+                aligned || to.parallelism == b.parallelism_min || to.parallelism == o.config.parallelism,
+                "{} is not aligned to {} key groups", to, kg
+            );
             // Never a configuration that failed.
             prop_assert!(!h.scalings.iter().any(|r| r.outcome == Outcome::Failed && r.to == to));
             // Never while busy or on missing data.
