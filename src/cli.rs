@@ -22,6 +22,9 @@ pub enum Command {
     Run(crate::controller::RunArgs),
     /// Serve the AWS emulator (kinesisanalyticsv2 and CloudWatch) on loopback.
     Emulator(crate::emulator::EmulatorArgs),
+    /// Run a scenario in virtual time under a policy (or a baseline) and report SLO-violation
+    /// minutes, KPU-hours and restarts.
+    Simulate(crate::sim::SimulateArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -31,5 +34,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Validate(args) => crate::validate::run(args),
         Command::Run(args) => crate::controller::run(args),
         Command::Emulator(args) => crate::emulator::run(args),
+        Command::Simulate(args) => crate::sim::simulate::run_command(args),
     }
 }

@@ -1100,7 +1100,14 @@ impl Fleet {
                 }
             }
             app.job.advance(cursor, t1);
-            let report = app.job.take_period(t1);
+            let mut report = app.job.take_period(t1);
+            // KPUs are billed (and reported) whenever the application is not READY, including
+            // while it restarts.
+            report.kpus = if app.status == AppStatus::Ready {
+                0
+            } else {
+                app.running_config().kpus()
+            };
             autoscale(app, &report, t1, quota);
             reports.push((app.name.clone(), report.clone()));
             app.last_report = Some(report);

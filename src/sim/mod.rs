@@ -6,12 +6,17 @@
 //! - [`fleet`]: the service holding many applications: versions, operations, `UPDATING`,
 //!   rollback, quotas, the service's own autoscaling, tags, and the CloudWatch metrics
 //!   ([`store`]). The `emulator` serves it over the real wire protocols.
+//! - [`simulate`]: the `simulate` subcommand and its reusable loop ([`run`]) with the
+//!   project's policy or a [`baselines`] policy; [`chart`] draws the result as SVG.
 //!
 //! Everything is deterministic for a seed and runs in virtual time.
 
+pub mod baselines;
+pub mod chart;
 pub mod fleet;
 pub mod model;
 pub mod scenario;
+pub mod simulate;
 pub mod store;
 pub mod units;
 
@@ -21,4 +26,5 @@ pub use fleet::{
     UpdateApplication,
 };
 pub use scenario::{Scenario, ScenarioError};
+pub use simulate::{CheckpointAutoscaler, Policy, PolicyChoice, RunReport, SimError, SimulateArgs, run};
 pub use store::{MetricId, MetricQuery, PutDatum, StatisticSet};

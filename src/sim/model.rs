@@ -278,6 +278,8 @@ pub struct PeriodReport {
     pub uptime_ms: f64,
     /// Full keyed state, bytes.
     pub state_bytes: f64,
+    /// Age of the checkpoint in flight at the end of the period, ms.
+    pub in_flight_ms: Option<f64>,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -617,6 +619,9 @@ impl Job {
             report.full_restarts_total = run.full_restarts as f64;
             report.last_checkpoint_duration_ms = run.last.map(|c| c.duration.as_secs_f64() * 1000.0);
             report.last_checkpoint_size_bytes = run.last.map(|c| c.size);
+            report.in_flight_ms = run
+                .in_flight
+                .map(|f| end.duration_since(f.started).as_secs_f64().max(0.0) * 1000.0);
             match run.outage_since {
                 Some(since) => report.downtime_ms = end.duration_since(since).as_secs_f64().max(0.0) * 1000.0,
                 None => {

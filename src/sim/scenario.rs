@@ -12,6 +12,7 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::units;
+use crate::{crd::CheckpointBudgetSpec, policy::Budget};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -88,7 +89,7 @@ pub struct Scenario {
     /// The `CheckpointBudget` spec (the public API's YAML shape, `spec:` of the resource)
     /// to judge the run against and to drive the project's policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub budget: Option<serde_yaml::Value>,
+    pub budget: Option<CheckpointBudgetSpec>,
 }
 
 /// The application at the start of the scenario.
@@ -534,6 +535,19 @@ impl Scenario {
         self.start.unwrap_or(DEFAULT_START)
     }
 
+    /// The budget as the policy reads it (`None` when the scenario has none).
+    pub fn policy_budget(&self) -> Result<Option<Budget>, ScenarioError> {
+        self.budget
+            .as_ref()
+            .map(|spec| {
+                spec.to_budget().map_err(|e| ScenarioError::Invalid {
+                    name: self.name.clone(),
+                    message: format!("budget: {e}"),
+                })
+            })
+            .transpose()
+    }
+
     /// Checks what serde cannot: ranges and consistency.
     pub fn validate(&self) -> Result<(), ScenarioError> {
         let bad = |message: String| {
@@ -611,6 +625,7 @@ impl Scenario {
         {
             return bad("faults.transientS3Errors.rate must be within [0, 1]".into());
         }
+        self.policy_budget()?;
         let p = &self.platform;
         if p.s3_bandwidth_per_kpu <= 0.0 || !(0.0..0.9).contains(&p.cpu_overhead) {
             return bad("platform.s3BandwidthPerKpu must be positive and cpuOverhead within [0, 0.9)".into());
