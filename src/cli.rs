@@ -25,6 +25,9 @@ pub enum Command {
     /// Run a scenario in virtual time under a policy (or a baseline) and report SLO-violation
     /// minutes, KPU-hours and restarts.
     Simulate(crate::sim::SimulateArgs),
+    /// Evaluate one live application against a budget, once: print the observed
+    /// configuration, checkpoint figures, diagnosis and recommendation. Changes nothing.
+    Recommend(Box<crate::recommend::RecommendArgs>),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -35,5 +38,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Run(args) => crate::controller::run(args),
         Command::Emulator(args) => crate::emulator::run(args),
         Command::Simulate(args) => crate::sim::simulate::run_command(args),
+        Command::Recommend(args) => crate::recommend::run(*args),
     }
 }

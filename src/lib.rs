@@ -27,3 +27,5 @@ pub mod validate;
 /// Helper methods only available for tests.
 #[cfg(test)]
 pub mod fixtures;
+/// `recommend`: a one-shot evaluation of a live application; changes nothing.
+pub mod recommend;

@@ -5,7 +5,6 @@ use std::error::Error as StdError;
 
 use aws_credential_types::provider::error::CredentialsError;
 use aws_sdk_kinesisanalyticsv2::error::{ProvideErrorMetadata, SdkError};
-use aws_smithy_types::error::display::DisplayErrorContext;
 
 use super::stats::AwsOperation;
 
@@ -117,11 +116,11 @@ impl AwsError {
             SdkError::TimeoutError(_) => AwsError::Transient(format!("{op}: timed out")),
             SdkError::DispatchFailure(dispatch) => {
                 if let Some(creds) = find_source::<CredentialsError>(&err) {
-                    AwsError::Credentials(format!("{op}: {}", DisplayErrorContext(creds)))
+                    AwsError::Credentials(format!("{op}: {}", chain(creds)))
                 } else if dispatch.is_io() || dispatch.is_timeout() {
-                    AwsError::Transient(format!("{op}: {}", DisplayErrorContext(&err)))
+                    AwsError::Transient(format!("{op}: {}", chain(&err)))
                 } else {
-                    AwsError::Other(format!("{op}: {}", DisplayErrorContext(&err)))
+                    AwsError::Other(format!("{op}: {}", chain(&err)))
                 }
             }
             SdkError::ResponseError(response) => {
@@ -132,14 +131,14 @@ impl AwsError {
                     // NB: an unreadable response is most often a connection cut short; retry.
                     AwsError::Transient(format!(
                         "{op}: unreadable response (HTTP {status}): {}",
-                        DisplayErrorContext(&err)
+                        chain(&err)
                     ))
                 }
             }
             SdkError::ConstructionFailure(_) => {
-                AwsError::Other(format!("{op}: request not built: {}", DisplayErrorContext(&err)))
+                AwsError::Other(format!("{op}: request not built: {}", chain(&err)))
             }
-            _ => AwsError::Other(format!("{op}: {}", DisplayErrorContext(&err))),
+            _ => AwsError::Other(format!("{op}: {}", chain(&err))),
         }
     }
 }
@@ -302,6 +301,21 @@ pub(crate) fn classify_service(
     }
 }
 
+/// An error and its sources, joined with ": " (the SDK's wrappers repeat their source's
+/// text, so repeats are dropped). Unlike `DisplayErrorContext`, no `Debug` dump.
+fn chain(err: &(dyn StdError + 'static)) -> String {
+    let mut parts: Vec<String> = Vec::new();
+    let mut current: Option<&(dyn StdError + 'static)> = Some(err);
+    while let Some(e) = current {
+        let text = e.to_string();
+        if !text.is_empty() && !parts.iter().any(|p| p.contains(&text)) {
+            parts.push(text);
+        }
+        current = e.source();
+    }
+    parts.join(": ")
+}
+
 /// The first error of type `T` in `err`'s source chain.
 fn find_source<'a, T: StdError + 'static>(err: &'a (dyn StdError + 'static)) -> Option<&'a T> {
     let mut current: Option<&(dyn StdError + 'static)> = Some(err);
@@ -380,6 +394,18 @@ mod tests {
         let names: std::collections::HashSet<_> = ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
         assert_eq!(names.len(), ErrorKind::ALL.len());
         assert_eq!(AwsError::ResourceInUse("x".into()).kind(), "resource_in_use");
+    }
+
+    #[test]
+    fn chains_join_sources_without_repeats() {
+        #[derive(Debug, thiserror::Error)]
+        #[error("dispatch failure")]
+        struct Outer(#[source] std::io::Error);
+        let err = Outer(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "connection refused",
+        ));
+        assert_eq!(chain(&err), "dispatch failure: connection refused");
     }
 
     #[test]
