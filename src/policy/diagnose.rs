@@ -294,11 +294,21 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Need::Hold(Reason::NotFixableByScaling),
             );
         }
+        let resources = if saturated && sig.restarts > 0.0 {
+            format!(
+                "the job is saturated only by the backlog of {} failover(s)",
+                sig.restarts.round()
+            )
+        } else if saturated {
+            "the job is saturated only while it catches up".to_owned()
+        } else {
+            "resources look normal".to_owned()
+        };
         return Finding::new(
             Cause::NotFixableByScaling,
             format!(
-                "{counts}, while completed checkpoints take {} against a {} budget and resources \
-                 look normal ({figures}): scaling cannot fix this.",
+                "{counts}, while completed checkpoints take {} against a {} budget and {resources} \
+                 ({figures}): scaling cannot fix this.",
                 fmt_ms(d),
                 fmt_ms(budget_ms)
             ),

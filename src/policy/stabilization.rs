@@ -119,3 +119,86 @@ pub fn remember(history: &mut History, decision: &Decision, budget: &Budget, now
         history.recommendations.drain(..excess);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(m: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + m * 60).unwrap()
+    }
+
+    fn rec(m: i64, p: u32) -> RecommendationRecord {
+        RecommendationRecord {
+            at: t(m),
+            config: AppConfig::new(p, 1),
+        }
+    }
+
+    fn hist(recs: Vec<RecommendationRecord>) -> History {
+        History {
+            scalings: Vec::new(),
+            recommendations: recs,
+        }
+    }
+
+    const HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn zero_window_takes_the_raw_recommendation() {
+        let raw = AppConfig::new(4, 1);
+        assert_eq!(
+            stabilize(&History::default(), Duration::ZERO, raw, t(0)),
+            Stabilized::Settled(raw)
+        );
+    }
+
+    #[test]
+    fn an_uncovered_window_is_pending_for_what_is_missing() {
+        let h = hist(vec![rec(-40, 4)]);
+        assert_eq!(
+            stabilize(&h, HOUR, AppConfig::new(4, 1), t(0)),
+            Stabilized::Pending { ms: 20 * 60_000 }
+        );
+        assert_eq!(
+            stabilize(&History::default(), HOUR, AppConfig::new(4, 1), t(0)),
+            Stabilized::Pending { ms: 3_600_000 }
+        );
+    }
+
+    #[test]
+    fn the_record_in_force_at_the_start_counts_and_older_ones_do_not() {
+        // 16 until minute -61, 12 from -61 (in force at the start, -60), 6 from -30.
+        let h = hist(vec![rec(-90, 16), rec(-61, 12), rec(-30, 6)]);
+        assert_eq!(
+            stabilize(&h, HOUR, AppConfig::new(4, 1), t(0)),
+            Stabilized::Settled(AppConfig::new(12, 1))
+        );
+        // Exactly at the start is in force too.
+        let h = hist(vec![rec(-90, 16), rec(-60, 8)]);
+        assert_eq!(
+            stabilize(&h, HOUR, AppConfig::new(4, 1), t(0)),
+            Stabilized::Settled(AppConfig::new(8, 1))
+        );
+    }
+
+    #[test]
+    fn cooldown_is_over_exactly_at_its_end() {
+        let h = History {
+            scalings: vec![ScalingRecord {
+                at: t(-5),
+                completed_at: Some(t(-1)),
+                from: AppConfig::new(2, 1),
+                to: AppConfig::new(4, 1),
+                cause: crate::policy::Cause::UnderProvisioned,
+                checkpoint_duration_before_ms: None,
+                outcome: Outcome::Succeeded,
+                records_in_before_per_second: None,
+            }],
+            recommendations: Vec::new(),
+        };
+        assert_eq!(cooldown_left_ms(&h, Duration::from_secs(300), t(0)), 0);
+        assert_eq!(cooldown_left_ms(&h, Duration::from_secs(301), t(0)), 1000);
+        assert_eq!(cooldown_left_ms(&History::default(), HOUR, t(0)), 0);
+    }
+}

@@ -839,3 +839,69 @@ fn remember_stores_changes_and_prunes_the_window() {
     assert_eq!(h.recommendations.len(), 1);
     assert_eq!(h.recommendations[0].config, AppConfig::new(9, 1));
 }
+
+#[test]
+fn without_observation_the_last_known_configuration_is_recommended() {
+    let b = budget();
+    let mut h = history(vec![record(
+        NOW - 100,
+        Some(NOW - 90),
+        AppConfig::new(8, 2),
+        AppConfig::new(16, 2),
+        Outcome::Succeeded,
+    )]);
+    assert_eq!(decide(&b, None, &h, t(NOW)).recommendation, AppConfig::new(16, 2));
+    h.scalings.push(record(
+        NOW - 50,
+        Some(NOW - 40),
+        AppConfig::new(16, 2),
+        AppConfig::new(32, 2),
+        Outcome::Failed,
+    ));
+    assert_eq!(decide(&b, None, &h, t(NOW)).recommendation, AppConfig::new(16, 2));
+}
+
+#[test]
+fn catch_up_allowance_expires() {
+    // Completed 40 minutes ago (allowance: 30 minutes or 3 windows): judged despite a
+    // falling lag, and found saturated.
+    let h = history(vec![record(
+        NOW - 52,
+        Some(NOW - 40),
+        AppConfig::new(4, 2),
+        AppConfig::new(8, 2),
+        Outcome::Succeeded,
+    )]);
+    let draining = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(600_000.0 - 50_000.0 * i as f64);
+    };
+    let d = run(&budget(), &obs(AppConfig::new(8, 2), window(180.0, draining)), &h);
+    assert_ne!(d.reason, Reason::WarmingUp);
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+}
+
+#[test]
+fn failover_backlog_with_failing_checkpoints_is_not_scaled() {
+    // Every checkpoint fails and the job failed over: the backlog saturates it, but the
+    // failures are the cause, not the capacity.
+    let crashed = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.failed_checkpoints = Some(1.0);
+        if i == 3 {
+            s.full_restarts = Some(1.0);
+        }
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(40.0, crashed)),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::NotFixableByScaling));
+    assert_eq!(d.diagnosis.cause, Cause::NotFixableByScaling);
+    assert!(
+        d.diagnosis.summary.contains("failover"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
