@@ -18,7 +18,7 @@ use crate::{crd::CheckpointBudgetSpec, policy::Budget};
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
     /// The file could not be read.
-    #[error("cannot read scenario {path}: {source}")]
+    #[error("cannot read scenario {path}")]
     Read {
         /// The file.
         path: String,
@@ -27,7 +27,7 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
     /// The YAML does not match the format.
-    #[error("scenario {path} is not valid: {source}")]
+    #[error("scenario {path} is not valid")]
     Parse {
         /// The file (or `<inline>`).
         path: String,
@@ -291,7 +291,7 @@ impl LoadSpec {
 
 /// What a record costs to process.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct ProcessingSpec {
     /// CPU time per record on one vCPU, e.g. `200us` (5,000 records/s per vCPU).
     #[serde(with = "units::duration")]
@@ -308,7 +308,7 @@ impl Default for ProcessingSpec {
 
 /// Keyed state (RocksDB) and working memory.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct StateSpec {
     /// Distinct keys in state at the start.
     pub keys: f64,
@@ -359,7 +359,7 @@ pub struct SkewSpec {
 
 /// The job's checkpoint configuration.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct CheckpointSpec {
     /// `CheckpointInterval` (Managed Flink default: 60 s).
     #[serde(with = "units::duration")]
@@ -464,7 +464,7 @@ pub struct S3Errors {
 
 /// Constants of the platform model. Defaults and their sources are in `docs/scenarios.md`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[serde(rename_all = "camelCase", default, deny_unknown_fields)]
 pub struct PlatformSpec {
     /// Checkpoint upload bandwidth of one KPU to S3, shared by its subtasks.
     #[serde(with = "units::bytes")]
