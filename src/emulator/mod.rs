@@ -782,6 +782,22 @@ mod tests {
     }
 
     #[test]
+    fn gzip_bodies_are_decompressed() {
+        use std::io::Write as _;
+        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+        enc.write_all(b"hello").unwrap();
+        let gz = enc.finish().unwrap();
+        let mut headers = HeaderMap::new();
+        assert_eq!(&*decompress(&headers, &gz).unwrap(), gz.as_slice());
+        headers.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+        assert_eq!(&*decompress(&headers, &gz).unwrap(), b"hello");
+        assert_eq!(
+            decompress(&headers, b"not gzip").unwrap_err().kind,
+            ErrorKind::Serialization
+        );
+    }
+
+    #[test]
     fn request_ids_are_unique_and_uuid_shaped() {
         let state = EmulatorState::new(
             Fleet::new(0, Timestamp::UNIX_EPOCH),

@@ -3,3 +3,4 @@ mod aws;
 mod chart;
 mod crd;
 mod docs;
+mod emulator;
