@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import subprocess
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -107,7 +109,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
     "extra-args-and-env": {
         "controller": {
-            "extraArgs": ["--some-flag=1"],
+            "extraArgs": ["--region=eu-central-1"],
             "extraEnv": [{"name": "AWS_MAX_ATTEMPTS", "value": "5"}],
         }
     },
@@ -204,6 +206,30 @@ def test_each_switch_renders_and_lints_without_errors(chart, switch):
     for o in objects:
         if o["kind"] not in {"ClusterRole", "ClusterRoleBinding"}:
             assert o["metadata"].get("namespace"), f"{o['kind']} {o['metadata']['name']} has no namespace"
+
+
+def controller_binary() -> Path | None:
+    """The controller binary scripts/test.sh builds before pytest runs."""
+    explicit = os.environ.get("CHECKPOINT_AUTOSCALER_BIN")
+    if explicit:
+        return Path(explicit)
+    binary = Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target")) / "debug" / "checkpoint-autoscaler"
+    return binary if binary.is_file() else None
+
+
+@pytest.mark.parametrize("switch", sorted(SWITCHES))
+def test_rendered_arguments_are_accepted_by_the_controller(chart, switch):
+    """The chart and `checkpoint-autoscaler run` agree on every flag and value: clap parses
+    each argument (rejecting unknown flags and bad values) before `--help` stops it."""
+    binary = controller_binary()
+    if binary is None:
+        pytest.skip("checkpoint-autoscaler is not built: run `cargo build --bins` (scripts/test.sh does)")
+    args = container(render(chart, SWITCHES[switch]))["args"]
+    assert args[0] == "run"
+    result = subprocess.run(
+        [binary, *args, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=600, check=False
+    )
+    assert result.returncode == 0, f"{args}: {result.stderr}"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -376,7 +402,7 @@ def test_log_format_interval_and_extras(chart):
     assert "--log-format=text" in c["args"] and "--interval=30s" in c["args"]
     assert {"name": "RUST_LOG", "value": "debug"} in c["env"]
     c = container(render(chart, SWITCHES["extra-args-and-env"]))
-    assert c["args"][-1] == "--some-flag=1"
+    assert c["args"][-1] == "--region=eu-central-1"
     assert {"name": "AWS_MAX_ATTEMPTS", "value": "5"} in c["env"]
     assert container(render(chart, SWITCHES["image-digest"]))["image"] == "checkpoint-autoscaler@sha256:" + "ab" * 32
 
