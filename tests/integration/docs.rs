@@ -458,3 +458,92 @@ fn gitops_budgets_validate() {
     // The Namespace next to them is skipped, not failed.
     assert_eq!(report.skipped, 1);
 }
+
+// ---------------------------------------------------------------------------------------------
+// docs/metrics.md lists every registered metric, and only those
+
+/// A stand-in for the AWS clients' counters, so the collector's families are encoded too.
+struct SomeCalls;
+
+impl checkpoint_autoscaler::metrics::AwsCallSource for SomeCalls {
+    fn calls(&self) -> Vec<(checkpoint_autoscaler::metrics::AwsCallLabels, u64)> {
+        vec![(
+            checkpoint_autoscaler::metrics::AwsCallLabels {
+                service: "cloudwatch".into(),
+                operation: "GetMetricData".into(),
+            },
+            1,
+        )]
+    }
+
+    fn metrics_requested(&self) -> u64 {
+        1
+    }
+}
+
+/// The names a Prometheus user queries: counters with `_total`, the rest as declared.
+fn exposed_metrics(text: &str) -> BTreeSet<String> {
+    text.lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|rest| rest.split_once(' '))
+        .map(|(name, kind)| match kind {
+            "counter" => format!("{name}_total"),
+            _ => name.to_owned(),
+        })
+        .collect()
+}
+
+#[test]
+fn metrics_doc_lists_every_metric() {
+    use checkpoint_autoscaler::{aws::AwsError, controller::Error};
+
+    let metrics = checkpoint_autoscaler::metrics::Metrics::default();
+    metrics.set_aws_source(std::sync::Arc::new(SomeCalls));
+    // NB: a labelled family is encoded only once it has a child; give each one.
+    metrics.decision("hold", "WithinBudget");
+    metrics.scaling("started");
+    metrics.reconcile.set_failure("ns/budget", "aws_throttled");
+    drop(metrics.reconcile.count_and_measure());
+    let exposed = exposed_metrics(&metrics.encode().unwrap());
+    assert!(exposed.len() >= 5, "{exposed:?}");
+
+    let doc = std::fs::read_to_string(repo("docs/metrics.md")).unwrap();
+    let documented: BTreeSet<String> = doc
+        .lines()
+        .filter_map(|line| line.strip_prefix("| `checkpoint_autoscaler_"))
+        .filter_map(|rest| rest.split_once('`'))
+        .map(|(name, _)| format!("checkpoint_autoscaler_{name}"))
+        .collect();
+    assert_eq!(
+        documented, exposed,
+        "docs/metrics.md must list exactly the registered metrics"
+    );
+
+    // Every failure label the controller can produce has a row in the `error` table.
+    let aws = [
+        AwsError::NotFound(String::new()),
+        AwsError::AccessDenied(String::new()),
+        AwsError::Throttled(String::new()),
+        AwsError::ConcurrentModification(String::new()),
+        AwsError::ResourceInUse(String::new()),
+        AwsError::LimitExceeded(String::new()),
+        AwsError::InvalidArgument(String::new()),
+        AwsError::Transient(String::new()),
+        AwsError::Credentials(String::new()),
+        AwsError::UnexpectedResponse(String::new()),
+        AwsError::Other(String::new()),
+    ];
+    let errors = aws.into_iter().map(Error::Aws).chain([
+        Error::InvalidSpec(String::new()),
+        Error::Forbidden(String::new()),
+        Error::MissingNamespace,
+    ]);
+    for error in errors {
+        let label = error.metric_label();
+        assert!(
+            doc.lines()
+                .any(|l| l.starts_with(&format!("| `{label}`")) || l.contains(&format!(", `{label}`"))),
+            "error label {label} is not in docs/metrics.md"
+        );
+    }
+}
