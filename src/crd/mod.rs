@@ -83,6 +83,7 @@ pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za
     "'maxKpus ' + string(self.maxKpus) + ' cannot run parallelism.min ' + string(self.parallelism.min) + ' at perKpu.max ' + string(self.parallelism.perKpu.max) + ': raise maxKpus to at least ' + string((self.parallelism.min + self.parallelism.perKpu.max - 1) / self.parallelism.perKpu.max) + ' or lower parallelism.min'".into()
 )).field_path(".maxKpus").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = kubernetes_int_formats)]
 pub struct CheckpointBudgetSpec {
     /// The Managed Service for Apache Flink application this budget governs.
     pub application: ApplicationRef,
@@ -273,6 +274,31 @@ pub enum ServiceAutoScaling {
     Disable,
     /// Leave `AutoScalingEnabled` as it is.
     Keep,
+}
+
+/// Rewrites schemars' unsigned integer formats (`uint32`, `uint64`) to the `int32` and
+/// `int64` formats Kubernetes knows, which keeps `kubectl apply` of the CRD free of
+/// "unrecognized format" warnings; the `minimum: 0` schemars adds keeps them unsigned.
+pub(crate) fn kubernetes_int_formats(schema: &mut schemars::Schema) {
+    fn walk(value: &mut serde_json::Value) {
+        match value {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(format)) = map.get_mut("format") {
+                    match format.as_str() {
+                        "uint8" | "uint16" | "uint32" | "int8" | "int16" => *format = "int32".to_owned(),
+                        "uint64" | "uint" | "int" => *format = "int64".to_owned(),
+                        _ => {}
+                    }
+                }
+                map.values_mut().for_each(walk);
+            }
+            serde_json::Value::Array(items) => items.iter_mut().for_each(walk),
+            _ => {}
+        }
+    }
+    if let Some(map) = schema.as_object_mut() {
+        map.values_mut().for_each(walk);
+    }
 }
 
 /// `maxKpus` without `nullable`: the API server then prunes an explicit `maxKpus: null`

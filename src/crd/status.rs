@@ -34,6 +34,7 @@ pub const MAX_HISTORY_RECOMMENDATIONS: usize = 200;
 /// What the controller observed, concluded and did for one budget.
 #[derive(JsonSchema, Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
+#[schemars(transform = super::kubernetes_int_formats)]
 pub struct CheckpointBudgetStatus {
     /// The `metadata.generation` of the spec this status was computed from.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -381,3 +381,31 @@ fn status_views() {
     assert_eq!((app.kpus, app.config()), (3, AppConfig::new(10, 4)));
     assert_eq!(serde_json::to_value(&app).unwrap()["status"], "RUNNING");
 }
+
+#[test]
+fn crd_uses_only_formats_kubernetes_knows() {
+    fn formats(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(map) => {
+                if let Some(serde_json::Value::String(f)) = map.get("format") {
+                    out.push(f.clone());
+                }
+                map.values().for_each(|c| formats(c, out));
+            }
+            serde_json::Value::Array(items) => items.iter().for_each(|c| formats(c, out)),
+            _ => {}
+        }
+    }
+    let mut found = Vec::new();
+    formats(
+        &serde_json::to_value(CheckpointBudget::crd()).unwrap(),
+        &mut found,
+    );
+    assert!(!found.is_empty());
+    for f in found {
+        assert!(
+            ["int32", "int64", "double", "float", "date-time", "byte"].contains(&f.as_str()),
+            "{f}"
+        );
+    }
+}
