@@ -4,3 +4,4 @@ mod chart;
 mod crd;
 mod docs;
 mod emulator;
+mod sim;
