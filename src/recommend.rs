@@ -327,6 +327,10 @@ fn select_budget(text: &str, application: Option<&str>) -> anyhow::Result<Checkp
 
 fn ms(value: Option<f64>) -> String {
     match value {
+        // Whole seconds past ten: the milliseconds of a slow checkpoint are noise.
+        Some(v) if v.is_finite() && v >= 10_000.0 => {
+            format_duration(Duration::from_secs((v / 1000.0).round() as u64))
+        }
         Some(v) if v.is_finite() && v >= 0.0 => format_duration(Duration::from_millis(v.round() as u64)),
         _ => "-".to_string(),
     }
@@ -411,7 +415,14 @@ pub fn render_text(report: &Report) -> String {
     if let Some(advice) = &d.diagnosis.advice {
         line("Advice", advice.clone());
     }
-    line("Decision", format!("{}: {}", d.reason.as_str(), d.message));
+    // The policy's message often opens with the diagnosis; do not print it twice.
+    let message = d
+        .message
+        .strip_prefix(d.diagnosis.summary.as_str())
+        .map(str::trim_start)
+        .filter(|rest| !rest.is_empty())
+        .unwrap_or(&d.message);
+    line("Decision", format!("{}: {}", d.reason.as_str(), message));
     let current = policy::AppConfig::new(a.parallelism, a.parallelism_per_kpu);
     line(
         "Recommendation",

@@ -382,3 +382,476 @@ async fn an_unreachable_endpoint_is_transient() {
     assert_eq!(err.reason(), "AwsUnavailable", "{err}");
     assert!(err.is_transient());
 }
+
+// ---------------------------------------------------------------------------------------
+// Against the in-process emulator (sim::Fleet behind the real wire protocols), on a frozen
+// virtual clock that only the test moves.
+
+mod emulated {
+    use std::{sync::Arc, time::Duration};
+
+    use aws_config::{BehaviorVersion, Region};
+    use aws_credential_types::Credentials;
+    use checkpoint_autoscaler::{
+        aws::{
+            ApplicationControl, AwsClients, AwsOperation, AwsSettings, BatchConfig, KinesisControl,
+            MetricsMode, MetricsSource, OperationState, Target, UpdateRequest, metrics_source,
+        },
+        emulator::{
+            self, Emulator, EmulatorConfig, Service,
+            calllog::CallFilter,
+            faults::{FaultKind, FaultSpec},
+        },
+        policy::{AppConfig, AppStatus},
+        sim::Scenario,
+    };
+    use jiff::Timestamp;
+
+    const APP: &str = "orders-enrichment";
+
+    fn scenario() -> Scenario {
+        Scenario::load(std::path::Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/examples/scenarios/step-up.yaml"
+        )))
+        .unwrap()
+    }
+
+    /// An emulator with the step-up scenario, `minutes` virtual minutes in.
+    async fn emulator(minutes: u64) -> Emulator {
+        let emu = emulator::serve(EmulatorConfig {
+            period: None,
+            start: Some(Timestamp::from_second(1_767_225_600).unwrap()),
+            scenarios: vec![scenario()],
+            ..EmulatorConfig::default()
+        })
+        .await
+        .unwrap();
+        emu.state().advance(Duration::from_secs(minutes * 60));
+        emu
+    }
+
+    async fn clients(emu: &Emulator) -> Arc<AwsClients> {
+        let base = aws_config::defaults(BehaviorVersion::latest())
+            .region(Region::new("us-east-1"))
+            .credentials_provider(Credentials::new("AKIDEMULATED", "secret", None, None, "test"))
+            .load()
+            .await;
+        Arc::new(AwsClients::from_sdk_config(
+            base,
+            AwsSettings {
+                endpoint_url: Some(emu.endpoint_url()),
+                initial_backoff: Duration::from_millis(1),
+                ..AwsSettings::default()
+            },
+        ))
+    }
+
+    fn calls(emu: &Emulator, operation: &str) -> Vec<emulator::calllog::CallRecord> {
+        emu.state().calls(&CallFilter {
+            operation: Some(operation.to_string()),
+            ..CallFilter::default()
+        })
+    }
+
+    #[tokio::test]
+    async fn describe_update_and_follow_the_operation() {
+        let emu = emulator(40).await;
+        let clients = clients(&emu).await;
+        let control = KinesisControl::new(clients.clone());
+        let target = Target::new("us-east-1");
+
+        let before = control.describe(&target, APP).await.unwrap();
+        assert_eq!(before.status, AppStatus::Running);
+        assert_eq!(before.config, AppConfig::new(4, 1));
+        assert!(
+            before.arn.ends_with(&format!("application/{APP}")),
+            "{}",
+            before.arn
+        );
+
+        let op = control
+            .update(
+                &target,
+                &UpdateRequest {
+                    name: APP.into(),
+                    current_version_id: before.version_id,
+                    to: AppConfig::new(8, 2),
+                    service_autoscaling: false,
+                },
+            )
+            .await
+            .unwrap();
+        let started = control.describe_operation(&target, APP, &op).await.unwrap();
+        assert_eq!(started.operation_id, op);
+        assert_eq!(started.status, OperationState::InProgress);
+        assert!(started.started.is_some());
+        assert_eq!(started.ended, None);
+        assert_eq!(
+            control.describe(&target, APP).await.unwrap().status,
+            AppStatus::Updating
+        );
+
+        // A restart with ~19 GiB of state takes minutes; half an hour is plenty.
+        emu.state().advance(Duration::from_secs(30 * 60));
+        let done = control.describe_operation(&target, APP, &op).await.unwrap();
+        assert_eq!(done.status, OperationState::Successful, "{done:?}");
+        assert!(done.ended.is_some() && done.ended >= done.started);
+        let after = control.describe(&target, APP).await.unwrap();
+        assert_eq!(after.status, AppStatus::Running);
+        assert_eq!(after.config, AppConfig::new(8, 2));
+        assert_eq!(after.configured_parallelism, 8);
+        assert_eq!(after.configuration_type, "CUSTOM");
+        assert!(!after.service_autoscaling);
+        assert!(after.version_id > before.version_id);
+
+        let updates = calls(&emu, "UpdateApplication");
+        assert_eq!(updates.len(), 1);
+        assert_eq!(updates[0].access_key_id.as_deref(), Some("AKIDEMULATED"));
+        let snap = clients.stats().snapshot();
+        assert_eq!(snap.calls_of(AwsOperation::UpdateApplication), 1);
+        assert_eq!(snap.calls_of(AwsOperation::DescribeApplication), 3);
+        assert_eq!(snap.calls_of(AwsOperation::DescribeApplicationOperation), 2);
+    }
+
+    #[tokio::test]
+    async fn service_refusals_are_typed() {
+        let emu = emulator(40).await;
+        let clients = clients(&emu).await;
+        let control = KinesisControl::new(clients.clone());
+        let target = Target::new("us-east-1");
+
+        let missing = control.describe(&target, "no-such-app").await.unwrap_err();
+        assert_eq!(missing.reason(), "ApplicationNotFound", "{missing}");
+
+        let current = control.describe(&target, APP).await.unwrap();
+        let stale = UpdateRequest {
+            name: APP.into(),
+            current_version_id: current.version_id - 1,
+            to: AppConfig::new(8, 1),
+            service_autoscaling: false,
+        };
+        let conflict = control.update(&target, &stale).await.unwrap_err();
+        assert_eq!(conflict.reason(), "ConcurrentModification", "{conflict}");
+        assert!(conflict.is_transient());
+
+        emu.state()
+            .arm_fault(FaultSpec {
+                kind: FaultKind::StuckUpdating,
+                service: None,
+                operation: None,
+                application: Some(APP.into()),
+                count: None,
+            })
+            .unwrap();
+        let busy = control
+            .update(
+                &target,
+                &UpdateRequest {
+                    current_version_id: current.version_id,
+                    ..stale.clone()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(busy.reason(), "ApplicationBusy", "{busy}");
+        emu.state().clear_faults();
+
+        emu.state()
+            .arm_fault(FaultSpec {
+                kind: FaultKind::AccessDenied,
+                service: Some(Service::KinesisAnalytics),
+                operation: Some("DescribeApplication".into()),
+                application: None,
+                count: Some(1),
+            })
+            .unwrap();
+        let denied = control.describe(&target, APP).await.unwrap_err();
+        assert_eq!(denied.reason(), "AccessDenied", "{denied}");
+        assert!(!denied.is_transient());
+
+        // Throttled on every attempt: the SDK retries (3 attempts), then we report it.
+        emu.state()
+            .arm_fault(FaultSpec {
+                kind: FaultKind::Throttling,
+                service: Some(Service::KinesisAnalytics),
+                operation: Some("DescribeApplication".into()),
+                application: None,
+                count: Some(3),
+            })
+            .unwrap();
+        let before = clients.stats().snapshot();
+        let throttled = control.describe(&target, APP).await.unwrap_err();
+        assert_eq!(throttled.reason(), "Throttled", "{throttled}");
+        let delta = clients.stats().snapshot().since(&before);
+        assert_eq!(delta.calls_of(AwsOperation::DescribeApplication), 1);
+        assert_eq!(delta.attempts_of(AwsOperation::DescribeApplication), 3);
+        assert_eq!(delta.errors_of("throttled"), 1);
+
+        // Throttled once, then served: the SDK's retry hides it.
+        emu.state()
+            .arm_fault(FaultSpec {
+                kind: FaultKind::Throttling,
+                service: Some(Service::CloudWatch),
+                operation: None,
+                application: None,
+                count: Some(1),
+            })
+            .unwrap();
+        let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
+        let samples = metrics
+            .samples(
+                &target,
+                APP,
+                Duration::from_secs(600),
+                Duration::from_secs(60),
+                emu.state().virtual_now(),
+            )
+            .await
+            .unwrap();
+        assert!(!samples.is_empty());
+        let snap = clients.stats().snapshot();
+        assert_eq!(snap.calls_of(AwsOperation::GetMetricData), 1);
+        assert_eq!(snap.attempts_of(AwsOperation::GetMetricData), 2);
+    }
+
+    #[tokio::test]
+    async fn metrics_are_read_per_period_with_increases() {
+        let emu = emulator(45).await;
+        let clients = clients(&emu).await;
+        let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
+        let now = emu.state().virtual_now();
+        let samples = metrics
+            .samples(
+                &Target::new("us-east-1"),
+                APP,
+                Duration::from_secs(600),
+                Duration::from_secs(60),
+                now,
+            )
+            .await
+            .unwrap();
+        assert!(
+            samples.len() >= 8 && samples.len() <= 10,
+            "{} periods",
+            samples.len()
+        );
+        let first = now.as_second() - 600;
+        for pair in samples.windows(2) {
+            assert!(pair[0].at < pair[1].at);
+        }
+        for s in &samples {
+            assert!(s.at.as_second() >= first && s.at.as_second() < now.as_second());
+            assert_eq!(s.at.as_second() % 60, 0);
+            assert!(s.last_checkpoint_duration_ms.is_some_and(|d| d > 0.0), "{s:?}");
+            assert!(s.cpu_utilization.is_some());
+            assert!(s.failed_checkpoints.is_some_and(|f| f >= 0.0), "{s:?}");
+            assert!(s.records_in_per_second.is_some_and(|r| r > 10_000.0), "{s:?}");
+        }
+        let queries = calls(&emu, "GetMetricData");
+        assert_eq!(queries.len(), 1);
+        assert_eq!(
+            queries[0].metric_queries,
+            Some(checkpoint_autoscaler::aws::METRICS.len())
+        );
+        assert_eq!(
+            clients.stats().snapshot().metrics_requested,
+            checkpoint_autoscaler::aws::METRICS.len() as u64
+        );
+    }
+
+    #[tokio::test]
+    async fn batching_reaches_the_floor_of_calls_and_matches_the_direct_answers() {
+        const BUDGETS: usize = 100;
+        let emu = emulator(0).await;
+        let s = scenario();
+        for i in 0..BUDGETS {
+            emu.state()
+                .add_scenario(&s, Some(&format!("app-{i:03}")))
+                .unwrap();
+        }
+        emu.state().advance(Duration::from_secs(15 * 60));
+        let now = emu.state().virtual_now();
+        let clients = clients(&emu).await;
+        let target = Target::new("us-east-1");
+        let window = Duration::from_secs(600);
+        let period = Duration::from_secs(60);
+
+        let batched = metrics_source(clients.clone(), MetricsMode::Batched(BatchConfig::default()));
+        // NB: on this single-threaded test runtime every spawned request is queued before the
+        // batcher task runs, so the round holds all of them whatever the machine's speed.
+        let tasks: Vec<_> = (0..BUDGETS)
+            .map(|i| {
+                let batched = batched.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    batched
+                        .samples(&target, &format!("app-{i:03}"), window, period, now)
+                        .await
+                })
+            })
+            .collect();
+        let mut answers = Vec::new();
+        for t in tasks {
+            answers.push(t.await.unwrap().unwrap());
+        }
+        let queries = BUDGETS * checkpoint_autoscaler::aws::METRICS.len();
+        let floor = queries.div_ceil(checkpoint_autoscaler::aws::MAX_QUERIES_PER_CALL);
+        let batched_calls = calls(&emu, "GetMetricData");
+        assert_eq!(batched_calls.len(), floor);
+        assert_eq!(
+            batched_calls
+                .iter()
+                .filter_map(|c| c.metric_queries)
+                .sum::<usize>(),
+            queries
+        );
+        assert_eq!(
+            clients.stats().snapshot().calls_of(AwsOperation::GetMetricData),
+            floor as u64
+        );
+
+        emu.state().reset_calls();
+        let direct = metrics_source(clients.clone(), MetricsMode::Direct);
+        for (i, answer) in answers.iter().enumerate() {
+            let app = format!("app-{i:03}");
+            let expected = direct.samples(&target, &app, window, period, now).await.unwrap();
+            assert!(!expected.is_empty());
+            assert_eq!(answer, &expected, "{app}");
+        }
+        assert_eq!(calls(&emu, "GetMetricData").len(), BUDGETS);
+    }
+
+    const BUDGET: &str = r#"
+apiVersion: checkpoint-autoscaler.dev/v1alpha1
+kind: CheckpointBudget
+metadata: {name: orders-enrichment, namespace: streaming}
+spec:
+  application: {name: orders-enrichment}
+  objectives: {maxCheckpointDuration: 1m, maxFailedCheckpoints: 0, window: 10m}
+  parallelism: {min: 2, max: 32, maxParallelism: 128, perKpu: {min: 1, max: 4}}
+  maxKpus: 16
+"#;
+
+    /// Runs the binary's `recommend` against the emulator with credentials from the
+    /// environment only (the default chain), as a user would.
+    async fn recommend(emu: &Emulator, args: &[&str]) -> std::process::Output {
+        let now = emu.state().virtual_now().to_string();
+        let url = emu.endpoint_url();
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_checkpoint-autoscaler"))
+            .arg("recommend")
+            .args(args)
+            .args(["--aws-endpoint-url", &url, "--region", "us-east-1", "--at", &now])
+            .env_clear()
+            .env("AWS_ACCESS_KEY_ID", "AKIDRECOMMEND")
+            .env("AWS_SECRET_ACCESS_KEY", "secret")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", "/nonexistent/config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/credentials")
+            .output()
+            .await
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn recommend_reads_diagnoses_and_changes_nothing() {
+        let emu = emulator(50).await;
+        let version = emu
+            .state()
+            .with_fleet(|f| f.describe_application(APP).unwrap().version_id);
+        let dir = tempfile::tempdir().unwrap();
+        let budget = dir.path().join("budget.yaml");
+        std::fs::write(&budget, BUDGET).unwrap();
+
+        let out = recommend(&emu, &["--budget", budget.to_str().unwrap(), "--output", "json"]).await;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(report["application"]["name"], APP);
+        assert_eq!(report["application"]["status"], "RUNNING");
+        assert_eq!(report["application"]["parallelism"], 4);
+        assert_eq!(report["application"]["parallelismPerKpu"], 1);
+        assert_eq!(report["application"]["versionId"], version);
+        assert_eq!(report["budget"]["parallelismMax"], 32);
+        assert!(report["periodsWithData"].as_u64().unwrap() >= 8, "{report}");
+        // Twice the load on the same 4 KPUs since minute 30: the budget is broken and more
+        // parallelism is the fix.
+        let decision = &report["decision"];
+        assert_eq!(decision["sloMet"], false, "{decision}");
+        let to = &decision["action"]["Scale"]["to"];
+        let parallelism = to["parallelism"].as_u64().unwrap_or(0);
+        assert!((5..=32).contains(&parallelism), "{decision}");
+
+        // Read-only: one describe and one metrics call, signed with the environment's keys.
+        assert!(calls(&emu, "UpdateApplication").is_empty());
+        let describes = calls(&emu, "DescribeApplication");
+        assert_eq!(describes.len(), 1);
+        assert_eq!(describes[0].access_key_id.as_deref(), Some("AKIDRECOMMEND"));
+        assert_eq!(calls(&emu, "GetMetricData").len(), 1);
+        let after = emu.state().with_fleet(|f| f.describe_application(APP).unwrap());
+        assert_eq!(after.version_id, version);
+
+        // The same from flags, for people.
+        let out = recommend(
+            &emu,
+            &[
+                "--application",
+                APP,
+                "--max-checkpoint-duration",
+                "1m",
+                "--min",
+                "2",
+                "--max",
+                "32",
+                "--max-parallelism",
+                "128",
+                "--max-kpus",
+                "16",
+            ],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        for label in [
+            "Application",
+            "Running",
+            "Budget",
+            "Checkpoints",
+            "SLO",
+            "Diagnosis",
+            "Decision",
+        ] {
+            assert!(
+                text.lines().any(|l| l.starts_with(label)),
+                "{label} missing in\n{text}"
+            );
+        }
+        assert!(text.contains("SLO             not met"), "{text}");
+        assert!(text.contains("Recommendation  change to parallelism"), "{text}");
+        assert!(text.contains("Nothing was changed"), "{text}");
+        assert!(calls(&emu, "UpdateApplication").is_empty());
+    }
+
+    #[tokio::test]
+    async fn recommend_reports_a_missing_application() {
+        let emu = emulator(5).await;
+        let out = recommend(
+            &emu,
+            &[
+                "--application",
+                "no-such-app",
+                "--max-checkpoint-duration",
+                "1m",
+                "--max",
+                "8",
+                "--max-parallelism",
+                "128",
+            ],
+        )
+        .await;
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("ApplicationNotFound"), "{stderr}");
+        assert!(stderr.contains("no-such-app"), "{stderr}");
+    }
+}
