@@ -547,3 +547,87 @@ fn metrics_doc_lists_every_metric() {
         );
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// docs/troubleshooting.md describes every cause, decision reason, condition and Event reason
+
+/// The variants of `pub enum NAME` in a Rust source file (one per line, `Name,`).
+fn enum_variants(source: &str, name: &str) -> Vec<String> {
+    let start = source
+        .find(&format!("pub enum {name} {{"))
+        .unwrap_or_else(|| panic!("enum {name} not found"));
+    let body = &source[start..];
+    let body = &body[body.find('{').unwrap() + 1..body.find("\n}").unwrap()];
+    body.lines()
+        .map(str::trim)
+        .filter(|l| !l.starts_with("//") && !l.starts_with('#') && !l.is_empty())
+        .filter_map(|l| l.strip_suffix(','))
+        .map(|l| l.split(['(', ' ', '{']).next().unwrap_or_default().to_owned())
+        .collect()
+}
+
+/// Every CamelCase string literal of a source file: the controller's condition reasons,
+/// Event reasons and Event actions are literals in `reconcile.rs`.
+fn camel_case_literals(source: &str) -> BTreeSet<String> {
+    source
+        .split('"')
+        .skip(1)
+        .step_by(2)
+        .filter(|s| {
+            s.len() > 1
+                && s.starts_with(|c: char| c.is_ascii_uppercase())
+                && s.chars().all(|c| c.is_ascii_alphanumeric())
+                && s.chars().any(|c| c.is_ascii_lowercase())
+        })
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn troubleshooting_covers_every_cause_and_reason() {
+    use checkpoint_autoscaler::policy::{Cause, Reason};
+
+    let doc = std::fs::read_to_string(repo("docs/troubleshooting.md")).unwrap();
+    let types = std::fs::read_to_string(repo("src/policy/types.rs")).unwrap();
+
+    // Causes: one section each, named as the status writes them.
+    let causes = enum_variants(&types, "Cause");
+    assert!(causes.len() >= 8, "{causes:?}");
+    for cause in &causes {
+        let parsed: Cause = serde_json::from_value(Value::String(cause.clone()))
+            .unwrap_or_else(|e| panic!("{cause} is not how Cause serializes: {e}"));
+        assert_eq!(
+            serde_json::to_value(parsed).unwrap(),
+            Value::String(cause.clone())
+        );
+        assert!(
+            doc.contains(&format!("\n### {cause}")),
+            "no section for the cause {cause}"
+        );
+    }
+
+    // Decision reasons: a row each in the reasons table, spelt as `Reason::as_str`.
+    let reasons = enum_variants(&types, "Reason");
+    assert!(reasons.len() >= 10, "{reasons:?}");
+    for reason in &reasons {
+        let parsed: Reason = serde_json::from_value(Value::String(reason.clone()))
+            .unwrap_or_else(|e| panic!("{reason} is not how Reason serializes: {e}"));
+        let name = parsed.as_str();
+        assert!(
+            doc.contains(&format!("\n| `{name}` |")),
+            "no row for the decision reason {name}"
+        );
+    }
+
+    // The controller's own condition reasons, Event reasons and actions.
+    let controller = std::fs::read_to_string(repo("src/controller/reconcile.rs")).unwrap();
+    let literals = camel_case_literals(&controller);
+    assert!(literals.len() >= 10, "{literals:?}");
+    for literal in &literals {
+        assert!(
+            doc.contains(&format!("`{literal}`")),
+            "src/controller/reconcile.rs uses the reason or action {literal:?}, which \
+             docs/troubleshooting.md does not describe"
+        );
+    }
+}
