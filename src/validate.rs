@@ -266,6 +266,11 @@ impl BudgetValidator {
         for (i, document) in serde_yaml::Deserializer::from_str(text).enumerate() {
             let index = (i + 1).to_string();
             let value = match serde_yaml::Value::deserialize(document)
+                .and_then(|mut v| {
+                    // `<<: *anchor` merge keys, which kubectl resolves too.
+                    v.apply_merge()?;
+                    Ok(v)
+                })
                 .map_err(|e| e.to_string())
                 .and_then(|v| serde_json::to_value(v).map_err(|e| e.to_string()))
             {
@@ -309,7 +314,11 @@ impl BudgetValidator {
             return;
         }
         let (group, version) = api_version.split_once('/').unwrap_or(("", api_version));
-        if kind != KIND || group != GROUP {
+        // A CheckpointBudget with a mistyped or missing group is most likely ours gone wrong,
+        // not another project's kind of the same name: report it rather than skip it, or a
+        // pipeline would pass a budget the cluster then refuses.
+        let looks_like_ours = group == GROUP || group.is_empty() || group.contains("checkpoint-autoscaler");
+        if kind != KIND || !looks_like_ours {
             report.skipped += 1;
             return;
         }
@@ -320,7 +329,7 @@ impl BudgetValidator {
                 .and_then(Value::as_str)
                 .map(str::to_owned)
         };
-        let problems = if version == VERSION {
+        let problems = if group == GROUP && version == VERSION {
             self.validate(value)
         } else {
             vec![Problem {
@@ -788,6 +797,51 @@ mod tests {
             problems,
             ["spec.objectives.maxCheckpointDuration: is required [required]"]
         );
+    }
+
+    #[test]
+    fn merge_keys_and_mistyped_api_versions() {
+        let v = BudgetValidator::new().unwrap();
+        let text = r#"
+apiVersion: checkpoint-autoscaler.dev/v1alpha1
+kind: CheckpointBudget
+metadata: {name: merged}
+spec:
+  application: {name: a}
+  objectives: {maxCheckpointDuration: 2m}
+  parallelism:
+    <<: {min: 2, max: 8}
+    maxParallelism: 8
+---
+apiVersion: v1alpha1
+kind: CheckpointBudget
+metadata: {name: no-group}
+---
+apiVersion: checkpoint-autoscaler.io/v1alpha1
+kind: CheckpointBudget
+metadata: {name: wrong-group}
+---
+apiVersion: example.com/v1
+kind: CheckpointBudget
+metadata: {name: someone-elses}
+"#;
+        let mut report = Report::default();
+        v.validate_yaml(Path::new("x.yaml"), text, &mut report);
+        let verdicts: Vec<(Option<&str>, usize)> = report
+            .documents
+            .iter()
+            .map(|d| (d.name.as_deref(), d.problems.len()))
+            .collect();
+        assert_eq!(
+            verdicts,
+            [
+                (Some("merged"), 0),
+                (Some("no-group"), 1),
+                (Some("wrong-group"), 1)
+            ]
+        );
+        assert_eq!(report.documents[1].problems[0].field, "apiVersion");
+        assert_eq!(report.skipped, 1);
     }
 
     #[test]
