@@ -28,6 +28,8 @@ pub enum Command {
     /// Evaluate one live application against a budget, once: print the observed
     /// configuration, checkpoint figures, diagnosis and recommendation. Changes nothing.
     Recommend(Box<crate::recommend::RecommendArgs>),
+    /// Watch the controller restore a breached checkpoint budget against the built-in emulator (no cluster, no AWS).
+    Demo(crate::demo::DemoArgs),
 }
 
 /// Runs the chosen subcommand and returns the process exit code.
@@ -39,5 +41,6 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Emulator(args) => crate::emulator::run(args),
         Command::Simulate(args) => crate::sim::simulate::run_command(args),
         Command::Recommend(args) => crate::recommend::run(*args),
+        Command::Demo(args) => crate::demo::run(args),
     }
 }

@@ -11,6 +11,8 @@ pub mod cli;
 pub mod controller;
 /// The `CheckpointBudget` custom resource: spec, status, the generated CRD.
 pub mod crd;
+/// `demo`: the controller against the built-in emulator, no cluster, no AWS.
+pub mod demo;
 /// The AWS emulator: the `sim` model behind the kinesisanalyticsv2 and CloudWatch wire protocols.
 pub mod emulator;
 /// Prometheus metrics.

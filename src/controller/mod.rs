@@ -327,6 +327,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_async(args))
 }
 
+/// Runs the `kube::runtime::Controller` over `budgets` until `stop` resolves (then lets the
+/// reconciles in flight finish).
+///
+/// Reconciles are triggered by spec changes only (`metadata.generation`): the controller's
+/// own status writes do not trigger another reconcile; the periodic requeue does the rest.
+pub async fn run_controller(
+    budgets: Api<CheckpointBudget>,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    let (reader, writer) = reflector::store();
+    let stream = watcher(budgets, watcher::Config::default().any_semantic())
+        .default_backoff()
+        .reflect(writer)
+        .applied_objects()
+        .predicate_filter(predicates::generation, Default::default());
+    Controller::for_stream(stream, reader)
+        .graceful_shutdown_on(stop)
+        .run(reconcile, error_policy, ctx)
+        .for_each(|result| async move {
+            if let Err(e) = result {
+                // Reconciler errors are already logged by error_policy.
+                if !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..)) {
+                    warn!(error = %e, "controller");
+                }
+            }
+        })
+        .await;
+}
+
 /// Resolves when SIGTERM or Ctrl+C arrives.
 async fn shutdown_signal() {
     #[cfg(unix)]
@@ -467,14 +497,6 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), interval = ?args.interval, "controller starting");
 
-    // Reconcile on spec changes only (generation): status writes do not trigger a reconcile;
-    // the periodic requeue does the rest.
-    let (reader, writer) = reflector::store();
-    let stream = watcher(budgets, watcher::Config::default().any_semantic())
-        .default_backoff()
-        .reflect(writer)
-        .applied_objects()
-        .predicate_filter(predicates::generation, Default::default());
     let mut lost = role_rx.clone();
     let stop = {
         let shutdown = shutdown_rx.clone();
@@ -485,18 +507,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
     };
-    Controller::for_stream(stream, reader)
-        .graceful_shutdown_on(stop)
-        .run(reconcile, error_policy, ctx)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                // Reconciler errors are already logged by error_policy.
-                if !matches!(e, kube::runtime::controller::Error::ReconcilerFailed(..)) {
-                    warn!(error = %e, "controller");
-                }
-            }
-        })
-        .await;
+    run_controller(budgets, ctx, stop).await;
 
     let lost_leadership = *role_rx.borrow() == Role::Lost;
     if let Some(elector) = elector {

@@ -1,6 +1,7 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
 mod aws;
 mod chart;
+mod controller;
 mod crd;
 mod docs;
 mod emulator;

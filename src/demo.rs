@@ -1,0 +1,702 @@
+//! `checkpoint-autoscaler demo`: the controller restoring a breached checkpoint budget, in
+//! about a minute, with no cluster and no AWS account.
+//!
+//! It starts the AWS emulator in-process on a free loopback port with a scenario (by
+//! default `examples/scenarios/step-up.yaml`: the load doubles and 4 KPUs are no longer
+//! enough), and runs the controller's own reconcile core against it — the real SDK clients
+//! over HTTP, the real policy, the status the controller would write (kept in memory
+//! instead of in a cluster) — one reconcile per emulated minute. The emulated clock moves
+//! in whole minutes under the demo's control, so a run is reproducible; `--speed` only sets
+//! how fast it is shown.
+
+use std::{
+    io::Write,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    sync::{Arc, Mutex},
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+use async_trait::async_trait;
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use clap::Args;
+use jiff::Timestamp;
+use plotters::prelude::*;
+
+use crate::{
+    aws::{
+        ApplicationControl, ApplicationDescription, AwsClients, AwsError, AwsSettings, KinesisControl,
+        MetricsMode, OperationStatus, Target, UpdateRequest, metrics_source,
+    },
+    controller::{
+        reconcile::{Act, BudgetView, Core},
+        status::{SCALING, SLO_MET},
+        store::{BudgetKey, MemoryStore},
+        tenancy::{NAMESPACE_TAG, TagTenancy},
+    },
+    crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, format_duration},
+    emulator::{self, EmulatorConfig, calllog::CallFilter},
+    metrics::Metrics,
+    policy::{AppConfig, AppStatus},
+    sim::Scenario,
+    telemetry::{self, LogFormat},
+};
+
+/// The default scenario, embedded so `cargo run -- demo` works from any directory.
+const STEP_UP: &str = include_str!("../examples/scenarios/step-up.yaml");
+
+/// Consecutive evaluations with the SLO met that count as "restored".
+const RESTORED_AFTER: u32 = 3;
+
+/// `checkpoint-autoscaler demo`.
+#[derive(Debug, Clone, Args)]
+pub struct DemoArgs {
+    /// A scenario file (default: the embedded examples/scenarios/step-up.yaml).
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// A CheckpointBudget manifest (default: the budget embedded in the scenario).
+    #[arg(long)]
+    pub budget: Option<PathBuf>,
+    /// Emulated minutes per real second while something happens (quiet minutes before
+    /// the budget is first breached go four times faster); 0 runs as fast as possible.
+    #[arg(long, default_value_t = 1.0)]
+    pub speed: f64,
+    /// Where to write the SVG chart.
+    #[arg(long, default_value = "checkpoint-autoscaler-demo.svg")]
+    pub svg: PathBuf,
+}
+
+/// One emulated minute of the run, for the chart and the summary.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Minute {
+    /// Minutes since the scenario started.
+    pub minute: i64,
+    /// The application's status.
+    pub status: AppStatus,
+    /// The running configuration.
+    pub config: AppConfig,
+    /// The job's latest checkpoint duration (ms), as the service reports it.
+    pub checkpoint_ms: Option<f64>,
+    /// KPUs billed.
+    pub kpus: u32,
+    /// Whether the controller judged the SLO met over its window.
+    pub slo_met: Option<bool>,
+}
+
+/// A scaling the demo's controller asked for.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Scaling {
+    /// Minute of the request.
+    pub minute: i64,
+    /// Configuration before.
+    pub from: AppConfig,
+    /// Configuration asked for.
+    pub to: AppConfig,
+    /// The policy's reason.
+    pub reason: String,
+}
+
+/// What a demo run showed.
+#[derive(Clone, Debug)]
+pub struct DemoOutcome {
+    /// Whether the budget was breached and then restored.
+    pub restored: bool,
+    /// Minute of the first evaluation with the SLO not met.
+    pub breached_at: Option<i64>,
+    /// Minute from which the SLO stayed met.
+    pub restored_at: Option<i64>,
+    /// Every scaling asked for, in order.
+    pub scalings: Vec<Scaling>,
+    /// Every `UpdateApplication` request the SDK client sent.
+    pub updates: Vec<UpdateRequest>,
+    /// `UpdateApplication` calls the emulator received, and how many it refused.
+    pub update_calls: usize,
+    /// Of which refused (any error status).
+    pub update_calls_refused: usize,
+    /// KPUs at the start and at the end.
+    pub kpus_before: u32,
+    /// KPUs at the end.
+    pub kpus_after: u32,
+    /// The timeline.
+    pub minutes: Vec<Minute>,
+    /// The budget's `maxCheckpointDuration`.
+    pub budget: Duration,
+    /// The budget's `parallelism.maxParallelism`.
+    pub max_parallelism: u32,
+    /// The scenario's name.
+    pub scenario: String,
+    /// The final status, as the controller would have written it.
+    pub status: Option<CheckpointBudgetStatus>,
+    /// Real time the run took.
+    pub wall: Duration,
+}
+
+impl DemoOutcome {
+    /// Minutes from the breach to the restore.
+    pub fn minutes_to_restore(&self) -> Option<i64> {
+        Some(self.restored_at? - self.breached_at?)
+    }
+}
+
+/// Records the update requests on their way to the real client.
+struct Recording {
+    inner: KinesisControl,
+    updates: Mutex<Vec<UpdateRequest>>,
+}
+
+#[async_trait]
+impl ApplicationControl for Recording {
+    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
+        self.inner.describe(target, name).await
+    }
+
+    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
+        self.inner.list_tags(target, arn).await
+    }
+
+    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
+        if let Ok(mut updates) = self.updates.lock() {
+            updates.push(request.clone());
+        }
+        self.inner.update(target, request).await
+    }
+
+    async fn describe_operation(
+        &self,
+        target: &Target,
+        name: &str,
+        operation_id: &str,
+    ) -> Result<OperationStatus, AwsError> {
+        self.inner.describe_operation(target, name, operation_id).await
+    }
+}
+
+/// Runs the `demo` subcommand.
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    // The demo prints its own progress; logs only for warnings unless RUST_LOG says more.
+    if std::env::var_os("RUST_LOG").is_none() {
+        // SAFETY: single-threaded here, before the runtime and any other thread start.
+        unsafe { std::env::set_var("RUST_LOG", "warn") };
+    }
+    telemetry::init(LogFormat::Text);
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path).with_context(|| format!("loading {}", path.display()))?,
+        None => Scenario::from_yaml(STEP_UP, "examples/scenarios/step-up.yaml")?,
+    };
+    let budget = load_budget(args.budget.as_deref(), &scenario)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let mut out = std::io::stdout().lock();
+    let outcome = runtime.block_on(run_demo(&scenario, &budget, args.speed, &mut out))?;
+    write_chart(&outcome, &args.svg).with_context(|| format!("writing {}", args.svg.display()))?;
+    summarize(&outcome, &args.svg, &mut out)?;
+    Ok(if outcome.restored {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+/// The budget: a manifest file, or the one the scenario carries.
+pub fn load_budget(path: Option<&Path>, scenario: &Scenario) -> anyhow::Result<CheckpointBudget> {
+    match path {
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            let budget: CheckpointBudget =
+                serde_yaml::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+            Ok(budget)
+        }
+        None => {
+            let Some(spec) = scenario.budget.clone() else {
+                bail!(
+                    "scenario {} carries no budget; pass one with --budget FILE",
+                    scenario.name
+                );
+            };
+            let spec: CheckpointBudgetSpec = serde_yaml::from_value(spec)
+                .with_context(|| format!("the budget of scenario {}", scenario.name))?;
+            let mut budget = CheckpointBudget::new(&scenario.application.name, spec);
+            budget.metadata.namespace = Some("default".into());
+            Ok(budget)
+        }
+    }
+}
+
+/// Runs the scenario under the controller and reports. `speed` is emulated minutes per real
+/// second (0: no pauses); progress lines go to `out`.
+pub async fn run_demo(
+    scenario: &Scenario,
+    budget: &CheckpointBudget,
+    speed: f64,
+    out: &mut dyn Write,
+) -> anyhow::Result<DemoOutcome> {
+    let started = Instant::now();
+    let mut spec: CheckpointBudgetSpec = budget.spec.clone();
+    let typed = spec.to_budget().context("the demo budget is invalid")?;
+    if spec.application.role_arn.take().is_some() {
+        writeln!(
+            out,
+            "note: the demo ignores spec.application.roleArn (the emulator has no STS)"
+        )?;
+    }
+    let namespace = budget
+        .metadata
+        .namespace
+        .clone()
+        .unwrap_or_else(|| "default".into());
+    let name = budget
+        .metadata
+        .name
+        .clone()
+        .unwrap_or_else(|| scenario.application.name.clone());
+    let app = spec.application.name.clone();
+    let region = spec
+        .application
+        .region
+        .clone()
+        .unwrap_or_else(|| "us-east-1".into());
+
+    // The emulator, with the clock under our control.
+    let start = scenario.start_time();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(start),
+        region: region.clone(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .context("starting the emulator")?;
+    let state = emu.state().clone();
+    let view = state
+        .add_scenario(scenario, Some(&app))
+        .map_err(|e| anyhow::anyhow!("adding scenario {}: {e}", scenario.name))?;
+    // Under the default tenancy policy the application must be tagged for the namespace.
+    state
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), namespace.clone())]))
+        .map_err(|e| anyhow::anyhow!("tagging {app}: {e}"))?;
+
+    // The real SDK clients, with static test credentials, pointed at the emulator.
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new(region.clone()))
+        .credentials_provider(Credentials::new("AKIDDEMO", "demo-secret", None, None, "demo"))
+        .load()
+        .await;
+    let clients = Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(emu.endpoint_url()),
+            region: Some(region.clone()),
+            ..AwsSettings::default()
+        },
+    ));
+    let apps = Arc::new(Recording {
+        inner: KinesisControl::new(clients.clone()),
+        updates: Mutex::new(Vec::new()),
+    });
+    let core = Core {
+        apps: apps.clone(),
+        metrics_source: metrics_source(clients.clone(), MetricsMode::default()),
+        tenancy: Arc::new(TagTenancy::default()),
+        default_region: region.clone(),
+        metrics: Metrics::default(),
+        period: Duration::from_secs(60),
+        interval: Duration::from_secs(60),
+        in_flight_poll: Duration::from_secs(30),
+    };
+    let store = MemoryStore::default();
+    let key = BudgetKey::new(namespace.clone(), name.clone());
+
+    let budget_ms = typed.max_checkpoint_duration.as_millis() as f64;
+    writeln!(
+        out,
+        "checkpoint-autoscaler demo: scenario {} — {}",
+        scenario.name,
+        scenario.description.as_deref().unwrap_or("")
+    )?;
+    writeln!(
+        out,
+        "budget {namespace}/{name}: checkpoints within {} over {}, parallelism {}..{} (maxParallelism {}), \
+         perKpu {}..{}{}, mode {:?}",
+        format_duration(typed.max_checkpoint_duration),
+        format_duration(typed.window),
+        typed.parallelism_min,
+        typed.parallelism_max,
+        typed.max_parallelism,
+        typed.per_kpu_min,
+        typed.per_kpu_max,
+        typed
+            .max_kpus
+            .map(|k| format!(", at most {k} KPUs"))
+            .unwrap_or_default(),
+        spec.mode,
+    )?;
+    writeln!(
+        out,
+        "emulator on {} (one reconcile per emulated minute)\n",
+        emu.endpoint_url()
+    )?;
+
+    // Let a full window of metrics exist before the first evaluation.
+    let window_minutes = typed.window.as_secs().div_ceil(60) as i64;
+    state.advance(Duration::from_secs(60 * (window_minutes as u64 - 1)));
+    let last_minute = scenario.duration.as_secs().div_ceil(60) as i64;
+    let pause = (speed > 0.0).then(|| Duration::from_secs_f64(1.0 / speed));
+
+    let kpus_before = view.running_config().kpus();
+    let mut minutes = Vec::new();
+    let mut scalings = Vec::new();
+    let mut breached_at = None;
+    let mut restored_at = None;
+    let mut met_run = 0u32;
+    let mut last_reason = String::new();
+    for minute in window_minutes..=last_minute {
+        let tick = Instant::now();
+        state.advance(Duration::from_secs(60));
+        let now: Timestamp = state.virtual_now();
+        let prior = store.status(&key);
+        let budget_view = BudgetView {
+            key: key.clone(),
+            generation: Some(1),
+            spec: &spec,
+            status: prior.as_ref(),
+        };
+        let report = core.reconcile(&budget_view, &store, now).await;
+        let status = store.status(&key);
+        let truth = state.with_fleet(|f| {
+            let app_view = f.describe_application(&app).ok();
+            let period = f.last_period(&app).cloned();
+            (app_view, period)
+        });
+        let (Some(app_view), period) = truth else {
+            bail!("the emulated application {app} disappeared");
+        };
+        let config = app_view.running_config();
+        let checkpoint_ms = period.as_ref().and_then(|p| p.last_checkpoint_duration_ms);
+        let slo_met =
+            status
+                .as_ref()
+                .and_then(|s| s.condition(SLO_MET))
+                .and_then(|c| match c.status.as_str() {
+                    "True" => Some(true),
+                    "False" => Some(false),
+                    _ => None,
+                });
+        minutes.push(Minute {
+            minute,
+            status: app_view.status,
+            config,
+            checkpoint_ms,
+            kpus: period.as_ref().map_or(config.kpus(), |p| p.kpus),
+            slo_met,
+        });
+
+        // One line per minute: what the application does, its checkpoints against the
+        // budget, and what the controller decided (in words when the decision changes).
+        let check = match checkpoint_ms {
+            Some(ms) => format!("{:>6}", human_ms(ms)),
+            None => "     –".into(),
+        };
+        let verdict = match slo_met {
+            Some(true) => "ok  ",
+            Some(false) => "OVER",
+            None => "  ? ",
+        };
+        let mut line = format!(
+            "+{minute:>3}m  {:<9} {:>2}×{} = {:>2} KPU  checkpoint {check} / {}  {verdict}",
+            sim_status(app_view.status),
+            config.parallelism,
+            config.parallelism_per_kpu,
+            config.kpus(),
+            human_ms(budget_ms),
+        );
+        match &report {
+            Ok(report) => {
+                let scaling = report
+                    .status
+                    .condition(SCALING)
+                    .map(|c| (c.reason.clone(), c.message.clone()))
+                    .unwrap_or_default();
+                match &report.act {
+                    Act::Scaled { to, .. } => {
+                        scalings.push(Scaling {
+                            minute,
+                            from: config,
+                            to: *to,
+                            reason: scaling.0.clone(),
+                        });
+                        line.push_str(&format!("  ▶ {}: {}", scaling.0, scaling.1));
+                    }
+                    Act::Following { .. } => line.push_str("  … update in progress"),
+                    Act::Refused | Act::Failed => line.push_str(&format!("  ✗ {}: {}", scaling.0, scaling.1)),
+                    Act::None if scaling.0 != last_reason => {
+                        line.push_str(&format!("  {}: {}", scaling.0, scaling.1));
+                    }
+                    Act::None => {}
+                }
+                for notice in report.notices.iter().filter(|n| n.reason.starts_with("Scaling")) {
+                    if !matches!(report.act, Act::Scaled { .. }) {
+                        line.push_str(&format!("  [{}]", notice.reason));
+                    }
+                }
+                last_reason = scaling.0;
+            }
+            Err(e) => line.push_str(&format!("  error: {e}")),
+        }
+        writeln!(out, "{line}")?;
+        out.flush()?;
+
+        match slo_met {
+            Some(false) => {
+                breached_at.get_or_insert(minute);
+                met_run = 0;
+                restored_at = None;
+            }
+            Some(true) if breached_at.is_some() => {
+                met_run += 1;
+                restored_at.get_or_insert(minute);
+                let settled = app_view.status == AppStatus::Running
+                    && status.as_ref().is_some_and(|s| s.operation_in_flight.is_none());
+                if met_run >= RESTORED_AFTER && settled && !scalings.is_empty() {
+                    break;
+                }
+            }
+            _ => {}
+        }
+        if let Some(pause) = pause {
+            let quiet = breached_at.is_none() && scalings.is_empty();
+            let pause = if quiet { pause / 4 } else { pause };
+            tokio::time::sleep(pause.saturating_sub(tick.elapsed())).await;
+        }
+    }
+
+    let update_calls = state.calls(&CallFilter {
+        operation: Some("UpdateApplication".into()),
+        ..CallFilter::default()
+    });
+    let refused = update_calls.iter().filter(|c| c.status >= 300).count();
+    let kpus_after = minutes.last().map_or(kpus_before, |m| m.config.kpus());
+    let restored = restored_at.is_some() && met_run >= RESTORED_AFTER;
+    let updates = apps.updates.lock().map(|u| u.clone()).unwrap_or_default();
+    let status = store.status(&key);
+    emu.shutdown().await.context("stopping the emulator")?;
+    Ok(DemoOutcome {
+        restored,
+        breached_at,
+        restored_at: restored_at.filter(|_| restored),
+        scalings,
+        updates,
+        update_calls: update_calls.len(),
+        update_calls_refused: refused,
+        kpus_before,
+        kpus_after,
+        minutes,
+        budget: typed.max_checkpoint_duration,
+        max_parallelism: typed.max_parallelism,
+        scenario: scenario.name.clone(),
+        status,
+        wall: started.elapsed(),
+    })
+}
+
+fn sim_status(s: AppStatus) -> &'static str {
+    crate::sim::fleet::status_name(s)
+}
+
+/// `16×1 (16 KPU)`.
+fn short(c: AppConfig) -> String {
+    format!("{}×{} ({} KPU)", c.parallelism, c.parallelism_per_kpu, c.kpus())
+}
+
+/// `1m35s`, `48s`, `850ms`.
+fn human_ms(ms: f64) -> String {
+    let ms = ms.max(0.0).round() as u64;
+    if ms >= 10_000 {
+        format_duration(Duration::from_secs((ms + 500) / 1000))
+    } else if ms >= 1000 {
+        format!("{:.1}s", ms as f64 / 1000.0)
+    } else {
+        format!("{ms}ms")
+    }
+}
+
+/// Prints the summary.
+pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std::io::Result<()> {
+    writeln!(out)?;
+    match (outcome.restored, outcome.breached_at) {
+        (true, Some(breached)) => writeln!(
+            out,
+            "Budget restored: breached at +{breached}m, met again from +{}m — {} emulated minutes.",
+            outcome.restored_at.unwrap_or_default(),
+            outcome.minutes_to_restore().unwrap_or_default()
+        )?,
+        (false, Some(breached)) => writeln!(
+            out,
+            "Budget NOT restored: breached at +{breached}m and still not met at the end of the scenario."
+        )?,
+        (_, None) => writeln!(
+            out,
+            "The budget was never breached in this scenario: nothing to restore."
+        )?,
+    }
+    let steps: Vec<String> = outcome
+        .scalings
+        .iter()
+        .map(|s| {
+            format!(
+                "+{}m {} → {} ({})",
+                s.minute,
+                short(s.from),
+                short(s.to),
+                s.reason
+            )
+        })
+        .collect();
+    writeln!(
+        out,
+        "Scalings (restarts): {}{}",
+        outcome.scalings.len(),
+        if steps.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", steps.join("; "))
+        }
+    )?;
+    writeln!(
+        out,
+        "KPUs: {} before, {} after. UpdateApplication calls: {} ({} refused by the service).",
+        outcome.kpus_before, outcome.kpus_after, outcome.update_calls, outcome.update_calls_refused
+    )?;
+    writeln!(
+        out,
+        "Wall time {:.1} s. Chart: {}",
+        outcome.wall.as_secs_f64(),
+        svg.display()
+    )?;
+    Ok(())
+}
+
+/// Writes the chart: checkpoint duration against the budget, and KPUs, per emulated minute,
+/// with the scalings marked.
+pub fn write_chart(outcome: &DemoOutcome, path: &Path) -> anyhow::Result<()> {
+    let draw = |e: &dyn std::fmt::Display| anyhow::anyhow!("drawing the chart: {e}");
+    let root = SVGBackend::new(path, (1100, 700)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| draw(&e))?;
+    let title = format!("checkpoint-autoscaler demo · scenario {}", outcome.scenario);
+    let root = root.titled(&title, ("sans-serif", 22)).map_err(|e| draw(&e))?;
+    let (upper, lower) = root.split_vertically(420);
+    let first = outcome.minutes.first().map_or(0, |m| m.minute);
+    let last = outcome.minutes.last().map_or(1, |m| m.minute).max(first + 1);
+    let budget_s = outcome.budget.as_secs_f64();
+    let top = outcome
+        .minutes
+        .iter()
+        .filter_map(|m| m.checkpoint_ms)
+        .fold(budget_s * 1.5, |a, ms| a.max(ms / 1000.0))
+        * 1.1;
+
+    let mut chart = ChartBuilder::on(&upper)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .caption("checkpoint duration (s) against the budget", ("sans-serif", 16))
+        .build_cartesian_2d(first as f64..last as f64, 0.0..top)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("emulated minutes")
+        .y_desc("seconds")
+        .draw()
+        .map_err(|e| draw(&e))?;
+    chart
+        .draw_series(LineSeries::new(
+            [(first as f64, budget_s), (last as f64, budget_s)],
+            RED.stroke_width(2),
+        ))
+        .map_err(|e| draw(&e))?
+        .label("budget")
+        .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], RED));
+    // Gaps (restarts) stay gaps.
+    let mut segment: Vec<(f64, f64)> = Vec::new();
+    let mut segments = Vec::new();
+    for m in &outcome.minutes {
+        match m.checkpoint_ms {
+            Some(ms) => segment.push((m.minute as f64, ms / 1000.0)),
+            None if !segment.is_empty() => segments.push(std::mem::take(&mut segment)),
+            None => {}
+        }
+    }
+    segments.push(segment);
+    for (i, s) in segments.into_iter().filter(|s| !s.is_empty()).enumerate() {
+        let series = chart
+            .draw_series(LineSeries::new(s, BLUE.stroke_width(2)))
+            .map_err(|e| draw(&e))?;
+        if i == 0 {
+            series
+                .label("lastCheckpointDuration")
+                .legend(|(x, y)| PathElement::new([(x, y), (x + 16, y)], BLUE));
+        }
+    }
+    for s in &outcome.scalings {
+        chart
+            .draw_series(LineSeries::new(
+                [(s.minute as f64, 0.0), (s.minute as f64, top)],
+                BLACK.mix(0.4).stroke_width(1),
+            ))
+            .map_err(|e| draw(&e))?;
+    }
+    chart
+        .configure_series_labels()
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()
+        .map_err(|e| draw(&e))?;
+
+    let max_kpus = outcome
+        .minutes
+        .iter()
+        .map(|m| m.config.kpus())
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64
+        * 1.25;
+    let mut chart = ChartBuilder::on(&lower)
+        .margin(12)
+        .x_label_area_size(30)
+        .y_label_area_size(60)
+        .caption("KPUs (scalings marked)", ("sans-serif", 16))
+        .build_cartesian_2d(first as f64..last as f64, 0.0..max_kpus)
+        .map_err(|e| draw(&e))?;
+    chart
+        .configure_mesh()
+        .x_desc("emulated minutes")
+        .y_desc("KPUs")
+        .draw()
+        .map_err(|e| draw(&e))?;
+    let steps: Vec<(f64, f64)> = outcome
+        .minutes
+        .iter()
+        .flat_map(|m| {
+            let k = m.config.kpus() as f64;
+            [(m.minute as f64 - 1.0, k), (m.minute as f64, k)]
+        })
+        .collect();
+    chart
+        .draw_series(LineSeries::new(steps, RGBColor(255, 127, 14).stroke_width(2)))
+        .map_err(|e| draw(&e))?;
+    for s in &outcome.scalings {
+        chart
+            .draw_series(LineSeries::new(
+                [(s.minute as f64, 0.0), (s.minute as f64, max_kpus)],
+                BLACK.mix(0.4).stroke_width(1),
+            ))
+            .map_err(|e| draw(&e))?;
+    }
+    root.present().map_err(|e| draw(&e))?;
+    Ok(())
+}
