@@ -218,8 +218,6 @@ pub fn load_budget(path: Option<&Path>, scenario: &Scenario) -> anyhow::Result<C
                     scenario.name
                 );
             };
-            let spec: CheckpointBudgetSpec = serde_yaml::from_value(spec)
-                .with_context(|| format!("the budget of scenario {}", scenario.name))?;
             let mut budget = CheckpointBudget::new(&scenario.application.name, spec);
             budget.metadata.namespace = Some("default".into());
             Ok(budget)
