@@ -81,13 +81,27 @@ async fn every_update_through_the_emulator_stays_within_the_budget_bounds() {
     let budget = demo::load_budget(None, &scenario).unwrap();
     let typed = budget.spec.to_budget().unwrap();
     let (outcome, log) = run(&scenario, &budget).await;
-    assert!(outcome.breached_at.is_some(), "the load step breaches the budget:\n{log}");
-    assert!(!outcome.updates.is_empty(), "a breach under load is acted on:\n{log}");
+    assert!(
+        outcome.breached_at.is_some(),
+        "the load step breaches the budget:\n{log}"
+    );
+    assert!(
+        !outcome.updates.is_empty(),
+        "a breach under load is acted on:\n{log}"
+    );
     for update in &outcome.updates {
         assert!(update.to.parallelism <= typed.max_parallelism, "{}", update.to);
         assert!(update.to.parallelism <= typed.parallelism_max, "{}", update.to);
-        assert!(typed.max_kpus.is_none_or(|cap| update.to.kpus() <= cap), "{}", update.to);
-        assert!(update.to.kpus() > outcome.kpus_before, "scale-ups only: {}", update.to);
+        assert!(
+            typed.max_kpus.is_none_or(|cap| update.to.kpus() <= cap),
+            "{}",
+            update.to
+        );
+        assert!(
+            update.to.kpus() > outcome.kpus_before,
+            "scale-ups only: {}",
+            update.to
+        );
     }
     // The emulator's call log: every UpdateApplication arrived once and none was refused
     // (the service refuses a parallelism above maxParallelism).
@@ -121,9 +135,16 @@ async fn the_demo_is_reproducible_and_charts_its_run() {
     let mut summary = Vec::new();
     demo::summarize(&first, &svg, &mut summary).unwrap();
     let summary = String::from_utf8(summary).unwrap();
-    let verdict = if first.restored { "Budget restored" } else { "Budget NOT restored" };
+    let verdict = if first.restored {
+        "Budget restored"
+    } else {
+        "Budget NOT restored"
+    };
     assert!(summary.contains(verdict), "{summary}");
-    assert!(summary.contains(&format!("Scalings (restarts): {}", first.scalings.len())), "{summary}");
+    assert!(
+        summary.contains(&format!("Scalings (restarts): {}", first.scalings.len())),
+        "{summary}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
