@@ -15,6 +15,8 @@ pub mod crd;
 pub mod demo;
 /// The AWS emulator: the `sim` model behind the kinesisanalyticsv2 and CloudWatch wire protocols.
 pub mod emulator;
+/// The Flink backend of the emulator: real Flink jobs on loopback clusters.
+pub mod flink;
 /// Prometheus metrics.
 pub mod metrics;
 /// The decision engine (pure).

@@ -5,4 +5,5 @@ mod controller;
 mod crd;
 mod docs;
 mod emulator;
+mod flink;
 mod sim;
