@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
+# Java 17 and the Flink distribution for the real-runtime tests (tests/integration/flink.rs).
+FLINK_HOME="$(scripts/install-flink.sh | tail -n1)"
+export FLINK_HOME
 
 cargo build --locked --bins
 cargo test --locked --all-targets

@@ -257,7 +257,7 @@ impl Cluster {
         );
         match parse_job_id(&text) {
             Some(id) if output.status.success() => Ok(id),
-            _ => Err(FlinkError::Submit(tail(&text, 30))),
+            _ => Err(FlinkError::Submit(submit_failure(&text))),
         }
     }
 
@@ -383,6 +383,19 @@ fn free_port() -> Result<u16, FlinkError> {
         .map_err(|e| FlinkError::io("choosing a free port", e))
 }
 
+/// The reason in the output of a failed `flink run`: the innermost `Caused by:` of the
+/// JobManager's exception (the Python driver's own wrapper exceptions say nothing), else
+/// the output's last lines.
+fn submit_failure(output: &str) -> String {
+    output
+        .lines()
+        .rev()
+        .filter_map(|l| l.trim().strip_prefix("Caused by: "))
+        .find(|l| !l.contains("Python process exits") && !l.contains("py4j."))
+        .map(str::to_string)
+        .unwrap_or_else(|| tail(output, 30))
+}
+
 fn tail(text: &str, lines: usize) -> String {
     let all: Vec<&str> = text.lines().collect();
     all[all.len().saturating_sub(lines)..].join("\n")
@@ -493,6 +506,21 @@ fn set_key(root: &mut Value, key: &str, value: String) -> Result<(), FlinkError>
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn submit_failure_names_the_jobmanagers_reason() {
+        let out = "Traceback (most recent call last):\n\
+                   Caused by: org.apache.flink.runtime.client.JobInitializationException: Could not start the JobMaster.\n\
+                   Caused by: java.lang.IllegalArgumentException: max parallelism 2 < parallelism 3\n\
+                   \tat org.apache.flink.X\n\
+                   org.apache.flink.client.program.ProgramAbortException: boom\n\
+                   Caused by: java.lang.RuntimeException: Python process exits with code: 1\n";
+        assert_eq!(
+            submit_failure(out),
+            "java.lang.IllegalArgumentException: max parallelism 2 < parallelism 3"
+        );
+        assert_eq!(submit_failure("a\nb\nc"), "a\nb\nc");
+    }
 
     #[test]
     fn set_key_nests_and_replaces_flat_duplicates() {
