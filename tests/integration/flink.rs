@@ -20,7 +20,9 @@ fn flink_home() -> Option<FlinkHome> {
     match FlinkHome::locate(None) {
         Ok(h) => Some(h),
         Err(e) => {
-            eprintln!("SKIPPED: the Flink backend tests need Flink and Java ({e}); run scripts/install-flink.sh");
+            eprintln!(
+                "SKIPPED: the Flink backend tests need Flink and Java ({e}); run scripts/install-flink.sh"
+            );
             None
         }
     }
@@ -102,7 +104,8 @@ async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
         (f.describe_application(name).unwrap().status == AppStatus::Running).then_some(())
     })
     .await;
-    let (first_id, first_size) = wait_for(&mut fleet, "a checkpoint", long, |f| completed_after(f, name, 0)).await;
+    let (first_id, first_size) =
+        wait_for(&mut fleet, "a checkpoint", long, |f| completed_after(f, name, 0)).await;
 
     // (1) Scale 1 -> 2: snapshot, UPDATING, restore at 2, RUNNING, new version.
     let op = scale_to(&mut fleet, name, 2);
@@ -118,10 +121,16 @@ async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
     assert_eq!(view.parallelism.current_parallelism, 2);
     // The state survived: the job restored the savepoint, checkpoint ids continue after it
     // and the state is at least as large as before (keys are never dropped).
-    let (after_id, after_size) =
-        wait_for(&mut fleet, "a checkpoint after the restore", long, |f| completed_after(f, name, first_id)).await;
+    let (after_id, after_size) = wait_for(&mut fleet, "a checkpoint after the restore", long, |f| {
+        completed_after(f, name, first_id)
+    })
+    .await;
     let (_, stats) = fleet.flink_job(name).unwrap();
-    let restored = stats.unwrap().latest.restored.expect("restored from the savepoint");
+    let restored = stats
+        .unwrap()
+        .latest
+        .restored
+        .expect("restored from the savepoint");
     assert!(restored.is_savepoint);
     assert!(restored.id > first_id && after_id > restored.id);
     assert!(
@@ -170,8 +179,14 @@ async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
     assert_eq!(view.status, AppStatus::Running);
     assert_eq!(view.parallelism.current_parallelism, 2);
     assert_eq!(view.parallelism.parallelism, 2);
-    assert_eq!(view.version_id, 4, "failed update = version 3, rollback = version 4");
+    assert_eq!(
+        view.version_id, 4,
+        "failed update = version 3, rollback = version 4"
+    );
     assert_eq!(view.version_rolled_back_to, Some(2));
-    wait_for(&mut fleet, "a checkpoint after the rollback", long, |f| completed_after(f, name, after_id)).await;
+    wait_for(&mut fleet, "a checkpoint after the rollback", long, |f| {
+        completed_after(f, name, after_id)
+    })
+    .await;
     fleet.shutdown().await;
 }
