@@ -120,9 +120,10 @@ pub struct PutDatum {
     pub unit: Option<String>,
 }
 
+/// A datapoint that is more than one plain value (a statistic set, or values with counts).
 #[derive(Clone, Debug)]
-struct Point {
-    at: Timestamp,
+struct Aggregate {
+    at_ms: i64,
     count: f64,
     sum: f64,
     min: f64,
@@ -131,10 +132,66 @@ struct Point {
     values: Vec<(f64, f64)>,
 }
 
+/// One metric's datapoints. Plain values (all the simulator publishes) are kept as
+/// (milliseconds, value) pairs, 16 bytes each, so that thousands of emulated applications
+/// stay cheap; the rarer aggregates of `PutMetricData` are kept apart.
 #[derive(Clone, Debug, Default)]
 struct Series {
     unit: Option<String>,
-    points: Vec<Point>,
+    /// Plain values, sorted by time.
+    values: Vec<(i64, f64)>,
+    /// Aggregates, sorted by time.
+    aggregates: Vec<Aggregate>,
+}
+
+impl Series {
+    fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.aggregates.is_empty()
+    }
+}
+
+/// What one bucket of a query has seen.
+#[derive(Clone, Debug)]
+struct Bucket {
+    count: f64,
+    sum: f64,
+    min: f64,
+    max: f64,
+    /// Values with counts; `exact` is false once a statistic set (without values) joined.
+    values: Vec<(f64, f64)>,
+    exact: bool,
+}
+
+impl Bucket {
+    fn new() -> Self {
+        Self {
+            count: 0.0,
+            sum: 0.0,
+            min: f64::INFINITY,
+            max: f64::NEG_INFINITY,
+            values: Vec::new(),
+            exact: true,
+        }
+    }
+
+    fn add_value(&mut self, v: f64) {
+        self.count += 1.0;
+        self.sum += v;
+        self.min = self.min.min(v);
+        self.max = self.max.max(v);
+        self.values.push((v, 1.0));
+    }
+
+    fn add_aggregate(&mut self, a: &Aggregate) {
+        self.count += a.count;
+        self.sum += a.sum;
+        self.min = self.min.min(a.min);
+        self.max = self.max.max(a.max);
+        if a.values.is_empty() {
+            self.exact = false;
+        }
+        self.values.extend_from_slice(&a.values);
+    }
 }
 
 /// Datapoints of many metrics.
@@ -143,41 +200,24 @@ pub struct MetricStore {
     series: BTreeMap<MetricId, Series>,
 }
 
+fn ms(t: Timestamp) -> i64 {
+    t.as_millisecond()
+}
+
 impl MetricStore {
     /// Records one value.
     pub fn record(&mut self, id: &MetricId, unit: &str, at: Timestamp, value: f64) {
-        self.insert(
-            id,
-            Some(unit),
-            Point {
-                at,
-                count: 1.0,
-                sum: value,
-                min: value,
-                max: value,
-                values: vec![(value, 1.0)],
-            },
-        );
+        let series = self.series_mut(id, Some(unit));
+        insert_sorted(&mut series.values, (ms(at), value), |p| p.0);
     }
 
     /// Records a `PutMetricData` datum (already validated).
     pub fn put(&mut self, namespace: &str, datum: &PutDatum, now: Timestamp) {
         let id = MetricId::new(namespace, &datum.metric_name, &datum.dimensions);
-        let at = datum.timestamp.unwrap_or(now);
-        let unit = datum.unit.as_deref();
+        let at = ms(datum.timestamp.unwrap_or(now));
+        let series = self.series_mut(&id, datum.unit.as_deref());
         if let Some(v) = datum.value {
-            self.insert(
-                &id,
-                unit,
-                Point {
-                    at,
-                    count: 1.0,
-                    sum: v,
-                    min: v,
-                    max: v,
-                    values: vec![(v, 1.0)],
-                },
-            );
+            insert_sorted(&mut series.values, (at, v), |p| p.0);
         }
         if !datum.values.is_empty() {
             let values: Vec<(f64, f64)> = datum
@@ -190,47 +230,44 @@ impl MetricStore {
             let sum = values.iter().map(|(v, c)| v * c).sum();
             let min = values.iter().map(|(v, _)| *v).fold(f64::INFINITY, f64::min);
             let max = values.iter().map(|(v, _)| *v).fold(f64::NEG_INFINITY, f64::max);
-            self.insert(
-                &id,
-                unit,
-                Point {
-                    at,
+            insert_sorted(
+                &mut series.aggregates,
+                Aggregate {
+                    at_ms: at,
                     count,
                     sum,
                     min,
                     max,
                     values,
                 },
+                |a| a.at_ms,
             );
         }
         if let Some(s) = datum.statistic_values {
-            self.insert(
-                &id,
-                unit,
-                Point {
-                    at,
-                    count: s.sample_count,
-                    sum: s.sum,
-                    min: s.minimum,
-                    max: s.maximum,
-                    values: Vec::new(),
-                },
-            );
+            let aggregate = Aggregate {
+                at_ms: at,
+                count: s.sample_count,
+                sum: s.sum,
+                min: s.minimum,
+                max: s.maximum,
+                values: Vec::new(),
+            };
+            insert_sorted(&mut series.aggregates, aggregate, |a| a.at_ms);
         }
     }
 
-    fn insert(&mut self, id: &MetricId, unit: Option<&str>, point: Point) {
-        let series = self.series.entry(id.clone()).or_default();
-        if let Some(u) = unit {
+    fn series_mut(&mut self, id: &MetricId, unit: Option<&str>) -> &mut Series {
+        // NB: a lookup before the insert avoids cloning the id for every datapoint.
+        if !self.series.contains_key(id) {
+            self.series.insert(id.clone(), Series::default());
+        }
+        let series = self.series.get_mut(id).expect("inserted above");
+        if let Some(u) = unit
+            && series.unit.as_deref() != Some(u)
+        {
             series.unit = Some(u.to_string());
         }
-        // Appends are the common case (the simulator publishes in time order).
-        if series.points.last().is_none_or(|p| p.at <= point.at) {
-            series.points.push(point);
-        } else {
-            let i = series.points.partition_point(|p| p.at <= point.at);
-            series.points.insert(i, point);
-        }
+        series
     }
 
     /// The unit a metric was published with.
@@ -245,34 +282,41 @@ impl MetricStore {
         let Some(stat) = Statistic::parse(&q.stat) else {
             return Vec::new();
         };
-        let period = q.period.as_secs().max(1) as i64;
         if q.period.is_zero() || q.end <= q.start {
             return Vec::new();
         }
+        let period_ms = (q.period.as_millis() as i64).max(1);
         let id = MetricId::new(&q.namespace, &q.metric_name, &q.dimensions);
         let Some(series) = self.series.get(&id) else {
             return Vec::new();
         };
-        let from = series.points.partition_point(|p| p.at < q.start);
-        let to = series.points.partition_point(|p| p.at < q.end);
-        let mut out = Vec::new();
-        let mut bucket: Option<(i64, Vec<&Point>)> = None;
-        for p in &series.points[from..to] {
-            let index = p.at.duration_since(q.start).as_secs() / period;
-            match &mut bucket {
-                Some((i, points)) if *i == index => points.push(p),
-                _ => {
-                    if let Some((i, points)) = bucket.take() {
-                        out.push((bucket_start(q.start, i, period), aggregate(&points, stat)));
-                    }
-                    bucket = Some((index, vec![p]));
-                }
-            }
+        let (start, end) = (ms(q.start), ms(q.end));
+        let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+        let from = series.values.partition_point(|p| p.0 < start);
+        let to = series.values.partition_point(|p| p.0 < end);
+        for (at, v) in &series.values[from..to] {
+            buckets
+                .entry((at - start) / period_ms)
+                .or_insert_with(Bucket::new)
+                .add_value(*v);
         }
-        if let Some((i, points)) = bucket {
-            out.push((bucket_start(q.start, i, period), aggregate(&points, stat)));
+        let from = series.aggregates.partition_point(|a| a.at_ms < start);
+        let to = series.aggregates.partition_point(|a| a.at_ms < end);
+        for a in &series.aggregates[from..to] {
+            buckets
+                .entry((a.at_ms - start) / period_ms)
+                .or_insert_with(Bucket::new)
+                .add_aggregate(a);
         }
-        out
+        buckets
+            .into_iter()
+            .map(|(i, b)| {
+                (
+                    q.start + jiff::SignedDuration::from_millis(i * period_ms),
+                    aggregate(b, stat),
+                )
+            })
+            .collect()
     }
 
     /// Metrics matching the filters; a dimension filter with an empty value matches any
@@ -286,7 +330,7 @@ impl MetricStore {
         self.series
             .iter()
             .filter(|(id, s)| {
-                !s.points.is_empty()
+                !s.is_empty()
                     && namespace.is_none_or(|n| n == id.namespace)
                     && metric_name.is_none_or(|n| n == id.metric_name)
                     && dims.iter().all(|(k, v)| {
@@ -301,40 +345,44 @@ impl MetricStore {
 
     /// Drops datapoints older than `before`.
     pub fn expire(&mut self, before: Timestamp) {
+        let before = ms(before);
         for series in self.series.values_mut() {
-            let n = series.points.partition_point(|p| p.at < before);
-            if n > 0 {
-                series.points.drain(..n);
-            }
+            let n = series.values.partition_point(|p| p.0 < before);
+            series.values.drain(..n);
+            let n = series.aggregates.partition_point(|a| a.at_ms < before);
+            series.aggregates.drain(..n);
         }
-        self.series.retain(|_, s| !s.points.is_empty());
+        self.series.retain(|_, s| !s.is_empty());
     }
 }
 
-fn bucket_start(start: Timestamp, index: i64, period: i64) -> Timestamp {
-    start + jiff::SignedDuration::from_secs(index * period)
+/// Appends (the common case: the simulator publishes in time order) or inserts in order.
+fn insert_sorted<T>(items: &mut Vec<T>, item: T, key: impl Fn(&T) -> i64) {
+    let k = key(&item);
+    if items.last().is_none_or(|last| key(last) <= k) {
+        items.push(item);
+    } else {
+        let i = items.partition_point(|x| key(x) <= k);
+        items.insert(i, item);
+    }
 }
 
-fn aggregate(points: &[&Point], stat: Statistic) -> f64 {
-    let count: f64 = points.iter().map(|p| p.count).sum();
+fn aggregate(b: Bucket, stat: Statistic) -> f64 {
     match stat {
-        Statistic::Average => points.iter().map(|p| p.sum).sum::<f64>() / count.max(f64::MIN_POSITIVE),
-        Statistic::Maximum => points.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max),
-        Statistic::Minimum => points.iter().map(|p| p.min).fold(f64::INFINITY, f64::min),
-        Statistic::Sum => points.iter().map(|p| p.sum).sum(),
-        Statistic::SampleCount => count,
+        Statistic::Average => b.sum / b.count.max(f64::MIN_POSITIVE),
+        Statistic::Maximum => b.max,
+        Statistic::Minimum => b.min,
+        Statistic::Sum => b.sum,
+        Statistic::SampleCount => b.count,
         Statistic::Percentile(q) => {
-            let mut values: Vec<(f64, f64)> = points.iter().flat_map(|p| p.values.iter().copied()).collect();
-            if values.is_empty() {
-                // Only statistic sets: CloudWatch cannot compute percentiles from them either;
-                // the closest honest answer is the maximum for p >= 50, the minimum below.
-                return if q >= 50.0 {
-                    points.iter().map(|p| p.max).fold(f64::NEG_INFINITY, f64::max)
-                } else {
-                    points.iter().map(|p| p.min).fold(f64::INFINITY, f64::min)
-                };
+            if b.values.is_empty() || !b.exact {
+                // Statistic sets carry no values: CloudWatch cannot compute percentiles from
+                // them either; the closest honest answer is the maximum for p >= 50, the
+                // minimum below.
+                return if q >= 50.0 { b.max } else { b.min };
             }
-            values.sort_by(|a, b| a.0.total_cmp(&b.0));
+            let mut values = b.values;
+            values.sort_by(|x, y| x.0.total_cmp(&y.0));
             let total: f64 = values.iter().map(|(_, c)| c).sum();
             let rank = (q / 100.0 * total).max(f64::MIN_POSITIVE);
             let mut seen = 0.0;
@@ -397,6 +445,58 @@ mod tests {
         assert_eq!(store.unit(&id), Some("Percent"));
         store.expire(at(5));
         assert_eq!(store.query(&query("SampleCount", 10)), vec![(at(0), 5.0)]);
+    }
+
+    #[test]
+    fn put_metric_data_values_counts_and_statistic_sets() {
+        let mut store = MetricStore::default();
+        let datum =
+            |value: Option<f64>, values: Vec<f64>, counts: Vec<f64>, set: Option<StatisticSet>| PutDatum {
+                metric_name: "latency".into(),
+                timestamp: Some(at(1)),
+                value,
+                values,
+                counts,
+                statistic_values: set,
+                unit: Some("Milliseconds".into()),
+                ..PutDatum::default()
+            };
+        store.put("App", &datum(Some(10.0), vec![], vec![], None), at(0));
+        store.put("App", &datum(None, vec![20.0, 30.0], vec![2.0, 1.0], None), at(0));
+        let q = |stat: &str| MetricQuery {
+            namespace: "App".into(),
+            metric_name: "latency".into(),
+            dimensions: vec![],
+            start: at(0),
+            end: at(10),
+            period: Duration::from_secs(600),
+            stat: stat.into(),
+        };
+        assert_eq!(store.query(&q("SampleCount")), vec![(at(0), 4.0)]);
+        assert_eq!(store.query(&q("Sum")), vec![(at(0), 80.0)]);
+        assert_eq!(store.query(&q("p50")), vec![(at(0), 20.0)]);
+        assert_eq!(store.query(&q("p100")), vec![(at(0), 30.0)]);
+        let set = StatisticSet {
+            sample_count: 4.0,
+            sum: 400.0,
+            minimum: 50.0,
+            maximum: 150.0,
+        };
+        store.put("App", &datum(None, vec![], vec![], Some(set)), at(0));
+        assert_eq!(store.query(&q("Average")), vec![(at(0), 60.0)]);
+        assert_eq!(store.query(&q("Maximum")), vec![(at(0), 150.0)]);
+        assert_eq!(
+            store.query(&q("p99")),
+            vec![(at(0), 150.0)],
+            "no exact percentile across a statistic set"
+        );
+        // Out-of-order timestamps are kept in order.
+        let mut early = datum(Some(1.0), vec![], vec![], None);
+        early.timestamp = Some(at(0));
+        store.put("App", &early, at(0));
+        let mut q1 = q("Minimum");
+        q1.period = Duration::from_secs(60);
+        assert_eq!(store.query(&q1), vec![(at(0), 1.0), (at(1), 10.0)]);
     }
 
     #[test]
