@@ -107,6 +107,14 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "no-topology-spread": {"topologySpread": {"enabled": False}},
     "no-pdb": {"podDisruptionBudget": {"enabled": False}},
     "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
+    "emulator": {
+        "emulator": {
+            "enabled": True,
+            "period": "2s",
+            "scenarios": {"steady.yaml": (ROOT / "examples" / "scenarios" / "steady.yaml").read_text()},
+        },
+        "networkPolicy": {"enabled": True},
+    },
     "extra-args-and-env": {
         "controller": {
             "extraArgs": ["--region=eu-central-1"],
@@ -150,7 +158,7 @@ def one(objects: list[dict[str, Any]], kind: str, name: str | None = None) -> di
 
 
 def container(objects: list[dict[str, Any]]) -> dict[str, Any]:
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = one(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1
     return pod["containers"][0]
 
@@ -198,7 +206,7 @@ def test_each_switch_renders_and_lints_without_errors(chart, switch):
     values = SWITCHES[switch]
     chart.validate_schema(values)
     objects = render(chart, values)
-    assert one(objects, "Deployment")
+    assert one(objects, "Deployment", FULLNAME)
     report = helm.lint(CHART_DIR, values, strict=True, namespace=NAMESPACE)
     problems = [m for m in report["messages"] if m["severity"] >= 2]
     assert report["errors"] == [] and problems == [], report
@@ -251,7 +259,7 @@ def test_defaults_render_exactly_these_objects(chart):
 
 def test_pod_is_hardened(chart):
     objects = render(chart)
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
+    pod = one(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert pod["securityContext"]["runAsNonRoot"] is True
     assert pod["securityContext"]["runAsUser"] != 0
     assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
@@ -270,7 +278,7 @@ def test_pod_is_hardened(chart):
 
 def test_deployment_runs_the_controller_with_leader_election_and_probes(chart):
     objects = render(chart)
-    deployment = one(objects, "Deployment")
+    deployment = one(objects, "Deployment", FULLNAME)
     assert deployment["spec"]["replicas"] == 2
     c = container(objects)
     assert c["image"] == "checkpoint-autoscaler:" + chart.metadata["appVersion"]
@@ -297,17 +305,17 @@ def test_deployment_runs_the_controller_with_leader_election_and_probes(chart):
 
 def test_replicas_spread_over_zones_and_nodes(chart):
     objects = render(chart)
-    pod = one(objects, "Deployment")["spec"]["template"]["spec"]
-    selector = one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    pod = one(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    selector = one(objects, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
     spread = pod["topologySpreadConstraints"]
     assert [s["topologyKey"] for s in spread] == ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
     for s in spread:
         assert s["labelSelector"] == {"matchLabels": selector}
         assert s["whenUnsatisfiable"] == "ScheduleAnyway"
     custom = SWITCHES["custom-topology-spread"]
-    pod = one(render(chart, custom), "Deployment")["spec"]["template"]["spec"]
+    pod = one(render(chart, custom), "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert pod["topologySpreadConstraints"] == custom["topologySpreadConstraints"]
-    pod = one(render(chart, SWITCHES["no-topology-spread"]), "Deployment")["spec"]["template"]["spec"]
+    pod = one(render(chart, SWITCHES["no-topology-spread"]), "Deployment", FULLNAME)["spec"]["template"]["spec"]
     assert "topologySpreadConstraints" not in pod
 
 
@@ -335,7 +343,7 @@ def test_service_account_carries_the_irsa_role(chart):
     objects = render(chart, {"serviceAccount": {"roleArn": arn, "annotations": {"team": "platform"}}})
     sa = one(objects, "ServiceAccount")
     assert sa["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": arn, "team": "platform"}
-    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
+    assert one(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]["serviceAccountName"] == sa["metadata"]["name"]
     # Without a role, no annotation at all (EKS Pod Identity or node credentials).
     assert "annotations" not in one(render(chart), "ServiceAccount")["metadata"]
 
@@ -343,7 +351,7 @@ def test_service_account_carries_the_irsa_role(chart):
 def test_existing_service_account_is_bound_and_not_created(chart):
     objects = render(chart, SWITCHES["existing-service-account"])
     assert "ServiceAccount" not in by_kind(objects)
-    assert one(objects, "Deployment")["spec"]["template"]["spec"]["serviceAccountName"] == "flink-scaler"
+    assert one(objects, "Deployment", FULLNAME)["spec"]["template"]["spec"]["serviceAccountName"] == "flink-scaler"
     for kind in ("ClusterRoleBinding", "RoleBinding"):
         assert one(objects, kind)["subjects"][0]["name"] == "flink-scaler"
     with pytest.raises(helm.HelmRenderError, match="serviceAccount.name is required"):
@@ -353,7 +361,7 @@ def test_existing_service_account_is_bound_and_not_created(chart):
 def test_pdb_only_with_more_than_one_replica(chart):
     pdb = one(render(chart, {"replicaCount": 3}), "PodDisruptionBudget")
     assert pdb["spec"]["maxUnavailable"] == 1
-    assert pdb["spec"]["selector"]["matchLabels"] == one(render(chart), "Deployment")["spec"]["selector"]["matchLabels"]
+    assert pdb["spec"]["selector"]["matchLabels"] == one(render(chart), "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
     assert "PodDisruptionBudget" not in by_kind(render(chart, {"replicaCount": 1}))
     assert "PodDisruptionBudget" not in by_kind(render(chart, SWITCHES["no-pdb"]))
 
@@ -363,7 +371,7 @@ def test_single_replica_without_leader_election(chart):
     args = container(objects)["args"]
     assert not [a for a in args if a.startswith("--leader-election") or a.startswith("--lease-name")]
     assert "Role" not in by_kind(objects) and "RoleBinding" not in by_kind(objects)
-    assert one(objects, "Deployment")["spec"]["replicas"] == 1
+    assert one(objects, "Deployment", FULLNAME)["spec"]["replicas"] == 1
 
 
 @pytest.mark.parametrize("switch,watched", [("rbac-namespaced", NAMESPACE), ("watch-namespace", "streaming")])
@@ -416,12 +424,12 @@ def test_tenancy_allow_list_is_mounted_as_the_config_file(chart):
     assert "--tenancy=allow-list" in c["args"]
     assert "--tenancy-config=/etc/checkpoint-autoscaler/tenancy.yaml" in c["args"]
     assert {"name": "tenancy", "mountPath": "/etc/checkpoint-autoscaler", "readOnly": True} in c["volumeMounts"]
-    pod = one(objects, "Deployment")["spec"]["template"]
+    pod = one(objects, "Deployment", FULLNAME)["spec"]["template"]
     assert {"name": "tenancy", "configMap": {"name": f"{FULLNAME}-tenancy"}} in pod["spec"]["volumes"]
     # A changed allow-list rolls the pods (it is read at start-up).
     changed = copy.deepcopy(values)
     changed["controller"]["tenancy"]["allowList"]["namespaces"]["streaming"]["applications"].append("billing")
-    rolled = one(render(chart, changed), "Deployment")["spec"]["template"]["metadata"]["annotations"]
+    rolled = one(render(chart, changed), "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]
     assert rolled["checksum/tenancy"] != pod["metadata"]["annotations"]["checksum/tenancy"]
 
 
@@ -437,7 +445,7 @@ def test_service_and_service_monitor(chart):
     # The ServiceMonitor selects the Service, which selects the pods.
     service = one(objects, "Service")
     assert service["metadata"]["labels"].items() >= monitor["spec"]["selector"]["matchLabels"].items()
-    assert service["spec"]["selector"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["selector"] == one(objects, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
 
 
 def test_network_policy(chart):
@@ -445,7 +453,7 @@ def test_network_policy(chart):
     objects = render(chart, values)
     policy = one(objects, "NetworkPolicy")
     assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
-    assert policy["spec"]["podSelector"]["matchLabels"] == one(objects, "Deployment")["spec"]["selector"]["matchLabels"]
+    assert policy["spec"]["podSelector"]["matchLabels"] == one(objects, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
     assert policy["spec"]["ingress"] == [
         {"from": values["networkPolicy"]["metricsFrom"], "ports": [{"port": "http", "protocol": "TCP"}]}
     ]
@@ -461,6 +469,68 @@ def test_network_policy(chart):
 
 # ---------------------------------------------------------------------------------------------
 # Bad values fail at install time
+
+def test_emulator_for_test_clusters(chart):
+    values = SWITCHES["emulator"]
+    objects = render(chart, values)
+    name = f"{FULLNAME}-emulator"
+    emulator = one(objects, "Deployment", name)
+    controller = one(objects, "Deployment", FULLNAME)
+    # Neither selects the other's pods.
+    emulator_labels = emulator["spec"]["template"]["metadata"]["labels"]
+    controller_selector = controller["spec"]["selector"]["matchLabels"]
+    assert not emulator_labels.items() >= controller_selector.items()
+    assert not controller["spec"]["template"]["metadata"]["labels"].items() >= emulator["spec"]["selector"]["matchLabels"].items()
+    service = one(objects, "Service", name)
+    assert service["spec"]["selector"] == emulator["spec"]["selector"]["matchLabels"]
+    assert service["spec"]["ports"][0]["port"] == 4566
+    # The controller is pointed at the Service, with placeholder credentials.
+    variables = env(objects)
+    assert variables["AWS_ENDPOINT_URL"] == f"http://{name}.{NAMESPACE}.svc:4566"
+    assert variables["AWS_REGION"] == "us-east-1"
+    assert variables["AWS_ACCESS_KEY_ID"] and variables["AWS_SECRET_ACCESS_KEY"]
+    pod = emulator["spec"]["template"]["spec"]
+    assert pod["automountServiceAccountToken"] is False
+    assert pod["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
+    # The NetworkPolicy lets the controller reach it.
+    egress = one(objects, "NetworkPolicy")["spec"]["egress"]
+    assert {"to": [{"podSelector": {"matchLabels": emulator["spec"]["selector"]["matchLabels"]}}],
+            "ports": [{"port": 4566, "protocol": "TCP"}]} in egress
+    # Not rendered unless asked for.
+    assert not [o for o in render(chart) if o["metadata"]["name"] == name]
+
+
+def test_emulator_serves_the_rendered_scenarios(chart, tmp_path):
+    """The emulator Deployment's arguments and scenario ConfigMap, run as rendered (bound to
+    loopback): it starts, and boto3 finds the scenario's application through it."""
+    binary = controller_binary()
+    if binary is None:
+        pytest.skip("checkpoint-autoscaler is not built: run `cargo build --bins` (scripts/test.sh does)")
+    boto3 = pytest.importorskip("boto3")
+    objects = render(chart, SWITCHES["emulator"])
+    scenarios = one(objects, "ConfigMap", f"{FULLNAME}-emulator-scenarios")["data"]
+    for file, text in scenarios.items():
+        (tmp_path / file).write_text(text)
+    args = one(objects, "Deployment", f"{FULLNAME}-emulator")["spec"]["template"]["spec"]["containers"][0]["args"]
+    local = {"--bind": "127.0.0.1", "--port": "0", "--scenario": str(tmp_path)}
+    args = [f"{a.split('=')[0]}={local[a.split('=')[0]]}" if a.split("=")[0] in local else a for a in args]
+    process = subprocess.Popen([binary, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = process.stdout.readline().strip()
+        assert url.startswith("http://127.0.0.1:"), process.stderr.read() if process.poll() is not None else url
+        client = boto3.client(
+            "kinesisanalyticsv2",
+            endpoint_url=url,
+            region_name="us-east-1",
+            aws_access_key_id="emulator",
+            aws_secret_access_key="emulator",
+        )
+        names = [a["ApplicationName"] for a in client.list_applications()["ApplicationSummaries"]]
+        assert names == [yaml.safe_load(scenarios["steady.yaml"])["application"]["name"]]
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
 
 BAD_VALUES = {
     "replicas-not-a-number": {"replicaCount": "two"},
@@ -484,6 +554,8 @@ BAD_VALUES = {
     "pdb-zero": {"podDisruptionBudget": {"maxUnavailable": 0}},
     "service-monitor-interval-malformed": {"serviceMonitor": {"enabled": True, "interval": "often"}},
     "egress-port-out-of-range": {"networkPolicy": {"enabled": True, "egressPorts": [70000]}},
+    "emulator-scenario-not-yaml": {"emulator": {"enabled": True, "scenarios": {"steady.json": "{}"}}},
+    "emulator-period-malformed": {"emulator": {"enabled": True, "period": "fast"}},
 }
 
 

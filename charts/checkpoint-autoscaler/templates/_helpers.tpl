@@ -21,17 +21,52 @@
 {{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
 {{- end }}
 
+{{/* The controller's pods. */}}
 {{- define "checkpoint-autoscaler.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "checkpoint-autoscaler.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: controller
 {{- end }}
 
-{{- define "checkpoint-autoscaler.labels" -}}
+{{- define "checkpoint-autoscaler.commonLabels" -}}
 helm.sh/chart: {{ include "checkpoint-autoscaler.chart" . }}
-{{ include "checkpoint-autoscaler.selectorLabels" . }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
-app.kubernetes.io/component: controller
+{{- end }}
+
+{{/* Labels of the controller's objects. */}}
+{{- define "checkpoint-autoscaler.labels" -}}
+{{ include "checkpoint-autoscaler.commonLabels" . }}
+{{ include "checkpoint-autoscaler.selectorLabels" . }}
+{{- end }}
+
+{{/* The emulator's pods (emulator.enabled): never selected by the controller's selectors. */}}
+{{- define "checkpoint-autoscaler.emulatorSelectorLabels" -}}
+app.kubernetes.io/name: {{ include "checkpoint-autoscaler.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: emulator
+{{- end }}
+
+{{- define "checkpoint-autoscaler.emulatorLabels" -}}
+{{ include "checkpoint-autoscaler.commonLabels" . }}
+{{ include "checkpoint-autoscaler.emulatorSelectorLabels" . }}
+{{- end }}
+
+{{- define "checkpoint-autoscaler.emulatorName" -}}
+{{- printf "%s-emulator" (include "checkpoint-autoscaler.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The region: aws.region, else the emulator's default when it is enabled. */}}
+{{- define "checkpoint-autoscaler.region" -}}
+{{- if .Values.aws.region }}{{ .Values.aws.region }}{{ else if .Values.emulator.enabled }}us-east-1{{ end }}
+{{- end }}
+
+{{/* Where AWS requests go: aws.endpointUrl, else the emulator's Service when it is enabled. */}}
+{{- define "checkpoint-autoscaler.endpointUrl" -}}
+{{- if .Values.aws.endpointUrl }}{{ .Values.aws.endpointUrl }}
+{{- else if .Values.emulator.enabled }}
+{{- printf "http://%s.%s.svc:%d" (include "checkpoint-autoscaler.emulatorName" .) .Release.Namespace (int .Values.emulator.port) }}
+{{- end }}
 {{- end }}
 
 {{- define "checkpoint-autoscaler.serviceAccountName" -}}
