@@ -5,19 +5,21 @@
 //! The causes are checked in this order, the first that matches wins:
 //! 1. memory pressure (sustained heap/container memory >= 90%, or >= 75% with full
 //!    restarts): lower ParallelismPerKPU, also meeting the duration target if breached;
-//! 2. a breach of the duration budget (median of the latest periods above it), a breach a
+//! 2. catching up: the lag falls and will be gone within `CATCH_UP_MINUTES` (a restart,
+//!    failover or load spike left a backlog): hold until the job keeps up;
+//! 3. a breach of the duration budget (median of the latest periods above it), a breach a
 //!    rising trend projects before a restart could complete, or failures beyond the budget
 //!    while saturated (checkpoints timing out): more capacity, unless the last scale-up
 //!    proved ineffective (state skew); the cause is under-provisioning when CPU, busy time
 //!    or back-pressure are high, high key cardinality when the state grows without
 //!    levelling off, large state otherwise;
-//! 3. failures beyond `maxFailedCheckpoints` with normal durations and resources: not
+//! 4. failures beyond `maxFailedCheckpoints` with normal durations and resources: not
 //!    fixable by scaling (isolated ones that recovered: transient);
-//! 4. a checkpoint size above `maxCheckpointSize`: not fixable by scaling (state TTL);
-//! 5. failures within the budget: transient, tolerated;
-//! 6. idle headroom (every judged duration at most half the budget, CPU at most 50%,
+//! 5. a checkpoint size above `maxCheckpointSize`: not fixable by scaling (state TTL);
+//! 6. failures within the budget: transient, tolerated;
+//! 7. idle headroom (every judged duration at most half the budget, CPU at most 50%,
 //!    memory and busy time low, state not growing without bound): fewer KPUs;
-//! 7. otherwise healthy (with a warning when the state grows without levelling off).
+//! 8. otherwise healthy (with a warning when the state grows without levelling off).
 
 use jiff::Timestamp;
 
@@ -25,7 +27,7 @@ use super::{
     bounds::{Grow, Space},
     explain::{fmt_bytes, fmt_change, fmt_ms, fmt_pct},
     signals::{Growth, Signals, dur_ms, ts_ms},
-    sizing::{Basis, DurationModel, load_factor_for_cpu, load_factor_for_memory},
+    sizing::{Basis, DurationModel, load_factor_for_memory, load_factor_for_throughput},
     stabilization::last_scaling,
     tuning::*,
     types::{AppConfig, Budget, Cause, History, Outcome, Reason},
@@ -41,6 +43,7 @@ pub(crate) struct Context<'a> {
     pub model: DurationModel,
     pub now: Timestamp,
     pub window_ms: i64,
+    pub period_ms: i64,
     pub restart_ms: i64,
 }
 
@@ -131,7 +134,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         .model
         .load_factor_for(sizing_duration, s_now, DURATION_TARGET * budget_ms)
         .unwrap_or(floor);
-    let cpu_load = load_factor_for_cpu(sig, s_now, CPU_TARGET);
+    let cpu_load = load_factor_for_throughput(sig, s_now, ctx.restart_ms);
 
     // 1. Memory pressure.
     let memory_pressure =
@@ -166,7 +169,29 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 2. Breach, projected breach, or saturated failures.
+    // 2. Catching up: a falling lag that will be gone soon explains saturation,
+    // back-pressure and long checkpoints; judge the job once it keeps up.
+    if let Some(eta) = sig.catch_up_eta_ms()
+        && sig
+            .lag
+            .is_some_and(|l| l > CATCH_UP_MIN_LAG_PERIODS * ctx.period_ms as f64)
+        && eta <= CATCH_UP_MINUTES * 60_000.0
+    {
+        return Finding::new(
+            Cause::InsufficientData,
+            format!(
+                "The job is draining a backlog: {} behind the input and catching up, gone in about {} \
+                 at this rate (checkpoints take {}, {figures}).",
+                fmt_ms(sig.lag.unwrap_or(0.0)),
+                fmt_ms(eta),
+                fmt_ms(d),
+            ),
+            None,
+            Need::Hold(Reason::WarmingUp),
+        );
+    }
+
+    // 3. Breach, projected breach, or saturated failures.
     let breach = d > budget_ms;
     let projected_breach =
         !breach && d >= PROACTIVE_FLOOR * budget_ms && projected(ctx.restart_ms) > budget_ms;
@@ -273,7 +298,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 3. Failures beyond the budget, with normal durations and resources.
+    // 4. Failures beyond the budget, with normal durations and resources.
     if over_failed {
         let isolated = sig.failed_periods <= ISOLATED_FAILURE_PERIODS && !sig.failing_now;
         let counts = format!(
@@ -317,7 +342,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 4. Size objective.
+    // 5. Size objective.
     if let (Some(size), Some(max)) = (sig.size, ctx.budget.max_checkpoint_size)
         && size > max as f64
     {
@@ -340,7 +365,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 5. Failures within the budget.
+    // 6. Failures within the budget.
     if sig.failed > 0.0 {
         return Finding::new(
             Cause::TransientFailures,
@@ -357,7 +382,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 6. Idle headroom.
+    // 7. Idle headroom.
     let idle = sig.duration_max <= IDLE_DURATION * budget_ms
         && sig.cpu_max.is_some_and(|c| c <= IDLE_CPU)
         && sig.busy_max.is_none_or(|b| b < BUSY_SATURATED)
@@ -393,7 +418,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 7. Healthy.
+    // 8. Healthy.
     let summary = format!(
         "Checkpoints take {} (at most {} in the window) against a {} budget ({figures}).",
         fmt_ms(d),

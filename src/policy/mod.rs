@@ -43,7 +43,7 @@ use self::{
     bounds::{Grow, Pick, Space},
     diagnose::{Context, Finding, Need},
     explain::{fmt_change, fmt_ms},
-    signals::{Readiness, Signals, Window, dur_ms, ms_duration, ts_ms},
+    signals::{Readiness, Signals, Window, dur_ms, ms_duration},
     sizing::{Basis, DurationModel, restart_estimate_ms},
     stabilization::{Stabilized, cooldown_left_ms, in_flight, stabilize},
     tuning::*,
@@ -125,14 +125,6 @@ pub fn decide(
     draft.figures.representative_duration_ms = Some(sig.duration);
     draft.figures.records_in_per_second = sig.records_in;
     let window_ms = dur_ms(budget.window).max(period_ms);
-    if let Some(why) = catching_up(&sig, history, now, window_ms, period_ms) {
-        return draft.hold(
-            Reason::WarmingUp,
-            insufficient(format!("Catching up: {why}.")),
-            "Holding while the job drains the backlog of its restart; it is judged once the lag stops falling."
-                .to_owned(),
-        );
-    }
 
     // 3. Diagnosis.
     let ctx = Context {
@@ -150,6 +142,7 @@ pub fn decide(
         ),
         now,
         window_ms,
+        period_ms,
         restart_ms: restart_estimate_ms(history),
     };
     let finding = diagnose::diagnose(&ctx);
@@ -278,40 +271,13 @@ fn no_observation(space: &Space, history: &History) -> Decision {
     }
 }
 
-/// After a restart, a falling lag means the job drains the backlog the restart left: its
-/// CPU, back-pressure and checkpoint durations describe the catch-up, not the load.
-fn catching_up(
-    sig: &Signals,
-    history: &History,
-    now: Timestamp,
-    window_ms: i64,
-    period_ms: i64,
-) -> Option<String> {
-    let done = history
-        .scalings
-        .iter()
-        .filter(|r| r.outcome != Outcome::InProgress)
-        .filter_map(|r| r.completed_at)
-        .max()?;
-    let since = ts_ms(now) - ts_ms(done);
-    let allowance = (i64::from(CATCH_UP_WINDOWS) * window_ms).max(CATCH_UP_MIN_MINUTES * 60_000);
-    let (growth, lag) = (sig.lag_growth?, sig.lag?);
-    (since < allowance && growth < 0.0 && lag > CATCH_UP_MIN_LAG_PERIODS * period_ms as f64).then(|| {
-        format!(
-            "the application restarted {} ago and is {} behind the input, shrinking by {:.0}% of real time",
-            fmt_ms(since as f64),
-            fmt_ms(lag),
-            -growth * 100.0
-        )
-    })
-}
-
 fn hold_message(reason: Reason, finding: &Finding) -> String {
     let tail = match reason {
         Reason::WithinBudget => "No change needed.",
         Reason::NotFixableByScaling => "Not scaling: more KPUs would not fix this.",
         Reason::ScalingIneffective => "Not scaling up again: the last scale-up did not help.",
         Reason::FailuresWithinBudget => "Tolerated within the failure budget; no change.",
+        Reason::WarmingUp => "Holding until the job keeps up with its input.",
         _ => "No change.",
     };
     match &finding.advice {

@@ -43,7 +43,8 @@ pub(crate) struct Window<'a> {
     /// The part of `in_window` that belongs to the running configuration and is past its
     /// warm-up: the only samples that are judged.
     pub judged: Vec<&'a Sample>,
-    /// Start of the judged part when a restart cut the window (ms since the epoch).
+    /// Start of the judged part when a restart or a drained backlog cut the window (ms
+    /// since the epoch).
     pub judged_from: Option<i64>,
     /// Periods the window holds.
     pub expected: usize,
@@ -88,11 +89,27 @@ impl<'a> Window<'a> {
             .max()
             .map(|done| done.saturating_add(WARMUP_PERIODS.saturating_mul(period_ms)))
             .filter(|from| *from > start);
-        let judged = in_window
+        let mut judged_from = judged_from;
+        let mut judged: Vec<&Sample> = in_window
             .iter()
             .copied()
             .filter(|s| judged_from.is_none_or(|from| ts_ms(s.at) >= from))
             .collect();
+        // A backlog that has drained: the periods until it was gone, and the next one (whose
+        // checkpoint began under back-pressure and completes after it), show the catch-up,
+        // not the load. NB: a lag that is still there is judged (growing: under-provisioned;
+        // falling: the catch-up rule in `diagnose`).
+        let lagging = |s: &&Sample| {
+            s.millis_behind_latest
+                .is_some_and(|l| l > CATCH_UP_MIN_LAG_PERIODS * period_ms as f64)
+        };
+        if let Some(last) = judged.iter().rposition(lagging)
+            && last + 1 < judged.len()
+        {
+            let from = ts_ms(judged[last].at).saturating_add(2 * period_ms);
+            judged.retain(|s| ts_ms(s.at) >= from);
+            judged_from = Some(judged_from.map_or(from, |f| f.max(from)));
+        }
         let expected = usize::try_from((window_ms / period_ms).max(1)).unwrap_or(usize::MAX);
         Self {
             in_window,
@@ -134,8 +151,8 @@ impl<'a> Window<'a> {
             Readiness::Ready
         } else if self.judged_from.is_some() {
             Readiness::WarmingUp(format!(
-                "the application restarted recently: {judged} of the {required} periods \
-                 needed to judge the new configuration are in"
+                "the application restarted or caught up with a backlog recently: {judged} of the \
+                 {required} periods needed to judge it in its normal running are in"
             ))
         } else {
             Readiness::Missing(format!(
@@ -254,6 +271,10 @@ fn points(samples: &[&Sample], now_ms: i64, f: impl Fn(&Sample) -> Option<f64>) 
         .collect()
 }
 
+fn recent_points(pts: &[(f64, f64)], n: usize) -> &[(f64, f64)] {
+    &pts[pts.len().saturating_sub(n)..]
+}
+
 fn trusted(pts: &[(f64, f64)]) -> Option<Fit> {
     if pts.len() < MIN_TREND_SAMPLES {
         return None;
@@ -332,7 +353,7 @@ impl Signals {
             failed_periods: u32::try_from(failures.iter().filter(|v| **v > 0.0).count()).unwrap_or(u32::MAX),
             failing_now,
             lag: lag_pts.last().map(|p| p.1),
-            lag_growth: trusted(&lag_pts).map(|f| f.slope),
+            lag_growth: trusted(recent_points(&lag_pts, LAG_TREND_PERIODS)).map(|f| f.slope),
             records_in: stats::median(recent(
                 &values(samples, |s| s.records_in_per_second),
                 RECENT_PERIODS,
@@ -353,6 +374,14 @@ impl Signals {
         self.cpu.is_some_and(|c| c >= CPU_SATURATED)
             || self.busy.is_some_and(|b| b >= BUSY_SATURATED)
             || self.backpressure.is_some_and(|b| b >= BACKPRESSURE_HIGH)
+    }
+
+    /// When the lag falls: how long (ms) until it is gone at the current rate.
+    pub fn catch_up_eta_ms(&self) -> Option<f64> {
+        match (self.lag_growth, self.lag) {
+            (Some(g), Some(lag)) if g < 0.0 && lag > 0.0 => Some(lag / -g),
+            _ => None,
+        }
     }
 
     /// Whether CPU itself is saturated (skew keeps average CPU low while one subtask is busy).

@@ -134,9 +134,13 @@ pub(crate) fn demand_factor(signals: &Signals) -> f64 {
     }
 }
 
-/// The highest load factor that keeps CPU (and busy time) at `target` %, given the current
-/// utilization and the demand factor. `None` when CPU says nothing (not saturated / absent).
-pub(crate) fn load_factor_for_cpu(signals: &Signals, s_now: f64, target: f64) -> Option<f64> {
+/// The highest load factor that gives the job the throughput it needs, DS2-style, when
+/// it runs at capacity (CPU or busy time saturated; `None` otherwise):
+/// - the input rate is what it processes now times the demand factor (lag trend);
+/// - in steady state that rate must fit in `CPU_TARGET` % of the new capacity;
+/// - and the backlog (the current lag plus what a restart of `restart_ms` adds) must drain
+///   within `CATCH_UP_MINUTES`.
+pub(crate) fn load_factor_for_throughput(signals: &Signals, s_now: f64, restart_ms: i64) -> Option<f64> {
     let cpu = signals.cpu.filter(|c| *c >= CPU_SATURATED);
     let busy = signals
         .busy
@@ -145,8 +149,12 @@ pub(crate) fn load_factor_for_cpu(signals: &Signals, s_now: f64, target: f64) ->
     let utilization = match (cpu, busy) {
         (Some(c), Some(b)) => c.max(b),
         (c, b) => c.or(b)?,
-    };
-    Some(s_now * target / (utilization * demand_factor(signals)).max(f64::MIN_POSITIVE))
+    } / 100.0;
+    let demand = utilization * demand_factor(signals);
+    let steady = 100.0 / CPU_TARGET;
+    let backlog_ms = signals.lag.unwrap_or(0.0).max(0.0) + restart_ms as f64;
+    let catch_up = 1.0 + backlog_ms / (CATCH_UP_MINUTES * 60_000.0);
+    Some(s_now / (demand * steady.max(catch_up)).max(f64::MIN_POSITIVE))
 }
 
 /// The highest load factor that brings memory `memory` % down to `target` %.

@@ -185,9 +185,10 @@ fn lag_growth_sizes_the_step_on_demand() {
         &obs(AppConfig::new(8, 2), window(180.0, behind)),
         &History::default(),
     );
-    // Load factor 32 -> at most 32 * 70% / (95% * 2) = 11.8: 13 subtasks at 2 per KPU
-    // (10 key groups each, load 20) is not enough; 26 at 2 (load 10) is.
-    assert_eq!(scaled_to(&d), AppConfig::new(26, 2));
+    // Demand 2x what is processed at 95%; the 4m30s lag plus a 10-minute restart must drain
+    // within 20 minutes (1.725x, more than the 1/70% steady-state headroom): load factor 32
+    // -> at most 32 / (0.95 * 2 * 1.725) = 9.8: 32 subtasks at 2 per KPU (load 8).
+    assert_eq!(scaled_to(&d), AppConfig::new(32, 2));
     assert!(
         d.diagnosis.summary.contains("falling behind"),
         "{}",
@@ -862,23 +863,45 @@ fn without_observation_the_last_known_configuration_is_recommended() {
 }
 
 #[test]
-fn catch_up_allowance_expires() {
-    // Completed 40 minutes ago (allowance: 30 minutes or 3 windows): judged despite a
-    // falling lag, and found saturated.
-    let h = history(vec![record(
-        NOW - 52,
-        Some(NOW - 40),
-        AppConfig::new(4, 2),
-        AppConfig::new(8, 2),
-        Outcome::Succeeded,
-    )]);
-    let draining = |i: usize, s: &mut Sample| {
+fn a_slow_catch_up_is_under_provisioning_sized_to_drain_the_backlog() {
+    // The lag falls by 10 s a minute from 50 minutes: gone in about 5 hours.
+    let slow = |i: usize, s: &mut Sample| {
         saturated(i, s);
-        s.millis_behind_latest = Some(600_000.0 - 50_000.0 * i as f64);
+        s.millis_behind_latest = Some(3_000_000.0 - 10_000.0 * i as f64);
     };
-    let d = run(&budget(), &obs(AppConfig::new(8, 2), window(180.0, draining)), &h);
-    assert_ne!(d.reason, Reason::WarmingUp);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(4, 1), window(180.0, slow)),
+        &History::default(),
+    );
     assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    // Input = 95% / (1 + 1/6) of capacity; 48.5 + 10 minutes of backlog in 20 minutes:
+    // load factor 32 -> at most 32 / (0.95 * 0.857 * 3.93) = 10.
+    assert_eq!(scaled_to(&d), AppConfig::new(13, 1));
+}
+
+#[test]
+fn a_drained_backlog_is_not_judged() {
+    // The lag was gone two periods ago; the durations still show the catch-up.
+    let drained = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(if i < 8 {
+            400_000.0 - 50_000.0 * i as f64
+        } else {
+            0.0
+        });
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, drained)),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WarmingUp));
+    assert!(
+        d.diagnosis.summary.contains("caught up"),
+        "{}",
+        d.diagnosis.summary
+    );
 }
 
 #[test]

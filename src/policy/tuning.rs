@@ -133,16 +133,20 @@ pub(crate) const LEVELLING_OFF_RATIO: f64 = 0.5;
 /// Restart time assumed when history has none: AWS's workshop gives 10-15 minutes.
 pub(crate) const DEFAULT_RESTART_MINUTES: i64 = 10;
 
-/// After a restart, a falling `millisBehindLatest` means the job is draining the backlog
-/// the restart left; it is not judged until the lag stops falling or this many windows
-/// (at least `CATCH_UP_MIN_MINUTES`) have passed since the restart completed.
-pub(crate) const CATCH_UP_WINDOWS: u32 = 3;
-
-/// Lower bound of the catch-up allowance, minutes.
-pub(crate) const CATCH_UP_MIN_MINUTES: i64 = 30;
+/// A falling `millisBehindLatest` means the job drains a backlog (left by a restart, a
+/// failover or a load spike): its CPU, back-pressure and checkpoint durations describe the
+/// catch-up, not the load. It is not judged while the lag, at its current rate of fall,
+/// is gone within this many minutes; a slower catch-up is under-provisioning, and the step
+/// is sized to drain the backlog (plus what the restart adds) within the same time, as the
+/// Flink autoscaler's catch-up duration does.
+pub(crate) const CATCH_UP_MINUTES: f64 = 20.0;
 
 /// A backlog below this many periods of lag is not worth waiting for.
 pub(crate) const CATCH_UP_MIN_LAG_PERIODS: f64 = 1.0;
+
+/// The lag trend is fitted over this many latest periods: the rate of the last minutes, not
+/// an average diluted by the periods before the load changed.
+pub(crate) const LAG_TREND_PERIODS: usize = 5;
 
 /// A scale-up is ineffective when it achieved less than this share of the improvement the
 /// model predicted (load-adjusted) while the job was not saturated.
