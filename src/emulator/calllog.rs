@@ -22,6 +22,8 @@ pub struct CallRecord {
     pub virtual_time: Timestamp,
     /// The service.
     pub service: Service,
+    /// The wire protocol the request arrived in.
+    pub protocol: super::Protocol,
     /// The operation, e.g. `DescribeApplication` (`Unknown` when it could not be told).
     pub operation: String,
     /// The application the call concerns, when it concerns exactly one.
@@ -126,6 +128,7 @@ mod tests {
             time: Timestamp::UNIX_EPOCH,
             virtual_time: Timestamp::UNIX_EPOCH,
             service,
+            protocol: super::super::Protocol::AwsJson1_1,
             operation: op.into(),
             application: (apps.len() == 1).then(|| apps[0].to_string()),
             applications: apps.iter().map(|a| a.to_string()).collect(),

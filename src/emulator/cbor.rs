@@ -82,6 +82,85 @@ impl Cbor {
     }
 }
 
+impl Cbor {
+    /// The same item as awsJson 1.0 writes it (timestamps as epoch-seconds numbers), for
+    /// CloudWatch's JSON protocol, which shares the shapes of its CBOR protocol.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::Value;
+        match self {
+            Cbor::Bool(b) => Value::Bool(*b),
+            Cbor::Int(i) => Value::from(*i),
+            Cbor::Double(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+            Cbor::Text(s) => Value::String(s.clone()),
+            Cbor::Timestamp(t) => {
+                serde_json::Number::from_f64(epoch_seconds(*t)).map_or(Value::Null, Value::Number)
+            }
+            Cbor::Array(items) => Value::Array(items.iter().map(Cbor::to_json).collect()),
+            Cbor::Map(entries) => {
+                Value::Object(entries.iter().map(|(k, v)| (k.clone(), v.to_json())).collect())
+            }
+        }
+    }
+}
+
+/// Converts a JSON request body to the decoded-CBOR form, so one decoder serves both of
+/// CloudWatch's protocols. Members named in `timestamps` become tag-1 timestamps, as
+/// JSON carries them as bare epoch-seconds numbers.
+pub fn json_body(
+    body: &[u8],
+    timestamps: &[&str],
+) -> Result<Vec<(ciborium::Value, ciborium::Value)>, DecodeError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(Vec::new());
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| DecodeError::Malformed(format!("not valid JSON: {e}")))?;
+    match from_json(&value, false, timestamps) {
+        ciborium::Value::Map(entries) => Ok(entries),
+        _ => Err(DecodeError::Malformed(
+            "the top-level value is not an object".into(),
+        )),
+    }
+}
+
+fn from_json(value: &serde_json::Value, timestamp: bool, timestamps: &[&str]) -> ciborium::Value {
+    use ciborium::Value as C;
+    use serde_json::Value as J;
+    match value {
+        J::Null => C::Null,
+        J::Bool(b) => C::Bool(*b),
+        J::Number(n) => {
+            let number = match (n.as_i64(), n.as_f64()) {
+                (Some(i), _) => C::Integer(i.into()),
+                (None, Some(f)) => C::Float(f),
+                (None, None) => C::Null,
+            };
+            if timestamp {
+                C::Tag(1, Box::new(number))
+            } else {
+                number
+            }
+        }
+        J::String(s) => C::Text(s.clone()),
+        J::Array(items) => C::Array(
+            items
+                .iter()
+                .map(|v| from_json(v, timestamp, timestamps))
+                .collect(),
+        ),
+        J::Object(map) => C::Map(
+            map.iter()
+                .map(|(k, v)| {
+                    (
+                        C::Text(k.clone()),
+                        from_json(v, timestamps.contains(&k.as_str()), timestamps),
+                    )
+                })
+                .collect(),
+        ),
+    }
+}
+
 /// Epoch seconds with millisecond precision, the resolution both SDKs keep.
 pub fn epoch_seconds(t: Timestamp) -> f64 {
     t.as_millisecond() as f64 / 1000.0
@@ -397,6 +476,35 @@ mod tests {
         let half: ciborium::Value = ciborium::de::from_reader([0xc1, 0xf9, 0x3c, 0x00].as_slice()).unwrap();
         assert_eq!(as_timestamp(&half), Some(Timestamp::from_second(1).unwrap()));
         assert_eq!(as_timestamp(&ciborium::Value::Float(1.0)), None);
+    }
+
+    #[test]
+    fn json_bodies_become_the_same_decoded_form() {
+        let entries = json_body(
+            br#"{"StartTime": 1767571200.5, "Period": 60, "Ids": ["a"]}"#,
+            &["StartTime"],
+        )
+        .unwrap();
+        let s = Struct::new(&entries, "");
+        assert_eq!(
+            s.timestamp("StartTime").unwrap(),
+            Some(Timestamp::from_millisecond(1_767_571_200_500).unwrap())
+        );
+        assert_eq!(s.int("Period").unwrap(), Some(60));
+        assert_eq!(s.string_list("Ids").unwrap(), Some(vec!["a".to_string()]));
+        assert!(json_body(b"", &[]).unwrap().is_empty());
+        assert!(matches!(json_body(b"[1]", &[]), Err(DecodeError::Malformed(_))));
+        let item = Cbor::Map(vec![
+            ("T".into(), Cbor::Timestamp(Timestamp::from_second(60).unwrap())),
+            (
+                "V".into(),
+                Cbor::Array(vec![Cbor::Double(1.5), Cbor::Int(2), Cbor::Bool(true)]),
+            ),
+        ]);
+        assert_eq!(
+            item.to_json(),
+            serde_json::json!({"T": 60.0, "V": [1.5, 2, true]})
+        );
     }
 
     #[test]

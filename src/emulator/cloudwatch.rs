@@ -2,21 +2,30 @@
 //! with `smithy-protocol: rpc-v2-cbor` and CBOR bodies, as `aws-sdk-cloudwatch` 1.140 and
 //! botocore 1.4x speak it. Errors are AWS-query compatible: `__type` in the body and the
 //! legacy code in the `x-amzn-query-error` header (see [`super::error`]).
+//!
+//! CloudWatch also speaks awsJson 1.0 (`POST /`, `X-Amz-Target:
+//! GraniteServiceVersion20100801.<Operation>`), which botocore 1.42.7 and later pick over
+//! CBOR: the shapes and errors are the same, only the encoding differs, so both protocols
+//! share one decoder ([`decode_json`] converts JSON to the decoded-CBOR form).
 
 use std::time::Duration;
 
 use jiff::Timestamp;
 
 use super::{
-    cbor::{Cbor, DecodeError, Struct, decode_body, element_struct},
+    cbor::{Cbor, DecodeError, Struct, decode_body, element_struct, json_body},
     error::{ApiError, ErrorKind},
 };
 use crate::sim::{Fleet, MetricId, MetricQuery, PutDatum, ServiceError, StatisticSet, store::Statistic};
 
 /// The path prefix of every operation.
 pub const PATH_PREFIX: &str = "/service/GraniteServiceVersion20100801/operation/";
+/// The `X-Amz-Target` prefix of CloudWatch's awsJson 1.0 protocol.
+pub const JSON_TARGET_PREFIX: &str = "GraniteServiceVersion20100801.";
 /// The SigV4 signing name.
 pub const SIGNING_NAME: &str = "monitoring";
+/// The timestamp members of the inputs served (JSON carries them as bare numbers).
+const TIMESTAMP_MEMBERS: [&str; 3] = ["StartTime", "EndTime", "Timestamp"];
 /// GetMetricData: at most this many queries per request.
 pub const MAX_QUERIES: usize = 500;
 /// GetMetricData: at most this many datapoints per response (the default MaxDatapoints).
@@ -276,8 +285,19 @@ fn time_range(s: &Struct<'_>) -> Result<(Timestamp, Timestamp), ApiError> {
 
 /// Decodes the CBOR body of `op`.
 pub fn decode(op: Operation, body: &[u8]) -> Result<Request, ApiError> {
-    let entries = decode_body(body).map_err(decode_error)?;
-    let s = Struct::new(&entries, "");
+    decode_entries(op, &decode_body(body).map_err(decode_error)?)
+}
+
+/// Decodes the awsJson 1.0 body of `op`.
+pub fn decode_json(op: Operation, body: &[u8]) -> Result<Request, ApiError> {
+    decode_entries(op, &json_body(body, &TIMESTAMP_MEMBERS).map_err(decode_error)?)
+}
+
+fn decode_entries(
+    op: Operation,
+    entries: &[(ciborium::Value, ciborium::Value)],
+) -> Result<Request, ApiError> {
+    let s = Struct::new(entries, "");
     match op {
         Operation::GetMetricData => decode_get_metric_data(&s).map(Request::GetMetricData),
         Operation::GetMetricStatistics => decode_get_metric_statistics(&s).map(Request::GetMetricStatistics),

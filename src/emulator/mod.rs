@@ -4,7 +4,9 @@
 //!
 //! - [`kinesis`]: `kinesisanalyticsv2` over awsJson1_1 (`POST /`, `X-Amz-Target`).
 //! - [`cloudwatch`]: CloudWatch over Smithy RPC v2 CBOR
-//!   (`POST /service/GraniteServiceVersion20100801/operation/<Operation>`).
+//!   (`POST /service/GraniteServiceVersion20100801/operation/<Operation>`, the Rust SDK)
+//!   and over awsJson 1.0 (`POST /`, `X-Amz-Target: GraniteServiceVersion20100801.<Op>`,
+//!   what botocore picks since 1.42.7).
 //! - [`control`]: the JSON control API under `/_emulator/` (scenarios, faults, call log,
 //!   clock), a path AWS never uses.
 //! - [`auth`]: the SigV4 presence check; [`faults`]: injected faults; [`calllog`]: the
@@ -80,6 +82,20 @@ impl Service {
             Service::CloudWatch => "cloudwatch",
         }
     }
+}
+
+/// The wire protocol a request arrived in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Protocol {
+    /// awsJson1_1 (kinesisanalyticsv2).
+    #[serde(rename = "awsJson1_1")]
+    AwsJson1_1,
+    /// awsJson1_0 (CloudWatch, as botocore 1.42.7+ speaks it).
+    #[serde(rename = "awsJson1_0")]
+    AwsJson1_0,
+    /// Smithy RPC v2 CBOR (CloudWatch, as the Rust SDK speaks it).
+    #[serde(rename = "rpcv2Cbor")]
+    RpcV2Cbor,
 }
 
 /// `checkpoint-autoscaler emulator`: serve the AWS emulator on loopback.
@@ -427,7 +443,7 @@ pub async fn serve(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
 /// The HTTP routes: AWS on `/` and `/service/...`, control under `/_emulator/`.
 pub fn router(state: EmulatorState) -> Router {
     Router::new()
-        .route("/", post(kinesis_handler))
+        .route("/", post(root_handler))
         .route(
             "/service/GraniteServiceVersion20100801/operation/{operation}",
             post(cloudwatch_handler),
@@ -440,6 +456,7 @@ pub fn router(state: EmulatorState) -> Router {
 struct Call {
     time: Timestamp,
     service: Service,
+    protocol: Protocol,
     operation: String,
     applications: Vec<String>,
     metric_queries: Option<usize>,
@@ -453,6 +470,7 @@ impl Call {
             time: self.time,
             virtual_time: state.virtual_now(),
             service: self.service,
+            protocol: self.protocol,
             application: (self.applications.len() == 1).then(|| self.applications[0].clone()),
             applications: self.applications,
             operation: self.operation,
@@ -474,7 +492,20 @@ fn auth_error(e: auth::AuthError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
-async fn kinesis_handler(State(state): State<EmulatorState>, headers: HeaderMap, body: Bytes) -> Response {
+/// `POST /`: kinesisanalyticsv2, or CloudWatch's awsJson 1.0, by `X-Amz-Target`.
+async fn root_handler(State(state): State<EmulatorState>, headers: HeaderMap, body: Bytes) -> Response {
+    let target = headers
+        .get("x-amz-target")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if let Some(operation) = target.strip_prefix(cloudwatch::JSON_TARGET_PREFIX) {
+        let operation = operation.to_string();
+        return cloudwatch_response(state, operation, headers, body, Protocol::AwsJson1_0).await;
+    }
+    kinesis_response(state, headers, body).await
+}
+
+async fn kinesis_response(state: EmulatorState, headers: HeaderMap, body: Bytes) -> Response {
     let request_id = state.request_id();
     let target = headers
         .get("x-amz-target")
@@ -484,6 +515,7 @@ async fn kinesis_handler(State(state): State<EmulatorState>, headers: HeaderMap,
     let mut call = Call {
         time: Timestamp::now(),
         service: Service::KinesisAnalytics,
+        protocol: Protocol::AwsJson1_1,
         operation: match op {
             Some(op) => op.name().to_string(),
             None => target
@@ -573,39 +605,65 @@ async fn cloudwatch_handler(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    cloudwatch_response(state, operation, headers, body, Protocol::RpcV2Cbor).await
+}
+
+async fn cloudwatch_response(
+    state: EmulatorState,
+    operation: String,
+    headers: HeaderMap,
+    body: Bytes,
+    protocol: Protocol,
+) -> Response {
     let request_id = state.request_id();
     let op = cloudwatch::Operation::from_name(&operation);
     let mut call = Call {
         time: Timestamp::now(),
         service: Service::CloudWatch,
+        protocol,
         operation: operation.clone(),
         applications: Vec::new(),
         metric_queries: None,
         credential: None,
     };
-    match serve_cloudwatch(&state, &headers, &body, op, &operation, &mut call).await {
+    match serve_cloudwatch(&state, &headers, &body, op, &operation, protocol, &mut call).await {
         Ok(item) => {
             call.record(&state, StatusCode::OK, None);
-            cbor_response(StatusCode::OK, item.encode(), &request_id, None)
+            match protocol {
+                Protocol::AwsJson1_0 => {
+                    cloudwatch_json_response(StatusCode::OK, &item.to_json(), &request_id, None)
+                }
+                _ => cbor_response(StatusCode::OK, item.encode(), &request_id, None),
+            }
         }
         Err(e) => {
             let wire = e.cbor_wire();
-            let body = cbor::Cbor::Map(vec![
-                ("__type".into(), cbor::Cbor::text(wire.error_type)),
-                ("message".into(), cbor::Cbor::text(&e.message)),
-            ]);
             call.record(&state, wire.status, Some(&e));
-            cbor_response(wire.status, body.encode(), &request_id, wire.query_error)
+            match protocol {
+                Protocol::AwsJson1_0 => {
+                    let body = serde_json::json!({ "__type": wire.error_type, "message": e.message });
+                    cloudwatch_json_response(wire.status, &body, &request_id, wire.query_error)
+                }
+                _ => {
+                    let body = cbor::Cbor::Map(vec![
+                        ("__type".into(), cbor::Cbor::text(wire.error_type)),
+                        ("message".into(), cbor::Cbor::text(&e.message)),
+                    ]);
+                    cbor_response(wire.status, body.encode(), &request_id, wire.query_error)
+                }
+            }
         }
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn serve_cloudwatch(
     state: &EmulatorState,
     headers: &HeaderMap,
     body: &[u8],
     op: Option<cloudwatch::Operation>,
     operation: &str,
+    protocol: Protocol,
     call: &mut Call,
 ) -> Result<cbor::Cbor, ApiError> {
     call.credential = Some(auth::check(headers, cloudwatch::SIGNING_NAME).map_err(auth_error)?);
@@ -616,7 +674,10 @@ async fn serve_cloudwatch(
         ));
     };
     let body = decompress(headers, body)?;
-    let req = cloudwatch::decode(op, &body)?;
+    let req = match protocol {
+        Protocol::AwsJson1_0 => cloudwatch::decode_json(op, &body)?,
+        _ => cloudwatch::decode(op, &body)?,
+    };
     call.applications = req.applications();
     call.metric_queries = req.metric_queries();
     let effects = state.apply_faults(&RequestScope {
@@ -632,6 +693,27 @@ async fn serve_cloudwatch(
         return Err(e);
     }
     state.with_fleet(|fleet| cloudwatch::execute(fleet, &req))
+}
+
+fn cloudwatch_json_response(
+    status: StatusCode,
+    body: &serde_json::Value,
+    request_id: &str,
+    query_error: Option<&str>,
+) -> Response {
+    let mut response = (status, body.to_string()).into_response();
+    let h = response.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/x-amz-json-1.0"),
+    );
+    if let Ok(id) = HeaderValue::from_str(request_id) {
+        h.insert("x-amzn-requestid", id);
+    }
+    if let Some(q) = query_error.and_then(|q| HeaderValue::from_str(q).ok()) {
+        h.insert("x-amzn-query-error", q);
+    }
+    response
 }
 
 /// PutMetricData bodies may arrive gzip-compressed (both SDKs compress above 10 KiB).

@@ -1,0 +1,327 @@
+"""The emulator's wire format, judged by an independent client: boto3.
+
+Starts the built binary (`checkpoint-autoscaler emulator --port 0`, built by
+`scripts/test.sh` with `cargo build --bins`), reads the endpoint from its first stdout line,
+and drives kinesisanalyticsv2 (awsJson1_1) and CloudWatch with boto3. botocore 1.43 prefers
+CloudWatch's awsJson 1.0 protocol; the CloudWatch tests run once with botocore's own choice
+and once forced to Smithy RPC v2 CBOR (what the Rust SDK speaks), and check in the
+emulator's call log which protocol arrived.
+
+Virtual time is frozen (`--period 0s`) and moved through the control API, so no test
+depends on wall-clock timing.
+"""
+
+import datetime
+import json
+import os
+import pathlib
+import select
+import subprocess
+import tempfile
+import urllib.request
+
+import boto3
+import botocore
+import botocore.config
+import botocore.model
+import pytest
+from botocore.exceptions import ClientError
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+REGION = "eu-west-1"
+SCENARIO = """\
+name: orders
+application: {name: orders, parallelism: 4, maxParallelism: 128}
+duration: 6h
+load:
+  phases: [{shape: steady, rate: 2000}]
+"""
+METRICS = [
+    "lastCheckpointDuration",
+    "lastCheckpointSize",
+    "numberOfFailedCheckpoints",
+    "cpuUtilization",
+    "heapMemoryUtilization",
+    "KPUs",
+]
+
+
+def binary():
+    target = pathlib.Path(os.environ.get("CARGO_TARGET_DIR", ROOT / "target"))
+    path = target / "debug" / "checkpoint-autoscaler"
+    if not path.exists():
+        pytest.fail(f"{path} not found: build it first with `cargo build --bins`")
+    return path
+
+
+@pytest.fixture(scope="module")
+def emulator():
+    with tempfile.TemporaryDirectory() as tmp:
+        scenario = pathlib.Path(tmp) / "orders.yaml"
+        scenario.write_text(SCENARIO)
+        proc = subprocess.Popen(
+            [str(binary()), "emulator", "--port", "0", "--period", "0s", "--region", REGION,
+             "--scenario", str(scenario)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 60)
+            line = proc.stdout.readline().strip() if ready else ""
+            if not line.startswith("http://127.0.0.1:"):
+                proc.kill()
+                pytest.fail(f"emulator did not print its address (got {line!r}): {proc.stderr.read()}")
+            yield line
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def control(url, method, path, body=None):
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(url + "/_emulator" + path, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        text = resp.read().decode()
+        return json.loads(text) if text else None
+
+
+def advance(url, minutes):
+    control(url, "POST", "/clock/advance", {"seconds": minutes * 60})
+
+
+def virtual_now(url):
+    return datetime.datetime.fromisoformat(control(url, "GET", "/clock")["virtualNow"].replace("Z", "+00:00"))
+
+
+def session():
+    return boto3.session.Session(aws_access_key_id="AKIDEMULATOR", aws_secret_access_key="secret",
+                                 region_name=REGION)
+
+
+def config(attempts=1, **kwargs):
+    return botocore.config.Config(retries={"max_attempts": attempts, "mode": "standard"},
+                                  connect_timeout=5, read_timeout=10, **kwargs)
+
+
+@pytest.fixture
+def kda(emulator):
+    return session().client("kinesisanalyticsv2", endpoint_url=emulator, config=config())
+
+
+@pytest.fixture(params=["botocore-default", "smithy-rpc-v2-cbor"])
+def cw(request, emulator):
+    if request.param == "botocore-default":
+        client = session().client("cloudwatch", endpoint_url=emulator, config=config())
+        yield client
+        return
+    # Force the CBOR protocol for this client: move it to the front of botocore's
+    # protocol preference while the client is created.
+    preferred = ("smithy-rpc-v2-cbor",) + tuple(
+        p for p in botocore.model.PRIORITY_ORDERED_SUPPORTED_PROTOCOLS if p != "smithy-rpc-v2-cbor")
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(botocore.model, "PRIORITY_ORDERED_SUPPORTED_PROTOCOLS", preferred)
+        client = session().client("cloudwatch", endpoint_url=emulator, config=config())
+    assert client.meta.service_model.resolved_protocol == "smithy-rpc-v2-cbor"
+    yield client
+
+
+def expected_wire_protocol(client):
+    return {"smithy-rpc-v2-cbor": "rpcv2Cbor", "json": "awsJson1_0"}[client.meta.service_model.resolved_protocol]
+
+
+def error_code(excinfo):
+    return excinfo.value.response["Error"]["Code"]
+
+
+def update_parallelism(kda, version, parallelism, per_kpu):
+    return kda.update_application(
+        ApplicationName="orders",
+        CurrentApplicationVersionId=version,
+        ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {"ParallelismConfigurationUpdate": {
+            "ConfigurationTypeUpdate": "CUSTOM",
+            "ParallelismUpdate": parallelism,
+            "ParallelismPerKPUUpdate": per_kpu,
+            "AutoScalingEnabledUpdate": False,
+        }}},
+        RunConfigurationUpdate={"ApplicationRestoreConfiguration": {
+            "ApplicationRestoreType": "RESTORE_FROM_LATEST_SNAPSHOT"}},
+    )
+
+
+def parallelism(detail):
+    return detail["ApplicationConfigurationDescription"]["FlinkApplicationConfigurationDescription"][
+        "ParallelismConfigurationDescription"]
+
+
+def test_describe_and_update_application(emulator, kda):
+    detail = kda.describe_application(ApplicationName="orders")["ApplicationDetail"]
+    assert detail["ApplicationARN"] == f"arn:aws:kinesisanalytics:{REGION}:123456789012:application/orders"
+    assert detail["ApplicationStatus"] == "RUNNING"
+    assert detail["RuntimeEnvironment"] == "FLINK-1_20"
+    assert isinstance(detail["CreateTimestamp"], datetime.datetime)
+    p = parallelism(detail)
+    assert (p["ConfigurationType"], p["Parallelism"], p["ParallelismPerKPU"], p["CurrentParallelism"]) == (
+        "CUSTOM", 4, 1, 4)
+
+    version = detail["ApplicationVersionId"]
+    updated = update_parallelism(kda, version, 8, 2)
+    assert updated["ApplicationDetail"]["ApplicationVersionId"] == version + 1
+    assert updated["ApplicationDetail"]["ApplicationStatus"] == "UPDATING"
+    op_id = updated["OperationId"]
+    info = kda.describe_application_operation(ApplicationName="orders", OperationId=op_id)[
+        "ApplicationOperationInfoDetails"]
+    assert (info["Operation"], info["OperationStatus"]) == ("UpdateApplication", "IN_PROGRESS")
+
+    advance(emulator, 120)
+    info = kda.describe_application_operation(ApplicationName="orders", OperationId=op_id)[
+        "ApplicationOperationInfoDetails"]
+    assert info["OperationStatus"] == "SUCCESSFUL"
+    assert info["EndTime"] > info["StartTime"]
+    assert info["ApplicationVersionChangeDetails"] == {
+        "ApplicationVersionUpdatedFrom": version, "ApplicationVersionUpdatedTo": version + 1}
+    detail = kda.describe_application(ApplicationName="orders")["ApplicationDetail"]
+    assert detail["ApplicationStatus"] == "RUNNING"
+    assert parallelism(detail)["CurrentParallelism"] == 8
+    ops = kda.list_application_operations(ApplicationName="orders")["ApplicationOperationInfoList"]
+    assert any(o["OperationId"] == op_id for o in ops)
+    summaries = kda.list_applications(Limit=1)["ApplicationSummaries"]
+    assert [s["ApplicationName"] for s in summaries] == ["orders"]
+
+
+def test_kinesis_error_codes(kda):
+    with pytest.raises(ClientError) as e:
+        kda.describe_application(ApplicationName="missing")
+    assert error_code(e) == "ResourceNotFoundException"
+    assert isinstance(e.value, kda.exceptions.ResourceNotFoundException)
+
+    version = kda.describe_application(ApplicationName="orders")["ApplicationDetail"]["ApplicationVersionId"]
+    with pytest.raises(ClientError) as e:
+        update_parallelism(kda, version + 7, 8, 1)
+    assert error_code(e) == "ConcurrentModificationException"
+    assert isinstance(e.value, kda.exceptions.ConcurrentModificationException)
+
+    with pytest.raises(ClientError) as e:
+        update_parallelism(kda, version, 300, 4)
+    assert error_code(e) == "InvalidArgumentException"
+
+    with pytest.raises(ClientError) as e:
+        kda.list_applications(NextToken="not-a-token")
+    assert error_code(e) == "InvalidRequestException"
+
+
+def test_cloudwatch_reads_metrics(emulator, cw):
+    advance(emulator, 30)
+    end = virtual_now(emulator)
+    start = end - datetime.timedelta(minutes=30)
+    control(emulator, "DELETE", "/calls")
+    queries = [{
+        "Id": f"m{i}",
+        "MetricStat": {
+            "Metric": {"Namespace": "AWS/KinesisAnalytics", "MetricName": name,
+                       "Dimensions": [{"Name": "Application", "Value": "orders"}]},
+            "Period": 60,
+            "Stat": "Maximum",
+        },
+    } for i, name in enumerate(METRICS)]
+    out = cw.get_metric_data(MetricDataQueries=queries, StartTime=start, EndTime=end)
+    results = out["MetricDataResults"]
+    assert [r["Id"] for r in results] == [q["Id"] for q in queries]
+    for r in results:
+        assert r["StatusCode"] == "Complete"
+        assert len(r["Timestamps"]) == len(r["Values"]) >= 25
+        assert all(isinstance(t, datetime.datetime) for t in r["Timestamps"])
+        assert r["Timestamps"] == sorted(r["Timestamps"], reverse=True)
+        assert all(start <= t < end for t in r["Timestamps"])
+    assert results[0]["Label"] == "lastCheckpointDuration"
+
+    # Paging with MaxDatapoints.
+    paged, token, pages = [], None, 0
+    while True:
+        kwargs = {"NextToken": token} if token else {}
+        page = cw.get_metric_data(MetricDataQueries=queries[:1], StartTime=start, EndTime=end, MaxDatapoints=10,
+                                  **kwargs)
+        pages += 1
+        paged.extend(page["MetricDataResults"][0]["Values"] if page["MetricDataResults"] else [])
+        token = page.get("NextToken")
+        if not token:
+            break
+    assert pages >= 3
+    assert paged == results[0]["Values"]
+
+    listed = cw.list_metrics(Namespace="AWS/KinesisAnalytics",
+                             Dimensions=[{"Name": "Application", "Value": "orders"}])["Metrics"]
+    assert set(METRICS) <= {m["MetricName"] for m in listed}
+
+    stats = cw.get_metric_statistics(Namespace="AWS/KinesisAnalytics", MetricName="cpuUtilization",
+                                     Dimensions=[{"Name": "Application", "Value": "orders"}],
+                                     StartTime=start, EndTime=end, Period=300,
+                                     Statistics=["Average", "Maximum"])
+    assert len(stats["Datapoints"]) == 6
+    assert all(d["Maximum"] >= d["Average"] and d["Unit"] == "Percent" for d in stats["Datapoints"])
+
+    cw.put_metric_data(Namespace="Custom/Boto3", MetricData=[
+        {"MetricName": "jobs", "Value": 2.0, "Timestamp": end - datetime.timedelta(minutes=1)}])
+    assert [m["MetricName"] for m in cw.list_metrics(Namespace="Custom/Boto3")["Metrics"]] == ["jobs"]
+
+    calls = control(emulator, "GET", "/calls?service=cloudwatch")["calls"]
+    assert calls, "the emulator saw the CloudWatch calls"
+    assert {c["protocol"] for c in calls} == {expected_wire_protocol(cw)}
+    assert calls[0]["operation"] == "GetMetricData" and calls[0]["metricQueries"] == len(METRICS)
+
+
+def test_cloudwatch_error_codes(emulator, cw):
+    end = virtual_now(emulator)
+    start = end - datetime.timedelta(minutes=30)
+    query = {"MetricStat": {"Metric": {"Namespace": "AWS/KinesisAnalytics", "MetricName": "KPUs"},
+                            "Period": 60, "Stat": "Average"}}
+    with pytest.raises(ClientError) as e:
+        cw.get_metric_data(MetricDataQueries=[dict(query, Id=f"q{i}") for i in range(501)],
+                           StartTime=start, EndTime=end)
+    assert error_code(e) == "InvalidParameterValue"
+    assert "500" in e.value.response["Error"]["Message"]
+
+    with pytest.raises(ClientError) as e:
+        cw.get_metric_data(MetricDataQueries=[dict(query, Id="a")], StartTime=start, EndTime=end,
+                           NextToken="bogus")
+    assert error_code(e) == "InvalidNextToken"
+
+    with pytest.raises(ClientError) as e:
+        cw.get_metric_statistics(Namespace="AWS/KinesisAnalytics", MetricName="KPUs",
+                                 StartTime=end - datetime.timedelta(days=3), EndTime=end, Period=60,
+                                 Statistics=["Average"])
+    assert error_code(e) == "InvalidParameterCombination"
+    assert isinstance(e.value, cw.exceptions.InvalidParameterCombinationException)
+
+    with pytest.raises(ClientError) as e:
+        cw.put_metric_data(Namespace="AWS/KinesisAnalytics", MetricData=[{"MetricName": "x", "Value": 1.0}])
+    assert error_code(e) == "InvalidParameterValue"
+    assert isinstance(e.value, cw.exceptions.InvalidParameterValueException)
+
+
+def test_unsigned_requests_are_refused(emulator):
+    unsigned = config(signature_version=botocore.UNSIGNED)
+    kda = session().client("kinesisanalyticsv2", endpoint_url=emulator, config=unsigned)
+    with pytest.raises(ClientError) as e:
+        kda.describe_application(ApplicationName="orders")
+    assert error_code(e) == "MissingAuthenticationTokenException"
+    cw = session().client("cloudwatch", endpoint_url=emulator, config=unsigned)
+    with pytest.raises(ClientError) as e:
+        cw.list_metrics()
+    assert error_code(e) == "MissingAuthenticationToken"
+
+
+def test_injected_throttling_is_retried(emulator):
+    control(emulator, "DELETE", "/calls")
+    fault = control(emulator, "POST", "/faults",
+                    {"kind": "throttling", "operation": "DescribeApplication", "count": 1})
+    kda = session().client("kinesisanalyticsv2", endpoint_url=emulator, config=config(attempts=3))
+    assert kda.describe_application(ApplicationName="orders")["ApplicationDetail"]["ApplicationName"] == "orders"
+    calls = control(emulator, "GET", "/calls?operation=DescribeApplication")["calls"]
+    assert [(c["status"], c.get("errorCode")) for c in calls] == [(400, "ThrottlingException"), (200, None)]
+    assert control(emulator, "GET", "/faults")["faults"] == [], f"fault {fault['id']} was used up"
