@@ -115,6 +115,14 @@ SWITCHES: dict[str, dict[str, Any]] = {
         },
         "networkPolicy": {"enabled": True},
     },
+    # The chart README's kind/minikube example.
+    "emulator-with-allow-list": {
+        "emulator": {
+            "enabled": True,
+            "scenarios": {"steady.yaml": (ROOT / "examples" / "scenarios" / "steady.yaml").read_text()},
+        },
+        "controller": {"tenancy": {"mode": "allow-list", "allowList": {"namespaces": {"default": {"applications": ["*"]}}}}},
+    },
     "extra-args-and-env": {
         "controller": {
             "extraArgs": ["--region=eu-central-1"],
@@ -569,6 +577,87 @@ def test_schema_rejects_bad_values(chart, case):
         chart.render(values, name=RELEASE, namespace=NAMESPACE)
     report = helm.lint(CHART_DIR, values, namespace=NAMESPACE)
     assert report["errors"], f"lint accepted {json.dumps(values)}"
+
+
+# ---------------------------------------------------------------------------------------------
+# The chart's README documents every value, generated from the `# --` comments in values.yaml
+
+README = CHART_DIR / "README.md"
+VALUES_START = "<!-- values:start (generated from values.yaml by tests/python/test_chart.py) -->"
+VALUES_END = "<!-- values:end -->"
+
+
+def documented_values(text: str) -> list[tuple[str, str]]:
+    """(dotted key, description) for each key with a `# --` comment, in file order.
+
+    A `# --` comment describes the key below it and may continue on the following `#`
+    lines; commented-out examples after a key belong to no key.
+    """
+    rows: list[tuple[str, str]] = []
+    parents: list[tuple[int, str]] = []
+    comment: list[str] | None = None
+    for line in text.splitlines():
+        stripped = line.strip()
+        if stripped.startswith("# --"):
+            comment = [stripped[4:].strip()]
+        elif stripped.startswith("#"):
+            if comment is not None:
+                comment.append(stripped[1:].strip())
+        elif stripped and ":" in stripped and not stripped.startswith("-"):
+            indent = len(line) - len(line.lstrip())
+            key = stripped.split(":", 1)[0]
+            while parents and parents[-1][0] >= indent:
+                parents.pop()
+            path = ".".join([p for _, p in parents] + [key])
+            if comment is not None:
+                rows.append((path, " ".join(comment)))
+            comment = None
+            parents.append((indent, key))
+        elif not stripped:
+            comment = None
+    return rows
+
+
+def values_table(chart) -> str:
+    defaults = chart.values
+    lines = ["| Key | Default | Description |", "|---|---|---|"]
+    for path, description in documented_values((CHART_DIR / "values.yaml").read_text()):
+        value: Any = defaults
+        for part in path.split("."):
+            value = value[part]
+        default = json.dumps(value, separators=(",", ":")).replace("|", "\\|")
+        text = description.replace("|", "\\|")
+        lines.append(f"| `{path}` | `{default}` | {text} |")
+    return "\n".join(lines)
+
+
+def test_chart_readme_lists_every_value(chart):
+    table = values_table(chart)
+    # Every value is documented, itself or through the object that holds it.
+    documented = {path for path, _ in documented_values((CHART_DIR / "values.yaml").read_text())}
+
+    def covered(path: str) -> bool:
+        parts = path.split(".")
+        return any(".".join(parts[:i]) in documented for i in range(1, len(parts) + 1))
+
+    def leaves(node: dict[str, Any], prefix: str = "") -> list[str]:
+        out = []
+        for key, value in node.items():
+            path = f"{prefix}{key}"
+            out += leaves(value, path + ".") if isinstance(value, dict) and value else [path]
+        return out
+
+    missing = [p for p in leaves(chart.values) if not covered(p)]
+    assert not missing, f"values without a `# --` comment in values.yaml: {missing}"
+    text = README.read_text()
+    start, end = text.index(VALUES_START) + len(VALUES_START), text.index(VALUES_END)
+    generated = text[:start] + "\n\n" + table + "\n\n" + text[end:]
+    if os.environ.get("UPDATE_DOCS"):
+        README.write_text(generated)
+    assert text == generated, (
+        "charts/checkpoint-autoscaler/README.md is out of date; regenerate it with "
+        "UPDATE_DOCS=1 python3 -m pytest tests/python/test_chart.py -k readme"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
