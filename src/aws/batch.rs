@@ -3,11 +3,12 @@
 //!
 //! Every request becomes [`METRICS`]`.len()` queries. A background task appends them to an
 //! open call per (target, period) and sends the call as soon as it is full — 500 queries,
-//! or fewer when the union of the time ranges would pass 100,800 datapoints — and every
-//! open call once `max_wait` has passed since the first request of the round. A burst of N
-//! requests therefore costs `ceil(N × 12 / 500)` calls, the floor, plus at most one partial
-//! call per (target, period). A request's queries may straddle two calls; it is answered
-//! when the last of them returns.
+//! or fewer when the union of the time ranges would pass 100,800 datapoints — or, when it
+//! does not fill up, `max_wait` after its first query. A burst of N requests therefore
+//! costs `ceil(N × 12 / 500)` calls, the floor, plus at most one partial call per (target,
+//! period); a steady stream costs the floor as long as it fills a call within `max_wait`
+//! (5,000 budgets a minute fill one every half second). A request's queries may straddle
+//! two calls; it is answered when the last of them returns.
 //!
 //! One call has one time range, so requests with different windows or ends share a call
 //! over the union of their ranges (CloudWatch bills per metric requested, not per
@@ -40,12 +41,17 @@ use crate::policy::Sample;
 /// How the batcher trades latency for fewer calls.
 #[derive(Clone, Debug)]
 pub struct BatchConfig {
-    /// How long to wait for more requests after the first one of a round before sending
-    /// the calls that are not full yet. Full calls go at once. NB: the controller's
-    /// reconciles tend to stay clustered (a batch's budgets finish, and requeue, together),
-    /// so a short wait catches most of a cycle; a longer one trades reconcile latency for
-    /// fewer calls when arrivals are spread out.
+    /// How long a call that is not full waits for more queries (from its first one) before
+    /// it goes anyway; full calls go at once. This bounds the latency batching adds to a
+    /// `samples()` call, and decides how well spread-out requests are packed: a call fills
+    /// when `500 / 12` requests arrive within `max_wait`.
     pub max_wait: Duration,
+    /// Send the calls that are not full once no request has arrived for this long: a lone
+    /// request (a small fleet, the demo) waits this, not `max_wait`. NB: a stream sparser
+    /// than one request per `idle` is then not batched; the controller's reconciles come
+    /// in clusters (budgets requeue together), much denser than that. `None`: wait
+    /// `max_wait` always.
+    pub idle: Option<Duration>,
     /// Most queries per call (CloudWatch's limit is 500).
     pub max_queries_per_call: usize,
     /// Most `GetMetricData` calls in flight at once (CloudWatch allows 50 per second per
@@ -58,7 +64,8 @@ pub struct BatchConfig {
 impl Default for BatchConfig {
     fn default() -> Self {
         Self {
-            max_wait: Duration::from_millis(20),
+            max_wait: Duration::from_secs(1),
+            idle: Some(Duration::from_millis(50)),
             max_queries_per_call: MAX_QUERIES_PER_CALL,
             max_concurrent_calls: 8,
             queue_capacity: 16_384,
@@ -99,6 +106,8 @@ impl BatchedMetrics {
             stats: stats.clone(),
             max_queries: config.max_queries_per_call.clamp(1, MAX_QUERIES_PER_CALL),
             max_wait: config.max_wait,
+            idle: config.idle,
+            last_arrival: Instant::now(),
             permits: Arc::new(Semaphore::new(config.max_concurrent_calls.max(1))),
             open: HashMap::new(),
         };
@@ -181,6 +190,8 @@ impl InFlight {
 
 /// A call being filled.
 struct OpenCall {
+    /// When it goes out even if not full: `max_wait` after its first query.
+    deadline: Instant,
     start: i64,
     end: i64,
     period: i64,
@@ -188,8 +199,9 @@ struct OpenCall {
 }
 
 impl OpenCall {
-    fn new(period: i64) -> Self {
+    fn new(period: i64, deadline: Instant) -> Self {
         Self {
+            deadline,
             start: i64::MAX,
             end: i64::MIN,
             period,
@@ -212,6 +224,9 @@ struct Batcher {
     stats: Arc<CallStats>,
     max_queries: usize,
     max_wait: Duration,
+    idle: Option<Duration>,
+    /// When the last request arrived.
+    last_arrival: Instant,
     permits: Arc<Semaphore>,
     open: HashMap<(Target, i64), OpenCall>,
 }
@@ -219,33 +234,44 @@ struct Batcher {
 impl Batcher {
     async fn run(mut self, mut rx: mpsc::Receiver<Pending>) {
         loop {
-            // Wait for the first request of a round.
-            let Some(first) = rx.recv().await else {
-                return;
-            };
-            let deadline = Instant::now() + self.max_wait;
-            self.add(first);
-            let mut closed = false;
-            loop {
-                tokio::select! {
-                    biased;
-                    next = rx.recv() => match next {
-                        Some(pending) => self.add(pending),
-                        None => {
-                            closed = true;
-                            break;
+            let quiet_at = self.idle.map(|idle| self.last_arrival + idle);
+            let next_deadline = self
+                .open
+                .values()
+                .map(|call| quiet_at.map_or(call.deadline, |q| q.min(call.deadline)))
+                .min();
+            tokio::select! {
+                biased;
+                next = rx.recv() => match next {
+                    Some(pending) => {
+                        self.last_arrival = Instant::now();
+                        self.add(pending);
+                    }
+                    None => {
+                        // Every handle is gone: send what is open and stop.
+                        let open: Vec<_> = self.open.drain().collect();
+                        for ((target, _), call) in open {
+                            self.send(target, call);
                         }
-                    },
-                    _ = tokio::time::sleep_until(deadline) => break,
+                        return;
+                    }
+                },
+                _ = sleep_until_some(next_deadline) => {
+                    let now = Instant::now();
+                    let quiet = quiet_at.is_some_and(|q| q <= now);
+                    let expired: Vec<_> = self
+                        .open
+                        .iter()
+                        .filter(|(_, call)| quiet || call.deadline <= now)
+                        .map(|(key, _)| key.clone())
+                        .collect();
+                    for key in expired {
+                        if let Some(call) = self.open.remove(&key) {
+                            self.stats.record_partial_batch();
+                            self.send(key.0, call);
+                        }
+                    }
                 }
-            }
-            self.stats.record_batch();
-            let open: Vec<_> = self.open.drain().collect();
-            for ((target, _), call) in open {
-                self.send(target, call);
-            }
-            if closed {
-                return;
             }
         }
     }
@@ -279,10 +305,11 @@ impl Batcher {
             if full && let Some(call) = self.open.remove(&key) {
                 self.send(key.0.clone(), call);
             }
+            let deadline = Instant::now() + self.max_wait;
             let call = self
                 .open
                 .entry(key.clone())
-                .or_insert_with(|| OpenCall::new(key.1));
+                .or_insert_with(|| OpenCall::new(key.1, deadline));
             call.start = call.start.min(start);
             call.end = call.end.max(end);
             let query = Query {
@@ -358,6 +385,14 @@ impl Batcher {
                 owner.finish_if_done(&mut progress);
             }
         });
+    }
+}
+
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until_some(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -508,8 +543,9 @@ mod tests {
 
     fn config() -> BatchConfig {
         BatchConfig {
-            // Virtual time (start_paused): the round closes once every task is waiting.
+            // Virtual time (start_paused): calls go once every task is waiting.
             max_wait: Duration::from_millis(50),
+            idle: None,
             ..BatchConfig::default()
         }
     }
@@ -711,8 +747,78 @@ mod tests {
         }
     }
 
+    /// Requests arriving one every `gap` (virtual time) for `n` requests: GetMetricData pages.
+    async fn stream(n: usize, gap: Duration, max_wait: Duration, idle: Option<Duration>) -> usize {
+        let fake = Arc::new(Fake::default());
+        let (metrics, _) = spawn(
+            &fake,
+            BatchConfig {
+                max_wait,
+                idle,
+                ..BatchConfig::default()
+            },
+        );
+        let mut tasks = Vec::new();
+        for i in 0..n {
+            let metrics = metrics.clone();
+            tasks.push(tokio::spawn(async move {
+                metrics
+                    .samples(
+                        &Target::new("eu-west-1"),
+                        &format!("app-{i}"),
+                        Duration::from_secs(600),
+                        Duration::from_secs(60),
+                        end(),
+                    )
+                    .await
+            }));
+            tokio::time::sleep(gap).await;
+        }
+        for (i, t) in tasks.into_iter().enumerate() {
+            let samples = t.await.unwrap().unwrap();
+            assert_eq!(
+                samples,
+                expected(&format!("app-{i}"), Duration::from_secs(600), end())
+            );
+        }
+        fake.pages.lock().unwrap().len()
+    }
+
     #[tokio::test(start_paused = true)]
-    async fn rounds_close_after_the_wait_and_later_requests_start_a_new_one() {
+    async fn a_steady_stream_fills_calls_within_the_wait() {
+        // 100 requests a second = 1,200 queries a second: a call fills in ~0.42 s.
+        let floor = (200 * METRICS.len()).div_ceil(MAX_QUERIES_PER_CALL);
+        let ms = Duration::from_millis;
+        let defaults = BatchConfig::default();
+        assert_eq!(stream(200, ms(10), defaults.max_wait, defaults.idle).await, floor);
+        // A wait shorter than the fill time sends calls a quarter full.
+        let short = stream(200, ms(10), ms(100), None).await;
+        assert_eq!(short, 20, "one call per 100 ms of a 2 s stream");
+        // A stream sparser than the idle time is not batched at all; without it, it is.
+        assert_eq!(stream(20, ms(60), defaults.max_wait, defaults.idle).await, 20);
+        assert_eq!(stream(20, ms(60), defaults.max_wait, None).await, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lone_request_waits_only_the_idle_time() {
+        let fake = Arc::new(Fake::default());
+        let (metrics, _) = spawn(&fake, BatchConfig::default());
+        let started = Instant::now();
+        metrics
+            .samples(
+                &Target::new("eu-west-1"),
+                "app-1",
+                Duration::from_secs(600),
+                Duration::from_secs(60),
+                end(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_does_not_fill_goes_after_the_wait() {
         let fake = Arc::new(Fake::default());
         let (metrics, stats) = spawn(&fake, config());
         let target = Target::new("eu-west-1");
@@ -739,7 +845,7 @@ mod tests {
             .unwrap();
         assert_eq!(second, expected("app-2", Duration::from_secs(600), end()));
         assert_eq!(fake.pages.lock().unwrap().len(), 2);
-        assert_eq!(stats.snapshot().batches, 2);
+        assert_eq!(stats.snapshot().partial_batches, 2);
     }
 
     #[tokio::test(start_paused = true)]

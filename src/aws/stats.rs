@@ -67,7 +67,7 @@ pub struct CallStats {
     metrics_requested: AtomicU64,
     datapoints_received: AtomicU64,
     sample_requests: AtomicU64,
-    batches: AtomicU64,
+    partial_batches: AtomicU64,
 }
 
 impl CallStats {
@@ -106,9 +106,9 @@ impl CallStats {
         self.sample_requests.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// The batcher flushed one batch (one or more `GetMetricData` calls).
-    pub fn record_batch(&self) {
-        self.batches.fetch_add(1, Ordering::Relaxed);
+    /// The batcher sent a call before it was full (its wait ran out).
+    pub fn record_partial_batch(&self) {
+        self.partial_batches.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counters now.
@@ -129,7 +129,7 @@ impl CallStats {
             metrics_requested: self.metrics_requested.load(Ordering::Relaxed),
             datapoints_received: self.datapoints_received.load(Ordering::Relaxed),
             sample_requests: self.sample_requests.load(Ordering::Relaxed),
-            batches: self.batches.load(Ordering::Relaxed),
+            partial_batches: self.partial_batches.load(Ordering::Relaxed),
         }
     }
 }
@@ -151,8 +151,8 @@ pub struct CallStatsSnapshot {
     pub datapoints_received: u64,
     /// `samples()` requests served.
     pub sample_requests: u64,
-    /// Batches flushed by the metric batcher.
-    pub batches: u64,
+    /// Calls the metric batcher sent before they were full (their wait ran out).
+    pub partial_batches: u64,
 }
 
 impl CallStatsSnapshot {
@@ -206,7 +206,7 @@ impl CallStatsSnapshot {
                 .datapoints_received
                 .saturating_sub(earlier.datapoints_received),
             sample_requests: self.sample_requests.saturating_sub(earlier.sample_requests),
-            batches: self.batches.saturating_sub(earlier.batches),
+            partial_batches: self.partial_batches.saturating_sub(earlier.partial_batches),
         }
     }
 }
