@@ -399,3 +399,60 @@ fn the_static_baseline_breaks_the_step_up_budget_and_writes_a_chart() {
     let text = std::fs::read_to_string(&svg).unwrap();
     assert!(text.starts_with("<svg") && text.contains("lastCheckpointDuration") && text.contains("budget"));
 }
+
+#[test]
+fn the_policy_loop_records_outcomes_including_a_failed_update_and_its_rollback() {
+    use checkpoint_autoscaler::{
+        policy::Outcome,
+        sim::{CheckpointAutoscaler, Policy},
+    };
+    // The budget declares 128 key groups but the job really has 4: any scale-up fails to
+    // restore and the service rolls back.
+    let mut s = Scenario::load(&library().join("step-up.yaml")).unwrap();
+    s.application.max_parallelism = Some(4);
+    let mut policy = CheckpointAutoscaler::for_scenario(&s).unwrap();
+    let report = run(&s, &mut policy as &mut dyn Policy, None).unwrap();
+    assert!(report.summary.failed_updates >= 1, "{:?}", report.summary);
+    assert_eq!(
+        report.summary.final_config,
+        AppConfig::new(4, 1),
+        "rolled back to what runs"
+    );
+    let failed: Vec<_> = policy
+        .history()
+        .scalings
+        .iter()
+        .filter(|r| r.outcome == Outcome::Failed)
+        .collect();
+    assert!(!failed.is_empty(), "{:?}", policy.history());
+    for r in &failed {
+        let completed = r.completed_at.expect("completed once the rollback ran");
+        assert!(
+            completed.duration_since(r.at) > SignedDuration::from_mins(10),
+            "failure, then rollback"
+        );
+    }
+    assert!(report.rows.iter().any(|r| r.status == AppStatus::RollingBack));
+    assert!(
+        report
+            .rows
+            .iter()
+            .any(|r| r.notes.iter().any(|n| n.contains("UpdateApplication failed")))
+    );
+
+    // With the real key groups, the same policy's scale-ups succeed and are recorded so.
+    let s = Scenario::load(&library().join("step-up.yaml")).unwrap();
+    let mut policy = CheckpointAutoscaler::for_scenario(&s).unwrap();
+    let report = run(&s, &mut policy as &mut dyn Policy, None).unwrap();
+    assert!(
+        report.summary.restarts >= 1 && report.summary.failed_updates == 0,
+        "{:?}",
+        report.summary
+    );
+    let first = &policy.history().scalings[0];
+    assert_eq!(
+        (first.outcome, first.from),
+        (Outcome::Succeeded, AppConfig::new(4, 1))
+    );
+    assert!(first.to.parallelism > 4 && first.completed_at.is_some());
+}
