@@ -317,9 +317,20 @@ impl AwsCallSource for ClientStats {
     }
 }
 
+/// Selects rustls' process-wide crypto provider for the Kubernetes client.
+///
+/// NB: the dependency tree enables both of rustls' providers (`ring` for kube,
+/// `aws-lc-rs` for the AWS SDK, which configures its own), and rustls then refuses to guess
+/// a process default: without this the first TLS connection to the API server panics.
+pub fn install_crypto_provider() {
+    // An error means a provider is already installed, which is just as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
 /// Runs `checkpoint-autoscaler run` to completion.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     telemetry::init(args.log_format);
+    install_crypto_provider();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -389,12 +400,21 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         None => Api::all(client.clone()),
     };
     if let Err(e) = budgets.list(&ListParams::default().limit(1)).await {
-        error!(error = %e, "CheckpointBudget is not queryable. Is the CRD installed?");
-        eprintln!(
-            "error: cannot list CheckpointBudgets ({e}).\n\
-             Install the CRD first:  checkpoint-autoscaler crd | kubectl apply -f -\n\
-             and check the controller's RBAC (get/list/watch on checkpointbudgets)."
-        );
+        error!(error = %e, "CheckpointBudget is not queryable");
+        let hint = match &e {
+            kube::Error::Api(status) if status.code == 404 => {
+                "The CheckpointBudget CRD is not installed. Install it with:\n  \
+                 kubectl apply -f crds/checkpointbudget.yaml   (or: checkpoint-autoscaler crd | kubectl apply -f -)"
+            }
+            kube::Error::Api(status) if status.code == 401 || status.code == 403 => {
+                "The controller may not list CheckpointBudgets: check its RBAC \
+                 (get/list/watch on checkpointbudgets.checkpoint-autoscaler.dev)."
+            }
+            _ => {
+                "The Kubernetes API server could not be reached: check KUBECONFIG or the in-cluster service account."
+            }
+        };
+        eprintln!("error: cannot list CheckpointBudgets: {e}\n{hint}");
         return Ok(ExitCode::FAILURE);
     }
 
@@ -491,7 +511,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             }
         }
         _ = wait_shutdown(shutdown_rx.clone()) => {
-            let _ = http.await;
+            let _ = http.task.await;
             return Ok(ExitCode::SUCCESS);
         }
     }
@@ -514,7 +534,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         // It releases the Lease on shutdown, so a standby need not wait for it to expire.
         let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
     }
-    let _ = http.await;
+    let _ = http.task.await;
     if lost_leadership {
         error!("leadership lost; exiting so a restart rejoins as a candidate");
         return Ok(ExitCode::FAILURE);

@@ -30,20 +30,30 @@ pub fn router(state: State) -> Router {
         .with_state(state)
 }
 
-/// Binds `addr` and serves until `shutdown` resolves; returns the server's task.
+/// A running HTTP server.
+pub struct Server {
+    /// The bound address.
+    pub addr: SocketAddr,
+    /// The serving task; ends after the shutdown future resolves.
+    pub task: tokio::task::JoinHandle<()>,
+}
+
+/// Binds `addr` and serves until `shutdown` resolves.
 pub async fn serve(
     addr: SocketAddr,
     state: State,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<tokio::task::JoinHandle<()>> {
+) -> std::io::Result<Server> {
     let listener = tokio::net::TcpListener::bind(addr).await?;
-    tracing::info!(addr = %listener.local_addr()?, "serving /metrics, /healthz, /readyz");
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, "serving /metrics, /healthz, /readyz");
     let app = router(state);
-    Ok(tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, app).with_graceful_shutdown(shutdown).await {
             tracing::error!(error = %e, "HTTP server failed");
         }
-    }))
+    });
+    Ok(Server { addr, task })
 }
 
 async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
@@ -88,5 +98,103 @@ fn describe(role: &Role) -> String {
         Role::Standby { holder: Some(h) } => format!("standby, leader is {h}"),
         Role::Standby { holder: None } => "standby".into(),
         Role::Candidate | Role::Lost => "not ready".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::{Ipv4Addr, SocketAddr};
+
+    use http::Method;
+    use kube::Client;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::fixtures::{ApiServerVerifier, NAMESPACE};
+
+    /// One HTTP/1.1 GET over a fresh connection; returns the status line and the body.
+    async fn get(addr: SocketAddr, path: &str) -> (String, String) {
+        let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        let status = response.lines().next().unwrap_or_default().to_owned();
+        let body = response.split("\r\n\r\n").nth(1).unwrap_or_default().to_owned();
+        (status, body)
+    }
+
+    #[tokio::test]
+    async fn serves_health_readiness_and_metrics() {
+        let (service, handle) = tower_test::mock::pair();
+        let mut api = ApiServerVerifier::new(handle);
+        let budgets = Api::namespaced(Client::new(service, "default"), NAMESPACE);
+        let (role_tx, role) = watch::channel(Role::Candidate);
+        let metrics = Metrics::default();
+        metrics.decision("hold", "WithinBudget");
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = serve(
+            SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            State {
+                metrics,
+                budgets,
+                role,
+            },
+            async move {
+                let _ = stop_rx.await;
+            },
+        )
+        .await
+        .unwrap();
+        let addr = server.addr;
+
+        assert!(get(addr, "/healthz").await.0.contains("200"));
+        let (status, body) = get(addr, "/readyz").await;
+        assert!(
+            status.contains("503") && body.contains("pending"),
+            "{status} {body}"
+        );
+
+        role_tx.send_replace(Role::Standby {
+            holder: Some("pod-b".into()),
+        });
+        let apiserver = tokio::spawn(async move {
+            let exchange = api
+                .expect(
+                    Method::GET,
+                    &format!("/apis/checkpoint-autoscaler.dev/v1alpha1/namespaces/{NAMESPACE}/checkpointbudgets?&limit=1"),
+                )
+                .await;
+            exchange.reply_json(&serde_json::json!({
+                "apiVersion": "checkpoint-autoscaler.dev/v1alpha1", "kind": "CheckpointBudgetList",
+                "metadata": {}, "items": []
+            }));
+            api
+        });
+        let (status, body) = get(addr, "/readyz").await;
+        assert!(
+            status.contains("200") && body.contains("standby, leader is pod-b"),
+            "{status} {body}"
+        );
+        let api = apiserver.await.unwrap();
+
+        // The API server is gone: not ready.
+        drop(api);
+        let (status, body) = get(addr, "/readyz").await;
+        assert!(
+            status.contains("503") && body.contains("unreachable"),
+            "{status} {body}"
+        );
+
+        let (status, body) = get(addr, "/metrics").await;
+        assert!(status.contains("200"));
+        assert!(
+            body.contains(r#"checkpoint_autoscaler_decisions_total{kind="hold",reason="WithinBudget"} 1"#)
+        );
+
+        role_tx.send_replace(Role::Lost);
+        assert!(get(addr, "/readyz").await.0.contains("503"));
+        let _ = stop_tx.send(());
+        server.task.await.unwrap();
     }
 }

@@ -202,6 +202,7 @@ async fn real_cluster_status_and_events() {
         std::env::var_os("KUBECONFIG").is_some(),
         "this test runs against the cluster named by KUBECONFIG"
     );
+    checkpoint_autoscaler::controller::install_crypto_provider();
     let client = Client::try_default().await.expect("a cluster");
 
     // The CRD, applied as the chart would, and established.
