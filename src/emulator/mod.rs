@@ -583,7 +583,8 @@ async fn serve_kinesis(
     if let Some(e) = effects.error {
         return Err(e);
     }
-    state.with_fleet(|fleet| kinesis::execute(fleet, req, effects.stuck_updating))
+    let stuck = effects.stuck_updating;
+    on_fleet(state, move |fleet| kinesis::execute(fleet, req, stuck)).await
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response {
@@ -692,7 +693,7 @@ async fn serve_cloudwatch(
     if let Some(e) = effects.error {
         return Err(e);
     }
-    state.with_fleet(|fleet| cloudwatch::execute(fleet, &req))
+    on_fleet(state, move |fleet| cloudwatch::execute(fleet, &req)).await
 }
 
 fn cloudwatch_json_response(
@@ -714,6 +715,18 @@ fn cloudwatch_json_response(
         h.insert("x-amzn-query-error", q);
     }
     response
+}
+
+/// Runs `f` on the fleet (advanced to the virtual now) off the async workers: stepping many
+/// applications through a long idle stretch of virtual time is CPU work.
+async fn on_fleet<T: Send + 'static>(
+    state: &EmulatorState,
+    f: impl FnOnce(&mut Fleet) -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    let state = state.clone();
+    tokio::task::spawn_blocking(move || state.with_fleet(f))
+        .await
+        .map_err(|e| ApiError::new(ErrorKind::ServerError(500), format!("The model failed: {e}")))?
 }
 
 /// PutMetricData bodies may arrive gzip-compressed (both SDKs compress above 10 KiB).

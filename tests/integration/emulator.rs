@@ -1238,15 +1238,20 @@ async fn the_control_api_sets_the_stage() {
     assert_eq!(created["application"]["ApplicationStatus"], "RUNNING");
     let (status, _) = http(addr, "POST", "/_emulator/scenarios?name=from-control", yaml).await;
     assert_eq!(status, 400, "a second application of the same name is refused");
+    let json = r#"{"name": "json", "application": {"name": "as-json", "parallelism": 3}, "duration": "1h",
+                   "load": {"phases": [{"shape": "steady", "rate": 100}]}}"#;
+    let (status, body) = http(addr, "POST", "/_emulator/scenarios", json).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body.contains("\"ApplicationName\":\"as-json\""), "{body}");
     let (status, body) = http(addr, "POST", "/_emulator/scenarios", "name: x\n").await;
     assert_eq!(status, 400);
     assert!(body.contains("error"));
 
     let (_, body) = http(addr, "GET", "/_emulator/applications", "").await;
     let apps: serde_json::Value = serde_json::from_str(&body).unwrap();
-    assert_eq!(apps["applications"].as_array().unwrap().len(), 1);
+    assert_eq!(apps["applications"].as_array().unwrap().len(), 2);
     assert_eq!(
-        apps["applications"][0]["ApplicationConfigurationDescription"]["FlinkApplicationConfigurationDescription"]
+        apps["applications"][1]["ApplicationConfigurationDescription"]["FlinkApplicationConfigurationDescription"]
             ["ParallelismConfigurationDescription"]["Parallelism"],
         2
     );
