@@ -368,7 +368,7 @@ pub async fn run_demo(
         let status = store.status(&key);
         let truth = state.with_fleet(|f| {
             let app_view = f.describe_application(&app).ok();
-            let period = f.last_period(&app).cloned();
+            let period = f.as_model().and_then(|m| m.last_period(&app)).cloned();
             (app_view, period)
         });
         let (Some(app_view), period) = truth else {

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+use super::Backend;
 use super::{
     cbor::{Cbor, DecodeError, Struct, decode_body, element_struct, json_body},
     error::{ApiError, ErrorKind},
 };
-use crate::sim::{Fleet, MetricId, MetricQuery, PutDatum, ServiceError, StatisticSet, store::Statistic};
+use crate::sim::{MetricId, MetricQuery, PutDatum, ServiceError, StatisticSet, store::Statistic};
 
 /// The path prefix of every operation.
 pub const PATH_PREFIX: &str = "/service/GraniteServiceVersion20100801/operation/";
@@ -627,7 +628,7 @@ fn metric_query(metric: &MetricId, start: Timestamp, end: Timestamp, period: u64
     }
 }
 
-fn get_metric_data(fleet: &Fleet, g: &GetMetricData) -> Result<Cbor, ApiError> {
+fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData) -> Result<Cbor, ApiError> {
     let (mut qi, mut offset) = match &g.next_token {
         None => (0, 0),
         Some(t) => parse_token(t, g)?,
@@ -695,8 +696,8 @@ fn get_metric_data(fleet: &Fleet, g: &GetMetricData) -> Result<Cbor, ApiError> {
     Ok(Cbor::Map(out))
 }
 
-fn get_metric_statistics(fleet: &Fleet, g: &GetMetricStatistics) -> Cbor {
-    let unit = fleet.metric_unit(&g.metric).map(str::to_string);
+fn get_metric_statistics(fleet: &dyn Backend, g: &GetMetricStatistics) -> Cbor {
+    let unit = fleet.metric_unit(&g.metric);
     // One series per statistic, merged by timestamp.
     let mut rows: std::collections::BTreeMap<Timestamp, Vec<(String, f64)>> = Default::default();
     for stat in g.statistics.iter().chain(&g.extended) {
@@ -753,7 +754,7 @@ fn metric_cbor(m: &MetricId) -> Cbor {
 }
 
 /// Serves one decoded request against the fleet.
-pub fn execute(fleet: &mut Fleet, req: &Request) -> Result<Cbor, ApiError> {
+pub fn execute(fleet: &mut dyn Backend, req: &Request) -> Result<Cbor, ApiError> {
     match req {
         Request::GetMetricData(g) => get_metric_data(fleet, g),
         Request::GetMetricStatistics(g) => Ok(get_metric_statistics(fleet, g)),

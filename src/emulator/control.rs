@@ -8,6 +8,8 @@
 //! | `POST /_emulator/clock/advance` | `{"seconds": 600}` | the clock after advancing |
 //! | `POST /_emulator/scenarios?name=N` | a scenario, YAML or JSON | 201, `{"application": <ApplicationDetail>}` |
 //! | `GET /_emulator/applications` | | `{"applications": [<ApplicationDetail>...]}` |
+//! | `GET /_emulator/applications/{name}/workload` | | the Flink backend's [`Workload`] |
+//! | `PUT /_emulator/applications/{name}/workload` | a [`Workload`] (JSON) | 204; the Flink backend restarts the source from a savepoint at the new rate (400 on the model backend) |
 //! | `GET /_emulator/faults` | | `{"faults": [...]}` |
 //! | `POST /_emulator/faults` | a [`FaultSpec`] | 201, `{"id": N}` |
 //! | `DELETE /_emulator/faults` | | 204, all cleared |
@@ -31,7 +33,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::{EmulatorState, calllog::CallFilter, faults::FaultSpec, kinesis};
-use crate::sim::Scenario;
+use crate::{flink::Workload, sim::Scenario};
 
 /// The control routes, to be nested under `/_emulator`.
 pub fn router() -> Router<EmulatorState> {
@@ -41,6 +43,10 @@ pub fn router() -> Router<EmulatorState> {
         .route("/clock/advance", post(advance))
         .route("/scenarios", post(add_scenario))
         .route("/applications", get(applications))
+        .route(
+            "/applications/{name}/workload",
+            get(get_workload).put(set_workload),
+        )
         .route("/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .route("/faults/{id}", delete(clear_fault))
         .route("/calls", get(calls).delete(reset_calls))
@@ -136,6 +142,29 @@ async fn applications(State(state): State<EmulatorState>) -> Json<Value> {
             .collect()
     });
     Json(json!({ "applications": apps }))
+}
+
+const NOT_FLINK: &str = "workloads are data of the Flink backend (emulator --backend flink); the model's load comes from its scenario";
+
+async fn get_workload(State(state): State<EmulatorState>, Path(name): Path<String>) -> Response {
+    match state.with_fleet(|f| f.as_flink().map(|flink| flink.workload(&name))) {
+        None => error(StatusCode::BAD_REQUEST, NOT_FLINK),
+        Some(Ok(w)) => Json(json!(w)).into_response(),
+        Some(Err(e)) => error(StatusCode::NOT_FOUND, e),
+    }
+}
+
+async fn set_workload(State(state): State<EmulatorState>, Path(name): Path<String>, body: Bytes) -> Response {
+    let workload: Workload = match serde_json::from_slice(&body) {
+        Ok(w) => w,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a workload: {e}")),
+    };
+    match state.with_fleet(|f| f.as_flink().map(|flink| flink.set_workload(&name, workload))) {
+        None => error(StatusCode::BAD_REQUEST, NOT_FLINK),
+        Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
+        Some(Err(e @ crate::sim::ServiceError::ResourceNotFound(_))) => error(StatusCode::NOT_FOUND, e),
+        Some(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 async fn list_faults(State(state): State<EmulatorState>) -> Json<Value> {

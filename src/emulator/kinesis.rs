@@ -8,9 +8,12 @@ use jiff::Timestamp;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use super::error::{ApiError, ErrorKind};
+use super::{
+    Backend,
+    error::{ApiError, ErrorKind},
+};
 use crate::sim::{
-    self, ApplicationView, ConfigurationType, Fleet, OperationStatus, OperationView, ParallelismUpdate,
+    self, ApplicationView, ConfigurationType, OperationStatus, OperationView, ParallelismUpdate,
     RestoreConfig, RestoreType, ServiceError, fleet::status_name,
 };
 
@@ -821,7 +824,7 @@ fn operation_details(o: &OperationView) -> Value {
 }
 
 /// The operation a StuckUpdating fault keeps in flight: the application's newest.
-fn stuck_operation(fleet: &Fleet, name: &str) -> Option<String> {
+fn stuck_operation(fleet: &dyn Backend, name: &str) -> Option<String> {
     fleet
         .list_operations(name)
         .ok()?
@@ -841,7 +844,7 @@ fn mask_operation(mut o: OperationView, stuck_id: Option<&str>) -> OperationView
 }
 
 /// Serves one decoded request against the fleet. `stuck` applies the StuckUpdating mask.
-pub fn execute(fleet: &mut Fleet, req: Request, stuck: bool) -> Result<Value, ApiError> {
+pub fn execute(fleet: &mut dyn Backend, req: Request, stuck: bool) -> Result<Value, ApiError> {
     match req {
         Request::ListApplications { limit, offset } => {
             let apps = fleet.list_applications();

@@ -19,6 +19,7 @@
 //! independent of wall-clock timing.
 
 pub mod auth;
+pub mod backend;
 pub mod calllog;
 pub mod cbor;
 pub mod cloudwatch;
@@ -52,6 +53,7 @@ use jiff::{SignedDuration, Timestamp};
 use serde::{Deserialize, Serialize};
 use tokio::{net::TcpListener, sync::oneshot, task::JoinHandle};
 
+pub use self::backend::Backend;
 use self::{
     calllog::{CallFilter, CallLog, CallRecord},
     error::{ApiError, ErrorKind},
@@ -120,6 +122,23 @@ pub struct EmulatorArgs {
     /// Region used in ARNs.
     #[arg(long, default_value = "us-east-1")]
     pub region: String,
+    /// What serves the applications: the model (virtual time) or real Flink jobs on loopback
+    /// clusters (see docs/flink-backend.md).
+    #[arg(long, value_enum, default_value_t = BackendKind::Model)]
+    pub backend: BackendKind,
+    /// The Flink distribution for `--backend flink` (default: `$FLINK_HOME`, else what
+    /// `scripts/install-flink.sh` installed under `.flink/`).
+    #[arg(long, value_name = "DIR")]
+    pub flink_home: Option<PathBuf>,
+}
+
+/// The emulator's backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum BackendKind {
+    /// The `sim` model of Managed Flink, in virtual time.
+    Model,
+    /// Real Apache Flink jobs, one standalone cluster per application.
+    Flink,
 }
 
 /// How to run an embedded emulator.
@@ -237,7 +256,7 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 
 #[derive(Debug)]
 struct Inner {
-    fleet: Mutex<Fleet>,
+    fleet: Mutex<Box<dyn Backend>>,
     clock: Clock,
     faults: Mutex<Faults>,
     calls: Mutex<CallLog>,
@@ -250,7 +269,7 @@ struct Inner {
 pub struct EmulatorState(Arc<Inner>);
 
 impl EmulatorState {
-    fn new(fleet: Fleet, clock: Clock) -> Self {
+    fn new(fleet: Box<dyn Backend>, clock: Clock) -> Self {
         let nonce = Timestamp::now().as_nanosecond().unsigned_abs() as u64;
         Self(Arc::new(Inner {
             fleet: Mutex::new(fleet),
@@ -277,11 +296,12 @@ impl EmulatorState {
         self.0.clock.advance(by);
     }
 
-    /// Runs `f` on the fleet, advanced to the virtual now.
-    pub fn with_fleet<R>(&self, f: impl FnOnce(&mut Fleet) -> R) -> R {
+    /// Runs `f` on the backend (the model's [`Fleet`] or the Flink backend), advanced to
+    /// the virtual now.
+    pub fn with_fleet<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> R {
         let mut fleet = lock(&self.0.fleet);
         fleet.advance_to(self.0.clock.now());
-        f(&mut fleet)
+        f(fleet.as_mut())
     }
 
     /// Adds an application running `scenario`, named by it or by `name`.
@@ -395,13 +415,29 @@ impl Drop for Emulator {
     }
 }
 
-/// Starts an emulator in this tokio runtime and returns once it is listening.
-pub async fn serve(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
-    let start = config.start.unwrap_or_else(|| {
+/// The virtual start of `config`: its `start`, or the wall clock rounded down to the minute.
+pub fn start_time(config: &EmulatorConfig) -> Timestamp {
+    config.start.unwrap_or_else(|| {
         let now = Timestamp::now();
         Timestamp::from_second(now.as_second() - now.as_second().rem_euclid(60)).unwrap_or(now)
-    });
-    let mut fleet = Fleet::new(config.seed, start).with_region(&config.region);
+    })
+}
+
+/// Starts an emulator over the model ([`Fleet`]) in this tokio runtime and returns once it
+/// is listening.
+pub async fn serve(config: EmulatorConfig) -> Result<Emulator, EmulatorError> {
+    let start = start_time(&config);
+    let fleet = Fleet::new(config.seed, start).with_region(&config.region);
+    serve_backend(config, Box::new(fleet)).await
+}
+
+/// Starts an emulator over `backend` (whose virtual time starts at [`start_time`]); the
+/// config's scenarios are added to it first.
+pub async fn serve_backend(
+    config: EmulatorConfig,
+    mut fleet: Box<dyn Backend>,
+) -> Result<Emulator, EmulatorError> {
+    let start = start_time(&config);
     for scenario in &config.scenarios {
         fleet
             .add_scenario(scenario, None)
@@ -805,15 +841,29 @@ pub fn run(args: EmulatorArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async move {
-        let emulator = serve(EmulatorConfig {
+        let mut config = EmulatorConfig {
             bind: SocketAddr::new(args.bind, args.port),
             period: Some(args.period).filter(|p| !p.is_zero()),
             seed: args.seed,
             start: None,
             region: args.region,
             scenarios,
-        })
-        .await?;
+        };
+        // One virtual start for the clock and the backend.
+        config.start = Some(start_time(&config));
+        let emulator = match args.backend {
+            BackendKind::Model => serve(config).await?,
+            BackendKind::Flink => {
+                let home = crate::flink::FlinkHome::locate(args.flink_home.as_deref())?;
+                let options = crate::flink::BackendOptions {
+                    seed: config.seed,
+                    region: config.region.clone(),
+                    ..crate::flink::BackendOptions::default()
+                };
+                let fleet = crate::flink::FlinkFleet::new(home, options, start_time(&config))?;
+                serve_backend(config, Box::new(fleet)).await?
+            }
+        };
         {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
@@ -895,7 +945,7 @@ mod tests {
     #[test]
     fn request_ids_are_unique_and_uuid_shaped() {
         let state = EmulatorState::new(
-            Fleet::new(0, Timestamp::UNIX_EPOCH),
+            Box::new(Fleet::new(0, Timestamp::UNIX_EPOCH)),
             Clock::new(Timestamp::UNIX_EPOCH, None),
         );
         let a = state.request_id();
