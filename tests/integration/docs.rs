@@ -11,7 +11,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use checkpoint_autoscaler::{aws::AwsOperation, crd::CheckpointBudget};
+use checkpoint_autoscaler::{
+    aws::AwsOperation,
+    crd::{CheckpointBudget, DURATION_PATTERN, QUANTITY_PATTERN},
+};
 use kube::CustomResourceExt;
 use serde_json::Value;
 
@@ -68,7 +71,20 @@ fn number(v: &Value) -> String {
     }
 }
 
+/// The schema's pattern, unless it is one of the CRD's well-known ones (named by the type).
+fn own_pattern(schema: &Value) -> Option<&str> {
+    schema
+        .get("pattern")
+        .and_then(Value::as_str)
+        .filter(|p| *p != DURATION_PATTERN && *p != QUANTITY_PATTERN)
+}
+
 fn type_name(schema: &Value) -> String {
+    match schema.get("pattern").and_then(Value::as_str) {
+        Some(DURATION_PATTERN) => return "duration (`90s`, `2m`, `1h30m`)".into(),
+        Some(QUANTITY_PATTERN) => return "quantity (`512Mi`, `8Gi`, or bytes)".into(),
+        _ => {}
+    }
     if schema.get("x-kubernetes-int-or-string").and_then(Value::as_bool) == Some(true) {
         return "integer or string".into();
     }
@@ -125,7 +141,7 @@ fn bounds(path: &str, schema: &Value) -> String {
             .collect();
         out.push(format!("one of {}", values.join(", ")));
     }
-    if let Some(pattern) = schema.get("pattern").and_then(Value::as_str) {
+    if let Some(pattern) = own_pattern(schema) {
         out.push(format!("pattern {}", code(pattern)));
     }
     // An object's own rules are listed with its fields, in its section.
@@ -271,9 +287,10 @@ fn reference_markdown(crd: &Value) -> String {
     .unwrap();
     writeln!(
         out,
-        "Durations are written like `90s`, `2m` or `1h30m`; sizes as Kubernetes quantities (`512Mi`, \
-         `8Gi`). Bounds are enforced by the API server at apply time: a budget outside them is \
-         rejected, never silently corrected.\n"
+        "Durations are written like `90s`, `2m` or `1h30m` (pattern `{DURATION_PATTERN}`); sizes as \
+         Kubernetes quantities such as `512Mi` or `8Gi`, or a number of bytes (pattern \
+         `{QUANTITY_PATTERN}`). Bounds are enforced by the API server at apply time: a budget \
+         outside them is rejected, never silently corrected.\n"
     )
     .unwrap();
     if let Some(columns) = version["additionalPrinterColumns"].as_array() {
