@@ -46,6 +46,12 @@ pub struct MetricSpec {
 /// NB: `Maximum` for the gauges because the policy reasons about the worst subtask and the
 /// worst moment of the period; the running counts are read as `Maximum` too (the count at
 /// the end of the period, the counts never decreasing between restarts).
+///
+/// NB: every query names only the `Application` dimension. The service publishes the
+/// checkpoint, memory, CPU, restart and downtime metrics at that level; where it publishes
+/// `busyTimeMsPerSecond`, `backPressuredTimeMsPerSecond` or `millisBehindLatest` only per
+/// task, operator or shard, those queries come back empty and the fields stay `None` (the
+/// policy then judges on the rest; gaps are never zeros).
 pub const METRICS: [MetricSpec; 12] = [
     MetricSpec {
         name: "lastCheckpointDuration",
