@@ -757,7 +757,7 @@ fn cloudwatch_json_response(
 /// applications through a long idle stretch of virtual time is CPU work.
 async fn on_fleet<T: Send + 'static>(
     state: &EmulatorState,
-    f: impl FnOnce(&mut Fleet) -> Result<T, ApiError> + Send + 'static,
+    f: impl FnOnce(&mut dyn Backend) -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     let state = state.clone();
     tokio::task::spawn_blocking(move || state.with_fleet(f))
