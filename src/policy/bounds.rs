@@ -221,10 +221,16 @@ fn grow_among(
 }
 
 /// Searches fewer KPUs: parallelism never above the running one, ParallelismPerKPU never
-/// below it, at least `min_kpus` and fewer KPUs than now, load factor at most `max_load`.
-/// Picks the fewest KPUs, then the lowest load factor (most headroom), then the higher
-/// parallelism (state stays spread).
-pub(crate) fn shrink(space: &Space, current: AppConfig, max_load: f64, min_kpus: u32) -> Option<AppConfig> {
+/// below it, between `min_kpus` and `max_kpus` (below the current KPUs), load factor at
+/// most `max_load`. Picks the fewest KPUs, then the lowest load factor (most headroom),
+/// then the higher parallelism (state stays spread).
+pub(crate) fn shrink(
+    space: &Space,
+    current: AppConfig,
+    max_load: f64,
+    min_kpus: u32,
+    max_kpus: u32,
+) -> Option<AppConfig> {
     space
         .candidates(current)
         .into_iter()
@@ -232,7 +238,7 @@ pub(crate) fn shrink(space: &Space, current: AppConfig, max_load: f64, min_kpus:
         .filter(|c| {
             c.parallelism <= current.parallelism && c.parallelism_per_kpu >= current.parallelism_per_kpu
         })
-        .filter(|c| c.kpus() < current.kpus() && c.kpus() >= min_kpus)
+        .filter(|c| c.kpus() < current.kpus() && (min_kpus..=max_kpus).contains(&c.kpus()))
         .filter(|c| space.load(*c) <= max_load * (1.0 + 1e-9))
         .min_by(|a, b| {
             a.kpus()
@@ -349,8 +355,10 @@ mod tests {
     #[test]
     fn shrink_never_cuts_below_the_floor() {
         let s = space(1, 64, 128, (1, 4), None);
-        let c = shrink(&s, AppConfig::new(32, 1), 1000.0, 16).unwrap();
+        let c = shrink(&s, AppConfig::new(32, 1), 1000.0, 16, 22).unwrap();
         assert_eq!(c.kpus(), 16);
-        assert_eq!(shrink(&s, AppConfig::new(32, 1), 1.0, 16), None);
+        assert_eq!(shrink(&s, AppConfig::new(32, 1), 1.0, 16, 22), None);
+        // A saving below the floor is not worth a restart.
+        assert_eq!(shrink(&s, AppConfig::new(32, 1), 1000.0, 16, 15), None);
     }
 }

@@ -27,7 +27,7 @@ use super::{
     bounds::{Grow, Space},
     explain::{fmt_bytes, fmt_change, fmt_ms, fmt_pct},
     signals::{Growth, Signals, dur_ms, ts_ms},
-    sizing::{Basis, DurationModel, load_factor_for_memory, load_factor_for_throughput},
+    sizing::{Basis, DurationModel, input_growth, load_factor_for_memory, load_factor_for_throughput},
     stabilization::last_scaling,
     tuning::*,
     types::{AppConfig, Budget, Cause, History, Outcome, Reason},
@@ -134,7 +134,19 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         .model
         .load_factor_for(sizing_duration, s_now, DURATION_TARGET * budget_ms)
         .unwrap_or(floor);
-    let cpu_load = load_factor_for_throughput(sig, s_now, ctx.restart_ms);
+    // A job that keeps up processes its input: its growth since the last scaling is the
+    // input's (behind, the processed rate is the capacity and says nothing of it).
+    let keeps_up = sig.lag_growth.is_none_or(|g| g <= 0.0)
+        && sig
+            .backpressure
+            .is_none_or(|b| b < BACKPRESSURE_INFLATES_DURATION);
+    let growth = if keeps_up {
+        let horizon = dur_ms(ctx.budget.scale_down_stabilization).max(GROWTH_HORIZON_MIN_MINUTES * 60_000);
+        input_growth(ctx.history, sig.records_in, ts_ms(ctx.now), horizon)
+    } else {
+        1.0
+    };
+    let cpu_load = load_factor_for_throughput(sig, s_now, ctx.restart_ms, growth);
 
     // 1. Memory pressure.
     let memory_pressure =
@@ -191,6 +203,25 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
+    // 2b. Just started falling behind: how fast decides the size of the step, and a
+    // restart is too expensive to size on two datapoints.
+    if sig.saturated()
+        && sig.lag_growth.is_none_or(|g| g > 0.0)
+        && (1..MIN_SAMPLES).contains(&sig.lag_rising_periods)
+    {
+        return Finding::new(
+            Cause::UnderProvisioned,
+            format!(
+                "The job started falling behind its input {} period(s) ago ({} behind, {figures}); \
+                 measuring how fast before sizing the step.",
+                sig.lag_rising_periods,
+                fmt_ms(sig.lag.unwrap_or(0.0)),
+            ),
+            None,
+            Need::Hold(Reason::WarmingUp),
+        );
+    }
+
     // 3. Breach, projected breach, or saturated failures.
     let breach = d > budget_ms;
     let projected_breach =
@@ -202,7 +233,16 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     // or is catching up.
     let timing_out =
         over_failed && saturated && sig.restarts == 0.0 && sig.lag_growth.is_none_or(|g| g >= 0.0);
-    if breach || projected_breach || timing_out {
+    // Sustained CPU near saturation that is not easing off, in a job that keeps up without
+    // a backlog and did not fail over (a catch-up saturates it too): the cliff is a few
+    // percent of load away. (CPU, not busy time: one busy subtask with idle others is skew.)
+    let saturating = sig.cpu.is_some_and(|c| c >= CPU_NEAR_SATURATION)
+        && sig.cpu_trend.is_none_or(|t| t >= 0.0)
+        && sig.restarts == 0.0
+        && sig
+            .lag
+            .is_none_or(|l| l <= CATCH_UP_MIN_LAG_PERIODS * ctx.period_ms as f64);
+    if breach || projected_breach || timing_out || saturating {
         if let Some(skew) = ineffective_scale_up(ctx, budget_ms) {
             return skew;
         }
@@ -234,11 +274,19 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 fmt_ms(budget_ms),
                 fmt_ms(projected(ctx.restart_ms)),
             )
-        } else {
+        } else if timing_out {
             format!(
                 "{} checkpoints failed in the window (budget {}) while the job is saturated",
                 sig.failed.round(),
                 ctx.budget.max_failed_checkpoints
+            )
+        } else {
+            format!(
+                "Checkpoints take {} against a {} budget, but CPU has been at {} and is about to \
+                 saturate, when back-pressure will stretch barrier alignment past the budget",
+                fmt_ms(d),
+                fmt_ms(budget_ms),
+                fmt_pct(sig.cpu)
             )
         };
         let need = Need::Grow(Grow {

@@ -465,14 +465,17 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
 fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> Decision {
     let kpus = ctx.current.kpus();
     let min_kpus = (f64::from(kpus) * MIN_KEPT_ON_SCALE_DOWN).ceil() as u32;
-    let Some(raw) = bounds::shrink(ctx.space, ctx.current, max_load, min_kpus) else {
+    let max_kpus = (f64::from(kpus) * (1.0 - MIN_SCALE_DOWN_SAVING)).floor() as u32;
+    let Some(raw) = bounds::shrink(ctx.space, ctx.current, max_load, min_kpus, max_kpus) else {
         return draft.hold(
             Reason::WithinBudget,
             finding.diagnosis(),
             format!(
-                "{} No cheaper allowed configuration keeps the margin (duration at most {:.0}% of the \
-                 budget, CPU at most {SCALE_DOWN_MAX_CPU:.0}%); no change.",
+                "{} No allowed configuration with at least {:.0}% fewer KPUs (what a restart is worth) \
+                 keeps the margin (duration at most {:.0}% of the budget, CPU and busy time at most \
+                 {SCALE_DOWN_MAX_CPU:.0}%); no change.",
                 finding.summary,
+                MIN_SCALE_DOWN_SAVING * 100.0,
                 SCALE_DOWN_MAX_DURATION * 100.0
             ),
         );
@@ -508,6 +511,7 @@ fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> 
             }
             let safe = ctx.space.allowed(target)
                 && target.kpus() >= min_kpus
+                && target.kpus() <= max_kpus
                 && ctx.space.load(target) <= max_load * (1.0 + 1e-9);
             if !safe {
                 return pending(format!(

@@ -223,6 +223,8 @@ pub(crate) struct Signals {
     pub cpu: Option<f64>,
     /// Highest judged CPU, %.
     pub cpu_max: Option<f64>,
+    /// CPU trend (% per ms), when trusted.
+    pub cpu_trend: Option<f64>,
     /// Median busy time of the latest periods, ms/s.
     pub busy: Option<f64>,
     /// Highest judged busy time, ms/s.
@@ -245,6 +247,9 @@ pub(crate) struct Signals {
     pub lag: Option<f64>,
     /// Lag growth in ms of lag per ms of time, when trusted.
     pub lag_growth: Option<f64>,
+    /// How many of the latest periods carry a lag that has been rising since it was zero
+    /// (0 when the latest lag is zero or not higher than the one before).
+    pub lag_rising_periods: usize,
     /// Median input rate of the latest periods.
     pub records_in: Option<f64>,
 }
@@ -269,6 +274,32 @@ fn points(samples: &[&Sample], now_ms: i64, f: impl Fn(&Sample) -> Option<f64>) 
                 .map(|v| ((ts_ms(s.at) - now_ms) as f64, v))
         })
         .collect()
+}
+
+/// The lag trend: over the trailing run of periods with a lag (when it has at least
+/// `MIN_SAMPLES`: the rate since the job started falling behind, not diluted by the periods
+/// before), else over the latest `LAG_TREND_PERIODS`.
+fn lag_growth(pts: &[(f64, f64)]) -> Option<f64> {
+    let run = pts.iter().rev().take_while(|p| p.1 > 0.0).count();
+    let fit = if run >= MIN_SAMPLES {
+        stats::linear_fit(&pts[pts.len() - run..]).filter(|f| f.r2 >= TREND_MIN_R2)
+    } else {
+        trusted(recent_points(pts, LAG_TREND_PERIODS))
+    };
+    fit.map(|f| f.slope)
+}
+
+/// Length of the trailing run of positive, strictly rising lags.
+fn rising_run(pts: &[(f64, f64)]) -> usize {
+    let mut run = 0;
+    for w in pts.iter().rev().collect::<Vec<_>>().windows(2) {
+        if w[0].1 > w[1].1 && w[0].1 > 0.0 {
+            run += 1;
+        } else {
+            break;
+        }
+    }
+    run
 }
 
 fn recent_points(pts: &[(f64, f64)], n: usize) -> &[(f64, f64)] {
@@ -337,6 +368,7 @@ impl Signals {
             growth,
             cpu: stats::median(recent(&cpu_v, RECENT_PERIODS)),
             cpu_max: stats::max(&cpu_v),
+            cpu_trend: trusted(&points(samples, now_ms, |s| s.cpu_utilization)).map(|f| f.slope),
             busy: stats::median(recent(&busy_v, RECENT_PERIODS)),
             busy_max: stats::max(&busy_v),
             backpressure: stats::median(recent(
@@ -353,7 +385,8 @@ impl Signals {
             failed_periods: u32::try_from(failures.iter().filter(|v| **v > 0.0).count()).unwrap_or(u32::MAX),
             failing_now,
             lag: lag_pts.last().map(|p| p.1),
-            lag_growth: trusted(recent_points(&lag_pts, LAG_TREND_PERIODS)).map(|f| f.slope),
+            lag_growth: lag_growth(&lag_pts),
+            lag_rising_periods: rising_run(&lag_pts),
             records_in: stats::median(recent(
                 &values(samples, |s| s.records_in_per_second),
                 RECENT_PERIODS,

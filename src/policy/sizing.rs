@@ -139,8 +139,14 @@ pub(crate) fn demand_factor(signals: &Signals) -> f64 {
 /// - the input rate is what it processes now times the demand factor (lag trend);
 /// - in steady state that rate must fit in `CPU_TARGET` % of the new capacity;
 /// - and the backlog (the current lag plus what a restart of `restart_ms` adds) must drain
-///   within `CATCH_UP_MINUTES`.
-pub(crate) fn load_factor_for_throughput(signals: &Signals, s_now: f64, restart_ms: i64) -> Option<f64> {
+///   within `CATCH_UP_MINUTES`;
+/// - `growth` scales the input for the load expected ahead (see [`input_growth`]).
+pub(crate) fn load_factor_for_throughput(
+    signals: &Signals,
+    s_now: f64,
+    restart_ms: i64,
+    growth: f64,
+) -> Option<f64> {
     let cpu = signals.cpu.filter(|c| *c >= CPU_SATURATED);
     let busy = signals
         .busy
@@ -150,7 +156,7 @@ pub(crate) fn load_factor_for_throughput(signals: &Signals, s_now: f64, restart_
         (Some(c), Some(b)) => c.max(b),
         (c, b) => c.or(b)?,
     } / 100.0;
-    let demand = utilization * demand_factor(signals);
+    let demand = utilization * demand_factor(signals) * growth.max(1.0);
     let steady = 100.0 / CPU_TARGET;
     let backlog_ms = signals.lag.unwrap_or(0.0).max(0.0) + restart_ms as f64;
     let catch_up = 1.0 + backlog_ms / (CATCH_UP_MINUTES * 60_000.0);
@@ -164,6 +170,30 @@ pub(crate) fn load_factor_for_memory(memory: f64, s_now: f64, target: f64) -> f6
         return f64::INFINITY;
     }
     s_now * (target - MEMORY_FIXED).max(0.0) / variable
+}
+
+/// How much the input is expected to grow over `horizon_ms`, from its growth since the
+/// last completed scaling (at least `GROWTH_MIN_ELAPSED_MINUTES` ago): 1 when it did not
+/// grow or nothing is known, at most `MAX_GROWTH_FACTOR`. NB: meant for a job that keeps up
+/// (its processed rate is its input rate).
+pub(crate) fn input_growth(history: &History, records_in: Option<f64>, now_ms: i64, horizon_ms: i64) -> f64 {
+    let Some(last) = history
+        .scalings
+        .iter()
+        .filter(|r| r.outcome == Outcome::Succeeded)
+        .max_by_key(|r| r.at)
+    else {
+        return 1.0;
+    };
+    let elapsed = now_ms - ts_ms(last.at);
+    let (Some(before), Some(now)) = (last.records_in_before_per_second, records_in) else {
+        return 1.0;
+    };
+    if elapsed < GROWTH_MIN_ELAPSED_MINUTES * 60_000 || before <= 0.0 || now <= before {
+        return 1.0;
+    }
+    let per_ms = (now - before) / elapsed as f64;
+    (1.0 + per_ms * horizon_ms as f64 / now).clamp(1.0, MAX_GROWTH_FACTOR)
 }
 
 /// How long a restart takes, from the completed scalings in history (mean), clamped to

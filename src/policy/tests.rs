@@ -928,3 +928,105 @@ fn failover_backlog_with_failing_checkpoints_is_not_scaled() {
         d.diagnosis.summary
     );
 }
+
+fn near_saturation(_: usize, s: &mut Sample) {
+    s.cpu_utilization = Some(92.0);
+    s.busy_time_ms_per_second = Some(900.0);
+    s.millis_behind_latest = Some(0.0);
+}
+
+#[test]
+fn sustained_cpu_near_saturation_scales_before_the_cliff() {
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(10.0, near_saturation)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    assert!(
+        d.diagnosis.summary.contains("about to saturate"),
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_eq!(d.slo_met, Some(true));
+    let to = scaled_to(&d);
+    assert!(to.kpus() > 4, "{to}");
+
+    // Easing off: no need.
+    let easing = |i: usize, s: &mut Sample| {
+        near_saturation(i, s);
+        s.cpu_utilization = Some(99.0 - i as f64);
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(10.0, easing)),
+        &History::default(),
+    );
+    assert_eq!(d.action, Action::Hold);
+}
+
+#[test]
+fn a_rising_input_sizes_the_step_for_the_load_ahead() {
+    let mut before = record(
+        NOW - 60,
+        Some(NOW - 50),
+        AppConfig::new(4, 2),
+        AppConfig::new(8, 2),
+        Outcome::Succeeded,
+    );
+    before.records_in_before_per_second = Some(600.0);
+    let grown = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(10.0, near_saturation)),
+        &history(vec![before]),
+    );
+    let flat = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(10.0, near_saturation)),
+        &History::default(),
+    );
+    // From 600 to 1000 records/s in an hour: 40% more expected over the next hour.
+    assert!(
+        scaled_to(&grown).kpus() > scaled_to(&flat).kpus(),
+        "{} vs {}",
+        scaled_to(&grown),
+        scaled_to(&flat)
+    );
+}
+
+#[test]
+fn the_step_waits_until_the_rate_of_falling_behind_is_measured() {
+    let starting = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(if i < 8 { 0.0 } else { 20_000.0 * (i - 7) as f64 });
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(130.0, starting)),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WarmingUp));
+    assert!(
+        d.diagnosis.summary.contains("measuring"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
+
+#[test]
+fn a_scale_down_must_be_worth_a_restart() {
+    // 4 KPU at 35% CPU: 3 KPU would do, but saves only a quarter.
+    let light = |_: usize, s: &mut Sample| {
+        s.cpu_utilization = Some(40.0);
+        s.busy_time_ms_per_second = Some(400.0);
+    };
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(4, 1), window(20.0, light)),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::IdleHeadroom);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::WithinBudget));
+    assert_eq!(d.recommendation, AppConfig::new(4, 1));
+    assert!(d.message.contains("30% fewer KPUs"), "{}", d.message);
+}

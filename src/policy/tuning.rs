@@ -54,6 +54,29 @@ pub(crate) const BACKPRESSURE_HIGH: f64 = 500.0;
 /// (DS2: processing rate and lag), not on a duration that shrinks once it keeps up.
 pub(crate) const BACKPRESSURE_INFLATES_DURATION: f64 = 100.0;
 
+/// Sustained CPU (%) at or above which the job is about to saturate: a little more load
+/// and back-pressure stretches barrier alignment, so checkpoints break the budget in a
+/// cliff, not a slope. Scaling up before the cliff avoids the backlog of a late restart.
+pub(crate) const CPU_NEAR_SATURATION: f64 = 90.0;
+
+/// A scale-up is sized for the input expected over the scale-down stabilization window
+/// (at least `GROWTH_HORIZON_MIN_MINUTES`): the configuration cannot come down sooner
+/// anyway, and a rising load would otherwise need another restart. The growth is the
+/// input's since the last scaling (at least `GROWTH_MIN_ELAPSED_MINUTES` ago), never more
+/// than `MAX_GROWTH_FACTOR`.
+pub(crate) const GROWTH_HORIZON_MIN_MINUTES: i64 = 30;
+
+/// See `GROWTH_HORIZON_MIN_MINUTES`.
+pub(crate) const GROWTH_MIN_ELAPSED_MINUTES: i64 = 30;
+
+/// See `GROWTH_HORIZON_MIN_MINUTES`.
+pub(crate) const MAX_GROWTH_FACTOR: f64 = 1.5;
+
+/// A scale-down must save at least this share of the KPUs: every change restarts the job
+/// (10-20 minutes without checkpoints, then a backlog to drain), which a saving of one KPU
+/// in seven does not pay for.
+pub(crate) const MIN_SCALE_DOWN_SAVING: f64 = 0.30;
+
 /// A checkpoint that uploads less than this per KPU and second is not slow because of its
 /// state: S3 gives a KPU tens of MiB/s. Such a breach (a slow external call in the
 /// synchronous phase, a sink's pre-commit) is not fixable by scaling.

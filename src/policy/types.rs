@@ -313,8 +313,9 @@ pub enum Reason {
     LimitReached,
     /// The desired configuration failed before; not retried blindly.
     PreviouslyFailed,
-    /// The application restarted recently (or is draining the backlog the restart left):
-    /// the new configuration is not judged until it runs normally.
+    /// The application is not in a state that can be judged yet: it restarted recently,
+    /// drains a backlog, or just started falling behind (the step is sized once the rate is
+    /// measured).
     WarmingUp,
 }
 
