@@ -169,7 +169,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
         let mut scale = *nanos;
         for digit in frac_part.bytes().take(30) {
             scale /= 10;
-            value += u128::from(digit - b'0') * scale;
+            value = value
+                .checked_add(u128::from(digit - b'0') * scale)
+                .ok_or_else(|| DurationError::Overflow(text.to_owned()))?;
         }
         total = total
             .checked_add(value)
@@ -265,6 +267,15 @@ mod tests {
     fn rejects_overflow() {
         assert!(matches!(
             parse_duration("99999999999999999999999999999999999999h"),
+            Err(DurationError::Overflow(_))
+        ));
+        // Whole seconds beyond u64: 5124095576030432h is 2^64 + 3585 s.
+        assert_eq!(
+            parse_duration("5124095576030431h"),
+            Ok(Duration::from_secs(5_124_095_576_030_431 * 3600))
+        );
+        assert!(matches!(
+            parse_duration("5124095576030432h"),
             Err(DurationError::Overflow(_))
         ));
     }
