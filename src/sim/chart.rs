@@ -73,6 +73,8 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
         .configure_mesh()
         .x_desc("minutes")
         .y_desc("checkpoint duration (s)")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
     let series = segments(rows.iter().map(|r| {
@@ -119,6 +121,7 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
     }
     chart
         .configure_series_labels()
+        .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -140,6 +143,8 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
         .configure_mesh()
         .x_desc("minutes")
         .y_desc("records/s")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
     chart
@@ -160,6 +165,7 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], PROCESSED.stroke_width(2)));
     chart
         .configure_series_labels()
+        .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()
@@ -183,6 +189,8 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
         .configure_mesh()
         .x_desc("minutes")
         .y_desc("parallelism / KPUs")
+        .label_style(("sans-serif", 13))
+        .axis_desc_style(("sans-serif", 14))
         .draw()
         .map_err(err)?;
     chart
@@ -206,6 +214,7 @@ pub fn write_svg(report: &RunReport, path: &Path) -> Result<(), ChartError> {
         .legend(|(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], KPUS.stroke_width(2)));
     chart
         .configure_series_labels()
+        .label_font(("sans-serif", 13))
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()

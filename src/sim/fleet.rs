@@ -1229,7 +1229,8 @@ fn autoscale(app: &mut App, report: &PeriodReport, at: Timestamp, kpu_quota: u32
         app.cpu_low = 0;
         return;
     }
-    let cpu = report.cpu_utilization;
+    // The Maximum of the per-TaskManager samples: the busiest TaskManager.
+    let cpu = report.cpu_utilization_max;
     app.cpu_high = if cpu >= AUTOSCALE_UP_PERCENT {
         app.cpu_high + 1
     } else {
@@ -1301,14 +1302,35 @@ fn publish(store: &mut MetricStore, app: &str, at: Timestamp, r: &PeriodReport) 
     if let Some(s) = r.last_checkpoint_size_bytes {
         put("lastCheckpointSize", "Bytes", s);
     }
-    put("cpuUtilization", "Percent", r.cpu_utilization);
-    put("containerCPUUtilization", "Percent", r.cpu_utilization);
-    put("heapMemoryUtilization", "Percent", r.heap_memory_utilization);
-    put(
-        "containerMemoryUtilization",
-        "Percent",
-        r.container_memory_utilization,
-    );
+    // One sample per TaskManager per period, as Managed Flink publishes these: the busiest
+    // first, then the others (so Maximum is the busiest and Average the mean).
+    for tm in 0..r.task_managers.max(1) {
+        let busiest = tm == 0;
+        let pick = |hot: f64, rest: f64| if busiest { hot } else { rest };
+        put(
+            "cpuUtilization",
+            "Percent",
+            pick(r.cpu_utilization_max, r.cpu_utilization_rest),
+        );
+        put(
+            "containerCPUUtilization",
+            "Percent",
+            pick(r.cpu_utilization_max, r.cpu_utilization_rest),
+        );
+        put(
+            "heapMemoryUtilization",
+            "Percent",
+            pick(r.heap_memory_utilization, r.heap_memory_utilization_rest),
+        );
+        put(
+            "containerMemoryUtilization",
+            "Percent",
+            pick(
+                r.container_memory_utilization,
+                r.container_memory_utilization_rest,
+            ),
+        );
+    }
     put("busyTimeMsPerSecond", "Milliseconds", r.busy_time_ms_per_second);
     put(
         "backPressuredTimeMsPerSecond",
@@ -1763,6 +1785,30 @@ mod tests {
             )
             .unwrap();
         assert_eq!(fleet.list_metrics(Some("Custom"), None, &[]).len(), 1);
+    }
+
+    #[test]
+    fn per_task_manager_metrics_one_sample_each_busiest_is_the_maximum() {
+        let mut fleet = Fleet::new(7, Timestamp::constant(1_767_571_200, 0));
+        let mut s = scenario("");
+        s.skew.hot_key_share = 0.2;
+        fleet.add_scenario(&s, None).unwrap();
+        minutes(&mut fleet, 3);
+        assert_eq!(
+            metric(&fleet, "cpuUtilization", "SampleCount"),
+            metric(&fleet, "KPUs", "Maximum")
+        );
+        let max = metric(&fleet, "cpuUtilization", "Maximum");
+        let avg = metric(&fleet, "cpuUtilization", "Average");
+        for (m, a) in max.iter().zip(&avg) {
+            assert!(
+                m.1 > a.1 + 10.0,
+                "the hot key's TaskManager is busier: max {} vs average {}",
+                m.1,
+                a.1
+            );
+        }
+        assert_eq!(metric(&fleet, "heapMemoryUtilization", "SampleCount")[0].1, 4.0);
     }
 
     #[test]

@@ -248,12 +248,22 @@ pub struct PeriodReport {
     pub backlog: f64,
     /// `millisBehindLatest`.
     pub millis_behind_latest: f64,
-    /// `cpuUtilization` / `containerCPUUtilization`, percent (average over TaskManagers).
+    /// TaskManagers (= KPUs) that reported, one sample each for the per-TaskManager metrics.
+    pub task_managers: u32,
+    /// `cpuUtilization` / `containerCPUUtilization`, percent, average over TaskManagers.
     pub cpu_utilization: f64,
-    /// `heapMemoryUtilization`, percent (busiest TaskManager).
+    /// The same on the busiest TaskManager (the `Maximum` statistic).
+    pub cpu_utilization_max: f64,
+    /// The same on each of the other TaskManagers.
+    pub cpu_utilization_rest: f64,
+    /// `heapMemoryUtilization`, percent, busiest TaskManager.
     pub heap_memory_utilization: f64,
-    /// `containerMemoryUtilization`, percent (busiest TaskManager).
+    /// The same on each of the other TaskManagers.
+    pub heap_memory_utilization_rest: f64,
+    /// `containerMemoryUtilization`, percent, busiest TaskManager.
     pub container_memory_utilization: f64,
+    /// The same on each of the other TaskManagers.
+    pub container_memory_utilization_rest: f64,
     /// `busyTimeMsPerSecond` of the busiest subtask.
     pub busy_time_ms_per_second: f64,
     /// `backPressuredTimeMsPerSecond` of the sources.
@@ -289,7 +299,10 @@ struct Accumulator {
     arrivals: f64,
     processed: f64,
     cpu_seconds: f64,
+    cpu_hot_seconds: f64,
     kpu_seconds: f64,
+    rest_heap_max: f64,
+    rest_container_max: f64,
     busy_max: f64,
     backpressure_max: f64,
     heap_max: f64,
@@ -468,6 +481,18 @@ impl Job {
                 + kpu_state * w.platform.native_per_state_byte,
             disk: kpu_state,
         };
+        // The other TaskManagers share the rest of the subtasks and state.
+        let rest_memory = (kpus > 1.0).then(|| {
+            let rest_slots = (p - slots) / (kpus - 1.0);
+            let rest_state = (state - kpu_state).max(0.0) / (kpus - 1.0);
+            Memory {
+                heap: w.platform.heap_base + rest_slots * w.state.heap_per_subtask,
+                native: NATIVE_BASE_BYTES
+                    + rest_slots * w.platform.native_per_subtask
+                    + rest_state * w.platform.native_per_state_byte,
+                disk: rest_state,
+            }
+        });
         let heap_util = memory.heap_utilization();
         let gc = if heap_util > GC_PRESSURE_FROM {
             (1.0 - 2.0 * (heap_util - GC_PRESSURE_FROM)).max(0.5)
@@ -490,15 +515,25 @@ impl Job {
         let busy = (processed / dt / capacity).min(1.0);
         let cpu_used =
             processed * w.processing.cpu_per_record.as_secs_f64() / gc + w.platform.cpu_overhead * kpus * dt;
+        // The busiest TaskManager runs the hottest subtask and its neighbours.
+        let hot_share = share + (slots - 1.0) * others;
+        let cpu_hot = (processed * hot_share * w.processing.cpu_per_record.as_secs_f64() / gc
+            + w.platform.cpu_overhead * dt)
+            .min(dt);
 
         self.acc.up_seconds += dt;
         self.acc.processed += processed;
         self.acc.cpu_seconds += cpu_used.min(kpus * dt);
+        self.acc.cpu_hot_seconds += cpu_hot;
         self.acc.kpu_seconds += kpus * dt;
         self.acc.busy_max = self.acc.busy_max.max(busy);
         self.acc.backpressure_max = self.acc.backpressure_max.max(backpressure);
         self.acc.heap_max = self.acc.heap_max.max(heap_util);
         self.acc.container_max = self.acc.container_max.max(memory.container_utilization());
+        if let Some(rest) = rest_memory {
+            self.acc.rest_heap_max = self.acc.rest_heap_max.max(rest.heap_utilization());
+            self.acc.rest_container_max = self.acc.rest_container_max.max(rest.container_utilization());
+        }
 
         // State: new keys arrive with processed records; TTL expires untouched keys.
         if let Some(ttl) = w.state.ttl {
@@ -632,6 +667,17 @@ impl Job {
         if acc.up_seconds > 0.0 {
             let cpu = acc.cpu_seconds / acc.kpu_seconds.max(1e-9);
             report.cpu_utilization = (cpu * 100.0).clamp(0.0, 100.0);
+            let kpus = (acc.kpu_seconds / acc.up_seconds).round().max(1.0);
+            report.task_managers = kpus as u32;
+            report.cpu_utilization_max = (acc.cpu_hot_seconds / acc.up_seconds * 100.0).clamp(0.0, 100.0);
+            report.cpu_utilization_rest = if kpus > 1.0 {
+                ((acc.cpu_seconds - acc.cpu_hot_seconds) / (kpus - 1.0) / acc.up_seconds * 100.0)
+                    .clamp(0.0, 100.0)
+            } else {
+                report.cpu_utilization_max
+            };
+            report.heap_memory_utilization_rest = acc.rest_heap_max * 100.0;
+            report.container_memory_utilization_rest = acc.rest_container_max * 100.0;
             report.heap_memory_utilization = acc.heap_max * 100.0;
             report.container_memory_utilization = acc.container_max * 100.0;
             report.busy_time_ms_per_second = acc.busy_max * 1000.0;

@@ -351,7 +351,7 @@ pub struct Row {
     pub records_in_per_second: f64,
     /// `millisBehindLatest`.
     pub millis_behind_latest: f64,
-    /// CPU, percent (when the job ran).
+    /// CPU of the busiest TaskManager, percent (when the job ran).
     pub cpu_utilization: Option<f64>,
     /// Heap, percent (when the job ran).
     pub heap_memory_utilization: Option<f64>,
@@ -518,7 +518,7 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: Option<u64>) -> R
             offered_per_second: report.offered_per_second,
             records_in_per_second: report.records_in_per_second,
             millis_behind_latest: report.millis_behind_latest,
-            cpu_utilization: report.job_reporting.then_some(report.cpu_utilization),
+            cpu_utilization: report.job_reporting.then_some(report.cpu_utilization_max),
             heap_memory_utilization: report.job_reporting.then_some(report.heap_memory_utilization),
             last_checkpoint_duration_ms: report.last_checkpoint_duration_ms,
             failed_checkpoints: report.failed_in_period,
