@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -106,6 +107,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     },
     "no-topology-spread": {"topologySpread": {"enabled": False}},
     "no-pdb": {"podDisruptionBudget": {"enabled": False}},
+    "prometheus-rule": {"prometheusRule": {"enabled": True, "labels": {"release": "kube-prometheus-stack"}}},
     "image-digest": {"image": {"digest": "sha256:" + "ab" * 32}},
     "emulator": {
         "emulator": {
@@ -454,6 +456,23 @@ def test_service_and_service_monitor(chart):
     service = one(objects, "Service")
     assert service["metadata"]["labels"].items() >= monitor["spec"]["selector"]["matchLabels"].items()
     assert service["spec"]["selector"] == one(objects, "Deployment", FULLNAME)["spec"]["selector"]["matchLabels"]
+
+
+def test_prometheus_rule_carries_the_documented_alerts(chart):
+    rule = one(render(chart, SWITCHES["prometheus-rule"]), "PrometheusRule")
+    assert rule["apiVersion"] == "monitoring.coreos.com/v1"
+    assert rule["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+    doc = (ROOT / "docs" / "metrics.md").read_text()
+    alerts = doc[doc.index("## Alerts"):]
+    block = alerts[alerts.index("```yaml\n") + len("```yaml\n"):]
+    documented = yaml.safe_load(block[: block.index("```")])
+    assert rule["spec"]["groups"] == documented["groups"]
+    # Every metric an alert reads is one the controller exposes (docs/metrics.md's table).
+    for group in documented["groups"]:
+        for alert in group["rules"]:
+            for name in re.findall(r"checkpoint_autoscaler_\w+", alert["expr"]):
+                assert f"| `{name}` |" in doc, name
+    assert "PrometheusRule" not in by_kind(render(chart))
 
 
 def test_network_policy(chart):
