@@ -339,3 +339,291 @@ async fn real_cluster_status_and_events() {
         "{ours:?}"
     );
 }
+
+/// A minimal in-memory Kubernetes API server for one `CheckpointBudget`: list, watch (a
+/// chunked stream of events), server-side apply on `/status`, and Events. Enough to run the
+/// real `kube::runtime::Controller` wiring without a cluster.
+mod fake_apiserver {
+    use std::{
+        net::SocketAddr,
+        sync::{Arc, Mutex},
+    };
+
+    use axum::{
+        Json, Router,
+        body::{Body, Bytes},
+        extract::{Path, RawQuery, State},
+        response::IntoResponse,
+        routing::{get, patch, post},
+    };
+    use serde_json::{Value, json};
+    use tokio::sync::broadcast;
+
+    /// What the fake holds and saw.
+    pub struct Fake {
+        pub object: Mutex<Value>,
+        pub version: Mutex<u64>,
+        pub patches: Mutex<Vec<(String, Value)>>,
+        pub events: Mutex<Vec<Value>>,
+        pub changes: broadcast::Sender<Value>,
+    }
+
+    impl Fake {
+        /// Replaces the spec, bumping generation and resourceVersion, and tells watchers.
+        pub fn set_spec(&self, spec: Value) {
+            let mut object = self.object.lock().unwrap();
+            object["spec"] = spec;
+            let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
+            object["metadata"]["generation"] = json!(generation);
+            self.bump(&mut object);
+        }
+
+        fn bump(&self, object: &mut Value) {
+            let mut version = self.version.lock().unwrap();
+            *version += 1;
+            object["metadata"]["resourceVersion"] = json!(version.to_string());
+            let _ = self
+                .changes
+                .send(json!({"type": "MODIFIED", "object": object.clone()}));
+        }
+    }
+
+    type Shared = Arc<Fake>;
+
+    async fn list(State(fake): State<Shared>, RawQuery(query): RawQuery) -> axum::response::Response {
+        let query = query.unwrap_or_default();
+        if query.contains("watch=true") {
+            // Only changes after the watch starts; the list gave the state before.
+            let rx = fake.changes.subscribe();
+            let stream = futures::stream::unfold(rx, |mut rx| async move {
+                loop {
+                    match rx.recv().await {
+                        Ok(event) => {
+                            let mut line = serde_json::to_vec(&event).unwrap();
+                            line.push(b'\n');
+                            return Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx));
+                        }
+                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                        Err(broadcast::error::RecvError::Closed) => return None,
+                    }
+                }
+            });
+            return axum::response::Response::builder()
+                .header("content-type", "application/json")
+                .body(Body::from_stream(stream))
+                .unwrap();
+        }
+        let object = fake.object.lock().unwrap().clone();
+        let version = fake.version.lock().unwrap().to_string();
+        Json(json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1",
+            "kind": "CheckpointBudgetList",
+            "metadata": {"resourceVersion": version},
+            "items": [object],
+        }))
+        .into_response()
+    }
+
+    async fn patch_status(
+        State(fake): State<Shared>,
+        Path((_ns, _name)): Path<(String, String)>,
+        RawQuery(query): RawQuery,
+        headers: axum::http::HeaderMap,
+        body: Bytes,
+    ) -> Json<Value> {
+        // Server-side apply: the content type says so; the body is JSON (valid YAML).
+        assert_eq!(
+            headers.get("content-type").and_then(|v| v.to_str().ok()),
+            Some("application/apply-patch+yaml")
+        );
+        let body: Value = serde_json::from_slice(&body).unwrap();
+        fake.patches
+            .lock()
+            .unwrap()
+            .push((query.unwrap_or_default(), body.clone()));
+        let mut object = fake.object.lock().unwrap();
+        object["status"] = body["status"].clone();
+        fake.bump(&mut object);
+        Json(object.clone())
+    }
+
+    async fn event(State(fake): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
+        fake.events.lock().unwrap().push(body.clone());
+        Json(body)
+    }
+
+    /// Serves `object` on 127.0.0.1:0; the server lives as long as the test's runtime.
+    pub async fn serve(object: Value) -> (SocketAddr, Shared) {
+        let (changes, _) = broadcast::channel(64);
+        let fake = Arc::new(Fake {
+            object: Mutex::new(object),
+            version: Mutex::new(1),
+            patches: Mutex::default(),
+            events: Mutex::default(),
+            changes,
+        });
+        let app = Router::new()
+            .route(
+                "/apis/checkpoint-autoscaler.dev/v1alpha1/checkpointbudgets",
+                get(list),
+            )
+            .route(
+                "/apis/checkpoint-autoscaler.dev/v1alpha1/namespaces/{ns}/checkpointbudgets/{name}/status",
+                patch(patch_status),
+            )
+            .route("/apis/events.k8s.io/v1/namespaces/{ns}/events", post(event))
+            .with_state(fake.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        (addr, fake)
+    }
+}
+
+/// The real `Controller` wiring over a fake API server: a budget is reconciled once when
+/// it appears; the controller's own status write does not trigger another reconcile (the
+/// generation predicate); a spec change does. The emulator's clock is frozen, so every
+/// reconcile sees the same minute.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes() {
+    use std::{sync::Arc, time::Duration};
+
+    use aws_config::{BehaviorVersion, Region};
+    use aws_credential_types::Credentials;
+    use checkpoint_autoscaler::{
+        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+        controller::{
+            Context,
+            reconcile::Core,
+            run_controller,
+            tenancy::{NAMESPACE_TAG, TagTenancy},
+        },
+        emulator::{self, EmulatorConfig},
+        metrics::Metrics,
+    };
+    use kube::{Api, Client, runtime::events::Recorder};
+
+    let scenario = step_up();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(scenario.start_time()),
+        region: "us-east-1".into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let state = emu.state().clone();
+    let view = state.add_scenario(&scenario, None).unwrap();
+    state
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+        .unwrap();
+    state.advance(Duration::from_secs(15 * 60));
+
+    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    budget.metadata.generation = Some(1);
+    budget.metadata.uid = Some("4a1c0b5e-e2e".into());
+    budget.metadata.resource_version = Some("1".into());
+    let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
+
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    let client = Client::try_from(config).unwrap();
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
+        .load()
+        .await;
+    let clients = Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(emu.endpoint_url()),
+            ..AwsSettings::default()
+        },
+    ));
+    let metrics = Metrics::default();
+    let clock = state.clone();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
+        core: Core {
+            apps: Arc::new(KinesisControl::new(clients.clone())),
+            metrics_source: metrics_source(clients.clone(), MetricsMode::Direct),
+            tenancy: Arc::new(TagTenancy::default()),
+            default_region: "us-east-1".into(),
+            metrics: metrics.clone(),
+            period: Duration::from_secs(60),
+            // Long enough that only watch events can trigger a reconcile in this test.
+            interval: Duration::from_secs(3600),
+            in_flight_poll: Duration::from_secs(3600),
+        },
+        metrics: metrics.clone(),
+        backoff: Arc::default(),
+        clock: Arc::new(move || clock.virtual_now()),
+    });
+
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let patches = |fake: &fake_apiserver::Fake| fake.patches.lock().unwrap().len();
+    let wait_for = |n: usize| {
+        let fake = fake.clone();
+        async move {
+            for _ in 0..200 {
+                if patches(&fake) >= n {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+            panic!("expected {n} status patches, saw {}", patches(&fake));
+        }
+    };
+    wait_for(1).await;
+    // The status write came back as a MODIFIED event; it must not cause a reconcile.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(patches(&fake), 1, "a status write triggered a reconcile");
+    {
+        let seen = fake.patches.lock().unwrap();
+        let (query, body) = &seen[0];
+        assert!(
+            query.contains("fieldManager=checkpoint-autoscaler") && query.contains("force=true"),
+            "{query}"
+        );
+        assert_eq!(body["status"]["observedGeneration"], 1);
+        assert_eq!(body["status"]["conditions"][0]["type"], "Ready");
+        assert_eq!(body["status"]["conditions"][0]["status"], "True");
+        assert_eq!(body["status"]["application"]["parallelism"], 4);
+    }
+
+    // A spec change is reconciled.
+    let mut spec = serde_json::to_value(&budget.spec).unwrap();
+    spec["mode"] = serde_json::json!("Paused");
+    fake.set_spec(spec);
+    wait_for(2).await;
+    {
+        let seen = fake.patches.lock().unwrap();
+        let (_, body) = &seen[1];
+        assert_eq!(body["status"]["observedGeneration"], 2);
+        let scaling = body["status"]["conditions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["type"] == "Scaling")
+            .cloned()
+            .unwrap();
+        assert_eq!(scaling["reason"], "Paused");
+    }
+    assert!(
+        metrics
+            .encode()
+            .unwrap()
+            .contains("checkpoint_autoscaler_reconciles_total 2"),
+        "{}",
+        metrics.encode().unwrap()
+    );
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    let _ = emu.shutdown().await;
+}
