@@ -246,6 +246,9 @@ impl Batcher {
                     Some(pending) => {
                         self.last_arrival = Instant::now();
                         self.add(pending);
+                        // NB: under a flood `recv` always wins the biased select; calls past
+                        // their deadline still go.
+                        self.send_expired(None);
                     }
                     None => {
                         // Every handle is gone: send what is open and stop.
@@ -256,22 +259,25 @@ impl Batcher {
                         return;
                     }
                 },
-                _ = sleep_until_some(next_deadline) => {
-                    let now = Instant::now();
-                    let quiet = quiet_at.is_some_and(|q| q <= now);
-                    let expired: Vec<_> = self
-                        .open
-                        .iter()
-                        .filter(|(_, call)| quiet || call.deadline <= now)
-                        .map(|(key, _)| key.clone())
-                        .collect();
-                    for key in expired {
-                        if let Some(call) = self.open.remove(&key) {
-                            self.stats.record_partial_batch();
-                            self.send(key.0, call);
-                        }
-                    }
-                }
+                _ = sleep_until_some(next_deadline) => self.send_expired(quiet_at),
+            }
+        }
+    }
+
+    /// Sends the open calls whose wait ran out, or all of them once `quiet_at` has passed.
+    fn send_expired(&mut self, quiet_at: Option<Instant>) {
+        let now = Instant::now();
+        let quiet = quiet_at.is_some_and(|q| q <= now);
+        let expired: Vec<_> = self
+            .open
+            .iter()
+            .filter(|(_, call)| quiet || call.deadline <= now)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in expired {
+            if let Some(call) = self.open.remove(&key) {
+                self.stats.record_partial_batch();
+                self.send(key.0, call);
             }
         }
     }
