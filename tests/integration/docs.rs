@@ -536,7 +536,35 @@ fn metrics_doc_lists_every_metric() {
         "docs/metrics.md must list exactly the registered metrics"
     );
 
-    // Every failure label the controller can produce has a row in the `error` table.
+    // Every failure label the controller can produce has a row in the `error` table. The
+    // exhaustive matches make a new error variant a compile error here, so it gets a row.
+    fn every_aws_error_is_listed(e: &AwsError) {
+        match e {
+            AwsError::NotFound(_)
+            | AwsError::AccessDenied(_)
+            | AwsError::Throttled(_)
+            | AwsError::ConcurrentModification(_)
+            | AwsError::ResourceInUse(_)
+            | AwsError::LimitExceeded(_)
+            | AwsError::InvalidArgument(_)
+            | AwsError::Transient(_)
+            | AwsError::Credentials(_)
+            | AwsError::UnexpectedResponse(_)
+            | AwsError::Other(_) => {}
+        }
+    }
+    fn every_error_is_listed(e: &Error) {
+        match e {
+            Error::InvalidSpec(_) | Error::Forbidden(_) | Error::MissingNamespace => {}
+            Error::Aws(aws) => every_aws_error_is_listed(aws),
+            // Not constructible here; its label `status_write` is checked below by name.
+            Error::Store(_) => {}
+        }
+    }
+    assert!(
+        doc.contains("| `status_write` |"),
+        "error label status_write is not in docs/metrics.md"
+    );
     let aws = [
         AwsError::NotFound(String::new()),
         AwsError::AccessDenied(String::new()),
@@ -556,6 +584,7 @@ fn metrics_doc_lists_every_metric() {
         Error::MissingNamespace,
     ]);
     for error in errors {
+        every_error_is_listed(&error);
         let label = error.metric_label();
         assert!(
             doc.lines()
