@@ -6,15 +6,20 @@
 //! 1. memory pressure (sustained heap/container memory >= 90%, or >= 75% with full
 //!    restarts): lower ParallelismPerKPU, also meeting the duration target if breached;
 //! 2. catching up: the lag falls and will be gone within `CATCH_UP_MINUTES` (a restart,
-//!    failover or load spike left a backlog): hold until the job keeps up;
+//!    failover or load spike left a backlog): hold until the job keeps up; or the job just
+//!    started falling behind (fewer than `MIN_SAMPLES` rising periods): hold until the rate
+//!    is measured, since it sizes the step;
 //! 3. a breach of the duration budget (median of the latest periods above it), a breach a
-//!    rising trend projects before a restart could complete, or failures beyond the budget
-//!    while saturated (checkpoints timing out): more capacity, unless the last scale-up
-//!    proved ineffective (state skew); the cause is under-provisioning when CPU, busy time
-//!    or back-pressure are high, high key cardinality when the state grows without
+//!    rising trend projects before a restart could complete, failures beyond the budget
+//!    while saturated (checkpoints timing out), or sustained CPU near saturation in a job
+//!    without backlog (the cliff before back-pressure): more capacity, unless the last
+//!    scale-up proved ineffective (state skew) or the checkpoint uploads too little for its
+//!    duration (not fixable by scaling); the cause is under-provisioning when CPU, busy
+//!    time or back-pressure are high, high key cardinality when the state grows without
 //!    levelling off, large state otherwise;
-//! 4. failures beyond `maxFailedCheckpoints` with normal durations and resources: not
-//!    fixable by scaling (isolated ones that recovered: transient);
+//! 4. failures beyond `maxFailedCheckpoints` with normal durations and resources (or a
+//!    saturation explained by failovers): not fixable by scaling (isolated ones that
+//!    recovered: transient);
 //! 5. a checkpoint size above `maxCheckpointSize`: not fixable by scaling (state TTL);
 //! 6. failures within the budget: transient, tolerated;
 //! 7. idle headroom (every judged duration at most half the budget, CPU at most 50%,
@@ -203,7 +208,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         );
     }
 
-    // 2b. Just started falling behind: how fast decides the size of the step, and a
+    // 2. (continued) Just started falling behind: how fast decides the size of the step, and a
     // restart is too expensive to size on two datapoints.
     if sig.saturated()
         && sig.lag_growth.is_none_or(|g| g > 0.0)
@@ -236,12 +241,20 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     // Sustained CPU near saturation that is not easing off, in a job that keeps up without
     // a backlog and did not fail over (a catch-up saturates it too): the cliff is a few
     // percent of load away. (CPU, not busy time: one busy subtask with idle others is skew.)
+    // NB: at most once per stabilization window (at least half an hour): if CPU stays up
+    // after such a step, more KPUs are not what it needs, and a breach still acts.
+    let proactive_recently = last_scaling(ctx.history).is_some_and(|r| {
+        ctx.space.load(r.to) < ctx.space.load(r.from)
+            && ts_ms(ctx.now) - ts_ms(r.at)
+                < dur_ms(ctx.budget.scale_down_stabilization).max(GROWTH_HORIZON_MIN_MINUTES * 60_000)
+    });
     let saturating = sig.cpu.is_some_and(|c| c >= CPU_NEAR_SATURATION)
         && sig.cpu_trend.is_none_or(|t| t >= 0.0)
         && sig.restarts == 0.0
         && sig
             .lag
-            .is_none_or(|l| l <= CATCH_UP_MIN_LAG_PERIODS * ctx.period_ms as f64);
+            .is_none_or(|l| l <= CATCH_UP_MIN_LAG_PERIODS * ctx.period_ms as f64)
+        && !proactive_recently;
     if breach || projected_breach || timing_out || saturating {
         if let Some(skew) = ineffective_scale_up(ctx, budget_ms) {
             return skew;

@@ -1030,3 +1030,27 @@ fn a_scale_down_must_be_worth_a_restart() {
     assert_eq!(d.recommendation, AppConfig::new(4, 1));
     assert!(d.message.contains("30% fewer KPUs"), "{}", d.message);
 }
+
+#[test]
+fn cpu_near_saturation_scales_up_at_most_once_per_stabilization_window() {
+    let recent = history(vec![record(
+        NOW - 40,
+        Some(NOW - 30),
+        AppConfig::new(4, 2),
+        AppConfig::new(8, 2),
+        Outcome::Succeeded,
+    )]);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(10.0, near_saturation)),
+        &recent,
+    );
+    assert_eq!(d.action, Action::Hold);
+    // A breach still acts.
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(180.0, near_saturation)),
+        &recent,
+    );
+    scaled_to(&d);
+}
