@@ -174,6 +174,23 @@ impl Faults {
         &self.armed
     }
 
+    /// The application scopes (`None`: all) of the StuckUpdating faults that apply to
+    /// ListApplications, so a listing agrees with DescribeApplication. Counts are not used.
+    pub fn stuck_scopes(&self) -> Vec<Option<String>> {
+        self.armed
+            .iter()
+            .filter(|f| {
+                f.spec.kind == FaultKind::StuckUpdating
+                    && f.spec.service.is_none_or(|s| s == Service::KinesisAnalytics)
+                    && f.spec
+                        .operation
+                        .as_deref()
+                        .is_none_or(|o| o == "ListApplications")
+            })
+            .map(|f| f.spec.application.clone())
+            .collect()
+    }
+
     /// Applies the armed faults to one request: every matching latency fault adds its
     /// delay, the first matching error fault answers, a matching StuckUpdating fault masks
     /// the application. Each fault that affects the request uses up one of its count.

@@ -240,6 +240,13 @@ struct NameInput {
     operation_id: Option<String>,
     current_application_version_id: Option<i64>,
     force: Option<bool>,
+    run_configuration: Option<StartRunConfiguration>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct StartRunConfiguration {
+    application_restore_configuration: Option<RestoreInput>,
 }
 
 #[derive(Deserialize, Default)]
@@ -539,9 +546,33 @@ pub fn decode(op: Operation, body: &[u8]) -> Result<Request, ApiError> {
         }
         Operation::StartApplication => {
             let i: NameInput = parse(body)?;
-            Request::StartApplication {
-                name: name_of(i.application_name)?,
+            let name = name_of(i.application_name)?;
+            let restore = i
+                .run_configuration
+                .and_then(|r| r.application_restore_configuration)
+                .map(restore_config)
+                .transpose()?;
+            // The model starts from the snapshot taken when the application stopped.
+            match restore.map(|r| (r.application_restore_type, r.snapshot_name)) {
+                None | Some((RestoreType::RestoreFromLatestSnapshot, _)) => {}
+                Some((RestoreType::RestoreFromCustomSnapshot, snapshot)) => {
+                    return Err(ApiError::new(
+                        ErrorKind::ResourceNotFound,
+                        format!(
+                            "Snapshot {} does not exist for application {name}.",
+                            snapshot.unwrap_or_default()
+                        ),
+                    ));
+                }
+                Some((RestoreType::SkipRestoreFromSnapshot, _)) => {
+                    return Err(ApiError::new(
+                        ErrorKind::UnsupportedOperation,
+                        "The emulator starts applications from their latest snapshot only; \
+                         SKIP_RESTORE_FROM_SNAPSHOT is not modelled.",
+                    ));
+                }
             }
+            Request::StartApplication { name }
         }
         Operation::StopApplication => {
             let i: NameInput = parse(body)?;
@@ -843,8 +874,34 @@ fn mask_operation(mut o: OperationView, stuck_id: Option<&str>) -> OperationView
     o
 }
 
-/// Serves one decoded request against the fleet. `stuck` applies the StuckUpdating mask.
-pub fn execute(fleet: &mut dyn Backend, req: Request, stuck: bool) -> Result<Value, ApiError> {
+/// The applications a StuckUpdating fault masks for one request.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Stuck(Vec<Option<String>>);
+
+impl Stuck {
+    /// Nothing is stuck.
+    pub fn none() -> Self {
+        Self(Vec::new())
+    }
+
+    /// The application the request is about is stuck.
+    pub fn this() -> Self {
+        Self(vec![None])
+    }
+
+    /// These scopes are stuck (`None`: every application), for listings.
+    pub fn scopes(scopes: Vec<Option<String>>) -> Self {
+        Self(scopes)
+    }
+
+    fn applies(&self, name: &str) -> bool {
+        self.0.iter().any(|s| s.as_deref().is_none_or(|a| a == name))
+    }
+}
+
+/// Serves one decoded request against the fleet, with the StuckUpdating mask applied.
+pub fn execute(fleet: &mut dyn Backend, req: Request, stuck_mask: &Stuck) -> Result<Value, ApiError> {
+    let stuck = req.application().is_some_and(|name| stuck_mask.applies(&name));
     match req {
         Request::ListApplications { limit, offset } => {
             let apps = fleet.list_applications();
@@ -852,7 +909,10 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, stuck: bool) -> Result<Val
                 .iter()
                 .skip(offset)
                 .take(limit)
-                .map(application_summary)
+                .map(|v| {
+                    let stuck = stuck_mask.applies(&v.name);
+                    application_summary(&masked(v.clone(), stuck))
+                })
                 .collect();
             let mut out = json!({ "ApplicationSummaries": page });
             if offset + limit < apps.len() {
@@ -1064,6 +1124,32 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, ErrorKind::UnsupportedOperation);
+    }
+
+    #[test]
+    fn start_reads_the_restore_configuration() {
+        let ok = decode_str(
+            Operation::StartApplication,
+            r#"{"ApplicationName":"a","RunConfiguration":{"ApplicationRestoreConfiguration":
+                {"ApplicationRestoreType":"RESTORE_FROM_LATEST_SNAPSHOT"},"FlinkRunConfiguration":{"AllowNonRestoredState":true}}}"#,
+        )
+        .unwrap();
+        assert_eq!(ok, Request::StartApplication { name: "a".into() });
+        let custom = decode_str(
+            Operation::StartApplication,
+            r#"{"ApplicationName":"a","RunConfiguration":{"ApplicationRestoreConfiguration":
+                {"ApplicationRestoreType":"RESTORE_FROM_CUSTOM_SNAPSHOT","SnapshotName":"s1"}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(custom.kind, ErrorKind::ResourceNotFound);
+        assert!(custom.message.contains("s1"));
+        let skip = decode_str(
+            Operation::StartApplication,
+            r#"{"ApplicationName":"a","RunConfiguration":{"ApplicationRestoreConfiguration":
+                {"ApplicationRestoreType":"SKIP_RESTORE_FROM_SNAPSHOT"}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(skip.kind, ErrorKind::UnsupportedOperation);
     }
 
     #[test]

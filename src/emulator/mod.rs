@@ -619,8 +619,14 @@ async fn serve_kinesis(
     if let Some(e) = effects.error {
         return Err(e);
     }
-    let stuck = effects.stuck_updating;
-    on_fleet(state, move |fleet| kinesis::execute(fleet, req, stuck)).await
+    let stuck = if op == kinesis::Operation::ListApplications {
+        kinesis::Stuck::scopes(lock(&state.0.faults).stuck_scopes())
+    } else if effects.stuck_updating {
+        kinesis::Stuck::this()
+    } else {
+        kinesis::Stuck::none()
+    };
+    on_fleet(state, move |fleet| kinesis::execute(fleet, req, &stuck)).await
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response {

@@ -1141,6 +1141,19 @@ async fn faults_are_injected_and_calls_counted() {
         describe(kda, "orders").await.application_status(),
         &ApplicationStatus::Updating
     );
+    let listed = kda.list_applications().send().await.unwrap();
+    let statuses: Vec<(&str, &ApplicationStatus)> = listed
+        .application_summaries()
+        .iter()
+        .map(|s| (s.application_name(), s.application_status()))
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![
+            ("orders", &ApplicationStatus::Updating),
+            ("payments", &ApplicationStatus::Running)
+        ]
+    );
     state.clear_fault(stuck);
     assert_eq!(
         describe(kda, "orders").await.application_status(),
