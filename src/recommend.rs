@@ -542,6 +542,24 @@ spec:
 "#;
 
     #[test]
+    fn the_example_budgets_can_be_recommended_against() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/examples");
+        let mut checked = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if !(name.starts_with("budget") && name.ends_with(".yaml")) {
+                continue;
+            }
+            let text = std::fs::read_to_string(&path).unwrap();
+            let spec = select_budget(&text, None).unwrap_or_else(|e| panic!("{name}: {e:#}"));
+            spec.to_budget().unwrap_or_else(|e| panic!("{name}: {e}"));
+            checked += 1;
+        }
+        assert!(checked >= 1, "no examples/budget*.yaml");
+    }
+
+    #[test]
     fn manifests_with_several_budgets_need_a_choice() {
         let err = select_budget(TWO, None).unwrap_err().to_string();
         assert!(err.contains("orders, payments"), "{err}");
