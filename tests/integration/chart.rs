@@ -1,6 +1,7 @@
 //! The Helm chart ships the controller it was built with: its `appVersion` is the crate
-//! version and its CRD is the generated one, byte for byte. (The chart's templates are
-//! rendered and linted by `tests/python/test_chart.py`.)
+//! version and its CRD is the generated one, byte for byte; and what it renders are valid
+//! Kubernetes objects. (The templates are rendered and linted with the real Helm library by
+//! `tests/python/test_chart.py`, which also keeps the snapshots in `tests/data/chart/`.)
 
 use std::path::Path;
 
@@ -33,4 +34,92 @@ fn chart_crd_is_the_generated_crd() {
         "charts/checkpoint-autoscaler/crds/checkpointbudget.yaml is stale; refresh it with \
          `cargo run -- crd > crds/checkpointbudget.yaml && cp crds/checkpointbudget.yaml charts/checkpoint-autoscaler/crds/`"
     );
+}
+
+/// Deserializes `doc` as the Kubernetes API type `K` and serializes it back: a field the API
+/// does not define (a typo in a template, a misplaced key) is dropped on the way and shows
+/// up as a difference, as `kubectl apply --validate=strict` would reject it.
+fn round_trip<K: serde::de::DeserializeOwned + serde::Serialize>(
+    doc: &serde_json::Value,
+) -> Result<(), String> {
+    let typed: K = serde_json::from_value(doc.clone()).map_err(|e| format!("does not deserialize: {e}"))?;
+    let back = serde_json::to_value(&typed).map_err(|e| e.to_string())?;
+    match first_difference(doc, &back, String::new()) {
+        None => Ok(()),
+        Some(path) => Err(format!(
+            "{path} is not part of the API type (or changed on a round trip)"
+        )),
+    }
+}
+
+/// The first path where `a` and `b` differ.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value, path: String) -> Option<String> {
+    use serde_json::Value;
+    match (a, b) {
+        (Value::Object(x), Value::Object(y)) => x
+            .iter()
+            .find_map(|(k, v)| match y.get(k) {
+                Some(w) => first_difference(v, w, format!("{path}.{k}")),
+                None => Some(format!("{path}.{k}")),
+            })
+            .or_else(|| {
+                y.keys()
+                    .find(|k| !x.contains_key(*k))
+                    .map(|k| format!("{path}.{k} (added)"))
+            }),
+        (Value::Array(x), Value::Array(y)) if x.len() == y.len() => x
+            .iter()
+            .zip(y)
+            .enumerate()
+            .find_map(|(i, (v, w))| first_difference(v, w, format!("{path}[{i}]"))),
+        _ if a == b => None,
+        _ => Some(path),
+    }
+}
+
+/// The rendered chart (snapshots written by `tests/python/test_chart.py`, which renders it
+/// with the real Helm library) is made of valid Kubernetes objects, field for field.
+#[test]
+fn rendered_chart_objects_are_valid_kubernetes_objects() {
+    use k8s_openapi::api::{
+        apps::v1::Deployment,
+        core::v1::{ConfigMap, Service, ServiceAccount},
+        networking::v1::NetworkPolicy,
+        policy::v1::PodDisruptionBudget,
+        rbac::v1::{ClusterRole, ClusterRoleBinding, Role, RoleBinding},
+    };
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chart");
+    let mut checked = 0;
+    for snapshot in ["defaults", "everything", "namespaced"] {
+        let text = std::fs::read_to_string(dir.join(format!("{snapshot}.yaml"))).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let doc: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+            let kind = doc["kind"].as_str().unwrap_or_default().to_owned();
+            let name = doc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let result = match kind.as_str() {
+                "Deployment" => round_trip::<Deployment>(&doc),
+                "Service" => round_trip::<Service>(&doc),
+                "ServiceAccount" => round_trip::<ServiceAccount>(&doc),
+                "ConfigMap" => round_trip::<ConfigMap>(&doc),
+                "ClusterRole" => round_trip::<ClusterRole>(&doc),
+                "ClusterRoleBinding" => round_trip::<ClusterRoleBinding>(&doc),
+                "Role" => round_trip::<Role>(&doc),
+                "RoleBinding" => round_trip::<RoleBinding>(&doc),
+                "PodDisruptionBudget" => round_trip::<PodDisruptionBudget>(&doc),
+                "NetworkPolicy" => round_trip::<NetworkPolicy>(&doc),
+                // Prometheus Operator CRDs: not Kubernetes API types.
+                "ServiceMonitor" | "PrometheusRule" => {
+                    assert_eq!(doc["apiVersion"], "monitoring.coreos.com/v1");
+                    continue;
+                }
+                other => panic!("{snapshot}: no API type known for {other} {name}"),
+            };
+            if let Err(e) = result {
+                panic!("{snapshot}: {kind} {name}: {e}");
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 20, "only {checked} objects checked");
 }

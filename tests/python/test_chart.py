@@ -599,6 +599,40 @@ def test_schema_rejects_bad_values(chart, case):
 
 
 # ---------------------------------------------------------------------------------------------
+# Rendered snapshots, which tests/integration/chart.rs checks against the Kubernetes API types
+
+SNAPSHOTS = ROOT / "tests" / "data" / "chart"
+SNAPSHOT_VALUES = {
+    "defaults": SWITCHES["defaults"],
+    # Every optional object at once.
+    "everything": {
+        **SWITCHES["emulator"],
+        "serviceAccount": {"roleArn": "arn:aws:iam::111122223333:role/checkpoint-autoscaler"},
+        "controller": SWITCHES["tenancy-allow-list"]["controller"],
+        "serviceMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "networkPolicy": SWITCHES["network-policy"]["networkPolicy"],
+    },
+    "namespaced": SWITCHES["watch-namespace"],
+}
+
+
+@pytest.mark.parametrize("snapshot", sorted(SNAPSHOT_VALUES))
+def test_rendered_snapshots_are_current(chart, snapshot):
+    objects = render(chart, SNAPSHOT_VALUES[snapshot])
+    text = "".join("---\n" + yaml.safe_dump(o, sort_keys=True) for o in objects)
+    path = SNAPSHOTS / f"{snapshot}.yaml"
+    if os.environ.get("UPDATE_DOCS"):
+        SNAPSHOTS.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return
+    assert path.is_file() and path.read_text() == text, (
+        f"{path.relative_to(ROOT)} is out of date; regenerate it with "
+        "UPDATE_DOCS=1 python3 -m pytest tests/python/test_chart.py -k snapshots"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
 # The chart's README documents every value, generated from the `# --` comments in values.yaml
 
 README = CHART_DIR / "README.md"
