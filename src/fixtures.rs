@@ -7,10 +7,34 @@
 //! reconcile with `Service(Closed(()))`; an expected request that never comes fails the
 //! test through [`timeout_after_1s`].
 
+use std::{
+    collections::HashMap,
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use async_trait::async_trait;
 use http::{Method, Request, Response};
-use kube::client::Body;
+use jiff::Timestamp;
+use kube::{Client, Resource, client::Body, runtime::events::Recorder};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::{
+    aws::{
+        ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, OperationStatus,
+        Target, UpdateRequest,
+    },
+    controller::{
+        Context,
+        reconcile::Core,
+        store::FIELD_MANAGER,
+        tenancy::{NAMESPACE_TAG, TagTenancy},
+    },
+    crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, Mode},
+    metrics::Metrics,
+    policy::{AppConfig, AppStatus, Sample},
+};
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
 
@@ -129,34 +153,6 @@ impl Exchange {
         );
     }
 }
-
-// ---- Budgets, fake AWS and a test Context ----
-
-use std::{
-    collections::HashMap,
-    sync::{Arc, Mutex},
-    time::Duration,
-};
-
-use async_trait::async_trait;
-use jiff::Timestamp;
-use kube::{Client, Resource, runtime::events::Recorder};
-
-use crate::{
-    aws::{
-        ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, OperationStatus,
-        Target, UpdateRequest,
-    },
-    controller::{
-        Context,
-        reconcile::Core,
-        store::FIELD_MANAGER,
-        tenancy::{NAMESPACE_TAG, TagTenancy},
-    },
-    crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, Mode},
-    metrics::Metrics,
-    policy::{AppConfig, AppStatus, Sample},
-};
 
 /// The pinned "now" of reconciler tests.
 pub fn now() -> Timestamp {

@@ -513,11 +513,18 @@ impl<'a> Run<'a> {
     ) -> Result<Followed, Error> {
         let to: policy::AppConfig = op.to.into();
         let from: policy::AppConfig = op.from.into();
-        let (state, failure, ended) = match &op.operation_id {
+        let known = match &op.operation_id {
             Some(id) => match self.core.apps.describe_operation(target, &desc.name, id).await {
-                Ok(s) => (s.status, s.failure, s.ended),
+                Ok(s) => Some((s.status, s.failure, s.ended)),
+                // The service no longer knows the operation (its history is bounded): judge
+                // by the application, as below.
+                Err(AwsError::NotFound(_)) => None,
                 Err(e) => return Err(self.aws_failed(e, "following the scaling operation").await),
             },
+            None => None,
+        };
+        let (state, failure, ended) = match known {
+            Some(known) => known,
             // The intent was recorded but the controller stopped before it learned the
             // operation id: judge by the application itself. Its version moves only if the
             // update reached AWS (and CurrentApplicationVersionId makes a repeat harmless).

@@ -607,3 +607,27 @@ async fn throttling_backs_off_soon_with_growing_delays() {
         r#"checkpoint_autoscaler_reconcile_failures_total{budget="streaming/orders",error="aws_throttled"} 3"#
     ));
 }
+
+#[tokio::test]
+async fn an_operation_the_service_forgot_is_judged_by_the_application() {
+    // The operation id is recorded, but DescribeApplicationOperation no longer knows it;
+    // the application runs the asked-for configuration on a newer version: succeeded.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        let app = s.app.as_mut().unwrap();
+        app.version_id = 8;
+        app.config = AppConfig::new(8, 1);
+    });
+    let budget = CheckpointBudget::test().with_status(in_flight(Some("op-gone")));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("ScalingSucceeded", "Normal").await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_none());
+    assert_eq!(status.last_scaling.as_ref().unwrap().outcome, Outcome::Succeeded);
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
