@@ -33,7 +33,8 @@ use crate::crd::{
 #[derive(Debug, clap::Args)]
 pub struct ValidateArgs {
     /// Files or directories (searched recursively for *.yaml and *.yml) of Kubernetes
-    /// manifests; documents that are not CheckpointBudgets are skipped.
+    /// manifests, or `-` for standard input (e.g. `helm template … | … validate -`);
+    /// documents that are not CheckpointBudgets are skipped.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
     /// Report format.
@@ -348,10 +349,19 @@ impl BudgetValidator {
         });
     }
 
-    /// Validates files and directories (recursively, `*.yaml` and `*.yml`).
+    /// Validates files and directories (recursively, `*.yaml` and `*.yml`); `-` reads
+    /// standard input.
     pub fn validate_paths(&self, paths: &[PathBuf]) -> Report {
         let mut report = Report::default();
         for path in paths {
+            if path.as_os_str() == "-" {
+                let mut text = String::new();
+                match std::io::Read::read_to_string(&mut std::io::stdin().lock(), &mut text) {
+                    Ok(_) => self.validate_yaml(Path::new("<stdin>"), &text, &mut report),
+                    Err(err) => report.documents.push(read_failure(Path::new("<stdin>"), err)),
+                }
+                continue;
+            }
             let mut files = Vec::new();
             if let Err(err) = collect_files(path, true, &mut files) {
                 report.documents.push(read_failure(path, err));

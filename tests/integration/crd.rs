@@ -243,3 +243,26 @@ fn validate_subcommand() {
     let (code, _) = run_validate(&["does/not/exist.yaml"]);
     assert_eq!(code, 1);
 }
+
+/// `-` reads standard input, for `helm template ... | checkpoint-autoscaler validate -`.
+#[test]
+fn validate_reads_stdin() {
+    use std::{io::Write, process::Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_checkpoint-autoscaler"))
+        .args(["validate", "-"])
+        .current_dir(root())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let budget = std::fs::read_to_string(root().join("tests/data/invalid/min-above-max.yaml")).unwrap();
+    child.stdin.take().unwrap().write_all(budget.as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.starts_with("<stdin>: document 1 (m1): spec.parallelism.min:"),
+        "{stdout}"
+    );
+}
