@@ -74,6 +74,21 @@ impl CallFilter {
     }
 }
 
+/// Counts over the records a filter accepts (for cost measurements: calls per
+/// operation, metrics requested).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallSummary {
+    /// Records counted.
+    pub total: usize,
+    /// Of which answered with an error.
+    pub errors: usize,
+    /// Metric queries requested by GetMetricData (CloudWatch bills per metric requested).
+    pub metric_queries: usize,
+    /// Records per `<service>:<operation>`.
+    pub by_operation: std::collections::BTreeMap<String, usize>,
+}
+
 /// The log itself.
 #[derive(Debug, Default)]
 pub struct CallLog {
@@ -100,6 +115,21 @@ impl CallLog {
             .filter(|r| filter.accepts(r))
             .cloned()
             .collect()
+    }
+
+    /// Counts over the records the filter accepts.
+    pub fn summary(&self, filter: &CallFilter) -> CallSummary {
+        let mut summary = CallSummary::default();
+        for r in self.records.iter().filter(|r| filter.accepts(r)) {
+            summary.total += 1;
+            summary.errors += usize::from(r.error_code.is_some());
+            summary.metric_queries += r.metric_queries.unwrap_or(0);
+            *summary
+                .by_operation
+                .entry(format!("{}:{}", r.service.as_str(), r.operation))
+                .or_default() += 1;
+        }
+        summary
     }
 
     /// Forgets every record (sequence numbers keep counting).
@@ -159,6 +189,10 @@ mod tests {
         });
         assert_eq!(kda.len(), 1);
         assert_eq!(kda[0].operation, "UpdateApplication");
+        let summary = log.summary(&CallFilter::default());
+        assert_eq!((summary.total, summary.errors), (3, 0));
+        assert_eq!(summary.by_operation["cloudwatch:GetMetricData"], 1);
+        assert_eq!(summary.by_operation["kinesisanalyticsv2:UpdateApplication"], 1);
         log.reset();
         assert!(log.is_empty());
         assert_eq!(log.record(rec(Service::CloudWatch, "ListMetrics", &[], 200)), 4);

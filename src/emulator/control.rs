@@ -15,6 +15,7 @@
 //! | `DELETE /_emulator/faults` | | 204, all cleared |
 //! | `DELETE /_emulator/faults/{id}` | | 204, or 404 |
 //! | `GET /_emulator/calls` | `?service=&operation=&application=&since=` | `{"calls": [<CallRecord>...]}` |
+//! | `GET /_emulator/calls/summary` | same filters | `{"total", "errors", "metricQueries", "byOperation"}` |
 //! | `DELETE /_emulator/calls` | | 204, log reset |
 //!
 //! Errors: `{"error": "..."}` with 400 (bad input) or 404 (no such fault).
@@ -50,6 +51,7 @@ pub fn router() -> Router<EmulatorState> {
         .route("/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .route("/faults/{id}", delete(clear_fault))
         .route("/calls", get(calls).delete(reset_calls))
+        .route("/calls/summary", get(call_summary))
 }
 
 fn error(status: StatusCode, message: impl std::fmt::Display) -> Response {
@@ -197,6 +199,10 @@ async fn clear_fault(State(state): State<EmulatorState>, Path(id): Path<u64>) ->
 
 async fn calls(State(state): State<EmulatorState>, Query(filter): Query<CallFilter>) -> Json<Value> {
     Json(json!({ "calls": state.calls(&filter) }))
+}
+
+async fn call_summary(State(state): State<EmulatorState>, Query(filter): Query<CallFilter>) -> Json<Value> {
+    Json(json!(state.call_summary(&filter)))
 }
 
 async fn reset_calls(State(state): State<EmulatorState>) -> StatusCode {

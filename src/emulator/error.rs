@@ -3,15 +3,18 @@
 //!
 //! | kind | kinesisanalyticsv2 (`__type`, status) | CloudWatch (`x-amzn-query-error`, status) |
 //! |---|---|---|
-//! | missing `Authorization` | `MissingAuthenticationTokenException` 400 | `MissingAuthenticationToken;Sender` 403 |
+//! | missing `Authorization` | `MissingAuthenticationTokenException` 403 | `MissingAuthenticationToken;Sender` 403 |
 //! | incomplete `Authorization` | `IncompleteSignatureException` 400 | `IncompleteSignature;Sender` 400 |
-//! | credential scoped to another service | `InvalidSignatureException` 400 | `SignatureDoesNotMatch;Sender` 403 |
+//! | credential scoped to another service | `InvalidSignatureException` 403 | `SignatureDoesNotMatch;Sender` 403 |
 //! | access denied (fault) | `AccessDeniedException` 400 | `AccessDenied;Sender` 403 |
 //! | throttling (fault) | `ThrottlingException` 400 | `Throttling;Sender` 400 |
 //! | server error (fault) 500 / 503 / other | `InternalFailure` / `ServiceUnavailableException` / `InternalFailure` | `InternalServiceError;Server` / `ServiceUnavailable;Server` / `InternalFailure;Server` |
 //! | undecodable body | `SerializationException` 400 | `SerializationException` 400 (no legacy code) |
 //! | unknown operation | `UnknownOperationException` 400 | `UnknownOperationException` 404 |
 //! | service errors | the modeled exception, 400 | the modeled error's legacy code, its status |
+//!
+//! Statuses follow AWS's "Common Errors" (MissingAuthenticationToken 403,
+//! IncompleteSignature 400, AccessDenied 400 in the JSON services, ThrottlingException 400).
 //!
 //! Both SDKs classify `ThrottlingException` and `Throttling` as throttling (retried with
 //! backoff), and 500/502/503/504 as transient. NB: the Rust SDK also treats
@@ -134,9 +137,11 @@ impl ApiError {
     pub fn json_wire(&self) -> JsonWire {
         let bad = StatusCode::BAD_REQUEST;
         let (status, error_type) = match self.kind {
-            ErrorKind::MissingAuthenticationToken => (bad, "MissingAuthenticationTokenException"),
+            ErrorKind::MissingAuthenticationToken => {
+                (StatusCode::FORBIDDEN, "MissingAuthenticationTokenException")
+            }
             ErrorKind::IncompleteSignature => (bad, "IncompleteSignatureException"),
-            ErrorKind::InvalidSignature => (bad, "InvalidSignatureException"),
+            ErrorKind::InvalidSignature => (StatusCode::FORBIDDEN, "InvalidSignatureException"),
             ErrorKind::AccessDenied => (bad, "AccessDeniedException"),
             ErrorKind::Throttling => (bad, "ThrottlingException"),
             ErrorKind::ServerError(code) => {

@@ -338,6 +338,11 @@ impl EmulatorState {
         lock(&self.0.calls).query(filter)
     }
 
+    /// Counts over the calls received that the filter accepts.
+    pub fn call_summary(&self, filter: &CallFilter) -> calllog::CallSummary {
+        lock(&self.0.calls).summary(filter)
+    }
+
     /// Forgets the calls received so far.
     pub fn reset_calls(&self) {
         lock(&self.0.calls).reset();

@@ -659,7 +659,7 @@ async fn kinesis_errors_are_typed_as_aws_sends_them() {
     let last = env.emu.state().calls(&CallFilter::default()).pop().unwrap();
     assert_eq!(
         (last.status, last.error_code.as_deref()),
-        (400, Some("MissingAuthenticationTokenException"))
+        (403, Some("MissingAuthenticationTokenException"))
     );
 }
 
@@ -1307,6 +1307,19 @@ async fn the_control_api_sets_the_stage() {
     assert_eq!(calls["calls"].as_array().unwrap().len(), 1);
     assert_eq!(calls["calls"][0]["operation"], "DescribeApplication");
     assert_eq!(calls["calls"][0]["status"], 200);
+    let (_, body) = http(
+        addr,
+        "GET",
+        "/_emulator/calls/summary?service=kinesisanalyticsv2",
+        "",
+    )
+    .await;
+    let summary: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(summary["total"], 1);
+    assert_eq!(
+        summary["byOperation"]["kinesisanalyticsv2:DescribeApplication"],
+        1
+    );
     let (status, _) = http(addr, "DELETE", "/_emulator/calls", "").await;
     assert_eq!(status, 204);
     let (_, body) = http(addr, "GET", "/_emulator/calls", "").await;
