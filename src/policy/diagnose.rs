@@ -501,7 +501,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
 }
 
 /// The "scaling is ineffective" verdict: the last scaling was a completed scale-up to the
-/// running configuration, and it achieved less than `INEFFECTIVE_GAIN` of the improvement
+/// running configuration, made for a breach of the budget, and it achieved less than `INEFFECTIVE_GAIN` of the improvement
 /// the model predicted (adjusted for the change of input rate), while CPU is not saturated
 /// (saturation means the step was too small or the load grew, not skew). The verdict is
 /// lifted when the input rate moved by more than `INEFFECTIVE_LOAD_CHANGE` since the
@@ -514,7 +514,9 @@ fn ineffective_scale_up(ctx: &Context<'_>, budget_ms: f64) -> Option<Finding> {
     let last = last_scaling(ctx.history)?;
     let completed = last.completed_at?;
     let d0 = last.checkpoint_duration_before_ms?;
-    if last.outcome != Outcome::Succeeded || last.to != ctx.current {
+    // Only a scale-up made for a breach promised a shorter duration (a proactive one, made
+    // while checkpoints were fine, is judged by the breach that comes later, not as skew).
+    if last.outcome != Outcome::Succeeded || last.to != ctx.current || d0 <= budget_ms {
         return None;
     }
     let (s0, s1) = (ctx.space.load(last.from), ctx.space.load(last.to));

@@ -1054,3 +1054,16 @@ fn cpu_near_saturation_scales_up_at_most_once_per_stabilization_window() {
     );
     scaled_to(&d);
 }
+
+#[test]
+fn a_proactive_scale_up_is_not_judged_as_skew() {
+    // Scaled up while checkpoints took 8 s; now the load grew a little and they breach.
+    let h = skewed_history(8_000.0, 1000.0, NOW - 90);
+    let calm = |_: usize, s: &mut Sample| {
+        s.cpu_utilization = Some(40.0);
+        s.last_checkpoint_size_bytes = Some(30.0 * GIB);
+    };
+    let d = run(&budget(), &obs(AppConfig::new(16, 2), window(180.0, calm)), &h);
+    assert_ne!(d.diagnosis.cause, Cause::StateSkew);
+    scaled_to(&d);
+}
