@@ -46,6 +46,8 @@ use crate::{
 
 /// The default scenario, embedded so `cargo run -- demo` works from any directory.
 const STEP_UP: &str = include_str!("../examples/scenarios/step-up.yaml");
+/// The default scenario of `demo --backend flink`.
+const FLINK_STEP_UP: &str = include_str!("../examples/flink/demo.yaml");
 
 /// Consecutive evaluations with the SLO met that count as "restored".
 const RESTORED_AFTER: u32 = 3;
@@ -66,6 +68,25 @@ pub struct DemoArgs {
     /// Where to write the SVG chart.
     #[arg(long, default_value = "checkpoint-autoscaler-demo.svg")]
     pub svg: PathBuf,
+    /// The emulator's backend: the model (virtual time), or a real Flink job on a loopback
+    /// cluster (default scenario: examples/flink/demo.yaml; needs scripts/install-flink.sh).
+    #[arg(long, value_enum, default_value_t = emulator::BackendKind::Model)]
+    pub backend: emulator::BackendKind,
+    /// The Flink distribution for `--backend flink` (default: `$FLINK_HOME`, else `.flink/`).
+    #[arg(long, value_name = "DIR")]
+    pub flink_home: Option<PathBuf>,
+    /// With `--backend flink`: real time per emulated minute (one metric period).
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub period: Duration,
+}
+
+/// How `demo --backend flink` runs: the emulated minutes pass in real time.
+#[derive(Clone, Debug)]
+pub struct FlinkDemo {
+    /// The installed distribution.
+    pub home: crate::flink::FlinkHome,
+    /// Real time per emulated minute.
+    pub period: Duration,
 }
 
 /// One emulated minute of the run, for the chart and the summary.
@@ -181,9 +202,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         unsafe { std::env::set_var("RUST_LOG", "warn") };
     }
     telemetry::init(LogFormat::Text);
-    let scenario = match &args.scenario {
-        Some(path) => Scenario::load(path).with_context(|| format!("loading {}", path.display()))?,
-        None => Scenario::from_yaml(STEP_UP, "examples/scenarios/step-up.yaml")?,
+    let flink = match args.backend {
+        emulator::BackendKind::Model => None,
+        emulator::BackendKind::Flink => Some(FlinkDemo {
+            home: crate::flink::FlinkHome::locate(args.flink_home.as_deref())?,
+            period: args.period,
+        }),
+    };
+    let scenario = match (&args.scenario, &flink) {
+        (Some(path), _) => Scenario::load(path).with_context(|| format!("loading {}", path.display()))?,
+        (None, None) => Scenario::from_yaml(STEP_UP, "examples/scenarios/step-up.yaml")?,
+        (None, Some(_)) => Scenario::from_yaml(FLINK_STEP_UP, "examples/flink/demo.yaml")?,
     };
     let budget = load_budget(args.budget.as_deref(), &scenario)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -191,7 +220,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         .build()
         .context("starting the async runtime")?;
     let mut out = std::io::stdout().lock();
-    let outcome = runtime.block_on(run_demo(&scenario, &budget, args.speed, &mut out))?;
+    let outcome = runtime.block_on(run_demo_with(&scenario, &budget, args.speed, flink, &mut out))?;
     write_chart(&outcome, &args.svg).with_context(|| format!("writing {}", args.svg.display()))?;
     summarize(&outcome, &args.svg, &mut out)?;
     Ok(if outcome.restored {
@@ -233,6 +262,20 @@ pub async fn run_demo(
     speed: f64,
     out: &mut dyn Write,
 ) -> anyhow::Result<DemoOutcome> {
+    run_demo_with(scenario, budget, speed, None, out).await
+}
+
+/// [`run_demo`] on a chosen backend: with `flink`, the application is a real Flink job
+/// (the scenario's initial rate, keys, value size, maxParallelism and checkpointing), the
+/// emulated minutes pass in real time, and a change of the scenario's rate restarts the
+/// job's source at the new rate from a savepoint.
+pub async fn run_demo_with(
+    scenario: &Scenario,
+    budget: &CheckpointBudget,
+    speed: f64,
+    flink: Option<FlinkDemo>,
+    out: &mut dyn Write,
+) -> anyhow::Result<DemoOutcome> {
     let started = Instant::now();
     let mut spec: CheckpointBudgetSpec = budget.spec.clone();
     let typed = spec.to_budget().context("the demo budget is invalid")?;
@@ -261,14 +304,25 @@ pub async fn run_demo(
 
     // The emulator, with the clock under our control.
     let start = scenario.start_time();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
+    let config = EmulatorConfig {
+        period: flink.as_ref().map(|f| f.period),
         seed: scenario.seed,
         start: Some(start),
         region: region.clone(),
         ..EmulatorConfig::default()
-    })
-    .await
+    };
+    let emu = match &flink {
+        None => emulator::serve(config).await,
+        Some(f) => {
+            let options = crate::flink::BackendOptions {
+                seed: scenario.seed,
+                region: region.clone(),
+                ..crate::flink::BackendOptions::default()
+            };
+            let fleet = crate::flink::FlinkFleet::new(f.home.clone(), options, start)?;
+            emulator::serve_backend(config, Box::new(fleet)).await
+        }
+    }
     .context("starting the emulator")?;
     let state = emu.state().clone();
     let view = state
@@ -336,12 +390,18 @@ pub async fn run_demo(
     )?;
     writeln!(
         out,
-        "emulator on {} (one reconcile per emulated minute)\n",
-        emu.endpoint_url()
+        "emulator on {} (one reconcile per emulated minute{})\n",
+        emu.endpoint_url(),
+        flink
+            .as_ref()
+            .map(|f| format!("; a real Flink job, one minute per {:?} of real time", f.period))
+            .unwrap_or_default()
     )?;
 
-    // Let a full window of metrics exist before the first evaluation.
+    // Let a full window of metrics exist before the first evaluation (on the Flink backend
+    // the job is starting meanwhile: the policy waits for its metrics).
     let window_minutes = typed.window.as_secs().div_ceil(60) as i64;
+    let window_minutes = if flink.is_some() { 1 } else { window_minutes };
     state.advance(Duration::from_secs(60 * (window_minutes as u64 - 1)));
     let last_minute = scenario.duration.as_secs().div_ceil(60) as i64;
     let pause = (speed > 0.0).then(|| Duration::from_secs_f64(1.0 / speed));
@@ -353,9 +413,33 @@ pub async fn run_demo(
     let mut restored_at = None;
     let mut met_run = 0u32;
     let mut last_reason = String::new();
+    // The first minute the application ran (the Flink backend's scenario clock).
+    let mut running_since: Option<i64> = None;
     for minute in window_minutes..=last_minute {
         let tick = Instant::now();
-        state.advance(Duration::from_secs(60));
+        match &flink {
+            None => state.advance(Duration::from_secs(60)),
+            Some(f) => {
+                // Real time: wait for the emulated minute, and apply the scenario's load.
+                let due = start + jiff::SignedDuration::from_secs(60 * minute);
+                while state.virtual_now() < due {
+                    tokio::time::sleep(f.period / 10).await;
+                }
+                // Scenario time starts when the job first runs (a cluster takes a while).
+                let offset = running_since.map_or(0, |since| (minute - since).max(0) as u64);
+                let rate = scenario.load.rate_at(Duration::from_secs(60 * offset)).round() as u64;
+                state.with_fleet(|b| {
+                    let Some(fleet) = b.as_flink() else { return Ok(()) };
+                    let mut workload = fleet.workload(&app)?;
+                    if workload.records_per_second == rate.max(1) {
+                        return Ok(());
+                    }
+                    workload.records_per_second = rate.max(1);
+                    fleet.set_workload(&app, workload)
+                })
+                .map_err(|e| anyhow::anyhow!("changing the load of {app}: {e}"))?;
+            }
+        }
         let now: Timestamp = state.virtual_now();
         let prior = store.status(&key);
         let budget_view = BudgetView {
@@ -369,13 +453,32 @@ pub async fn run_demo(
         let truth = state.with_fleet(|f| {
             let app_view = f.describe_application(&app).ok();
             let period = f.as_model().and_then(|m| m.last_period(&app)).cloned();
-            (app_view, period)
+            // The Flink backend: the latest datapoint it published.
+            let published = f
+                .metric_data(&crate::sim::MetricQuery {
+                    namespace: crate::sim::fleet::NAMESPACE.into(),
+                    metric_name: "lastCheckpointDuration".into(),
+                    dimensions: vec![(crate::sim::fleet::DIMENSION.into(), app.clone())],
+                    start: now - jiff::SignedDuration::from_secs(120),
+                    end: now,
+                    period: Duration::from_secs(60),
+                    stat: "Maximum".into(),
+                })
+                .last()
+                .map(|(_, v)| *v);
+            (app_view, period, published)
         });
-        let (Some(app_view), period) = truth else {
+        let (Some(app_view), period, published) = truth else {
             bail!("the emulated application {app} disappeared");
         };
+        if app_view.status == AppStatus::Running && running_since.is_none() {
+            running_since = Some(minute);
+        }
         let config = app_view.running_config();
-        let checkpoint_ms = period.as_ref().and_then(|p| p.last_checkpoint_duration_ms);
+        let checkpoint_ms = match &period {
+            Some(p) => p.last_checkpoint_duration_ms,
+            None => published,
+        };
         let slo_met =
             status
                 .as_ref()
@@ -466,7 +569,7 @@ pub async fn run_demo(
             }
             _ => {}
         }
-        if let Some(pause) = pause {
+        if let Some(pause) = pause.filter(|_| flink.is_none()) {
             let quiet = breached_at.is_none() && scalings.is_empty();
             let pause = if quiet { pause / 4 } else { pause };
             tokio::time::sleep(pause.saturating_sub(tick.elapsed())).await;
