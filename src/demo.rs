@@ -428,16 +428,17 @@ pub async fn run_demo_with(
                 // Scenario time starts when the job first runs (a cluster takes a while).
                 let offset = running_since.map_or(0, |since| (minute - since).max(0) as u64);
                 let rate = scenario.load.rate_at(Duration::from_secs(60 * offset)).round() as u64;
-                state.with_fleet(|b| {
-                    let Some(fleet) = b.as_flink() else { return Ok(()) };
-                    let mut workload = fleet.workload(&app)?;
-                    if workload.records_per_second == rate.max(1) {
-                        return Ok(());
-                    }
-                    workload.records_per_second = rate.max(1);
-                    fleet.set_workload(&app, workload)
-                })
-                .map_err(|e| anyhow::anyhow!("changing the load of {app}: {e}"))?;
+                state
+                    .with_fleet(|b| {
+                        let Some(fleet) = b.as_flink() else { return Ok(()) };
+                        let mut workload = fleet.workload(&app)?;
+                        if workload.records_per_second == rate.max(1) {
+                            return Ok(());
+                        }
+                        workload.records_per_second = rate.max(1);
+                        fleet.set_workload(&app, workload)
+                    })
+                    .map_err(|e| anyhow::anyhow!("changing the load of {app}: {e}"))?;
             }
         }
         let now: Timestamp = state.virtual_now();

@@ -9,7 +9,7 @@
 //! | `POST /_emulator/scenarios?name=N` | a scenario, YAML or JSON | 201, `{"application": <ApplicationDetail>}` |
 //! | `GET /_emulator/applications` | | `{"applications": [<ApplicationDetail>...]}` |
 //! | `GET /_emulator/applications/{name}/workload` | | the Flink backend's [`Workload`] |
-//! | `PUT /_emulator/applications/{name}/workload` | a [`Workload`] (JSON) | 204; the Flink backend restarts the source from a savepoint at the new rate (400 on the model backend) |
+//! | `PATCH /_emulator/applications/{name}/workload` | fields of a [`Workload`] (JSON) | 204; the Flink backend restarts the source from a savepoint with them (400 on the model backend) |
 //! | `GET /_emulator/faults` | | `{"faults": [...]}` |
 //! | `POST /_emulator/faults` | a [`FaultSpec`] | 201, `{"id": N}` |
 //! | `DELETE /_emulator/faults` | | 204, all cleared |
@@ -46,7 +46,7 @@ pub fn router() -> Router<EmulatorState> {
         .route("/applications", get(applications))
         .route(
             "/applications/{name}/workload",
-            get(get_workload).put(set_workload),
+            get(get_workload).patch(set_workload),
         )
         .route("/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .route("/faults/{id}", delete(clear_fault))
@@ -157,11 +157,24 @@ async fn get_workload(State(state): State<EmulatorState>, Path(name): Path<Strin
 }
 
 async fn set_workload(State(state): State<EmulatorState>, Path(name): Path<String>, body: Bytes) -> Response {
-    let workload: Workload = match serde_json::from_slice(&body) {
-        Ok(w) => w,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a workload: {e}")),
+    let changes: serde_json::Map<String, Value> = match serde_json::from_slice(&body) {
+        Ok(c) => c,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("not a JSON object: {e}")),
     };
-    match state.with_fleet(|f| f.as_flink().map(|flink| flink.set_workload(&name, workload))) {
+    let result = state.with_fleet(|f| {
+        f.as_flink().map(|flink| {
+            // The fields given replace the current ones.
+            let mut current = match serde_json::to_value(flink.workload(&name)?) {
+                Ok(Value::Object(m)) => m,
+                _ => serde_json::Map::new(),
+            };
+            current.extend(changes);
+            let workload: Workload = serde_json::from_value(Value::Object(current))
+                .map_err(|e| crate::sim::ServiceError::InvalidArgument(format!("not a workload: {e}")))?;
+            flink.set_workload(&name, workload)
+        })
+    });
+    match result {
         None => error(StatusCode::BAD_REQUEST, NOT_FLINK),
         Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Some(Err(e @ crate::sim::ServiceError::ResourceNotFound(_))) => error(StatusCode::NOT_FOUND, e),
