@@ -236,6 +236,38 @@ pub struct Spike {
 }
 
 impl LoadSpec {
+    /// The load changes within `duration`: the boundaries of phases and the edges of spikes
+    /// where the rate moves by more than 20%, in order. A sine changes continuously and
+    /// contributes none.
+    pub fn changes(&self, duration: Duration) -> Vec<Duration> {
+        let mut edges: Vec<Duration> = Vec::new();
+        let mut at = Duration::ZERO;
+        for phase in &self.phases {
+            match phase.length() {
+                Some(length) => {
+                    at += length;
+                    edges.push(at);
+                }
+                None => break,
+            }
+        }
+        for spike in &self.spikes {
+            edges.push(spike.at);
+            edges.push(spike.at + spike.length);
+        }
+        edges.sort();
+        edges.dedup();
+        let step = Duration::from_secs(1);
+        edges
+            .into_iter()
+            .filter(|e| !e.is_zero() && *e < duration)
+            .filter(|e| {
+                let (before, after) = (self.rate_at(e.saturating_sub(step)), self.rate_at(*e));
+                (after - before).abs() > 0.2 * before.max(after).max(f64::MIN_POSITIVE)
+            })
+            .collect()
+    }
+
     /// Records per second `offset` after the start (before noise).
     pub fn rate_at(&self, offset: Duration) -> f64 {
         let t = offset.as_secs_f64();
@@ -668,6 +700,11 @@ mod tests {
             m(30)
         );
         assert!((m(60) - 2000.0).abs() < 1e-6, "trough at 60m: {}", m(60));
+        assert_eq!(
+            s.load.changes(Duration::from_secs(2 * 3600)),
+            [50, 55].map(|m| Duration::from_secs(m * 60)),
+            "the ramp's ends are no jumps (3000 → 3500 is within 20%); the spike's edges are"
+        );
         let without_spike = {
             let mut s2 = s.clone();
             s2.load.spikes.clear();

@@ -395,6 +395,40 @@ pub struct Summary {
     pub final_auto_scaling: bool,
     /// Simulated minutes.
     pub minutes: u64,
+    /// For each load change of the trace (phase boundaries, spike edges): the minutes from
+    /// the change until the budget held for a whole window again; `None` when it did not
+    /// before the next change or the end (and without a budget).
+    pub recovery_minutes: Vec<Option<u64>>,
+}
+
+/// Minutes from each change until `window` consecutive minutes meet the budget, within the
+/// span before the next change.
+fn recovery_minutes(rows: &[Row], changes: &[u64], window: usize) -> Vec<Option<u64>> {
+    changes
+        .iter()
+        .enumerate()
+        .map(|(i, &change)| {
+            let end = changes
+                .get(i + 1)
+                .copied()
+                .unwrap_or(rows.len() as u64)
+                .min(rows.len() as u64);
+            // Row k covers minute k + 1, i.e. [k, k + 1) minutes after the start.
+            let span = rows.get(change as usize..end as usize)?;
+            let mut run = 0;
+            for (k, row) in span.iter().enumerate() {
+                match row.slo_violated {
+                    Some(false) => run += 1,
+                    Some(true) => run = 0,
+                    None => return None,
+                }
+                if run >= window {
+                    return Some((k + 1 - window) as u64);
+                }
+            }
+            None
+        })
+        .collect()
 }
 
 /// The result of [`run`].
@@ -450,6 +484,7 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: Option<u64>) -> R
         ),
         final_auto_scaling: scenario.application.auto_scaling_enabled,
         minutes,
+        recovery_minutes: Vec::new(),
     };
     let mut previous_restarts = 0.0;
     for minute in 1..=minutes {
@@ -530,6 +565,13 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: Option<u64>) -> R
         summary.final_config = after.running_config();
         summary.final_auto_scaling = after.parallelism.auto_scaling_enabled;
     }
+    let changes: Vec<u64> = scenario
+        .load
+        .changes(scenario.duration)
+        .iter()
+        .map(|d| d.as_secs() / 60)
+        .collect();
+    summary.recovery_minutes = recovery_minutes(&rows, &changes, window_periods);
     Ok(RunReport {
         scenario: scenario.name.clone(),
         policy: policy.name().to_string(),
@@ -641,6 +683,14 @@ pub fn format_summary(report: &RunReport, elapsed: std::time::Duration) -> Strin
         "  restarts               {} ({} by the service's autoscaling; {} failed update(s))\n",
         s.restarts, s.autoscaling_restarts, s.failed_updates
     );
+    if !s.recovery_minutes.is_empty() {
+        let each: Vec<String> = s
+            .recovery_minutes
+            .iter()
+            .map(|m| m.map_or("not recovered".to_string(), |m| format!("{m} min")))
+            .collect();
+        out += &format!("  recovery after change  {}\n", each.join(", "));
+    }
     out += &format!("  job failovers          {} (fullRestarts)\n", s.full_restarts);
     out += &format!("  failed checkpoints     {}\n", s.failed_checkpoints);
     out += &format!(
@@ -698,4 +748,60 @@ pub fn format_timeline(report: &RunReport) -> String {
         );
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(minute: u64, violated: bool) -> Row {
+        Row {
+            at: Timestamp::UNIX_EPOCH,
+            minute,
+            status: AppStatus::Running,
+            config: AppConfig::new(1, 1),
+            kpus: 1,
+            auto_scaling: false,
+            offered_per_second: 0.0,
+            records_in_per_second: 0.0,
+            millis_behind_latest: 0.0,
+            cpu_utilization: None,
+            heap_memory_utilization: None,
+            last_checkpoint_duration_ms: None,
+            failed_checkpoints: 0,
+            state_bytes: 0.0,
+            full_restarts: 0,
+            slo_violated: Some(violated),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn recovery_counts_minutes_until_a_whole_window_meets_the_budget() {
+        // Change at minute 2: violated for 3 minutes, a 1-minute blip, then fine.
+        let pattern = [
+            false, false, true, true, true, false, true, false, false, false, false, true, true,
+        ];
+        let rows: Vec<Row> = pattern
+            .iter()
+            .enumerate()
+            .map(|(i, v)| row(i as u64 + 1, *v))
+            .collect();
+        assert_eq!(recovery_minutes(&rows, &[2], 3), vec![Some(5)]);
+        assert_eq!(
+            recovery_minutes(&rows, &[0], 2),
+            vec![Some(0)],
+            "never broken: recovered at once"
+        );
+        assert_eq!(
+            recovery_minutes(&rows, &[2, 6], 3),
+            vec![None, Some(1)],
+            "cut short by the next change"
+        );
+        assert_eq!(
+            recovery_minutes(&rows, &[11], 1),
+            vec![None],
+            "not recovered by the end"
+        );
+    }
 }
