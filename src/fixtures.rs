@@ -263,6 +263,8 @@ pub struct FakeState {
     pub update_result: Result<String, AwsError>,
     /// Operations by id.
     pub operations: HashMap<String, OperationStatus>,
+    /// An error `describe_operation` returns instead.
+    pub operation_error: Option<AwsError>,
     /// Every update asked for.
     pub updates: Vec<UpdateRequest>,
     /// Every call, as `Operation:argument`.
@@ -293,6 +295,7 @@ impl FakeAws {
             metrics_error: None,
             update_result: Ok("op-1".into()),
             operations: HashMap::new(),
+            operation_error: None,
             updates: Vec::new(),
             calls: Vec::new(),
         }))
@@ -379,6 +382,9 @@ impl ApplicationControl for FakeAws {
         let mut s = self.0.lock().expect("fake state");
         s.calls
             .push(format!("DescribeApplicationOperation:{name}:{operation_id}"));
+        if let Some(e) = &s.operation_error {
+            return Err(e.clone());
+        }
         s.operations
             .get(operation_id)
             .cloned()

@@ -201,6 +201,12 @@ impl Core {
         if let Some(op) = run.status.operation_in_flight.clone() {
             match run.follow(&target, &desc, op).await? {
                 Followed::Running(operation_id) => {
+                    run.condition(
+                        READY,
+                        Truth::True,
+                        "ApplicationObserved",
+                        "The application and its scaling operation were observed.",
+                    );
                     run.act = Act::Following { operation_id };
                     run.requeue = self.in_flight_poll;
                     return run.finish().await;
@@ -626,7 +632,9 @@ impl<'a> Run<'a> {
     async fn fail(&mut self, type_: &str, reason: &str, message: &str) -> Result<(), Error> {
         let already = status::has_condition(&self.prior.conditions, type_, Truth::False, reason);
         self.condition(type_, Truth::False, reason, message);
-        if type_ == READY {
+        // NB: an operation in flight stays recorded (and Scaling True) through an error:
+        // the next reconcile follows it.
+        if type_ == READY && self.status.operation_in_flight.is_none() {
             self.condition(
                 SCALING,
                 Truth::False,

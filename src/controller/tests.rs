@@ -631,3 +631,27 @@ async fn an_operation_the_service_forgot_is_judged_by_the_application() {
     assert_eq!(status.last_scaling.as_ref().unwrap().outcome, Outcome::Succeeded);
     assert!(fake.read(|s| s.updates.is_empty()));
 }
+
+#[tokio::test]
+async fn a_throttled_follow_keeps_the_operation_in_flight() {
+    let (ctx, api, fake) = Context::test();
+    updating(&fake);
+    fake.with(|s| s.operation_error = Some(AwsError::Throttled("Rate exceeded".into())));
+    let budget = CheckpointBudget::test().with_status(in_flight(Some("op-1")));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("Throttled", "Warning").await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::Aws(AwsError::Throttled(_))));
+    assert_eq!(cond(&status, READY), ("False", "Throttled"));
+    let op = status
+        .operation_in_flight
+        .as_ref()
+        .expect("still recorded, to be followed");
+    assert_eq!(op.operation_id.as_deref(), Some("op-1"));
+    assert!(status.condition(SCALING).is_none_or(|c| c.reason != "Throttled"));
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
