@@ -7,8 +7,13 @@ cd "$(dirname "$0")/.."
 
 python3 -m pip install --quiet --disable-pip-version-check -r tests/python/requirements.txt
 # Java 17 and the Flink distribution for the real-runtime tests (tests/integration/flink.rs).
-FLINK_HOME="$(scripts/install-flink.sh | tail -n1)"
-export FLINK_HOME
+# NB: if the install fails (e.g. PyPI unreachable) those tests print SKIPPED and pass.
+if FLINK_HOME="$(scripts/install-flink.sh | tail -n1)" && [ -n "$FLINK_HOME" ]; then
+    export FLINK_HOME
+else
+    unset FLINK_HOME
+    echo "warning: scripts/install-flink.sh failed: the real-runtime Flink tests will be skipped" >&2
+fi
 
 cargo build --locked --bins
 cargo test --locked --all-targets
