@@ -289,8 +289,12 @@ fn lag_growth(pts: &[(f64, f64)]) -> Option<f64> {
     fit.map(|f| f.slope)
 }
 
-/// Length of the trailing run of positive, strictly rising lags.
+/// Length of the trailing run of positive, strictly rising lags that started from (about)
+/// zero — the job *started* falling behind; 0 otherwise (a lag that was already there and
+/// wobbles up is not a start).
 fn rising_run(pts: &[(f64, f64)]) -> usize {
+    /// A lag this small (ms) is a job that keeps up.
+    const KEEPS_UP_MS: f64 = 1000.0;
     let mut run = 0;
     for w in pts.iter().rev().collect::<Vec<_>>().windows(2) {
         if w[0].1 > w[1].1 && w[0].1 > 0.0 {
@@ -299,7 +303,10 @@ fn rising_run(pts: &[(f64, f64)]) -> usize {
             break;
         }
     }
-    run
+    match pts.len().checked_sub(run + 1).map(|i| pts[i].1) {
+        Some(before) if before > KEEPS_UP_MS => 0,
+        _ => run,
+    }
 }
 
 fn recent_points(pts: &[(f64, f64)], n: usize) -> &[(f64, f64)] {
@@ -420,5 +427,34 @@ impl Signals {
     /// Whether CPU itself is saturated (skew keeps average CPU low while one subtask is busy).
     pub fn cpu_saturated(&self) -> bool {
         self.cpu.is_some_and(|c| c >= CPU_SATURATED)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pts(lags: &[f64]) -> Vec<(f64, f64)> {
+        lags.iter()
+            .enumerate()
+            .map(|(i, l)| (i as f64 * 60_000.0, *l))
+            .collect()
+    }
+
+    #[test]
+    fn a_rising_run_counts_only_a_start_from_zero() {
+        assert_eq!(rising_run(&pts(&[0.0, 0.0, 13_000.0, 46_000.0])), 2);
+        assert_eq!(rising_run(&pts(&[0.0, 500.0, 20_000.0])), 2);
+        // A lag that was already there and wobbles up is not a start.
+        assert_eq!(rising_run(&pts(&[100_000.0, 90_000.0, 95_000.0, 99_000.0])), 0);
+        assert_eq!(rising_run(&pts(&[0.0, 20_000.0, 10_000.0])), 0);
+    }
+
+    #[test]
+    fn the_lag_trend_follows_the_run_since_falling_behind() {
+        // Zeros before the run would halve the slope of a fit over the last five periods.
+        let g = lag_growth(&pts(&[0.0, 0.0, 10_000.0, 30_000.0, 50_000.0])).unwrap();
+        assert!((g - 20_000.0 / 60_000.0).abs() < 1e-9, "{g}");
+        assert_eq!(lag_growth(&pts(&[0.0, 0.0])), None);
     }
 }
