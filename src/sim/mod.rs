@@ -13,8 +13,10 @@
 
 pub mod baselines;
 pub mod chart;
+pub mod compare;
 pub mod fleet;
 pub mod model;
+pub mod reference;
 pub mod scenario;
 pub mod simulate;
 pub mod store;

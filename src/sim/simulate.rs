@@ -14,7 +14,8 @@ use serde::Serialize;
 
 use super::{
     baselines::{Builtin, Static},
-    chart,
+    chart, compare,
+    reference::{Optimal, Threshold},
     fleet::{
         DIMENSION, Fleet, NAMESPACE, OperationStatus, PERIOD, ParallelismUpdate, ServiceError,
         UpdateApplication,
@@ -591,6 +592,10 @@ pub enum PolicyChoice {
     Static,
     /// The service's own CPU-based autoscaling.
     Builtin,
+    /// A naive stepper: +1 parallelism on a breach, -1 when far under, fixed cooldown.
+    Threshold,
+    /// The clairvoyant offline optimum for the trace (planned knowing the whole trace).
+    Optimal,
 }
 
 impl PolicyChoice {
@@ -600,6 +605,8 @@ impl PolicyChoice {
             PolicyChoice::CheckpointAutoscaler => Box::new(CheckpointAutoscaler::for_scenario(scenario)?),
             PolicyChoice::Static => Box::new(Static),
             PolicyChoice::Builtin => Box::new(Builtin),
+            PolicyChoice::Threshold => Box::new(Threshold::for_scenario(scenario)?),
+            PolicyChoice::Optimal => Box::new(Optimal::scripted(scenario)?),
         })
     }
 }
@@ -607,9 +614,10 @@ impl PolicyChoice {
 /// `simulate`: run a scenario in virtual time under a policy.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SimulateArgs {
-    /// The scenario file (see docs/scenarios.md and examples/scenarios/).
-    #[arg(long, value_name = "FILE")]
-    pub scenario: PathBuf,
+    /// The scenario file (see docs/scenarios.md and examples/scenarios/); with
+    /// `--compare`, a file or a directory of scenarios (default: examples/scenarios).
+    #[arg(long, value_name = "FILE|DIR", required_unless_present = "compare")]
+    pub scenario: Option<PathBuf>,
     /// The policy to run.
     #[arg(long, value_enum, default_value = "checkpoint-autoscaler")]
     pub policy: PolicyChoice,
@@ -623,11 +631,59 @@ pub struct SimulateArgs {
     /// Seed instead of the scenario's.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Run every scenario under every policy (checkpoint-autoscaler, static, builtin,
+    /// threshold, optimal) on identical traces and seeds, and print one table.
+    #[arg(long, conflicts_with_all = ["policy", "timeline"])]
+    pub compare: bool,
+    /// With `--compare`: also write the results as JSON to this file.
+    #[arg(long, value_name = "FILE", requires = "compare")]
+    pub json: Option<PathBuf>,
+}
+
+/// `simulate --compare`: the table of every scenario under every policy.
+fn compare_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
+    let dir = args.scenario.clone().unwrap_or_else(|| PathBuf::from("examples/scenarios"));
+    let files = compare::scenario_files(&dir).with_context(|| format!("reading {}", dir.display()))?;
+    if files.is_empty() {
+        anyhow::bail!("no scenario files (*.yaml) in {}", dir.display());
+    }
+    let scenarios = files
+        .iter()
+        .map(|f| Scenario::load(f))
+        .collect::<Result<Vec<_>, _>>()?;
+    let started = std::time::Instant::now();
+    let comparison = compare::compare(&scenarios, args.seed)?;
+    print!("{}", compare::format_table(&comparison));
+    println!(
+        "({} scenario(s) × {} policies in {:.1} s)",
+        scenarios.len(),
+        compare::POLICIES.len(),
+        started.elapsed().as_secs_f64()
+    );
+    if let Some(path) = &args.json {
+        let text = serde_json::to_string_pretty(&comparison)?;
+        std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))?;
+        println!("results written to {}", path.display());
+    }
+    if let Some(path) = &args.svg {
+        compare::write_svg(&comparison, path).with_context(|| format!("writing {}", path.display()))?;
+        println!("chart written to {}", path.display());
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// Runs the `simulate` subcommand.
 pub fn run_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let scenario = Scenario::load(&args.scenario)?;
+    if args.compare {
+        return compare_command(args);
+    }
+    let Some(path) = &args.scenario else {
+        anyhow::bail!("--scenario FILE is required without --compare");
+    };
+    let mut scenario = Scenario::load(path)?;
+    if let Some(seed) = args.seed {
+        scenario.seed = seed;
+    }
     if let Some(spec) = &scenario.budget
         && spec.mode != Mode::Enforce
     {
@@ -638,7 +694,7 @@ pub fn run_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     }
     let mut policy = args.policy.build(&scenario)?;
     let started = std::time::Instant::now();
-    let report = run(&scenario, policy.as_mut(), args.seed)?;
+    let report = run(&scenario, policy.as_mut(), None)?;
     let elapsed = started.elapsed();
     if args.timeline {
         print!("{}", format_timeline(&report));
