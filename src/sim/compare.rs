@@ -137,7 +137,10 @@ pub fn recovery_minutes(report: &RunReport, changes: &[usize]) -> Vec<u64> {
     let mut out = Vec::with_capacity(changes.len());
     for (i, &change) in changes.iter().enumerate() {
         let start = change.saturating_sub(1).min(violated.len());
-        let end = changes.get(i + 1).map_or(violated.len(), |n| n.saturating_sub(1)).min(violated.len());
+        let end = changes
+            .get(i + 1)
+            .map_or(violated.len(), |n| n.saturating_sub(1))
+            .min(violated.len());
         let span = &violated[start..end];
         let Some(first_bad) = span.iter().position(|v| *v) else {
             out.push(0);
@@ -231,7 +234,10 @@ pub fn choice_name(choice: PolicyChoice) -> &'static str {
 
 fn totals(results: &[CompareResult], policy: &str) -> PolicyTotals {
     let rows: Vec<&CompareResult> = results.iter().filter(|r| r.policy == policy).collect();
-    let recoveries: Vec<u64> = rows.iter().flat_map(|r| r.recovery_minutes.iter().copied()).collect();
+    let recoveries: Vec<u64> = rows
+        .iter()
+        .flat_map(|r| r.recovery_minutes.iter().copied())
+        .collect();
     PolicyTotals {
         policy: policy.to_string(),
         slo_violation_minutes: rows.iter().map(|r| r.slo_violation_minutes).sum(),
@@ -269,12 +275,22 @@ fn targets(scenarios: &[Scenario], results: &[CompareResult], summary: &[PolicyT
         let ours = us.slo_violation_minutes as f64;
         out.push(Target {
             target: "SLO-violation minutes at most half of builtin's".into(),
-            measured: format!("{} vs {} (limit {:.0})", ours, builtin.slo_violation_minutes, builtin.slo_violation_minutes as f64 / 2.0),
+            measured: format!(
+                "{} vs {} (limit {:.0})",
+                ours,
+                builtin.slo_violation_minutes,
+                builtin.slo_violation_minutes as f64 / 2.0
+            ),
             met: ours <= builtin.slo_violation_minutes as f64 / 2.0,
         });
         out.push(Target {
             target: "SLO-violation minutes at most a third of threshold's".into(),
-            measured: format!("{} vs {} (limit {:.0})", ours, threshold.slo_violation_minutes, threshold.slo_violation_minutes as f64 / 3.0),
+            measured: format!(
+                "{} vs {} (limit {:.0})",
+                ours,
+                threshold.slo_violation_minutes,
+                threshold.slo_violation_minutes as f64 / 3.0
+            ),
             met: ours <= threshold.slo_violation_minutes as f64 / 3.0,
         });
         out.push(Target {
@@ -305,7 +321,10 @@ fn targets(scenarios: &[Scenario], results: &[CompareResult], summary: &[PolicyT
                 let limit = 2 * ours.load_changes.max(1);
                 out.push(Target {
                     target: format!("{}: at most 2 restarts per load change", scenario.name),
-                    measured: format!("{} restart(s), {} load change(s)", ours.restarts, ours.load_changes),
+                    measured: format!(
+                        "{} restart(s), {} load change(s)",
+                        ours.restarts, ours.load_changes
+                    ),
                     met: ours.restarts <= limit,
                 });
             }
@@ -319,7 +338,11 @@ fn fmt_recovery(r: &[u64]) -> String {
         return "-".into();
     }
     let shown: Vec<String> = r.iter().take(4).map(|m| m.to_string()).collect();
-    let more = if r.len() > 4 { format!(" +{}", r.len() - 4) } else { String::new() };
+    let more = if r.len() > 4 {
+        format!(" +{}", r.len() - 4)
+    } else {
+        String::new()
+    };
     format!("{}{more}", shown.join(","))
 }
 
@@ -328,8 +351,8 @@ pub fn format_table(c: &Comparison) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
-        "{:<26} {:<22} {:>9} {:>9} {:>8} {:>7} {:>14}  {}",
-        "scenario", "policy", "slo-min", "kpu-h", "restarts", "failed", "recovery-min", "final"
+        "{:<26} {:<22} {:>9} {:>9} {:>8} {:>7} {:>14}  final",
+        "scenario", "policy", "slo-min", "kpu-h", "restarts", "failed", "recovery-min"
     );
     let mut last = "";
     for r in &c.results {
@@ -351,7 +374,11 @@ pub fn format_table(c: &Comparison) -> String {
             r.final_parallelism_per_kpu
         );
     }
-    let _ = writeln!(out, "\nsummary over {} scenario(s)", c.results.len() / POLICIES.len().max(1));
+    let _ = writeln!(
+        out,
+        "\nsummary over {} scenario(s)",
+        c.results.len() / POLICIES.len().max(1)
+    );
     let _ = writeln!(
         out,
         "{:<22} {:>9} {:>9} {:>8} {:>7} {:>14}",
@@ -371,7 +398,13 @@ pub fn format_table(c: &Comparison) -> String {
     if !c.targets.is_empty() {
         let _ = writeln!(out, "\ntargets of checkpoint-autoscaler");
         for t in &c.targets {
-            let _ = writeln!(out, "  [{}] {} — {}", if t.met { "met" } else { "MISSED" }, t.target, t.measured);
+            let _ = writeln!(
+                out,
+                "  [{}] {} — {}",
+                if t.met { "met" } else { "MISSED" },
+                t.target,
+                t.measured
+            );
         }
     }
     for s in &c.skipped {
@@ -408,10 +441,14 @@ pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
     let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let root = root
-        .titled("checkpoint-autoscaler vs the alternatives (same traces, same seeds)", ("sans-serif", 24))
+        .titled(
+            "checkpoint-autoscaler vs the alternatives (same traces, same seeds)",
+            ("sans-serif", 24),
+        )
         .map_err(|e| err(&e))?;
     let panels = root.split_evenly((3, 1));
-    let metrics: [(&str, fn(&CompareResult) -> f64); 3] = [
+    type Metric = fn(&CompareResult) -> f64;
+    let metrics: [(&str, Metric); 3] = [
         ("SLO-violation minutes", |r| r.slo_violation_minutes as f64),
         ("KPU-hours", |r| r.kpu_hours),
         ("restarts", |r| f64::from(r.restarts)),
@@ -443,7 +480,10 @@ pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
             let bars = scenarios.iter().enumerate().filter_map(|(si, s)| {
                 let r = c.results.iter().find(|r| r.scenario == *s && r.policy == name)?;
                 let x0 = si as f64 + 0.1 + pi as f64 * width;
-                Some(Rectangle::new([(x0, 0.0), (x0 + width * 0.9, value(r))], color.filled()))
+                Some(Rectangle::new(
+                    [(x0, 0.0), (x0 + width * 0.9, value(r))],
+                    color.filled(),
+                ))
             });
             chart
                 .draw_series(bars)
@@ -510,7 +550,10 @@ budget:
         assert_eq!(stat.restarts, 0);
         assert!(stat.slo_violation_minutes > 60, "{stat:?}");
         let optimal = get("optimal");
-        assert!(optimal.slo_violation_minutes < stat.slo_violation_minutes / 2, "{optimal:?}");
+        assert!(
+            optimal.slo_violation_minutes < stat.slo_violation_minutes / 2,
+            "{optimal:?}"
+        );
         assert!(optimal.restarts >= 1);
         // The project's policy restores the budget after the change.
         let ours = get("checkpoint-autoscaler");

@@ -69,7 +69,10 @@ pub struct Threshold {
 impl Threshold {
     /// The stepper for `budget`.
     pub fn new(budget: Budget) -> Self {
-        Self { budget, quiet_until: None }
+        Self {
+            budget,
+            quiet_until: None,
+        }
     }
 
     /// The stepper for a scenario's budget.
@@ -101,7 +104,11 @@ impl Policy for Threshold {
             return Vec::new();
         }
         let budget_ms = self.budget.max_checkpoint_duration.as_secs_f64() * 1000.0;
-        let durations: Vec<f64> = obs.samples.iter().filter_map(|s| s.last_checkpoint_duration_ms).collect();
+        let durations: Vec<f64> = obs
+            .samples
+            .iter()
+            .filter_map(|s| s.last_checkpoint_duration_ms)
+            .collect();
         let failed: f64 = obs.samples.iter().filter_map(|s| s.failed_checkpoints).sum();
         let Some(&latest) = durations.last() else {
             return Vec::new();
@@ -276,12 +283,20 @@ fn profiles(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<
 /// Minutes an update takes on this trace (the application out of RUNNING), measured by
 /// asking for the largest candidate in the first minute.
 fn restart_minutes(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<u64, SimError> {
-    let Some(target) = candidates(budget, initial).into_iter().filter(|c| *c != initial).max() else {
+    let Some(target) = candidates(budget, initial)
+        .into_iter()
+        .filter(|c| *c != initial)
+        .max()
+    else {
         return Ok(0);
     };
     let mut probe = Scripted::new("probe", scenario.start_time(), vec![(1, target)]);
     let report = simulate::run(scenario, &mut probe, None)?;
-    let down = report.rows.iter().filter(|r| r.status != AppStatus::Running).count() as u64;
+    let down = report
+        .rows
+        .iter()
+        .filter(|r| r.status != AppStatus::Running)
+        .count() as u64;
     Ok(down.max(1))
 }
 
@@ -308,11 +323,19 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64) -> Vec<(u64, App
     let start = profiles.iter().position(|p| p.config == initial).unwrap_or(0);
     // cost[c] after minute t; parent[t][c] = configuration at minute t-1.
     let mut cost: Vec<f64> = (0..n)
-        .map(|c| if c == start { step(c, 0) } else { switch(start, c) + step(c, 0) })
+        .map(|c| {
+            if c == start {
+                step(c, 0)
+            } else {
+                switch(start, c) + step(c, 0)
+            }
+        })
         .collect();
     let mut parent: Vec<Vec<usize>> = vec![vec![start; n]];
     for t in 1..minutes {
-        let best_prev = (0..n).min_by(|&a, &b| cost[a].total_cmp(&cost[b])).unwrap_or(start);
+        let best_prev = (0..n)
+            .min_by(|&a, &b| cost[a].total_cmp(&cost[b]))
+            .unwrap_or(start);
         let mut next = vec![0.0; n];
         let mut from = vec![0; n];
         for c in 0..n {
@@ -335,7 +358,9 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64) -> Vec<(u64, App
         parent.push(from);
     }
     // Walk back.
-    let mut c = (0..n).min_by(|&a, &b| cost[a].total_cmp(&cost[b])).unwrap_or(start);
+    let mut c = (0..n)
+        .min_by(|&a, &b| cost[a].total_cmp(&cost[b]))
+        .unwrap_or(start);
     let mut configs = vec![c; minutes];
     for t in (1..minutes).rev() {
         configs[t] = c;
@@ -413,7 +438,10 @@ mod tests {
             scale_down_cooldown: Duration::from_secs(1800),
             scale_down_stabilization: Duration::from_secs(3600),
         };
-        let ps: Vec<u32> = candidates(&budget, AppConfig::new(4, 1)).iter().map(|c| c.parallelism).collect();
+        let ps: Vec<u32> = candidates(&budget, AppConfig::new(4, 1))
+            .iter()
+            .map(|c| c.parallelism)
+            .collect();
         // 14 gives the hottest subtask ceil(128/14) = 10 key groups, as 13 does: dominated.
         assert!(ps.contains(&8) && ps.contains(&16));
         assert!(!ps.contains(&14), "{ps:?}");

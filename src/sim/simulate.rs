@@ -15,11 +15,11 @@ use serde::Serialize;
 use super::{
     baselines::{Builtin, Static},
     chart, compare,
-    reference::{Optimal, Threshold},
     fleet::{
         DIMENSION, Fleet, NAMESPACE, OperationStatus, PERIOD, ParallelismUpdate, ServiceError,
         UpdateApplication,
     },
+    reference::{Optimal, Threshold},
     scenario::{Scenario, ScenarioError},
     store::MetricQuery,
     units::{format_bytes, format_duration},
@@ -642,7 +642,10 @@ pub struct SimulateArgs {
 
 /// `simulate --compare`: the table of every scenario under every policy.
 fn compare_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
-    let dir = args.scenario.clone().unwrap_or_else(|| PathBuf::from("examples/scenarios"));
+    let dir = args
+        .scenario
+        .clone()
+        .unwrap_or_else(|| PathBuf::from("examples/scenarios"));
     let files = compare::scenario_files(&dir).with_context(|| format!("reading {}", dir.display()))?;
     if files.is_empty() {
         anyhow::bail!("no scenario files (*.yaml) in {}", dir.display());
