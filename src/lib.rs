@@ -21,6 +21,8 @@ pub mod flink;
 pub mod metrics;
 /// The decision engine (pure).
 pub mod policy;
+/// The cost of the controller at scale: the core of `cargo bench --bench scale`.
+pub mod scale;
 /// A virtual-time model of Managed Service for Apache Flink (scenarios, service, metrics).
 pub mod sim;
 /// Logging setup.

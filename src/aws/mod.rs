@@ -39,7 +39,7 @@ use crate::policy::{AppConfig, AppStatus, Outcome, Sample};
 
 mod batch;
 mod clients;
-mod cloudwatch;
+pub(crate) mod cloudwatch;
 mod error;
 mod kinesis;
 mod observe;

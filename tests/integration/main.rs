@@ -1,5 +1,6 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
 mod aws;
+mod bench_smoke;
 mod chart;
 mod controller;
 mod crd;
