@@ -456,7 +456,8 @@ pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
     let n = scenarios.len().max(1) as f64;
     let width = 0.8 / POLICIES.len() as f64;
     for (panel, (label, value)) in panels.iter().zip(metrics) {
-        let top = c.results.iter().map(value).fold(0.0_f64, f64::max).max(1.0) * 1.1;
+        // Headroom above the tallest bar keeps the legend clear of the bars.
+        let top = c.results.iter().map(value).fold(0.0_f64, f64::max).max(1.0) * 1.45;
         let mut chart = ChartBuilder::on(panel)
             .margin(10)
             .caption(label, ("sans-serif", 18))
@@ -467,10 +468,15 @@ pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
         chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_labels(scenarios.len().max(1))
+            // Quarter steps put a tick at each group's centre, the only one labelled.
+            .x_labels(scenarios.len().max(1) * 4)
             .x_label_formatter(&|x| {
-                let i = x.floor() as usize;
-                scenarios.get(i).map_or(String::new(), |s| s.to_string())
+                if (x - x.floor() - 0.5).abs() > 0.01 {
+                    return String::new();
+                }
+                scenarios
+                    .get(x.floor() as usize)
+                    .map_or(String::new(), |s| s.to_string())
             })
             .draw()
             .map_err(|e| err(&e))?;
@@ -493,6 +499,7 @@ pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
         }
         chart
             .configure_series_labels()
+            .position(SeriesLabelPosition::UpperRight)
             .background_style(WHITE.mix(0.8))
             .border_style(BLACK)
             .draw()
