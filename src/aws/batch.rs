@@ -324,6 +324,13 @@ impl Batcher {
                 metric,
             };
             call.queries.push((query, in_flight.clone()));
+            // A call that has just reached the per-request limit goes now: waiting for the
+            // next arrival (or a deadline) would only delay the burst's last full call.
+            if call.queries.len() >= self.max_queries
+                && let Some(call) = self.open.remove(&key)
+            {
+                self.send(key.0.clone(), call);
+            }
         }
     }
 
@@ -821,6 +828,32 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(started.elapsed(), Duration::from_millis(50));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_that_fills_up_goes_at_once() {
+        let fake = Arc::new(Fake::default());
+        // One request's queries fill a call exactly: it must not wait for `max_wait`.
+        let config = BatchConfig {
+            max_wait: Duration::from_secs(1),
+            idle: None,
+            max_queries_per_call: METRICS.len(),
+            ..BatchConfig::default()
+        };
+        let (metrics, stats) = spawn(&fake, config);
+        let started = Instant::now();
+        metrics
+            .samples(
+                &Target::new("eu-west-1"),
+                "app-1",
+                Duration::from_secs(600),
+                Duration::from_secs(60),
+                end(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(started.elapsed(), Duration::ZERO);
+        assert_eq!(stats.snapshot().calls_of(AwsOperation::GetMetricData), 1);
     }
 
     #[tokio::test(start_paused = true)]
