@@ -45,7 +45,7 @@ use crate::{
         ServiceError, UpdateApplication,
         fleet::{
             ACCOUNT_ID, DEFAULT_KPU_QUOTA, DEFAULT_RUNTIME, DIMENSION, MAX_PARALLELISM,
-            MAX_PARALLELISM_PER_KPU, NAMESPACE, PERIOD, status_name,
+            MAX_PARALLELISM_PER_KPU, NAMESPACE, PERIOD, check_update, status_name,
         },
         store::MetricStore,
     },
@@ -608,31 +608,7 @@ impl FlinkFleet {
         let (settings, from, from_version, running, restore) = {
             let s = lock(&self.state);
             let app = s.app(name)?;
-            match (req.current_application_version_id, &req.conditional_token) {
-                (None, None) => {
-                    return Err(ServiceError::InvalidArgument(
-                        "Either CurrentApplicationVersionId or ConditionalToken must be provided.".into(),
-                    ));
-                }
-                (Some(v), _) if v != app.version_id => {
-                    return Err(ServiceError::ConcurrentModification(format!(
-                        "Current application version id {v} does not match the application's version id {}.",
-                        app.version_id
-                    )));
-                }
-                (_, Some(t)) if *t != app.token => {
-                    return Err(ServiceError::ConcurrentModification(
-                        "The conditional token does not match the application's current token.".into(),
-                    ));
-                }
-                _ => {}
-            }
-            if !matches!(app.status, AppStatus::Running | AppStatus::Ready) {
-                return Err(ServiceError::ResourceInUse(format!(
-                    "Application {name} is in {} status; it can be updated only when READY or RUNNING.",
-                    status_name(app.status)
-                )));
-            }
+            check_update(name, &req, app.version_id, &app.token, app.status)?;
             let settings = match &req.parallelism {
                 Some(p) => merge(app.settings, p)?,
                 None => app.settings,

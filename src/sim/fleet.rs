@@ -768,31 +768,7 @@ impl Fleet {
         req: UpdateApplication,
     ) -> Result<(ApplicationView, String), ServiceError> {
         let app = self.app(name)?;
-        match (req.current_application_version_id, &req.conditional_token) {
-            (None, None) => {
-                return Err(ServiceError::InvalidArgument(
-                    "Either CurrentApplicationVersionId or ConditionalToken must be provided.".into(),
-                ));
-            }
-            (Some(v), _) if v != app.version_id => {
-                return Err(ServiceError::ConcurrentModification(format!(
-                    "Current application version id {v} does not match the application's version id {}.",
-                    app.version_id
-                )));
-            }
-            (_, Some(t)) if *t != app.token => {
-                return Err(ServiceError::ConcurrentModification(
-                    "The conditional token does not match the application's current token.".into(),
-                ));
-            }
-            _ => {}
-        }
-        if !matches!(app.status, AppStatus::Running | AppStatus::Ready) {
-            return Err(ServiceError::ResourceInUse(format!(
-                "Application {name} is in {} status; it can be updated only when READY or RUNNING.",
-                status_name(app.status)
-            )));
-        }
+        check_update(name, &req, app.version_id, &app.token, app.status)?;
         let settings = match &req.parallelism {
             Some(p) => self.merge(app.settings, p)?,
             None => app.settings,
@@ -1411,6 +1387,44 @@ pub fn status_name(s: AppStatus) -> &'static str {
         AppStatus::RolledBack => "ROLLED_BACK",
         AppStatus::Unknown => "UNKNOWN",
     }
+}
+
+/// `UpdateApplication`'s preconditions, as the service checks them before anything else:
+/// a version id or conditional token that matches the application's (else
+/// ConcurrentModification), and an application that is READY or RUNNING (else
+/// ResourceInUse). Shared by every backend of the emulator.
+pub fn check_update(
+    name: &str,
+    req: &UpdateApplication,
+    version_id: i64,
+    token: &str,
+    status: AppStatus,
+) -> Result<(), ServiceError> {
+    match (req.current_application_version_id, &req.conditional_token) {
+        (None, None) => {
+            return Err(ServiceError::InvalidArgument(
+                "Either CurrentApplicationVersionId or ConditionalToken must be provided.".into(),
+            ));
+        }
+        (Some(v), _) if v != version_id => {
+            return Err(ServiceError::ConcurrentModification(format!(
+                "Current application version id {v} does not match the application's version id {version_id}."
+            )));
+        }
+        (_, Some(t)) if t != token => {
+            return Err(ServiceError::ConcurrentModification(
+                "The conditional token does not match the application's current token.".into(),
+            ));
+        }
+        _ => {}
+    }
+    if !matches!(status, AppStatus::Running | AppStatus::Ready) {
+        return Err(ServiceError::ResourceInUse(format!(
+            "Application {name} is in {} status; it can be updated only when READY or RUNNING.",
+            status_name(status)
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]
