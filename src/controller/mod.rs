@@ -101,6 +101,27 @@ impl Error {
         }
     }
 
+    /// When to retry after the `failures`-th consecutive failure (counting from 1), before
+    /// jitter: throttling and unavailable services soon (5 s doubling to 5 min), what needs
+    /// a person slowly (`interval`, at least 30 s, doubling to 15 min); `None` when only a
+    /// change to the budget can help. Test drivers of the core use it to requeue as the
+    /// controller would.
+    pub fn retry_after(&self, failures: u32, interval: Duration) -> Option<Duration> {
+        match self.retry() {
+            Retry::AwaitChange => None,
+            Retry::Soon => Some(exponential(
+                failures,
+                Duration::from_secs(5),
+                Duration::from_secs(300),
+            )),
+            Retry::Slowly => Some(exponential(
+                failures,
+                interval.max(Duration::from_secs(30)),
+                Duration::from_secs(900),
+            )),
+        }
+    }
+
     fn retry(&self) -> Retry {
         match self {
             Error::InvalidSpec(_) | Error::MissingNamespace => Retry::AwaitChange,
@@ -109,6 +130,11 @@ impl Error {
             Error::Aws(_) | Error::Forbidden(_) => Retry::Slowly,
         }
     }
+}
+
+/// `base * 2^(n-1)`, capped.
+fn exponential(n: u32, base: Duration, cap: Duration) -> Duration {
+    base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(cap)
 }
 
 /// `ApplicationNotFound` → `application_not_found`.
@@ -149,16 +175,15 @@ impl Default for Backoff {
 }
 
 impl Backoff {
-    /// `base * 2^(n-1)`, capped, plus up to 20% jitter so budgets failing together (an AWS
-    /// throttle, an API server restart) do not retry in lockstep.
-    fn delay(&self, n: u32, base: Duration, cap: Duration) -> Duration {
-        let exp = base.saturating_mul(1u32 << n.saturating_sub(1).min(16)).min(cap);
+    /// `delay` plus up to 20% jitter, so budgets failing together (an AWS throttle, an API
+    /// server restart) do not retry in lockstep.
+    fn jittered(&self, delay: Duration) -> Duration {
         let jitter = self
             .jitter
             .lock()
             .map(|mut r| r.random_range(0.0..0.2))
             .unwrap_or(0.1);
-        exp.mul_f64(1.0 + jitter)
+        delay.mul_f64(1.0 + jitter)
     }
 
     fn bump(&self, key: &str) -> u32 {
@@ -227,18 +252,9 @@ impl Context {
         let key = format!("{}/{}", budget.namespace().unwrap_or_default(), budget.name_any());
         self.metrics.reconcile.set_failure(&key, &error.metric_label());
         let n = self.backoff.bump(&key);
-        let delay = match error.retry() {
-            Retry::AwaitChange => None,
-            Retry::Soon => Some(
-                self.backoff
-                    .delay(n, Duration::from_secs(5), Duration::from_secs(300)),
-            ),
-            Retry::Slowly => Some(self.backoff.delay(
-                n,
-                self.core.interval.max(Duration::from_secs(30)),
-                Duration::from_secs(900),
-            )),
-        };
+        let delay = error
+            .retry_after(n, self.core.interval)
+            .map(|d| self.backoff.jittered(d));
         warn!(budget = %key, error = %error, failures = n, retry_in = ?delay, "reconcile failed");
         delay
     }

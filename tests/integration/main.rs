@@ -7,4 +7,5 @@ mod crd;
 mod docs;
 mod emulator;
 mod flink;
+mod harness;
 mod sim;
