@@ -2,6 +2,7 @@
 //! reconcile core ([`reconcile::Core`]) for each budget, and the `run` subcommand around it
 //! (leader election, `/metrics`, `/healthz`, `/readyz`, graceful shutdown).
 //!
+//! - [`decode`]: budgets decoded one by one, so a malformed one cannot stall the rest.
 //! - [`reconcile`]: observe → decide → act → record, shared with `demo`.
 //! - [`status`]: conditions and bounded history.
 //! - [`store`]: status and Events, on the cluster or in memory.
@@ -9,6 +10,7 @@
 //! - [`leader`]: leader election on a Lease.
 //! - [`server`]: the HTTP endpoints.
 
+pub mod decode;
 pub mod leader;
 pub mod reconcile;
 pub mod server;
@@ -31,7 +33,7 @@ use futures::StreamExt;
 use jiff::Timestamp;
 use kube::{
     Client, ResourceExt,
-    api::{Api, ListParams},
+    api::{Api, DynamicObject, ListParams},
     runtime::{
         Controller, WatchStreamExt,
         controller::Action,
@@ -365,8 +367,25 @@ pub async fn run_controller(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
-    let stream = watcher(budgets, watcher::Config::default().any_semantic())
+    // NB: watched untyped and decoded per object (see `decode`): a typed watch fails the
+    // whole list on one malformed budget and so stalls every other.
+    let resource = decode::api_resource();
+    let raw: Api<DynamicObject> = match budgets.namespace() {
+        Some(ns) => Api::namespaced_with(budgets.clone().into_client(), ns, &resource),
+        None => Api::all_with(budgets.into_client(), &resource),
+    };
+    let decoder = Arc::new(decode::Decoder::new(ctx.clone(), reader.clone()));
+    let stream = watcher(raw, watcher::Config::default().any_semantic())
         .default_backoff()
+        .filter_map(move |event| {
+            let decoder = decoder.clone();
+            async move {
+                match event {
+                    Ok(event) => decoder.event(event).await.map(Ok),
+                    Err(e) => Some(Err(e)),
+                }
+            }
+        })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());

@@ -13,7 +13,7 @@ use async_trait::async_trait;
 use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     Client, Resource,
-    api::{Api, Patch, PatchParams},
+    api::{Api, ApiResource, DynamicObject, Patch, PatchParams},
     runtime::events::{Event, EventType, Recorder},
 };
 use serde_json::json;
@@ -103,12 +103,28 @@ impl KubeStore {
             reference: budget.object_ref(&()),
         }
     }
+
+    /// A store for the object `reference` points at (a budget that did not decode, so only
+    /// its untyped reference is at hand).
+    pub fn for_reference(client: Client, recorder: Recorder, reference: ObjectReference) -> Self {
+        Self {
+            client,
+            recorder,
+            reference,
+        }
+    }
 }
 
 #[async_trait]
 impl BudgetStore for KubeStore {
     async fn save_status(&self, key: &BudgetKey, status: &CheckpointBudgetStatus) -> Result<(), StoreError> {
-        let api: Api<CheckpointBudget> = Api::namespaced(self.client.clone(), &key.namespace);
+        // NB: untyped, because the reply (the whole object) is not needed and must not have
+        // to decode: the status of a budget whose spec is malformed is written here too.
+        let api: Api<DynamicObject> = Api::namespaced_with(
+            self.client.clone(),
+            &key.namespace,
+            &ApiResource::erase::<CheckpointBudget>(&()),
+        );
         // NB: server-side apply of the status alone, forced: the controller owns every
         // status field, and a stale full object is never sent back.
         let patch = Patch::Apply(json!({

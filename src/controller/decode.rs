@@ -1,0 +1,464 @@
+//! Decoding budgets one object at a time, so one malformed budget cannot stall the others.
+//!
+//! A watcher typed on [`CheckpointBudget`] decodes a whole `list` response in one go: a
+//! single object whose spec does not deserialize (a string where a number belongs, written
+//! past an older CRD or with the schema bypassed) fails the list, the watcher backs off and
+//! retries forever, and *no* budget is reconciled. So the controller watches the resource
+//! untyped ([`DynamicObject`]) and decodes each object here:
+//!
+//! - an object that decodes goes on to the reflector and the reconciler as usual;
+//! - one that does not is kept out of both, and its status says what is wrong
+//!   (`Ready=False`, reason `InvalidSpec`, with serde's path to the field) with a Warning
+//!   Event — once per generation, not on every re-list;
+//! - a budget that was valid and became undecodable is removed from the reflector (so it is
+//!   neither reconciled with its stale spec nor counted as an owner of its application).
+
+use std::sync::Arc;
+
+use jiff::Timestamp;
+use kube::{
+    Resource, ResourceExt,
+    api::{ApiResource, DynamicObject},
+    runtime::{reflector::Store, watcher},
+};
+use serde_json::Value;
+use tracing::{info, warn};
+
+use super::{
+    Context,
+    status::{self, READY, SCALING, Truth},
+    store::{BudgetKey, BudgetStore, KubeStore, Notice, NoticeType},
+};
+use crate::crd::{CheckpointBudget, CheckpointBudgetStatus, SpecError};
+
+/// The condition and Event reason for a budget the controller cannot act on.
+pub const INVALID_SPEC: &str = "InvalidSpec";
+
+/// The type-erased resource of [`CheckpointBudget`], for the untyped watch.
+pub fn api_resource() -> ApiResource {
+    ApiResource::erase::<CheckpointBudget>(&())
+}
+
+/// Decodes one watched object into a [`CheckpointBudget`], or says which field is wrong and
+/// how: `spec.parallelism.min: invalid type: string "2", expected u32`.
+pub fn decode(object: &DynamicObject) -> Result<CheckpointBudget, SpecError> {
+    let mut value = object.data.clone();
+    if let Value::Object(map) = &mut value {
+        // The typed object carries these too; the untyped one keeps them apart.
+        map.insert(
+            "apiVersion".into(),
+            Value::String(CheckpointBudget::api_version(&()).into_owned()),
+        );
+        map.insert(
+            "kind".into(),
+            Value::String(CheckpointBudget::kind(&()).into_owned()),
+        );
+        map.insert(
+            "metadata".into(),
+            serde_json::to_value(&object.metadata).unwrap_or(Value::Null),
+        );
+    }
+    serde_path_to_error::deserialize::<_, CheckpointBudget>(value).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." { String::new() } else { path };
+        let fix = if field.starts_with("status") {
+            "the status is written by the controller; remove it (kubectl edit --subresource status) \
+             and the controller writes a fresh one"
+        } else {
+            "correct the field (see `kubectl explain checkpointbudget.spec`) and apply the budget again"
+        };
+        SpecError {
+            field,
+            problem: err.into_inner().to_string(),
+            fix: fix.to_owned(),
+        }
+    })
+}
+
+/// The message of the `Ready` condition and Event for an undecodable budget.
+pub fn invalid_message(err: &SpecError) -> String {
+    format!("The spec is invalid and was not acted on: {err}")
+}
+
+/// Turns the untyped watch into a typed one, reporting the objects that do not decode.
+pub struct Decoder {
+    ctx: Arc<Context>,
+    reader: Store<CheckpointBudget>,
+    resource: ApiResource,
+}
+
+impl Decoder {
+    /// A decoder reporting through `ctx` (status, Events, metrics); `reader` is the
+    /// reflector's store, to drop budgets that stop decoding.
+    pub fn new(ctx: Arc<Context>, reader: Store<CheckpointBudget>) -> Self {
+        Self {
+            ctx,
+            reader,
+            resource: api_resource(),
+        }
+    }
+
+    /// Maps one watcher event. `None` drops it (an undecodable object seen for the first
+    /// time, or deleted).
+    pub async fn event(
+        &self,
+        event: watcher::Event<DynamicObject>,
+    ) -> Option<watcher::Event<CheckpointBudget>> {
+        use watcher::Event;
+        match event {
+            Event::Init => Some(Event::Init),
+            Event::InitDone => Some(Event::InitDone),
+            // Left out of the initial list, an undecodable object is left out of the store.
+            Event::InitApply(object) => self.apply(&object).await.map(Event::InitApply),
+            Event::Apply(object) => match self.apply(&object).await {
+                Some(budget) => Some(Event::Apply(budget)),
+                None => self.stored(&object).map(Event::Delete),
+            },
+            Event::Delete(object) => match decode(&object) {
+                Ok(budget) => Some(Event::Delete(budget)),
+                Err(_) => self.stored(&object).map(Event::Delete),
+            },
+        }
+    }
+
+    /// The decoded budget, or `None` after reporting why it does not decode.
+    async fn apply(&self, object: &DynamicObject) -> Option<CheckpointBudget> {
+        match decode(object) {
+            Ok(budget) => Some(budget),
+            Err(err) => {
+                self.report(object, &err).await;
+                None
+            }
+        }
+    }
+
+    /// The last decodable version of `object` in the reflector, if any.
+    fn stored(&self, object: &DynamicObject) -> Option<CheckpointBudget> {
+        let reference = kube::runtime::reflector::ObjectRef::<CheckpointBudget>::new(&object.name_any())
+            .within(object.namespace().as_deref().unwrap_or_default());
+        self.reader.get(&reference).map(|b| (*b).clone())
+    }
+
+    /// Writes `Ready=False InvalidSpec` with the decoding error to the object's status and
+    /// publishes a Warning Event — unless this generation already says exactly that.
+    async fn report(&self, object: &DynamicObject, err: &SpecError) {
+        let (Some(namespace), Some(name)) = (object.namespace(), object.metadata.name.clone()) else {
+            warn!(error = %err, "an undecodable budget without a name or namespace; ignored");
+            return;
+        };
+        let key = BudgetKey::new(namespace, name);
+        self.ctx
+            .metrics
+            .reconcile
+            .set_failure(&key.to_string(), "invalid_spec");
+        let store = KubeStore::for_reference(
+            self.ctx.client.clone(),
+            self.ctx.recorder.clone(),
+            object.object_ref(&self.resource),
+        );
+        let now = (self.ctx.clock)();
+        let prior = object.data.get("status").cloned().unwrap_or(Value::Null);
+        match invalid_status(prior, object.metadata.generation, err, now) {
+            Some((status, notice)) => {
+                warn!(budget = %key, error = %err, "budget does not decode; not reconciled");
+                if let Err(e) = store.save_status(&key, &status).await {
+                    warn!(budget = %key, error = %e, "status of an undecodable budget not written");
+                    return;
+                }
+                if let Some(notice) = notice
+                    && let Err(e) = store.publish(&key, &notice).await
+                {
+                    warn!(budget = %key, error = %e, "event not published");
+                }
+            }
+            None => info!(budget = %key, "undecodable budget already reported"),
+        }
+    }
+}
+
+/// The status to write for an undecodable budget whose current status is `prior` (raw JSON,
+/// perhaps undecodable itself), with the Event to publish when the condition is new; `None`
+/// when the status already reports exactly this error for this generation.
+pub fn invalid_status(
+    prior: Value,
+    generation: Option<i64>,
+    err: &SpecError,
+    now: Timestamp,
+) -> Option<(CheckpointBudgetStatus, Option<Notice>)> {
+    // NB: an unreadable status is replaced: the controller owns it, and this one cannot
+    // guide anything.
+    let prior: CheckpointBudgetStatus = serde_json::from_value(prior).unwrap_or_default();
+    let message = invalid_message(err);
+    let same_condition = status::condition(&prior.conditions, READY)
+        .is_some_and(|c| c.status == "False" && c.reason == INVALID_SPEC && c.message == message);
+    if same_condition && prior.observed_generation == generation {
+        return None;
+    }
+    let mut next = prior;
+    next.observed_generation = generation;
+    status::set_condition(
+        &mut next.conditions,
+        READY,
+        Truth::False,
+        INVALID_SPEC,
+        message.clone(),
+        generation,
+        now,
+    );
+    // NB: an operation in flight stays recorded (and Scaling as it was): once the spec is
+    // fixed, the next reconcile follows it rather than acting again.
+    if next.operation_in_flight.is_none() {
+        status::set_condition(
+            &mut next.conditions,
+            SCALING,
+            Truth::False,
+            INVALID_SPEC,
+            "Not scaling while the budget is not Ready.",
+            generation,
+            now,
+        );
+    }
+    let notice = (!same_condition).then(|| Notice {
+        type_: NoticeType::Warning,
+        reason: INVALID_SPEC.to_owned(),
+        action: "Observing".to_owned(),
+        note: message,
+    });
+    Some((next, notice))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use http::Method;
+    use kube::api::{Api, ObjectList};
+    use serde_json::{Value, json};
+
+    use super::*;
+    use crate::{controller::run_controller, fixtures};
+
+    /// The test budget with `spec.parallelism.min` written as a string, named `broken`.
+    fn malformed() -> Value {
+        let mut bad = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        bad["metadata"]["name"] = json!("broken");
+        bad["metadata"]["uid"] = json!("5f0c-broken-uid");
+        bad["metadata"]["generation"] = json!(2);
+        bad["spec"]["parallelism"]["min"] = json!("2");
+        bad
+    }
+
+    fn dynamic(value: Value) -> DynamicObject {
+        serde_json::from_value(value).unwrap()
+    }
+
+    /// Why the watch is untyped: one malformed item fails a typed list as a whole.
+    #[test]
+    fn one_malformed_item_fails_a_typed_list() {
+        let list = json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1", "kind": "CheckpointBudgetList",
+            "metadata": {"resourceVersion": "10"},
+            "items": [malformed(), serde_json::to_value(CheckpointBudget::test()).unwrap()],
+        });
+        assert!(serde_json::from_value::<ObjectList<CheckpointBudget>>(list.clone()).is_err());
+        let untyped: ObjectList<DynamicObject> = serde_json::from_value(list).unwrap();
+        assert_eq!(untyped.items.len(), 2);
+    }
+
+    #[test]
+    fn decoding_errors_name_the_field() {
+        let err = decode(&dynamic(malformed())).unwrap_err();
+        assert_eq!(err.field, "spec.parallelism.min");
+        assert_eq!(err.problem, r#"invalid type: string "2", expected u32"#);
+
+        let mut huge = malformed();
+        huge["spec"]["parallelism"]["min"] = json!(1e30);
+        let err = decode(&dynamic(huge)).unwrap_err();
+        assert_eq!(err.field, "spec.parallelism.min");
+        assert!(err.problem.contains("1e+30"), "{err}");
+
+        let mut missing = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        missing["spec"]["application"]
+            .as_object_mut()
+            .unwrap()
+            .remove("name");
+        let err = decode(&dynamic(missing)).unwrap_err();
+        assert_eq!(err.field, "spec.application");
+        assert_eq!(err.problem, "missing field `name`");
+
+        let mut no_spec = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        no_spec.as_object_mut().unwrap().remove("spec");
+        let err = decode(&dynamic(no_spec)).unwrap_err();
+        assert_eq!(
+            (err.field.as_str(), err.problem.as_str()),
+            ("", "missing field `spec`")
+        );
+
+        let mut bad_status = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        bad_status["status"] = json!({"conditions": "all good"});
+        let err = decode(&dynamic(bad_status)).unwrap_err();
+        assert_eq!(err.field, "status.conditions");
+        assert!(err.fix.contains("status"), "{err}");
+
+        let good = decode(&dynamic(serde_json::to_value(CheckpointBudget::test()).unwrap())).unwrap();
+        assert_eq!(good, CheckpointBudget::test());
+    }
+
+    #[test]
+    fn an_undecodable_budget_is_reported_once_per_generation() {
+        let err = decode(&dynamic(malformed())).unwrap_err();
+        let now = fixtures::now();
+        let (status, notice) = invalid_status(Value::Null, Some(2), &err, now).unwrap();
+        let ready = status.condition(READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", INVALID_SPEC)
+        );
+        assert!(
+            ready.message.contains("spec.parallelism.min"),
+            "{}",
+            ready.message
+        );
+        assert_eq!(status.condition(SCALING).unwrap().status, "False");
+        assert_eq!(status.observed_generation, Some(2));
+        assert!(notice.is_some());
+
+        let written = serde_json::to_value(&status).unwrap();
+        assert!(invalid_status(written.clone(), Some(2), &err, now).is_none());
+        // A new generation with the same mistake: the status follows, no second Event.
+        let (again, notice) = invalid_status(written, Some(3), &err, now).unwrap();
+        assert_eq!(again.observed_generation, Some(3));
+        assert!(notice.is_none());
+        // An unreadable status is replaced.
+        let (_, notice) = invalid_status(json!({"conditions": 7}), Some(2), &err, now).unwrap();
+        assert!(notice.is_some());
+    }
+
+    /// One malformed and one good budget in the same list: the good one is reconciled and
+    /// scales; the malformed one gets `Ready=False InvalidSpec` naming the field, and an
+    /// Event; neither stalls the controller.
+    #[tokio::test]
+    async fn a_malformed_budget_does_not_stall_the_others() {
+        let (ctx, mut api, fake) = crate::controller::Context::test();
+        fake.with(|s| s.samples = fixtures::overloaded());
+        let good = CheckpointBudget::test();
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let controller = tokio::spawn(run_controller(
+            Api::all(ctx.client.clone()),
+            ctx.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+
+        let list = json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1", "kind": "CheckpointBudgetList",
+            "metadata": {"resourceVersion": "10"},
+            "items": [malformed(), serde_json::to_value(&good).unwrap()],
+        });
+        #[derive(Default)]
+        struct Seen {
+            bad_status: Option<CheckpointBudgetStatus>,
+            bad_event: Option<Value>,
+            good_status: Option<CheckpointBudgetStatus>,
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        // Plays the API server until the test ends; watches are held open, unanswered.
+        let server = {
+            let seen = seen.clone();
+            let good = good.clone();
+            tokio::spawn(async move {
+                let mut watches = Vec::new();
+                loop {
+                    let exchange = api.next().await;
+                    let uri = exchange.uri().to_owned();
+                    let mut seen = seen.lock().unwrap();
+                    match exchange.method().clone() {
+                        Method::GET if uri.contains("watch=true") => watches.push(exchange),
+                        Method::GET
+                            if uri.starts_with(
+                                "/apis/checkpoint-autoscaler.dev/v1alpha1/checkpointbudgets?",
+                            ) =>
+                        {
+                            exchange.reply_json(&list)
+                        }
+                        Method::PATCH if uri.contains("/checkpointbudgets/broken/status?") => {
+                            seen.bad_status =
+                                Some(serde_json::from_value(exchange.json()["status"].clone()).unwrap());
+                            // As the API server would: the whole object, still malformed.
+                            exchange.reply_json(&malformed());
+                        }
+                        Method::PATCH if uri.contains("/checkpointbudgets/orders/status?") => {
+                            let status: CheckpointBudgetStatus =
+                                serde_json::from_value(exchange.json()["status"].clone()).unwrap();
+                            exchange.reply_json(&good.clone().with_status(status.clone()));
+                            seen.good_status = Some(status);
+                        }
+                        Method::POST if uri.contains("/events") => {
+                            let event = exchange.json();
+                            if event["regarding"]["name"] == "broken" {
+                                seen.bad_event = Some(event);
+                            }
+                            exchange.echo();
+                        }
+                        method => panic!("unexpected request {method} {uri}"),
+                    }
+                }
+            })
+        };
+        let done = || {
+            let seen = seen.lock().unwrap();
+            seen.bad_status.is_some()
+                && seen.bad_event.is_some()
+                && seen.good_status.is_some()
+                && !fake.read(|s| s.updates.is_empty())
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            while !done() {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("both budgets handled within 10 s");
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), controller)
+            .await
+            .expect("the controller stops")
+            .unwrap();
+        assert!(!server.is_finished(), "the API server script failed");
+        server.abort();
+        let Seen {
+            bad_status,
+            bad_event,
+            good_status,
+        } = std::mem::take(&mut *seen.lock().unwrap());
+
+        let bad = bad_status.unwrap();
+        let ready = bad.condition(READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", INVALID_SPEC)
+        );
+        assert!(
+            ready
+                .message
+                .contains(r#"spec.parallelism.min: invalid type: string "2", expected u32"#),
+            "{}",
+            ready.message
+        );
+        assert_eq!(bad.observed_generation, Some(2));
+        let event = bad_event.unwrap();
+        assert_eq!(event["reason"], INVALID_SPEC);
+        assert_eq!(event["type"], "Warning");
+        assert!(
+            event["note"].as_str().unwrap().contains("spec.parallelism.min"),
+            "{event}"
+        );
+
+        let updates = fake.read(|s| s.updates.clone());
+        assert_eq!(updates.len(), 1, "the good budget scaled once");
+        assert_eq!(updates[0].name, fixtures::APP);
+        assert!(updates[0].to.parallelism > 4);
+        assert_eq!(good_status.unwrap().condition(READY).unwrap().status, "True");
+    }
+}
