@@ -355,6 +355,7 @@ pub async fn run_demo_with(
         apps: apps.clone(),
         metrics_source: metrics_source(clients.clone(), MetricsMode::default()),
         tenancy: Arc::new(TagTenancy::default()),
+        claims: Arc::new(crate::controller::ownership::NoOtherClaims),
         default_region: region.clone(),
         metrics: Metrics::default(),
         period: Duration::from_secs(60),

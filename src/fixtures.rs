@@ -423,6 +423,7 @@ impl Context {
             apps: fake.clone(),
             metrics_source: fake.clone(),
             tenancy: Arc::new(TagTenancy::default()),
+            claims: Arc::new(crate::controller::ownership::NoOtherClaims),
             default_region: "eu-west-1".into(),
             metrics: metrics.clone(),
             period: Duration::from_secs(60),

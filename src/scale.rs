@@ -512,6 +512,7 @@ async fn drive(
         apps: Arc::new(KinesisControl::new(clients.clone())),
         metrics_source: metrics_source(clients.clone(), config.mode.clone()),
         tenancy: Arc::new(TagTenancy::default()),
+        claims: Arc::new(crate::controller::ownership::NoOtherClaims),
         default_region: REGION.into(),
         metrics: Metrics::default(),
         period: Duration::from_secs(60),

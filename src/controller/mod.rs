@@ -7,11 +7,13 @@
 //! - [`status`]: conditions and bounded history.
 //! - [`store`]: status and Events, on the cluster or in memory.
 //! - [`tenancy`]: which budgets may act on which applications.
+//! - [`ownership`]: which of several budgets naming one application acts on it.
 //! - [`leader`]: leader election on a Lease.
 //! - [`server`]: the HTTP endpoints.
 
 pub mod decode;
 pub mod leader;
+pub mod ownership;
 pub mod reconcile;
 pub mod server;
 pub mod status;
@@ -69,6 +71,9 @@ pub enum Error {
     /// The tenancy policy forbids this budget to manage the application.
     #[error("forbidden: {0}")]
     Forbidden(String),
+    /// An older budget names the same application and owns it.
+    #[error("conflict: {0}")]
+    Conflict(String),
     /// An AWS call failed.
     #[error("AWS: {0}")]
     Aws(#[source] AwsError),
@@ -89,6 +94,9 @@ enum Retry {
     Soon,
     /// Needs a person (missing application, access, tenancy): slowly, with backoff.
     Slowly,
+    /// Waits for another budget to go away: at the regular interval, without backoff, so
+    /// the takeover comes within one interval of the owner's deletion.
+    Interval,
 }
 
 impl Error {
@@ -97,6 +105,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) => "invalid_spec".into(),
             Error::Forbidden(_) => "forbidden".into(),
+            Error::Conflict(_) => "conflict".into(),
             Error::Aws(e) => format!("aws_{}", snake(e.reason())),
             Error::Store(_) => "status_write".into(),
             Error::MissingNamespace => "missing_namespace".into(),
@@ -105,7 +114,8 @@ impl Error {
 
     /// When to retry after the `failures`-th consecutive failure (counting from 1), before
     /// jitter: throttling and unavailable services soon (5 s doubling to 5 min), what needs
-    /// a person slowly (`interval`, at least 30 s, doubling to 15 min); `None` when only a
+    /// a person slowly (`interval`, at least 30 s, doubling to 15 min), a conflict with an
+    /// older budget at every `interval` (so the takeover is prompt); `None` when only a
     /// change to the budget can help. Test drivers of the core use it to requeue as the
     /// controller would.
     pub fn retry_after(&self, failures: u32, interval: Duration) -> Option<Duration> {
@@ -121,6 +131,7 @@ impl Error {
                 interval.max(Duration::from_secs(30)),
                 Duration::from_secs(900),
             )),
+            Retry::Interval => Some(interval),
         }
     }
 
@@ -130,6 +141,7 @@ impl Error {
             Error::Aws(e) if e.is_transient() => Retry::Soon,
             Error::Store(_) => Retry::Soon,
             Error::Aws(_) | Error::Forbidden(_) => Retry::Slowly,
+            Error::Conflict(_) => Retry::Interval,
         }
     }
 }
@@ -361,12 +373,20 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
 ///
 /// Reconciles are triggered by spec changes only (`metadata.generation`): the controller's
 /// own status writes do not trigger another reconcile; the periodic requeue does the rest.
+///
+/// The core's [`Claims`](ownership::Claims) are the reflector store's budgets (whatever
+/// `ctx.core.claims` was): ownership is judged among every budget the controller watches.
 pub async fn run_controller(
     budgets: Api<CheckpointBudget>,
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
+    let ctx = {
+        let mut ctx = Context::clone(&ctx);
+        ctx.core.claims = Arc::new(ownership::StoreClaims(reader.clone()));
+        Arc::new(ctx)
+    };
     // NB: watched untyped and decoded per object (see `decode`): a typed watch fails the
     // whole list on one malformed budget and so stalls every other.
     let resource = decode::api_resource();
@@ -478,6 +498,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             },
         )),
         tenancy,
+        // Replaced by the reflector store's view in `run_controller`.
+        claims: Arc::new(ownership::NoOtherClaims),
         default_region: clients.default_region().to_owned(),
         metrics: metrics.clone(),
         period: Duration::from_secs(60),

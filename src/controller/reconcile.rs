@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Error,
+    ownership::{self, Claim, Claims},
     status::{self, READY, SCALING, SLO_MET, Truth},
     store::{BudgetKey, BudgetStore, Notice, NoticeType},
     tenancy::{TenancyCheck, TenancyError},
@@ -39,6 +40,8 @@ pub struct Core {
     pub metrics_source: Arc<dyn MetricsSource>,
     /// Which budgets may act on which applications.
     pub tenancy: Arc<dyn TenancyCheck>,
+    /// The other budgets naming an application: only the oldest acts on it.
+    pub claims: Arc<dyn Claims>,
     /// Region for budgets that name none.
     pub default_region: String,
     /// Prometheus metrics.
@@ -194,6 +197,11 @@ impl Core {
         {
             return Err(run.tenancy_failed(e).await);
         }
+        // Only the oldest of the budgets naming this application acts on it; the others
+        // stop here (no metrics, no write) and look again at the next requeue.
+        if let Some(owner) = self.other_owner(budget, &desc, &target) {
+            return Err(run.conflict(&owner, &target).await);
+        }
         run.status.application = Some(observed(&desc, now));
 
         // An operation in flight (perhaps started by a previous controller) is followed,
@@ -270,6 +278,47 @@ impl Core {
         }
         run.decision = Some(decision);
         run.finish().await
+    }
+
+    /// The budget that owns the described application, when it is not `budget`: the oldest
+    /// of the budgets naming it in the same region and account that the tenancy policy
+    /// would let act on it.
+    fn other_owner(
+        &self,
+        budget: &BudgetView<'_>,
+        desc: &ApplicationDescription,
+        target: &Target,
+    ) -> Option<Claim> {
+        let mine = Claim {
+            key: budget.key.clone(),
+            created: None,
+            region: Some(target.region.clone()),
+            role_arn: target.role_arn.clone(),
+        };
+        let claims: Vec<Claim> = self
+            .claims
+            .naming(&budget.spec.application.name)
+            .into_iter()
+            .filter(|c| {
+                let region = c.region.as_deref().unwrap_or(&self.default_region);
+                region == target.region && c.account() == mine.account()
+            })
+            .filter(|c| {
+                // A budget the policy forbids must not block the one it allows.
+                let theirs = Target {
+                    region: target.region.clone(),
+                    role_arn: c.role_arn.clone(),
+                };
+                c.key == budget.key
+                    || self
+                        .tenancy
+                        .may_claim(&c.key.namespace, &desc.name, &desc.arn, &theirs)
+            })
+            .collect();
+        match ownership::owner(&claims) {
+            Some(owner) if owner.key != budget.key => Some(owner.clone()),
+            _ => None,
+        }
     }
 
     fn region(&self, spec: &CheckpointBudgetSpec) -> String {
@@ -615,6 +664,24 @@ impl<'a> Run<'a> {
                 }
             }
             TenancyError::Aws(e) => self.aws_failed(e, "checking the application's tags").await,
+        }
+    }
+
+    async fn conflict(&mut self, owner: &Claim, target: &Target) -> Error {
+        let since = owner
+            .created
+            .map(|t| format!(", created {t}"))
+            .unwrap_or_default();
+        let message = format!(
+            "Application {} ({}) is managed by the budget {}{since}, the oldest of the budgets naming \
+             it; this one does not act on it, and takes over once {} is deleted or names another \
+             application.",
+            self.budget.spec.application.name, target, owner.key, owner.key
+        );
+        warn!(budget = %self.budget.key, owner = %owner.key, "another budget owns the application");
+        match self.fail(READY, "Conflict", &message).await {
+            Ok(()) => Error::Conflict(message),
+            Err(store) => store,
         }
     }
 

@@ -10,7 +10,12 @@
 //! - `allow-list`: a file (`--tenancy-config`) names, per namespace, the applications (exact
 //!   names or `prefix*`) and the role ARNs a budget in it may use.
 //!
-//! Both check the budget's `roleArn` before any credentials are assumed.
+//! Both guard the budget's `roleArn` the same way, before any AWS call (no STS
+//! `AssumeRole`, no `DescribeApplication`): a role is honoured only if the `--tenancy-config`
+//! file lists it under `namespaces.<namespace>.roleArns`. Under `tag` the file is optional
+//! and only its `roleArns` are read (the tags decide the applications); without it, a
+//! budget that names a role is forbidden. A role is a way into another account, so a tag
+//! set *in* that account cannot be what allows a namespace to use it.
 
 use std::{
     collections::{BTreeMap, HashMap},
@@ -23,6 +28,8 @@ use async_trait::async_trait;
 use clap::ValueEnum;
 use serde::Deserialize;
 use tokio::time::Instant;
+
+use tracing::warn;
 
 use crate::aws::{ApplicationControl, ApplicationDescription, AwsError, Target};
 
@@ -86,6 +93,13 @@ pub trait TenancyCheck: Send + Sync {
     /// May a budget in `namespace` name `application` through `target`?
     fn check_spec(&self, namespace: &str, application: &str, target: &Target) -> Result<(), TenancyError>;
 
+    /// Could a budget in `namespace` that names `application` (ARN `arn`) through `target`
+    /// pass this policy, judged from what is already known, without calling AWS?
+    ///
+    /// Used to decide which of several budgets naming one application owns it: a budget
+    /// the policy forbids must not be able to block the one it allows.
+    fn may_claim(&self, namespace: &str, application: &str, arn: &str, target: &Target) -> bool;
+
     /// May a budget in `namespace` act on the described application?
     async fn check_application(
         &self,
@@ -101,9 +115,21 @@ pub trait TenancyCheck: Send + Sync {
 pub struct TagTenancy {
     /// ARN -> (namespace the tag named, when it was read).
     cache: Mutex<HashMap<String, (Option<String>, Instant)>>,
+    /// The role ARNs allowed per namespace (`--tenancy-config`; its `applications` are not
+    /// used under this policy). `None`: no budget may name a role.
+    roles: Option<AllowList>,
 }
 
 impl TagTenancy {
+    /// The tag policy with role ARNs allowed per namespace by `roles` (only its `roleArns`
+    /// are read).
+    pub fn with_roles(roles: AllowList) -> Self {
+        Self {
+            cache: Mutex::default(),
+            roles: Some(roles),
+        }
+    }
+
     fn cached(&self, arn: &str) -> Option<Option<String>> {
         let cache = self.cache.lock().ok()?;
         let (owner, at) = cache.get(arn)?;
@@ -111,12 +137,46 @@ impl TagTenancy {
     }
 }
 
+/// `spec.application.roleArn` is honoured only if `list` allows it for `namespace`; the
+/// message says exactly how to allow it.
+fn check_role(list: Option<&AllowList>, namespace: &str, target: &Target) -> Result<(), TenancyError> {
+    let Some(role) = &target.role_arn else {
+        return Ok(());
+    };
+    match list {
+        Some(list) if list.allows_role(namespace, role) => Ok(()),
+        Some(_) => Err(TenancyError::Forbidden(format!(
+            "spec.application.roleArn {role} is not allowed for namespace {namespace}: add it to \
+             namespaces.{namespace}.roleArns in the controller's --tenancy-config file (Helm value \
+             controller.tenancy.allowList)"
+        ))),
+        None => Err(TenancyError::Forbidden(format!(
+            "spec.application.roleArn {role} is not allowed for namespace {namespace}: the controller \
+             runs without --tenancy-config, so no namespace may use a role. To allow it, give the \
+             controller a --tenancy-config file with namespaces.{namespace}.roleArns: [\"{role}\"] \
+             (Helm value controller.tenancy.allowList; under --tenancy tag only its roleArns are read)"
+        ))),
+    }
+}
+
 #[async_trait]
 impl TenancyCheck for TagTenancy {
-    fn check_spec(&self, _namespace: &str, _application: &str, _target: &Target) -> Result<(), TenancyError> {
-        // NB: under the tag policy an assumed role still only reaches applications tagged
-        // for this namespace, which `check_application` verifies with that role's view.
-        Ok(())
+    fn check_spec(&self, namespace: &str, _application: &str, target: &Target) -> Result<(), TenancyError> {
+        // The tag says which namespace the application belongs to, but not which namespace
+        // may use a role: the role is allowed here, before any credentials are assumed.
+        check_role(self.roles.as_ref(), namespace, target)
+    }
+
+    fn may_claim(&self, namespace: &str, application: &str, arn: &str, target: &Target) -> bool {
+        if self.check_spec(namespace, application, target).is_err() {
+            return false;
+        }
+        // The tag names one namespace; a tag not read yet (or expired) gives no reason to
+        // discount the claim.
+        match self.cached(arn) {
+            Some(owner) => owner.as_deref() == Some(namespace),
+            None => true,
+        }
     }
 
     async fn check_application(
@@ -159,10 +219,10 @@ impl TenancyCheck for TagTenancy {
 #[derive(Clone, Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NamespaceAllowance {
-    /// Application names, exact or `prefix*`.
+    /// Application names, exact or `prefix*` (`allow-list` policy only).
     #[serde(default)]
     pub applications: Vec<String>,
-    /// Role ARNs a budget may assume (exact).
+    /// Role ARNs a budget may assume (exact; both policies).
     #[serde(default)]
     pub role_arns: Vec<String>,
 }
@@ -195,6 +255,21 @@ impl AllowList {
         })
     }
 
+    fn allows_role(&self, namespace: &str, role: &str) -> bool {
+        self.namespaces
+            .get(namespace)
+            .is_some_and(|a| a.role_arns.iter().any(|r| r == role))
+    }
+
+    /// Namespaces whose entry lists applications (which the `tag` policy does not read).
+    fn namespaces_with_applications(&self) -> Vec<&str> {
+        self.namespaces
+            .iter()
+            .filter(|(_, a)| !a.applications.is_empty())
+            .map(|(ns, _)| ns.as_str())
+            .collect()
+    }
+
     fn allows_application(&self, namespace: &str, application: &str) -> bool {
         self.namespaces.get(namespace).is_some_and(|a| {
             a.applications
@@ -212,21 +287,16 @@ impl TenancyCheck for AllowList {
     fn check_spec(&self, namespace: &str, application: &str, target: &Target) -> Result<(), TenancyError> {
         if !self.allows_application(namespace, application) {
             return Err(TenancyError::Forbidden(format!(
-                "application {application} is not in the allow-list of namespace {namespace}"
+                "application {application} is not in the allow-list of namespace {namespace}: add it \
+                 (or a prefix* pattern) to namespaces.{namespace}.applications in the controller's \
+                 --tenancy-config file (Helm value controller.tenancy.allowList)"
             )));
         }
-        if let Some(role) = &target.role_arn {
-            let allowed = self
-                .namespaces
-                .get(namespace)
-                .is_some_and(|a| a.role_arns.iter().any(|r| r == role));
-            if !allowed {
-                return Err(TenancyError::Forbidden(format!(
-                    "role {role} is not in the allow-list of namespace {namespace}"
-                )));
-            }
-        }
-        Ok(())
+        check_role(Some(self), namespace, target)
+    }
+
+    fn may_claim(&self, namespace: &str, application: &str, _arn: &str, target: &Target) -> bool {
+        self.check_spec(namespace, application, target).is_ok()
     }
 
     async fn check_application(
@@ -240,13 +310,31 @@ impl TenancyCheck for AllowList {
     }
 }
 
-/// Builds the configured policy.
+/// Builds the configured policy. Under `tag`, `config` is optional and allows role ARNs
+/// per namespace.
 pub fn build(
     mode: TenancyMode,
     config: Option<&Path>,
 ) -> Result<std::sync::Arc<dyn TenancyCheck>, TenancyConfigError> {
     match mode {
-        TenancyMode::Tag => Ok(std::sync::Arc::new(TagTenancy::default())),
+        TenancyMode::Tag => match config {
+            None => Ok(std::sync::Arc::new(TagTenancy::default())),
+            Some(path) => {
+                let list = AllowList::load(path)?;
+                let ignored = list.namespaces_with_applications();
+                if !ignored.is_empty() {
+                    // NB: not an error, so one file can serve both policies; but whoever wrote
+                    // the applications must learn that the tags decide, not the file.
+                    warn!(
+                        file = %path.display(),
+                        namespaces = ?ignored,
+                        "--tenancy tag reads only roleArns from --tenancy-config; its applications are \
+                         ignored (the checkpoint-autoscaler.dev/namespace tag decides)"
+                    );
+                }
+                Ok(std::sync::Arc::new(TagTenancy::with_roles(list)))
+            }
+        },
         TenancyMode::AllowList => {
             let path = config.ok_or(TenancyConfigError::MissingConfig)?;
             Ok(std::sync::Arc::new(AllowList::load(path)?))
@@ -294,6 +382,103 @@ mod tests {
             )
             .unwrap_err();
         assert!(err.to_string().contains("arn:aws:iam::2:role/x"));
+    }
+
+    #[test]
+    fn the_tag_policy_forbids_every_role_without_a_config_and_says_how_to_allow_it() {
+        let tag = TagTenancy::default();
+        assert!(
+            tag.check_spec("streaming", "payments", &Target::new("eu-west-1"))
+                .is_ok()
+        );
+        let role = "arn:aws:iam::111122223333:role/flink-scaler";
+        let TenancyError::Forbidden(message) = tag
+            .check_spec("streaming", "payments", &Target::with_role("eu-west-1", role))
+            .unwrap_err()
+        else {
+            panic!("not Forbidden");
+        };
+        assert!(message.contains(role), "{message}");
+        assert!(message.contains("--tenancy-config"), "{message}");
+        assert!(
+            message.contains(&format!("namespaces.streaming.roleArns: [\"{role}\"]")),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn the_tag_policy_allows_roles_per_namespace_from_the_config() {
+        let tag = TagTenancy::with_roles(list());
+        let allowed = Target::with_role("eu-west-1", "arn:aws:iam::1:role/r");
+        // Only the roles are read: `payments-2` is not in the file's applications, but the
+        // tags decide the applications under this policy.
+        assert!(tag.check_spec("streaming", "payments-2", &allowed).is_ok());
+        let other_namespace = tag.check_spec("other", "payments-2", &allowed).unwrap_err();
+        assert!(
+            other_namespace.to_string().contains("namespaces.other.roleArns"),
+            "{other_namespace}"
+        );
+        let other_role = tag
+            .check_spec(
+                "streaming",
+                "payments",
+                &Target::with_role("eu-west-1", "arn:aws:iam::2:role/x"),
+            )
+            .unwrap_err();
+        assert!(other_role.to_string().contains("arn:aws:iam::2:role/x"));
+    }
+
+    #[test]
+    fn build_reads_the_config_under_either_policy() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tenancy.yaml");
+        std::fs::write(
+            &path,
+            "namespaces:\n  streaming:\n    applications: [orders]\n    roleArns: [\"arn:aws:iam::1:role/r\"]\n",
+        )
+        .unwrap();
+        let role = Target::with_role("eu-west-1", "arn:aws:iam::1:role/r");
+        let tag = build(TenancyMode::Tag, Some(&path)).unwrap();
+        assert!(tag.check_spec("streaming", "anything", &role).is_ok());
+        let bare_tag = build(TenancyMode::Tag, None).unwrap();
+        assert!(bare_tag.check_spec("streaming", "anything", &role).is_err());
+        let allow = build(TenancyMode::AllowList, Some(&path)).unwrap();
+        assert!(allow.check_spec("streaming", "orders", &role).is_ok());
+        assert!(allow.check_spec("streaming", "anything", &role).is_err());
+        assert!(matches!(
+            build(TenancyMode::AllowList, None),
+            Err(TenancyConfigError::MissingConfig)
+        ));
+        std::fs::write(&path, "namespaces: {streaming: {roles: []}}\n").unwrap();
+        assert!(matches!(
+            build(TenancyMode::Tag, Some(&path)),
+            Err(TenancyConfigError::Parse { .. })
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_claim_counts_only_where_the_policy_would_allow_it() {
+        let fake = crate::fixtures::FakeAws::new();
+        let desc = fake.read(|s| s.app.clone().unwrap());
+        let tag = TagTenancy::default();
+        let own = Target::new("eu-west-1");
+        // Before the tag is read nothing discounts a claim.
+        assert!(tag.may_claim("payments", &desc.name, &desc.arn, &own));
+        tag.check_application(crate::fixtures::NAMESPACE, &desc, &own, &fake)
+            .await
+            .unwrap();
+        assert!(tag.may_claim(crate::fixtures::NAMESPACE, &desc.name, &desc.arn, &own));
+        assert!(!tag.may_claim("payments", &desc.name, &desc.arn, &own));
+        assert!(!tag.may_claim(
+            crate::fixtures::NAMESPACE,
+            &desc.name,
+            &desc.arn,
+            &Target::with_role("eu-west-1", "arn:aws:iam::1:role/r")
+        ));
+
+        let list = list();
+        assert!(list.may_claim("streaming", "orders-x", "arn", &own));
+        assert!(!list.may_claim("other", "orders-x", "arn", &own));
     }
 
     #[test]

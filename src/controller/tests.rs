@@ -655,3 +655,273 @@ async fn a_throttled_follow_keeps_the_operation_in_flight() {
     assert!(status.condition(SCALING).is_none_or(|c| c.reason != "Throttled"));
     assert!(fake.read(|s| s.updates.is_empty()));
 }
+
+/// `ctx` with its core changed by `f` (another tenancy policy, other claims).
+fn with_core(ctx: Arc<Context>, f: impl FnOnce(&mut super::reconcile::Core)) -> Arc<Context> {
+    let mut ctx = Context::clone(&ctx);
+    f(&mut ctx.core);
+    Arc::new(ctx)
+}
+
+const ROLE: &str = "arn:aws:iam::111122223333:role/flink-scaler";
+
+fn with_role(mut budget: CheckpointBudget, role: &str) -> CheckpointBudget {
+    budget.spec.application.role_arn = Some(role.into());
+    budget
+}
+
+#[tokio::test]
+async fn a_role_the_tag_policy_was_not_told_about_is_forbidden_before_any_aws_call() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = with_role(CheckpointBudget::test(), ROLE);
+    let (result, (status, event)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("Forbidden", "Warning").await;
+        api.expect_silence().await;
+        (status, event)
+    })
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::Forbidden(_)));
+    assert_eq!(cond(&status, READY), ("False", "Forbidden"));
+    assert_eq!(cond(&status, SCALING), ("False", "Forbidden"));
+    let message = &status.condition(READY).unwrap().message;
+    assert!(message.contains(ROLE), "{message}");
+    assert!(
+        message.contains("--tenancy-config") && message.contains("namespaces.streaming.roleArns"),
+        "the message says how to allow the role: {message}"
+    );
+    assert_eq!(event["note"].as_str().unwrap(), message);
+    // Not even a describe: the role's credentials are never used (so never assumed).
+    assert_eq!(fake.read(|s| s.calls.clone()), Vec::<String>::new());
+    assert!(status.application.is_none());
+}
+
+#[tokio::test]
+async fn a_role_allowed_for_the_namespace_is_used_under_either_policy() {
+    use crate::controller::tenancy::{AllowList, TagTenancy};
+    let list: AllowList = serde_yaml::from_str(&format!(
+        "namespaces:\n  streaming:\n    applications: [\"{APP}\"]\n    roleArns: [\"{ROLE}\"]\n  payments:\n    applications: [\"{APP}\"]\n"
+    ))
+    .unwrap();
+    let budget = with_role(CheckpointBudget::test(), ROLE);
+    for tenancy in [
+        Arc::new(TagTenancy::with_roles(list.clone())) as Arc<dyn crate::controller::tenancy::TenancyCheck>,
+        Arc::new(list.clone()),
+    ] {
+        let (ctx, api, fake) = Context::test();
+        let ctx = with_core(ctx, |core| core.tenancy = tenancy.clone());
+        let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+            let status = api.status_patch(&b).await;
+            api.expect_silence().await;
+            status
+        })
+        .await;
+        result.unwrap();
+        assert_eq!(cond(&status, READY), ("True", "ApplicationObserved"));
+        assert!(fake.read(|s| s.calls.iter().any(|c| c.starts_with("GetMetricData"))));
+    }
+
+    // The same role from a namespace that may not use it: forbidden under both.
+    let mut elsewhere = budget.clone();
+    elsewhere.metadata.namespace = Some("payments".into());
+    for tenancy in [
+        Arc::new(TagTenancy::with_roles(list.clone())) as Arc<dyn crate::controller::tenancy::TenancyCheck>,
+        Arc::new(list.clone()),
+    ] {
+        let (ctx, _api, fake) = Context::test();
+        let ctx = with_core(ctx, |core| core.tenancy = tenancy.clone());
+        let view = super::reconcile::BudgetView {
+            key: super::store::BudgetKey::new("payments", fixtures::NAME),
+            generation: Some(3),
+            spec: &elsewhere.spec,
+            status: None,
+        };
+        let store = super::store::MemoryStore::default();
+        let err = ctx
+            .core
+            .reconcile(&view, &store, fixtures::now())
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Forbidden(_)), "{err}");
+        assert!(err.to_string().contains("namespaces.payments.roleArns"), "{err}");
+        assert!(fake.read(|s| s.calls.is_empty()));
+    }
+}
+
+/// A budget naming the test application, created at `created`.
+fn claimant(namespace: &str, name: &str, created: &str) -> CheckpointBudget {
+    let mut budget = CheckpointBudget::test();
+    budget.metadata.namespace = Some(namespace.into());
+    budget.metadata.name = Some(name.into());
+    budget.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        created.parse().unwrap(),
+    ));
+    budget
+}
+
+fn claims(budgets: Vec<CheckpointBudget>) -> Arc<super::ownership::StaticClaims> {
+    Arc::new(super::ownership::StaticClaims(budgets))
+}
+
+#[tokio::test]
+async fn the_younger_of_two_budgets_on_one_application_reports_conflict_and_never_acts() {
+    let owner = claimant(fixtures::NAMESPACE, "orders-first", "2026-01-01T00:00:00Z");
+    let budget = claimant(fixtures::NAMESPACE, fixtures::NAME, "2026-03-01T00:00:00Z");
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let ctx = with_core(ctx, |core| {
+        core.claims = claims(vec![budget.clone(), owner.clone()]);
+    });
+    let (result, (status, event)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("Conflict", "Warning").await;
+        api.expect_silence().await;
+        (status, event)
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    assert_eq!(cond(&status, READY), ("False", "Conflict"));
+    assert_eq!(cond(&status, SCALING), ("False", "Conflict"));
+    let message = &status.condition(READY).unwrap().message;
+    assert!(message.contains("streaming/orders-first"), "{message}");
+    assert!(message.contains(APP), "{message}");
+    assert!(event["note"].as_str().unwrap().contains("streaming/orders-first"));
+    // It described the application (to check its tags) and stopped: no metrics, no write.
+    let calls = fake.read(|s| s.calls.clone());
+    assert!(
+        calls
+            .iter()
+            .all(|c| c.starts_with("DescribeApplication:") || c.starts_with("ListTagsForResource:")),
+        "{calls:?}"
+    );
+    assert!(fake.read(|s| s.updates.is_empty()));
+    // It looks again at the regular interval, without backoff, to take over promptly.
+    let within_interval = |d: Option<Duration>| {
+        d.is_some_and(|d| d >= Duration::from_secs(60) && d <= Duration::from_secs(72))
+    };
+    assert!(within_interval(ctx.on_error(&budget, &err)));
+    assert!(failures(&ctx, "conflict"), "{}", ctx.metrics.encode().unwrap());
+    for _ in 0..3 {
+        assert!(within_interval(ctx.on_error(&budget, &err)), "no backoff growth");
+    }
+    assert_eq!(err.retry_after(5, Duration::from_secs(60)), Some(Duration::from_secs(60)));
+
+    // Still in conflict on the next look: no second Event.
+    let (ctx, api, fake) = Context::test();
+    let ctx = with_core(ctx, |core| {
+        core.claims = claims(vec![budget.clone(), owner.clone()]);
+    });
+    let again = budget.clone().with_status(status.clone());
+    let (result, _) = run(&ctx, api, &again, |mut api, b| async move {
+        api.status_patch(&b).await;
+        api.expect_silence().await;
+    })
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::Conflict(_)));
+    assert!(fake.read(|s| s.updates.is_empty()));
+
+    // The owner itself is not held back (the fixtures' status URI names the test budget,
+    // so here it is the older one).
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let owner = claimant(fixtures::NAMESPACE, fixtures::NAME, "2026-01-01T00:00:00Z");
+    let younger = claimant(fixtures::NAMESPACE, "orders-second", "2026-03-01T00:00:00Z");
+    let ctx = with_core(ctx, |core| core.claims = claims(vec![younger, owner.clone()]));
+    let (result, _) = run(
+        &ctx,
+        api,
+        &owner,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(fake.read(|s| s.updates.len()), 1);
+}
+
+#[tokio::test]
+async fn the_younger_budget_takes_over_when_the_owner_is_deleted_or_renames_its_application() {
+    let owner = claimant(fixtures::NAMESPACE, "orders-first", "2026-01-01T00:00:00Z");
+    let budget = claimant(fixtures::NAMESPACE, fixtures::NAME, "2026-03-01T00:00:00Z");
+    let mut conflicted = CheckpointBudgetStatus::default();
+    set_condition(
+        &mut conflicted.conditions,
+        READY,
+        Truth::False,
+        "Conflict",
+        "managed by streaming/orders-first",
+        Some(3),
+        fixtures::now(),
+    );
+    let mut deleted = owner.clone();
+    deleted.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        fixtures::now(),
+    ));
+    let mut renamed = owner.clone();
+    renamed.spec.application.name = "orders-enrichment-v2".into();
+    for others in [vec![], vec![deleted], vec![renamed]] {
+        let (ctx, api, fake) = Context::test();
+        fake.with(|s| s.samples = fixtures::overloaded());
+        let mut all = others.clone();
+        all.push(budget.clone());
+        let ctx = with_core(ctx, |core| core.claims = claims(all));
+        let prior = budget.clone().with_status(conflicted.clone());
+        let (result, requests) = run(
+            &ctx,
+            api,
+            &prior,
+            |api, b| async move { api.answer_all(&b).await },
+        )
+        .await;
+        result.unwrap();
+        let last: CheckpointBudgetStatus = requests
+            .iter()
+            .rev()
+            .find(|(_, uri, _)| uri.contains("/status"))
+            .map(|(_, _, body)| serde_json::from_value(body["status"].clone()).unwrap())
+            .unwrap();
+        assert_eq!(cond(&last, READY), ("True", "ApplicationObserved"));
+        assert_eq!(fake.read(|s| s.updates.len()), 1, "{others:?}");
+    }
+}
+
+#[tokio::test]
+async fn budgets_on_other_targets_or_forbidden_ones_do_not_conflict() {
+    let budget = claimant(fixtures::NAMESPACE, fixtures::NAME, "2026-03-01T00:00:00Z");
+    // Older, same name, but another region; another account; or a namespace the
+    // application's tag does not name (the tag policy would forbid it).
+    let mut other_region = claimant(fixtures::NAMESPACE, "a", "2026-01-01T00:00:00Z");
+    other_region.spec.application.region = Some("us-east-1".into());
+    let other_account = with_role(claimant(fixtures::NAMESPACE, "b", "2026-01-01T00:00:00Z"), ROLE);
+    let squatter = claimant("payments", "c", "2026-01-01T00:00:00Z");
+    let (ctx, api, fake) = Context::test();
+    let ctx = with_core(ctx, |core| {
+        core.claims = claims(vec![other_region, other_account, squatter, budget.clone()]);
+    });
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(cond(&status, READY), ("True", "ApplicationObserved"));
+    assert!(fake.read(|s| s.calls.iter().any(|c| c.starts_with("GetMetricData"))));
+
+    // The same region spelt out or left to the default is the same application.
+    let mut same_by_default = claimant(fixtures::NAMESPACE, "d", "2026-01-01T00:00:00Z");
+    same_by_default.spec.application.region = None;
+    let (ctx, api, _fake) = Context::test();
+    let ctx = with_core(ctx, |core| {
+        core.claims = claims(vec![same_by_default, budget.clone()]);
+    });
+    let (result, _) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    assert!(matches!(result.unwrap_err(), Error::Conflict(_)));
+}

@@ -555,7 +555,7 @@ fn metrics_doc_lists_every_metric() {
     }
     fn every_error_is_listed(e: &Error) {
         match e {
-            Error::InvalidSpec(_) | Error::Forbidden(_) | Error::MissingNamespace => {}
+            Error::InvalidSpec(_) | Error::Forbidden(_) | Error::Conflict(_) | Error::MissingNamespace => {}
             Error::Aws(aws) => every_aws_error_is_listed(aws),
             // Not constructible here; its label `status_write` is checked below by name.
             Error::Store(_) => {}
@@ -581,6 +581,7 @@ fn metrics_doc_lists_every_metric() {
     let errors = aws.into_iter().map(Error::Aws).chain([
         Error::InvalidSpec(String::new()),
         Error::Forbidden(String::new()),
+        Error::Conflict(String::new()),
         Error::MissingNamespace,
     ]);
     for error in errors {

@@ -82,6 +82,17 @@ SWITCHES: dict[str, dict[str, Any]] = {
             }
         }
     },
+    # Tag tenancy with the roles a namespace may name in spec.application.roleArn.
+    "tenancy-tag-with-roles": {
+        "controller": {
+            "tenancy": {
+                "mode": "tag",
+                "allowList": {
+                    "namespaces": {"streaming": {"roleArns": ["arn:aws:iam::111122223333:role/flink-scaler"]}}
+                },
+            }
+        }
+    },
     "rbac-namespaced": {"rbac": {"namespaced": True}},
     "watch-namespace": {"watchNamespace": "streaming"},
     "no-rbac": {"rbac": {"create": False}},
@@ -423,6 +434,25 @@ def test_log_format_interval_and_extras(chart):
     assert c["args"][-1] == "--region=eu-central-1"
     assert {"name": "AWS_MAX_ATTEMPTS", "value": "5"} in c["env"]
     assert container(render(chart, SWITCHES["image-digest"]))["image"] == "checkpoint-autoscaler@sha256:" + "ab" * 32
+
+
+def test_tag_tenancy_mounts_the_roles_only_when_given(chart):
+    # Without an allow-list: no file, so no budget may name a role.
+    objects = render(chart)
+    assert not [o for o in objects if o["kind"] == "ConfigMap" and o["metadata"]["name"] == f"{FULLNAME}-tenancy"]
+    assert not [a for a in container(objects)["args"] if a.startswith("--tenancy-config")]
+    # With one: the same file as under allow-list (the controller reads only its roleArns).
+    values = SWITCHES["tenancy-tag-with-roles"]
+    objects = render(chart, values)
+    config_map = one(objects, "ConfigMap", f"{FULLNAME}-tenancy")
+    assert yaml.safe_load(config_map["data"]["tenancy.yaml"]) == values["controller"]["tenancy"]["allowList"]
+    c = container(objects)
+    assert "--tenancy=tag" in c["args"]
+    assert "--tenancy-config=/etc/checkpoint-autoscaler/tenancy.yaml" in c["args"]
+    assert {"name": "tenancy", "mountPath": "/etc/checkpoint-autoscaler", "readOnly": True} in c["volumeMounts"]
+    pod = one(objects, "Deployment", FULLNAME)["spec"]["template"]
+    assert {"name": "tenancy", "configMap": {"name": f"{FULLNAME}-tenancy"}} in pod["spec"]["volumes"]
+    assert "checksum/tenancy" in pod["metadata"]["annotations"]
 
 
 def test_tenancy_allow_list_is_mounted_as_the_config_file(chart):

@@ -116,3 +116,11 @@ repeats into a series). Nothing else: no Secrets, no ConfigMaps, no writes to th
   resources: ["events"]
   verbs: ["create", "patch"]
 {{- end }}
+
+{{/*
+Whether the controller gets the --tenancy-config file: always under allow-list, and under
+tag when allowList is set (then only its roleArns are read: the roles a namespace may use).
+*/}}
+{{- define "checkpoint-autoscaler.tenancyConfig" -}}
+{{- if or (eq .Values.controller.tenancy.mode "allow-list") .Values.controller.tenancy.allowList }}true{{- end }}
+{{- end }}
