@@ -798,15 +798,17 @@ async fn the_younger_of_two_budgets_on_one_application_reports_conflict_and_neve
     );
     assert!(fake.read(|s| s.updates.is_empty()));
     // It looks again at the regular interval, without backoff, to take over promptly.
-    let within_interval = |d: Option<Duration>| {
-        d.is_some_and(|d| d >= Duration::from_secs(60) && d <= Duration::from_secs(72))
-    };
+    let within_interval =
+        |d: Option<Duration>| d.is_some_and(|d| d >= Duration::from_secs(60) && d <= Duration::from_secs(72));
     assert!(within_interval(ctx.on_error(&budget, &err)));
     assert!(failures(&ctx, "conflict"), "{}", ctx.metrics.encode().unwrap());
     for _ in 0..3 {
         assert!(within_interval(ctx.on_error(&budget, &err)), "no backoff growth");
     }
-    assert_eq!(err.retry_after(5, Duration::from_secs(60)), Some(Duration::from_secs(60)));
+    assert_eq!(
+        err.retry_after(5, Duration::from_secs(60)),
+        Some(Duration::from_secs(60))
+    );
 
     // Still in conflict on the next look: no second Event.
     let (ctx, api, fake) = Context::test();

@@ -609,6 +609,7 @@ async fn build_core(config: &HarnessConfig, endpoint: &str) -> Core {
         apps: Arc::new(KinesisControl::new(clients.clone())),
         metrics_source: metrics_source(clients, config.metrics.clone()),
         tenancy: Arc::new(TagTenancy::default()),
+        claims: Arc::new(checkpoint_autoscaler::controller::ownership::NoOtherClaims),
         default_region: config.region.clone(),
         metrics: Metrics::default(),
         period: Duration::from_secs(60),
