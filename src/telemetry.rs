@@ -4,6 +4,7 @@
 //! works as usual.
 
 use clap::ValueEnum;
+use tracing::Subscriber;
 use tracing_subscriber::{EnvFilter, fmt, prelude::*};
 
 /// The log line format (`--log-format`).
@@ -20,21 +21,26 @@ pub enum LogFormat {
 /// or a second subcommand in the same process), which is harmless.
 pub fn init(format: LogFormat) -> bool {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    subscriber(format, filter, std::io::stderr).try_init().is_ok()
+}
+
+/// The subscriber [`init`] installs, with `filter`, writing to `writer`: tests capture the
+/// exact log lines the controller would print this way.
+pub fn subscriber<W>(format: LogFormat, filter: EnvFilter, writer: W) -> Box<dyn Subscriber + Send + Sync>
+where
+    W: for<'w> fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
     let registry = tracing_subscriber::registry().with(filter);
     match format {
-        LogFormat::Text => registry
-            .with(fmt::layer().compact().with_writer(std::io::stderr))
-            .try_init()
-            .is_ok(),
-        LogFormat::Json => registry
-            .with(
+        LogFormat::Text => Box::new(registry.with(fmt::layer().compact().with_writer(writer))),
+        LogFormat::Json => Box::new(
+            registry.with(
                 fmt::layer()
                     .json()
                     .flatten_event(true)
                     .with_current_span(true)
-                    .with_writer(std::io::stderr),
-            )
-            .try_init()
-            .is_ok(),
+                    .with_writer(writer),
+            ),
+        ),
     }
 }

@@ -9,3 +9,4 @@ mod emulator;
 mod flink;
 mod harness;
 mod sim;
+mod tenancy;
