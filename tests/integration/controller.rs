@@ -343,11 +343,15 @@ async fn real_cluster_status_and_events() {
 
 /// A minimal in-memory Kubernetes API server for one `CheckpointBudget`: list, watch (a
 /// chunked stream of events), server-side apply on `/status`, and Events. Enough to run the
-/// real `kube::runtime::Controller` wiring without a cluster.
+/// real `kube::runtime::Controller` wiring without a cluster. Watches can be dropped
+/// ([`Fake::drop_watches`]) and expired ([`Fake::expire_watches`]) as an API server does.
 mod fake_apiserver {
     use std::{
         net::SocketAddr,
-        sync::{Arc, Mutex},
+        sync::{
+            Arc, Mutex,
+            atomic::{AtomicBool, AtomicUsize, Ordering},
+        },
     };
 
     use axum::{
@@ -367,6 +371,15 @@ mod fake_apiserver {
         pub patches: Mutex<Vec<(String, Value)>>,
         pub events: Mutex<Vec<Value>>,
         pub changes: broadcast::Sender<Value>,
+        /// Ends every open watch stream (as an API server restart or a load balancer does).
+        pub drops: broadcast::Sender<()>,
+        /// When set, the next watch answers `410 Gone` (its resourceVersion is too old),
+        /// which makes a client list again.
+        pub expire_next_watch: AtomicBool,
+        /// List requests served.
+        pub lists: AtomicUsize,
+        /// Watch requests served.
+        pub watches: AtomicUsize,
     }
 
     impl Fake {
@@ -377,6 +390,17 @@ mod fake_apiserver {
             let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             object["metadata"]["generation"] = json!(generation);
             self.bump(&mut object);
+        }
+
+        /// Ends every open watch: the response bodies end cleanly.
+        pub fn drop_watches(&self) {
+            let _ = self.drops.send(());
+        }
+
+        /// Ends every open watch, and answers the next one with a `410 Gone` ERROR event.
+        pub fn expire_watches(&self) {
+            self.expire_next_watch.store(true, Ordering::SeqCst);
+            self.drop_watches();
         }
 
         fn bump(&self, object: &mut Value) {
@@ -394,18 +418,36 @@ mod fake_apiserver {
     async fn list(State(fake): State<Shared>, RawQuery(query): RawQuery) -> axum::response::Response {
         let query = query.unwrap_or_default();
         if query.contains("watch=true") {
+            fake.watches.fetch_add(1, Ordering::SeqCst);
+            if fake.expire_next_watch.swap(false, Ordering::SeqCst) {
+                // What an API server sends for a resourceVersion it no longer has.
+                let gone = json!({"type": "ERROR", "object": {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "too old resource version", "reason": "Expired", "code": 410,
+                }});
+                let mut line = serde_json::to_vec(&gone).unwrap();
+                line.push(b'\n');
+                return axum::response::Response::builder()
+                    .header("content-type", "application/json")
+                    .body(Body::from(line))
+                    .unwrap();
+            }
             // Only changes after the watch starts; the list gave the state before.
             let rx = fake.changes.subscribe();
-            let stream = futures::stream::unfold(rx, |mut rx| async move {
+            let drops = fake.drops.subscribe();
+            let stream = futures::stream::unfold((rx, drops), |(mut rx, mut drops)| async move {
                 loop {
-                    match rx.recv().await {
-                        Ok(event) => {
-                            let mut line = serde_json::to_vec(&event).unwrap();
-                            line.push(b'\n');
-                            return Some((Ok::<_, std::io::Error>(Bytes::from(line)), rx));
-                        }
-                        Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                        Err(broadcast::error::RecvError::Closed) => return None,
+                    tokio::select! {
+                        _ = drops.recv() => return None,
+                        event = rx.recv() => match event {
+                            Ok(event) => {
+                                let mut line = serde_json::to_vec(&event).unwrap();
+                                line.push(b'\n');
+                                return Some((Ok::<_, std::io::Error>(Bytes::from(line)), (rx, drops)));
+                            }
+                            Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                            Err(broadcast::error::RecvError::Closed) => return None,
+                        },
                     }
                 }
             });
@@ -414,6 +456,7 @@ mod fake_apiserver {
                 .body(Body::from_stream(stream))
                 .unwrap();
         }
+        fake.lists.fetch_add(1, Ordering::SeqCst);
         let object = fake.object.lock().unwrap().clone();
         let version = fake.version.lock().unwrap().to_string();
         Json(json!({
@@ -456,12 +499,17 @@ mod fake_apiserver {
     /// Serves `object` on 127.0.0.1:0; the server lives as long as the test's runtime.
     pub async fn serve(object: Value) -> (SocketAddr, Shared) {
         let (changes, _) = broadcast::channel(64);
+        let (drops, _) = broadcast::channel(4);
         let fake = Arc::new(Fake {
             object: Mutex::new(object),
             version: Mutex::new(1),
             patches: Mutex::default(),
             events: Mutex::default(),
             changes,
+            drops,
+            expire_next_watch: AtomicBool::new(false),
+            lists: AtomicUsize::new(0),
+            watches: AtomicUsize::new(0),
         });
         let app = Router::new()
             .route(
@@ -625,6 +673,166 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
         "{}",
         metrics.encode().unwrap()
     );
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    let _ = emu.shutdown().await;
+}
+
+/// A watch that drops and resumes: the API server ends the watch stream, then answers the
+/// next watch with `410 Gone`. The controller watches again, lists again, keeps
+/// reconciling spec changes, does not crash, and never repeats the UpdateApplication it
+/// already made (the re-listed budget has the same generation; a later spec change finds
+/// the operation recorded in status and follows it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
+    use std::{
+        sync::{Arc, atomic::Ordering},
+        time::Duration,
+    };
+
+    use aws_config::{BehaviorVersion, Region};
+    use aws_credential_types::Credentials;
+    use checkpoint_autoscaler::{
+        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+        controller::{
+            Context,
+            ownership::NoOtherClaims,
+            reconcile::Core,
+            run_controller,
+            tenancy::{NAMESPACE_TAG, TagTenancy},
+        },
+        emulator::{self, EmulatorConfig, calllog::CallFilter},
+        metrics::Metrics,
+    };
+    use kube::{Api, Client, runtime::events::Recorder};
+
+    let scenario = step_up();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(scenario.start_time()),
+        region: "us-east-1".into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let state = emu.state().clone();
+    let view = state.add_scenario(&scenario, None).unwrap();
+    state
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+        .unwrap();
+    // Past the load step: the first reconcile scales up; the frozen clock keeps the
+    // operation in flight for the rest of the test.
+    state.advance(Duration::from_secs(45 * 60));
+
+    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+    budget.metadata.generation = Some(1);
+    budget.metadata.uid = Some("7d2e9c1a-watch".into());
+    budget.metadata.resource_version = Some("1".into());
+    let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
+
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let client = Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
+        .load()
+        .await;
+    let clients = Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(emu.endpoint_url()),
+            ..AwsSettings::default()
+        },
+    ));
+    let metrics = Metrics::default();
+    let clock = state.clone();
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
+        core: Core {
+            apps: Arc::new(KinesisControl::new(clients.clone())),
+            metrics_source: metrics_source(clients.clone(), MetricsMode::Direct),
+            tenancy: Arc::new(TagTenancy::default()),
+            claims: Arc::new(NoOtherClaims),
+            default_region: "us-east-1".into(),
+            metrics: metrics.clone(),
+            period: Duration::from_secs(60),
+            // Only watch events trigger a reconcile in this test.
+            interval: Duration::from_secs(3600),
+            in_flight_poll: Duration::from_secs(3600),
+        },
+        metrics: metrics.clone(),
+        backoff: Arc::default(),
+        clock: Arc::new(move || clock.virtual_now()),
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let updates = || {
+        state
+            .call_summary(&CallFilter {
+                operation: Some("UpdateApplication".into()),
+                ..CallFilter::default()
+            })
+            .total
+    };
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+    let patches = || fake.patches.lock().unwrap().len();
+
+    // The first reconcile: the intent, then the update, then the outcome in status.
+    until("the scaling", || patches() >= 2).await;
+    assert_eq!(updates(), 1);
+    assert!(fake.object.lock().unwrap()["status"]["operationInFlight"]["operationId"].is_string());
+
+    // The watch ends: the controller watches again (from where it was, no list).
+    let (lists, watches) = (
+        fake.lists.load(Ordering::SeqCst),
+        fake.watches.load(Ordering::SeqCst),
+    );
+    fake.drop_watches();
+    until("a new watch", || fake.watches.load(Ordering::SeqCst) > watches).await;
+
+    // The watch expires (410 Gone): the controller lists again, then watches.
+    let watches = fake.watches.load(Ordering::SeqCst);
+    fake.expire_watches();
+    until("a new list", || fake.lists.load(Ordering::SeqCst) > lists).await;
+    // The watch answered 410, then the one after the list.
+    until("a watch after the list", || {
+        fake.watches.load(Ordering::SeqCst) >= watches + 2
+    })
+    .await;
+    // The re-listed budget has the same generation: not reconciled again.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before_change = patches();
+    assert_eq!(before_change, 2, "a re-list reconciled an unchanged budget");
+
+    // Still reconciling: a spec change over the resumed watch is acted on, and the
+    // operation in flight is followed, not requested again.
+    let mut spec = serde_json::to_value(&budget.spec).unwrap();
+    spec["behavior"]["scaleUp"]["cooldown"] = serde_json::json!("6m");
+    fake.set_spec(spec);
+    until("the reconcile of the spec change", || patches() > before_change).await;
+    {
+        let seen = fake.patches.lock().unwrap();
+        let (_, body) = seen.last().unwrap();
+        assert_eq!(body["status"]["observedGeneration"], 2);
+        assert!(body["status"]["operationInFlight"]["operationId"].is_string());
+    }
+    assert_eq!(updates(), 1, "no second UpdateApplication for the same decision");
+    assert!(!controller.is_finished(), "the controller stopped");
+
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
     let _ = emu.shutdown().await;
