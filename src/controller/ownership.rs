@@ -190,6 +190,35 @@ mod tests {
     }
 
     #[test]
+    fn the_store_answers_with_the_live_budgets_naming_the_application() {
+        use kube::runtime::{reflector, watcher};
+        let (reader, mut writer) = reflector::store::<CheckpointBudget>();
+        let claims = StoreClaims(reader);
+        let mut first = CheckpointBudget::test();
+        first.metadata.name = Some("first".into());
+        first.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            "2026-01-01T00:00:00Z".parse().unwrap(),
+        ));
+        let second = CheckpointBudget::test();
+        let mut elsewhere = CheckpointBudget::test();
+        elsewhere.metadata.name = Some("elsewhere".into());
+        elsewhere.spec.application.name = "payments".into();
+        for b in [&first, &second, &elsewhere] {
+            writer.apply_watcher_event(&watcher::Event::Apply(b.clone()));
+        }
+        let mut found = claims.naming(crate::fixtures::APP);
+        found.sort_by(|a, b| a.seniority(b));
+        let keys: Vec<String> = found.iter().map(|c| c.key.to_string()).collect();
+        assert_eq!(keys, ["streaming/first", "streaming/orders"]);
+        assert_eq!(owner(&found).unwrap().key.name, "first");
+
+        // The owner deleted: the other one is all that is left.
+        writer.apply_watcher_event(&watcher::Event::Delete(first));
+        let found = claims.naming(crate::fixtures::APP);
+        assert_eq!(owner(&found).unwrap().key.to_string(), "streaming/orders");
+    }
+
+    #[test]
     fn budgets_being_deleted_hold_nothing() {
         let mut budget = CheckpointBudget::test();
         assert!(Claim::of(&budget).is_some());
