@@ -255,6 +255,8 @@ impl Harness {
     /// controller core over it with an empty store.
     pub async fn start(config: HarnessConfig) -> Self {
         let emu = emulator::serve(EmulatorConfig {
+            // Virtual time moves only when the test says so.
+            period: None,
             seed: config.seed,
             start: Some(config.start),
             region: config.region.clone(),

@@ -9,4 +9,5 @@ mod emulator;
 mod flink;
 mod harness;
 mod sim;
+mod soak;
 mod tenancy;

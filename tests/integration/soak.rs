@@ -1,0 +1,797 @@
+//! The soak test: many budgets for many emulated hours under random AWS faults and
+//! controller crashes, with the safety invariants checked after every reconcile and every
+//! emulated minute, not only at the end.
+//!
+//! Budgets: a mix of the shipped scenarios and randomly generated load shapes (steady,
+//! ramps, diurnal sines, flash crowds), with random bounds, `maxKpus`, per-KPU ranges,
+//! modes (mostly Enforce, some Recommend and Paused) and `serviceAutoScaling`.
+//!
+//! Faults, armed through the emulator's control API on a seeded RNG: throttling and 5xx
+//! (counted, on one operation or all, on one application or all), latency above the SDK's
+//! attempt timeout, ConcurrentModification on UpdateApplication, an application stuck in
+//! UPDATING, AccessDenied; the controller killed between recording an intent and calling
+//! UpdateApplication, or between the call and recording its outcome; plain restarts.
+//!
+//! Invariants, after every reconcile and every minute:
+//! - no application's parallelism above the job's key groups, the budget's
+//!   `parallelism.max` and `maxParallelism`; KPUs never above `maxKpus` (in every
+//!   configuration the controller asks for or puts in place; the initial one is the user's);
+//! - UpdateApplication is never called while an operation on that application is
+//!   IN_PROGRESS (the call log against the service's operations);
+//! - at most one UpdateApplication accepted per reconcile (one decision), and never more
+//!   attempts than the SDK's retry limit; none at all in Recommend or Paused mode;
+//! - every accepted UpdateApplication is recorded: the operation in flight, `lastScaling`
+//!   and the history entry in status, and a Normal `Scaling` Event in the same reconcile
+//!   (or, after a crash between call and record, the restarted controller's outcome Event
+//!   and history entry once it has followed the operation);
+//! - while the service has an operation IN_PROGRESS, the budget's status has it in flight;
+//! - at the end, with every fault cleared and an hour passed: Ready=True everywhere, no
+//!   operation left in flight from the faulty period, no error in the last hour.
+//!
+//! Scale with `SOAK_HOURS`, `SOAK_BUDGETS` and `SOAK_SEED` (printed, for reproducing a
+//! failure); the defaults fit CI.
+
+use std::{
+    collections::BTreeMap,
+    fmt::Write as _,
+    time::{Duration, Instant},
+};
+
+use checkpoint_autoscaler::{
+    aws::AwsSettings,
+    controller::{reconcile::Act, status::READY, store::BudgetKey, store::NoticeType},
+    crd::{KubeDuration, Mode, ServiceAutoScaling},
+    emulator::faults::{FaultKind, FaultSpec},
+    policy::{AppConfig, AppStatus, Budget, Outcome},
+    sim::{
+        Scenario,
+        fleet::OperationStatus,
+        scenario::{Phase, Spike},
+    },
+};
+use jiff::Timestamp;
+use rand::{Rng, SeedableRng, seq::IndexedRandom};
+use rand_chacha::ChaCha8Rng;
+
+use super::harness::{CrashPoint, Harness, HarnessConfig, Reconciled, scenario, scenario_names};
+
+/// SDK attempts per call in the soak (the invariant "never more attempts than this").
+const MAX_ATTEMPTS: u32 = 3;
+/// The SDK's attempt timeout in the soak; latency faults above it are timeouts.
+const ATTEMPT_TIMEOUT: Duration = Duration::from_millis(150);
+/// Chance, each emulated minute, that a new fault is armed.
+const FAULTS_PER_MINUTE: f64 = 0.35;
+/// Chance, each emulated minute, that a crash is armed on a random Enforce budget (it
+/// fires at that budget's next scaling).
+const CRASHES_PER_MINUTE: f64 = 0.05;
+/// Chance, each emulated minute, of a plain controller restart between steps.
+const RESTARTS_PER_MINUTE: f64 = 0.01;
+/// Minutes of calm at the end, faults cleared, for the statuses to converge.
+const TAIL_MINUTES: u32 = 60;
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
+    match std::env::var(name) {
+        Ok(v) => v
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v} is not a valid value")),
+        Err(_) => default,
+    }
+}
+
+/// One budget and its application, as the soak follows them.
+struct Subject {
+    key: BudgetKey,
+    app: String,
+    origin: String,
+    budget: Budget,
+    mode: Mode,
+    /// The job's key groups (the scenario's maxParallelism).
+    key_groups: u32,
+    /// The application's configuration before the controller acted (the user's, which the
+    /// bounds do not judge; a rollback may return to it).
+    initial: AppConfig,
+    /// Times of accepted UpdateApplication calls whose outcome status has not recorded yet.
+    pending: Vec<Timestamp>,
+    /// Outcome Events (ScalingSucceeded / ScalingFailed) seen so far.
+    outcome_events: usize,
+    /// Outcomes recorded for accepted updates so far.
+    outcomes_recorded: usize,
+}
+
+/// What the soak counted, and the invariants it saw broken.
+#[derive(Default)]
+struct Tally {
+    reconciles: u64,
+    errors: u64,
+    accepted_updates: u64,
+    refused_updates: u64,
+    faults: BTreeMap<&'static str, u32>,
+    crashes: BTreeMap<&'static str, u32>,
+    restarts: u32,
+    violations: Vec<String>,
+}
+
+impl Tally {
+    fn violation(&mut self, at: Timestamp, what: String) {
+        if self.violations.len() < 100 {
+            self.violations.push(format!("{at}: {what}"));
+        }
+    }
+}
+
+/// A fault the soak armed and when it clears it (counted faults may disarm sooner).
+struct Armed {
+    id: u64,
+    clear_at: Timestamp,
+}
+
+fn within_bounds(to: &AppConfig, s: &Subject) -> Result<(), String> {
+    let b = &s.budget;
+    let mut broken = Vec::new();
+    if to.parallelism > s.key_groups {
+        broken.push(format!(
+            "parallelism {} above the job's key groups {}",
+            to.parallelism, s.key_groups
+        ));
+    }
+    if to.parallelism > b.max_parallelism {
+        broken.push(format!(
+            "parallelism {} above maxParallelism {}",
+            to.parallelism, b.max_parallelism
+        ));
+    }
+    if to.parallelism > b.parallelism_max || to.parallelism < b.parallelism_min {
+        broken.push(format!(
+            "parallelism {} outside {}..={}",
+            to.parallelism, b.parallelism_min, b.parallelism_max
+        ));
+    }
+    if to.parallelism_per_kpu > b.per_kpu_max || to.parallelism_per_kpu < b.per_kpu_min {
+        broken.push(format!(
+            "per-KPU {} outside {}..={}",
+            to.parallelism_per_kpu, b.per_kpu_min, b.per_kpu_max
+        ));
+    }
+    if let Some(cap) = b.max_kpus
+        && to.kpus() > cap
+    {
+        broken.push(format!("{} KPUs above maxKpus {cap}", to.kpus()));
+    }
+    if broken.is_empty() {
+        Ok(())
+    } else {
+        Err(format!("{} ({to}): {}", s.key, broken.join("; ")))
+    }
+}
+
+/// A random load shape on the step-up scenario's job (per-record cost, state).
+fn random_scenario(rng: &mut ChaCha8Rng, name: &str) -> Scenario {
+    let mut s = scenario("step-up");
+    s.name = name.into();
+    s.description = Some("random load shape (soak)".into());
+    s.seed = rng.random();
+    let rate = |rng: &mut ChaCha8Rng| f64::from(rng.random_range(2u32..40) * 1000);
+    let minutes =
+        |rng: &mut ChaCha8Rng, lo: u64, hi: u64| Duration::from_secs(60 * rng.random_range(lo..=hi));
+    let mut phases = Vec::new();
+    for i in 0..rng.random_range(3..=8) {
+        let length = minutes(rng, 20, 90);
+        phases.push(match rng.random_range(0..5) {
+            0..=1 => Phase::Steady {
+                rate: rate(rng),
+                length: Some(length),
+            },
+            2 => Phase::Ramp {
+                from: (i == 0).then(|| rate(rng)),
+                to: rate(rng),
+                length: Some(length),
+            },
+            _ => {
+                let mean = rate(rng);
+                Phase::Sine {
+                    mean,
+                    amplitude: mean * rng.random_range(0.2..0.8),
+                    period: minutes(rng, 60, 6 * 60),
+                    peak_at: minutes(rng, 0, 12 * 60),
+                    length: Some(length),
+                }
+            }
+        });
+    }
+    // The last phase runs on for the rest of the soak.
+    if matches!(phases.last(), Some(Phase::Ramp { .. })) {
+        phases.push(Phase::Steady {
+            rate: rate(rng),
+            length: None,
+        });
+    } else if let Some(Phase::Steady { length, .. } | Phase::Sine { length, .. }) = phases.last_mut() {
+        *length = None;
+    }
+    s.load.phases = phases;
+    s.load.noise = rng.random_range(0.0..0.08);
+    s.load.spikes = (0..rng.random_range(0..3))
+        .map(|_| Spike {
+            at: minutes(rng, 20, 20 * 60),
+            length: minutes(rng, 5, 40),
+            factor: rng.random_range(1.5..3.0),
+        })
+        .collect();
+    s.state.keys = f64::from(rng.random_range(1u32..30)) * 1e6;
+    let key_groups = *[64u32, 90, 128, 256, 720].choose(rng).unwrap();
+    s.application.max_parallelism = Some(key_groups);
+    s.application.parallelism_per_kpu = rng.random_range(1..=2);
+    s.application.parallelism = rng.random_range(2..=12).min(key_groups);
+    s.application.auto_scaling_enabled = false;
+    s
+}
+
+/// Random bounds, cap, mode and service setting on a scenario's budget.
+fn randomize_budget(rng: &mut ChaCha8Rng, s: &mut Scenario) {
+    let key_groups = s.application.key_groups();
+    let spec = s.budget.as_mut().expect("the scenarios carry a budget");
+    let max_parallelism = if rng.random_bool(0.8) {
+        key_groups
+    } else {
+        rng.random_range(key_groups / 2..=key_groups).max(1)
+    };
+    let max = rng.random_range(4..=48u32).min(max_parallelism);
+    let min = rng.random_range(1..=4u32).min(max);
+    spec.parallelism.max_parallelism = max_parallelism;
+    spec.parallelism.max = max;
+    spec.parallelism.min = min;
+    let per_kpu_min = rng.random_range(1..=2);
+    spec.parallelism.per_kpu.min = per_kpu_min;
+    spec.parallelism.per_kpu.max = rng.random_range(per_kpu_min..=4);
+    spec.max_kpus = if rng.random_bool(0.6) {
+        Some(rng.random_range(4..=24))
+    } else {
+        None
+    };
+    // Short cooldowns and stabilization make budgets scale often, so faults meet scalings.
+    let minutes = |m: u32| KubeDuration::new(&format!("{m}m")).expect("a valid duration");
+    spec.behavior.scale_up.cooldown = minutes(rng.random_range(2..=10));
+    spec.behavior.scale_down.cooldown = minutes(rng.random_range(5..=30));
+    spec.behavior.scale_down.stabilization_window = minutes(rng.random_range(10..=60));
+    spec.mode = match rng.random_range(0..10) {
+        0 => Mode::Recommend,
+        1 => Mode::Paused,
+        _ => Mode::Enforce,
+    };
+    spec.service_auto_scaling = if rng.random_bool(0.2) {
+        ServiceAutoScaling::Keep
+    } else {
+        ServiceAutoScaling::Disable
+    };
+}
+
+/// A random fault on a random application (sometimes on all), for a few minutes.
+fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSpec, u32) {
+    const OPERATIONS: [&str; 5] = [
+        "DescribeApplication",
+        "UpdateApplication",
+        "DescribeApplicationOperation",
+        "ListTagsForResource",
+        "GetMetricData",
+    ];
+    // Faults on one application mostly; on all of them sometimes, which makes a counted
+    // fault on UpdateApplication hit whichever budget scales next.
+    let app = if rng.random_bool(0.7) {
+        apps.choose(rng).cloned()
+    } else {
+        None
+    };
+    let operation = |rng: &mut ChaCha8Rng| {
+        rng.random_bool(0.75)
+            .then(|| OPERATIONS.choose(rng).map(|o| o.to_string()))
+            .flatten()
+    };
+    let spec = |kind, operation, application, count| FaultSpec {
+        kind,
+        service: None,
+        operation,
+        application,
+        count,
+    };
+    match rng.random_range(0..12) {
+        0..=2 => {
+            let count = rng.random_range(1..=6);
+            let op = operation(rng);
+            (
+                "throttling",
+                spec(FaultKind::Throttling, op, app, Some(count)),
+                10,
+            )
+        }
+        3..=4 => {
+            let status = *[500u16, 502, 503].choose(rng).unwrap();
+            let count = rng.random_range(1..=6);
+            let op = operation(rng);
+            (
+                "5xx",
+                spec(FaultKind::ServerError { status }, op, app, Some(count)),
+                10,
+            )
+        }
+        5..=6 => {
+            // Above the attempt timeout: the SDK gives up on the attempt and retries.
+            let millis = ATTEMPT_TIMEOUT.as_millis() as u64 + 50;
+            let count = rng.random_range(1..=3);
+            let op = operation(rng);
+            (
+                "timeout",
+                spec(FaultKind::Latency { millis }, op, app, Some(count)),
+                10,
+            )
+        }
+        7..=8 => (
+            "concurrentModification",
+            spec(
+                FaultKind::ConcurrentModification,
+                Some("UpdateApplication".into()),
+                app,
+                Some(rng.random_range(1..=2)),
+            ),
+            rng.random_range(10..=60),
+        ),
+        9..=10 => (
+            "stuckUpdating",
+            spec(FaultKind::StuckUpdating, None, apps.choose(rng).cloned(), None),
+            rng.random_range(5..=45),
+        ),
+        _ => (
+            "accessDenied",
+            spec(FaultKind::AccessDenied, operation(rng), app, None),
+            rng.random_range(3..=30),
+        ),
+    }
+}
+
+/// The checks after one reconcile.
+fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut Tally) {
+    tally.reconciles += 1;
+    if r.outcome.is_err() {
+        tally.errors += 1;
+    }
+    let at = r.at;
+    let updates: Vec<_> = r.update_calls().cloned().collect();
+    let accepted: Vec<_> = r.accepted_updates().cloned().collect();
+    tally.accepted_updates += accepted.len() as u64;
+    tally.refused_updates += (updates.len() - accepted.len()) as u64;
+    if accepted.len() > 1 {
+        tally.violation(
+            at,
+            format!(
+                "{}: {} UpdateApplication accepted in one reconcile",
+                s.key,
+                accepted.len()
+            ),
+        );
+    }
+    if updates.len() > MAX_ATTEMPTS as usize {
+        tally.violation(
+            at,
+            format!(
+                "{}: {} UpdateApplication attempts in one reconcile",
+                s.key,
+                updates.len()
+            ),
+        );
+    }
+    if s.mode != Mode::Enforce && !updates.is_empty() {
+        tally.violation(at, format!("{}: UpdateApplication in {:?} mode", s.key, s.mode));
+    }
+
+    // Never while an operation is in progress: every operation started before the call
+    // had ended by then.
+    if !updates.is_empty() {
+        for op in h.operations(&s.app) {
+            let running_at_call = op.start_time < at && op.end_time.is_none_or(|end| end > at);
+            if running_at_call {
+                tally.violation(
+                    at,
+                    format!(
+                        "{}: UpdateApplication called while operation {} ({}, started {}) was {:?}",
+                        s.key, op.operation_id, op.operation, op.start_time, op.status
+                    ),
+                );
+            }
+        }
+    }
+
+    let status = h.status(&s.key);
+    let events = h.events(&s.key);
+    if let Some(call) = accepted.first() {
+        s.pending.push(call.virtual_time);
+        let in_flight = status.as_ref().and_then(|st| st.operation_in_flight.clone());
+        match r.crashed {
+            Some(CrashPoint::AfterUpdate) => match &in_flight {
+                Some(intent) => {
+                    if let Err(e) = within_bounds(&intent.to.into(), s) {
+                        tally.violation(at, format!("intent out of bounds: {e}"));
+                    }
+                }
+                None => tally.violation(
+                    at,
+                    format!(
+                        "{}: crashed after UpdateApplication with no intent recorded",
+                        s.key
+                    ),
+                ),
+            },
+            _ => match r.act() {
+                Some(Act::Scaled { to, operation_id }) => {
+                    if let Err(e) = within_bounds(to, s) {
+                        tally.violation(at, format!("scaled out of bounds: {e}"));
+                    }
+                    let report = r.outcome.as_ref().ok();
+                    let noticed = report.is_some_and(|rep| {
+                        rep.notices
+                            .iter()
+                            .any(|n| n.type_ == NoticeType::Normal && n.action == "Scaling")
+                    });
+                    let published = events
+                        .iter()
+                        .rev()
+                        .take(report.map_or(0, |rep| rep.notices.len()))
+                        .any(|n| n.type_ == NoticeType::Normal && n.action == "Scaling");
+                    if !noticed || !published {
+                        tally.violation(
+                            at,
+                            format!("{}: UpdateApplication without a Normal Scaling Event", s.key),
+                        );
+                    }
+                    let st = status.as_ref();
+                    let last_ok = st
+                        .and_then(|st| st.last_scaling.as_ref())
+                        .is_some_and(|l| l.operation_id.as_ref() == Some(operation_id) && l.time.0 == at);
+                    let flight_ok = in_flight
+                        .as_ref()
+                        .is_some_and(|o| o.operation_id.as_ref() == Some(operation_id));
+                    let history_ok = st
+                        .map(|st| st.to_history())
+                        .is_some_and(|hist| hist.scalings.iter().any(|rec| rec.at == at));
+                    if !(last_ok && flight_ok && history_ok) {
+                        tally.violation(
+                            at,
+                            format!(
+                                "{}: UpdateApplication not recorded in status (lastScaling {last_ok}, in flight {flight_ok}, history {history_ok})",
+                                s.key
+                            ),
+                        );
+                    }
+                }
+                other => tally.violation(
+                    at,
+                    format!(
+                        "{}: UpdateApplication accepted but the core reported {other:?} ({:?})",
+                        s.key,
+                        r.outcome.as_ref().err()
+                    ),
+                ),
+            },
+        }
+    } else if matches!(r.act(), Some(Act::Scaled { .. })) {
+        tally.violation(
+            at,
+            format!("{}: reported Scaled without an accepted UpdateApplication", s.key),
+        );
+    }
+
+    // Outcomes: once nothing is in flight, every accepted update has its history entry
+    // (not in progress) and an outcome Event.
+    s.outcome_events = events
+        .iter()
+        .filter(|n| n.action == "Scaling" && (n.reason == "ScalingSucceeded" || n.reason == "ScalingFailed"))
+        .count();
+    let idle = status.as_ref().is_some_and(|st| st.operation_in_flight.is_none());
+    if idle && !s.pending.is_empty() {
+        let history = status.as_ref().map(|st| st.to_history()).unwrap_or_default();
+        for t in std::mem::take(&mut s.pending) {
+            match history
+                .scalings
+                .iter()
+                .find(|rec| rec.at.as_second() == t.as_second())
+            {
+                Some(rec) if rec.outcome != Outcome::InProgress => s.outcomes_recorded += 1,
+                Some(rec) => tally.violation(
+                    at,
+                    format!(
+                        "{}: scaling of {t} left {:?} with nothing in flight",
+                        s.key, rec.outcome
+                    ),
+                ),
+                None => tally.violation(
+                    at,
+                    format!(
+                        "{}: accepted UpdateApplication of {t} missing from the history",
+                        s.key
+                    ),
+                ),
+            }
+        }
+        if s.outcome_events < s.outcomes_recorded {
+            tally.violation(
+                at,
+                format!(
+                    "{}: {} scaling outcomes recorded but {} outcome Events",
+                    s.key, s.outcomes_recorded, s.outcome_events
+                ),
+            );
+        }
+    }
+}
+
+/// The checks every minute, on every application.
+fn check_fleet(h: &Harness, subjects: &[Subject], tally: &mut Tally) {
+    let at = h.now();
+    for s in subjects {
+        let view = h
+            .emulator()
+            .with_fleet(|f| f.describe_application(&s.app))
+            .unwrap_or_else(|e| panic!("{}: {e}", s.app));
+        // The configuration asked for (Parallelism, ParallelismPerKPU) at all times, and the
+        // one running once the application runs (while it updates, CurrentParallelism is
+        // still the old one next to the new ParallelismPerKPU).
+        let configured = AppConfig {
+            parallelism: view.parallelism.parallelism,
+            parallelism_per_kpu: view.parallelism.parallelism_per_kpu,
+        };
+        let running = view.running_config();
+        let mut judged = vec![("configured", configured)];
+        if view.status == AppStatus::Running {
+            judged.push(("running", running));
+        }
+        for (what, config) in judged {
+            if config.parallelism > s.key_groups {
+                tally.violation(
+                    at,
+                    format!(
+                        "{}: {what} {config} above the job's key groups {}",
+                        s.app, s.key_groups
+                    ),
+                );
+            }
+            if config != s.initial
+                && let Err(e) = within_bounds(&config, s)
+            {
+                tally.violation(
+                    at,
+                    format!(
+                        "{what} configuration out of bounds: {e} (initially {})",
+                        s.initial
+                    ),
+                );
+            }
+        }
+        let running = h
+            .operations(&s.app)
+            .into_iter()
+            .filter(|op| op.status == OperationStatus::InProgress)
+            .count();
+        if running > 1 {
+            tally.violation(at, format!("{}: {running} operations IN_PROGRESS", s.app));
+        }
+        let in_flight = h
+            .status(&s.key)
+            .is_some_and(|st| st.operation_in_flight.is_some());
+        if running > 0 && !in_flight {
+            tally.violation(
+                at,
+                format!(
+                    "{}: an operation is IN_PROGRESS but the status has none in flight",
+                    s.key
+                ),
+            );
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn soak_many_budgets_under_random_faults_and_crashes() {
+    let seed: u64 = env_or("SOAK_SEED", 20_261_126);
+    let hours: u32 = env_or("SOAK_HOURS", 6);
+    let count: usize = env_or("SOAK_BUDGETS", 16);
+    eprintln!("soak: seed {seed} (SOAK_SEED), {count} budgets (SOAK_BUDGETS), {hours} h (SOAK_HOURS)");
+    let started = Instant::now();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+
+    let mut h = Harness::start(HarnessConfig {
+        seed,
+        aws: AwsSettings {
+            max_attempts: MAX_ATTEMPTS,
+            initial_backoff: Duration::from_millis(2),
+            attempt_timeout: ATTEMPT_TIMEOUT,
+            operation_timeout: Duration::from_secs(2),
+            ..AwsSettings::default()
+        },
+        ..HarnessConfig::default()
+    })
+    .await;
+
+    let shipped = scenario_names();
+    let mut subjects = Vec::with_capacity(count);
+    for i in 0..count {
+        let app = format!("app-{i:03}");
+        let namespace = format!("team-{}", i % 4);
+        // Half the shipped scenarios in turn, half random shapes.
+        let (origin, mut sc) = if i % 2 == 0 {
+            let name = shipped[(i / 2) % shipped.len()].clone();
+            let sc = scenario(&name);
+            (name, sc)
+        } else {
+            ("random".to_string(), random_scenario(&mut rng, &app))
+        };
+        randomize_budget(&mut rng, &mut sc);
+        let key = h.add_scenario_budget(&sc, &app, &namespace);
+        let spec = &h.budgets().iter().find(|m| m.key == key).unwrap().budget.spec;
+        subjects.push(Subject {
+            key,
+            app,
+            origin,
+            budget: spec.to_budget().expect("a valid random budget"),
+            mode: spec.mode,
+            key_groups: sc.application.key_groups(),
+            initial: AppConfig {
+                parallelism: sc.application.parallelism,
+                parallelism_per_kpu: sc.application.parallelism_per_kpu,
+            },
+            pending: Vec::new(),
+            outcome_events: 0,
+            outcomes_recorded: 0,
+        });
+    }
+    let index: BTreeMap<BudgetKey, usize> = subjects
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.key.clone(), i))
+        .collect();
+    let apps: Vec<String> = subjects.iter().map(|s| s.app.clone()).collect();
+
+    let sim_start = h.now();
+    // A window of metrics before the first evaluation.
+    h.advance(Duration::from_secs(9 * 60));
+    let mut tally = Tally::default();
+    let mut armed: Vec<Armed> = Vec::new();
+    let total = hours * 60;
+    for _minute in 0..total {
+        let now = h.now();
+        // Clear the faults whose time is up.
+        let mut keep = Vec::with_capacity(armed.len());
+        for a in armed.drain(..) {
+            if a.clear_at <= now {
+                h.clear_fault(a.id).await;
+            } else {
+                keep.push(a);
+            }
+        }
+        armed = keep;
+        if rng.random_bool(FAULTS_PER_MINUTE) {
+            let (kind, spec, minutes) = random_fault(&mut rng, &apps);
+            let id = h.arm_fault(&spec).await;
+            *tally.faults.entry(kind).or_default() += 1;
+            armed.push(Armed {
+                id,
+                clear_at: now + jiff::SignedDuration::from_mins(i64::from(minutes)),
+            });
+        }
+        if rng.random_bool(CRASHES_PER_MINUTE) {
+            // A crash fires at the budget's next scaling, so only Enforce budgets can.
+            let s = subjects
+                .iter()
+                .filter(|s| s.mode == Mode::Enforce)
+                .collect::<Vec<_>>()
+                .choose(&mut rng)
+                .map(|s| s.key.clone());
+            let point = if rng.random_bool(0.5) {
+                CrashPoint::AfterIntent
+            } else {
+                CrashPoint::AfterUpdate
+            };
+            if let Some(key) = s {
+                h.crash_at(&key, point);
+            }
+        }
+        if rng.random_bool(RESTARTS_PER_MINUTE) {
+            h.restart().await;
+            tally.restarts += 1;
+        }
+
+        for r in h.step().await {
+            if let Some(point) = r.crashed {
+                *tally
+                    .crashes
+                    .entry(match point {
+                        CrashPoint::AfterIntent => "afterIntent",
+                        CrashPoint::AfterUpdate => "afterUpdate",
+                    })
+                    .or_default() += 1;
+            }
+            let s = &mut subjects[index[&r.key]];
+            check_reconcile(&mut h, s, &r, &mut tally);
+        }
+        check_fleet(&h, &subjects, &mut tally);
+    }
+
+    // Calm: every fault cleared, no crash armed; the statuses converge.
+    h.clear_faults().await;
+    for s in &subjects {
+        h.disarm_crash(&s.key);
+    }
+    let calm_from = h.now();
+    for _ in 0..TAIL_MINUTES {
+        for r in h.step().await {
+            if let Err(e) = &r.outcome {
+                tally.violation(
+                    r.at,
+                    format!("{}: reconcile failed with every fault cleared: {e}", r.key),
+                );
+            }
+            let s = &mut subjects[index[&r.key]];
+            check_reconcile(&mut h, s, &r, &mut tally);
+        }
+        check_fleet(&h, &subjects, &mut tally);
+    }
+    let end = h.now();
+    for s in &subjects {
+        let status = h.status(&s.key).unwrap_or_else(|| panic!("{}: no status", s.key));
+        match status.condition(READY) {
+            Some(c) if c.status == "True" => {}
+            other => tally.violation(end, format!("{}: not Ready at the end: {other:?}", s.key)),
+        }
+        if let Some(op) = &status.operation_in_flight
+            && op.started_at.0 < calm_from
+        {
+            tally.violation(
+                end,
+                format!(
+                    "{}: operation from {} still in flight at the end",
+                    s.key, op.started_at.0
+                ),
+            );
+        }
+        for op in h.operations(&s.app) {
+            if op.status == OperationStatus::InProgress && op.start_time < calm_from {
+                tally.violation(
+                    end,
+                    format!(
+                        "{}: operation {} from the faulty period still IN_PROGRESS",
+                        s.app, op.operation_id
+                    ),
+                );
+            }
+        }
+    }
+
+    let faults: u32 = tally.faults.values().sum();
+    let crashes: u32 = tally.crashes.values().sum();
+    let mut by_kind = String::new();
+    for (k, n) in &tally.faults {
+        let _ = write!(by_kind, " {k}={n}");
+    }
+    let origins = subjects.iter().filter(|s| s.origin == "random").count();
+    eprintln!(
+        "soak: seed {seed}: {count} budgets ({origins} random shapes), {:.1} emulated hours, {} reconciles ({} failed), \
+         {} updates ({} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {:.1} s real",
+        end.duration_since(sim_start).as_secs_f64() / 3600.0,
+        tally.reconciles,
+        tally.errors,
+        tally.accepted_updates,
+        tally.refused_updates,
+        by_kind.trim(),
+        tally.crashes,
+        tally.restarts,
+        h.restarts(),
+        started.elapsed().as_secs_f64(),
+    );
+    assert!(
+        tally.accepted_updates > 0,
+        "the soak never scaled anything: it tests nothing"
+    );
+    assert!(
+        tally.violations.is_empty(),
+        "seed {seed}: {} invariant violations:\n{}",
+        tally.violations.len(),
+        tally.violations.join("\n")
+    );
+    h.shutdown().await;
+}
