@@ -453,6 +453,12 @@ impl Harness {
         self.restarts += 1;
     }
 
+    /// Changes the SDK settings a restarted controller uses (e.g. generous timeouts once
+    /// latency faults are over); takes effect at the next [`Harness::restart`].
+    pub fn set_aws_settings(&mut self, settings: AwsSettings) {
+        self.config.aws = settings;
+    }
+
     /// How many times the controller was restarted.
     pub fn restarts(&self) -> u32 {
         self.restarts
