@@ -367,6 +367,8 @@ mod fake_apiserver {
     /// What the fake holds and saw.
     pub struct Fake {
         pub object: Mutex<Value>,
+        /// More budgets, served after `object` ([`serve_more`]).
+        pub others: Mutex<Vec<Value>>,
         pub version: Mutex<u64>,
         pub patches: Mutex<Vec<(String, Value)>>,
         pub events: Mutex<Vec<Value>>,
@@ -390,6 +392,28 @@ mod fake_apiserver {
             let generation = object["metadata"]["generation"].as_i64().unwrap_or(1) + 1;
             object["metadata"]["generation"] = json!(generation);
             self.bump(&mut object);
+        }
+
+        /// The status of the budget `name`.
+        pub fn status_of(&self, name: &str) -> Value {
+            let object = self.object.lock().unwrap();
+            if object["metadata"]["name"] == name {
+                return object["status"].clone();
+            }
+            let others = self.others.lock().unwrap();
+            let other = others.iter().find(|o| o["metadata"]["name"] == name);
+            other.map(|o| o["status"].clone()).unwrap_or(Value::Null)
+        }
+
+        /// Deletes the budget `name` from `others`, and tells watchers.
+        pub fn delete(&self, name: &str) {
+            let mut others = self.others.lock().unwrap();
+            let at = others.iter().position(|o| o["metadata"]["name"] == name).unwrap();
+            let mut gone = others.remove(at);
+            let mut version = self.version.lock().unwrap();
+            *version += 1;
+            gone["metadata"]["resourceVersion"] = json!(version.to_string());
+            let _ = self.changes.send(json!({"type": "DELETED", "object": gone}));
         }
 
         /// Ends every open watch: the response bodies end cleanly.
@@ -457,20 +481,21 @@ mod fake_apiserver {
                 .unwrap();
         }
         fake.lists.fetch_add(1, Ordering::SeqCst);
-        let object = fake.object.lock().unwrap().clone();
+        let mut items = vec![fake.object.lock().unwrap().clone()];
+        items.extend(fake.others.lock().unwrap().iter().cloned());
         let version = fake.version.lock().unwrap().to_string();
         Json(json!({
             "apiVersion": "checkpoint-autoscaler.dev/v1alpha1",
             "kind": "CheckpointBudgetList",
             "metadata": {"resourceVersion": version},
-            "items": [object],
+            "items": items,
         }))
         .into_response()
     }
 
     async fn patch_status(
         State(fake): State<Shared>,
-        Path((_ns, _name)): Path<(String, String)>,
+        Path((_ns, name)): Path<(String, String)>,
         RawQuery(query): RawQuery,
         headers: axum::http::HeaderMap,
         body: Bytes,
@@ -486,9 +511,20 @@ mod fake_apiserver {
             .unwrap()
             .push((query.unwrap_or_default(), body.clone()));
         let mut object = fake.object.lock().unwrap();
-        object["status"] = body["status"].clone();
-        fake.bump(&mut object);
-        Json(object.clone())
+        if object["metadata"]["name"] == name.as_str() {
+            object["status"] = body["status"].clone();
+            fake.bump(&mut object);
+            return Json(object.clone());
+        }
+        drop(object);
+        let mut others = fake.others.lock().unwrap();
+        let other = others
+            .iter_mut()
+            .find(|o| o["metadata"]["name"] == name.as_str())
+            .unwrap_or_else(|| panic!("status patch for an unknown budget {name}"));
+        other["status"] = body["status"].clone();
+        fake.bump(other);
+        Json(other.clone())
     }
 
     async fn event(State(fake): State<Shared>, Json(body): Json<Value>) -> Json<Value> {
@@ -498,10 +534,16 @@ mod fake_apiserver {
 
     /// Serves `object` on 127.0.0.1:0; the server lives as long as the test's runtime.
     pub async fn serve(object: Value) -> (SocketAddr, Shared) {
+        serve_more(object, Vec::new()).await
+    }
+
+    /// Serves `object` and `others`.
+    pub async fn serve_more(object: Value, others: Vec<Value>) -> (SocketAddr, Shared) {
         let (changes, _) = broadcast::channel(64);
         let (drops, _) = broadcast::channel(4);
         let fake = Arc::new(Fake {
             object: Mutex::new(object),
+            others: Mutex::new(others),
             version: Mutex::new(1),
             patches: Mutex::default(),
             events: Mutex::default(),
@@ -685,26 +727,13 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
 /// the operation recorded in status and follows it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
-    use std::{
-        sync::{Arc, atomic::Ordering},
-        time::Duration,
-    };
+    use std::{sync::atomic::Ordering, time::Duration};
 
-    use aws_config::{BehaviorVersion, Region};
-    use aws_credential_types::Credentials;
     use checkpoint_autoscaler::{
-        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
-        controller::{
-            Context,
-            ownership::NoOtherClaims,
-            reconcile::Core,
-            run_controller,
-            tenancy::{NAMESPACE_TAG, TagTenancy},
-        },
+        controller::{run_controller, tenancy::NAMESPACE_TAG},
         emulator::{self, EmulatorConfig, calllog::CallFilter},
-        metrics::Metrics,
     };
-    use kube::{Api, Client, runtime::events::Recorder};
+    use kube::Api;
 
     let scenario = step_up();
     let emu = emulator::serve(EmulatorConfig {
@@ -732,41 +761,9 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     budget.metadata.resource_version = Some("1".into());
     let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
-    checkpoint_autoscaler::controller::install_crypto_provider();
-    let client = Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            ..AwsSettings::default()
-        },
-    ));
-    let metrics = Metrics::default();
-    let clock = state.clone();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
-        core: Core {
-            apps: Arc::new(KinesisControl::new(clients.clone())),
-            metrics_source: metrics_source(clients.clone(), MetricsMode::Direct),
-            tenancy: Arc::new(TagTenancy::default()),
-            claims: Arc::new(NoOtherClaims),
-            default_region: "us-east-1".into(),
-            metrics: metrics.clone(),
-            period: Duration::from_secs(60),
-            // Only watch events trigger a reconcile in this test.
-            interval: Duration::from_secs(3600),
-            in_flight_poll: Duration::from_secs(3600),
-        },
-        metrics: metrics.clone(),
-        backoff: Arc::default(),
-        clock: Arc::new(move || clock.virtual_now()),
-    });
+    // Only watch events trigger a reconcile in this test.
+    let ctx = context_over(addr, &emu, Duration::from_secs(3600)).await;
+    let client = ctx.client.clone();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
         let _ = stop_rx.await;
@@ -832,6 +829,184 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     }
     assert_eq!(updates(), 1, "no second UpdateApplication for the same decision");
     assert!(!controller.is_finished(), "the controller stopped");
+
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    let _ = emu.shutdown().await;
+}
+
+/// The controller's context over the fake API server at `addr` and the emulator, with the
+/// emulator's clock; `interval` paces the periodic requeue (and the follow-up polls).
+async fn context_over(
+    addr: std::net::SocketAddr,
+    emu: &checkpoint_autoscaler::emulator::Emulator,
+    interval: std::time::Duration,
+) -> std::sync::Arc<checkpoint_autoscaler::controller::Context> {
+    use std::{sync::Arc, time::Duration};
+
+    use aws_config::{BehaviorVersion, Region};
+    use aws_credential_types::Credentials;
+    use checkpoint_autoscaler::{
+        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+        controller::{Context, ownership::NoOtherClaims, reconcile::Core, tenancy::TagTenancy},
+        metrics::Metrics,
+    };
+    use kube::{Client, runtime::events::Recorder};
+
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let client = Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
+        .load()
+        .await;
+    let clients = Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(emu.endpoint_url()),
+            ..AwsSettings::default()
+        },
+    ));
+    let metrics = Metrics::default();
+    let clock = emu.state().clone();
+    Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client, "checkpoint-autoscaler".into()),
+        core: Core {
+            apps: Arc::new(KinesisControl::new(clients.clone())),
+            metrics_source: metrics_source(clients, MetricsMode::Direct),
+            tenancy: Arc::new(TagTenancy::default()),
+            // `run_controller` replaces it with its watch cache.
+            claims: Arc::new(NoOtherClaims),
+            default_region: "us-east-1".into(),
+            metrics: metrics.clone(),
+            period: Duration::from_secs(60),
+            interval,
+            in_flight_poll: interval,
+        },
+        metrics,
+        backoff: Arc::default(),
+        clock: Arc::new(move || clock.virtual_now()),
+    })
+}
+
+/// Two budgets on one application through the real `Controller` wiring: the older one
+/// scales it, the younger reports `Conflict` naming it and makes no UpdateApplication;
+/// once the owner is deleted, the younger takes over at its next periodic requeue.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_over_after_it() {
+    use std::time::Duration;
+
+    use checkpoint_autoscaler::{
+        controller::{run_controller, tenancy::NAMESPACE_TAG},
+        emulator::{self, EmulatorConfig, calllog::CallFilter},
+    };
+    use kube::Api;
+
+    let scenario = step_up();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(scenario.start_time()),
+        region: "us-east-1".into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let state = emu.state().clone();
+    let view = state.add_scenario(&scenario, None).unwrap();
+    state
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+        .unwrap();
+    state.advance(Duration::from_secs(45 * 60));
+
+    let budget = |name: &str, created: &str, uid: &str| {
+        let mut b = demo::load_budget(None, &scenario).unwrap();
+        b.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+        b.metadata.name = Some(name.into());
+        b.metadata.generation = Some(1);
+        b.metadata.uid = Some(uid.into());
+        b.metadata.resource_version = Some("1".into());
+        b.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            created.parse().unwrap(),
+        ));
+        serde_json::to_value(&b).unwrap()
+    };
+    // The younger is listed first, so it is not merely first come, first served.
+    let (addr, fake) = fake_apiserver::serve_more(
+        budget("orders-new", "2026-02-01T00:00:00Z", "uid-new"),
+        vec![budget("orders-old", "2026-01-01T00:00:00Z", "uid-old")],
+    )
+    .await;
+    let ctx = context_over(addr, &emu, Duration::from_millis(300)).await;
+    let client = ctx.client.clone();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
+        let _ = stop_rx.await;
+    }));
+
+    let updates = || {
+        state
+            .call_summary(&CallFilter {
+                operation: Some("UpdateApplication".into()),
+                ..CallFilter::default()
+            })
+            .total
+    };
+    let ready = |name: &str| {
+        let status = fake.status_of(name);
+        let ready = status["conditions"]
+            .as_array()
+            .and_then(|c| c.iter().find(|c| c["type"] == "Ready").cloned());
+        ready.map(|c| {
+            (
+                c["reason"].as_str().unwrap_or_default().to_owned(),
+                c["message"].as_str().unwrap_or_default().to_owned(),
+            )
+        })
+    };
+    async fn until(what: &str, done: impl Fn() -> bool) {
+        for _ in 0..200 {
+            if done() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    until("the older budget's scaling", || {
+        fake.status_of("orders-old")["operationInFlight"]["operationId"].is_string()
+    })
+    .await;
+    until("the younger budget's Conflict", || {
+        ready("orders-new").is_some_and(|(reason, _)| reason == "Conflict")
+    })
+    .await;
+    let (_, message) = ready("orders-new").unwrap();
+    assert!(message.contains("default/orders-old"), "{message}");
+    // A few requeues of the younger later: still one update, still in conflict.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(updates(), 1);
+    assert_eq!(ready("orders-new").unwrap().0, "Conflict");
+    let conflict_events = fake
+        .events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "Conflict")
+        .count();
+    assert_eq!(conflict_events, 1, "one Event, not one per requeue");
+
+    // The owner goes: the younger takes over within an interval or so.
+    fake.delete("orders-old");
+    until("the takeover", || {
+        ready("orders-new").is_some_and(|(reason, _)| reason == "ApplicationObserved")
+    })
+    .await;
+    // The application is still UPDATING with the old owner's operation: not updated again.
+    assert_eq!(updates(), 1);
+    assert!(!controller.is_finished());
 
     let _ = stop_tx.send(());
     let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
