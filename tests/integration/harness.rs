@@ -13,7 +13,9 @@
 //! assert!(h.update_calls("orders").len() <= 2);
 //! ```
 //!
-//! What it does the way the controller does: each budget is reconciled when due (at the
+//! What it does the way the controller does: ownership (when budgets share an application,
+//! the oldest by `creationTimestamp` acts) is answered from the harness's budgets; each
+//! budget is reconciled when due (at the
 //! report's `requeue_after`, or after an error at the controller's own backoff,
 //! [`Error::retry_after`], without jitter), with `now` = the emulator's virtual time. What
 //! it does differently: budgets due in the same step are reconciled one after another (in
@@ -44,6 +46,7 @@ use checkpoint_autoscaler::{
     aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
     controller::{
         Error,
+        ownership::{Claim, Claims},
         reconcile::{Act, BudgetView, Core, Report},
         store::{BudgetKey, BudgetStore, MemoryStore, Notice, StoreError},
         tenancy::{NAMESPACE_TAG, TagTenancy},
@@ -239,6 +242,22 @@ impl BudgetStore for CrashStore {
     }
 }
 
+/// Ownership answered from the harness's budgets, as the controller answers from its
+/// reflector: when two budgets name one application, the oldest acts.
+struct BudgetClaims(Arc<Mutex<Vec<CheckpointBudget>>>);
+
+impl Claims for BudgetClaims {
+    fn naming(&self, application: &str) -> Vec<Claim> {
+        self.0
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|b| b.spec.application.name == application)
+            .filter_map(Claim::of)
+            .collect()
+    }
+}
+
 /// The emulator, the controller's core over it, and the budgets.
 pub struct Harness {
     emu: Emulator,
@@ -246,6 +265,8 @@ pub struct Harness {
     store: Arc<CrashStore>,
     core: Core,
     budgets: Vec<Managed>,
+    /// The budgets as the controller's reflector would hold them (for ownership).
+    claims: Arc<Mutex<Vec<CheckpointBudget>>>,
     calls: Vec<CallRecord>,
     restarts: u32,
 }
@@ -264,7 +285,8 @@ impl Harness {
         })
         .await
         .expect("the emulator starts");
-        let core = build_core(&config, &emu.endpoint_url()).await;
+        let claims = Arc::new(Mutex::new(Vec::new()));
+        let core = build_core(&config, &emu.endpoint_url(), claims.clone()).await;
         Self {
             emu,
             config,
@@ -276,6 +298,7 @@ impl Harness {
             }),
             core,
             budgets: Vec::new(),
+            claims,
             calls: Vec::new(),
             restarts: 0,
         }
@@ -327,7 +350,18 @@ impl Harness {
             failures: 0,
         });
         self.budgets.sort_by(|a, b| a.key.cmp(&b.key));
+        self.sync_claims();
         key
+    }
+
+    /// Deletes a budget: it is reconciled no more and no longer claims its application.
+    pub fn delete_budget(&mut self, key: &BudgetKey) {
+        self.budgets.retain(|m| &m.key != key);
+        self.sync_claims();
+    }
+
+    fn sync_claims(&self) {
+        *self.claims.lock().unwrap() = self.budgets.iter().map(|m| m.budget.clone()).collect();
     }
 
     /// An application running `scenario` as `app` in `namespace`, with the scenario's own
@@ -351,6 +385,7 @@ impl Harness {
         change(&mut m.budget.spec);
         m.budget.metadata.generation = Some(m.budget.metadata.generation.unwrap_or(0) + 1);
         m.due = Some(now);
+        self.sync_claims();
     }
 
     /// The budgets, in key order.
@@ -443,7 +478,7 @@ impl Harness {
     /// Like a new process after its initial list, it reconciles every budget at the next
     /// step.
     pub async fn restart(&mut self) {
-        self.core = build_core(&self.config, &self.emu.endpoint_url()).await;
+        self.core = build_core(&self.config, &self.emu.endpoint_url(), self.claims.clone()).await;
         self.store.dead.store(false, Ordering::SeqCst);
         let now = self.now();
         for m in &mut self.budgets {
@@ -593,7 +628,11 @@ impl Harness {
 }
 
 /// A fresh core (new SDK clients, no shared state) over the emulator at `endpoint`.
-async fn build_core(config: &HarnessConfig, endpoint: &str) -> Core {
+async fn build_core(
+    config: &HarnessConfig,
+    endpoint: &str,
+    claims: Arc<Mutex<Vec<CheckpointBudget>>>,
+) -> Core {
     let base = aws_config::defaults(BehaviorVersion::latest())
         .region(Region::new(config.region.clone()))
         .credentials_provider(Credentials::new(
@@ -617,7 +656,7 @@ async fn build_core(config: &HarnessConfig, endpoint: &str) -> Core {
         apps: Arc::new(KinesisControl::new(clients.clone())),
         metrics_source: metrics_source(clients, config.metrics.clone()),
         tenancy: Arc::new(TagTenancy::default()),
-        claims: Arc::new(checkpoint_autoscaler::controller::ownership::NoOtherClaims),
+        claims: Arc::new(BudgetClaims(claims)),
         default_region: config.region.clone(),
         metrics: Metrics::default(),
         period: Duration::from_secs(60),
@@ -730,5 +769,39 @@ async fn the_harness_drives_a_scaling_through_both_crash_points() {
             .any(|n| n.action == "Scaling" && n.reason == "ScalingSucceeded")
     );
     assert_eq!(h.operations("orders").len(), 1);
+    h.shutdown().await;
+}
+
+fn ready_reason(h: &Harness, key: &BudgetKey) -> Option<String> {
+    h.status(key)
+        .and_then(|s| s.condition("Ready").map(|c| c.reason.clone()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_harness_answers_ownership_from_its_budgets() {
+    let mut h = Harness::start(HarnessConfig::default()).await;
+    let sc = scenario("step-up");
+    let owner = h.add_scenario_budget(&sc, "orders", "team-a");
+    h.advance(Duration::from_secs(60));
+    let spec = h.budgets()[0].budget.spec.clone();
+    let younger = h.add_budget("team-a", "orders-again", spec);
+    h.advance(Duration::from_secs(8 * 60));
+    for _ in 0..45 {
+        h.step().await;
+    }
+    assert_eq!(ready_reason(&h, &younger).as_deref(), Some("Conflict"));
+    assert_ne!(ready_reason(&h, &owner).as_deref(), Some("Conflict"));
+    assert!(h.status(&younger).unwrap().last_scaling.is_none());
+    assert!(
+        h.status(&owner).unwrap().last_scaling.is_some(),
+        "the owner scaled"
+    );
+
+    // Once the owner is gone, the other budget takes over.
+    h.delete_budget(&owner);
+    for _ in 0..3 {
+        h.step().await;
+    }
+    assert_eq!(ready_reason(&h, &younger).as_deref(), Some("ApplicationObserved"));
     h.shutdown().await;
 }
