@@ -314,8 +314,10 @@ pub struct RunArgs {
     /// --tenancy-config).
     #[arg(long, value_enum, default_value_t = TenancyMode::Tag)]
     pub tenancy: TenancyMode,
-    /// The allow-list file for `--tenancy allow-list`: per namespace, the application
-    /// names (exact or `prefix*`) and role ARNs its budgets may use.
+    /// The allow-list file: per namespace, the application names (exact or `prefix*`;
+    /// read under `allow-list` only) and the role ARNs its budgets may name in
+    /// spec.application.roleArn (read under both policies; without the file no budget may
+    /// name a role). Required with `--tenancy allow-list`.
     #[arg(long)]
     pub tenancy_config: Option<PathBuf>,
 }

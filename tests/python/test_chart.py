@@ -788,3 +788,32 @@ def test_flux_installs_the_chart_then_syncs_the_budgets(chart):
     (source,) = gitops_docs("flux/gitrepository.yaml")
     for kustomization in (controller, budgets):
         assert kustomization["spec"]["sourceRef"] == {"kind": "GitRepository", "name": source["metadata"]["name"]}
+
+
+def test_gitops_installs_allow_every_role_their_budgets_name(chart):
+    """A budget's roleArn is honoured only if the controller's allow-list names it for the
+    budget's namespace (in both tenancy modes), and the IAM policy lets the controller
+    assume it: the examples must agree, or their budgets would be Forbidden."""
+    (argo,) = gitops_docs("argocd/checkpoint-autoscaler.yaml")
+    (flux,) = gitops_docs("flux/controller/helmrelease.yaml")
+    installs = {"argocd": argo["spec"]["source"]["helm"]["valuesObject"], "flux": flux["spec"]["values"]}
+    policy = json.loads((ROOT / "examples" / "iam-policy.json").read_text())
+    assumable = {
+        resource
+        for statement in policy["Statement"]
+        if statement["Action"] == "sts:AssumeRole" or "sts:AssumeRole" in statement["Action"]
+        for resource in ([statement["Resource"]] if isinstance(statement["Resource"], str) else statement["Resource"])
+    }
+    roles = []
+    for path in sorted((GITOPS / "budgets").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "CheckpointBudget" and doc["spec"]["application"].get("roleArn"):
+                roles.append((doc["metadata"]["namespace"], doc["spec"]["application"]["roleArn"]))
+    assert roles, "the examples show a budget with a roleArn"
+    for name, values in installs.items():
+        objects = render(chart, values)
+        config = yaml.safe_load(one(objects, "ConfigMap", f"{FULLNAME}-tenancy")["data"]["tenancy.yaml"])
+        assert "--tenancy-config=/etc/checkpoint-autoscaler/tenancy.yaml" in container(objects)["args"]
+        for namespace, role in roles:
+            assert role in config["namespaces"][namespace]["roleArns"], (name, namespace, role)
+            assert role in assumable, role
