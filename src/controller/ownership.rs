@@ -79,7 +79,7 @@ impl Claim {
 
 /// The account of an IAM role ARN (`arn:<partition>:iam::<account>:role/<name>`); a string
 /// that is not one stands for itself, so two different malformed roles never match.
-fn account_of(role_arn: &str) -> &str {
+pub(crate) fn account_of(role_arn: &str) -> &str {
     let mut parts = role_arn.splitn(6, ':');
     match (
         parts.next(),

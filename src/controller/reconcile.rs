@@ -289,19 +289,14 @@ impl Core {
         desc: &ApplicationDescription,
         target: &Target,
     ) -> Option<Claim> {
-        let mine = Claim {
-            key: budget.key.clone(),
-            created: None,
-            region: Some(target.region.clone()),
-            role_arn: target.role_arn.clone(),
-        };
+        let account = target.role_arn.as_deref().map(ownership::account_of);
         let claims: Vec<Claim> = self
             .claims
             .naming(&budget.spec.application.name)
             .into_iter()
             .filter(|c| {
                 let region = c.region.as_deref().unwrap_or(&self.default_region);
-                region == target.region && c.account() == mine.account()
+                region == target.region && c.account() == account
             })
             .filter(|c| {
                 // A budget the policy forbids must not block the one it allows.

@@ -297,3 +297,61 @@ async fn no_secret_or_session_token_reaches_logs_events_or_status() {
         }
     }
 }
+
+/// A role the namespace may not use never reaches the network: no STS `AssumeRole`, no
+/// `DescribeApplication`. The SDK clients point at a listener that counts connections; an
+/// allowed role, for contrast, does connect (to assume the role).
+#[tokio::test]
+async fn a_forbidden_role_makes_no_connection_at_all() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let connections = Arc::new(AtomicUsize::new(0));
+    let counter = connections.clone();
+    let server = tokio::spawn(async move {
+        // Accept and hang up: every call fails, which is all this test needs.
+        while let Ok((socket, _)) = listener.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(socket);
+        }
+    });
+    let core = core(clients(format!("http://{addr}")).await);
+    let scenario = step_up();
+    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    fn view(budget: &CheckpointBudget) -> BudgetView<'_> {
+        BudgetView {
+            key: BudgetKey::new(NAMESPACE, "orders"),
+            generation: Some(1),
+            spec: &budget.spec,
+            status: None,
+        }
+    }
+    let now = scenario.start_time();
+
+    budget.spec.application.role_arn = Some("arn:aws:iam::999999999999:role/not-allowed".into());
+    let store = MemoryStore::default();
+    let err = core.reconcile(&view(&budget), &store, now).await.unwrap_err();
+    assert!(err.to_string().contains("forbidden"), "{err}");
+    let status = store.status(&BudgetKey::new(NAMESPACE, "orders")).unwrap();
+    assert_eq!(status.condition("Ready").unwrap().reason, "Forbidden");
+    assert_eq!(store.events().len(), 1);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        0,
+        "a forbidden role reached the network"
+    );
+
+    budget.spec.application.role_arn = Some(ROLE.into());
+    let err = core
+        .reconcile(&view(&budget), &MemoryStore::default(), now)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("credentials unavailable"), "{err}");
+    assert!(
+        connections.load(Ordering::SeqCst) > 0,
+        "the allowed role was assumed"
+    );
+    server.abort();
+}
