@@ -236,7 +236,11 @@ impl BudgetValidator {
             .collect();
         let schema_failed = !schema_problems.is_empty();
         problems.extend(schema_problems);
-        if let Err(errors) = self.cel.validate_compiled(&self.cel_rules, &object, None) {
+        // NB: the API server evaluates no rule on a null value (a nullable field set to null);
+        // kube's interpreter would, and fail on it.
+        let mut cel_object = object.clone();
+        drop_nulls(&mut cel_object);
+        if let Err(errors) = self.cel.validate_compiled(&self.cel_rules, &cel_object, None) {
             for err in errors {
                 let field = err.field_path.trim_start_matches('.').to_owned();
                 // A rule evaluated on a value of the wrong type fails to evaluate, and a rule
@@ -507,6 +511,18 @@ fn prune_nulls(schema: &Value, value: &mut Value) {
     }
 }
 
+/// Removes every `null` member of every object.
+fn drop_nulls(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            map.retain(|_, v| !v.is_null());
+            map.values_mut().for_each(drop_nulls);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_nulls),
+        _ => {}
+    }
+}
+
 /// Reports fields the schema does not define, as the API server's strict field validation
 /// does (and as it would otherwise silently prune them).
 fn unknown_fields(schema: &Value, value: &Value, path: &str, root: bool, out: &mut Vec<Problem>) {
@@ -533,16 +549,24 @@ fn unknown_fields(schema: &Value, value: &Value, path: &str, root: bool, out: &m
                     }
                     (None, None) if preserve || props.is_none() => {}
                     (None, None) => {
+                        // NB: a key can be as long as any value.
+                        let mut short: String = key.chars().take(SHOWN_HEAD).collect();
+                        if short.len() < key.len() {
+                            short.push('…');
+                        }
+                        let child_path = if path.is_empty() {
+                            short
+                        } else {
+                            format!("{path}.{short}")
+                        };
+                        let key = shown(&Value::String(key.clone()));
                         let known: Vec<&str> = props
                             .map(|p| p.keys().map(String::as_str).collect())
                             .unwrap_or_default();
                         out.push(Problem {
                             check: Check::UnknownField,
                             field: child_path,
-                            message: format!(
-                                "unknown field {key:?}; known fields here: {}",
-                                known.join(", ")
-                            ),
+                            message: format!("unknown field {key}; known fields here: {}", known.join(", ")),
                             rule: None,
                         });
                     }
@@ -659,7 +683,7 @@ fn schema_problem(err: &jsonschema::ValidationError<'_>) -> Problem {
                 }
                 _ => "does not match the required pattern",
             };
-            format!("{instance} {hint}")
+            format!("{} {hint}", shown(instance))
         }
         ValidationErrorKind::Type { kind } => {
             // `nullable` fields admit null too; saying so only confuses.
@@ -672,7 +696,8 @@ fn schema_problem(err: &jsonschema::ValidationError<'_>) -> Problem {
                     .collect(),
             };
             format!(
-                "{instance} is not of type {}",
+                "{} is not of type {}",
+                shown(instance),
                 types
                     .iter()
                     .map(|t| format!("{t:?}"))
@@ -681,12 +706,27 @@ fn schema_problem(err: &jsonschema::ValidationError<'_>) -> Problem {
             )
         }
         ValidationErrorKind::Minimum { limit } => {
-            format!("{instance} is less than the minimum of {}", number(limit))
+            format!(
+                "{} is less than the minimum of {}",
+                shown(instance),
+                number(limit)
+            )
         }
         ValidationErrorKind::Maximum { limit } => {
-            format!("{instance} is greater than the maximum of {}", number(limit))
+            format!(
+                "{} is greater than the maximum of {}",
+                shown(instance),
+                number(limit)
+            )
         }
-        _ => err.to_string(),
+        // jsonschema's own messages start with the whole value.
+        _ => {
+            let message = err.to_string();
+            match message.strip_prefix(&instance.to_string()) {
+                Some(rest) => format!("{}{rest}", shown(instance)),
+                None => message,
+            }
+        }
     };
     Problem {
         check: Check::Schema,
@@ -695,6 +735,33 @@ fn schema_problem(err: &jsonschema::ValidationError<'_>) -> Problem {
         rule: Some(keyword),
     }
 }
+
+/// A value as a message shows it: a value longer than [`SHOWN_LENGTH`] characters is cut to
+/// its first [`SHOWN_HEAD`] and its length given, so a megabyte-long string is reported, not
+/// reprinted.
+fn shown(value: &Value) -> String {
+    let (text, length) = match value {
+        Value::String(s) => (s.clone(), s.chars().count()),
+        other => {
+            let text = other.to_string();
+            let length = text.chars().count();
+            (text, length)
+        }
+    };
+    if length <= SHOWN_LENGTH {
+        return value.to_string();
+    }
+    let head: String = text.chars().take(SHOWN_HEAD).collect();
+    match value {
+        Value::String(_) => format!("{}… ({length} characters)", Value::String(head)),
+        _ => format!("{head}… ({length} characters)"),
+    }
+}
+
+/// Longest value a message quotes whole.
+const SHOWN_LENGTH: usize = 200;
+/// How much of a longer value a message quotes.
+const SHOWN_HEAD: usize = 64;
 
 /// A schema limit as people write it: schemars emits integer bounds as floats (`1.0`).
 fn number(limit: &Value) -> String {

@@ -13,11 +13,11 @@
 //! - a budget that was valid and became undecodable is removed from the reflector (so it is
 //!   neither reconciled with its stale spec nor counted as an owner of its application).
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use jiff::Timestamp;
 use kube::{
-    Resource, ResourceExt,
+    CustomResourceExt, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
     runtime::{reflector::Store, watcher},
 };
@@ -58,6 +58,9 @@ pub fn decode(object: &DynamicObject) -> Result<CheckpointBudget, SpecError> {
             serde_json::to_value(&object.metadata).unwrap_or(Value::Null),
         );
     }
+    if let Some(err) = laxness(budget_schema(), &value, "") {
+        return Err(err);
+    }
     serde_path_to_error::deserialize::<_, CheckpointBudget>(value).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." { String::new() } else { path };
@@ -69,10 +72,61 @@ pub fn decode(object: &DynamicObject) -> Result<CheckpointBudget, SpecError> {
         };
         SpecError {
             field,
-            problem: err.into_inner().to_string(),
+            problem: crate::crd::truncate_message(&err.into_inner().to_string()),
             fix: fix.to_owned(),
         }
     })
+}
+
+/// The generated CRD's openAPIV3Schema (what the API server would have enforced).
+fn budget_schema() -> &'static Value {
+    static SCHEMA: OnceLock<Value> = OnceLock::new();
+    SCHEMA.get_or_init(|| {
+        CheckpointBudget::crd()
+            .spec
+            .versions
+            .into_iter()
+            .find_map(|v| v.schema.and_then(|s| s.open_api_v3_schema))
+            .and_then(|schema| serde_json::to_value(schema).ok())
+            .unwrap_or(Value::Null)
+    })
+}
+
+/// Finds where serde would decode what the schema refuses: serde also builds a struct from
+/// an array of its fields in order (`perKpu: [1, 4]`) and a unit enum from a map
+/// (`mode: {Enforce: null}`). Every other type mistake serde refuses itself, and says so
+/// better.
+fn laxness(schema: &Value, value: &Value, path: &str) -> Option<SpecError> {
+    let wrong = |problem: &str| SpecError {
+        field: path.to_owned(),
+        problem: problem.to_owned(),
+        fix: "correct the field (see `kubectl explain checkpointbudget.spec`) and apply the budget again"
+            .to_owned(),
+    };
+    let child = |key: &str| {
+        if path.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{path}.{key}")
+        }
+    };
+    match (schema.get("type").and_then(Value::as_str), value) {
+        (Some("object"), Value::Array(_)) => Some(wrong("invalid type: sequence, expected a map of fields")),
+        (Some("string"), Value::Object(_)) => Some(wrong("invalid type: map, expected a string")),
+        (_, Value::Object(map)) => {
+            let properties = schema.get("properties").and_then(Value::as_object)?;
+            map.iter()
+                .find_map(|(key, v)| properties.get(key).and_then(|s| laxness(s, v, &child(key))))
+        }
+        (_, Value::Array(items)) => {
+            let item_schema = schema.get("items")?;
+            items
+                .iter()
+                .enumerate()
+                .find_map(|(i, v)| laxness(item_schema, v, &format!("{path}[{i}]")))
+        }
+        _ => None,
+    }
 }
 
 /// The message of the `Ready` condition and Event for an undecodable budget.
@@ -460,5 +514,115 @@ mod tests {
         assert_eq!(updates[0].name, fixtures::APP);
         assert!(updates[0].to.parallelism > 4);
         assert_eq!(good_status.unwrap().condition(READY).unwrap().status, "True");
+    }
+
+    fn corpus_header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
+        text.lines()
+            .filter_map(|l| l.strip_prefix("# "))
+            .find_map(|l| l.strip_prefix(key).map(str::trim))
+    }
+
+    /// The invalid-budget corpus fed to the controller as if the schema had been bypassed:
+    /// a budget that does not decode is reported with serde's path to the field (the
+    /// `decode-error` line of the file) and never reaches the reconciler; one that decodes
+    /// but breaks a rule (`spec-error`) gets `Ready=False InvalidSpec` naming the field, a
+    /// Warning Event, and no AWS call.
+    #[tokio::test]
+    async fn the_invalid_corpus_bypassing_the_schema() {
+        use crate::controller::{Error, reconcile::BudgetView, store::MemoryStore};
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/invalid");
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+            .collect();
+        files.sort();
+        let mut mismatches = Vec::new();
+        let (mut undecodable, mut refused, mut out_of_scope) = (0, 0, 0);
+        for file in &files {
+            let name = file.file_name().unwrap().to_string_lossy().into_owned();
+            let text = std::fs::read_to_string(file).unwrap();
+            // As the API server hands it over: JSON. A file that is not even YAML never
+            // gets there.
+            let Ok(mut value) = serde_yaml::from_str::<Value>(&text) else {
+                continue;
+            };
+            value["metadata"]["namespace"] = json!("streaming");
+            value["metadata"]["generation"] = json!(1);
+            if value["metadata"]["name"].as_str().is_none_or(str::is_empty) {
+                value["metadata"]["name"] = json!("unnamed");
+            }
+            let object = dynamic(value);
+            match decode(&object) {
+                Err(err) => {
+                    undecodable += 1;
+                    let got = err.to_string();
+                    match corpus_header(&text, "decode-error:") {
+                        Some(want) if got.starts_with(want) => {}
+                        want => mismatches.push(format!("{name}: decode-error {want:?}, got {got:?}")),
+                    }
+                    let (status, notice) =
+                        invalid_status(Value::Null, Some(1), &err, fixtures::now()).unwrap();
+                    let ready = status.condition(READY).unwrap();
+                    assert_eq!(ready.reason, INVALID_SPEC, "{name}");
+                    assert!(ready.message.contains(&err.field), "{name}: {}", ready.message);
+                    assert!(notice.is_some(), "{name}");
+                }
+                Ok(budget) => match corpus_header(&text, "spec-error:") {
+                    None => mismatches.push(format!("{name}: decodes, but has no spec-error line")),
+                    // Refused by the API server whatever the CRD says (metadata, served
+                    // versions) or pruned by it (unknown fields): not the reconciler's.
+                    Some("none") => {
+                        out_of_scope += 1;
+                        if let Err(e) = budget.spec.to_budget() {
+                            mismatches.push(format!("{name}: spec-error none, got {e}"));
+                        }
+                    }
+                    Some(field) => {
+                        refused += 1;
+                        let (ctx, _api, fake) = crate::controller::Context::test();
+                        let store = MemoryStore::default();
+                        let key = BudgetKey::new("streaming", budget.name_any());
+                        let view = BudgetView {
+                            key: key.clone(),
+                            generation: Some(1),
+                            spec: &budget.spec,
+                            status: None,
+                        };
+                        let result = ctx.core.reconcile(&view, &store, fixtures::now()).await;
+                        match result {
+                            Err(Error::InvalidSpec(message))
+                                if message.starts_with(&format!("{field}: ")) => {}
+                            other => {
+                                mismatches.push(format!("{name}: spec-error {field}, got {other:?}"));
+                                continue;
+                            }
+                        }
+                        let status = store.status(&key).unwrap();
+                        let ready = status.condition(READY).unwrap();
+                        assert_eq!(
+                            (ready.status.as_str(), ready.reason.as_str()),
+                            ("False", INVALID_SPEC)
+                        );
+                        assert!(ready.message.contains(field), "{name}: {}", ready.message);
+                        assert!(
+                            ready.message.len() < 1024,
+                            "{name}: {} bytes",
+                            ready.message.len()
+                        );
+                        let events = store.events();
+                        assert_eq!(events.len(), 1, "{name}: {events:?}");
+                        assert_eq!(events[0].1.reason, INVALID_SPEC);
+                        assert!(fake.read(|s| s.calls.is_empty()), "{name}: an AWS call");
+                    }
+                },
+            }
+        }
+        assert!(mismatches.is_empty(), "{}", mismatches.join("\n"));
+        // Every class is exercised at this level.
+        assert!(
+            undecodable >= 20 && refused >= 30 && out_of_scope >= 5,
+            "{undecodable} {refused} {out_of_scope}"
+        );
     }
 }

@@ -16,6 +16,19 @@ pub const DURATION_POSITIVE_RULE: &str = "duration(self) > duration('0s')";
 /// The message of [`DURATION_POSITIVE_RULE`].
 pub const DURATION_POSITIVE_MESSAGE: &str = "must be a positive duration such as 90s, 2m or 1h30m";
 
+/// The CEL rule bounding every duration field. The API server's CEL (Go's `time.Duration`)
+/// cannot represent more than 2562047h47m16.854775807s and refuses a longer duration with an
+/// evaluation error; kube's CEL interpreter clamps it instead. Stating the bound keeps both
+/// refusing it, and [`parse_duration`] agrees.
+pub const DURATION_MAX_RULE: &str = "duration(self) <= duration('2562047h')";
+
+/// The message of [`DURATION_MAX_RULE`].
+pub const DURATION_MAX_MESSAGE: &str =
+    "must be at most 2562047h (about 292 years), the longest duration Kubernetes can hold";
+
+/// [`DURATION_MAX_RULE`]'s bound in nanoseconds.
+const MAX_NANOS: u128 = 2_562_047 * 3_600_000_000_000;
+
 /// Longest duration string the schema accepts; bounds the CEL cost estimate too.
 pub const DURATION_MAX_LENGTH: u64 = 32;
 
@@ -36,8 +49,8 @@ pub enum DurationError {
     /// Zero length.
     #[error("{0:?} is zero; durations here must be positive")]
     Zero(String),
-    /// Larger than `std::time::Duration` can hold.
-    #[error("{0:?} is too long")]
+    /// Longer than Kubernetes can hold (see [`DURATION_MAX_RULE`]).
+    #[error("{0:?} is too long; durations here are at most 2562047h")]
     Overflow(String),
 }
 
@@ -107,7 +120,8 @@ impl JsonSchema for KubeDuration {
             "pattern": DURATION_PATTERN,
             "maxLength": DURATION_MAX_LENGTH,
             "x-kubernetes-validations": [
-                {"rule": DURATION_POSITIVE_RULE, "message": DURATION_POSITIVE_MESSAGE}
+                {"rule": DURATION_POSITIVE_RULE, "message": DURATION_POSITIVE_MESSAGE},
+                {"rule": DURATION_MAX_RULE, "message": DURATION_MAX_MESSAGE}
             ]
         })
     }
@@ -179,6 +193,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
     }
     if total == 0 {
         return Err(DurationError::Zero(text.to_owned()));
+    }
+    if total > MAX_NANOS {
+        return Err(DurationError::Overflow(text.to_owned()));
     }
     let secs = u64::try_from(total / 1_000_000_000).map_err(|_| DurationError::Overflow(text.to_owned()))?;
     // The remainder is below 1e9, so it fits.
@@ -269,15 +286,23 @@ mod tests {
             parse_duration("99999999999999999999999999999999999999h"),
             Err(DurationError::Overflow(_))
         ));
-        // Whole seconds beyond u64: 5124095576030432h is 2^64 + 3585 s.
+        // The bound of the CRD's rule (Go's time.Duration holds a little more).
         assert_eq!(
-            parse_duration("5124095576030431h"),
-            Ok(Duration::from_secs(5_124_095_576_030_431 * 3600))
+            parse_duration("2562047h"),
+            Ok(Duration::from_secs(2_562_047 * 3600))
         );
-        assert!(matches!(
-            parse_duration("5124095576030432h"),
-            Err(DurationError::Overflow(_))
-        ));
+        for over in [
+            "2562047h1ns",
+            "2562048h",
+            "153722868m",
+            "5124095576030432h",
+            "99999999999999999999h",
+        ] {
+            assert!(
+                matches!(parse_duration(over), Err(DurationError::Overflow(_))),
+                "{over}"
+            );
+        }
     }
 
     #[test]

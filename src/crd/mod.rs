@@ -345,13 +345,36 @@ impl SpecError {
     fn new(field: &str, problem: impl Into<String>, fix: impl Into<String>) -> Self {
         Self {
             field: field.to_owned(),
-            problem: problem.into(),
+            problem: truncate_message(&problem.into()),
             fix: fix.into(),
         }
     }
 }
 
+/// Longest `problem` a [`SpecError`] carries into a status condition and an Event.
+pub const MAX_PROBLEM_LENGTH: usize = 256;
+
+/// Cuts `text` to [`MAX_PROBLEM_LENGTH`] characters, saying how long it was: the problem
+/// quotes the offending value, and a value that bypassed the schema can be megabytes long
+/// (the status would then be too large to write, and no one would read it).
+pub fn truncate_message(text: &str) -> String {
+    let chars = text.chars().count();
+    if chars <= MAX_PROBLEM_LENGTH {
+        return text.to_owned();
+    }
+    let head: String = text.chars().take(MAX_PROBLEM_LENGTH).collect();
+    format!("{head}… ({chars} characters in all)")
+}
+
 fn positive_duration(field: &str, value: &KubeDuration) -> Result<Duration, SpecError> {
+    let length = value.as_str().chars().count();
+    if length as u64 > DURATION_MAX_LENGTH {
+        return Err(SpecError::new(
+            field,
+            format!("is {length} characters long, more than {DURATION_MAX_LENGTH}"),
+            "write a shorter duration such as 90s, 2m or 1h30m",
+        ));
+    }
     value.parse().map_err(|err| {
         SpecError::new(
             field,
@@ -444,6 +467,24 @@ impl CheckpointBudgetSpec {
                 "use 1 to 128 letters, digits, '_', '.' or '-'",
             ));
         }
+        if let Some(region) = &self.application.region
+            && !is_region(region)
+        {
+            return Err(SpecError::new(
+                "spec.application.region",
+                format!("{region:?} is not an AWS region name"),
+                "write a region such as eu-west-1, or leave it unset for the controller's region",
+            ));
+        }
+        if let Some(role) = &self.application.role_arn
+            && !is_role_arn(role)
+        {
+            return Err(SpecError::new(
+                "spec.application.roleArn",
+                format!("{role:?} is not an IAM role ARN"),
+                "write an ARN such as arn:aws:iam::111122223333:role/flink-scaler, or leave it unset",
+            ));
+        }
         let objectives = &self.objectives;
         let max_checkpoint_duration = positive_duration(
             "spec.objectives.maxCheckpointDuration",
@@ -461,6 +502,14 @@ impl CheckpointBudgetSpec {
             .max_checkpoint_size
             .as_ref()
             .map(|q| {
+                let length = q.to_string().chars().count();
+                if length as u64 > QUANTITY_MAX_LENGTH {
+                    return Err(SpecError::new(
+                        "spec.objectives.maxCheckpointSize",
+                        format!("is {length} characters long, more than {QUANTITY_MAX_LENGTH}"),
+                        "write a size such as 512Mi or 8Gi",
+                    ));
+                }
                 q.bytes().map_err(|err| {
                     SpecError::new(
                         "spec.objectives.maxCheckpointSize",
@@ -527,6 +576,13 @@ impl CheckpointBudgetSpec {
             ));
         }
         if let Some(max_kpus) = self.max_kpus {
+            if !(1..=FLINK_MAX_PARALLELISM).contains(&max_kpus) {
+                return Err(SpecError::new(
+                    "spec.maxKpus",
+                    format!("{max_kpus} is out of range"),
+                    format!("use a value from 1 to {FLINK_MAX_PARALLELISM}, or leave it unset for no cap"),
+                ));
+            }
             let needed = p.min.div_ceil(p.per_kpu.max);
             if max_kpus < needed {
                 return Err(SpecError::new(
@@ -565,6 +621,52 @@ impl CheckpointBudgetSpec {
             )?,
         })
     }
+}
+
+/// Whether `s` matches [`REGION_PATTERN`] (and the schema's length bound): `eu-west-1`,
+/// `us-gov-west-1`. The reconciler's guard, written out because the crate has no regex engine
+/// of its own; a test checks it against the pattern.
+pub fn is_region(s: &str) -> bool {
+    let mut parts = s.split('-');
+    let (Some(first), Some(last)) = (parts.next(), s.rsplit('-').next()) else {
+        return false;
+    };
+    let middle: Vec<&str> = s.split('-').skip(1).collect();
+    s.len() <= 32
+        && first.len() == 2
+        && first.bytes().all(|b| b.is_ascii_lowercase())
+        && middle.len() >= 2
+        && !last.is_empty()
+        && last.bytes().all(|b| b.is_ascii_digit())
+        && middle[..middle.len() - 1]
+            .iter()
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+}
+
+/// Whether `s` matches [`ROLE_ARN_PATTERN`] (and the schema's length bound):
+/// `arn:aws:iam::111122223333:role/flink-scaler`, in any partition (`aws-cn`, `aws-us-gov`).
+pub fn is_role_arn(s: &str) -> bool {
+    let Some(rest) = s.strip_prefix("arn:aws") else {
+        return false;
+    };
+    let Some((partition, rest)) = rest.split_once(":iam::") else {
+        return false;
+    };
+    let Some((account, path)) = rest.split_once(":role/") else {
+        return false;
+    };
+    s.len() <= 2048
+        && partition
+            .split('-')
+            .skip(1)
+            .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase()))
+        && (partition.is_empty() || partition.starts_with('-'))
+        && account.len() == 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && (1..=512).contains(&path.len())
+        && path
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_/-".contains(&b))
 }
 
 /// The CRD as YAML, exactly as `checkpoint-autoscaler crd` prints it and

@@ -12,6 +12,18 @@ use serde::{Deserialize, Serialize};
 pub const QUANTITY_PATTERN: &str =
     "^([1-9][0-9]*(\\.[0-9]+)?|0\\.[0-9]*[1-9][0-9]*)(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$";
 
+/// The CEL rule bounding a size below 16Ei (2^64 bytes), which [`parse_quantity`] refuses
+/// too; the pattern alone admits `99999999999999999999Ei`, which the API server would store
+/// and the controller could not use. `string(self)` covers both forms (an integer, an int64,
+/// is always below the bound); `isQuantity` first, so a string the pattern refuses is
+/// reported by the pattern, not by a failing evaluation. NB: `type(self)` would be clearer,
+/// but kube's CEL interpreter (and so `validate`) does not support it.
+pub const QUANTITY_MAX_RULE: &str =
+    "!isQuantity(string(self)) || quantity(string(self)).isLessThan(quantity('16Ei'))";
+
+/// The message of [`QUANTITY_MAX_RULE`].
+pub const QUANTITY_MAX_MESSAGE: &str = "must be less than 16Ei";
+
 /// Longest size string the schema accepts.
 pub const QUANTITY_MAX_LENGTH: u64 = 32;
 
@@ -26,8 +38,8 @@ pub enum QuantityError {
     /// Zero or negative.
     #[error("{0:?} is not positive; sizes here must be at least one byte")]
     NotPositive(String),
-    /// More bytes than a u64 holds.
-    #[error("{0:?} is too large")]
+    /// More bytes than a u64 holds (see [`QUANTITY_MAX_RULE`]).
+    #[error("{0:?} is too large; sizes here are below 16Ei")]
     Overflow(String),
 }
 
@@ -37,13 +49,43 @@ pub enum QuantityError {
 /// [`ByteQuantity::bytes`] parses it. Deserialising is lenient for the same reason as
 /// [`KubeDuration`](super::KubeDuration): the schema rejects bad values at apply time and
 /// the reconciler reports any that slipped through.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize)]
 #[serde(untagged)]
 pub enum ByteQuantity {
     /// A plain number of bytes.
     Bytes(i64),
     /// A quantity string such as `8Gi`.
     Text(String),
+}
+
+/// By hand rather than `#[serde(untagged)]`, whose error ("data did not match any variant")
+/// would not say what a size looks like.
+impl<'de> Deserialize<'de> for ByteQuantity {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = ByteQuantity;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a size: a whole number of bytes or a quantity such as 512Mi or 8Gi")
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(ByteQuantity::Bytes(n))
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, n: u64) -> Result<Self::Value, E> {
+                // Above i64 (and so above any size the schema admits): kept as written, for
+                // `bytes` to refuse.
+                Ok(i64::try_from(n).map_or_else(|_| ByteQuantity::Text(n.to_string()), ByteQuantity::Bytes))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<Self::Value, E> {
+                Ok(ByteQuantity::Text(text.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 impl ByteQuantity {
@@ -123,7 +165,10 @@ impl JsonSchema for ByteQuantity {
             "x-kubernetes-int-or-string": true,
             "pattern": QUANTITY_PATTERN,
             "maxLength": QUANTITY_MAX_LENGTH,
-            "minimum": 1
+            "minimum": 1,
+            "x-kubernetes-validations": [
+                {"rule": QUANTITY_MAX_RULE, "message": QUANTITY_MAX_MESSAGE}
+            ]
         })
     }
 }

@@ -409,3 +409,51 @@ fn crd_uses_only_formats_kubernetes_knows() {
         );
     }
 }
+
+/// The reconciler's hand-written region and role-ARN checks agree with the schema patterns
+/// the API server applies, on arbitrary strings and on near-misses of valid ones.
+#[test]
+fn region_and_role_arn_checks_agree_with_the_patterns() {
+    let schema = |pattern: &str, max: usize| {
+        jsonschema::draft4::new(
+            &json!({"type": "string", "pattern": pattern, "minLength": 1, "maxLength": max}),
+        )
+        .unwrap()
+    };
+    let region = schema(REGION_PATTERN, 32);
+    let role = schema(ROLE_ARN_PATTERN, 2048);
+    let mut runner = TestRunner::new(ProptestConfig::with_cases(
+        std::env::var("PROPTEST_CASES")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(500),
+    ));
+    let strings = prop_oneof![
+        "[a-z]{1,3}(-[a-z0-9]{0,8}){0,4}",
+        "[a-zA-Z0-9 -]{0,40}",
+        "arn:aws(-[a-z]{0,3})?:iam::[0-9]{10,13}:role/[A-Za-z0-9+=,.@_/: -]{0,20}",
+        "arn:aws(-[a-z]{1,6}){0,2}:iam::[0-9]{12}:role/[A-Za-z0-9+=,.@_/-]{1,20}\n?",
+        ".{0,30}",
+    ];
+    runner
+        .run(&strings, |s| {
+            let v = serde_json::Value::String(s.clone());
+            prop_assert_eq!(is_region(&s), region.is_valid(&v), "region {:?}", s);
+            prop_assert_eq!(is_role_arn(&s), role.is_valid(&v), "role {:?}", s);
+            Ok(())
+        })
+        .unwrap();
+    for good in ["eu-west-1", "us-gov-west-1", "ap-southeast-2"] {
+        assert!(is_region(good), "{good}");
+    }
+    for good in [
+        "arn:aws:iam::111122223333:role/flink-scaler",
+        "arn:aws-cn:iam::111122223333:role/path/to/r",
+        "arn:aws-us-gov:iam::111122223333:role/r+=,.@_-",
+    ] {
+        assert!(is_role_arn(good), "{good}");
+    }
+    for bad in ["", "EU-West-1", "eu-west", "eu-west-1\n", "eu--1", "e-west-1"] {
+        assert!(!is_region(bad), "{bad:?}");
+    }
+}

@@ -6,7 +6,10 @@ use std::{
     process::Command,
 };
 
+use kube::api::DynamicObject;
+
 use checkpoint_autoscaler::{
+    controller::decode::decode,
     crd::{CheckpointBudget, crd_yaml},
     validate::{BudgetValidator, Check, Report},
 };
@@ -94,13 +97,38 @@ fn expectation(text: &str) -> Expectation {
     }
 }
 
-/// Each invalid budget gets its own specific error from `validate`, and `to_budget` (the
-/// reconciler's guard) agrees wherever the spec deserialises.
+/// The validator built from the *committed* `crds/checkpointbudget.yaml` — its
+/// openAPIV3Schema and `x-kubernetes-validations` as the API server receives them — rather
+/// than from the Rust types `validate` generates the CRD from.
+///
+/// NB: the evaluators are the same (the `jsonschema` crate, kube's CEL interpreter) as no
+/// kube-apiserver runs here; what differs is the source. `committed_crd_matches_generated`
+/// pins the two sources together, this pins the committed one to the corpus.
+fn committed_crd_validator() -> BudgetValidator {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let text = std::fs::read_to_string(root().join("crds/checkpointbudget.yaml")).unwrap();
+    let crd: CustomResourceDefinition = serde_yaml::from_str(&text).unwrap();
+    let version = crd.spec.versions.iter().find(|v| v.name == "v1alpha1").unwrap();
+    let schema = version
+        .schema
+        .as_ref()
+        .unwrap()
+        .open_api_v3_schema
+        .as_ref()
+        .unwrap();
+    BudgetValidator::from_schema(serde_json::to_value(schema).unwrap()).unwrap()
+}
+
+/// Each invalid budget gets its own specific error from the committed CRD (as the API server
+/// would enforce it) and from `validate`, and `to_budget` (the reconciler's guard) agrees
+/// wherever the spec deserialises. (The reconciler level — the controller fed each case as
+/// if the schema had been bypassed — is `controller::decode::tests` in the library.)
 #[test]
 fn invalid_corpus_gets_specific_errors() {
     let validator = BudgetValidator::new().unwrap();
+    let committed = committed_crd_validator();
     let files = yaml_files(&root().join("tests/data/invalid"));
-    assert!(files.len() >= 40, "corpus shrank to {}", files.len());
+    assert!(files.len() >= 70, "corpus shrank to {}", files.len());
     for file in &files {
         let text = std::fs::read_to_string(file).unwrap();
         let want = expectation(&text);
@@ -116,12 +144,23 @@ fn invalid_corpus_gets_specific_errors() {
             "{name}: expected a problem containing {:?}, got {lines:#?}",
             want.expect
         );
+        assert!(
+            lines.iter().all(|l| l.len() < 1024),
+            "{name}: a problem quotes too much: {lines:#?}"
+        );
+
+        // The committed CRD refuses it with the same problems.
+        let mut at_apply = Report::default();
+        committed.validate_yaml(file, &text, &mut at_apply);
+        assert_eq!(at_apply.documents, report.documents, "{name}: committed CRD");
 
         // Through JSON, as the controller receives it from the API server (YAML would let
         // an untyped scalar such as `120` pass as a string).
+        // Decoded as the controller decodes what it watches.
         let parsed = serde_yaml::from_str::<serde_json::Value>(&text)
             .map_err(|e| e.to_string())
-            .and_then(|v| serde_json::from_value::<CheckpointBudget>(v).map_err(|e| e.to_string()));
+            .and_then(|v| serde_json::from_value::<DynamicObject>(v).map_err(|e| e.to_string()))
+            .and_then(|o| decode(&o).map_err(|e| e.to_string()));
         match want.spec_error.as_deref() {
             Some("none") => {
                 if let Ok(budget) = parsed {
@@ -265,4 +304,66 @@ fn validate_reads_stdin() {
         stdout.starts_with("<stdin>: document 1 (m1): spec.parallelism.min:"),
         "{stdout}"
     );
+}
+
+/// Megabyte-sized values are refused at every level with a message of bounded size: `validate`
+/// and the committed CRD quote the start of the value and its length, and the reconciler's
+/// guard (whose message goes into the status and an Event) does the same.
+#[test]
+fn huge_values_get_short_errors() {
+    let validator = BudgetValidator::new().unwrap();
+    let committed = committed_crd_validator();
+    let huge = "a".repeat(10 << 20);
+    let base = || {
+        serde_json::json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1", "kind": "CheckpointBudget",
+            "metadata": {"name": "huge"},
+            "spec": {
+                "application": {"name": "orders"},
+                "objectives": {"maxCheckpointDuration": "2m"},
+                "parallelism": {"min": 1, "max": 4, "maxParallelism": 4}
+            }
+        })
+    };
+    let mut name = base();
+    name["spec"]["application"]["name"] = huge.clone().into();
+    let mut duration = base();
+    duration["spec"]["objectives"]["maxCheckpointDuration"] = format!("{huge}s").into();
+    let mut size = base();
+    size["spec"]["objectives"]["maxCheckpointSize"] = format!("1{}", "0".repeat(10 << 20)).into();
+    let mut key = base();
+    key["spec"][huge.as_str()] = 1.into();
+    let mut region = base();
+    region["spec"]["application"]["region"] = huge.clone().into();
+    for (what, doc, field) in [
+        ("name", &name, "spec.application.name"),
+        ("duration", &duration, "spec.objectives.maxCheckpointDuration"),
+        ("size", &size, "spec.objectives.maxCheckpointSize"),
+        ("unknown key", &key, "spec.aaaa"),
+        ("region", &region, "spec.application.region"),
+    ] {
+        for v in [&validator, &committed] {
+            let problems = v.validate(doc);
+            assert!(!problems.is_empty(), "{what}");
+            for p in &problems {
+                let line = p.to_string();
+                assert!(line.len() < 1024, "{what}: {} bytes", line.len());
+                assert!(p.field.starts_with(field), "{what}: {line}");
+            }
+        }
+        let budget: Result<CheckpointBudget, _> = serde_json::from_value(doc.clone());
+        if let Ok(budget) = budget {
+            match budget.spec.to_budget() {
+                Ok(_) => assert_eq!(what, "unknown key", "the reconciler ignores unknown fields only"),
+                Err(e) => {
+                    assert_eq!(e.field, field, "{what}");
+                    assert!(
+                        e.to_string().len() < 1024,
+                        "{what}: {} bytes",
+                        e.to_string().len()
+                    );
+                }
+            }
+        }
+    }
 }
