@@ -345,7 +345,7 @@ async fn real_cluster_status_and_events() {
 /// chunked stream of events), server-side apply on `/status`, and Events. Enough to run the
 /// real `kube::runtime::Controller` wiring without a cluster. Watches can be dropped
 /// ([`Fake::drop_watches`]) and expired ([`Fake::expire_watches`]) as an API server does.
-mod fake_apiserver {
+pub(crate) mod fake_apiserver {
     use std::{
         net::SocketAddr,
         sync::{
@@ -371,6 +371,8 @@ mod fake_apiserver {
         pub others: Mutex<Vec<Value>>,
         pub version: Mutex<u64>,
         pub patches: Mutex<Vec<(String, Value)>>,
+        /// The `Authorization` header of the last status patch.
+        pub authorization: Mutex<Option<String>>,
         pub events: Mutex<Vec<Value>>,
         pub changes: broadcast::Sender<Value>,
         /// Ends every open watch stream (as an API server restart or a load balancer does).
@@ -506,6 +508,10 @@ mod fake_apiserver {
             Some("application/apply-patch+yaml")
         );
         let body: Value = serde_json::from_slice(&body).unwrap();
+        *fake.authorization.lock().unwrap() = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
         fake.patches
             .lock()
             .unwrap()
@@ -546,6 +552,7 @@ mod fake_apiserver {
             others: Mutex::new(others),
             version: Mutex::new(1),
             patches: Mutex::default(),
+            authorization: Mutex::default(),
             events: Mutex::default(),
             changes,
             drops,
@@ -837,7 +844,7 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
 
 /// The controller's context over the fake API server at `addr` and the emulator, with the
 /// emulator's clock; `interval` paces the periodic requeue (and the follow-up polls).
-async fn context_over(
+pub(crate) async fn context_over(
     addr: std::net::SocketAddr,
     emu: &checkpoint_autoscaler::emulator::Emulator,
     interval: std::time::Duration,

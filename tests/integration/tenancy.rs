@@ -355,3 +355,95 @@ async fn a_forbidden_role_makes_no_connection_at_all() {
     );
     server.abort();
 }
+
+/// The Kubernetes side: the controller's service-account token is sent to the API server
+/// and never written to the logs (captured at `trace`, kube's and hyper's included), the
+/// Events or the status.
+#[tokio::test]
+async fn the_kubernetes_token_never_reaches_the_logs() {
+    use checkpoint_autoscaler::controller::run_controller;
+    use kube::{Api, runtime::events::Recorder};
+
+    const K8S_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.tenancyServiceAccountToken.DoNotLog";
+
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(telemetry::subscriber(
+        LogFormat::Json,
+        EnvFilter::new("trace"),
+        capture.clone(),
+    ));
+
+    let scenario = step_up();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(scenario.start_time()),
+        region: "us-east-1".into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let view = emu.state().add_scenario(&scenario, None).unwrap();
+    emu.state()
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+        .unwrap();
+    emu.state().advance(Duration::from_secs(15 * 60));
+    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    budget.metadata.generation = Some(1);
+    budget.metadata.uid = Some("5e1f-token".into());
+    budget.metadata.resource_version = Some("1".into());
+    let (addr, fake) = crate::controller::fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
+
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, K8S_TOKEN).unwrap();
+    let mut config = kube::Config::new(format!("http://{addr}").parse().unwrap());
+    config.auth_info.token_file = Some(token_file.display().to_string());
+    let client = kube::Client::try_from(config).unwrap();
+    let base = crate::controller::context_over(addr, &emu, Duration::from_secs(3600)).await;
+    let ctx = Arc::new(Context {
+        client: client.clone(),
+        recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
+        ..Context::clone(&base)
+    });
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
+        let _ = stop_rx.await;
+    }));
+    for _ in 0..200 {
+        if !fake.patches.lock().unwrap().is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _ = stop_tx.send(());
+    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    let _ = emu.shutdown().await;
+
+    assert_eq!(
+        fake.authorization.lock().unwrap().as_deref(),
+        Some(format!("Bearer {K8S_TOKEN}").as_str()),
+        "the token was in use"
+    );
+    let logs = capture.text();
+    assert!(
+        logs.contains("checkpointbudgets"),
+        "kube's requests were logged:\n{logs}"
+    );
+    let shown = format!(
+        "{}\n{}",
+        serde_json::to_string(&*fake.patches.lock().unwrap()).unwrap(),
+        serde_json::to_string(&*fake.events.lock().unwrap()).unwrap()
+    );
+    for (what, text) in [("logs", &logs), ("status and Events", &shown)] {
+        assert!(
+            !text.contains(K8S_TOKEN),
+            "{what} carry the service-account token"
+        );
+        assert!(
+            !text.contains("tenancyServiceAccountToken"),
+            "{what} carry part of the token"
+        );
+    }
+}
