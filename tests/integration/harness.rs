@@ -188,6 +188,8 @@ impl Reconciled {
 /// The status store the core writes through: the [`MemoryStore`], plus the crash points.
 struct CrashStore {
     inner: MemoryStore,
+    /// The Events published, by budget (cheaper to read than the store's single list).
+    events: Mutex<BTreeMap<BudgetKey, Vec<Notice>>>,
     armed: Mutex<BTreeMap<BudgetKey, CrashPoint>>,
     crashed: Mutex<Option<CrashPoint>>,
     /// Set once a crash happened in this reconcile: the "dead" process writes nothing more.
@@ -238,7 +240,14 @@ impl BudgetStore for CrashStore {
         if self.dead.load(Ordering::SeqCst) {
             return Ok(());
         }
-        self.inner.publish(key, notice).await
+        self.inner.publish(key, notice).await?;
+        self.events
+            .lock()
+            .unwrap()
+            .entry(key.clone())
+            .or_default()
+            .push(notice.clone());
+        Ok(())
     }
 }
 
@@ -292,6 +301,7 @@ impl Harness {
             config,
             store: Arc::new(CrashStore {
                 inner: MemoryStore::default(),
+                events: Mutex::default(),
                 armed: Mutex::default(),
                 crashed: Mutex::default(),
                 dead: AtomicBool::new(false),
@@ -608,12 +618,12 @@ impl Harness {
     /// The Events published about `key`, in order.
     pub fn events(&self, key: &BudgetKey) -> Vec<Notice> {
         self.store
-            .inner
-            .events()
-            .into_iter()
-            .filter(|(k, _)| k == key)
-            .map(|(_, n)| n)
-            .collect()
+            .events
+            .lock()
+            .unwrap()
+            .get(key)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// Every Event published, in order.
