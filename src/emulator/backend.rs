@@ -39,6 +39,27 @@ pub trait Backend: Send + std::fmt::Debug {
     ) -> Result<(ApplicationView, String), ServiceError>;
     /// `DescribeApplicationOperation`.
     fn describe_operation(&self, name: &str, operation_id: &str) -> Result<OperationView, ServiceError>;
+    /// `UpdateApplication` whose restart fails with `failure` (the `failOperation` fault):
+    /// the operation ends `FAILED` and the service rolls back. Backends that cannot fail a
+    /// restart on purpose refuse.
+    fn update_application_failing(
+        &mut self,
+        name: &str,
+        req: UpdateApplication,
+        failure: &str,
+    ) -> Result<(ApplicationView, String), ServiceError> {
+        let _ = (name, req, failure);
+        Err(ServiceError::UnsupportedOperation(
+            "this backend cannot fail an update on purpose (failOperation needs the model backend)".into(),
+        ))
+    }
+    /// Deletes an application (the control API's `DELETE /_emulator/applications/{name}`).
+    fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
+        let _ = name;
+        Err(ServiceError::UnsupportedOperation(
+            "this backend cannot delete applications (use the model backend)".into(),
+        ))
+    }
     /// `ListApplicationOperations`, newest first.
     fn list_operations(&self, name: &str) -> Result<Vec<OperationView>, ServiceError>;
     /// `RollbackApplication`: the view and the operation id.
@@ -160,6 +181,19 @@ macro_rules! forward_backend {
 
 impl Backend for Fleet {
     forward_backend!(Fleet, |f, id| f.metric_unit(id).map(str::to_string));
+
+    fn update_application_failing(
+        &mut self,
+        name: &str,
+        req: UpdateApplication,
+        failure: &str,
+    ) -> Result<(ApplicationView, String), ServiceError> {
+        Fleet::update_application_failing(self, name, req, failure)
+    }
+
+    fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
+        Fleet::delete_application(self, name)
+    }
 
     fn as_model(&self) -> Option<&Fleet> {
         Some(self)

@@ -90,6 +90,11 @@ impl Cbor {
         match self {
             Cbor::Bool(b) => Value::Bool(*b),
             Cbor::Int(i) => Value::from(*i),
+            // Smithy's JSON protocols write the non-finite doubles as strings.
+            Cbor::Double(f) if f.is_nan() => Value::String("NaN".into()),
+            Cbor::Double(f) if f.is_infinite() => {
+                Value::String(if *f > 0.0 { "Infinity" } else { "-Infinity" }.into())
+            }
             Cbor::Double(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
             Cbor::Text(s) => Value::String(s.clone()),
             Cbor::Timestamp(t) => {

@@ -16,6 +16,7 @@ use super::Backend;
 use super::{
     cbor::{Cbor, DecodeError, Struct, decode_body, element_struct, json_body},
     error::{ApiError, ErrorKind},
+    faults::MetricMask,
 };
 use crate::sim::{MetricId, MetricQuery, PutDatum, ServiceError, StatisticSet, store::Statistic};
 
@@ -628,7 +629,7 @@ fn metric_query(metric: &MetricId, start: Timestamp, end: Timestamp, period: u64
     }
 }
 
-fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData) -> Result<Cbor, ApiError> {
+fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData, masks: &[MetricMask]) -> Result<Cbor, ApiError> {
     let (mut qi, mut offset) = match &g.next_token {
         None => (0, 0),
         Some(t) => parse_token(t, g)?,
@@ -653,6 +654,15 @@ fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData) -> Result<Cbor, ApiEr
         } else {
             fleet.metric_data(&metric_query(&q.metric, g.start, g.end, q.period, &q.stat))
         };
+        let application = q
+            .metric
+            .dimensions
+            .iter()
+            .find(|(k, _)| k == APPLICATION_DIMENSION)
+            .map(|(_, v)| v.as_str());
+        for mask in masks.iter().filter(|m| m.matches(&q.metric.metric_name, application)) {
+            mask.apply(&mut points, Duration::from_secs(q.period));
+        }
         if !g.ascending {
             points.reverse();
         }
@@ -754,9 +764,11 @@ fn metric_cbor(m: &MetricId) -> Cbor {
 }
 
 /// Serves one decoded request against the fleet.
-pub fn execute(fleet: &mut dyn Backend, req: &Request) -> Result<Cbor, ApiError> {
+/// Serves one decoded request; `masks` (the metric faults) change GetMetricData's
+/// datapoints.
+pub fn execute(fleet: &mut dyn Backend, req: &Request, masks: &[MetricMask]) -> Result<Cbor, ApiError> {
     match req {
-        Request::GetMetricData(g) => get_metric_data(fleet, g),
+        Request::GetMetricData(g) => get_metric_data(fleet, g, masks),
         Request::GetMetricStatistics(g) => Ok(get_metric_statistics(fleet, g)),
         Request::ListMetrics(l) => {
             let all = fleet.list_metrics(l.namespace.as_deref(), l.metric_name.as_deref(), &l.dimensions);

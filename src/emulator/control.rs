@@ -8,17 +8,25 @@
 //! | `POST /_emulator/clock/advance` | `{"seconds": 600}` | the clock after advancing |
 //! | `POST /_emulator/scenarios?name=N` | a scenario, YAML or JSON | 201, `{"application": <ApplicationDetail>}` |
 //! | `GET /_emulator/applications` | | `{"applications": [<ApplicationDetail>...]}` |
+//! | `DELETE /_emulator/applications/{name}` | | 204 (the application is deleted under its clients; add it again with `POST /_emulator/scenarios`), or 404 |
 //! | `GET /_emulator/applications/{name}/workload` | | the Flink backend's [`Workload`] |
 //! | `PATCH /_emulator/applications/{name}/workload` | fields of a [`Workload`] (JSON) | 204; the Flink backend restarts the source from a savepoint with them (400 on the model backend) |
 //! | `GET /_emulator/faults` | | `{"faults": [...]}` |
-//! | `POST /_emulator/faults` | a [`FaultSpec`] | 201, `{"id": N}` |
+//! | `POST /_emulator/faults` | a [`FaultSpec`] (kinds: see [`FaultKind`](super::faults::FaultKind)) | 201, `{"id": N}` |
 //! | `DELETE /_emulator/faults` | | 204, all cleared |
 //! | `DELETE /_emulator/faults/{id}` | | 204, or 404 |
 //! | `GET /_emulator/calls` | `?service=&operation=&application=&since=` | `{"calls": [<CallRecord>...]}` |
 //! | `GET /_emulator/calls/summary` | same filters | `{"total", "errors", "metricQueries", "byOperation"}` |
 //! | `DELETE /_emulator/calls` | | 204, log reset |
 //!
-//! Errors: `{"error": "..."}` with 400 (bad input) or 404 (no such fault).
+//! Fault kinds (`"kind"`, plus `service`, `operation`, `application`, `count` to scope them):
+//! `throttling`, `serverError` (`status`), `latency` (`millis`, before serving),
+//! `responseLatency` (`millis`, after serving), `accessDenied`, `concurrentModification`,
+//! `limitExceeded`, `stuckUpdating`, `resourceInUse` (`status`: `AUTOSCALING`, `STARTING`,
+//! ...), `failOperation` (`message`), `metricGap` (`metrics`, `from`, `until`),
+//! `metricDelay` (`seconds`, `metrics`), `metricNaN` (`metrics`, `from`, `until`).
+//!
+//! Errors: `{"error": "..."}` with 400 (bad input) or 404 (no such fault or application).
 
 use std::time::Duration;
 
@@ -44,6 +52,7 @@ pub fn router() -> Router<EmulatorState> {
         .route("/clock/advance", post(advance))
         .route("/scenarios", post(add_scenario))
         .route("/applications", get(applications))
+        .route("/applications/{name}", delete(delete_application))
         .route(
             "/applications/{name}/workload",
             get(get_workload).patch(set_workload),
@@ -144,6 +153,14 @@ async fn applications(State(state): State<EmulatorState>) -> Json<Value> {
             .collect()
     });
     Json(json!({ "applications": apps }))
+}
+
+async fn delete_application(State(state): State<EmulatorState>, Path(name): Path<String>) -> Response {
+    match state.delete_application(&name) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e @ crate::sim::ServiceError::ResourceNotFound(_)) => error(StatusCode::NOT_FOUND, e),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
+    }
 }
 
 const NOT_FLINK: &str = "workloads are data of the Flink backend (emulator --backend flink); the model's load comes from its scenario";

@@ -1,15 +1,26 @@
 //! Injected faults: what the control API arms and each AWS request consults before it is
 //! served. A fault is scoped by service, operation and/or application and lasts for a
 //! number of affected requests or until cleared.
+//!
+//! Three families:
+//! - errors instead of an answer (`throttling`, `serverError`, `accessDenied`,
+//!   `concurrentModification`, `limitExceeded`) and delays (`latency` before serving,
+//!   `responseLatency` after serving, so a client that gives up cannot tell whether a write
+//!   took effect);
+//! - the application's state as the service shows it (`stuckUpdating`, `resourceInUse` with
+//!   a chosen status, `failOperation`: the next update is accepted and its restart fails);
+//! - CloudWatch's datapoints (`metricGap`, `metricDelay`, `metricNaN`).
 
 use std::time::Duration;
 
+use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::{
     Service,
     error::{ApiError, ErrorKind},
 };
+use crate::policy::AppStatus;
 
 /// What a fault does to the requests it matches.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -39,6 +50,81 @@ pub enum FaultKind {
     StuckUpdating,
     /// Refuse with AccessDenied, as IAM would for a role without the permission.
     AccessDenied,
+    /// Serve the request, then delay the answer: a client whose attempt timeout is shorter
+    /// gives up without knowing that the request took effect (a timed-out write that did
+    /// happen).
+    #[serde(rename_all = "camelCase")]
+    ResponseLatency {
+        /// The delay in milliseconds.
+        millis: u64,
+    },
+    /// Refuse a kinesisanalyticsv2 call with `LimitExceededException`, as the service does
+    /// when an update would take the application above its KPU quota.
+    LimitExceeded,
+    /// Make the application look busy in `status` (e.g. `AUTOSCALING`, `STARTING`,
+    /// `UPDATING`): DescribeApplication reports that status, and UpdateApplication and
+    /// StartApplication are refused with `ResourceInUseException` naming it. Scoped to `UpdateApplication`, the
+    /// application looks fine when described but becomes busy before the update lands.
+    #[serde(rename_all = "camelCase")]
+    ResourceInUse {
+        /// The status shown, as the service names it (`AUTOSCALING`, `STARTING`, ...).
+        status: AppStatus,
+    },
+    /// Accept `UpdateApplication` (an operation id comes back, the application goes
+    /// `UPDATING`), then fail the restart: the operation ends `FAILED` with `message` and
+    /// the service rolls the application back to the previous version. Only updates that
+    /// restart a running application can fail this way; the fault matches
+    /// `UpdateApplication` only.
+    #[serde(rename_all = "camelCase")]
+    FailOperation {
+        /// The failure details (`OperationFailureDetails.ErrorInfo.ErrorString`).
+        #[serde(default = "default_failure")]
+        message: String,
+    },
+    /// GetMetricData leaves out the datapoints whose period starts within `[from, until)`
+    /// (either end open when absent) of the matching metrics: a gap in the series that stays
+    /// a gap, as when the service published nothing.
+    #[serde(rename_all = "camelCase")]
+    MetricGap {
+        /// Only these metric names (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Vec<String>>,
+        /// First period left out (virtual time, RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Timestamp>,
+        /// First period served again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+    },
+    /// GetMetricData serves a period's datapoint only `seconds` after the period ended
+    /// (late datapoints: CloudWatch's publication lag made longer).
+    #[serde(rename_all = "camelCase")]
+    MetricDelay {
+        /// The lag beyond the end of the period.
+        seconds: u64,
+        /// Only these metric names (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Vec<String>>,
+    },
+    /// GetMetricData answers NaN for the datapoints whose period starts within
+    /// `[from, until)` of the matching metrics.
+    #[serde(rename_all = "camelCase")]
+    MetricNaN {
+        /// Only these metric names (all when absent).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        metrics: Option<Vec<String>>,
+        /// First period made NaN (virtual time, RFC 3339).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<Timestamp>,
+        /// First period served as published again.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<Timestamp>,
+    },
+}
+
+fn default_failure() -> String {
+    "The application failed to restart with the new configuration: the job could not be restored from the snapshot."
+        .into()
 }
 
 fn default_server_status() -> u16 {
@@ -94,6 +180,15 @@ pub enum FaultError {
     /// A count of zero would never fire.
     #[error("count must be at least 1 (omit it to keep the fault until cleared)")]
     ZeroCount,
+    /// A kind that only exists for CloudWatch scoped to kinesisanalyticsv2.
+    #[error("{0} faults apply to CloudWatch GetMetricData only")]
+    CloudWatchOnly(&'static str),
+    /// `resourceInUse` with a status in which the service accepts updates.
+    #[error("resourceInUse needs a busy status (not READY or RUNNING), got {0:?}")]
+    NotBusy(AppStatus),
+    /// A time range that ends before it starts.
+    #[error("until must not be before from")]
+    EmptyRange,
 }
 
 /// What one request is about, for matching faults.
@@ -109,15 +204,89 @@ pub struct RequestScope<'a> {
     pub mutating: bool,
 }
 
+/// What a metric fault does to the datapoints of the queries it matches.
+#[derive(Clone, Debug, PartialEq)]
+pub enum MetricEffect {
+    /// Leave out the periods starting within the range.
+    Gap {
+        /// First period affected.
+        from: Option<Timestamp>,
+        /// First period not affected.
+        until: Option<Timestamp>,
+    },
+    /// Serve only periods that ended at or before this instant.
+    NotAfter(Timestamp),
+    /// Answer NaN for the periods starting within the range.
+    NaN {
+        /// First period affected.
+        from: Option<Timestamp>,
+        /// First period not affected.
+        until: Option<Timestamp>,
+    },
+}
+
+/// A metric fault as applied to one GetMetricData request.
+#[derive(Clone, Debug, PartialEq)]
+pub struct MetricMask {
+    /// Only queries with the dimension `Application=<this>` (all when absent).
+    pub application: Option<String>,
+    /// Only these metric names (all when absent).
+    pub metrics: Option<Vec<String>>,
+    /// What happens to their datapoints.
+    pub effect: MetricEffect,
+}
+
+impl MetricMask {
+    /// Whether the mask applies to a query of `metric_name` about `application`.
+    pub fn matches(&self, metric_name: &str, application: Option<&str>) -> bool {
+        self.metrics
+            .as_ref()
+            .is_none_or(|m| m.iter().any(|n| n == metric_name))
+            && self
+                .application
+                .as_deref()
+                .is_none_or(|a| application == Some(a))
+    }
+
+    /// Applies the mask to one query's datapoints (period start, value) of `period`.
+    pub fn apply(&self, points: &mut Vec<(Timestamp, f64)>, period: Duration) {
+        let within = |t: Timestamp, from: &Option<Timestamp>, until: &Option<Timestamp>| {
+            from.is_none_or(|f| t >= f) && until.is_none_or(|u| t < u)
+        };
+        match &self.effect {
+            MetricEffect::Gap { from, until } => points.retain(|(t, _)| !within(*t, from, until)),
+            MetricEffect::NotAfter(cutoff) => {
+                let period = jiff::SignedDuration::try_from(period).unwrap_or(jiff::SignedDuration::ZERO);
+                points.retain(|(t, _)| t.checked_add(period).is_ok_and(|end| end <= *cutoff));
+            }
+            MetricEffect::NaN { from, until } => {
+                for (t, v) in points.iter_mut() {
+                    if within(*t, from, until) {
+                        *v = f64::NAN;
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// The combined effect of the armed faults on one request.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct Effects {
     /// Delay before answering.
     pub latency: Duration,
+    /// Delay after serving, before the answer goes out.
+    pub response_latency: Duration,
     /// The error to answer with instead of serving the request.
     pub error: Option<ApiError>,
     /// Whether the application is to look stuck in `UPDATING`.
     pub stuck_updating: bool,
+    /// The status the application is to look busy in (`resourceInUse`).
+    pub busy: Option<AppStatus>,
+    /// The failure an accepted `UpdateApplication`'s restart is to end in.
+    pub fail_operation: Option<String>,
+    /// What happens to GetMetricData's datapoints.
+    pub metric_masks: Vec<MetricMask>,
 }
 
 /// The armed faults.
@@ -141,8 +310,35 @@ impl Faults {
                     return Err(FaultError::WrongService("concurrentModification"));
                 }
                 FaultKind::StuckUpdating => return Err(FaultError::WrongService("stuckUpdating")),
+                FaultKind::LimitExceeded => return Err(FaultError::WrongService("limitExceeded")),
+                FaultKind::ResourceInUse { .. } => return Err(FaultError::WrongService("resourceInUse")),
+                FaultKind::FailOperation { .. } => return Err(FaultError::WrongService("failOperation")),
                 _ => {}
             }
+        }
+        if spec.service == Some(Service::KinesisAnalytics) {
+            match spec.kind {
+                FaultKind::MetricGap { .. } => return Err(FaultError::CloudWatchOnly("metricGap")),
+                FaultKind::MetricDelay { .. } => return Err(FaultError::CloudWatchOnly("metricDelay")),
+                FaultKind::MetricNaN { .. } => return Err(FaultError::CloudWatchOnly("metricNaN")),
+                _ => {}
+            }
+        }
+        match &spec.kind {
+            FaultKind::ResourceInUse { status } if matches!(status, AppStatus::Ready | AppStatus::Running) => {
+                return Err(FaultError::NotBusy(*status));
+            }
+            FaultKind::MetricGap {
+                from: Some(f),
+                until: Some(u),
+                ..
+            }
+            | FaultKind::MetricNaN {
+                from: Some(f),
+                until: Some(u),
+                ..
+            } if u < f => return Err(FaultError::EmptyRange),
+            _ => {}
         }
         if spec.count == Some(0) {
             return Err(FaultError::ZeroCount);
@@ -191,24 +387,74 @@ impl Faults {
             .collect()
     }
 
-    /// Applies the armed faults to one request: every matching latency fault adds its
-    /// delay, the first matching error fault answers, a matching StuckUpdating fault masks
-    /// the application. Each fault that affects the request uses up one of its count.
-    pub fn apply(&mut self, req: &RequestScope<'_>) -> Effects {
+    /// Applies the armed faults to one request at virtual time `now`: every matching
+    /// latency fault adds its delay, the first matching error fault answers, a matching
+    /// StuckUpdating or ResourceInUse fault masks the application, a FailOperation fault
+    /// marks the update, metric faults mask datapoints. Each fault that affects the request
+    /// uses up one of its count.
+    pub fn apply(&mut self, req: &RequestScope<'_>, now: Timestamp) -> Effects {
         let mut effects = Effects::default();
         for fault in &mut self.armed {
             if !matches(&fault.spec, req) {
                 continue;
             }
+            let mask = |effect: MetricEffect, metrics: &Option<Vec<String>>| MetricMask {
+                application: fault.spec.application.clone(),
+                metrics: metrics.clone(),
+                effect,
+            };
             let affected = match &fault.spec.kind {
                 FaultKind::Latency { millis } => {
                     effects.latency += Duration::from_millis(*millis);
+                    true
+                }
+                FaultKind::ResponseLatency { millis } => {
+                    effects.response_latency += Duration::from_millis(*millis);
                     true
                 }
                 FaultKind::StuckUpdating => {
                     effects.stuck_updating = true;
                     true
                 }
+                FaultKind::ResourceInUse { status } if effects.busy.is_none() => {
+                    effects.busy = Some(*status);
+                    true
+                }
+                FaultKind::FailOperation { message } if effects.fail_operation.is_none() => {
+                    effects.fail_operation = Some(message.clone());
+                    true
+                }
+                FaultKind::MetricGap { metrics, from, until } => {
+                    let m = mask(
+                        MetricEffect::Gap {
+                            from: *from,
+                            until: *until,
+                        },
+                        metrics,
+                    );
+                    effects.metric_masks.push(m);
+                    true
+                }
+                FaultKind::MetricNaN { metrics, from, until } => {
+                    let m = mask(
+                        MetricEffect::NaN {
+                            from: *from,
+                            until: *until,
+                        },
+                        metrics,
+                    );
+                    effects.metric_masks.push(m);
+                    true
+                }
+                FaultKind::MetricDelay { seconds, metrics } => {
+                    let cutoff = now
+                        .checked_sub(jiff::SignedDuration::from_secs(i64::try_from(*seconds).unwrap_or(i64::MAX)))
+                        .unwrap_or(Timestamp::MIN);
+                    let m = mask(MetricEffect::NotAfter(cutoff), metrics);
+                    effects.metric_masks.push(m);
+                    true
+                }
+                FaultKind::ResourceInUse { .. } | FaultKind::FailOperation { .. } => false,
                 kind if effects.error.is_none() => {
                     effects.error = Some(fault_error(kind, req));
                     true
@@ -230,7 +476,15 @@ impl Faults {
 fn matches(spec: &FaultSpec, req: &RequestScope<'_>) -> bool {
     let applicable = match spec.kind {
         FaultKind::ConcurrentModification => req.service == Service::KinesisAnalytics && req.mutating,
-        FaultKind::StuckUpdating => req.service == Service::KinesisAnalytics,
+        FaultKind::StuckUpdating | FaultKind::LimitExceeded | FaultKind::ResourceInUse { .. } => {
+            req.service == Service::KinesisAnalytics
+        }
+        FaultKind::FailOperation { .. } => {
+            req.service == Service::KinesisAnalytics && req.operation == "UpdateApplication"
+        }
+        FaultKind::MetricGap { .. } | FaultKind::MetricDelay { .. } | FaultKind::MetricNaN { .. } => {
+            req.service == Service::CloudWatch && req.operation == "GetMetricData"
+        }
         _ => true,
     };
     applicable
@@ -269,8 +523,25 @@ fn fault_error(kind: &FaultKind, req: &RequestScope<'_>) -> ApiError {
                     .unwrap_or("the application")
             ),
         ),
-        // Latency and StuckUpdating never answer with an error (see `apply`).
-        FaultKind::Latency { .. } | FaultKind::StuckUpdating => {
+        FaultKind::LimitExceeded => ApiError::new(
+            ErrorKind::LimitExceeded,
+            format!(
+                "Unable to {action} {}: the application would use more KPUs than the limit of KPUs per application allows. Request a quota increase or use fewer KPUs.",
+                req.applications
+                    .first()
+                    .map(String::as_str)
+                    .unwrap_or("the application")
+            ),
+        ),
+        // The other kinds never answer with an error (see `apply`).
+        FaultKind::Latency { .. }
+        | FaultKind::ResponseLatency { .. }
+        | FaultKind::StuckUpdating
+        | FaultKind::ResourceInUse { .. }
+        | FaultKind::FailOperation { .. }
+        | FaultKind::MetricGap { .. }
+        | FaultKind::MetricDelay { .. }
+        | FaultKind::MetricNaN { .. } => {
             ApiError::new(ErrorKind::ServerError(500), "internal error in fault injection")
         }
     }
@@ -279,6 +550,8 @@ fn fault_error(kind: &FaultKind, req: &RequestScope<'_>) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const T0: Timestamp = Timestamp::UNIX_EPOCH;
 
     fn spec(kind: FaultKind) -> FaultSpec {
         FaultSpec {
@@ -325,9 +598,9 @@ mod tests {
         .unwrap();
         let apps = vec!["a".to_string()];
         let r = req(Service::KinesisAnalytics, "DescribeApplication", &apps, false);
-        assert!(f.apply(&r).error.is_some());
-        assert!(f.apply(&r).error.is_some());
-        assert!(f.apply(&r).error.is_none());
+        assert!(f.apply(&r, T0).error.is_some());
+        assert!(f.apply(&r, T0).error.is_some());
+        assert!(f.apply(&r, T0).error.is_none());
         assert!(f.list().is_empty());
     }
 
@@ -348,12 +621,12 @@ mod tests {
                 "DescribeApplication",
                 &orders,
                 false
-            ))
+            ), T0)
             .error
             .is_none()
         );
         assert!(
-            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &other, true))
+            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &other, true), T0)
                 .error
                 .is_none()
         );
@@ -363,7 +636,7 @@ mod tests {
                 "UpdateApplication",
                 &orders,
                 true,
-            ))
+            ), T0)
             .error
             .unwrap();
         assert_eq!(e.kind, ErrorKind::AccessDenied);
@@ -382,12 +655,12 @@ mod tests {
                 "DescribeApplication",
                 &orders,
                 false
-            ))
+            ), T0)
             .error
             .is_none()
         );
         assert_eq!(
-            f.apply(&req(Service::CloudWatch, "GetMetricData", &orders, false))
+            f.apply(&req(Service::CloudWatch, "GetMetricData", &orders, false), T0)
                 .error
                 .unwrap()
                 .kind,
@@ -406,17 +679,17 @@ mod tests {
                 "DescribeApplication",
                 &apps,
                 false
-            ))
+            ), T0)
             .error
             .is_none()
         );
         assert!(
-            f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false))
+            f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false), T0)
                 .error
                 .is_none()
         );
         assert_eq!(
-            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true))
+            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0)
                 .error
                 .unwrap()
                 .kind,
@@ -442,12 +715,12 @@ mod tests {
         })
         .unwrap();
         let r = req(Service::CloudWatch, "ListMetrics", &[], false);
-        let first = f.apply(&r);
+        let first = f.apply(&r, T0);
         assert_eq!(first.latency, Duration::from_millis(15));
         assert_eq!(first.error.unwrap().kind, ErrorKind::Throttling);
-        let second = f.apply(&r);
+        let second = f.apply(&r, T0);
         assert_eq!(second.error.unwrap().kind, ErrorKind::AccessDenied);
-        assert!(f.apply(&r).error.is_none());
+        assert!(f.apply(&r, T0).error.is_none());
     }
 
     #[test]
@@ -487,8 +760,153 @@ mod tests {
             "DescribeApplication",
             &apps,
             false,
-        ));
+        ), T0);
         assert!(e.stuck_updating);
         assert!(e.error.is_none());
+    }
+
+    #[test]
+    fn the_new_kinds_parse_and_are_checked() {
+        let busy: FaultSpec =
+            serde_json::from_str(r#"{"kind":"resourceInUse","status":"AUTOSCALING","operation":"UpdateApplication"}"#)
+                .unwrap();
+        assert_eq!(
+            busy.kind,
+            FaultKind::ResourceInUse {
+                status: AppStatus::Autoscaling
+            }
+        );
+        let fail: FaultSpec = serde_json::from_str(r#"{"kind":"failOperation"}"#).unwrap();
+        assert!(matches!(fail.kind, FaultKind::FailOperation { ref message } if !message.is_empty()));
+        let gap: FaultSpec = serde_json::from_str(
+            r#"{"kind":"metricGap","metrics":["cpuUtilization"],"from":"2026-01-05T00:00:00Z"}"#,
+        )
+        .unwrap();
+        assert!(matches!(gap.kind, FaultKind::MetricGap { from: Some(_), until: None, .. }));
+        let mut f = Faults::default();
+        assert_eq!(
+            f.arm(spec(FaultKind::ResourceInUse {
+                status: AppStatus::Running
+            })),
+            Err(FaultError::NotBusy(AppStatus::Running))
+        );
+        assert_eq!(
+            f.arm(FaultSpec {
+                service: Some(Service::KinesisAnalytics),
+                ..spec(FaultKind::MetricDelay {
+                    seconds: 60,
+                    metrics: None
+                })
+            }),
+            Err(FaultError::CloudWatchOnly("metricDelay"))
+        );
+        assert_eq!(
+            f.arm(FaultSpec {
+                service: Some(Service::CloudWatch),
+                ..spec(FaultKind::LimitExceeded)
+            }),
+            Err(FaultError::WrongService("limitExceeded"))
+        );
+        let t = |s: i64| Timestamp::from_second(s).unwrap();
+        assert_eq!(
+            f.arm(spec(FaultKind::MetricNaN {
+                metrics: None,
+                from: Some(t(120)),
+                until: Some(t(60)),
+            })),
+            Err(FaultError::EmptyRange)
+        );
+    }
+
+    #[test]
+    fn limit_exceeded_busy_and_failing_updates() {
+        let mut f = Faults::default();
+        f.arm(FaultSpec {
+            operation: Some("UpdateApplication".into()),
+            count: Some(1),
+            ..spec(FaultKind::LimitExceeded)
+        })
+        .unwrap();
+        f.arm(FaultSpec {
+            application: Some("a".into()),
+            ..spec(FaultKind::ResourceInUse {
+                status: AppStatus::Starting,
+            })
+        })
+        .unwrap();
+        f.arm(FaultSpec {
+            count: Some(1),
+            ..spec(FaultKind::FailOperation {
+                message: "boom".into(),
+            })
+        })
+        .unwrap();
+        let apps = vec!["a".to_string()];
+        let describe = f.apply(&req(Service::KinesisAnalytics, "DescribeApplication", &apps, false), T0);
+        assert_eq!(describe.busy, Some(AppStatus::Starting));
+        assert!(describe.error.is_none() && describe.fail_operation.is_none());
+        let update = f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0);
+        assert_eq!(update.error.unwrap().kind, ErrorKind::LimitExceeded);
+        assert_eq!(update.fail_operation.as_deref(), Some("boom"));
+        let again = f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0);
+        assert!(again.error.is_none() && again.fail_operation.is_none());
+        assert_eq!(again.busy, Some(AppStatus::Starting));
+        assert_eq!(
+            f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false), T0).busy,
+            None
+        );
+    }
+
+    #[test]
+    fn metric_masks_gap_delay_and_nan() {
+        let t = |m: i64| Timestamp::from_second(1_767_571_200 + 60 * m).unwrap();
+        let period = Duration::from_secs(60);
+        let series = || (0..6).map(|m| (t(m), m as f64)).collect::<Vec<_>>();
+        let mut f = Faults::default();
+        f.arm(FaultSpec {
+            application: Some("a".into()),
+            ..spec(FaultKind::MetricGap {
+                metrics: Some(vec!["cpuUtilization".into()]),
+                from: Some(t(2)),
+                until: Some(t(4)),
+            })
+        })
+        .unwrap();
+        f.arm(spec(FaultKind::MetricDelay {
+            seconds: 120,
+            metrics: None,
+        }))
+        .unwrap();
+        f.arm(spec(FaultKind::MetricNaN {
+            metrics: Some(vec!["lastCheckpointDuration".into()]),
+            from: Some(t(1)),
+            until: None,
+        }))
+        .unwrap();
+        let apps = vec!["a".to_string()];
+        // Not a GetMetricData request: nothing.
+        assert!(
+            f.apply(&req(Service::CloudWatch, "ListMetrics", &apps, false), t(6))
+                .metric_masks
+                .is_empty()
+        );
+        let e = f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false), t(6));
+        assert_eq!(e.metric_masks.len(), 3);
+        let apply = |name: &str, app: &str| {
+            let mut points = series();
+            for m in e.metric_masks.iter().filter(|m| m.matches(name, Some(app))) {
+                m.apply(&mut points, period);
+            }
+            points
+        };
+        // The gap (periods 2 and 3) and the delay (periods ending after t(4)).
+        let cpu: Vec<i64> = apply("cpuUtilization", "a").iter().map(|(_, v)| *v as i64).collect();
+        assert_eq!(cpu, vec![0, 1]);
+        let other_app: Vec<i64> = apply("cpuUtilization", "b").iter().map(|(_, v)| *v as i64).collect();
+        assert_eq!(other_app, vec![0, 1, 2, 3]);
+        let duration = apply("lastCheckpointDuration", "b");
+        assert_eq!(duration.len(), 4);
+        assert_eq!(duration[0].1, 0.0);
+        assert!(duration[1..].iter().all(|(_, v)| v.is_nan()));
     }
 }

@@ -899,9 +899,39 @@ impl Stuck {
     }
 }
 
-/// Serves one decoded request against the fleet, with the StuckUpdating mask applied.
-pub fn execute(fleet: &mut dyn Backend, req: Request, stuck_mask: &Stuck) -> Result<Value, ApiError> {
+/// What the faults other than errors change about one request (see
+/// [`faults`](super::faults)): the StuckUpdating mask, a busy status (`resourceInUse`), and a
+/// failure for the restart of an accepted update (`failOperation`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Injected {
+    /// The applications that look stuck in `UPDATING`.
+    pub stuck: Stuck,
+    /// The status the request's application looks busy in.
+    pub busy: Option<crate::policy::AppStatus>,
+    /// The failure an accepted `UpdateApplication`'s restart ends in.
+    pub fail_operation: Option<String>,
+}
+
+/// Serves one decoded request against the fleet, with the faults' masks applied.
+pub fn execute(fleet: &mut dyn Backend, req: Request, injected: &Injected) -> Result<Value, ApiError> {
+    let stuck_mask = &injected.stuck;
     let stuck = req.application().is_some_and(|name| stuck_mask.applies(&name));
+    if let (Some(busy), Some(name)) = (injected.busy, req.application())
+        && matches!(
+            req,
+            Request::UpdateApplication { .. } | Request::StartApplication { .. }
+        )
+    {
+        // The service checks the application exists before it refuses a busy one.
+        fleet.describe_application(&name).map_err(service_error)?;
+        return Err(ApiError::new(
+            ErrorKind::ResourceInUse,
+            format!(
+                "Application {name} is in {} status; the operation is not allowed until it is READY or RUNNING.",
+                status_name(busy)
+            ),
+        ));
+    }
     match req {
         Request::ListApplications { limit, offset } => {
             let apps = fleet.list_applications();
@@ -921,8 +951,11 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, stuck_mask: &Stuck) -> Res
             Ok(out)
         }
         Request::DescribeApplication { name } => {
-            let view = fleet.describe_application(&name).map_err(service_error)?;
-            Ok(json!({ "ApplicationDetail": application_detail(&masked(view, stuck)) }))
+            let mut view = masked(fleet.describe_application(&name).map_err(service_error)?, stuck);
+            if let Some(busy) = injected.busy {
+                view.status = busy;
+            }
+            Ok(json!({ "ApplicationDetail": application_detail(&view) }))
         }
         Request::UpdateApplication { name, update } => {
             if stuck {
@@ -935,7 +968,11 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, stuck_mask: &Stuck) -> Res
                     ),
                 ));
             }
-            let (view, operation_id) = fleet.update_application(&name, update).map_err(service_error)?;
+            let (view, operation_id) = match &injected.fail_operation {
+                None => fleet.update_application(&name, update),
+                Some(failure) => fleet.update_application_failing(&name, update, failure),
+            }
+            .map_err(service_error)?;
             Ok(json!({ "ApplicationDetail": application_detail(&view), "OperationId": operation_id }))
         }
         Request::DescribeApplicationOperation { name, operation_id } => {

@@ -349,7 +349,13 @@ impl EmulatorState {
     }
 
     fn apply_faults(&self, scope: &RequestScope<'_>) -> Effects {
-        lock(&self.0.faults).apply(scope)
+        let now = self.virtual_now();
+        lock(&self.0.faults).apply(scope, now)
+    }
+
+    /// Deletes an application, as `DeleteApplication` would (the model backend only).
+    pub fn delete_application(&self, name: &str) -> Result<(), ServiceError> {
+        self.with_fleet(|f| f.delete_application(name))
     }
 
     fn record(&self, record: CallRecord) {
@@ -631,7 +637,17 @@ async fn serve_kinesis(
     } else {
         kinesis::Stuck::none()
     };
-    on_fleet(state, move |fleet| kinesis::execute(fleet, req, &stuck)).await
+    let injected = kinesis::Injected {
+        stuck,
+        busy: effects.busy,
+        fail_operation: effects.fail_operation,
+    };
+    let answer = on_fleet(state, move |fleet| kinesis::execute(fleet, req, &injected)).await;
+    if !effects.response_latency.is_zero() {
+        // Served already: a client that gives up meanwhile cannot tell it took effect.
+        tokio::time::sleep(effects.response_latency).await;
+    }
+    answer
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response {
@@ -740,7 +756,12 @@ async fn serve_cloudwatch(
     if let Some(e) = effects.error {
         return Err(e);
     }
-    on_fleet(state, move |fleet| cloudwatch::execute(fleet, &req)).await
+    let masks = effects.metric_masks;
+    let answer = on_fleet(state, move |fleet| cloudwatch::execute(fleet, &req, &masks)).await;
+    if !effects.response_latency.is_zero() {
+        tokio::time::sleep(effects.response_latency).await;
+    }
+    answer
 }
 
 fn cloudwatch_json_response(

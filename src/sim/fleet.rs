@@ -453,6 +453,9 @@ pub struct Fleet {
     apps: BTreeMap<String, App>,
     store: MetricStore,
     streams: u64,
+    /// A failure injected into the restart of the update being served (the emulator's
+    /// `failOperation` fault).
+    injected_failure: Option<String>,
 }
 
 impl Fleet {
@@ -469,6 +472,7 @@ impl Fleet {
             apps: BTreeMap::new(),
             store: MetricStore::default(),
             streams: 0,
+            injected_failure: None,
         }
     }
 
@@ -767,6 +771,7 @@ impl Fleet {
         name: &str,
         req: UpdateApplication,
     ) -> Result<(ApplicationView, String), ServiceError> {
+        let injected = self.injected_failure.take();
         let app = self.app(name)?;
         check_update(name, &req, app.version_id, &app.token, app.status)?;
         let settings = match &req.parallelism {
@@ -801,13 +806,15 @@ impl Fleet {
         app.settings = settings;
         if restart {
             let to = settings.config();
-            let failure = (!app.job.accepts_parallelism(to.parallelism)).then(|| {
-                format!(
-                    "The job failed to start: parallelism {} is higher than the job's maxParallelism {}; \
-                     state cannot be restored.",
-                    to.parallelism,
-                    app.job.workload().key_groups
-                )
+            let failure = injected.or_else(|| {
+                (!app.job.accepts_parallelism(to.parallelism)).then(|| {
+                    format!(
+                        "The job failed to start: parallelism {} is higher than the job's maxParallelism {}; \
+                         state cannot be restored.",
+                        to.parallelism,
+                        app.job.workload().key_groups
+                    )
+                })
             });
             let from = app.running_config();
             // A failing restore is noticed once the snapshot is written and the new job submitted.
@@ -834,6 +841,33 @@ impl Fleet {
         }
         let id = app.operations[op].operation_id.clone();
         Ok((app.view(), id))
+    }
+
+    /// [`update_application`](Self::update_application) whose restart fails with
+    /// `failure` (as a job that cannot restore does): the operation ends `FAILED` and the
+    /// service rolls back to the previous version. An update that does not restart a
+    /// running application cannot fail this way and completes as usual.
+    pub fn update_application_failing(
+        &mut self,
+        name: &str,
+        req: UpdateApplication,
+        failure: &str,
+    ) -> Result<(ApplicationView, String), ServiceError> {
+        self.injected_failure = Some(failure.to_string());
+        let result = self.update_application(name, req);
+        // Consumed by a restart; dropped otherwise, so it never reaches a later update.
+        self.injected_failure = None;
+        result
+    }
+
+    /// Deletes an application (`DeleteApplication`): it is gone from every call at once,
+    /// operations in flight included. Its published metrics stay in CloudWatch, as they do
+    /// on AWS; a new application of the same name starts afresh (version 1).
+    pub fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
+        self.apps
+            .remove(name)
+            .map(|_| ())
+            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Application {name} not found.")))
     }
 
     /// One operation of an application.
