@@ -122,7 +122,7 @@ impl Metrics {
             .inc();
     }
 
-    /// Counts one scaling event (`started`, `succeeded`, `failed`, `refused`).
+    /// Counts one scaling event (`started`, `succeeded`, `failed`, `refused`, `unknown`).
     pub fn scaling(&self, outcome: &str) {
         self.scalings
             .get_or_create(&ScalingLabels {

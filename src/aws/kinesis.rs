@@ -89,6 +89,12 @@ impl ApplicationControl for KinesisControl {
         let op = AwsOperation::UpdateApplication;
         let (configuration, run) = update_parts(request)?;
         let client = self.clients.clients(target).await.kinesis;
+        // NB: one attempt, never retried by the SDK. A write that timed out or failed with a
+        // 5xx may have taken effect; a retry would then be refused (the version moved) and
+        // hide that it did. The controller records its intent first and, on an ambiguous
+        // error, learns what happened from the application before it decides again.
+        let one_attempt = aws_sdk_kinesisanalyticsv2::config::Builder::default()
+            .retry_config(aws_config::retry::RetryConfig::disabled());
         let result = client
             .update_application()
             .application_name(&request.name)
@@ -96,6 +102,7 @@ impl ApplicationControl for KinesisControl {
             .application_configuration_update(configuration)
             .run_configuration_update(run)
             .customize()
+            .config_override(one_attempt)
             .interceptor(self.clients.attempt_counter(op))
             .send()
             .await

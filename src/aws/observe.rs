@@ -9,12 +9,24 @@ use crate::policy::{Observation, Sample};
 
 /// The policy's view of an application: its description (status, running configuration,
 /// version, service autoscaling) and its metric periods, taken at `at`.
+///
+/// Every value the policy gets is a number: a non-finite one (NaN, infinity), from
+/// whatever [`MetricsSource`] produced the samples, becomes missing data, and a period left
+/// with no value at all is dropped.
 pub fn observe(
     description: &ApplicationDescription,
-    samples: Vec<Sample>,
+    mut samples: Vec<Sample>,
     period: Duration,
     at: Timestamp,
 ) -> Observation {
+    for sample in &mut samples {
+        for value in sample_values(sample) {
+            if value.is_some_and(|v| !v.is_finite()) {
+                *value = None;
+            }
+        }
+    }
+    samples.retain_mut(|s| sample_values(s).into_iter().any(|v| v.is_some()));
     Observation {
         at,
         status: description.status,
@@ -24,6 +36,39 @@ pub fn observe(
         samples,
         period,
     }
+}
+
+/// Every metric field of a sample.
+fn sample_values(s: &mut Sample) -> [&mut Option<f64>; 12] {
+    let Sample {
+        at: _,
+        last_checkpoint_duration_ms,
+        last_checkpoint_size_bytes,
+        failed_checkpoints,
+        cpu_utilization,
+        heap_memory_utilization,
+        container_memory_utilization,
+        busy_time_ms_per_second,
+        back_pressured_time_ms_per_second,
+        millis_behind_latest,
+        records_in_per_second,
+        full_restarts,
+        downtime_ms,
+    } = s;
+    [
+        last_checkpoint_duration_ms,
+        last_checkpoint_size_bytes,
+        failed_checkpoints,
+        cpu_utilization,
+        heap_memory_utilization,
+        container_memory_utilization,
+        busy_time_ms_per_second,
+        back_pressured_time_ms_per_second,
+        millis_behind_latest,
+        records_in_per_second,
+        full_restarts,
+        downtime_ms,
+    ]
 }
 
 /// Describes `name` and reads its metrics over `window` ending at `now`, concurrently, and
@@ -78,5 +123,40 @@ mod tests {
         assert_eq!(o.samples, samples);
         assert_eq!(o.period, Duration::from_secs(60));
         assert_eq!(o.at, at);
+    }
+
+    #[test]
+    fn non_finite_values_never_reach_the_policy() {
+        let description = ApplicationDescription {
+            name: "orders".into(),
+            arn: "arn:aws:kinesisanalytics:eu-west-1:123456789012:application/orders".into(),
+            status: AppStatus::Running,
+            version_id: 1,
+            config: AppConfig::new(4, 1),
+            configured_parallelism: 4,
+            configuration_type: "CUSTOM".into(),
+            service_autoscaling: false,
+            conditional_token: None,
+        };
+        let at = Timestamp::from_second(1_700_000_000).unwrap();
+        let samples = vec![
+            Sample {
+                at,
+                last_checkpoint_duration_ms: Some(f64::NAN),
+                cpu_utilization: Some(40.0),
+                heap_memory_utilization: Some(f64::INFINITY),
+                ..Sample::default()
+            },
+            Sample {
+                at,
+                last_checkpoint_duration_ms: Some(f64::NAN),
+                ..Sample::default()
+            },
+        ];
+        let o = observe(&description, samples, Duration::from_secs(60), at);
+        assert_eq!(o.samples.len(), 1, "a period of NaN only is no data");
+        assert_eq!(o.samples[0].last_checkpoint_duration_ms, None);
+        assert_eq!(o.samples[0].heap_memory_utilization, None);
+        assert_eq!(o.samples[0].cpu_utilization, Some(40.0));
     }
 }

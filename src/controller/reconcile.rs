@@ -24,12 +24,22 @@ use crate::{
         UpdateRequest,
     },
     crd::{
-        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, LastScaling, Mode,
-        ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
+        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, KpuLimit, LastScaling,
+        Mode, ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
     },
     metrics::Metrics,
     policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
 };
+
+/// How long an operation may stay in progress before it is reported stuck (Scaling reason
+/// `OperationStuck`, one Warning Event), at the least: AWS gives 10-20 minutes for a
+/// restart with large state, so 30 minutes is well past a slow but healthy one.
+pub const OPERATION_STUCK_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// How long a KPU count refused with `LimitExceededException` is kept out of reach. Quotas
+/// rise only through a request to AWS Support, so hours, not minutes; after that the
+/// controller may try once more (and remembers again if AWS still refuses).
+pub const KPU_LIMIT_MEMORY: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything the core needs besides the budget itself.
 #[derive(Clone)]
@@ -167,7 +177,7 @@ impl Core {
         let mut run = Run::new(self, budget, store, now);
 
         // An invalid spec (one that bypassed the schema) waits for a change.
-        let typed = match budget.spec.to_budget() {
+        let mut typed = match budget.spec.to_budget() {
             Ok(b) => b,
             Err(e) => {
                 let message = format!("The spec is invalid and was not acted on: {e}");
@@ -188,7 +198,12 @@ impl Core {
         }
         let desc = match self.apps.describe(&target, app).await {
             Ok(d) => d,
-            Err(e) => return Err(run.aws_failed(e, "describing the application").await),
+            Err(e) => {
+                if matches!(e, AwsError::NotFound(_)) {
+                    run.drop_operation_of_deleted_application();
+                }
+                return Err(run.aws_failed(e, "describing the application").await);
+            }
         };
         if let Err(e) = self
             .tenancy
@@ -233,8 +248,14 @@ impl Core {
         };
         let observation = crate::aws::observe(&desc, samples, self.period, now);
 
-        // 2. Decide.
-        let decision = policy::decide(&typed, Some(&observation), &run.history, now);
+        // 2. Decide, below a KPU quota AWS enforced.
+        let quota_note = run.apply_kpu_limit(&mut typed, &desc);
+        let mut decision = policy::decide(&typed, Some(&observation), &run.history, now);
+        if let Some(note) = quota_note
+            && (decision.reason == policy::Reason::LimitReached || matches!(decision.action, Action::Scale { .. }))
+        {
+            decision.message = format!("{} {note}", decision.message);
+        }
         self.metrics
             .decision(kind(&decision.action), decision.reason.as_str());
         debug!(budget = %budget.key, reason = decision.reason.as_str(), action = ?decision.action, "decided");
@@ -509,27 +530,54 @@ impl<'a> Run<'a> {
                 // Look again soon with a fresh observation rather than overwrite.
                 status::remove_scaling(&mut self.history, self.now);
                 self.status.operation_in_flight = None;
-                let message = format!("AWS refused the update from {} to {to}: {e}", desc.config);
+                let reason = e.reason();
+                let message = format!(
+                    "AWS refused the update from {} to {to}, so nothing changed; the controller observes the application again before it decides: {e}",
+                    desc.config
+                );
                 warn!(budget = %self.budget.key, error = %e, "update refused");
-                self.scaling_condition(Truth::False, "ScalingRefused", &message);
+                self.scaling_condition(Truth::False, reason, &message);
                 self.notice(NoticeType::Warning, "ScalingRefused", "Scaling", &message);
                 self.core.metrics.scaling("refused");
                 self.act = Act::Refused;
                 self.requeue = self.core.in_flight_poll;
                 Ok(())
             }
-            Err(e) if e.is_transient() => {
-                // Nothing reached AWS: drop the intent and let the error policy back off.
+            Err(e @ AwsError::Throttled(_)) => {
+                // Refused before AWS looked at it: drop the intent, back off, decide afresh.
                 status::remove_scaling(&mut self.history, self.now);
                 self.status.operation_in_flight = None;
-                let message = format!("Could not call UpdateApplication: {e}");
-                self.scaling_condition(Truth::False, "AwsUnavailable", &message);
+                let message = format!("UpdateApplication was throttled; nothing changed: {e}");
+                self.scaling_condition(Truth::False, e.reason(), &message);
                 self.finish_inner().await?;
                 Err(Error::Aws(e))
             }
+            Err(e) if e.is_transient() => {
+                // A timeout or a 5xx: the update may or may not have taken effect. The intent
+                // stays recorded (without an operation id) and the next reconcile learns from
+                // the application whether it did, as after a crash.
+                let message = format!(
+                    "UpdateApplication from {} to {to} did not answer, so whether it took effect is not known; \
+                     the controller looks at the application before it decides again: {e}",
+                    desc.config
+                );
+                warn!(budget = %self.budget.key, error = %e, "update outcome unknown");
+                self.scaling_condition(Truth::Unknown, "UpdateOutcomeUnknown", &message);
+                self.notice(NoticeType::Warning, "UpdateOutcomeUnknown", "Scaling", &message);
+                self.core.metrics.scaling("unknown");
+                self.finish_inner().await?;
+                Err(Error::Aws(e))
+            }
+            Err(e @ (AwsError::AccessDenied(_) | AwsError::Credentials(_) | AwsError::NotFound(_))) => {
+                // Nothing happened, and nothing is wrong with the configuration: the budget
+                // cannot act (a missing permission, or the application went away).
+                status::remove_scaling(&mut self.history, self.now);
+                self.status.operation_in_flight = None;
+                Err(self.aws_failed(e, "calling UpdateApplication").await)
+            }
             Err(e) => {
-                // A permanent refusal (invalid argument, KPU quota, access): recorded as
-                // failed, so the policy does not ask for the same configuration again.
+                // A permanent refusal (invalid argument, KPU quota): recorded as failed, so
+                // the policy does not ask for the same configuration again.
                 let failed = ScalingRecord {
                     completed_at: Some(self.now),
                     outcome: Outcome::Failed,
@@ -537,7 +585,23 @@ impl<'a> Run<'a> {
                 };
                 status::update_scaling(&mut self.history, failed.clone());
                 self.status.operation_in_flight = None;
-                let message = format!("UpdateApplication from {} to {to} failed: {e}", desc.config);
+                let quota = matches!(e, AwsError::LimitExceeded(_));
+                let message = if quota {
+                    self.status.kpu_limit = Some(KpuLimit {
+                        refused_kpus: to.kpus(),
+                        refused_at: Time(self.now),
+                        message: e.message().to_owned(),
+                    });
+                    format!(
+                        "UpdateApplication from {} to {to} was refused by a service quota; the controller stays below {} KPUs for {}: {e}",
+                        desc.config,
+                        to.kpus(),
+                        crate::crd::format_duration(KPU_LIMIT_MEMORY)
+                    )
+                } else {
+                    format!("UpdateApplication from {} to {to} failed: {e}", desc.config)
+                };
+                let reason = if quota { "LimitExceeded" } else { "ScalingFailed" };
                 warn!(budget = %self.budget.key, error = %e, "update failed");
                 self.status.last_scaling = Some(last_scaling(
                     &failed,
@@ -545,13 +609,62 @@ impl<'a> Run<'a> {
                     None,
                     Some(message.clone()),
                 ));
-                self.scaling_condition(Truth::False, "ScalingFailed", &message);
-                self.notice(NoticeType::Warning, "ScalingFailed", "Scaling", &message);
+                self.scaling_condition(Truth::False, reason, &message);
+                self.notice(NoticeType::Warning, reason, "Scaling", &message);
                 self.core.metrics.scaling("failed");
                 self.act = Act::Failed;
                 Ok(())
             }
         }
+    }
+
+    /// Caps `budget.max_kpus` below a KPU count AWS refused with `LimitExceededException`
+    /// within [`KPU_LIMIT_MEMORY`], and returns a note for the decision's message. The limit
+    /// is forgotten once that time is over, or once the application runs at that many KPUs
+    /// or more (the quota must have been raised).
+    fn apply_kpu_limit(&mut self, budget: &mut Budget, desc: &ApplicationDescription) -> Option<String> {
+        let limit = self.status.kpu_limit.clone()?;
+        let until = limit
+            .refused_at
+            .0
+            .checked_add(KPU_LIMIT_MEMORY)
+            .unwrap_or(Timestamp::MAX);
+        if self.now >= until || desc.config.kpus() >= limit.refused_kpus {
+            info!(budget = %self.budget.key, kpus = limit.refused_kpus, "forgetting the KPU limit");
+            self.status.kpu_limit = None;
+            return None;
+        }
+        let cap = limit.refused_kpus.saturating_sub(1).max(1);
+        budget.max_kpus = Some(budget.max_kpus.map_or(cap, |m| m.min(cap)));
+        Some(format!(
+            "AWS refused {} KPUs (LimitExceededException) at {}, so at most {cap} KPUs are considered until {until}.",
+            limit.refused_kpus, limit.refused_at.0
+        ))
+    }
+
+    /// The application is gone: an operation in flight for it can never finish. It is
+    /// dropped from status and history (it neither succeeded nor failed as a configuration),
+    /// and `lastScaling` says what became of it.
+    fn drop_operation_of_deleted_application(&mut self) {
+        let Some(op) = self.status.operation_in_flight.take() else {
+            return;
+        };
+        let mut record = op.to_scaling_record();
+        status::remove_scaling(&mut self.history, op.started_at.0);
+        record.completed_at = Some(self.now);
+        record.outcome = Outcome::Failed;
+        let message = format!(
+            "The application was deleted while scaling from {} to {} was in flight; the operation was dropped.",
+            policy::AppConfig::from(op.from),
+            policy::AppConfig::from(op.to)
+        );
+        warn!(budget = %self.budget.key, "application deleted with an operation in flight");
+        self.status.last_scaling = Some(last_scaling(
+            &record,
+            &op.reason,
+            op.operation_id.clone(),
+            Some(message),
+        ));
     }
 
     /// Follows the operation in flight to its outcome.
@@ -605,6 +718,28 @@ impl<'a> Run<'a> {
             .unwrap_or_else(|| op.to_scaling_record());
         match state.outcome() {
             Outcome::InProgress => {
+                let bound = self.stuck_after();
+                let running_for = self.now.duration_since(op.started_at.0);
+                if running_for >= jiff::SignedDuration::try_from(bound).unwrap_or(jiff::SignedDuration::MAX) {
+                    // Still followed, never issued again: a second update would be refused
+                    // anyway (the application is busy) and could not help. A person must look.
+                    let message = format!(
+                        "Scaling from {from} to {to} has been in progress since {} ({} minutes, more than the {} bound; \
+                         application {}). The controller keeps following it and will not start another update; \
+                         check the operation (aws kinesisanalyticsv2 describe-application-operation{}).",
+                        op.started_at.0,
+                        running_for.as_secs() / 60,
+                        crate::crd::format_duration(bound),
+                        status_name(desc.status),
+                        op.operation_id
+                            .as_deref()
+                            .map(|id| format!(" --operation-id {id}"))
+                            .unwrap_or_default()
+                    );
+                    self.scaling_condition(Truth::True, "OperationStuck", &message);
+                    self.notice_on_transition(NoticeType::Warning, "OperationStuck", "Scaling", &message);
+                    return Ok(Followed::Running(op.operation_id.clone()));
+                }
                 let message = format!(
                     "Scaling from {from} to {to} in progress since {} (application {}).",
                     op.started_at.0,
@@ -647,6 +782,21 @@ impl<'a> Run<'a> {
                 Ok(Followed::Done)
             }
         }
+    }
+
+    /// How long an operation may run before it is reported stuck: [`OPERATION_STUCK_AFTER`],
+    /// or twice the longest scaling this budget has seen complete, if that is longer.
+    fn stuck_after(&self) -> Duration {
+        let longest = self
+            .history
+            .scalings
+            .iter()
+            .filter(|r| r.outcome == Outcome::Succeeded)
+            .filter_map(|r| Some(r.completed_at?.duration_since(r.at)))
+            .filter_map(|d| Duration::try_from(d).ok())
+            .max()
+            .unwrap_or_default();
+        OPERATION_STUCK_AFTER.max(longest.saturating_mul(2))
     }
 
     async fn tenancy_failed(&mut self, e: TenancyError) -> Error {

@@ -69,6 +69,23 @@ pub struct CheckpointBudgetStatus {
     /// controller decides as the previous one would have.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history: Option<ScalingHistory>,
+    /// A KPU quota AWS enforced: `UpdateApplication` was refused with
+    /// `LimitExceededException`. The controller keeps the application below `refusedKpus`
+    /// for a while (see `docs/troubleshooting.md`), so a quota does not make it retry.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kpu_limit: Option<KpuLimit>,
+}
+
+/// A KPU count AWS refused with `LimitExceededException` (the KPUs-per-application quota).
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KpuLimit {
+    /// The KPUs of the refused configuration: the controller stays below them.
+    pub refused_kpus: u32,
+    /// When AWS refused them.
+    pub refused_at: Time,
+    /// AWS's message.
+    pub message: String,
 }
 
 /// A `Parallelism` / `ParallelismPerKPU` configuration with its KPU count.
