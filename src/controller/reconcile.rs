@@ -24,8 +24,8 @@ use crate::{
         UpdateRequest,
     },
     crd::{
-        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, KpuLimit, LastScaling,
-        Mode, ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
+        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, KpuLimit,
+        LastScaling, Mode, ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
     },
     metrics::Metrics,
     policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
@@ -252,7 +252,8 @@ impl Core {
         let quota_note = run.apply_kpu_limit(&mut typed, &desc);
         let mut decision = policy::decide(&typed, Some(&observation), &run.history, now);
         if let Some(note) = quota_note
-            && (decision.reason == policy::Reason::LimitReached || matches!(decision.action, Action::Scale { .. }))
+            && (decision.reason == policy::Reason::LimitReached
+                || matches!(decision.action, Action::Scale { .. }))
         {
             decision.message = format!("{} {note}", decision.message);
         }
@@ -276,9 +277,15 @@ impl Core {
                     &decision.message,
                 );
             }
-            (Mode::Enforce, Action::Hold) => {
-                run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
-            }
+            (Mode::Enforce, Action::Hold) => match run.concluded.take() {
+                // An operation ended in this reconcile: its outcome stays the reason until the
+                // next evaluation, so the status shows it (and not only the Event).
+                Some((reason, message)) => {
+                    let message = format!("{message} Now: {}", decision.message);
+                    run.scaling_condition(Truth::False, reason, &message);
+                }
+                None => run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message),
+            },
             (Mode::Recommend, action) => {
                 let message = match action {
                     Action::Scale { to } => format!(
@@ -358,6 +365,8 @@ struct Run<'a> {
     decision: Option<Decision>,
     act: Act,
     requeue: Duration,
+    /// The reason and message of an operation that ended in this reconcile.
+    concluded: Option<(&'static str, String)>,
 }
 
 impl<'a> Run<'a> {
@@ -378,6 +387,7 @@ impl<'a> Run<'a> {
             decision: None,
             act: Act::None,
             requeue: core.interval,
+            concluded: None,
         }
     }
 
@@ -779,6 +789,7 @@ impl<'a> Run<'a> {
                 ));
                 self.scaling_condition(Truth::False, reason, &message);
                 self.notice(type_, reason, "Scaling", &message);
+                self.concluded = Some((reason, message));
                 Ok(Followed::Done)
             }
         }

@@ -53,6 +53,14 @@ pub trait Backend: Send + std::fmt::Debug {
             "this backend cannot fail an update on purpose (failOperation needs the model backend)".into(),
         ))
     }
+    /// Sets the KPU quota per application (the control API's `PUT /_emulator/quotas`):
+    /// updates and creations above it are refused with `LimitExceededException`.
+    fn set_kpu_quota(&mut self, kpus: u32) -> Result<(), ServiceError> {
+        let _ = kpus;
+        Err(ServiceError::UnsupportedOperation(
+            "this backend has no KPU quota to set (use the model backend)".into(),
+        ))
+    }
     /// Deletes an application (the control API's `DELETE /_emulator/applications/{name}`).
     fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
         let _ = name;
@@ -193,6 +201,11 @@ impl Backend for Fleet {
 
     fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
         Fleet::delete_application(self, name)
+    }
+
+    fn set_kpu_quota(&mut self, kpus: u32) -> Result<(), ServiceError> {
+        Fleet::set_kpu_quota(self, kpus);
+        Ok(())
     }
 
     fn as_model(&self) -> Option<&Fleet> {

@@ -32,7 +32,8 @@ pub struct CallRecord {
     /// Every application the call concerns (GetMetricData may read several).
     #[serde(default)]
     pub applications: Vec<String>,
-    /// The HTTP status answered.
+    /// The HTTP status answered; 499 (`errorCode` `ClientClosedRequest`) when the client
+    /// closed the connection before the answer was ready.
     pub status: u16,
     /// The error code answered, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -660,7 +660,10 @@ fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData, masks: &[MetricMask])
             .iter()
             .find(|(k, _)| k == APPLICATION_DIMENSION)
             .map(|(_, v)| v.as_str());
-        for mask in masks.iter().filter(|m| m.matches(&q.metric.metric_name, application)) {
+        for mask in masks
+            .iter()
+            .filter(|m| m.matches(&q.metric.metric_name, application))
+        {
             mask.apply(&mut points, Duration::from_secs(q.period));
         }
         if !g.ascending {

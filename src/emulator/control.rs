@@ -11,6 +11,7 @@
 //! | `DELETE /_emulator/applications/{name}` | | 204 (the application is deleted under its clients; add it again with `POST /_emulator/scenarios`), or 404 |
 //! | `GET /_emulator/applications/{name}/workload` | | the Flink backend's [`Workload`] |
 //! | `PATCH /_emulator/applications/{name}/workload` | fields of a [`Workload`] (JSON) | 204; the Flink backend restarts the source from a savepoint with them (400 on the model backend) |
+//! | `PUT /_emulator/quotas` | `{"kpusPerApplication": N}` | 204; updates above N KPUs get `LimitExceededException` (default 64; model backend) |
 //! | `GET /_emulator/faults` | | `{"faults": [...]}` |
 //! | `POST /_emulator/faults` | a [`FaultSpec`] (kinds: see [`FaultKind`](super::faults::FaultKind)) | 201, `{"id": N}` |
 //! | `DELETE /_emulator/faults` | | 204, all cleared |
@@ -36,7 +37,7 @@ use axum::{
     extract::{Path, Query, State},
     http::StatusCode,
     response::{IntoResponse, Response},
-    routing::{delete, get, post},
+    routing::{delete, get, post, put},
 };
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -57,6 +58,7 @@ pub fn router() -> Router<EmulatorState> {
             "/applications/{name}/workload",
             get(get_workload).patch(set_workload),
         )
+        .route("/quotas", put(set_quotas))
         .route("/faults", get(list_faults).post(arm_fault).delete(clear_faults))
         .route("/faults/{id}", delete(clear_fault))
         .route("/calls", get(calls).delete(reset_calls))
@@ -196,6 +198,31 @@ async fn set_workload(State(state): State<EmulatorState>, Path(name): Path<Strin
         Some(Ok(())) => StatusCode::NO_CONTENT.into_response(),
         Some(Err(e @ crate::sim::ServiceError::ResourceNotFound(_))) => error(StatusCode::NOT_FOUND, e),
         Some(Err(e)) => error(StatusCode::BAD_REQUEST, e),
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+struct Quotas {
+    kpus_per_application: u32,
+}
+
+async fn set_quotas(State(state): State<EmulatorState>, body: Bytes) -> Response {
+    let quotas: Quotas = match serde_json::from_slice(&body) {
+        Ok(q) => q,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"kpusPerApplication\": N}}: {e}"),
+            );
+        }
+    };
+    if quotas.kpus_per_application == 0 {
+        return error(StatusCode::BAD_REQUEST, "kpusPerApplication must be at least 1");
+    }
+    match state.set_kpu_quota(quotas.kpus_per_application) {
+        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Err(e) => error(StatusCode::BAD_REQUEST, e),
     }
 }
 

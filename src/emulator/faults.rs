@@ -242,10 +242,7 @@ impl MetricMask {
         self.metrics
             .as_ref()
             .is_none_or(|m| m.iter().any(|n| n == metric_name))
-            && self
-                .application
-                .as_deref()
-                .is_none_or(|a| application == Some(a))
+            && self.application.as_deref().is_none_or(|a| application == Some(a))
     }
 
     /// Applies the mask to one query's datapoints (period start, value) of `period`.
@@ -325,7 +322,9 @@ impl Faults {
             }
         }
         match &spec.kind {
-            FaultKind::ResourceInUse { status } if matches!(status, AppStatus::Ready | AppStatus::Running) => {
+            FaultKind::ResourceInUse { status }
+                if matches!(status, AppStatus::Ready | AppStatus::Running) =>
+            {
                 return Err(FaultError::NotBusy(*status));
             }
             FaultKind::MetricGap {
@@ -448,7 +447,9 @@ impl Faults {
                 }
                 FaultKind::MetricDelay { seconds, metrics } => {
                     let cutoff = now
-                        .checked_sub(jiff::SignedDuration::from_secs(i64::try_from(*seconds).unwrap_or(i64::MAX)))
+                        .checked_sub(jiff::SignedDuration::from_secs(
+                            i64::try_from(*seconds).unwrap_or(i64::MAX),
+                        ))
                         .unwrap_or(Timestamp::MIN);
                     let m = mask(MetricEffect::NotAfter(cutoff), metrics);
                     effects.metric_masks.push(m);
@@ -616,27 +617,26 @@ mod tests {
         let orders = vec!["orders".to_string()];
         let other = vec!["payments".to_string()];
         assert!(
-            f.apply(&req(
-                Service::KinesisAnalytics,
-                "DescribeApplication",
-                &orders,
-                false
-            ), T0)
+            f.apply(
+                &req(Service::KinesisAnalytics, "DescribeApplication", &orders, false),
+                T0
+            )
             .error
             .is_none()
         );
         assert!(
-            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &other, true), T0)
-                .error
-                .is_none()
+            f.apply(
+                &req(Service::KinesisAnalytics, "UpdateApplication", &other, true),
+                T0
+            )
+            .error
+            .is_none()
         );
         let e = f
-            .apply(&req(
-                Service::KinesisAnalytics,
-                "UpdateApplication",
-                &orders,
-                true,
-            ), T0)
+            .apply(
+                &req(Service::KinesisAnalytics, "UpdateApplication", &orders, true),
+                T0,
+            )
             .error
             .unwrap();
         assert_eq!(e.kind, ErrorKind::AccessDenied);
@@ -650,12 +650,10 @@ mod tests {
         })
         .unwrap();
         assert!(
-            f.apply(&req(
-                Service::KinesisAnalytics,
-                "DescribeApplication",
-                &orders,
-                false
-            ), T0)
+            f.apply(
+                &req(Service::KinesisAnalytics, "DescribeApplication", &orders, false),
+                T0
+            )
             .error
             .is_none()
         );
@@ -674,12 +672,10 @@ mod tests {
         let id = f.arm(spec(FaultKind::ConcurrentModification)).unwrap();
         let apps = vec!["a".to_string()];
         assert!(
-            f.apply(&req(
-                Service::KinesisAnalytics,
-                "DescribeApplication",
-                &apps,
-                false
-            ), T0)
+            f.apply(
+                &req(Service::KinesisAnalytics, "DescribeApplication", &apps, false),
+                T0
+            )
             .error
             .is_none()
         );
@@ -689,10 +685,13 @@ mod tests {
                 .is_none()
         );
         assert_eq!(
-            f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0)
-                .error
-                .unwrap()
-                .kind,
+            f.apply(
+                &req(Service::KinesisAnalytics, "UpdateApplication", &apps, true),
+                T0
+            )
+            .error
+            .unwrap()
+            .kind,
             ErrorKind::ConcurrentModification
         );
         assert!(f.clear(id));
@@ -755,21 +754,20 @@ mod tests {
         })
         .unwrap();
         let apps = vec!["a".to_string()];
-        let e = f.apply(&req(
-            Service::KinesisAnalytics,
-            "DescribeApplication",
-            &apps,
-            false,
-        ), T0);
+        let e = f.apply(
+            &req(Service::KinesisAnalytics, "DescribeApplication", &apps, false),
+            T0,
+        );
         assert!(e.stuck_updating);
         assert!(e.error.is_none());
     }
 
     #[test]
     fn the_new_kinds_parse_and_are_checked() {
-        let busy: FaultSpec =
-            serde_json::from_str(r#"{"kind":"resourceInUse","status":"AUTOSCALING","operation":"UpdateApplication"}"#)
-                .unwrap();
+        let busy: FaultSpec = serde_json::from_str(
+            r#"{"kind":"resourceInUse","status":"AUTOSCALING","operation":"UpdateApplication"}"#,
+        )
+        .unwrap();
         assert_eq!(
             busy.kind,
             FaultKind::ResourceInUse {
@@ -782,7 +780,14 @@ mod tests {
             r#"{"kind":"metricGap","metrics":["cpuUtilization"],"from":"2026-01-05T00:00:00Z"}"#,
         )
         .unwrap();
-        assert!(matches!(gap.kind, FaultKind::MetricGap { from: Some(_), until: None, .. }));
+        assert!(matches!(
+            gap.kind,
+            FaultKind::MetricGap {
+                from: Some(_),
+                until: None,
+                ..
+            }
+        ));
         let mut f = Faults::default();
         assert_eq!(
             f.arm(spec(FaultKind::ResourceInUse {
@@ -842,17 +847,27 @@ mod tests {
         })
         .unwrap();
         let apps = vec!["a".to_string()];
-        let describe = f.apply(&req(Service::KinesisAnalytics, "DescribeApplication", &apps, false), T0);
+        let describe = f.apply(
+            &req(Service::KinesisAnalytics, "DescribeApplication", &apps, false),
+            T0,
+        );
         assert_eq!(describe.busy, Some(AppStatus::Starting));
         assert!(describe.error.is_none() && describe.fail_operation.is_none());
-        let update = f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0);
+        let update = f.apply(
+            &req(Service::KinesisAnalytics, "UpdateApplication", &apps, true),
+            T0,
+        );
         assert_eq!(update.error.unwrap().kind, ErrorKind::LimitExceeded);
         assert_eq!(update.fail_operation.as_deref(), Some("boom"));
-        let again = f.apply(&req(Service::KinesisAnalytics, "UpdateApplication", &apps, true), T0);
+        let again = f.apply(
+            &req(Service::KinesisAnalytics, "UpdateApplication", &apps, true),
+            T0,
+        );
         assert!(again.error.is_none() && again.fail_operation.is_none());
         assert_eq!(again.busy, Some(AppStatus::Starting));
         assert_eq!(
-            f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false), T0).busy,
+            f.apply(&req(Service::CloudWatch, "GetMetricData", &apps, false), T0)
+                .busy,
             None
         );
     }
@@ -900,9 +915,15 @@ mod tests {
             points
         };
         // The gap (periods 2 and 3) and the delay (periods ending after t(4)).
-        let cpu: Vec<i64> = apply("cpuUtilization", "a").iter().map(|(_, v)| *v as i64).collect();
+        let cpu: Vec<i64> = apply("cpuUtilization", "a")
+            .iter()
+            .map(|(_, v)| *v as i64)
+            .collect();
         assert_eq!(cpu, vec![0, 1]);
-        let other_app: Vec<i64> = apply("cpuUtilization", "b").iter().map(|(_, v)| *v as i64).collect();
+        let other_app: Vec<i64> = apply("cpuUtilization", "b")
+            .iter()
+            .map(|(_, v)| *v as i64)
+            .collect();
         assert_eq!(other_app, vec![0, 1, 2, 3]);
         let duration = apply("lastCheckpointDuration", "b");
         assert_eq!(duration.len(), 4);

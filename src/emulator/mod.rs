@@ -353,6 +353,11 @@ impl EmulatorState {
         lock(&self.0.faults).apply(scope, now)
     }
 
+    /// Sets the KPU quota per application (the model backend only).
+    pub fn set_kpu_quota(&self, kpus: u32) -> Result<(), ServiceError> {
+        self.with_fleet(|f| f.set_kpu_quota(kpus))
+    }
+
     /// Deletes an application, as `DeleteApplication` would (the model backend only).
     pub fn delete_application(&self, name: &str) -> Result<(), ServiceError> {
         self.with_fleet(|f| f.delete_application(name))
@@ -500,7 +505,12 @@ pub fn router(state: EmulatorState) -> Router {
 }
 
 /// What is known about a request for the call log, filled in as it is understood.
+///
+/// Every request that arrives is logged once: with the status answered, or, when the client
+/// gives up first (its handler is dropped, e.g. while an injected latency waits), as 499
+/// `ClientClosedRequest`.
 struct Call {
+    state: EmulatorState,
     time: Timestamp,
     service: Service,
     protocol: Protocol,
@@ -508,25 +518,65 @@ struct Call {
     applications: Vec<String>,
     metric_queries: Option<usize>,
     credential: Option<auth::Credential>,
+    /// Delay between serving and answering (the `responseLatency` fault).
+    response_latency: Duration,
+    recorded: bool,
 }
 
 impl Call {
-    fn record(self, state: &EmulatorState, status: StatusCode, error: Option<&ApiError>) {
-        state.record(CallRecord {
+    fn new(state: &EmulatorState, service: Service, protocol: Protocol, operation: String) -> Self {
+        Self {
+            state: state.clone(),
+            time: Timestamp::now(),
+            service,
+            protocol,
+            operation,
+            applications: Vec::new(),
+            metric_queries: None,
+            credential: None,
+            response_latency: Duration::ZERO,
+            recorded: false,
+        }
+    }
+
+    fn record(&mut self, status: StatusCode, error: Option<&ApiError>) {
+        let code = error.map(|e| e.code(self.service).to_string());
+        self.record_raw(status.as_u16(), code);
+    }
+
+    fn record_raw(&mut self, status: u16, error_code: Option<String>) {
+        if std::mem::replace(&mut self.recorded, true) {
+            return;
+        }
+        self.state.record(CallRecord {
             seq: 0,
             time: self.time,
-            virtual_time: state.virtual_now(),
+            virtual_time: self.state.virtual_now(),
             service: self.service,
             protocol: self.protocol,
             application: (self.applications.len() == 1).then(|| self.applications[0].clone()),
-            applications: self.applications,
-            operation: self.operation,
-            status: status.as_u16(),
-            error_code: error.map(|e| e.code(self.service).to_string()),
+            applications: std::mem::take(&mut self.applications),
+            operation: std::mem::take(&mut self.operation),
+            status,
+            error_code,
             metric_queries: self.metric_queries,
             access_key_id: self.credential.as_ref().map(|c| c.access_key_id.clone()),
-            region: self.credential.map(|c| c.region),
+            region: self.credential.take().map(|c| c.region),
         });
+    }
+
+    /// Waits out the `responseLatency` fault, after the call is logged as answered.
+    async fn answer_late(&self) {
+        if !self.response_latency.is_zero() {
+            tokio::time::sleep(self.response_latency).await;
+        }
+    }
+}
+
+impl Drop for Call {
+    fn drop(&mut self) {
+        // nginx's code for a request whose client closed the connection first.
+        self.record_raw(499, Some("ClientClosedRequest".into()));
     }
 }
 
@@ -559,35 +609,30 @@ async fn kinesis_response(state: EmulatorState, headers: HeaderMap, body: Bytes)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let op = kinesis::Operation::from_target(target);
-    let mut call = Call {
-        time: Timestamp::now(),
-        service: Service::KinesisAnalytics,
-        protocol: Protocol::AwsJson1_1,
-        operation: match op {
-            Some(op) => op.name().to_string(),
-            None => target
-                .rsplit('.')
-                .next()
-                .filter(|s| !s.is_empty())
-                .unwrap_or("Unknown")
-                .to_string(),
-        },
-        applications: Vec::new(),
-        metric_queries: None,
-        credential: None,
+    let operation = match op {
+        Some(op) => op.name().to_string(),
+        None => target
+            .rsplit('.')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or("Unknown")
+            .to_string(),
     };
+    let mut call = Call::new(&state, Service::KinesisAnalytics, Protocol::AwsJson1_1, operation);
     let result = serve_kinesis(&state, &headers, &body, op, target, &mut call).await;
-    let (status, response) = match result {
-        Ok(json) => (StatusCode::OK, json_response(StatusCode::OK, &json, &request_id)),
+    let response = match result {
+        Ok(json) => {
+            call.record(StatusCode::OK, None);
+            json_response(StatusCode::OK, &json, &request_id)
+        }
         Err(e) => {
             let wire = e.json_wire();
             let body = serde_json::json!({ "__type": wire.error_type, "message": e.message });
-            let response = json_response(wire.status, &body, &request_id);
-            call.record(&state, wire.status, Some(&e));
-            return response;
+            call.record(wire.status, Some(&e));
+            json_response(wire.status, &body, &request_id)
         }
     };
-    call.record(&state, status, None);
+    call.answer_late().await;
     response
 }
 
@@ -642,12 +687,10 @@ async fn serve_kinesis(
         busy: effects.busy,
         fail_operation: effects.fail_operation,
     };
-    let answer = on_fleet(state, move |fleet| kinesis::execute(fleet, req, &injected)).await;
-    if !effects.response_latency.is_zero() {
-        // Served already: a client that gives up meanwhile cannot tell it took effect.
-        tokio::time::sleep(effects.response_latency).await;
-    }
-    answer
+    // Served first, answered late (by the caller, once the call is logged): a client that
+    // gives up meanwhile cannot tell that it took effect.
+    call.response_latency = effects.response_latency;
+    on_fleet(state, move |fleet| kinesis::execute(fleet, req, &injected)).await
 }
 
 fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str) -> Response {
@@ -681,18 +724,11 @@ async fn cloudwatch_response(
 ) -> Response {
     let request_id = state.request_id();
     let op = cloudwatch::Operation::from_name(&operation);
-    let mut call = Call {
-        time: Timestamp::now(),
-        service: Service::CloudWatch,
-        protocol,
-        operation: operation.clone(),
-        applications: Vec::new(),
-        metric_queries: None,
-        credential: None,
-    };
-    match serve_cloudwatch(&state, &headers, &body, op, &operation, protocol, &mut call).await {
+    let mut call = Call::new(&state, Service::CloudWatch, protocol, operation.clone());
+    let response = match serve_cloudwatch(&state, &headers, &body, op, &operation, protocol, &mut call).await
+    {
         Ok(item) => {
-            call.record(&state, StatusCode::OK, None);
+            call.record(StatusCode::OK, None);
             match protocol {
                 Protocol::AwsJson1_0 => {
                     cloudwatch_json_response(StatusCode::OK, &item.to_json(), &request_id, None)
@@ -702,7 +738,7 @@ async fn cloudwatch_response(
         }
         Err(e) => {
             let wire = e.cbor_wire();
-            call.record(&state, wire.status, Some(&e));
+            call.record(wire.status, Some(&e));
             match protocol {
                 Protocol::AwsJson1_0 => {
                     let body = serde_json::json!({ "__type": wire.error_type, "message": e.message });
@@ -717,7 +753,9 @@ async fn cloudwatch_response(
                 }
             }
         }
-    }
+    };
+    call.answer_late().await;
+    response
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -757,11 +795,8 @@ async fn serve_cloudwatch(
         return Err(e);
     }
     let masks = effects.metric_masks;
-    let answer = on_fleet(state, move |fleet| cloudwatch::execute(fleet, &req, &masks)).await;
-    if !effects.response_latency.is_zero() {
-        tokio::time::sleep(effects.response_latency).await;
-    }
-    answer
+    call.response_latency = effects.response_latency;
+    on_fleet(state, move |fleet| cloudwatch::execute(fleet, &req, &masks)).await
 }
 
 fn cloudwatch_json_response(

@@ -43,7 +43,7 @@ use async_trait::async_trait;
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
-    aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+    aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
     controller::{
         Error,
         ownership::{Claim, Claims},
@@ -552,6 +552,29 @@ impl Harness {
     pub async fn clear_faults(&self) {
         let (status, answer) = control(self.emu.addr(), "DELETE", "/_emulator/faults", "").await;
         assert_eq!(status, 204, "clearing faults: {answer}");
+    }
+
+    /// Deletes an application under its budgets with `DELETE /_emulator/applications/{app}`.
+    pub async fn delete_application(&self, app: &str) {
+        let path = format!("/_emulator/applications/{app}");
+        let (status, answer) = control(self.emu.addr(), "DELETE", &path, "").await;
+        assert_eq!(status, 204, "deleting {app}: {answer}");
+    }
+
+    /// Sets the model's KPU quota per application with `PUT /_emulator/quotas`.
+    pub async fn set_kpu_quota(&self, kpus: u32) {
+        let body = format!(r#"{{"kpusPerApplication": {kpus}}}"#);
+        let (status, answer) = control(self.emu.addr(), "PUT", "/_emulator/quotas", &body).await;
+        assert_eq!(status, 204, "setting the KPU quota: {answer}");
+    }
+
+    /// Wraps the current controller's [`ApplicationControl`] (e.g. to act as another client
+    /// between its calls). NB: a restart builds a fresh core without the wrapper.
+    pub fn wrap_apps(
+        &mut self,
+        wrap: impl FnOnce(Arc<dyn ApplicationControl>) -> Arc<dyn ApplicationControl>,
+    ) {
+        self.core.apps = wrap(self.core.apps.clone());
     }
 
     /// The armed faults, with their hit counts.

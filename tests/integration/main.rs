@@ -6,6 +6,7 @@ mod controller;
 mod crd;
 mod docs;
 mod emulator;
+mod faults;
 mod flink;
 mod harness;
 mod sim;

@@ -325,3 +325,88 @@ def test_injected_throttling_is_retried(emulator):
     calls = control(emulator, "GET", "/calls?operation=DescribeApplication")["calls"]
     assert [(c["status"], c.get("errorCode")) for c in calls] == [(400, "ThrottlingException"), (200, None)]
     assert control(emulator, "GET", "/faults")["faults"] == [], f"fault {fault['id']} was used up"
+
+
+def add_application(url, name):
+    req = urllib.request.Request(f"{url}/_emulator/scenarios?name={name}",
+                                 data=SCENARIO.replace("name: orders", f"name: {name}").encode(),
+                                 method="POST", headers={"Content-Type": "application/yaml"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+
+
+def test_fault_kinds_as_boto3_sees_them(emulator, kda, cw):
+    """NaN and missing datapoints, a busy application, a failing update, the KPU quota and
+    a deleted application, through an independent client."""
+    app = "faulty-" + expected_wire_protocol(cw).lower()  # once per CloudWatch protocol
+    add_application(emulator, app)
+    advance(emulator, 15)
+    end = virtual_now(emulator)
+    query = {"Id": "d", "MetricStat": {
+        "Metric": {"Namespace": "AWS/KinesisAnalytics", "MetricName": "lastCheckpointDuration",
+                   "Dimensions": [{"Name": "Application", "Value": app}]},
+        "Period": 60, "Stat": "Maximum"}}
+    start = end - datetime.timedelta(minutes=10)
+    gap_from = (end - datetime.timedelta(minutes=4)).isoformat().replace("+00:00", "Z")
+    nan_from = (end - datetime.timedelta(minutes=2)).isoformat().replace("+00:00", "Z")
+    control(emulator, "POST", "/faults", {"kind": "metricGap", "application": app, "from": gap_from,
+                                          "until": nan_from})
+    control(emulator, "POST", "/faults", {"kind": "metricNaN", "application": app, "from": nan_from})
+    try:
+        result = cw.get_metric_data(MetricDataQueries=[query], StartTime=start, EndTime=end,
+                                    ScanBy="TimestampAscending")["MetricDataResults"][0]
+        values = result["Values"]
+        assert len(values) == 8, result  # 10 periods, 2 left out by the gap
+        assert all(isinstance(v, float) and v == v for v in values[:6]), values
+        if expected_wire_protocol(cw) == "rpcv2Cbor":
+            assert all(v != v for v in values[6:]), values  # CBOR carries NaN itself (NaN != NaN)
+        else:
+            # awsJson writes non-finite doubles as strings; botocore hands them on as such.
+            assert values[6:] == ["NaN", "NaN"], values
+    finally:
+        control(emulator, "DELETE", "/faults")
+
+    version = kda.describe_application(ApplicationName=app)["ApplicationDetail"]["ApplicationVersionId"]
+    fault = control(emulator, "POST", "/faults",
+                    {"kind": "resourceInUse", "status": "AUTOSCALING", "application": app})
+    try:
+        detail = kda.describe_application(ApplicationName=app)["ApplicationDetail"]
+        assert detail["ApplicationStatus"] == "AUTOSCALING"
+        with pytest.raises(ClientError) as e:
+            kda.update_application(ApplicationName=app, CurrentApplicationVersionId=version,
+                                   ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {
+                                       "ParallelismConfigurationUpdate": {"ConfigurationTypeUpdate": "CUSTOM",
+                                                                          "ParallelismUpdate": 6}}})
+        assert error_code(e) == "ResourceInUseException"
+        assert "AUTOSCALING" in e.value.response["Error"]["Message"]
+    finally:
+        control(emulator, "DELETE", f"/faults/{fault['id']}")
+
+    control(emulator, "PUT", "/quotas", {"kpusPerApplication": 5})
+    try:
+        with pytest.raises(ClientError) as e:
+            kda.update_application(ApplicationName=app, CurrentApplicationVersionId=version,
+                                   ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {
+                                       "ParallelismConfigurationUpdate": {"ConfigurationTypeUpdate": "CUSTOM",
+                                                                          "ParallelismUpdate": 6}}})
+        assert error_code(e) == "LimitExceededException"
+    finally:
+        control(emulator, "PUT", "/quotas", {"kpusPerApplication": 64})
+
+    control(emulator, "POST", "/faults", {"kind": "failOperation", "message": "restore failed", "count": 1})
+    op = kda.update_application(ApplicationName=app, CurrentApplicationVersionId=version,
+                                ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {
+                                    "ParallelismConfigurationUpdate": {"ConfigurationTypeUpdate": "CUSTOM",
+                                                                       "ParallelismUpdate": 6}}})["OperationId"]
+    advance(emulator, 120)
+    info = kda.describe_application_operation(ApplicationName=app, OperationId=op)[
+        "ApplicationOperationInfoDetails"]
+    assert info["OperationStatus"] == "FAILED"
+    assert info["OperationFailureDetails"]["ErrorInfo"]["ErrorString"] == "restore failed"
+    detail = kda.describe_application(ApplicationName=app)["ApplicationDetail"]
+    assert (detail["ApplicationStatus"], parallelism(detail)["CurrentParallelism"]) == ("RUNNING", 4), "rolled back"
+
+    control(emulator, "DELETE", f"/applications/{app}")
+    with pytest.raises(ClientError) as e:
+        kda.describe_application(ApplicationName=app)
+    assert error_code(e) == "ResourceNotFoundException"
