@@ -28,8 +28,10 @@
 //!   (or, after a crash between call and record, the restarted controller's outcome Event
 //!   and history entry once it has followed the operation);
 //! - while the service has an operation IN_PROGRESS, the budget's status has it in flight;
-//! - at the end, with every fault cleared and an hour passed: Ready=True everywhere, no
-//!   operation left in flight from the faulty period, no error in the last hour.
+//! - at the end, with every fault cleared and 90 minutes passed: Ready=True everywhere, no
+//!   operation left in flight from the faulty period, no error meanwhile, and every Enforce
+//!   budget's application back within its (possibly edited) bounds, or, when no
+//!   configuration meets them all, the budget saying so (`LimitReached`).
 //!
 //! Scale with `SOAK_HOURS`, `SOAK_BUDGETS` and `SOAK_SEED` (printed, for reproducing a
 //! failure); the defaults fit CI.
@@ -42,7 +44,11 @@ use std::{
 
 use checkpoint_autoscaler::{
     aws::AwsSettings,
-    controller::{reconcile::Act, status::READY, store::BudgetKey, store::NoticeType},
+    controller::{
+        reconcile::Act,
+        status::{READY, SCALING},
+        store::{BudgetKey, NoticeType},
+    },
     crd::{CheckpointBudgetSpec, KubeDuration, Mode, ServiceAutoScaling},
     emulator::faults::{FaultKind, FaultSpec},
     policy::{AppConfig, AppStatus, Budget, Outcome},
@@ -74,7 +80,7 @@ const SPEC_CHANGES_PER_MINUTE: f64 = 0.01;
 /// Chance, each emulated minute, of a plain controller restart between steps.
 const RESTARTS_PER_MINUTE: f64 = 0.01;
 /// Minutes of calm at the end, faults cleared, for the statuses to converge.
-const TAIL_MINUTES: u32 = 60;
+const TAIL_MINUTES: u32 = 90;
 
 fn env_or<T: std::str::FromStr>(name: &str, default: T) -> T {
     match std::env::var(name) {
@@ -173,6 +179,13 @@ fn within_bounds(to: &AppConfig, s: &Subject) -> Result<(), String> {
     } else {
         Err(format!("{} ({to}): {}", s.key, broken.join("; ")))
     }
+}
+
+/// Whether any configuration meets every bound of `b`.
+fn satisfiable(b: &Budget) -> bool {
+    let p_max = b.parallelism_max.min(b.max_parallelism);
+    (b.parallelism_min..=p_max)
+        .any(|p| (b.per_kpu_min..=b.per_kpu_max).any(|k| b.max_kpus.is_none_or(|cap| p.div_ceil(k) <= cap)))
 }
 
 /// A random load shape on the step-up scenario's job (per-record cost, state).
@@ -783,6 +796,24 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
                     s.key, op.started_at.0
                 ),
             );
+        }
+        // Brought within the bounds (of the budget as last edited) in the calm hour, unless
+        // no configuration satisfies them all, which the controller must then say.
+        let running = h
+            .emulator()
+            .with_fleet(|f| f.describe_application(&s.app))
+            .map(|v| v.running_config())
+            .unwrap_or_else(|e| panic!("{}: {e}", s.app));
+        if s.mode == Mode::Enforce
+            && let Err(e) = within_bounds(&running, s)
+        {
+            let reason = status.condition(SCALING).map(|c| c.reason.clone());
+            if satisfiable(&s.budget) || reason.as_deref() != Some("LimitReached") {
+                tally.violation(
+                    end,
+                    format!("still out of bounds at the end (Scaling reason {reason:?}): {e}"),
+                );
+            }
         }
         for op in h.operations(&s.app) {
             if op.status == OperationStatus::InProgress && op.start_time < calm_from {
