@@ -33,7 +33,7 @@ use crate::{
     controller::{
         reconcile::{Act, BudgetView, Core},
         status::{SCALING, SLO_MET},
-        store::{BudgetKey, MemoryStore},
+        store::{BudgetKey, MemoryStore, Notice},
         tenancy::{NAMESPACE_TAG, TagTenancy},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, format_duration},
@@ -51,6 +51,9 @@ const FLINK_STEP_UP: &str = include_str!("../examples/flink/demo.yaml");
 
 /// Consecutive evaluations with the SLO met that count as "restored".
 const RESTORED_AFTER: u32 = 3;
+/// `demo --backend flink`: minutes of holding after a breach that end a run which cannot
+/// be restored (see [`FlinkDemo::settle_minutes`]).
+const FLINK_SETTLE_MINUTES: u32 = 15;
 
 /// `checkpoint-autoscaler demo`.
 #[derive(Debug, Clone, Args)]
@@ -78,6 +81,11 @@ pub struct DemoArgs {
     /// With `--backend flink`: real time per emulated minute (one metric period).
     #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
     pub period: Duration,
+    /// With `--backend flink`: a rise of the scenario's rate goes to this multiple of what
+    /// the starting configuration was measured to process on this machine (0: the
+    /// scenario's own rates).
+    #[arg(long, default_value_t = 1.6)]
+    pub adapt_load: f64,
 }
 
 /// How `demo --backend flink` runs: the emulated minutes pass in real time.
@@ -87,6 +95,16 @@ pub struct FlinkDemo {
     pub home: crate::flink::FlinkHome,
     /// Real time per emulated minute.
     pub period: Duration,
+    /// End the run once the budget was breached and the controller has then held, with
+    /// the application running and nothing in flight, for this many consecutive minutes
+    /// (it will not act again: a refused update, a cause scaling cannot fix, a bound
+    /// reached). `None` runs to the restore or the scenario's end.
+    pub settle_minutes: Option<u32>,
+    /// Size each rise of the scenario's rate to this multiple of what the starting
+    /// configuration was measured to process (records/s per busy second), instead of the
+    /// scenario's absolute rate: the same story on an idle fast machine and on a small busy
+    /// one. Decreases and the initial rate stay as written. `None`: the scenario's rates.
+    pub adapt_load: Option<f64>,
 }
 
 /// One emulated minute of the run, for the chart and the summary.
@@ -150,6 +168,8 @@ pub struct DemoOutcome {
     pub scenario: String,
     /// The final status, as the controller would have written it.
     pub status: Option<CheckpointBudgetStatus>,
+    /// The Events the controller published, in order.
+    pub events: Vec<Notice>,
     /// Real time the run took.
     pub wall: Duration,
 }
@@ -158,6 +178,37 @@ impl DemoOutcome {
     /// Minutes from the breach to the restore.
     pub fn minutes_to_restore(&self) -> Option<i64> {
         Some(self.restored_at? - self.breached_at?)
+    }
+
+    /// Checkpoint durations (ms) from the breach to the first scaling, when both happened.
+    pub fn durations_before(&self) -> Vec<f64> {
+        let (Some(from), Some(first)) = (self.breached_at, self.scalings.first()) else {
+            return Vec::new();
+        };
+        self.durations(|m| m.minute >= from && m.minute <= first.minute)
+    }
+
+    /// Checkpoint durations (ms) once the last scaling's configuration runs and is judged
+    /// again (from the restore; without one, every minute at that configuration after it).
+    pub fn durations_after(&self) -> Vec<f64> {
+        let Some(last) = self.scalings.last() else {
+            return Vec::new();
+        };
+        let from = self.restored_at.unwrap_or(last.minute);
+        self.durations(|m| {
+            m.minute > last.minute
+                && m.minute >= from
+                && m.config == last.to
+                && m.status == AppStatus::Running
+        })
+    }
+
+    fn durations(&self, keep: impl Fn(&Minute) -> bool) -> Vec<f64> {
+        self.minutes
+            .iter()
+            .filter(|m| keep(m))
+            .filter_map(|m| m.checkpoint_ms)
+            .collect()
     }
 }
 
@@ -207,6 +258,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         emulator::BackendKind::Flink => Some(FlinkDemo {
             home: crate::flink::FlinkHome::locate(args.flink_home.as_deref())?,
             period: args.period,
+            settle_minutes: Some(FLINK_SETTLE_MINUTES),
+            adapt_load: (args.adapt_load > 0.0).then_some(args.adapt_load),
         }),
     };
     let scenario = match (&args.scenario, &flink) {
@@ -399,6 +452,16 @@ pub async fn run_demo_with(
             .unwrap_or_default()
     )?;
 
+    if flink.is_some()
+        && (scenario.faults.slow_external_call.is_some() || scenario.faults.transient_s3_errors.is_some())
+    {
+        writeln!(
+            out,
+            "note: the Flink backend reproduces faults.serializerMismatch only (as checkpoints that \
+             fail at once); slowExternalCall and transientS3Errors are ignored"
+        )?;
+    }
+
     // Let a full window of metrics exist before the first evaluation (on the Flink backend
     // the job is starting meanwhile: the policy waits for its metrics).
     let window_minutes = typed.window.as_secs().div_ceil(60) as i64;
@@ -414,6 +477,12 @@ pub async fn run_demo_with(
     let mut restored_at = None;
     let mut met_run = 0u32;
     let mut last_reason = String::new();
+    // Consecutive minutes the controller held after a breach (see `settle_minutes`).
+    let mut held = 0u32;
+    // What the starting configuration processes per busy second (see `adapt_load`), and
+    // the rates applied for the scenario's raised ones.
+    let mut capacity: Vec<f64> = Vec::new();
+    let mut adapted: Vec<(u64, u64)> = Vec::new();
     // The first minute the application ran (the Flink backend's scenario clock).
     let mut running_since: Option<i64> = None;
     for minute in window_minutes..=last_minute {
@@ -428,10 +497,68 @@ pub async fn run_demo_with(
                 }
                 // Scenario time starts when the job first runs (a cluster takes a while).
                 let offset = running_since.map_or(0, |since| (minute - since).max(0) as u64);
-                let rate = scenario.load.rate_at(Duration::from_secs(60 * offset)).round() as u64;
+                let offset = Duration::from_secs(60 * offset);
+                let written = (scenario.load.rate_at(offset).round() as u64).max(1);
+                // Before any change: how much the starting configuration processes.
+                if running_since.is_some() && adapted.is_empty() && scalings.is_empty() {
+                    let since = now_minus(state.virtual_now(), 60);
+                    let last = |metric: &str| {
+                        state.with_fleet(|b| {
+                            b.metric_data(&crate::sim::MetricQuery {
+                                namespace: crate::sim::fleet::NAMESPACE.into(),
+                                metric_name: metric.into(),
+                                dimensions: vec![(crate::sim::fleet::DIMENSION.into(), app.clone())],
+                                start: since,
+                                end: state.virtual_now(),
+                                period: Duration::from_secs(60),
+                                stat: "Average".into(),
+                            })
+                            .last()
+                            .map(|(_, v)| *v)
+                        })
+                    };
+                    if let (Some(busy), Some(records)) =
+                        (last("busyTimeMsPerSecond"), last("numRecordsInPerSecond"))
+                        && busy >= 100.0
+                    {
+                        capacity.push(records * 1000.0 / busy);
+                    }
+                }
+                let first = scenario.load.rate_at(Duration::ZERO).round() as u64;
+                let rate = match (f.adapt_load, median(&capacity)) {
+                    (_, _) if written <= first => written,
+                    (Some(multiple), Some(measured)) => match adapted.iter().find(|(w, _)| *w == written) {
+                        Some((_, applied)) => *applied,
+                        None => {
+                            let applied = (measured * multiple).round().max(1.0) as u64;
+                            writeln!(
+                                out,
+                                "load step: the scenario's {written} records/s becomes {applied} records/s \
+                                 ({multiple}× the {measured:.0} records/s that {}×{} processes per busy \
+                                 second on this machine; --adapt-load 0 keeps the scenario's rates)",
+                                view.running_config().parallelism,
+                                view.running_config().parallelism_per_kpu,
+                            )?;
+                            adapted.push((written, applied));
+                            applied
+                        }
+                    },
+                    _ => written,
+                };
+                // Checkpoints that fail whatever the resources: the scenario's serializer
+                // mismatch, reproduced as a checkpoint storage that refuses them.
+                let failing = running_since.is_some()
+                    && scenario
+                        .faults
+                        .serializer_mismatch
+                        .as_ref()
+                        .is_some_and(|w| w.contains(offset));
                 state
                     .with_fleet(|b| {
                         let Some(fleet) = b.as_flink() else { return Ok(()) };
+                        if fleet.checkpoints_failing(&app)? != failing {
+                            fleet.set_checkpoints_failing(&app, failing)?;
+                        }
                         let mut workload = fleet.workload(&app)?;
                         if workload.records_per_second == rate.max(1) {
                             return Ok(());
@@ -560,6 +687,16 @@ pub async fn run_demo_with(
                 met_run = 0;
                 restored_at = None;
             }
+            // A breach that passed before any scaling (e.g. the slow first checkpoints of a
+            // job warming up) is not the one the controller restores.
+            Some(true)
+                if scalings.is_empty()
+                    && report
+                        .as_ref()
+                        .is_ok_and(|r| !matches!(r.act, Act::Scaled { .. })) =>
+            {
+                breached_at = None;
+            }
             Some(true) if breached_at.is_some() => {
                 met_run += 1;
                 restored_at.get_or_insert(minute);
@@ -570,6 +707,28 @@ pub async fn run_demo_with(
                 }
             }
             _ => {}
+        }
+        // Holding on a judgement (not for want of data) with nothing in flight.
+        let holding = breached_at.is_some()
+            && app_view.status == AppStatus::Running
+            && status.as_ref().is_some_and(|s| {
+                s.operation_in_flight.is_none()
+                    && s.diagnosis
+                        .as_ref()
+                        .is_some_and(|d| d.cause != crate::policy::Cause::InsufficientData)
+            })
+            && report.as_ref().is_ok_and(|r| matches!(r.act, Act::None));
+        held = if holding { held + 1 } else { 0 };
+        if flink
+            .as_ref()
+            .and_then(|f| f.settle_minutes)
+            .is_some_and(|n| held >= n)
+        {
+            writeln!(
+                out,
+                "(the controller has held for {held} minutes after the breach: ending the run)"
+            )?;
+            break;
         }
         if let Some(pause) = pause.filter(|_| flink.is_none()) {
             let quiet = breached_at.is_none() && scalings.is_empty();
@@ -587,6 +746,12 @@ pub async fn run_demo_with(
     let restored = restored_at.is_some() && met_run >= RESTORED_AFTER;
     let updates = apps.updates.lock().map(|u| u.clone()).unwrap_or_default();
     let status = store.status(&key);
+    let events = store
+        .events()
+        .into_iter()
+        .filter(|(k, _)| *k == key)
+        .map(|(_, notice)| notice)
+        .collect();
     emu.shutdown().await.context("stopping the emulator")?;
     Ok(DemoOutcome {
         restored,
@@ -603,6 +768,7 @@ pub async fn run_demo_with(
         max_parallelism: typed.max_parallelism,
         scenario: scenario.name.clone(),
         status,
+        events,
         wall: started.elapsed(),
     })
 }
@@ -626,6 +792,26 @@ fn human_ms(ms: f64) -> String {
     } else {
         format!("{ms}ms")
     }
+}
+
+/// `t` minus `secs` seconds.
+fn now_minus(t: Timestamp, secs: i64) -> Timestamp {
+    t - jiff::SignedDuration::from_secs(secs)
+}
+
+/// The median of `values` (`None` when empty).
+fn median(values: &[f64]) -> Option<f64> {
+    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(f64::total_cmp);
+    let mid = v.len() / 2;
+    Some(if v.len().is_multiple_of(2) {
+        (v[mid - 1] + v[mid]) / 2.0
+    } else {
+        v[mid]
+    })
 }
 
 /// Prints the summary.
@@ -670,6 +856,24 @@ pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std:
             format!(": {}", steps.join("; "))
         }
     )?;
+    let (before, after) = (outcome.durations_before(), outcome.durations_after());
+    if !before.is_empty() || !after.is_empty() {
+        let describe = |d: &[f64]| match (median(d), d.iter().copied().reduce(f64::max)) {
+            (Some(med), Some(max)) => format!(
+                "median {} (max {}) over {} minute(s)",
+                human_ms(med),
+                human_ms(max),
+                d.len()
+            ),
+            _ => "none reported".to_string(),
+        };
+        writeln!(
+            out,
+            "Checkpoint durations: from the breach to the scaling {}; after it {}.",
+            describe(&before),
+            describe(&after)
+        )?;
+    }
     writeln!(
         out,
         "KPUs: {} before, {} after. UpdateApplication calls: {} ({} refused by the service).",

@@ -68,6 +68,9 @@ pub struct BackendOptions {
     pub restore_timeout: Duration,
     /// How long a stop-with-savepoint may take.
     pub savepoint_timeout: Duration,
+    /// Runs each TaskManager on one CPU core, so that a KPU has one vCPU's worth of CPU as
+    /// on the service (see [`ClusterConfig::pin_taskmanagers`]).
+    pub pin_taskmanagers: bool,
     /// Seed of operation ids and conditional tokens.
     pub seed: u64,
     /// Region in ARNs.
@@ -83,6 +86,7 @@ impl Default for BackendOptions {
             sample_interval: Duration::from_secs(2),
             restore_timeout: Duration::from_secs(240),
             savepoint_timeout: Duration::from_secs(120),
+            pin_taskmanagers: true,
             seed: 0,
             region: "us-east-1".into(),
         }
@@ -162,6 +166,8 @@ struct App {
     snapshot: Option<Snapshot>,
     /// The most recent savepoint.
     savepoint: Option<String>,
+    /// Whether its checkpoints are made to fail.
+    checkpoints_failing: bool,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -343,6 +349,8 @@ enum Command {
     },
     /// Restart the source at a new rate (snapshot, resubmit at the same parallelism).
     SetWorkload(Workload),
+    /// Make the checkpoint storage refuse checkpoints, or accept them again.
+    FailCheckpoints(bool),
 }
 
 /// Many applications, each a real Flink job on its own loopback cluster, with the
@@ -546,6 +554,7 @@ impl FlinkFleet {
                 down_since: None,
                 snapshot: None,
                 savepoint: None,
+                checkpoints_failing: false,
                 commands: tx,
             },
         );
@@ -558,6 +567,7 @@ impl FlinkFleet {
             cluster: None,
             job: None,
             workload,
+            checkpoints_failing: false,
         };
         self.actors.push(self.runtime.spawn(actor.run(rx)));
         Ok(())
@@ -802,6 +812,25 @@ impl FlinkFleet {
         Ok(())
     }
 
+    /// Makes every checkpoint of the application fail at once (its checkpoint storage
+    /// refuses them: see [`Cluster::set_checkpoint_storage_failing`]), or succeed again; the
+    /// job keeps running and stays failing across restarts until switched back. The
+    /// signature of a fault no scaling fixes (a serializer mismatch, a failing external
+    /// call or storage) on the real runtime.
+    pub fn set_checkpoints_failing(&mut self, name: &str, failing: bool) -> Result<(), ServiceError> {
+        let mut s = lock(&self.state);
+        let app = s.app_mut(name)?;
+        app.checkpoints_failing = failing;
+        let _ = app.commands.send(Command::FailCheckpoints(failing));
+        Ok(())
+    }
+
+    /// Whether the application's checkpoints are made to fail
+    /// ([`FlinkFleet::set_checkpoints_failing`]).
+    pub fn checkpoints_failing(&self, name: &str) -> Result<bool, ServiceError> {
+        Ok(lock(&self.state).app(name)?.checkpoints_failing)
+    }
+
     /// The workload of an application.
     pub fn workload(&self, name: &str) -> Result<Workload, ServiceError> {
         Ok(lock(&self.state).app(name)?.workload.clone())
@@ -942,6 +971,7 @@ pub fn workload_of(scenario: &Scenario) -> Workload {
         max_parallelism: scenario.application.key_groups(),
         checkpoint_interval_ms: (c.interval.as_millis() as u64).max(10),
         checkpoint_timeout_ms: (c.timeout.as_millis() as u64).max(10),
+        tolerable_failed_checkpoints: c.tolerable_failures,
     }
 }
 
@@ -954,6 +984,8 @@ struct Actor {
     cluster: Option<Cluster>,
     job: Option<String>,
     workload: Workload,
+    /// Whether checkpoints are made to fail (applied to every job it launches).
+    checkpoints_failing: bool,
 }
 
 impl Actor {
@@ -1038,6 +1070,14 @@ impl Actor {
                 to,
                 restore,
             } => self.update(op, from, from_version, to, restore).await,
+            Command::FailCheckpoints(failing) => {
+                self.checkpoints_failing = failing;
+                if let (Some(job), Some(cluster)) = (&self.job, &self.cluster)
+                    && let Err(e) = cluster.set_checkpoint_storage_failing(job, failing)
+                {
+                    tracing::warn!(application = %self.name, error = %e, "switching the checkpoint storage failed");
+                }
+            }
             Command::SetWorkload(workload) => {
                 self.workload = workload;
                 let Some(job) = self.job.clone() else { return };
@@ -1168,6 +1208,7 @@ impl Actor {
                     taskmanagers: tms,
                     slots_per_taskmanager: slots,
                     taskmanager_memory: format!("{}m", self.options.taskmanager_memory_mb),
+                    pin_taskmanagers: self.options.pin_taskmanagers,
                     ..ClusterConfig::default()
                 };
                 self.cluster = Some(Cluster::start(&self.home, cfg).await?);
@@ -1182,6 +1223,11 @@ impl Actor {
         self.with_app(|app, _| app.job_id = Some(job.clone()));
         match self.wait_running(&job).await {
             Ok(()) => {
+                if self.checkpoints_failing
+                    && let Some(cluster) = &self.cluster
+                {
+                    cluster.set_checkpoint_storage_failing(&job, true)?;
+                }
                 self.job = Some(job);
                 Ok(())
             }
@@ -1292,8 +1338,12 @@ impl Actor {
             return;
         };
         let (tms, _) = cluster.layout();
-        let kpus = self.config().kpus();
-        match sample(cluster, job, tms, kpus, self.options.taskmanager_memory_mb).await {
+        // The vCPUs the job really has: one core per pinned TaskManager; unpinned, the
+        // KPUs billed (each JVM may use any core).
+        let vcpus = cluster
+            .taskmanager_cores()
+            .unwrap_or_else(|| self.config().kpus());
+        match sample(cluster, job, tms, vcpus, self.options.taskmanager_memory_mb).await {
             Ok(snapshot) => self.with_app(|app, _| app.snapshot = Some(snapshot)),
             Err(e) => tracing::debug!(application = %self.name, error = %e, "sampling the REST API failed"),
         }
@@ -1320,7 +1370,7 @@ async fn sample(
     cluster: &Cluster,
     job: &str,
     taskmanagers: u32,
-    kpus: u32,
+    vcpus: u32,
     tm_memory_mb: u32,
 ) -> Result<Snapshot, FlinkError> {
     let rest = cluster.rest();
@@ -1342,16 +1392,18 @@ async fn sample(
                 ],
             )
             .await?;
-        if let Some(a) = m.get("busyTimeMsPerSecond") {
+        let source = v.name.starts_with("Source");
+        // NB: a `datagen` source waits for its rate limiter inside the task thread, which
+        // Flink counts as busy time (1000 ms/s at any rate it keeps up with): throttling,
+        // not work. The operators after it carry the job's real busy time.
+        if let Some(a) = m.get("busyTimeMsPerSecond").filter(|_| !source) {
             busy = Some(busy.map_or(a.max, |b| b.max(a.max)));
         }
         if let Some(a) = m.get("backPressuredTimeMsPerSecond") {
             back_pressured = Some(back_pressured.map_or(a.max, |b| b.max(a.max)));
         }
         // What the application ingests: the records its sources emit.
-        if v.name.starts_with("Source")
-            && let Some(a) = m.get("numRecordsOutPerSecond")
-        {
+        if source && let Some(a) = m.get("numRecordsOutPerSecond") {
             records_in = Some(records_in.unwrap_or(0.0) + a.sum);
         }
     }
@@ -1363,8 +1415,10 @@ async fn sample(
     let (cpu, heap, container) = if jvms.is_empty() {
         (None, None, None)
     } else {
-        // JVM CPU load is a share of the whole machine; a KPU is one vCPU.
-        let cpu = jvms.iter().map(|j| j.cpu_load).sum::<f64>() * cores / f64::from(kpus.max(1)) * 100.0;
+        // JVM CPU load is a share of the whole machine: times its cores, the cores used, of
+        // the vCPUs the TaskManagers really have (so a saturated job reads 100% even when
+        // more KPUs are billed than the machine has cores).
+        let cpu = jvms.iter().map(|j| j.cpu_load).sum::<f64>() * cores / f64::from(vcpus.max(1)) * 100.0;
         let heap_max: f64 = jvms.iter().map(|j| j.heap_max).sum();
         let heap_used: f64 = jvms.iter().map(|j| j.heap_used).sum();
         let used: f64 = jvms

@@ -5,6 +5,11 @@
 //!
 //! Every listening socket binds 127.0.0.1: REST and JobManager RPC on ports chosen at run
 //! time, blob server, TaskManager RPC and data ports on port 0 (the OS picks).
+//!
+//! With [`ClusterConfig::pin_taskmanagers`], TaskManager `i` runs on one CPU core (`taskset`,
+//! the `i`-th core the process may use, round robin): a TaskManager stands for one KPU and
+//! a KPU is one vCPU, so two slots of one TaskManager share a core as two subtasks of one
+//! KPU share its vCPU — the capacity the policy reasons about is the capacity the job has.
 
 use std::{
     fs,
@@ -128,6 +133,9 @@ pub struct ClusterConfig {
     pub checkpoint_timeout: Duration,
     /// How long to wait for the REST API and the TaskManagers' slots.
     pub startup_timeout: Duration,
+    /// Runs each TaskManager on one CPU core (see the module docs); ignored where
+    /// `taskset` or the allowed cores are unknown.
+    pub pin_taskmanagers: bool,
 }
 
 impl Default for ClusterConfig {
@@ -140,6 +148,7 @@ impl Default for ClusterConfig {
             checkpoint_interval: Duration::from_secs(5),
             checkpoint_timeout: Duration::from_secs(60),
             startup_timeout: Duration::from_secs(240),
+            pin_taskmanagers: true,
         }
     }
 }
@@ -155,6 +164,8 @@ pub struct Cluster {
     jobmanager: Option<Child>,
     taskmanagers: Vec<Child>,
     jobs_written: u32,
+    /// The cores TaskManagers are pinned to, round robin (empty: not pinned).
+    cores: Vec<u32>,
 }
 
 impl Cluster {
@@ -178,8 +189,12 @@ impl Cluster {
             jobmanager: None,
             taskmanagers: Vec::new(),
             jobs_written: 0,
+            cores: Vec::new(),
         };
-        cluster.jobmanager = Some(cluster.spawn("jobmanager.sh", "jobmanager", &[])?);
+        if cluster.config.pin_taskmanagers {
+            cluster.cores = pinnable_cores();
+        }
+        cluster.jobmanager = Some(cluster.spawn("jobmanager.sh", "jobmanager", &[], None)?);
         let (count, slots) = (cluster.config.taskmanagers, cluster.config.slots_per_taskmanager);
         cluster.start_taskmanagers(count, slots)?;
         cluster.wait_for_slots(count, slots).await?;
@@ -201,9 +216,53 @@ impl Cluster {
         format!("file://{}", self.dir.path().join("savepoints").display())
     }
 
+    /// Makes the checkpoint storage of `job` refuse (or accept again) new checkpoints: its
+    /// directory is moved aside and a plain file takes its place, so the JobManager cannot
+    /// create `chk-N` and every checkpoint fails at once — the signature of a checkpoint
+    /// storage that denies writes (or of a serializer or external call that fails at every
+    /// checkpoint), whatever the resources. A plain file stops root too, where permissions
+    /// would not. Savepoints go elsewhere and keep working.
+    pub fn set_checkpoint_storage_failing(&self, job: &str, failing: bool) -> Result<(), FlinkError> {
+        let path = self.dir.path().join("checkpoints").join(job);
+        let aside = self
+            .dir
+            .path()
+            .join("checkpoints")
+            .join(format!("{job}.unwritable"));
+        let io = |e| FlinkError::io("switching the checkpoint storage", e);
+        if failing {
+            if path.is_dir() {
+                fs::rename(&path, &aside).map_err(io)?;
+            }
+            if !path.exists() {
+                fs::write(
+                    &path,
+                    b"checkpoint storage made unwritable by the Flink backend\n",
+                )
+                .map_err(io)?;
+            }
+        } else {
+            if path.is_file() {
+                fs::remove_file(&path).map_err(io)?;
+            }
+            if aside.is_dir() && !path.exists() {
+                fs::rename(&aside, &path).map_err(io)?;
+            }
+        }
+        Ok(())
+    }
+
     /// TaskManagers and slots per TaskManager now.
     pub fn layout(&self) -> (u32, u32) {
         (self.config.taskmanagers, self.config.slots_per_taskmanager)
+    }
+
+    /// The CPU cores the TaskManagers have between them: one each when pinned (shared
+    /// round robin when there are more TaskManagers than cores), `None` when not pinned
+    /// (each may use every core of the machine).
+    pub fn taskmanager_cores(&self) -> Option<u32> {
+        let cores = u32::try_from(self.cores.len()).unwrap_or(u32::MAX);
+        (cores > 0).then(|| self.config.taskmanagers.min(cores))
     }
 
     /// Replaces the TaskManagers with `count` of `slots` slots each (no job may be running:
@@ -283,13 +342,30 @@ impl Cluster {
             .env("PYFLINK_CLIENT_EXECUTABLE", &self.home.python);
     }
 
-    fn spawn(&self, script: &str, log: &str, args: &[String]) -> Result<Child, FlinkError> {
+    /// Starts `bin/<script> start-foreground <args>`, on `core` alone when given.
+    fn spawn(
+        &self,
+        script: &str,
+        log: &str,
+        args: &[String],
+        core: Option<u32>,
+    ) -> Result<Child, FlinkError> {
         let out = fs::File::create(self.dir.path().join(format!("log/{log}.out")))
             .map_err(|e| FlinkError::io("creating a log file", e))?;
         let err = out
             .try_clone()
             .map_err(|e| FlinkError::io("creating a log file", e))?;
-        let mut cmd = Command::new(self.home.dir.join("bin").join(script));
+        let script = self.home.dir.join("bin").join(script);
+        let mut cmd = match core {
+            // `taskset` execs the script, and the script execs the JVM: the affinity (and
+            // the pid that is stopped later) carry over.
+            Some(core) => {
+                let mut c = Command::new("taskset");
+                c.arg("-c").arg(core.to_string()).arg(&script);
+                c
+            }
+            None => Command::new(&script),
+        };
         cmd.arg("start-foreground").args(args);
         self.flink_env(&mut cmd);
         cmd.stdin(Stdio::null()).stdout(out).stderr(err);
@@ -299,10 +375,12 @@ impl Cluster {
 
     fn start_taskmanagers(&mut self, count: u32, slots: u32) -> Result<(), FlinkError> {
         for i in 0..count {
+            let core = (!self.cores.is_empty()).then(|| self.cores[i as usize % self.cores.len()]);
             let tm = self.spawn(
                 "taskmanager.sh",
                 &format!("taskmanager-{i}"),
                 &[format!("-Dtaskmanager.numberOfTaskSlots={slots}")],
+                core,
             )?;
             self.taskmanagers.push(tm);
         }
@@ -373,6 +451,47 @@ fn stop_child(mut child: Child) {
     }
     let _ = child.kill();
     let _ = child.wait();
+}
+
+/// The cores this process may run on (`Cpus_allowed_list` of `/proc/self/status`), when
+/// `taskset` can pin a process to one of them; empty otherwise (then nothing is pinned).
+fn pinnable_cores() -> Vec<u32> {
+    let Ok(status) = fs::read_to_string("/proc/self/status") else {
+        return Vec::new();
+    };
+    let cores = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .map(|list| parse_cpu_list(list.trim()))
+        .unwrap_or_default();
+    let Some(first) = cores.first() else {
+        return Vec::new();
+    };
+    let works = Command::new("taskset")
+        .arg("-c")
+        .arg(first.to_string())
+        .arg("true")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if works { cores } else { Vec::new() }
+}
+
+/// `0-3,6,8-9` → `[0, 1, 2, 3, 6, 8, 9]`; anything unparsable → empty.
+fn parse_cpu_list(list: &str) -> Vec<u32> {
+    let mut cores = Vec::new();
+    for part in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let range = match part.split_once('-') {
+            Some((a, b)) => a.parse::<u32>().ok().zip(b.parse::<u32>().ok()),
+            None => part.parse::<u32>().ok().map(|c| (c, c)),
+        };
+        match range {
+            Some((a, b)) if a <= b && b - a < 4096 => cores.extend(a..=b),
+            _ => return Vec::new(),
+        }
+    }
+    cores
 }
 
 /// A port free on 127.0.0.1 now (the OS picks it; the listener is closed at once).
@@ -520,6 +639,16 @@ mod tests {
             "java.lang.IllegalArgumentException: max parallelism 2 < parallelism 3"
         );
         assert_eq!(submit_failure("a\nb\nc"), "a\nb\nc");
+    }
+
+    #[test]
+    fn cpu_lists_parse_as_the_kernel_writes_them() {
+        assert_eq!(parse_cpu_list("0-1"), vec![0, 1]);
+        assert_eq!(parse_cpu_list("0-2,6,8-9"), vec![0, 1, 2, 6, 8, 9]);
+        assert_eq!(parse_cpu_list("3"), vec![3]);
+        assert!(parse_cpu_list("2-1").is_empty());
+        assert!(parse_cpu_list("x").is_empty());
+        assert!(parse_cpu_list("").is_empty());
     }
 
     #[test]

@@ -35,6 +35,11 @@ pub struct Workload {
     pub checkpoint_interval_ms: u64,
     /// Checkpoint timeout, milliseconds: a checkpoint still running then fails.
     pub checkpoint_timeout_ms: u64,
+    /// Consecutive failed checkpoints tolerated before the job fails over
+    /// (`execution.checkpointing.tolerable-failed-checkpoints`); `None`: never fail over on
+    /// a failed checkpoint (as the model assumes when a scenario omits it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tolerable_failed_checkpoints: Option<u32>,
 }
 
 impl Default for Workload {
@@ -49,6 +54,7 @@ impl Default for Workload {
             max_parallelism: 128,
             checkpoint_interval_ms: 5_000,
             checkpoint_timeout_ms: 60_000,
+            tolerable_failed_checkpoints: None,
         }
     }
 }
@@ -111,6 +117,7 @@ conf.set("pipeline.name", {quoted_name})
 conf.set("pipeline.max-parallelism", "{max_parallelism}")
 conf.set("execution.checkpointing.interval", "{interval}ms")
 conf.set("execution.checkpointing.timeout", "{timeout}ms")
+conf.set("execution.checkpointing.tolerable-failed-checkpoints", "{tolerable}")
 t_env.execute_sql("""
 CREATE TABLE src (k BIGINT, v STRING) WITH (
   'connector' = 'datagen',
@@ -128,6 +135,10 @@ FROM (SELECT k, LAST_VALUE(v) AS v FROM src GROUP BY k)
         max_parallelism = workload.max_parallelism,
         interval = workload.checkpoint_interval_ms,
         timeout = workload.checkpoint_timeout_ms,
+        // NB: Flink's own default is 0 (fail over on the first failed checkpoint).
+        tolerable = workload
+            .tolerable_failed_checkpoints
+            .map_or(i32::MAX, |n| i32::try_from(n).unwrap_or(i32::MAX)),
         rate = workload.records_per_second,
         value_bytes = workload.value_bytes,
     )
@@ -160,6 +171,15 @@ mod tests {
         assert!(py.contains("'fields.k.max' = '999'"));
         assert!(py.contains("'rows-per-second' = '20000'"));
         assert!(py.contains(r#"conf.set("execution.checkpointing.timeout", "60000ms")"#));
+        assert!(py.contains(r#"tolerable-failed-checkpoints", "2147483647")"#));
+        let strict = render_job(
+            "a",
+            &Workload {
+                tolerable_failed_checkpoints: Some(3),
+                ..Workload::default()
+            },
+        );
+        assert!(strict.contains(r#"tolerable-failed-checkpoints", "3")"#));
     }
 
     #[test]

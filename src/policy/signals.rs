@@ -70,12 +70,16 @@ impl<'a> Window<'a> {
         let period_ms = period_ms(obs);
         let window_ms = dur_ms(budget.window).max(period_ms);
         let start = now_ms.saturating_sub(window_ms);
+        // A period belongs to the window when it ends inside it: between two period
+        // boundaries, the oldest whole period of the window starts before `start`.
+        // NB: at a boundary this is the same as `at >= start`; off a boundary (a real
+        // controller's requeue) it keeps a window of N periods from judging only N - 1.
         let mut in_window: Vec<&Sample> = obs
             .samples
             .iter()
             .filter(|s| {
                 let at = ts_ms(s.at);
-                at >= start && at <= now_ms
+                at.saturating_add(period_ms) > start && at <= now_ms
             })
             .collect();
         in_window.sort_by_key(|s| s.at);

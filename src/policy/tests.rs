@@ -413,6 +413,27 @@ fn failures_with_normal_duration_are_not_fixable_by_scaling() {
 }
 
 #[test]
+fn a_window_of_three_periods_is_judged_between_period_boundaries() {
+    // A 3-minute window, evaluated 20 s after a boundary: the three whole periods that
+    // CloudWatch returns (the oldest began 3m20s ago) are all judged.
+    let b = Budget {
+        window: mins(3),
+        ..budget()
+    };
+    let samples: Vec<Sample> = (1..=3).map(|m| sample(NOW - m, 30.0)).collect();
+    let o = obs(AppConfig::new(8, 2), samples);
+    let now = t(NOW) + jiff::SignedDuration::from_secs(20);
+    let d = decide(&b, Some(&o), &History::default(), now);
+    assert_ne!(
+        d.diagnosis.cause,
+        Cause::InsufficientData,
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_eq!(d.figures.samples, 3);
+}
+
+#[test]
 fn failures_within_budget_are_tolerated() {
     let mut b = budget();
     b.max_failed_checkpoints = 2;
