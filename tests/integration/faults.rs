@@ -21,7 +21,7 @@ use async_trait::async_trait;
 use checkpoint_autoscaler::{
     aws::{ApplicationControl, ApplicationDescription, AwsError, OperationStatus, Target, UpdateRequest},
     controller::{
-        reconcile::{Act, OPERATION_STUCK_AFTER},
+        reconcile::{Act, KPU_LIMIT_MEMORY, OPERATION_STUCK_AFTER},
         store::{BudgetKey, NoticeType},
     },
     emulator::{EmulatorState, calllog::CallFilter, faults::FaultSpec},
@@ -649,11 +649,20 @@ async fn the_kpu_quota_is_remembered_without_a_retry_storm() {
     let calls = h.update_calls(APP);
     let refused: Vec<_> = calls.iter().filter(|c| c.status >= 300).collect();
     let accepted = calls.iter().filter(|c| c.status < 300).count();
+    // Each KPU count above the quota is refused at most once (9, 8, 7 at worst), spaced by
+    // the scale-up cooldown.
     assert!(
-        refused.len() <= 3,
+        refused.len() <= (FIRST_STEP.kpus() - 6) as usize,
         "a retry storm: {} refusals in 3 hours",
         refused.len()
     );
+    for pair in refused.windows(2) {
+        let gap = pair[1].virtual_time.duration_since(pair[0].virtual_time);
+        assert!(
+            gap >= jiff::SignedDuration::from_mins(5),
+            "refusals {gap:?} apart"
+        );
+    }
     assert_eq!(accepted, 1, "settles on one configuration within the quota");
     let last_call = all.iter().rposition(|r| r.update_calls().count() > 0).unwrap();
     assert!(
@@ -671,6 +680,16 @@ async fn the_kpu_quota_is_remembered_without_a_retry_storm() {
     asked.sort();
     asked.dedup();
     assert_eq!(asked.len(), n, "no configuration asked twice");
+
+    // The quota is raised (by AWS Support); after the memory ends the controller may look
+    // above it again, and forgets the refusal.
+    h.set_kpu_quota(64).await;
+    h.advance(KPU_LIMIT_MEMORY);
+    run(&mut h, 2).await;
+    assert!(
+        h.status(&key).unwrap().kpu_limit.is_none(),
+        "forgotten after {KPU_LIMIT_MEMORY:?}"
+    );
     h.shutdown().await;
 }
 
