@@ -39,13 +39,25 @@ const FIRST_STEP: AppConfig = AppConfig {
     parallelism_per_kpu: 1,
 };
 
+/// The harness with an attempt timeout of 1.5 s: long enough that a loaded machine does not
+/// time out a call no fault delays, short enough that a persistent injected latency costs
+/// seconds, not minutes. NB: injected latencies are 4 s, well beyond it, so that a starved
+/// runtime that wakes the client's timer and the server's late answer together still sees
+/// the timeout first.
+fn config() -> HarnessConfig {
+    let mut config = HarnessConfig::default();
+    config.aws.attempt_timeout = Duration::from_millis(1500);
+    config.aws.operation_timeout = Duration::from_secs(6);
+    config
+}
+
 fn fault(json: &str) -> FaultSpec {
     serde_json::from_str(json).unwrap_or_else(|e| panic!("fault {json}: {e}"))
 }
 
 /// `step-up` under its budget, reconciled once at 08:32: the next step decides to scale.
 async fn brink() -> (Harness, BudgetKey) {
-    let mut h = Harness::start(HarnessConfig::default()).await;
+    let mut h = Harness::start(config()).await;
     let key = h.add_scenario_budget(&scenario("step-up"), APP, "team-a");
     h.advance(Duration::from_secs(31 * 60));
     let first = h.step().await;
@@ -147,11 +159,11 @@ async fn assert_scaled_once(h: &mut Harness, key: &BudgetKey) {
 // Throttling, 5xx and timeouts on the calls that read.
 
 /// The three transient faults and the `Ready` reason each leaves when it outlasts the SDK's
-/// retries. Latency is beyond the harness's 500 ms attempt timeout.
+/// retries. Latency is well beyond the attempt timeout of [`config`].
 const TRANSIENT: [(&str, &str); 3] = [
     (r#""kind":"throttling""#, "Throttled"),
     (r#""kind":"serverError","status":503"#, "AwsUnavailable"),
-    (r#""kind":"latency","millis":800"#, "AwsUnavailable"),
+    (r#""kind":"latency","millis":4000"#, "AwsUnavailable"),
 ];
 
 /// A read that fails at the decision: no update, Ready=False with the reason, one Event;
@@ -236,7 +248,7 @@ async fn get_metric_data_throttled_failing_and_timing_out() {
 async fn list_tags_throttled_failing_and_timing_out() {
     for (kind, reason) in TRANSIENT {
         // The tag check runs on the first reconcile (its answer is cached afterwards).
-        let mut h = Harness::start(HarnessConfig::default()).await;
+        let mut h = Harness::start(config()).await;
         let key = h.add_scenario_budget(&scenario("step-up"), APP, "team-a");
         h.advance(Duration::from_secs(31 * 60));
         let id = h
@@ -391,7 +403,7 @@ async fn an_update_answered_with_a_5xx_is_judged_by_the_application() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_timed_out_after_taking_effect_is_followed_not_repeated() {
     // Served, then answered after the SDK's attempt timeout: it did take effect.
-    ambiguous_update(r#""kind":"responseLatency","millis":800"#, true).await;
+    ambiguous_update(r#""kind":"responseLatency","millis":4000"#, true).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -401,7 +413,7 @@ async fn an_update_that_timed_out_before_being_served_is_resolved_once() {
     // controller finds out from the application and ends with one operation.
     let (mut h, key) = brink().await;
     h.arm_fault(&fault(
-        r#"{"kind":"latency","millis":800,"operation":"UpdateApplication","count":1}"#,
+        r#"{"kind":"latency","millis":4000,"operation":"UpdateApplication","count":1}"#,
     ))
     .await;
     let r = run(&mut h, 1).await;
