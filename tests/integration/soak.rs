@@ -9,9 +9,12 @@
 //!
 //! Faults, armed through the emulator's control API on a seeded RNG: throttling and 5xx
 //! (counted, on one operation or all, on one application or all), latency above the SDK's
-//! attempt timeout, ConcurrentModification on UpdateApplication, an application stuck in
-//! UPDATING, AccessDenied; the controller killed between recording an intent and calling
-//! UpdateApplication, or between the call and recording its outcome; plain restarts.
+//! attempt timeout (never served) and after serving (a write that took effect unanswered),
+//! ConcurrentModification on UpdateApplication, an application stuck in UPDATING or busy
+//! (AUTOSCALING, STARTING, MAINTENANCE), an update whose restart fails and rolls back,
+//! LimitExceeded, AccessDenied, metric gaps, NaN and late datapoints; the controller
+//! killed between recording an intent and calling UpdateApplication, or between the call
+//! and recording its outcome; plain restarts; budgets edited mid-run.
 //!
 //! Invariants, after every reconcile and every minute:
 //! - every configuration the controller asks for is within the budget's bounds of the
@@ -19,15 +22,16 @@
 //!   job's key groups, per-KPU within its range, KPUs never above `maxKpus`; and the
 //!   application only ever runs (or is configured with) its initial configuration or one
 //!   the controller asked for;
-//! - UpdateApplication is never called while an operation on that application is
-//!   IN_PROGRESS (the call log against the service's operations);
-//! - at most one UpdateApplication accepted per reconcile (one decision), and never more
-//!   attempts than the SDK's retry limit; none at all in Recommend or Paused mode;
+//! - UpdateApplication is never called while an operation on that application (an update
+//!   or the service's rollback) is IN_PROGRESS (the call log against the service's
+//!   operations);
+//! - at most one UpdateApplication sent per reconcile (one decision; no SDK retry of it),
+//!   none at all in Recommend or Paused mode;
 //! - every accepted UpdateApplication is recorded: the operation in flight, `lastScaling`
-//!   and the history entry in status, and a Normal `Scaling` Event in the same reconcile
-//!   (or, after a crash between call and record, the restarted controller's outcome Event
-//!   and history entry once it has followed the operation);
-//! - while the service has an operation IN_PROGRESS, the budget's status has it in flight;
+//!   and the history entry in status, and a Normal `Scaling` Event in the same reconcile;
+//!   or, when its answer was lost (crash, response timeout), the intent kept in status,
+//!   then the outcome Event and history entry once the operation has been followed;
+//! - while the service has an update IN_PROGRESS, the budget's status has it in flight;
 //! - at the end, with every fault cleared and 90 minutes passed: Ready=True everywhere, no
 //!   operation left in flight from the faulty period, no error meanwhile, and every Enforce
 //!   budget's application back within its (possibly edited) bounds, or, when no
@@ -121,6 +125,8 @@ struct Tally {
     errors: u64,
     accepted_updates: u64,
     refused_updates: u64,
+    /// Accepted UpdateApplication calls whose answer the controller never got.
+    unanswered_updates: u64,
     faults: BTreeMap<&'static str, u32>,
     crashes: BTreeMap<&'static str, u32>,
     restarts: u32,
@@ -286,14 +292,21 @@ fn randomize_budget(rng: &mut ChaCha8Rng, spec: &mut CheckpointBudgetSpec, key_g
     };
 }
 
-/// A random fault on a random application (sometimes on all), for a few minutes.
-fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSpec, u32) {
+/// A random fault on a random application (sometimes on all) armed at `now`, and for how
+/// many minutes it stays armed.
+fn random_fault(rng: &mut ChaCha8Rng, apps: &[String], now: Timestamp) -> (&'static str, FaultSpec, u32) {
     const OPERATIONS: [&str; 5] = [
         "DescribeApplication",
         "UpdateApplication",
         "DescribeApplicationOperation",
         "ListTagsForResource",
         "GetMetricData",
+    ];
+    const METRICS: [&str; 4] = [
+        "lastCheckpointDuration",
+        "cpuUtilization",
+        "numRecordsInPerSecond",
+        "heapMemoryUtilization",
     ];
     // Faults on one application mostly; on all of them sometimes, which makes a counted
     // fault on UpdateApplication hit whichever budget scales next.
@@ -302,10 +315,24 @@ fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSp
     } else {
         None
     };
-    let operation = |rng: &mut ChaCha8Rng| {
-        rng.random_bool(0.75)
-            .then(|| OPERATIONS.choose(rng).map(|o| o.to_string()))
-            .flatten()
+    let one_app = apps.choose(rng).cloned();
+    // For faults on UpdateApplication: on whichever budget scales next, mostly (scalings
+    // are rare next to reconciles, and these faults only matter when one happens).
+    let next_scaling = if rng.random_bool(0.8) {
+        None
+    } else {
+        one_app.clone()
+    };
+    // An operation, mostly; UpdateApplication more often than the others, since that is
+    // where a fault can do harm.
+    let operation = |rng: &mut ChaCha8Rng| match rng.random_range(0..4) {
+        0 => None,
+        1 => Some("UpdateApplication".to_string()),
+        _ => OPERATIONS.choose(rng).map(|o| o.to_string()),
+    };
+    let metrics = |rng: &mut ChaCha8Rng| {
+        rng.random_bool(0.5)
+            .then(|| vec![METRICS.choose(rng).map(|m| m.to_string()).unwrap_or_default()])
     };
     let spec = |kind, operation, application, count| FaultSpec {
         kind,
@@ -314,7 +341,9 @@ fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSp
         application,
         count,
     };
-    match rng.random_range(0..12) {
+    let minutes: u32 = rng.random_range(3..=40);
+    let until = now + jiff::SignedDuration::from_mins(i64::from(minutes));
+    match rng.random_range(0..20) {
         0..=2 => {
             let count = rng.random_range(1..=6);
             let op = operation(rng);
@@ -335,7 +364,8 @@ fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSp
             )
         }
         5..=6 => {
-            // Above the attempt timeout: the SDK gives up on the attempt and retries.
+            // Above the attempt timeout: the SDK gives up on the attempt (and retries the
+            // reads); the request is never served.
             let millis = ATTEMPT_TIMEOUT.as_millis() as u64 + 50;
             let count = rng.random_range(1..=2);
             let op = operation(rng);
@@ -345,26 +375,101 @@ fn random_fault(rng: &mut ChaCha8Rng, apps: &[String]) -> (&'static str, FaultSp
                 10,
             )
         }
-        7..=8 => (
+        7..=8 => {
+            // Served, then answered too late: a write that took effect without the client
+            // knowing.
+            let millis = ATTEMPT_TIMEOUT.as_millis() as u64 + 50;
+            let (op, app, minutes) = if rng.random_bool(0.6) {
+                (Some("UpdateApplication".to_string()), next_scaling.clone(), 90)
+            } else {
+                (operation(rng), app, 10)
+            };
+            (
+                "responseTimeout",
+                spec(FaultKind::ResponseLatency { millis }, op, app, Some(1)),
+                minutes,
+            )
+        }
+        9..=10 => (
             "concurrentModification",
             spec(
                 FaultKind::ConcurrentModification,
                 Some("UpdateApplication".into()),
-                app,
+                next_scaling.clone(),
                 Some(rng.random_range(1..=2)),
             ),
-            rng.random_range(10..=60),
+            rng.random_range(10..=90),
         ),
-        9..=10 => (
+        11 => (
             "stuckUpdating",
-            spec(FaultKind::StuckUpdating, None, apps.choose(rng).cloned(), None),
-            rng.random_range(5..=45),
+            spec(FaultKind::StuckUpdating, None, one_app, None),
+            minutes,
         ),
-        _ => (
+        12 => {
+            let status = *[
+                AppStatus::Autoscaling,
+                AppStatus::Starting,
+                AppStatus::Maintenance,
+            ]
+            .choose(rng)
+            .unwrap();
+            let op = rng.random_bool(0.3).then(|| "UpdateApplication".to_string());
+            (
+                "resourceInUse",
+                spec(FaultKind::ResourceInUse { status }, op, one_app, None),
+                minutes,
+            )
+        }
+        13 => (
+            "failOperation",
+            spec(
+                FaultKind::FailOperation {
+                    message: "The job could not be restored from the snapshot (soak).".into(),
+                },
+                Some("UpdateApplication".into()),
+                next_scaling.clone(),
+                Some(1),
+            ),
+            rng.random_range(10..=90),
+        ),
+        14 => (
+            "limitExceeded",
+            spec(
+                FaultKind::LimitExceeded,
+                Some("UpdateApplication".into()),
+                next_scaling,
+                Some(1),
+            ),
+            rng.random_range(10..=90),
+        ),
+        15 => (
             "accessDenied",
             spec(FaultKind::AccessDenied, operation(rng), app, None),
-            rng.random_range(3..=30),
+            minutes.min(30),
         ),
+        16 => {
+            let kind = FaultKind::MetricGap {
+                metrics: metrics(rng),
+                from: Some(now),
+                until: Some(until),
+            };
+            ("metricGap", spec(kind, None, one_app, None), minutes)
+        }
+        17 => {
+            let kind = FaultKind::MetricNaN {
+                metrics: metrics(rng),
+                from: Some(now),
+                until: Some(until),
+            };
+            ("metricNaN", spec(kind, None, one_app, None), minutes)
+        }
+        _ => {
+            let kind = FaultKind::MetricDelay {
+                seconds: rng.random_range(2..=15) * 60,
+                metrics: metrics(rng),
+            };
+            ("metricDelay", spec(kind, None, one_app, None), minutes)
+        }
     }
 }
 
@@ -389,7 +494,9 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
             ),
         );
     }
-    if updates.len() > MAX_ATTEMPTS as usize {
+    // UpdateApplication is sent once, never retried by the SDK: a retry after a lost answer
+    // could be a second update.
+    if updates.len() > 1 {
         tally.violation(
             at,
             format!(
@@ -425,24 +532,34 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
     if let Some(call) = accepted.first() {
         s.pending.push(call.virtual_time);
         let in_flight = status.as_ref().and_then(|st| st.operation_in_flight.clone());
-        match r.crashed {
-            Some(CrashPoint::AfterUpdate) => match &in_flight {
-                Some(intent) => {
+        // Killed after the call, or the answer never came (a response timeout): the
+        // intent stays recorded, for the next reconcile to judge from the application.
+        let unanswered =
+            r.crashed == Some(CrashPoint::AfterUpdate) || !matches!(r.act(), Some(Act::Scaled { .. }));
+        match unanswered {
+            true => match &in_flight {
+                Some(intent) if intent.operation_id.is_none() => {
+                    if r.crashed.is_none() {
+                        tally.unanswered_updates += 1;
+                    }
                     let to: AppConfig = intent.to.into();
                     if let Err(e) = within_bounds(&to, s) {
                         tally.violation(at, format!("intent out of bounds: {e}"));
                     }
                     s.requested.push(to);
                 }
-                None => tally.violation(
+                other => tally.violation(
                     at,
                     format!(
-                        "{}: crashed after UpdateApplication with no intent recorded",
-                        s.key
+                        "{}: UpdateApplication accepted, its answer lost ({:?}, core: {:?} {:?}), and the intent is not kept: {other:?}",
+                        s.key,
+                        r.crashed,
+                        r.act(),
+                        r.outcome.as_ref().err()
                     ),
                 ),
             },
-            _ => match r.act() {
+            false => match r.act() {
                 Some(Act::Scaled { to, operation_id }) => {
                     if let Err(e) = within_bounds(to, s) {
                         tally.violation(at, format!("scaled out of bounds: {e}"));
@@ -588,14 +705,21 @@ fn check_fleet(h: &Harness, subjects: &[Subject], tally: &mut Tally) {
                 );
             }
         }
-        let running = h
-            .operations(&s.app)
-            .into_iter()
-            .filter(|op| op.status == OperationStatus::InProgress)
-            .count();
-        if running > 1 {
-            tally.violation(at, format!("{}: {running} operations IN_PROGRESS", s.app));
+        let ops = h.operations(&s.app);
+        let in_progress = |kind: Option<&str>| {
+            ops.iter()
+                .filter(|op| op.status == OperationStatus::InProgress)
+                .filter(|op| kind.is_none_or(|k| op.operation == k))
+                .count()
+        };
+        if in_progress(None) > 1 {
+            tally.violation(
+                at,
+                format!("{}: {} operations IN_PROGRESS", s.app, in_progress(None)),
+            );
         }
+        // A rollback is the service's own; an update in progress is the controller's.
+        let running = in_progress(Some("UpdateApplication"));
         let in_flight = h
             .status(&s.key)
             .is_some_and(|st| st.operation_in_flight.is_some());
@@ -697,7 +821,7 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
         }
         armed = keep;
         if rng.random_bool(FAULTS_PER_MINUTE) {
-            let (kind, spec, minutes) = random_fault(&mut rng, &apps);
+            let (kind, spec, minutes) = random_fault(&mut rng, &apps, now);
             let id = h.arm_fault(&spec).await;
             *tally.faults.entry(kind).or_default() += 1;
             armed.push(Armed {
@@ -828,6 +952,11 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
         }
     }
 
+    let failed_ops = subjects
+        .iter()
+        .flat_map(|s| h.operations(&s.app))
+        .filter(|op| op.operation == "UpdateApplication" && op.status == OperationStatus::Failed)
+        .count();
     let faults: u32 = tally.faults.values().sum();
     let crashes: u32 = tally.crashes.values().sum();
     let mut by_kind = String::new();
@@ -837,11 +966,12 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
     let origins = subjects.iter().filter(|s| s.origin == "random").count();
     eprintln!(
         "soak: seed {seed}: {count} budgets ({origins} random shapes), {:.1} emulated hours, {} reconciles ({} failed), \
-         {} updates ({} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {} spec changes, {:.1} s real",
+         {} updates ({} unanswered, {failed_ops} failed and rolled back; {} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {} spec changes, {:.1} s real",
         end.duration_since(sim_start).as_secs_f64() / 3600.0,
         tally.reconciles,
         tally.errors,
         tally.accepted_updates,
+        tally.unanswered_updates,
         tally.refused_updates,
         by_kind.trim(),
         tally.crashes,
