@@ -5,7 +5,9 @@
 //! Budgets: a mix of the shipped scenarios and randomly generated load shapes (steady,
 //! ramps, diurnal sines, flash crowds), with random bounds, `maxKpus`, per-KPU ranges,
 //! short cooldowns, modes (mostly Enforce, some Recommend and Paused) and
-//! `serviceAutoScaling`; now and then a budget is edited (new bounds, cap or mode).
+//! `serviceAutoScaling`; now and then a budget is edited (new bounds, cap or mode). A few
+//! younger budgets name applications already managed: they must report `Conflict` and make
+//! no call beyond describing the application.
 //!
 //! Faults, armed through the emulator's control API on a seeded RNG: throttling and 5xx
 //! (counted, on one operation or all, on one application or all), latency above the SDK's
@@ -35,7 +37,8 @@
 //! - at the end, with every fault cleared and 90 minutes passed: Ready=True everywhere, no
 //!   operation left in flight from the faulty period, no error meanwhile, and every Enforce
 //!   budget's application back within its (possibly edited) bounds, or, when no
-//!   configuration meets them all, the budget saying so (`LimitReached`).
+//!   configuration meets them all, the budget saying so (`LimitReached`); exactly one
+//!   `ScalingSucceeded` Event per update the service completed.
 //!
 //! Scale with `SOAK_HOURS`, `SOAK_BUDGETS` and `SOAK_SEED` (printed, for reproducing a
 //! failure); the defaults fit CI.
@@ -49,6 +52,7 @@ use std::{
 use checkpoint_autoscaler::{
     aws::AwsSettings,
     controller::{
+        Error,
         reconcile::Act,
         status::{READY, SCALING},
         store::{BudgetKey, NoticeType},
@@ -663,6 +667,39 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
     }
 }
 
+/// The checks after one reconcile of a younger budget naming a managed application.
+fn check_shadow(r: &Reconciled, tally: &mut Tally) {
+    tally.reconciles += 1;
+    // Conflict is how such a budget answers (requeued at every interval); count the rest.
+    if r.outcome
+        .as_ref()
+        .is_err_and(|e| !matches!(e, Error::Conflict(_)))
+    {
+        tally.errors += 1;
+    }
+    let writes: Vec<&str> = r
+        .calls
+        .iter()
+        .filter(|c| c.operation != "DescribeApplication" && c.operation != "ListTagsForResource")
+        .map(|c| c.operation.as_str())
+        .collect();
+    if !writes.is_empty() {
+        tally.violation(
+            r.at,
+            format!(
+                "{}: a budget that does not own its application called {writes:?}",
+                r.key
+            ),
+        );
+    }
+    if matches!(r.act(), Some(Act::Scaled { .. })) {
+        tally.violation(
+            r.at,
+            format!("{}: a budget that does not own its application scaled it", r.key),
+        );
+    }
+}
+
 /// The checks every minute, on every application.
 fn check_fleet(h: &Harness, subjects: &[Subject], tally: &mut Tally) {
     let at = h.now();
@@ -803,8 +840,22 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
     let apps: Vec<String> = subjects.iter().map(|s| s.app.clone()).collect();
 
     let sim_start = h.now();
+    // Younger budgets naming an application another budget already manages: they must
+    // report Conflict and never act.
+    h.advance(Duration::from_secs(60));
+    let mut shadows: BTreeMap<BudgetKey, String> = BTreeMap::new();
+    for _ in 0..count.div_ceil(6) {
+        let owner = subjects.choose(&mut rng).unwrap();
+        let m = h.budgets().iter().find(|m| m.key == owner.key).unwrap();
+        let mut spec = m.budget.spec.clone();
+        randomize_budget(&mut rng, &mut spec, owner.key_groups);
+        spec.mode = Mode::Enforce;
+        let name = format!("{}-shadow-{}", owner.app, shadows.len());
+        let (namespace, app) = (owner.key.namespace.clone(), owner.app.clone());
+        shadows.insert(h.add_budget(&namespace, &name, spec), app);
+    }
     // A window of metrics before the first evaluation.
-    h.advance(Duration::from_secs(9 * 60));
+    h.advance(Duration::from_secs(8 * 60));
     let mut tally = Tally::default();
     let mut armed: Vec<Armed> = Vec::new();
     let total = hours * 60;
@@ -872,8 +923,10 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
                     })
                     .or_default() += 1;
             }
-            let s = &mut subjects[index[&r.key]];
-            check_reconcile(&mut h, s, &r, &mut tally);
+            match index.get(&r.key) {
+                Some(&i) => check_reconcile(&mut h, &mut subjects[i], &r, &mut tally),
+                None => check_shadow(&r, &mut tally),
+            }
         }
         check_fleet(&h, &subjects, &mut tally);
     }
@@ -892,14 +945,18 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
     let calm_from = h.now();
     for _ in 0..TAIL_MINUTES {
         for r in h.step().await {
-            if let Err(e) = &r.outcome {
+            if let Err(e) = &r.outcome
+                && !shadows.contains_key(&r.key)
+            {
                 tally.violation(
                     r.at,
                     format!("{}: reconcile failed with every fault cleared: {e}", r.key),
                 );
             }
-            let s = &mut subjects[index[&r.key]];
-            check_reconcile(&mut h, s, &r, &mut tally);
+            match index.get(&r.key) {
+                Some(&i) => check_reconcile(&mut h, &mut subjects[i], &r, &mut tally),
+                None => check_shadow(&r, &mut tally),
+            }
         }
         check_fleet(&h, &subjects, &mut tally);
     }
@@ -939,7 +996,36 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
                 );
             }
         }
-        for op in h.operations(&s.app) {
+        // Exactly one outcome Event per finished update, whoever followed it (the controller
+        // that called, or one restarted after a crash or a lost answer).
+        let ops = h.operations(&s.app);
+        let finished = |state: OperationStatus| {
+            ops.iter()
+                .filter(|op| op.operation == "UpdateApplication" && op.status == state)
+                .count()
+        };
+        let events = h.events(&s.key);
+        let outcome_events = |reason: &str| {
+            events
+                .iter()
+                .filter(|n| n.action == "Scaling" && n.reason == reason)
+                .count()
+        };
+        let in_flight_now = usize::from(status.operation_in_flight.is_some());
+        let succeeded = finished(OperationStatus::Successful);
+        if outcome_events("ScalingSucceeded") + in_flight_now < succeeded
+            || outcome_events("ScalingSucceeded") > succeeded
+        {
+            tally.violation(
+                end,
+                format!(
+                    "{}: {succeeded} updates succeeded, {} ScalingSucceeded Events",
+                    s.key,
+                    outcome_events("ScalingSucceeded")
+                ),
+            );
+        }
+        for op in &ops {
             if op.status == OperationStatus::InProgress && op.start_time < calm_from {
                 tally.violation(
                     end,
@@ -949,6 +1035,15 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
                     ),
                 );
             }
+        }
+    }
+
+    for key in shadows.keys() {
+        let reason = h
+            .status(key)
+            .and_then(|st| st.condition(READY).map(|c| (c.status.clone(), c.reason.clone())));
+        if reason != Some(("False".into(), "Conflict".into())) {
+            tally.violation(end, format!("{key}: a younger budget on a managed application ended with Ready {reason:?}, not Conflict"));
         }
     }
 
@@ -964,8 +1059,9 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
         let _ = write!(by_kind, " {k}={n}");
     }
     let origins = subjects.iter().filter(|s| s.origin == "random").count();
+    let shadow_count = shadows.len();
     eprintln!(
-        "soak: seed {seed}: {count} budgets ({origins} random shapes), {:.1} emulated hours, {} reconciles ({} failed), \
+        "soak: seed {seed}: {count} budgets ({origins} random shapes) + {shadow_count} younger on the same applications, {:.1} emulated hours, {} reconciles ({} failed), \
          {} updates ({} unanswered, {failed_ops} failed and rolled back; {} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {} spec changes, {:.1} s real",
         end.duration_since(sim_start).as_secs_f64() / 3600.0,
         tally.reconciles,
