@@ -16,14 +16,15 @@
 //! (AUTOSCALING, STARTING, MAINTENANCE), an update whose restart fails and rolls back,
 //! LimitExceeded, AccessDenied, metric gaps, NaN and late datapoints; the controller
 //! killed between recording an intent and calling UpdateApplication, or between the call
-//! and recording its outcome; plain restarts; budgets edited mid-run.
+//! and recording its outcome; plain restarts; budgets edited mid-run; another client
+//! changing an application's parallelism behind the controller's back.
 //!
 //! Invariants, after every reconcile and every minute:
 //! - every configuration the controller asks for is within the budget's bounds of the
 //!   time: parallelism within `parallelism.min..=max`, never above `maxParallelism` or the
 //!   job's key groups, per-KPU within its range, KPUs never above `maxKpus`; and the
-//!   application only ever runs (or is configured with) its initial configuration or one
-//!   the controller asked for;
+//!   application only ever runs (or is configured with) its initial configuration, one
+//!   the controller asked for, or one another client set;
 //! - UpdateApplication is never called while an operation on that application (an update
 //!   or the service's rollback) is IN_PROGRESS (the call log against the service's
 //!   operations);
@@ -62,7 +63,7 @@ use checkpoint_autoscaler::{
     policy::{AppConfig, AppStatus, Budget, Outcome},
     sim::{
         Scenario,
-        fleet::OperationStatus,
+        fleet::{ConfigurationType, OperationStatus, ParallelismUpdate, UpdateApplication},
         scenario::{Phase, Spike},
     },
 };
@@ -85,6 +86,9 @@ const FAULTS_PER_MINUTE: f64 = 0.35;
 const CRASHES_PER_MINUTE: f64 = 0.05;
 /// Chance, each emulated minute, that a random budget's spec is edited (bounds, cap, mode).
 const SPEC_CHANGES_PER_MINUTE: f64 = 0.01;
+/// Chance, each emulated minute, that another client changes a running application's
+/// parallelism (the controller must re-observe, never overwrite blindly).
+const FOREIGN_UPDATES_PER_MINUTE: f64 = 0.02;
 /// Chance, each emulated minute, of a plain controller restart between steps.
 const RESTARTS_PER_MINUTE: f64 = 0.01;
 /// Minutes of calm at the end, faults cleared, for the statuses to converge.
@@ -114,6 +118,8 @@ struct Subject {
     /// Every configuration the controller asked for (each checked against the bounds of
     /// its time): the only ones, besides the initial, the application may be given.
     requested: Vec<AppConfig>,
+    /// Operations another client (a person with the AWS CLI) started on the application.
+    foreign_ops: Vec<String>,
     /// Times of accepted UpdateApplication calls whose outcome status has not recorded yet.
     pending: Vec<Timestamp>,
     /// Outcome Events (ScalingSucceeded / ScalingFailed) seen so far.
@@ -135,6 +141,7 @@ struct Tally {
     crashes: BTreeMap<&'static str, u32>,
     restarts: u32,
     spec_changes: u32,
+    foreign_updates: u32,
     violations: Vec<String>,
 }
 
@@ -755,8 +762,13 @@ fn check_fleet(h: &Harness, subjects: &[Subject], tally: &mut Tally) {
                 format!("{}: {} operations IN_PROGRESS", s.app, in_progress(None)),
             );
         }
-        // A rollback is the service's own; an update in progress is the controller's.
-        let running = in_progress(Some("UpdateApplication"));
+        // A rollback is the service's own, and so is another client's update; the others
+        // are the controller's.
+        let running = ops
+            .iter()
+            .filter(|op| op.status == OperationStatus::InProgress && op.operation == "UpdateApplication")
+            .filter(|op| !s.foreign_ops.contains(&op.operation_id))
+            .count();
         let in_flight = h
             .status(&s.key)
             .is_some_and(|st| st.operation_in_flight.is_some());
@@ -827,6 +839,7 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
                 parallelism_per_kpu: sc.application.parallelism_per_kpu,
             },
             requested: Vec::new(),
+            foreign_ops: Vec::new(),
             pending: Vec::new(),
             outcome_events: 0,
             outcomes_recorded: 0,
@@ -907,6 +920,35 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
             s.budget = spec.to_budget().expect("a valid random budget");
             s.mode = spec.mode;
             tally.spec_changes += 1;
+        }
+        if rng.random_bool(FOREIGN_UPDATES_PER_MINUTE) {
+            let i = rng.random_range(0..subjects.len());
+            let s = &mut subjects[i];
+            let to = AppConfig {
+                parallelism: rng.random_range(1..=s.key_groups.min(24)),
+                parallelism_per_kpu: rng.random_range(1..=2),
+            };
+            let app = s.app.clone();
+            let started = h.emulator().with_fleet(|f| {
+                let version = f.describe_application(&app).ok()?.version_id;
+                let request = UpdateApplication {
+                    current_application_version_id: Some(version),
+                    parallelism: Some(ParallelismUpdate {
+                        configuration_type: Some(ConfigurationType::Custom),
+                        parallelism: Some(to.parallelism),
+                        parallelism_per_kpu: Some(to.parallelism_per_kpu),
+                        auto_scaling_enabled: Some(false),
+                    }),
+                    ..UpdateApplication::default()
+                };
+                // Refused while the application is busy: then nothing happened.
+                f.update_application(&app, request).ok().map(|(_, op)| op)
+            });
+            if let Some(op) = started {
+                s.requested.push(to);
+                s.foreign_ops.push(op);
+                tally.foreign_updates += 1;
+            }
         }
         if rng.random_bool(RESTARTS_PER_MINUTE) {
             h.restart().await;
@@ -1002,6 +1044,7 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
         let finished = |state: OperationStatus| {
             ops.iter()
                 .filter(|op| op.operation == "UpdateApplication" && op.status == state)
+                .filter(|op| !s.foreign_ops.contains(&op.operation_id))
                 .count()
         };
         let events = h.events(&s.key);
@@ -1062,7 +1105,7 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
     let shadow_count = shadows.len();
     eprintln!(
         "soak: seed {seed}: {count} budgets ({origins} random shapes) + {shadow_count} younger on the same applications, {:.1} emulated hours, {} reconciles ({} failed), \
-         {} updates ({} unanswered, {failed_ops} failed and rolled back; {} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {} spec changes, {:.1} s real",
+         {} updates ({} unanswered, {failed_ops} failed and rolled back; {} refused attempts), {faults} faults [{}], {crashes} crashes {:?}, {} restarts ({} in all), {} spec changes, {} foreign updates, {:.1} s real",
         end.duration_since(sim_start).as_secs_f64() / 3600.0,
         tally.reconciles,
         tally.errors,
@@ -1074,6 +1117,7 @@ async fn soak_many_budgets_under_random_faults_and_crashes() {
         tally.restarts,
         h.restarts(),
         tally.spec_changes,
+        tally.foreign_updates,
         started.elapsed().as_secs_f64(),
     );
     assert!(
