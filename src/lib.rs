@@ -33,5 +33,8 @@ pub mod validate;
 /// Helper methods only available for tests.
 #[cfg(test)]
 pub mod fixtures;
+/// Property-test inputs and the manifest-loading properties (tests only).
+#[cfg(test)]
+mod fuzz;
 /// `recommend`: a one-shot evaluation of a live application; changes nothing.
 pub mod recommend;

@@ -480,7 +480,7 @@ fn to_json_schema_child(key: &str, value: &Value) -> Value {
 /// Drops `null` values of fields that are not `nullable`, as the API server does before
 /// defaulting (so `mode: null` means "the default", and a required field set to null is
 /// reported as missing).
-fn prune_nulls(schema: &Value, value: &mut Value) {
+pub(crate) fn prune_nulls(schema: &Value, value: &mut Value) {
     match value {
         Value::Object(map) => {
             let props = schema.get("properties").and_then(Value::as_object);
@@ -598,18 +598,22 @@ fn check_metadata(object: &Value) -> Vec<Problem> {
     };
     match (name, generate_name) {
         (None, None) => vec![problem("metadata.name", "is required".to_owned())],
-        (Some(Value::String(name)), _) if !is_dns_subdomain(name) => vec![problem(
+        (Some(name @ Value::String(text)), _) if !is_dns_subdomain(text) => vec![problem(
             "metadata.name",
             format!(
-                "{name:?} is not a valid name: use at most 253 lower-case letters, digits, '-' and '.', \
-                 starting and ending with a letter or digit"
+                "{} is not a valid name: use at most 253 lower-case letters, digits, '-' and '.', \
+                 starting and ending with a letter or digit",
+                shown(name)
             ),
         )],
         (Some(Value::String(_)), _) | (None, Some(Value::String(_))) => Vec::new(),
-        (Some(other), _) => vec![problem("metadata.name", format!("must be a string, not {other}"))],
+        (Some(other), _) => vec![problem(
+            "metadata.name",
+            format!("must be a string, not {}", shown(other)),
+        )],
         (None, Some(other)) => vec![problem(
             "metadata.generateName",
-            format!("must be a string, not {other}"),
+            format!("must be a string, not {}", shown(other)),
         )],
     }
 }

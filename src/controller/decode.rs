@@ -58,6 +58,8 @@ pub fn decode(object: &DynamicObject) -> Result<CheckpointBudget, SpecError> {
             serde_json::to_value(&object.metadata).unwrap_or(Value::Null),
         );
     }
+    // As the API server stores it: a non-nullable field set to null is absent.
+    crate::validate::prune_nulls(budget_schema(), &mut value);
     if let Some(err) = laxness(budget_schema(), &value, "") {
         return Err(err);
     }

@@ -971,6 +971,9 @@ async fn shutdown_signal() {
 }
 
 #[cfg(test)]
+mod fuzz;
+
+#[cfg(test)]
 mod tests {
     use super::*;
 
