@@ -572,3 +572,29 @@ fn a_huge_metadata_name_is_not_reprinted() {
         assert!(problems[0].message.len() < 400, "{}", problems[0].message.len());
     }
 }
+
+/// A scenario whose state made the restore time overflow the model's clock
+/// (`serializer-failure.yaml` mutated; the exact input proptest shrank to).
+#[test]
+fn a_scenario_with_absurd_sizes_runs() {
+    use crate::sim::{Fleet, Scenario};
+    let (path, text) = examples("examples/scenarios")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("serializer-failure.yaml"))
+        .unwrap();
+    let source: Value = serde_yaml::from_str(&text).unwrap();
+    let mutated = mutate(
+        source,
+        &[
+            Mutation::Delete(13988274018138963190),
+            Mutation::Delete(6289444399958825886),
+            Mutation::Replace(17130205108132622743, json!(10554321602337_u64)),
+        ],
+    );
+    let scenario = Scenario::from_yaml(&serde_yaml::to_string(&mutated).unwrap(), &path).unwrap();
+    let start: jiff::Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+    let mut fleet = Fleet::new(1, start);
+    fleet.add_scenario(&scenario, Some("fuzzed")).unwrap();
+    fleet.advance_to(start + jiff::SignedDuration::from_mins(3));
+    fleet.describe_application("fuzzed").unwrap();
+}

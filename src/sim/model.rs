@@ -140,12 +140,27 @@ impl Workload {
     /// bound by the hottest subtask.
     pub fn transfer_time(&self, config: AppConfig, state_bytes: f64) -> Duration {
         let hot = state_bytes * self.hottest_share(config.parallelism);
-        Duration::from_secs_f64(hot / self.subtask_bandwidth(config))
+        seconds(hot / self.subtask_bandwidth(config))
     }
 
     fn offset(&self, origin: Timestamp, t: Timestamp) -> Duration {
         Duration::try_from(t.duration_since(origin)).unwrap_or(Duration::ZERO)
     }
+}
+
+/// `at + d`, or the end of time when a scenario's extreme sizes make `d` absurd (found by
+/// the property tests: a state of 10^13 keys overflowed the restore time).
+fn later(at: Timestamp, d: Duration) -> Timestamp {
+    at.checked_add(d).unwrap_or(Timestamp::MAX)
+}
+
+/// `secs` as a duration, saturating (an infinite or overflowing figure is "forever", a
+/// negative or NaN one zero) instead of panicking like `Duration::from_secs_f64`.
+fn seconds(secs: f64) -> Duration {
+    if secs.is_nan() || secs <= 0.0 {
+        return Duration::ZERO;
+    }
+    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
 }
 
 /// Subtasks sharing the busiest KPU.
@@ -390,7 +405,7 @@ impl Job {
     /// Submits the job at `config` (start, or the end of an update): counters of the run
     /// start from zero, as Flink's do for a new job.
     pub fn start(&mut self, at: Timestamp, config: AppConfig) {
-        let first = at + self.workload.checkpoints.interval;
+        let first = later(at, self.workload.checkpoints.interval);
         self.run = Some(Run {
             config,
             running_since: at,
@@ -621,7 +636,7 @@ impl Job {
             run.full_restarts += 1;
             run.in_flight = None;
             run.consecutive_failures = 0;
-            run.down_until = Some(at + restore);
+            run.down_until = Some(later(at, restore));
             run.outage_since = Some(at);
         }
     }
@@ -730,11 +745,11 @@ fn plan_checkpoint(
     }
     let upload = CHECKPOINT_FIXED_SECS + hot / w.subtask_bandwidth(config);
     let jitter = 0.95 + 0.1 * rng.random::<f64>();
-    let total = Duration::from_secs_f64((alignment + sync + upload) * jitter);
+    let total = seconds((alignment + sync + upload) * jitter);
     let s3_roll: f64 = rng.random();
     let mut flight = InFlight {
         started: at,
-        ends: at + total,
+        ends: later(at, total),
         duration: total,
         size,
         failure: None,
@@ -745,8 +760,8 @@ fn plan_checkpoint(
         .is_some_and(|win| win.contains(offset))
     {
         // Declined in the synchronous phase, whatever the resources.
-        let fail_after = Duration::from_secs_f64(alignment.min(1.0) + 0.2);
-        flight.ends = at + fail_after;
+        let fail_after = seconds(alignment.min(1.0) + 0.2);
+        flight.ends = later(at, fail_after);
         flight.failure = Some(FailureKind::Serializer);
     } else if let Some(e) = w
         .faults
@@ -756,10 +771,10 @@ fn plan_checkpoint(
         && s3_roll < e.rate
     {
         let fail_after = total.mul_f64(0.2 + 0.8 * (s3_roll / e.rate.max(1e-9)));
-        flight.ends = at + fail_after.min(c.timeout);
+        flight.ends = later(at, fail_after.min(c.timeout));
         flight.failure = Some(FailureKind::S3);
     } else if total > c.timeout {
-        flight.ends = at + c.timeout;
+        flight.ends = later(at, c.timeout);
         flight.failure = Some(FailureKind::Timeout);
     }
     flight
