@@ -707,16 +707,47 @@ impl<'a> Run<'a> {
                 self.status.operation_in_flight = None;
                 return Ok(Followed::Done);
             }
-            None if desc.status == AppStatus::Updating => (OperationState::InProgress, None, None),
+            // Judged only once the application has settled: while it updates, rolls back
+            // (its version moves at the end) or is otherwise busy, it is still in progress.
+            None if !matches!(desc.status, AppStatus::Running | AppStatus::Ready) => {
+                (OperationState::InProgress, None, None)
+            }
             None if desc.config == to => (OperationState::Successful, None, None),
-            None => (
+            // Every update (and every rollback) moves the version by one. One step, to
+            // something other than `to`: not this update, which would run `to` or have been
+            // rolled back (a second step), but another client's change. Nothing of the
+            // controller's ran, so nothing failed: the intent is dropped, never recorded as a
+            // failed configuration.
+            None if desc.version_id == op.version_id_before + 1 => {
+                let message = format!(
+                    "Scaling from {from} to {to} was not applied: another client changed the application first                      (version {}, running {}). The controller decides again from what runs now.",
+                    desc.version_id, desc.config
+                );
+                info!(budget = %self.budget.key, version = desc.version_id, "the application was changed by another client; dropping the intent");
+                status::remove_scaling(&mut self.history, op.started_at.0);
+                self.status.operation_in_flight = None;
+                self.notice(NoticeType::Warning, "ScalingSuperseded", "Scaling", &message);
+                return Ok(Followed::Done);
+            }
+            // Back where it started after two steps or more: the update failed and the
+            // service rolled it back.
+            None if desc.config == from => (
                 OperationState::Failed,
                 Some(format!(
-                    "the application's version moved to {} but it runs {}, not {to}",
-                    desc.version_id, desc.config
+                    "the application's version moved to {} and it runs {from} again (rolled back)",
+                    desc.version_id
                 )),
                 None,
             ),
+            // Two steps or more, ending neither at `to` nor back at `from`: the update took
+            // effect and another client changed the application since. It is recorded as
+            // done (it ran), not as failed: a failure would keep the controller from ever
+            // asking for `to` again.
+            None => {
+                info!(budget = %self.budget.key, version = desc.version_id, running = %desc.config,
+                      "the update took effect and was since changed by another client");
+                (OperationState::Successful, None, None)
+            }
         };
         let mut record = self
             .history

@@ -162,7 +162,7 @@ pub struct Reconciled {
     pub at: Timestamp,
     /// What the core answered.
     pub outcome: Result<Report, Error>,
-    /// Every AWS call the emulator received during it, in order.
+    /// Every AWS call that arrived at the emulator during it, in order.
     pub calls: Vec<CallRecord>,
     /// Set when the controller was "killed" during this reconcile (and restarted).
     pub crashed: Option<CrashPoint>,
@@ -457,6 +457,7 @@ impl Harness {
             spec: &managed.budget.spec,
             status: prior.as_ref(),
         };
+        let wall_start = Timestamp::now();
         let outcome = self.core.reconcile(&view, self.store.as_ref(), now).await;
         self.drain_calls();
         let crashed = self.store.crashed.lock().unwrap().take();
@@ -478,7 +479,13 @@ impl Harness {
             key: key.clone(),
             at: now,
             outcome,
-            calls: self.calls[first..].to_vec(),
+            // NB: a request the client gave up on is logged (499) when the server notices,
+            // which may be during a later reconcile: calls are told apart by arrival time.
+            calls: self.calls[first..]
+                .iter()
+                .filter(|c| c.time >= wall_start)
+                .cloned()
+                .collect(),
             crashed,
         }
     }
