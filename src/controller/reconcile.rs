@@ -713,25 +713,9 @@ impl<'a> Run<'a> {
                 (OperationState::InProgress, None, None)
             }
             None if desc.config == to => (OperationState::Successful, None, None),
-            // Every update (and every rollback) moves the version by one. One step, to
-            // something other than `to`: not this update, which would run `to` or have been
-            // rolled back (a second step), but another client's change. Nothing of the
-            // controller's ran, so nothing failed: the intent is dropped, never recorded as a
-            // failed configuration.
-            None if desc.version_id == op.version_id_before + 1 => {
-                let message = format!(
-                    "Scaling from {from} to {to} was not applied: another client changed the application first                      (version {}, running {}). The controller decides again from what runs now.",
-                    desc.version_id, desc.config
-                );
-                info!(budget = %self.budget.key, version = desc.version_id, "the application was changed by another client; dropping the intent");
-                status::remove_scaling(&mut self.history, op.started_at.0);
-                self.status.operation_in_flight = None;
-                self.notice(NoticeType::Warning, "ScalingSuperseded", "Scaling", &message);
-                return Ok(Followed::Done);
-            }
-            // Back where it started after two steps or more: the update failed and the
-            // service rolled it back.
-            None if desc.config == from => (
+            // Every update (and every rollback) moves the version by one. Back at `from` after
+            // two steps or more: the update failed and the service rolled it back.
+            None if desc.config == from && desc.version_id >= op.version_id_before + 2 => (
                 OperationState::Failed,
                 Some(format!(
                     "the application's version moved to {} and it runs {from} again (rolled back)",
@@ -739,14 +723,24 @@ impl<'a> Run<'a> {
                 )),
                 None,
             ),
-            // Two steps or more, ending neither at `to` nor back at `from`: the update took
-            // effect and another client changed the application since. It is recorded as
-            // done (it ran), not as failed: a failure would keep the controller from ever
-            // asking for `to` again.
+            // Anything else is another client's change: after one step, this update never
+            // ran (it would run `to`, or have been rolled back in a second step); after more,
+            // whether it ran before the other change cannot be told. Either way nothing of
+            // the controller's runs now, and nothing is known to have failed: the intent is
+            // dropped, never recorded as a failed (or succeeded) configuration.
             None => {
+                let message = format!(
+                    "Scaling from {from} to {to} is not counted: another client changed the application \
+                     (version {}, running {}) before the controller learned whether its update took effect. \
+                     The controller decides again from what runs now.",
+                    desc.version_id, desc.config
+                );
                 info!(budget = %self.budget.key, version = desc.version_id, running = %desc.config,
-                      "the update took effect and was since changed by another client");
-                (OperationState::Successful, None, None)
+                      "the application was changed by another client; dropping the intent");
+                status::remove_scaling(&mut self.history, op.started_at.0);
+                self.status.operation_in_flight = None;
+                self.notice(NoticeType::Warning, "ScalingSuperseded", "Scaling", &message);
+                return Ok(Followed::Done);
             }
         };
         let mut record = self
