@@ -79,12 +79,14 @@ pub struct DemoArgs {
     #[arg(long, value_name = "DIR")]
     pub flink_home: Option<PathBuf>,
     /// With `--backend flink`: real time per emulated minute (one metric period).
-    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    /// NB: the policy's warm-up after a restart is counted in periods; below about 10 s a
+    /// restored JVM's first slow checkpoints outlast it.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub period: Duration,
     /// With `--backend flink`: a rise of the scenario's rate goes to this multiple of what
     /// the starting configuration was measured to process on this machine (0: the
     /// scenario's own rates).
-    #[arg(long, default_value_t = 1.6)]
+    #[arg(long, default_value_t = 1.5)]
     pub adapt_load: f64,
 }
 
@@ -501,7 +503,8 @@ pub async fn run_demo_with(
                 let written = (scenario.load.rate_at(offset).round() as u64).max(1);
                 // Before any change: how much the starting configuration processes.
                 if running_since.is_some() && adapted.is_empty() && scalings.is_empty() {
-                    let since = now_minus(state.virtual_now(), 60);
+                    // Two periods back: the newest whole period began before `now - 1m`.
+                    let since = now_minus(state.virtual_now(), 120);
                     let last = |metric: &str| {
                         state.with_fleet(|b| {
                             b.metric_data(&crate::sim::MetricQuery {
@@ -525,7 +528,9 @@ pub async fn run_demo_with(
                     }
                 }
                 let first = scenario.load.rate_at(Duration::ZERO).round() as u64;
-                let rate = match (f.adapt_load, median(&capacity)) {
+                // The latest estimates: the first minutes of a job run cold (JIT, RocksDB).
+                let recent = &capacity[capacity.len().saturating_sub(3)..];
+                let rate = match (f.adapt_load, median(recent)) {
                     (_, _) if written <= first => written,
                     (Some(multiple), Some(measured)) => match adapted.iter().find(|(w, _)| *w == written) {
                         Some((_, applied)) => *applied,

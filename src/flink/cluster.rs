@@ -10,6 +10,8 @@
 //! the `i`-th core the process may use, round robin): a TaskManager stands for one KPU and
 //! a KPU is one vCPU, so two slots of one TaskManager share a core as two subtasks of one
 //! KPU share its vCPU — the capacity the policy reasons about is the capacity the job has.
+//! Pinned TaskManagers also run at a raised priority (`nice -n -10`, where allowed), so that
+//! on a machine shared with other work the core is mostly theirs, as a KPU's vCPU is.
 
 use std::{
     fs,
@@ -27,6 +29,10 @@ use super::{
     rest::RestClient,
 };
 
+/// Scheduling priority of a pinned TaskManager: its core is its KPU's vCPU, so other work on
+/// a shared machine (builds, other clusters' JobManagers) yields to it, as a KPU's vCPU is
+/// not shared on the service.
+const TASKMANAGER_NICE: i32 = -10;
 /// How long a stopped JVM gets to exit after SIGTERM before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 /// How long `flink run -d` may take (it starts a client JVM and a Python process).
@@ -357,11 +363,18 @@ impl Cluster {
             .map_err(|e| FlinkError::io("creating a log file", e))?;
         let script = self.home.dir.join("bin").join(script);
         let mut cmd = match core {
-            // `taskset` execs the script, and the script execs the JVM: the affinity (and
-            // the pid that is stopped later) carry over.
+            // `taskset` execs `nice`, which execs the script, which execs the JVM: the
+            // affinity, the priority and the pid that is stopped later carry over.
+            // NB: `nice` runs the script at the normal priority (with a warning in the log)
+            // where raising it is not allowed.
             Some(core) => {
                 let mut c = Command::new("taskset");
-                c.arg("-c").arg(core.to_string()).arg(&script);
+                c.arg("-c")
+                    .arg(core.to_string())
+                    .arg("nice")
+                    .arg("-n")
+                    .arg(TASKMANAGER_NICE.to_string())
+                    .arg(&script);
                 c
             }
             None => Command::new(&script),
