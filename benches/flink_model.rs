@@ -20,13 +20,26 @@ use checkpoint_autoscaler::{
 };
 use jiff::Timestamp;
 
+/// Model parameters fitted to the runtime.
+#[derive(Clone, Copy, Debug)]
+struct Calibration {
+    /// `processing.cpuPerRecord`, µs: busy time per record of one subtask.
+    cpu_per_record_us: f64,
+    /// `platform.alignmentAtFullBackpressure`, s: the alignment part of the duration at
+    /// parallelism 1 divided by its back-pressure share.
+    alignment_s: f64,
+}
+
 /// The workload, as a scenario (its `processing` and `platform` sections are the model's
-/// defaults unless `calibrated`).
-fn scenario(parallelism: u32, calibrated: bool) -> Scenario {
-    let calibration = if calibrated {
-        "processing: {cpuPerRecord: 100us}\nplatform: {alignmentAtFullBackpressure: 10s}\n"
-    } else {
-        ""
+/// defaults unless calibrated).
+fn scenario(parallelism: u32, calibration: Option<Calibration>) -> Scenario {
+    let calibration = match calibration {
+        Some(c) => format!(
+            "processing: {{cpuPerRecord: {:.0}us}}\nplatform: {{alignmentAtFullBackpressure: {:.0}ms}}\n",
+            c.cpu_per_record_us.max(1.0),
+            (c.alignment_s * 1000.0).max(1.0)
+        ),
+        None => String::new(),
     };
     let yaml = format!(
         "name: compare\n\
@@ -80,11 +93,11 @@ impl Figures {
 
 /// The model at `parallelism`: 20 virtual minutes after a 10-minute warm-up, one figure
 /// per period.
-fn model(parallelism: u32, calibrated: bool) -> Figures {
+fn model(parallelism: u32, calibration: Option<Calibration>) -> Figures {
     let start = Timestamp::from_second(1_800_000_000).expect("a valid timestamp");
     let mut fleet = Fleet::new(7, start);
     fleet
-        .add_scenario(&scenario(parallelism, calibrated), None)
+        .add_scenario(&scenario(parallelism, calibration), None)
         .expect("the model takes the scenario");
     let mut f = Figures::default();
     for minute in 1..=30 {
@@ -113,7 +126,7 @@ async fn runtime(home: &FlinkHome, parallelism: u32, warmup: Duration, measure: 
         ..BackendOptions::default()
     };
     let mut fleet = FlinkFleet::new(home.clone(), options, start).expect("a tokio runtime");
-    let workload: Workload = workload_of(&scenario(parallelism, false));
+    let workload: Workload = workload_of(&scenario(parallelism, None));
     fleet
         .add_application("compare", None, workload, AppConfig::new(parallelism, 1))
         .expect("the backend takes the application");
@@ -205,22 +218,46 @@ fn main() {
         "| run | checkpoint duration, median (p10–p90) | checkpoint size, median (p10–p90) | records/s | busy ms/s | back-pressure ms/s |"
     );
     println!("|---|---|---|---|---|---|");
+    let mut runs = Vec::new();
     for p in [1, 2] {
         let started = Instant::now();
         let load_before = load_average();
         let real = rt.block_on(runtime(&home, p, warmup, measure));
-        println!(
-            "{}",
-            real.row(&format!(
-                "runtime p={p} (load avg {load_before} → {}, {:.0} s)",
-                load_average(),
-                started.elapsed().as_secs_f64()
-            ))
+        let label = format!(
+            "runtime p={p} (load avg {load_before} → {}, {:.0} s)",
+            load_average(),
+            started.elapsed().as_secs_f64()
         );
-        println!("{}", model(p, false).row(&format!("model p={p}, defaults")));
-        println!("{}", model(p, true).row(&format!("model p={p}, calibrated")));
+        runs.push((p, real, label));
     }
-    println!(
-        "\ncalibrated: processing.cpuPerRecord 100us, platform.alignmentAtFullBackpressure 10s (docs/flink-backend.md)"
-    );
+    // Fitted on parallelism 1: busy time per record, and the alignment its back-pressure
+    // explains (the model's alignment = 20 ms + alignmentAtFullBackpressure × share).
+    let calibration = runs.first().and_then(|(_, r, _)| {
+        let (busy, _, _) = spread(&r.busy)?;
+        let (records, _, _) = spread(&r.records_in)?;
+        let (duration, _, _) = spread(&r.durations_ms)?;
+        let bp = spread(&r.backpressure).map_or(0.0, |s| s.0) / 1000.0;
+        (records > 0.0).then(|| Calibration {
+            cpu_per_record_us: busy / 1000.0 / records * 1e6,
+            alignment_s: if bp > 0.05 {
+                ((duration - 20.0) / 1000.0 / bp).max(0.001)
+            } else {
+                120.0
+            },
+        })
+    });
+    for (p, real, label) in &runs {
+        println!("{}", real.row(label));
+        println!("{}", model(*p, None).row(&format!("model p={p}, defaults")));
+        if let Some(c) = calibration {
+            println!("{}", model(*p, Some(c)).row(&format!("model p={p}, calibrated")));
+        }
+    }
+    match calibration {
+        Some(c) => println!(
+            "\ncalibrated on the runtime at p=1: processing.cpuPerRecord {:.0}us, platform.alignmentAtFullBackpressure {:.1}s",
+            c.cpu_per_record_us, c.alignment_s
+        ),
+        None => println!("\nno calibration: the runtime at p=1 reported no busy time or records"),
+    }
 }

@@ -202,7 +202,7 @@ impl Cluster {
         }
         cluster.jobmanager = Some(cluster.spawn("jobmanager.sh", "jobmanager", &[], None)?);
         let (count, slots) = (cluster.config.taskmanagers, cluster.config.slots_per_taskmanager);
-        cluster.start_taskmanagers(count, slots)?;
+        cluster.start_taskmanagers(0, count, slots)?;
         cluster.wait_for_slots(count, slots).await?;
         Ok(cluster)
     }
@@ -273,15 +273,30 @@ impl Cluster {
 
     /// Replaces the TaskManagers with `count` of `slots` slots each (no job may be running:
     /// the backend calls this between a savepoint and the restore).
+    ///
+    /// With the same slots per TaskManager, the running TaskManagers stay (their JVMs keep
+    /// what the JIT compiled) and only the difference is started or stopped.
     pub async fn reshape(&mut self, count: u32, slots: u32) -> Result<(), FlinkError> {
         if (count, slots) == self.layout() {
             return Ok(());
+        }
+        let running = u32::try_from(self.taskmanagers.len()).unwrap_or(u32::MAX);
+        if slots == self.config.slots_per_taskmanager && running == self.config.taskmanagers {
+            if count > running {
+                self.start_taskmanagers(running, count - running, slots)?;
+            } else {
+                for tm in self.taskmanagers.split_off(count as usize) {
+                    stop_child(tm);
+                }
+            }
+            self.config.taskmanagers = count;
+            return self.wait_for_slots(count, slots).await;
         }
         for tm in std::mem::take(&mut self.taskmanagers) {
             stop_child(tm);
         }
         self.wait_for_slots(0, slots).await?;
-        self.start_taskmanagers(count, slots)?;
+        self.start_taskmanagers(0, count, slots)?;
         self.config.taskmanagers = count;
         self.config.slots_per_taskmanager = slots;
         self.wait_for_slots(count, slots).await
@@ -386,8 +401,9 @@ impl Cluster {
             .map_err(|e| FlinkError::io("starting a Flink process", e))
     }
 
-    fn start_taskmanagers(&mut self, count: u32, slots: u32) -> Result<(), FlinkError> {
-        for i in 0..count {
+    /// Starts TaskManagers `first..first + count` (the index names the log and picks the core).
+    fn start_taskmanagers(&mut self, first: u32, count: u32, slots: u32) -> Result<(), FlinkError> {
+        for i in first..first + count {
             let core = (!self.cores.is_empty()).then(|| self.cores[i as usize % self.cores.len()]);
             let tm = self.spawn(
                 "taskmanager.sh",
