@@ -598,3 +598,24 @@ fn a_scenario_with_absurd_sizes_runs() {
     fleet.advance_to(start + jiff::SignedDuration::from_mins(3));
     fleet.describe_application("fuzzed").unwrap();
 }
+
+/// A scenario with a value of 1e308 (`transient-s3.yaml` mutated, as proptest shrank it):
+/// the model's durations saturated to `Duration::MAX` and their sum overflowed.
+#[test]
+fn a_scenario_with_a_huge_figure_runs() {
+    use crate::sim::{Fleet, Scenario};
+    let (path, text) = examples("examples/scenarios")
+        .into_iter()
+        .find(|(p, _)| p.ends_with("transient-s3.yaml"))
+        .unwrap();
+    let source: Value = serde_yaml::from_str(&text).unwrap();
+    let mutated = mutate(source, &[Mutation::Replace(18050890404603721600, json!(1e308))]);
+    let Ok(scenario) = Scenario::from_yaml(&serde_yaml::to_string(&mutated).unwrap(), &path) else {
+        panic!("the mutated scenario loads (it did when the panic was found)");
+    };
+    let start: jiff::Timestamp = "2026-01-05T00:00:00Z".parse().unwrap();
+    let mut fleet = Fleet::new(1, start);
+    fleet.add_scenario(&scenario, Some("fuzzed")).unwrap();
+    fleet.advance_to(start + jiff::SignedDuration::from_mins(3));
+    fleet.describe_application("fuzzed").unwrap();
+}

@@ -390,6 +390,44 @@ mod tests {
         assert!(notice.is_some());
     }
 
+    /// A budget that stops decoding leaves the reflector (a Delete of its last good
+    /// version), so it is neither reconciled with its stale spec nor counted as the owner of
+    /// its application; its status and an Event say why.
+    #[tokio::test]
+    async fn a_budget_that_stops_decoding_leaves_the_store() {
+        use kube::runtime::{reflector, watcher::Event};
+        let (ctx, mut api, fake) = crate::controller::Context::test();
+        let (reader, mut writer) = reflector::store::<CheckpointBudget>();
+        let good = CheckpointBudget::test();
+        writer.apply_watcher_event(&Event::Apply(good.clone()));
+        let decoder = Decoder::new(ctx.clone(), reader.clone());
+        let mut bad = malformed();
+        bad["metadata"]["name"] = json!(fixtures::NAME);
+        let server = {
+            let bad = bad.clone();
+            tokio::spawn(async move {
+                let patch = api.expect(Method::PATCH, &fixtures::status_uri()).await;
+                let status: CheckpointBudgetStatus =
+                    serde_json::from_value(patch.json()["status"].clone()).unwrap();
+                assert_eq!(status.condition(READY).unwrap().reason, INVALID_SPEC);
+                patch.reply_json(&bad);
+                let event = api.next().await;
+                assert_eq!(event.json()["reason"], INVALID_SPEC);
+                event.echo();
+                api.expect_silence().await;
+            })
+        };
+        match decoder.event(Event::Apply(dynamic(bad))).await {
+            Some(Event::Delete(gone)) => assert_eq!(gone, good),
+            other => panic!("expected the stored budget to be deleted, got {other:?}"),
+        }
+        fixtures::timeout_after_1s(server).await;
+        assert!(fake.read(|s| s.calls.is_empty()));
+        // Deleted while undecodable: nothing to tell the reflector beyond the stored version.
+        writer.apply_watcher_event(&Event::Delete(good));
+        assert!(decoder.event(Event::Delete(dynamic(malformed()))).await.is_none());
+    }
+
     /// One malformed and one good budget in the same list: the good one is reconciled and
     /// scales; the malformed one gets `Ready=False InvalidSpec` naming the field, and an
     /// Event; neither stalls the controller.

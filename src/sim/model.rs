@@ -154,13 +154,19 @@ fn later(at: Timestamp, d: Duration) -> Timestamp {
     at.checked_add(d).unwrap_or(Timestamp::MAX)
 }
 
-/// `secs` as a duration, saturating (an infinite or overflowing figure is "forever", a
-/// negative or NaN one zero) instead of panicking like `Duration::from_secs_f64`.
+/// The longest time the model computes for one transfer or checkpoint: "never" for any
+/// purpose, yet small enough that sums and multiples of a few of them, and the clock plus
+/// them, stay far from overflowing.
+const FOREVER: Duration = Duration::from_secs(100 * 365 * 24 * 3600);
+
+/// `secs` as a duration, saturating at [`FOREVER`] (a negative or NaN figure is zero)
+/// instead of panicking like `Duration::from_secs_f64` (found by the property tests: a
+/// scenario with a load of 1e308 records/s).
 fn seconds(secs: f64) -> Duration {
     if secs.is_nan() || secs <= 0.0 {
         return Duration::ZERO;
     }
-    Duration::try_from_secs_f64(secs).unwrap_or(Duration::MAX)
+    Duration::try_from_secs_f64(secs).map_or(FOREVER, |d| d.min(FOREVER))
 }
 
 /// Subtasks sharing the busiest KPU.
@@ -468,7 +474,7 @@ impl Job {
             run.down_until = None;
             run.outage_since = None;
             run.running_since = until;
-            run.next_trigger = until + w.checkpoints.interval;
+            run.next_trigger = later(until, w.checkpoints.interval);
         }
         let up = self.run.as_ref().is_some_and(|r| r.down_until.is_none());
         let Some(run) = self.run.as_mut().filter(|_| up) else {
@@ -589,8 +595,8 @@ impl Job {
                         }
                     }
                 }
-                let pause = f.ends + w.checkpoints.min_pause;
-                let interval = f.started + w.checkpoints.interval;
+                let pause = later(f.ends, w.checkpoints.min_pause);
+                let interval = later(f.started, w.checkpoints.interval);
                 run.next_trigger = pause.max(interval);
                 continue;
             }
@@ -632,7 +638,10 @@ impl Job {
             }
         }
         if let Some(at) = crash {
-            let restore = w.platform.failover_base + w.transfer_time(config, state);
+            let restore = w
+                .platform
+                .failover_base
+                .saturating_add(w.transfer_time(config, state));
             run.full_restarts += 1;
             run.in_flight = None;
             run.consecutive_failures = 0;
