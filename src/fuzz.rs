@@ -619,3 +619,22 @@ fn a_scenario_with_a_huge_figure_runs() {
     fleet.advance_to(start + jiff::SignedDuration::from_mins(3));
     fleet.describe_application("fuzzed").unwrap();
 }
+
+/// `maxCheckpointSize: -1.86e-308` made kube's CEL interpreter overflow comparing quantities
+/// (the size rule then used `isQuantity`, which admits exponents).
+#[test]
+fn a_size_with_an_exponent_is_refused_not_crashed_on() {
+    let validator = crate::validate::BudgetValidator::new().unwrap();
+    for size in [json!(-1.8624990729045094e-308), json!("1e-308"), json!("9e99Ei")] {
+        let mut doc = example_budgets()[0].clone();
+        doc["spec"]["objectives"]["maxCheckpointSize"] = size.clone();
+        let problems = validator.validate(&doc);
+        assert!(!problems.is_empty(), "{size}");
+        assert!(
+            problems
+                .iter()
+                .all(|p| p.field == "spec.objectives.maxCheckpointSize"),
+            "{size}: {problems:?}"
+        );
+    }
+}

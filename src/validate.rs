@@ -240,7 +240,21 @@ impl BudgetValidator {
         // kube's interpreter would, and fail on it.
         let mut cel_object = object.clone();
         drop_nulls(&mut cel_object);
-        if let Err(errors) = self.cel.validate_compiled(&self.cel_rules, &cel_object, None) {
+        // NB: a panic in the CEL interpreter (a third party's arithmetic on a hostile value)
+        // is a problem with this document, not the end of the run.
+        let evaluated = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.cel.validate_compiled(&self.cel_rules, &cel_object, None)
+        }))
+        .unwrap_or_else(|_| {
+            problems.push(Problem {
+                check: Check::Cel,
+                field: String::new(),
+                message: "the CEL rules could not be evaluated on this document".to_owned(),
+                rule: None,
+            });
+            Ok(())
+        });
+        if let Err(errors) = evaluated {
             for err in errors {
                 let field = err.field_path.trim_start_matches('.').to_owned();
                 // A rule evaluated on a value of the wrong type fails to evaluate, and a rule

@@ -15,11 +15,12 @@ pub const QUANTITY_PATTERN: &str =
 /// The CEL rule bounding a size below 16Ei (2^64 bytes), which [`parse_quantity`] refuses
 /// too; the pattern alone admits `99999999999999999999Ei`, which the API server would store
 /// and the controller could not use. `string(self)` covers both forms (an integer, an int64,
-/// is always below the bound); `isQuantity` first, so a string the pattern refuses is
-/// reported by the pattern, not by a failing evaluation. NB: `type(self)` would be clearer,
-/// but kube's CEL interpreter (and so `validate`) does not support it.
-pub const QUANTITY_MAX_RULE: &str =
-    "!isQuantity(string(self)) || quantity(string(self)).isLessThan(quantity('16Ei'))";
+/// is always below the bound); only plain decimals with a suffix are compared, so a value
+/// the pattern refuses is reported by the pattern, not by a failing evaluation. NB: not
+/// `isQuantity`: it admits exponents (`-1.8e-308`), on which kube's CEL interpreter (and so
+/// `validate`) overflows; nor `type(self)`, which that interpreter does not support.
+pub const QUANTITY_MAX_RULE: &str = "!string(self).matches('^[0-9]+([.][0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E)?$') \
+     || quantity(string(self)).isLessThan(quantity('16Ei'))";
 
 /// The message of [`QUANTITY_MAX_RULE`].
 pub const QUANTITY_MAX_MESSAGE: &str = "must be less than 16Ei";
