@@ -51,6 +51,10 @@ const FLINK_STEP_UP: &str = include_str!("../examples/flink/demo.yaml");
 
 /// Consecutive evaluations with the SLO met that count as "restored".
 const RESTORED_AFTER: u32 = 3;
+
+/// Minutes before a scaling that came ahead of any breach whose durations the summary shows
+/// as "before".
+const KEPT_BEFORE_MINUTES: i64 = 5;
 /// `demo --backend flink`: minutes of holding after a breach that end a run which cannot
 /// be restored (see [`FlinkDemo::settle_minutes`]).
 const FLINK_SETTLE_MINUTES: u32 = 15;
@@ -182,12 +186,19 @@ impl DemoOutcome {
         Some(self.restored_at? - self.breached_at?)
     }
 
-    /// Checkpoint durations (ms) from the breach to the first scaling, when both happened.
+    /// Checkpoint durations (ms) from the breach to the first scaling or, when the controller
+    /// scaled before any breach, over the [`KEPT_BEFORE_MINUTES`] minutes up to it.
     pub fn durations_before(&self) -> Vec<f64> {
-        let (Some(from), Some(first)) = (self.breached_at, self.scalings.first()) else {
+        let Some(first) = self.scalings.first() else {
             return Vec::new();
         };
+        let from = self.breached_at.unwrap_or(first.minute - KEPT_BEFORE_MINUTES);
         self.durations(|m| m.minute >= from && m.minute <= first.minute)
+    }
+
+    /// Whether the controller scaled before any breach and the budget held throughout.
+    pub fn kept(&self) -> bool {
+        self.breached_at.is_none() && !self.scalings.is_empty()
     }
 
     /// Checkpoint durations (ms) once the last scaling's configuration runs and is judged
@@ -278,7 +289,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let outcome = runtime.block_on(run_demo_with(&scenario, &budget, args.speed, flink, &mut out))?;
     write_chart(&outcome, &args.svg).with_context(|| format!("writing {}", args.svg.display()))?;
     summarize(&outcome, &args.svg, &mut out)?;
-    Ok(if outcome.restored {
+    Ok(if outcome.restored || outcome.kept() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
@@ -711,6 +722,17 @@ pub async fn run_demo_with(
                     break;
                 }
             }
+            // The controller scaled before the checkpoints breached the budget (it saw the
+            // capacity run out first): the run ends once the new configuration has held the
+            // budget, settled, for as long as a restore must.
+            Some(true) if !scalings.is_empty() => {
+                let settled = app_view.status == AppStatus::Running
+                    && status.as_ref().is_some_and(|s| s.operation_in_flight.is_none());
+                met_run = if settled { met_run + 1 } else { 0 };
+                if met_run >= RESTORED_AFTER {
+                    break;
+                }
+            }
             _ => {}
         }
         // Holding on a judgement (not for want of data) with nothing in flight.
@@ -833,6 +855,12 @@ pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std:
             out,
             "Budget NOT restored: breached at +{breached}m and still not met at the end of the scenario."
         )?,
+        (_, None) if outcome.kept() => writeln!(
+            out,
+            "Budget kept: the controller scaled at +{}m, before the checkpoints breached it, and \
+             they stayed within it.",
+            outcome.scalings.first().map_or(0, |s| s.minute)
+        )?,
         (_, None) => writeln!(
             out,
             "The budget was never breached in this scenario: nothing to restore."
@@ -874,7 +902,7 @@ pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std:
         };
         writeln!(
             out,
-            "Checkpoint durations: from the breach to the scaling {}; after it {}.",
+            "Checkpoint durations: before the scaling {}; after it {}.",
             describe(&before),
             describe(&after)
         )?;
