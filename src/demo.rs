@@ -196,9 +196,11 @@ impl DemoOutcome {
         self.durations(|m| m.minute >= from && m.minute <= first.minute)
     }
 
-    /// Whether the controller scaled before any breach and the budget held throughout.
+    /// Whether the controller scaled before any breach, the application runs what it last
+    /// asked for, and the budget held throughout.
     pub fn kept(&self) -> bool {
-        self.breached_at.is_none() && !self.scalings.is_empty()
+        let last = self.scalings.last().map(|s| s.to);
+        self.breached_at.is_none() && last.is_some() && last == self.minutes.last().map(|m| m.config)
     }
 
     /// Checkpoint durations (ms) once the last scaling's configuration runs and is judged
@@ -727,7 +729,8 @@ pub async fn run_demo_with(
             // budget, settled, for as long as a restore must.
             Some(true) if !scalings.is_empty() => {
                 let settled = app_view.status == AppStatus::Running
-                    && status.as_ref().is_some_and(|s| s.operation_in_flight.is_none());
+                    && status.as_ref().is_some_and(|s| s.operation_in_flight.is_none())
+                    && scalings.last().is_some_and(|s| s.to == config);
                 met_run = if settled { met_run + 1 } else { 0 };
                 if met_run >= RESTORED_AFTER {
                     break;
