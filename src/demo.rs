@@ -258,6 +258,10 @@ impl ApplicationControl for Recording {
     ) -> Result<OperationStatus, AwsError> {
         self.inner.describe_operation(target, name, operation_id).await
     }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        self.inner.own_account().await
+    }
 }
 
 /// Runs the `demo` subcommand.

@@ -165,6 +165,8 @@ pub const NAMESPACE: &str = "streaming";
 pub const NAME: &str = "orders";
 /// The application the test budget governs.
 pub const APP: &str = "orders-enrichment";
+/// The AWS account of the fake application and of the controller's own credentials.
+pub const ACCOUNT: &str = "123456789012";
 
 impl CheckpointBudget {
     /// A budget in Enforce mode: 2m checkpoint SLO over 10m, parallelism 2..32 of 128 key
@@ -269,6 +271,8 @@ pub struct FakeState {
     pub updates: Vec<UpdateRequest>,
     /// Every call, as `Operation:argument`.
     pub calls: Vec<String>,
+    /// What `own_account` returns (STS `GetCallerIdentity`).
+    pub account: Result<String, AwsError>,
 }
 
 /// A fake Managed Flink + CloudWatch with one application.
@@ -281,7 +285,7 @@ impl FakeAws {
         Self(Mutex::new(FakeState {
             app: Some(ApplicationDescription {
                 name: APP.into(),
-                arn: format!("arn:aws:kinesisanalytics:eu-west-1:123456789012:application/{APP}"),
+                arn: format!("arn:aws:kinesisanalytics:eu-west-1:{ACCOUNT}:application/{APP}"),
                 status: AppStatus::Running,
                 version_id: 7,
                 config: AppConfig::new(4, 1),
@@ -289,6 +293,7 @@ impl FakeAws {
                 configuration_type: "CUSTOM".into(),
                 service_autoscaling: false,
                 conditional_token: None,
+                created: Some(Timestamp::from_second(1_767_225_600).expect("a timestamp")),
             }),
             tags: vec![(NAMESPACE_TAG.into(), NAMESPACE.into())],
             samples: healthy(),
@@ -298,6 +303,7 @@ impl FakeAws {
             operation_error: None,
             updates: Vec::new(),
             calls: Vec::new(),
+            account: Ok(ACCOUNT.into()),
         }))
     }
 
@@ -336,13 +342,22 @@ impl Default for FakeAws {
 
 #[async_trait]
 impl ApplicationControl for FakeAws {
-    async fn describe(&self, _target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
+    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
         let mut s = self.0.lock().expect("fake state");
         s.calls.push(format!("DescribeApplication:{name}"));
-        s.app
-            .clone()
-            .filter(|a| a.name == name)
-            .ok_or_else(|| AwsError::NotFound(format!("DescribeApplication: Application {name} not found")))
+        let mut app = s.app.clone().filter(|a| a.name == name).ok_or_else(|| {
+            AwsError::NotFound(format!("DescribeApplication: Application {name} not found"))
+        })?;
+        // Through a role, the application is the one in the role's account.
+        let role_account = target
+            .role_arn
+            .as_deref()
+            .and_then(|role| role.split(':').nth(4))
+            .filter(|account| crate::aws::is_account_id(account));
+        if let Some(account) = role_account {
+            app.arn = app.arn.replace(&format!(":{ACCOUNT}:"), &format!(":{account}:"));
+        }
+        Ok(app)
     }
 
     async fn list_tags(&self, _target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
@@ -389,6 +404,12 @@ impl ApplicationControl for FakeAws {
             .get(operation_id)
             .cloned()
             .ok_or_else(|| AwsError::NotFound(format!("operation {operation_id} not found")))
+    }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        let mut s = self.0.lock().expect("fake state");
+        s.calls.push("GetCallerIdentity".into());
+        s.account.clone()
     }
 }
 

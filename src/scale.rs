@@ -683,6 +683,10 @@ impl ApplicationControl for TimedApps {
         )
         .await
     }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        timed(&self.spent, self.inner.own_account()).await
+    }
 }
 
 struct TimedMetrics {

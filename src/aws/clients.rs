@@ -48,6 +48,10 @@ pub struct AwsSettings {
     pub attempt_timeout: Duration,
     /// Limit on a whole call, retries included.
     pub operation_timeout: Duration,
+    /// The AWS account of the controller's own credentials (`--aws-account-id`), when STS
+    /// `GetCallerIdentity` is not to be asked (the emulator has no STS). Must be twelve
+    /// digits.
+    pub account_id: Option<String>,
 }
 
 impl Default for AwsSettings {
@@ -59,6 +63,7 @@ impl Default for AwsSettings {
             initial_backoff: Duration::from_millis(200),
             attempt_timeout: Duration::from_secs(10),
             operation_timeout: Duration::from_secs(30),
+            account_id: None,
         }
     }
 }
@@ -75,10 +80,13 @@ pub(crate) struct ClientSet {
 /// Cheap to share behind an `Arc`; clients are built on first use of a target and kept.
 #[derive(Debug)]
 pub struct AwsClients {
-    base: SdkConfig,
+    pub(super) base: SdkConfig,
     default_region: String,
     cache: Mutex<HashMap<Target, ClientSet>>,
     stats: Arc<CallStats>,
+    /// The controller's own account: set from `AwsSettings::account_id`, or found once
+    /// (see [`AwsClients::own_account`]).
+    pub(super) own_account: tokio::sync::OnceCell<String>,
 }
 
 impl AwsClients {
@@ -87,6 +95,13 @@ impl AwsClients {
     pub async fn from_env(settings: AwsSettings) -> Result<Self, AwsError> {
         if let Some(url) = &settings.endpoint_url {
             validate_endpoint(url)?;
+        }
+        if let Some(account) = &settings.account_id
+            && !super::is_account_id(account)
+        {
+            return Err(AwsError::InvalidArgument(format!(
+                "AWS account id {account:?} is not twelve digits"
+            )));
         }
         let mut loader = aws_config::defaults(BehaviorVersion::latest())
             .retry_config(retry_config(&settings))
@@ -125,6 +140,10 @@ impl AwsClients {
             default_region,
             cache: Mutex::new(HashMap::new()),
             stats: Arc::new(CallStats::new()),
+            // NB: `from_env` refuses a malformed id; here one is ignored (and STS asked).
+            own_account: tokio::sync::OnceCell::new_with(
+                settings.account_id.filter(|a| super::is_account_id(a)),
+            ),
         }
     }
 

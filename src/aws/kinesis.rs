@@ -144,6 +144,10 @@ impl ApplicationControl for KinesisControl {
         self.count(op, &result);
         result
     }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        self.clients.own_account().await
+    }
 }
 
 /// Maps `DescribeApplication`'s `ApplicationDetail` into our description.
@@ -190,6 +194,7 @@ pub(crate) fn description_from_detail(
         configuration_type,
         service_autoscaling,
         conditional_token: detail.conditional_token().map(str::to_string),
+        created: detail.create_timestamp().and_then(timestamp),
     })
 }
 
@@ -322,6 +327,7 @@ mod tests {
             .application_status(ApplicationStatus::Running)
             .application_version_id(7)
             .conditional_token("tok")
+            .create_timestamp(DateTime::from_secs(1_700_000_000))
             .application_configuration_description(
                 ApplicationConfigurationDescription::builder()
                     .flink_application_configuration_description(
@@ -355,6 +361,7 @@ mod tests {
         assert_eq!(d.configuration_type, "CUSTOM");
         assert!(d.service_autoscaling);
         assert_eq!(d.conditional_token.as_deref(), Some("tok"));
+        assert_eq!(d.created, Some(Timestamp::from_second(1_700_000_000).unwrap()));
     }
 
     #[test]

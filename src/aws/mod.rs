@@ -3,7 +3,8 @@
 //!
 //! - [`ApplicationControl`]: `DescribeApplication`, `ListTagsForResource`,
 //!   `UpdateApplication`, `DescribeApplicationOperation` of Managed Service for Apache Flink
-//!   (`kinesisanalyticsv2`).
+//!   (`kinesisanalyticsv2`), and the controller's own AWS account (STS `GetCallerIdentity`,
+//!   once, or `--aws-account-id`).
 //! - [`MetricsSource`]: the per-period [`Sample`]s of one application from CloudWatch
 //!   `GetMetricData`.
 //!
@@ -41,6 +42,7 @@ mod batch;
 mod clients;
 pub(crate) mod cloudwatch;
 mod error;
+mod identity;
 mod kinesis;
 mod observe;
 mod stats;
@@ -49,6 +51,7 @@ pub use batch::{BatchConfig, BatchedMetrics};
 pub use clients::{AwsClients, AwsSettings, DEFAULT_REGION};
 pub use cloudwatch::{CloudWatchMetrics, MAX_QUERIES_PER_CALL, METRIC_NAMESPACE, METRICS, MetricSpec};
 pub use error::AwsError;
+pub use identity::{PARTITIONS, is_account_id, partition_of};
 pub use kinesis::KinesisControl;
 pub use observe::{observe, observe_application};
 pub use stats::{AwsOperation, CallStats, CallStatsSnapshot};
@@ -139,6 +142,9 @@ pub struct ApplicationDescription {
     pub service_autoscaling: bool,
     /// `ConditionalToken`, when the service returns one.
     pub conditional_token: Option<String>,
+    /// `CreateTimestamp`: with the ARN, it tells an application from another of the same
+    /// name created after the first was deleted (the ARN alone is the same).
+    pub created: Option<Timestamp>,
 }
 
 /// An `UpdateApplication` of the parallelism configuration.
@@ -238,6 +244,11 @@ pub trait ApplicationControl: Send + Sync {
         name: &str,
         operation_id: &str,
     ) -> Result<OperationStatus, AwsError>;
+
+    /// The AWS account of the controller's own credentials (the account of budgets that
+    /// name no role): `--aws-account-id` when given, else STS `GetCallerIdentity`, called
+    /// once (with the clients' timeout) and remembered; a failure is not remembered.
+    async fn own_account(&self) -> Result<String, AwsError>;
 }
 
 /// The CloudWatch metrics of an application, as the policy's [`Sample`]s.
@@ -284,6 +295,10 @@ impl<T: ApplicationControl + ?Sized> ApplicationControl for Arc<T> {
         operation_id: &str,
     ) -> Result<OperationStatus, AwsError> {
         (**self).describe_operation(target, name, operation_id).await
+    }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        (**self).own_account().await
     }
 }
 

@@ -108,6 +108,7 @@ mod tests {
             configuration_type: "CUSTOM".into(),
             service_autoscaling: true,
             conditional_token: None,
+            created: None,
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![Sample {
@@ -137,6 +138,7 @@ mod tests {
             configuration_type: "CUSTOM".into(),
             service_autoscaling: false,
             conditional_token: None,
+            created: None,
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![

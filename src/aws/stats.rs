@@ -22,22 +22,26 @@ pub enum AwsOperation {
     ListTagsForResource,
     /// `monitoring:GetMetricData` (one call = one request page).
     GetMetricData,
+    /// `sts:GetCallerIdentity`: the controller's own account, once (needs no permission).
+    GetCallerIdentity,
 }
 
 impl AwsOperation {
     /// Every operation, in counter order.
-    pub const ALL: [AwsOperation; 5] = [
+    pub const ALL: [AwsOperation; 6] = [
         AwsOperation::DescribeApplication,
         AwsOperation::UpdateApplication,
         AwsOperation::DescribeApplicationOperation,
         AwsOperation::ListTagsForResource,
         AwsOperation::GetMetricData,
+        AwsOperation::GetCallerIdentity,
     ];
 
-    /// The service, as the SDK names it (`kinesisanalyticsv2`, `cloudwatch`).
+    /// The service, as the SDK names it (`kinesisanalyticsv2`, `cloudwatch`, `sts`).
     pub fn service(&self) -> &'static str {
         match self {
             AwsOperation::GetMetricData => "cloudwatch",
+            AwsOperation::GetCallerIdentity => "sts",
             _ => "kinesisanalyticsv2",
         }
     }
@@ -50,6 +54,7 @@ impl AwsOperation {
             AwsOperation::DescribeApplicationOperation => "DescribeApplicationOperation",
             AwsOperation::ListTagsForResource => "ListTagsForResource",
             AwsOperation::GetMetricData => "GetMetricData",
+            AwsOperation::GetCallerIdentity => "GetCallerIdentity",
         }
     }
 

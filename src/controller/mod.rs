@@ -309,17 +309,33 @@ pub struct RunArgs {
     /// AWS region for budgets that name none.
     #[arg(long, env = "AWS_REGION")]
     pub region: Option<String>,
+    /// The AWS account of the controller's own credentials (twelve digits): the account of
+    /// budgets that name no role, which allow-list entries are matched in. Without it the
+    /// controller asks STS GetCallerIdentity once (no IAM permission needed). Give it where
+    /// there is no STS (the emulator's account is 123456789012).
+    #[arg(long, value_parser = parse_account_id)]
+    pub aws_account_id: Option<String>,
     /// Tenancy policy: `tag` (the application must carry the tag
     /// checkpoint-autoscaler.dev/namespace=<namespace>) or `allow-list` (see
     /// --tenancy-config).
     #[arg(long, value_enum, default_value_t = TenancyMode::Tag)]
     pub tenancy: TenancyMode,
-    /// The allow-list file: per namespace, the application names (exact or `prefix*`;
-    /// read under `allow-list` only) and the role ARNs its budgets may name in
-    /// spec.application.roleArn (read under both policies; without the file no budget may
-    /// name a role). Required with `--tenancy allow-list`.
+    /// The allow-list file: per namespace, the applications as ARN patterns
+    /// (arn:aws:kinesisanalytics:<region>:<account>:application/<name>, `*` for any run of
+    /// characters in a segment; read under `allow-list` only) and the role ARNs its budgets
+    /// may name in spec.application.roleArn (read under both policies; without the file no
+    /// budget may name a role). Required with `--tenancy allow-list`.
     #[arg(long)]
     pub tenancy_config: Option<PathBuf>,
+}
+
+/// `--aws-account-id`: twelve digits.
+fn parse_account_id(text: &str) -> Result<String, String> {
+    if crate::aws::is_account_id(text) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?} is not an AWS account id (twelve digits)"))
+    }
 }
 
 /// Exposes the AWS clients' counters to Prometheus.
@@ -478,6 +494,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     let settings = AwsSettings {
         region: args.region.clone(),
         endpoint_url: args.aws_endpoint_url.clone(),
+        account_id: args.aws_account_id.clone(),
         ..AwsSettings::default()
     };
     let clients = Arc::new(

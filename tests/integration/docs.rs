@@ -372,14 +372,18 @@ fn reference_is_generated_from_the_crd() {
 // ---------------------------------------------------------------------------------------------
 // examples/iam-policy.json grants what the controller calls, and nothing more
 
-/// IAM's prefix for each service the SDK calls.
-fn iam_action(operation: AwsOperation) -> String {
+/// The IAM action each operation the controller calls needs, `None` for one that needs no
+/// permission: STS `GetCallerIdentity` ("No permissions are required to perform this
+/// operation", even under an explicit deny: AWS STS API reference), so the policies do not
+/// grant it. JSON has no comments, so the note lives here and in docs/operations.md.
+fn iam_action(operation: AwsOperation) -> Option<String> {
     let prefix = match operation.service() {
         "kinesisanalyticsv2" => "kinesisanalytics",
         "cloudwatch" => "cloudwatch",
+        "sts" if operation == AwsOperation::GetCallerIdentity => return None,
         other => panic!("no IAM prefix known for {other}"),
     };
-    format!("{prefix}:{}", operation.name())
+    Some(format!("{prefix}:{}", operation.name()))
 }
 
 fn strings(v: &Value) -> Vec<String> {
@@ -425,7 +429,7 @@ fn iam_policy_grants_exactly_the_operations_called() {
             granted.insert(action);
         }
     }
-    let mut called: BTreeSet<String> = AwsOperation::ALL.into_iter().map(iam_action).collect();
+    let mut called: BTreeSet<String> = AwsOperation::ALL.into_iter().filter_map(iam_action).collect();
     // STS AssumeRole is made by the SDK's credentials provider for budgets with a roleArn.
     called.insert("sts:AssumeRole".into());
     assert_eq!(granted, called);

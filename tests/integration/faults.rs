@@ -552,6 +552,10 @@ impl ApplicationControl for Meddler {
     ) -> Result<OperationStatus, AwsError> {
         self.inner.describe_operation(target, name, operation_id).await
     }
+
+    async fn own_account(&self) -> Result<String, AwsError> {
+        self.inner.own_account().await
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
