@@ -479,7 +479,7 @@ fn allow_lists_load_or_are_refused() {
         controller::tenancy::{AllowList, TenancyCheck},
     };
     let documented = [
-        "namespaces:\n  streaming:\n    applications: [\"orders-*\", \"payments\"]\n    roleArns: [\"arn:aws:iam::111122223333:role/flink-scaler\"]\n",
+        "namespaces:\n  streaming:\n    applications:\n      - \"arn:aws:kinesisanalytics:eu-west-1:111122223333:application/orders-*\"\n      - \"arn:aws:kinesisanalytics:*:111122223333:application/payments\"\n    roleArns: [\"arn:aws:iam::111122223333:role/flink-scaler\"]\n",
         "namespaces:\n  streaming:\n    roleArns: [\"arn:aws:iam::444455556666:role/flink-scaler\"]\n",
         "namespaces: {}\n",
     ];
@@ -499,9 +499,21 @@ fn allow_lists_load_or_are_refused() {
                 None => text,
             };
             if let Ok(list) = serde_yaml::from_str::<AllowList>(&text) {
+                let fake = crate::fixtures::FakeAws::new();
                 for ns in ["streaming", "", name.as_str()] {
-                    let _ = list.check_spec(ns, &name, &Target::new("eu-west-1"));
-                    let _ = list.check_spec(ns, "orders-x", &Target::with_role("eu-west-1", name.clone()));
+                    let _ = futures::executor::block_on(list.check_spec(
+                        ns,
+                        &name,
+                        &Target::new("eu-west-1"),
+                        &fake,
+                    ));
+                    let _ = futures::executor::block_on(list.check_spec(
+                        ns,
+                        "orders-x",
+                        &Target::with_role(name.clone(), name.clone()),
+                        &fake,
+                    ));
+                    let _ = list.allows(ns, &name);
                 }
             }
             Ok(())

@@ -193,7 +193,11 @@ impl Core {
         };
 
         // 1. Observe.
-        if let Err(e) = self.tenancy.check_spec(&budget.key.namespace, app, &target) {
+        if let Err(e) = self
+            .tenancy
+            .check_spec(&budget.key.namespace, app, &target, self.apps.as_ref())
+            .await
+        {
             return Err(run.tenancy_failed(e).await);
         }
         let desc = match self.apps.describe(&target, app).await {
@@ -332,10 +336,7 @@ impl Core {
                     region: target.region.clone(),
                     role_arn: c.role_arn.clone(),
                 };
-                c.key == budget.key
-                    || self
-                        .tenancy
-                        .may_claim(&c.key.namespace, &desc.name, &desc.arn, &theirs)
+                c.key == budget.key || self.tenancy.may_claim(&c.key.namespace, desc, &theirs)
             })
             .collect();
         match ownership::owner(&claims) {
@@ -844,21 +845,33 @@ impl<'a> Run<'a> {
                     Err(store) => store,
                 }
             }
-            TenancyError::Aws(e) => self.aws_failed(e, "checking the application's tags").await,
+            TenancyError::Aws { doing, source } => self.aws_failed(source, doing).await,
         }
     }
 
     async fn conflict(&mut self, owner: &Claim, target: &Target) -> Error {
-        let since = owner
-            .created
-            .map(|t| format!(", created {t}"))
-            .unwrap_or_default();
-        let message = format!(
-            "Application {} ({}) is managed by the budget {}{since}, the oldest of the budgets naming \
-             it; this one does not act on it, and takes over once {} is deleted or names another \
-             application.",
-            self.budget.spec.application.name, target, owner.key, owner.key
-        );
+        // NB: a budget in the same namespace is named, so it can be fixed or deleted; one in
+        // another namespace is not (nor when it was created): a tenant learns only that the
+        // application is managed, not by whom.
+        let message = if owner.key.namespace == self.budget.key.namespace {
+            let since = owner
+                .created
+                .map(|t| format!(", created {t}"))
+                .unwrap_or_default();
+            format!(
+                "Application {} ({}) is managed by the budget {}{since}, the oldest of the budgets naming \
+                 it; this one does not act on it, and takes over once {} is deleted or names another \
+                 application.",
+                self.budget.spec.application.name, target, owner.key, owner.key
+            )
+        } else {
+            format!(
+                "Application {} ({}) is managed by another budget, in another namespace, older than this \
+                 one; this one does not act on it, and takes over once that budget is deleted or names \
+                 another application. The controller's operators can see which (its log names it).",
+                self.budget.spec.application.name, target
+            )
+        };
         warn!(budget = %self.budget.key, owner = %owner.key, "another budget owns the application");
         match self.fail(READY, "Conflict", &message).await {
             Ok(()) => Error::Conflict(message),

@@ -562,16 +562,30 @@ async fn an_untagged_application_is_forbidden() {
         s.samples = fixtures::overloaded();
     });
     let budget = CheckpointBudget::test();
-    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+    let (result, (status, event)) = run(&ctx, api, &budget, |mut api, b| async move {
         let status = api.status_patch(&b).await;
-        api.event("Forbidden", "Warning").await;
+        let event = api.event("Forbidden", "Warning").await;
         api.expect_silence().await;
-        status
+        (status, event)
     })
     .await;
-    assert!(matches!(result.unwrap_err(), Error::Forbidden(_)));
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Forbidden(_)));
     assert_eq!(cond(&status, READY), ("False", "Forbidden"));
-    assert!(status.condition(READY).unwrap().message.contains("payments"));
+    // The budget learns what would allow it, and not which namespace the application is
+    // tagged for: not in status, not in the Event, not in the error the controller logs.
+    let message = &status.condition(READY).unwrap().message;
+    assert!(
+        message.contains("checkpoint-autoscaler.dev/namespace=streaming"),
+        "{message}"
+    );
+    for shown in [
+        message.as_str(),
+        event["note"].as_str().unwrap(),
+        &err.to_string(),
+    ] {
+        assert!(!shown.contains("payments"), "{shown}");
+    }
     assert!(fake.read(|s| s.updates.is_empty()));
 }
 
@@ -700,8 +714,9 @@ async fn a_role_the_tag_policy_was_not_told_about_is_forbidden_before_any_aws_ca
 #[tokio::test]
 async fn a_role_allowed_for_the_namespace_is_used_under_either_policy() {
     use crate::controller::tenancy::{AllowList, TagTenancy};
+    let arn = format!("arn:aws:kinesisanalytics:eu-west-1:111122223333:application/{APP}");
     let list: AllowList = serde_yaml::from_str(&format!(
-        "namespaces:\n  streaming:\n    applications: [\"{APP}\"]\n    roleArns: [\"{ROLE}\"]\n  payments:\n    applications: [\"{APP}\"]\n"
+        "namespaces:\n  streaming:\n    applications: [\"{arn}\"]\n    roleArns: [\"{ROLE}\"]\n  payments:\n    applications: [\"{arn}\"]\n"
     ))
     .unwrap();
     let budget = with_role(CheckpointBudget::test(), ROLE);
@@ -840,6 +855,51 @@ async fn the_younger_of_two_budgets_on_one_application_reports_conflict_and_neve
     .await;
     result.unwrap();
     assert_eq!(fake.read(|s| s.updates.len()), 1);
+}
+
+/// An owner in another namespace (both allowed to manage the application) is not named:
+/// the younger budget learns that another budget manages the application, not which, in
+/// which namespace, or since when.
+#[tokio::test]
+async fn a_conflict_with_another_namespace_does_not_name_its_budget() {
+    use crate::controller::tenancy::AllowList;
+    let arn = format!(
+        "arn:aws:kinesisanalytics:eu-west-1:{}:application/{APP}",
+        fixtures::ACCOUNT
+    );
+    let list: AllowList = serde_yaml::from_str(&format!(
+        "namespaces:\n  streaming:\n    applications: [\"{arn}\"]\n  payments-secret:\n    applications: [\"{arn}\"]\n"
+    ))
+    .unwrap();
+    let owner = claimant("payments-secret", "fraud-scoring", "2026-01-01T00:00:00Z");
+    let budget = claimant(fixtures::NAMESPACE, fixtures::NAME, "2026-03-01T00:00:00Z");
+    let (ctx, api, fake) = Context::test();
+    let ctx = with_core(ctx, |core| {
+        core.tenancy = Arc::new(list.clone());
+        core.claims = claims(vec![budget.clone(), owner.clone()]);
+    });
+    let (result, (status, event)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("Conflict", "Warning").await;
+        api.expect_silence().await;
+        (status, event)
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Conflict(_)), "{err}");
+    let message = &status.condition(READY).unwrap().message;
+    assert!(message.contains("managed by another budget"), "{message}");
+    assert!(message.contains(APP), "{message}");
+    for shown in [
+        message.as_str(),
+        event["note"].as_str().unwrap(),
+        &err.to_string(),
+    ] {
+        for secret in ["payments-secret", "fraud-scoring", "2026-01-01"] {
+            assert!(!shown.contains(secret), "{secret} in: {shown}");
+        }
+    }
+    assert!(fake.read(|s| s.updates.is_empty()));
 }
 
 #[tokio::test]
