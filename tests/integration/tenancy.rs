@@ -13,13 +13,13 @@ use std::{
 use aws_config::{BehaviorVersion, Region};
 use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
-    aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+    aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, Target, metrics_source},
     controller::{
         Context,
         ownership::NoOtherClaims,
-        reconcile::{BudgetView, Core},
+        reconcile::{Act, BudgetView, Core},
         store::{BudgetKey, MemoryStore},
-        tenancy::{AllowList, NAMESPACE_TAG, TagTenancy},
+        tenancy::{AllowList, NAMESPACE_TAG, TagTenancy, TenancyCheck},
     },
     crd::CheckpointBudget,
     demo,
@@ -485,4 +485,241 @@ async fn the_kubernetes_token_never_reaches_the_logs() {
             "{what} carry part of the token"
         );
     }
+}
+
+/// The emulator's account (it has no STS: `--aws-account-id` gives it to the controller).
+const EMULATED_ACCOUNT: &str = checkpoint_autoscaler::sim::fleet::ACCOUNT_ID;
+
+/// An emulator with the step-up scenario's application, past its load step (a budget in
+/// Enforce mode asks for a scale-up), tagged for `tag_for`.
+async fn breached(tag_for: &str) -> (Emulator, String, jiff::Timestamp) {
+    let scenario = step_up();
+    let emu = emulator::serve(EmulatorConfig {
+        period: None,
+        seed: scenario.seed,
+        start: Some(scenario.start_time()),
+        region: "us-east-1".into(),
+        ..EmulatorConfig::default()
+    })
+    .await
+    .unwrap();
+    let view = emu.state().add_scenario(&scenario, None).unwrap();
+    emu.state()
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), tag_for.into())]))
+        .unwrap();
+    emu.state().advance(Duration::from_secs(45 * 60));
+    let now = emu.state().virtual_now();
+    (emu, view.name, now)
+}
+
+/// The real SDK clients against `emu`, told their own account (as `--aws-account-id`).
+async fn clients_in(emu: &Emulator, account: &str) -> Arc<AwsClients> {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "static"))
+        .load()
+        .await;
+    Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(emu.endpoint_url()),
+            max_attempts: 1,
+            attempt_timeout: Duration::from_secs(20),
+            operation_timeout: Duration::from_secs(40),
+            account_id: Some(account.into()),
+            ..AwsSettings::default()
+        },
+    ))
+}
+
+fn core_with(clients: Arc<AwsClients>, tenancy: Arc<dyn TenancyCheck>) -> Core {
+    Core {
+        tenancy,
+        ..core(clients)
+    }
+}
+
+fn allow(patterns: &[String]) -> Arc<dyn TenancyCheck> {
+    let text = format!("namespaces:\n  {NAMESPACE}:\n    applications: {patterns:?}\n");
+    Arc::new(serde_yaml::from_str::<AllowList>(&text).unwrap())
+}
+
+/// Reconciles `budget` (in [`NAMESPACE`]) once; the outcome and the messages shown.
+async fn reconcile_once(
+    core: &Core,
+    budget: &CheckpointBudget,
+    now: jiff::Timestamp,
+) -> (Result<Act, String>, String) {
+    let store = MemoryStore::default();
+    let key = BudgetKey::new(NAMESPACE, budget.metadata.name.clone().unwrap());
+    let view = BudgetView {
+        key: key.clone(),
+        generation: Some(1),
+        spec: &budget.spec,
+        status: None,
+    };
+    let result = core.reconcile(&view, &store, now).await;
+    let mut shown = Vec::new();
+    if let Some(status) = store.status(&key) {
+        shown.extend(
+            status
+                .conditions
+                .iter()
+                .map(|c| format!("{} {}: {}", c.type_, c.reason, c.message)),
+        );
+    }
+    shown.extend(
+        store
+            .events()
+            .into_iter()
+            .map(|(_, n)| format!("{} {}", n.reason, n.note)),
+    );
+    (result.map(|r| r.act).map_err(|e| e.to_string()), shown.join("\n"))
+}
+
+/// The calls the emulator received about the application.
+fn calls(emu: &Emulator, application: &str) -> Vec<String> {
+    emu.state()
+        .calls(&emulator::calllog::CallFilter {
+            application: Some(application.into()),
+            ..Default::default()
+        })
+        .into_iter()
+        .map(|c| c.operation)
+        .collect()
+}
+
+/// An allow-list entry for the application's name in another region, or in another account,
+/// does not reach it: the budget is refused before any call about the application (no
+/// DescribeApplication, no metrics, no UpdateApplication). The entry that names its region
+/// and account does, and the controller scales it.
+#[tokio::test]
+async fn an_allowed_name_in_another_region_or_account_reaches_nothing() {
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let (emu, app, now) = breached(NAMESPACE).await;
+    let clients = clients_in(&emu, EMULATED_ACCOUNT).await;
+    let mut budget = demo::load_budget(None, &step_up()).unwrap();
+    budget.metadata.namespace = Some(NAMESPACE.into());
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+
+    for (elsewhere, expected) in [
+        (
+            format!("arn:aws:kinesisanalytics:eu-west-1:{EMULATED_ACCOUNT}:application/{app}"),
+            format!("arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}"),
+        ),
+        (
+            format!("arn:aws:kinesisanalytics:us-east-1:111122223333:application/{app}"),
+            format!("arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}"),
+        ),
+        (
+            format!("arn:aws-cn:kinesisanalytics:*:*:application/{app}"),
+            format!("arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}"),
+        ),
+    ] {
+        let core = core_with(clients.clone(), allow(std::slice::from_ref(&elsewhere)));
+        let (result, shown) = reconcile_once(&core, &budget, now).await;
+        let err = result.expect_err(&elsewhere);
+        assert!(err.starts_with("forbidden"), "{err}");
+        assert!(
+            shown.contains(&expected),
+            "the refusal names the ARN to allow: {shown}"
+        );
+        assert_eq!(calls(&emu, &app), Vec::<String>::new(), "{elsewhere}");
+    }
+
+    let core = core_with(
+        clients.clone(),
+        allow(&[format!(
+            "arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}"
+        )]),
+    );
+    let (result, shown) = reconcile_once(&core, &budget, now).await;
+    assert!(matches!(result, Ok(Act::Scaled { .. })), "{result:?}\n{shown}");
+    assert!(calls(&emu, &app).contains(&"UpdateApplication".to_string()));
+    let _ = emu.shutdown().await;
+}
+
+/// The controller told a wrong account of its own (`--aws-account-id`) believes an entry for
+/// another account allows the budget; the ARN DescribeApplication returns says otherwise,
+/// and nothing is written.
+#[tokio::test]
+async fn the_arn_aws_returns_decides_before_any_write() {
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let (emu, app, now) = breached(NAMESPACE).await;
+    let clients = clients_in(&emu, "111122223333").await;
+    let mut budget = demo::load_budget(None, &step_up()).unwrap();
+    budget.metadata.namespace = Some(NAMESPACE.into());
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+    let core = core_with(
+        clients,
+        allow(&[format!(
+            "arn:aws:kinesisanalytics:us-east-1:111122223333:application/{app}"
+        )]),
+    );
+    let (result, shown) = reconcile_once(&core, &budget, now).await;
+    let err = result.unwrap_err();
+    assert!(err.starts_with("forbidden"), "{err}");
+    assert!(
+        shown.contains(&format!(
+            "arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}"
+        )) && shown.contains("--aws-account-id"),
+        "{shown}"
+    );
+    assert_eq!(calls(&emu, &app), ["DescribeApplication"]);
+    let _ = emu.shutdown().await;
+}
+
+/// Under the tag policy, an application deleted and created again under the same name (the
+/// same ARN) by another team, tagged for its own namespace, is checked again at once, well
+/// within the tag cache's five minutes: its CreateTimestamp changed. Nothing is written to
+/// it, and the refusal does not say whose it is.
+#[tokio::test]
+async fn a_recreated_application_is_not_taken_for_the_old_one() {
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let (emu, app, now) = breached(NAMESPACE).await;
+    let clients = clients_in(&emu, EMULATED_ACCOUNT).await;
+    let control = KinesisControl::new(clients.clone());
+    let target = Target::new("us-east-1");
+    let first = control.describe(&target, &app).await.unwrap();
+    let mut budget = demo::load_budget(None, &step_up()).unwrap();
+    budget.metadata.namespace = Some(NAMESPACE.into());
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Recommend;
+    // One policy object for both reconciles, as in the controller: its cache is shared.
+    let core = core_with(clients.clone(), Arc::new(TagTenancy::default()));
+    let (result, shown) = reconcile_once(&core, &budget, now).await;
+    result.unwrap_or_else(|e| panic!("{e}\n{shown}"));
+
+    // Another team deletes it and, a minute later, creates its own under the same name.
+    emu.state().delete_application(&app).unwrap();
+    emu.state().advance(Duration::from_secs(60));
+    let scenario = step_up();
+    let view = emu.state().add_scenario(&scenario, None).unwrap();
+    emu.state()
+        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "team-b-secret".into())]))
+        .unwrap();
+    emu.state().advance(Duration::from_secs(45 * 60));
+    let second = control.describe(&target, &app).await.unwrap();
+    assert_eq!(second.arn, first.arn, "the same name, the same ARN");
+    assert!(
+        second.created.is_some() && second.created > first.created,
+        "the emulator gives the new application a later CreateTimestamp: {:?} then {:?}",
+        first.created,
+        second.created
+    );
+
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+    emu.state().reset_calls();
+    let (result, shown) = reconcile_once(&core, &budget, emu.state().virtual_now()).await;
+    let err = result.unwrap_err();
+    assert!(err.starts_with("forbidden"), "{err}");
+    assert!(
+        !shown.contains("team-b-secret") && !err.contains("team-b-secret"),
+        "{shown}"
+    );
+    assert_eq!(
+        calls(&emu, &app),
+        ["DescribeApplication", "ListTagsForResource"],
+        "the tag was read again at once, and nothing was written"
+    );
+    let _ = emu.shutdown().await;
 }
