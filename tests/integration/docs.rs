@@ -1,6 +1,7 @@
 //! The documentation and examples that are derived from the code stay in step with it:
-//! `docs/reference.md` is generated from the CRD schema, and `examples/iam-policy.json`
-//! grants exactly the AWS operations the controller calls.
+//! `docs/reference.md` is generated from the CRD schema, and `examples/iam-policy.json` (and
+//! its variant for tag tenancy, `examples/iam-policy-tag-tenancy.json`) grants exactly the
+//! AWS operations the controller calls.
 //!
 //! Regenerate the generated documents with
 //! `UPDATE_DOCS=1 cargo test --test integration docs::`.
@@ -394,45 +395,62 @@ fn strings(v: &Value) -> Vec<String> {
     }
 }
 
-#[test]
-fn iam_policy_grants_exactly_the_operations_called() {
-    let text = std::fs::read_to_string(repo("examples/iam-policy.json")).unwrap();
+/// The actions `policy` grants, checked statement by statement: no wildcard action,
+/// Managed Flink actions scoped to application ARNs, CloudWatch's on `*` (it has no
+/// resource-level permissions), STS only `AssumeRole` on roles. Returns each granted
+/// action with the statement's `Condition` (`Null` when it has none).
+fn granted_actions(path: &str) -> Vec<(String, Value)> {
+    let text = std::fs::read_to_string(repo(path)).unwrap();
     let policy: Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(policy["Version"], "2012-10-17");
-    let mut granted = BTreeSet::new();
+    assert_eq!(policy["Version"], "2012-10-17", "{path}");
+    let mut granted = Vec::new();
     for statement in policy["Statement"].as_array().unwrap() {
-        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Effect"], "Allow", "{path}");
         let resources = strings(&statement["Resource"]);
         for action in strings(&statement["Action"]) {
-            assert!(!action.contains('*'), "wildcard action {action}");
+            assert!(!action.contains('*'), "{path}: wildcard action {action}");
             match action.split_once(':').map(|(service, _)| service) {
                 // Scoped to applications, never `*`.
                 Some("kinesisanalytics") => assert!(
                     resources
                         .iter()
                         .all(|r| r.starts_with("arn:aws:kinesisanalytics:") && r.contains(":application/")),
-                    "{action} must be scoped to application ARNs: {resources:?}"
+                    "{path}: {action} must be scoped to application ARNs: {resources:?}"
                 ),
                 // GetMetricData has no resource-level permissions.
-                Some("cloudwatch") => assert_eq!(resources, ["*"]),
+                Some("cloudwatch") => assert_eq!(resources, ["*"], "{path}"),
                 // Only the roles budgets name in spec.application.roleArn.
                 Some("sts") => {
-                    assert_eq!(action, "sts:AssumeRole");
+                    assert_eq!(action, "sts:AssumeRole", "{path}");
                     assert!(
                         resources
                             .iter()
-                            .all(|r| r.starts_with("arn:aws:iam::") && r.contains(":role/"))
+                            .all(|r| r.starts_with("arn:aws:iam::") && r.contains(":role/")),
+                        "{path}"
                     );
                 }
-                _ => panic!("unexpected action {action}"),
+                _ => panic!("{path}: unexpected action {action}"),
             }
-            granted.insert(action);
+            granted.push((action, statement["Condition"].clone()));
         }
     }
+    granted
+}
+
+/// What the controller calls, as IAM actions. STS `AssumeRole` is made by the SDK's
+/// credentials provider for budgets with a roleArn; `GetCallerIdentity` needs none.
+fn called_actions() -> BTreeSet<String> {
     let mut called: BTreeSet<String> = AwsOperation::ALL.into_iter().filter_map(iam_action).collect();
-    // STS AssumeRole is made by the SDK's credentials provider for budgets with a roleArn.
     called.insert("sts:AssumeRole".into());
-    assert_eq!(granted, called);
+    called
+}
+
+#[test]
+fn iam_policy_grants_exactly_the_operations_called() {
+    let granted = granted_actions("examples/iam-policy.json");
+    assert!(granted.iter().all(|(_, condition)| condition.is_null()));
+    let granted: BTreeSet<String> = granted.into_iter().map(|(action, _)| action).collect();
+    assert_eq!(granted, called_actions());
 
     let trust: Value =
         serde_json::from_str(&std::fs::read_to_string(repo("examples/iam-trust-policy-irsa.json")).unwrap())
@@ -454,6 +472,48 @@ fn iam_policy_grants_exactly_the_operations_called() {
             .iter()
             .any(|(k, v)| k.ends_with(":aud") && v == "sts.amazonaws.com")
     );
+}
+
+/// The variant for `--tenancy tag`: the same actions, with `UpdateApplication` granted only
+/// on applications that carry the namespace tag (`aws:ResourceTag/<key>`, which the
+/// application resource type of Managed Service for Apache Flink supports), so IAM refuses a
+/// write to an untagged application even if the controller's own check were bypassed.
+#[test]
+fn the_tag_tenancy_iam_policy_scales_only_tagged_applications() {
+    use checkpoint_autoscaler::controller::tenancy::NAMESPACE_TAG;
+    let path = "examples/iam-policy-tag-tenancy.json";
+    let granted = granted_actions(path);
+    let actions: BTreeSet<String> = granted.iter().map(|(action, _)| action.clone()).collect();
+    assert_eq!(
+        actions,
+        called_actions(),
+        "{path} grants what the controller calls"
+    );
+    let key = format!("aws:ResourceTag/{NAMESPACE_TAG}");
+    for (action, condition) in &granted {
+        if action == "kinesisanalytics:UpdateApplication" {
+            assert_eq!(
+                condition,
+                &serde_json::json!({ "Null": { key.as_str(): "false" } }),
+                "{path}: UpdateApplication only where the tag is present"
+            );
+        } else {
+            assert!(condition.is_null(), "{path}: {action} needs no condition");
+        }
+    }
+    // Everything else is the same as the base policy.
+    let base = std::fs::read_to_string(repo("examples/iam-policy.json")).unwrap();
+    let variant = std::fs::read_to_string(repo(path)).unwrap();
+    let resources = |text: &str| -> BTreeSet<String> {
+        let policy: Value = serde_json::from_str(text).unwrap();
+        policy["Statement"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|s| strings(&s["Resource"]))
+            .collect()
+    };
+    assert_eq!(resources(&base), resources(&variant));
 }
 
 // ---------------------------------------------------------------------------------------------
