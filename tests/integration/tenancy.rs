@@ -723,3 +723,272 @@ async fn a_recreated_application_is_not_taken_for_the_old_one() {
     );
     let _ = emu.shutdown().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// The web-identity path (IRSA): the controller's real credential chain, a token file, STS
+
+/// The IRSA web-identity token (a JWT's shape) the test writes to the token file.
+const WEB_TOKEN: &str =
+    "eyJhbGciOiJSUzI1NiIsImtpZCI6InRlbmFuY3kifQ.webIdentityTokenDoNotLog.c2lnbmF0dXJlRG9Ob3RMb2c";
+/// What the fake STS answers AssumeRoleWithWebIdentity with.
+const WEB_KEY_ID: &str = "ASIAWEBIDENTITYTEST7";
+const WEB_SECRET: &str = "webIdentitySecret/DoNotLog+0123456789abcdefGHIJ";
+const WEB_SESSION: &str = "webIdentitySession/DoNotLog+FwoGZXIvYXdzEXAMPLE";
+/// What the fake STS answers AssumeRole with (for a budget's roleArn).
+const ROLE_KEY_ID: &str = "ASIAASSUMEDROLETEST7";
+const ROLE_SECRET: &str = "assumedRoleSecret/DoNotLog+0123456789abcdefGHIJ";
+const ROLE_SESSION: &str = "assumedRoleSession/DoNotLog+FwoGZXIvYXdzEXAMPLE";
+/// The role IRSA assumes (`AWS_ROLE_ARN`) and the one a budget names, in the emulator's
+/// account.
+const IRSA_ROLE: &str = "arn:aws:iam::123456789012:role/checkpoint-autoscaler";
+const BUDGET_ROLE: &str = "arn:aws:iam::123456789012:role/flink-scaler";
+
+/// One request the fake STS received.
+#[derive(Clone, Debug)]
+struct StsCall {
+    action: String,
+    authorization: String,
+    body: String,
+}
+
+/// A small STS on loopback: AssumeRoleWithWebIdentity, AssumeRole and GetCallerIdentity
+/// (the query protocol: a form body in, AWS's XML out).
+async fn fake_sts() -> (
+    std::net::SocketAddr,
+    Arc<Mutex<Vec<StsCall>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    use axum::{Router, http::HeaderMap, response::IntoResponse, routing::post};
+
+    let calls: Arc<Mutex<Vec<StsCall>>> = Arc::default();
+    let seen = calls.clone();
+    let handler = move |headers: HeaderMap, body: String| {
+        let seen = seen.clone();
+        async move {
+            let field = |name: &str| {
+                body.split('&')
+                    .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+                    .unwrap_or_default()
+                    .to_owned()
+            };
+            let action = field("Action");
+            seen.lock().unwrap().push(StsCall {
+                action: action.clone(),
+                authorization: headers
+                    .get("authorization")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or_default()
+                    .to_owned(),
+                body: body.clone(),
+            });
+            let expiration = jiff::Timestamp::now() + jiff::SignedDuration::from_hours(1);
+            let credentials = |key: &str, secret: &str, session: &str| {
+                format!(
+                    "<Credentials><AccessKeyId>{key}</AccessKeyId><SecretAccessKey>{secret}</SecretAccessKey>\
+                     <SessionToken>{session}</SessionToken><Expiration>{expiration}</Expiration></Credentials>"
+                )
+            };
+            let user = "<AssumedRoleUser><Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn>\
+                        <AssumedRoleId>AROATEST:s</AssumedRoleId></AssumedRoleUser>";
+            let result = match action.as_str() {
+                "AssumeRoleWithWebIdentity" => format!(
+                    "{}{user}<SubjectFromWebIdentityToken>system:serviceaccount:ca:ca</SubjectFromWebIdentityToken>\
+                     <Provider>oidc.eks.us-east-1.amazonaws.com</Provider><Audience>sts.amazonaws.com</Audience>",
+                    credentials(WEB_KEY_ID, WEB_SECRET, WEB_SESSION)
+                ),
+                "AssumeRole" => format!("{}{user}", credentials(ROLE_KEY_ID, ROLE_SECRET, ROLE_SESSION)),
+                "GetCallerIdentity" => "<UserId>AROATEST:s</UserId><Account>123456789012</Account>\
+                                        <Arn>arn:aws:sts::123456789012:assumed-role/r/s</Arn>"
+                    .to_owned(),
+                _ => return (axum::http::StatusCode::BAD_REQUEST, "unknown action").into_response(),
+            };
+            let xml = format!(
+                "<{action}Response xmlns=\"https://sts.amazonaws.com/doc/2011-06-15/\"><{action}Result>{result}</{action}Result>\
+                 <ResponseMetadata><RequestId>c6104cbe-af31-11e0-8154-cbc7ccf896c7</RequestId></ResponseMetadata></{action}Response>"
+            );
+            ([("content-type", "text/xml")], xml).into_response()
+        }
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, Router::new().route("/", post(handler))).await;
+    });
+    (addr, calls, server)
+}
+
+/// The whole web-identity path, as a controller on EKS with IRSA runs it: the default
+/// credential chain reads the token file named by `AWS_WEB_IDENTITY_TOKEN_FILE` and calls
+/// STS `AssumeRoleWithWebIdentity` (the token in the request body) for `AWS_ROLE_ARN`; the
+/// controller asks STS `GetCallerIdentity` for its own account (allow-list tenancy) and
+/// `AssumeRole` for a budget's role, signed with the credentials STS returned. With every
+/// log line captured at `trace` (the SDK's, hyper's and kube's included), neither the token,
+/// nor either secret key, nor either session token reaches the logs, the Events or the
+/// status — even with the SDK's own switches for printing bodies on (`LOG_SENSITIVE_BODIES`,
+/// `LOG_SIGNABLE_BODY`), which made it print STS's answer, secret key and session token
+/// included, until the controller's subscriber dropped those events (`telemetry::WIRE_TARGETS`).
+///
+/// The parent process plays AWS (a fake STS and the emulator, on loopback); a child process
+/// of this test binary is the controller, with the IRSA environment and nothing else.
+#[tokio::test]
+async fn no_secret_reaches_logs_on_the_web_identity_path() {
+    const NAME: &str = "no_secret_reaches_logs_on_the_web_identity_path";
+    if std::env::var_os(ALONE).is_none() {
+        return web_identity_parent(NAME).await;
+    }
+    checkpoint_autoscaler::controller::install_crypto_provider();
+    let capture = Capture::default();
+    let _guard = tracing::subscriber::set_default(telemetry::subscriber(
+        LogFormat::Json,
+        EnvFilter::new("trace"),
+        capture.clone(),
+    ));
+    let now: jiff::Timestamp = std::env::var("TENANCY_TEST_NOW").unwrap().parse().unwrap();
+    let app = std::env::var("TENANCY_TEST_APP").unwrap();
+
+    // The controller's own construction: the default chain, no endpoint or account given.
+    let clients = Arc::new(
+        AwsClients::from_env(AwsSettings {
+            region: Some("us-east-1".into()),
+            ..AwsSettings::default()
+        })
+        .await
+        .unwrap(),
+    );
+    let allow: AllowList = serde_yaml::from_str(&format!(
+        "namespaces:\n  {NAMESPACE}:\n    applications: [\"arn:aws:kinesisanalytics:us-east-1:{EMULATED_ACCOUNT}:application/{app}\"]\n    roleArns: [\"{BUDGET_ROLE}\"]\n"
+    ))
+    .unwrap();
+    let kube = kube::Client::try_from(kube::Config::new("http://127.0.0.1:9".parse().unwrap())).unwrap();
+    let ctx = Context {
+        client: kube.clone(),
+        recorder: kube::runtime::events::Recorder::new(kube, "checkpoint-autoscaler".into()),
+        core: core_with(clients.clone(), Arc::new(allow)),
+        metrics: Metrics::default(),
+        backoff: Arc::default(),
+        clock: Arc::new(move || now),
+    };
+    let mut budget = demo::load_budget(None, &step_up()).unwrap();
+    budget.metadata.namespace = Some(NAMESPACE.into());
+    budget.spec.mode = checkpoint_autoscaler::crd::Mode::Recommend;
+    let mut shown = Vec::new();
+    // Its own identity (web identity, then GetCallerIdentity), then through a role.
+    let own = reconcile(&ctx, &budget, now, &mut shown).await;
+    assert_eq!(own, None, "{shown:?}");
+    let mut with_role = budget.clone();
+    with_role.spec.application.role_arn = Some(BUDGET_ROLE.into());
+    with_role.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
+    let assumed = reconcile(&ctx, &with_role, now, &mut shown).await;
+    assert_eq!(assumed, None, "{shown:?}");
+    shown.push(format!("{clients:?}"));
+
+    let logs = capture.text();
+    for line in logs.lines() {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not a JSON log line ({e}): {line}"));
+    }
+    for expected in [
+        "AssumeRoleWithWebIdentity",
+        "GetCallerIdentity",
+        "AssumeRole",
+        "UpdateApplication",
+    ] {
+        assert!(logs.contains(expected), "the trace logs cover {expected}");
+    }
+    assert!(
+        logs.contains(WEB_KEY_ID),
+        "the SDK's trace output names the access key id (not a secret), so it was captured"
+    );
+    for (what, text) in [("logs", &logs), ("events, status and errors", &shown.join("\n"))] {
+        for secret in [
+            WEB_TOKEN,
+            "webIdentityTokenDoNotLog",
+            WEB_SECRET,
+            WEB_SESSION,
+            ROLE_SECRET,
+            ROLE_SESSION,
+        ] {
+            if let Some(at) = text.find(secret) {
+                let from = text[..at].rfind('\n').map_or(0, |i| i + 1);
+                let to = text[at..].find('\n').map_or(text.len(), |i| at + i);
+                panic!("{what} carry {secret}: {}", &text[from..to]);
+            }
+        }
+    }
+}
+
+/// The parent of [`no_secret_reaches_logs_on_the_web_identity_path`]: AWS on loopback, and
+/// the child with the IRSA environment.
+async fn web_identity_parent(name: &str) {
+    let (sts, sts_calls, sts_server) = fake_sts().await;
+    let (emu, app, now) = breached(NAMESPACE).await;
+    let dir = tempfile::tempdir().unwrap();
+    let token_file = dir.path().join("token");
+    std::fs::write(&token_file, WEB_TOKEN).unwrap();
+    let module = module_path!().split_once("::").map_or("", |(_, m)| m);
+    let test = format!("{module}::{name}");
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap());
+    child
+        .args([test.as_str(), "--exact", "--test-threads=1", "--nocapture"])
+        .env(ALONE, "1")
+        .env("TENANCY_TEST_NOW", now.to_string())
+        .env("TENANCY_TEST_APP", &app)
+        // What EKS's pod identity webhook sets for IRSA, and nothing else of AWS's.
+        .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token_file)
+        .env("AWS_ROLE_ARN", IRSA_ROLE)
+        .env("AWS_ROLE_SESSION_NAME", "checkpoint-autoscaler")
+        .env("AWS_REGION", "us-east-1")
+        .env("AWS_ENDPOINT_URL_STS", format!("http://{sts}"))
+        .env("AWS_ENDPOINT_URL_KINESIS_ANALYTICS_V2", emu.endpoint_url())
+        .env("AWS_ENDPOINT_URL_CLOUDWATCH", emu.endpoint_url())
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env("AWS_CONFIG_FILE", dir.path().join("no-config"))
+        .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("no-credentials"))
+        // The SDK's switches to print bodies, as someone debugging might set them.
+        .env("LOG_SENSITIVE_BODIES", "true")
+        .env("LOG_SIGNABLE_BODY", "true");
+    for unset in [
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_PROFILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+        "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+        "RUST_LOG",
+    ] {
+        child.env_remove(unset);
+    }
+    let output = child.output().await.unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("1 passed"),
+        "{test} failed in its own process:\n{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    // The path was the one meant: the token went to STS, and what STS returned signed the
+    // calls that followed.
+    let calls = sts_calls.lock().unwrap().clone();
+    let actions: Vec<&str> = calls.iter().map(|c| c.action.as_str()).collect();
+    assert!(
+        actions.contains(&"AssumeRoleWithWebIdentity")
+            && actions.contains(&"GetCallerIdentity")
+            && actions.contains(&"AssumeRole"),
+        "{actions:?}"
+    );
+    for call in &calls {
+        match call.action.as_str() {
+            "AssumeRoleWithWebIdentity" => assert!(call.body.contains(WEB_TOKEN), "{call:?}"),
+            _ => assert!(call.authorization.contains(WEB_KEY_ID), "{call:?}"),
+        }
+    }
+    let updates = emu.state().calls(&emulator::calllog::CallFilter {
+        operation: Some("UpdateApplication".into()),
+        ..Default::default()
+    });
+    assert_eq!(updates.len(), 1, "the budget with a role scaled");
+    sts_server.abort();
+    let _ = emu.shutdown().await;
+}
