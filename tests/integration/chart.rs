@@ -123,3 +123,46 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
     }
     assert!(checked >= 20, "only {checked} objects checked");
 }
+
+/// The chart's schema and the controller agree on which allow-list entries are valid, so
+/// `helm install` refuses exactly what the controller would refuse at start-up (bare names
+/// above all), and nothing the controller accepts.
+#[test]
+fn the_chart_schema_and_the_controller_agree_on_allow_list_entries() {
+    use checkpoint_autoscaler::controller::tenancy::ArnPattern;
+    let text = std::fs::read_to_string(chart_dir().join("values.schema.json")).unwrap();
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let pattern = schema
+        .pointer(
+            "/properties/controller/properties/tenancy/properties/allowList/properties/namespaces/additionalProperties/properties/applications/items/pattern",
+        )
+        .and_then(|p| p.as_str())
+        .expect("the schema's pattern for allow-list applications");
+    let schema_accepts = regex::Regex::new(pattern).unwrap();
+    for entry in [
+        "arn:aws:kinesisanalytics:eu-west-1:111122223333:application/orders",
+        "arn:aws:kinesisanalytics:*:111122223333:application/orders-*",
+        "arn:aws-cn:kinesisanalytics:cn-north-1:*:application/*",
+        "arn:aws-us-gov:kinesisanalytics:us-gov-*:1111*:application/a.b_c-d",
+        "arn:*:kinesisanalytics:*:*:application/*",
+        "orders-*",
+        "payments",
+        "*",
+        "arn:aws:kinesisanalytics:eu-west-1:111122223333:application/",
+        "arn:aws:kinesisanalytics:eu-west-1:111122223333:application/a b",
+        "arn:aws:kinesisanalytics:eu-west-1:1111:application/a",
+        "arn:aws:kinesisanalytics:eu-west-1:team-b:application/a",
+        "arn:aws:kinesisanalytics:EU-WEST-1:111122223333:application/a",
+        "arn:aws:kinesisanalytics::111122223333:application/a",
+        "arn:azure:kinesisanalytics:eu-west-1:111122223333:application/a",
+        "arn:aws:kinesis:eu-west-1:111122223333:stream/a",
+        "arn:aws:kinesisanalytics:eu-west-1:111122223333:stream/a",
+        "arn:aws:s3:::orders",
+    ] {
+        assert_eq!(
+            schema_accepts.is_match(entry),
+            ArnPattern::try_from(entry.to_string()).is_ok(),
+            "the chart and the controller disagree on {entry:?}"
+        );
+    }
+}

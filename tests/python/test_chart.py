@@ -66,6 +66,7 @@ SWITCHES: dict[str, dict[str, Any]] = {
     "aws-region-and-endpoint": {
         "aws": {"region": "eu-west-1", "endpointUrl": "http://checkpoint-autoscaler-emulator:4566"}
     },
+    "aws-account-id": {"aws": {"accountId": "111122223333"}},
     "text-logs-and-interval": {"controller": {"logFormat": "text", "interval": "30s", "logLevel": "debug"}},
     "tenancy-allow-list": {
         "controller": {
@@ -74,7 +75,10 @@ SWITCHES: dict[str, dict[str, Any]] = {
                 "allowList": {
                     "namespaces": {
                         "streaming": {
-                            "applications": ["orders-*", "payments"],
+                            "applications": [
+                                "arn:aws:kinesisanalytics:eu-west-1:111122223333:application/orders-*",
+                                "arn:aws:kinesisanalytics:*:111122223333:application/payments",
+                            ],
                             "roleArns": ["arn:aws:iam::111122223333:role/flink-scaler"],
                         }
                     }
@@ -134,7 +138,14 @@ SWITCHES: dict[str, dict[str, Any]] = {
             "enabled": True,
             "scenarios": {"steady.yaml": (ROOT / "examples" / "scenarios" / "steady.yaml").read_text()},
         },
-        "controller": {"tenancy": {"mode": "allow-list", "allowList": {"namespaces": {"default": {"applications": ["*"]}}}}},
+        "controller": {
+            "tenancy": {
+                "mode": "allow-list",
+                "allowList": {
+                    "namespaces": {"default": {"applications": ["arn:aws:kinesisanalytics:*:123456789012:application/*"]}}
+                },
+            }
+        },
     },
     "extra-args-and-env": {
         "controller": {
@@ -455,6 +466,19 @@ def test_tag_tenancy_mounts_the_roles_only_when_given(chart):
     assert "checksum/tenancy" in pod["metadata"]["annotations"]
 
 
+def test_the_controllers_own_account_is_passed_when_known(chart):
+    """aws.accountId becomes --aws-account-id; with the emulator (which has no STS) its
+    account is passed; otherwise the controller asks STS GetCallerIdentity."""
+
+    def accounts(values):
+        return [a for a in container(render(chart, values))["args"] if a.startswith("--aws-account-id")]
+
+    assert accounts({}) == []
+    assert accounts(SWITCHES["aws-account-id"]) == ["--aws-account-id=111122223333"]
+    assert accounts(SWITCHES["emulator"]) == ["--aws-account-id=123456789012"]
+    assert accounts({**SWITCHES["emulator"], **SWITCHES["aws-account-id"]}) == ["--aws-account-id=111122223333"]
+
+
 def test_tenancy_allow_list_is_mounted_as_the_config_file(chart):
     values = SWITCHES["tenancy-allow-list"]
     objects = render(chart, values)
@@ -468,7 +492,9 @@ def test_tenancy_allow_list_is_mounted_as_the_config_file(chart):
     assert {"name": "tenancy", "configMap": {"name": f"{FULLNAME}-tenancy"}} in pod["spec"]["volumes"]
     # A changed allow-list rolls the pods (it is read at start-up).
     changed = copy.deepcopy(values)
-    changed["controller"]["tenancy"]["allowList"]["namespaces"]["streaming"]["applications"].append("billing")
+    changed["controller"]["tenancy"]["allowList"]["namespaces"]["streaming"]["applications"].append(
+        "arn:aws:kinesisanalytics:eu-west-1:111122223333:application/billing"
+    )
     rolled = one(render(chart, changed), "Deployment", FULLNAME)["spec"]["template"]["metadata"]["annotations"]
     assert rolled["checksum/tenancy"] != pod["metadata"]["annotations"]["checksum/tenancy"]
 
@@ -602,6 +628,21 @@ BAD_VALUES = {
     "interval-not-a-duration": {"controller": {"interval": "sixty"}},
     "tenancy-mode-unknown": {"controller": {"tenancy": {"mode": "labels"}}},
     "allow-list-without-namespaces": {"controller": {"tenancy": {"mode": "allow-list"}}},
+    # A name alone would reach that name in every region and account the controller reaches.
+    "allow-list-bare-name": {
+        "controller": {"tenancy": {"mode": "allow-list", "allowList": {"namespaces": {"a": {"applications": ["orders-*"]}}}}}
+    },
+    "allow-list-not-a-flink-application": {
+        "controller": {"tenancy": {"allowList": {"namespaces": {"a": {"applications": ["arn:aws:s3:::orders"]}}}}}
+    },
+    "allow-list-account-malformed": {
+        "controller": {
+            "tenancy": {
+                "allowList": {"namespaces": {"a": {"applications": ["arn:aws:kinesisanalytics:*:team-b:application/x"]}}}
+            }
+        }
+    },
+    "account-id-malformed": {"aws": {"accountId": "1111-2222-3333"}},
     "watch-namespace-not-a-dns-label": {"watchNamespace": "Team_A"},
     "namespaced-not-a-boolean": {"rbac": {"namespaced": "yes"}},
     "http-port-privileged": {"httpPort": 80},

@@ -61,6 +61,11 @@ app.kubernetes.io/component: emulator
 {{- if .Values.aws.region }}{{ .Values.aws.region }}{{ else if .Values.emulator.enabled }}us-east-1{{ end }}
 {{- end }}
 
+{{/* The controller's own account: aws.accountId, else the emulator's when it is enabled (it has no STS). */}}
+{{- define "checkpoint-autoscaler.accountId" -}}
+{{- if .Values.aws.accountId }}{{ .Values.aws.accountId }}{{ else if .Values.emulator.enabled }}123456789012{{ end }}
+{{- end }}
+
 {{/* Where AWS requests go: aws.endpointUrl, else the emulator's Service when it is enabled. */}}
 {{- define "checkpoint-autoscaler.endpointUrl" -}}
 {{- if .Values.aws.endpointUrl }}{{ .Values.aws.endpointUrl }}
