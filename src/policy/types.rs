@@ -68,6 +68,18 @@ impl AppConfig {
     }
 }
 
+impl AppConfig {
+    /// `16 at 2/KPU (8 KPU)`: the configuration in a table cell.
+    pub fn short(&self) -> String {
+        format!(
+            "{} at {}/KPU ({} KPU)",
+            self.parallelism,
+            self.parallelism_per_kpu,
+            self.kpus()
+        )
+    }
+}
+
 impl std::fmt::Display for AppConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
