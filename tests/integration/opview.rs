@@ -178,5 +178,24 @@ async fn a_budget_held_back_by_max_kpus_shows_it_in_columns_condition_events_and
             recommendation.parallelism, recommendation.parallelism_per_kpu, recommendation.kpus
         ))
     );
+
+    // Paused: nothing is recommended, so nothing is limited (and no Event says otherwise).
+    let before = h.events(&key).len();
+    h.update_spec(&key, |spec| spec.mode = checkpoint_autoscaler::crd::Mode::Paused);
+    h.step().await;
+    let status = h.status(&key).unwrap();
+    let limited = status.condition(SCALING_LIMITED).unwrap();
+    assert_eq!(
+        (limited.status.as_str(), limited.reason.as_str()),
+        ("Unknown", "Paused")
+    );
+    assert!(status.recommendation.is_none());
+    assert!(
+        h.events(&key)[before..]
+            .iter()
+            .all(|n| !limit_reasons.contains(&n.reason.as_str())),
+        "{:?}",
+        h.events(&key)
+    );
     h.shutdown().await;
 }
