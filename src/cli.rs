@@ -14,8 +14,9 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Print the CheckpointBudget CustomResourceDefinition as YAML.
-    Crd,
+    /// Print the CheckpointBudget CustomResourceDefinition as YAML (or, with --admission, what
+    /// each Kubernetes API server makes of it).
+    Crd(crate::crd::CrdArgs),
     /// Check CheckpointBudget manifests against the CRD's schema and CEL rules, offline.
     Validate(crate::validate::ValidateArgs),
     /// Run the controller: reconcile CheckpointBudgets against Managed Service for Apache Flink.
@@ -35,7 +36,7 @@ pub enum Command {
 /// Runs the chosen subcommand and returns the process exit code.
 pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
-        Command::Crd => crate::crd::run_crd(),
+        Command::Crd(args) => crate::crd::run_crd(args),
         Command::Validate(args) => crate::validate::run(args),
         Command::Run(args) => crate::controller::run(args),
         Command::Emulator(args) => crate::emulator::run(args),

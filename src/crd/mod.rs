@@ -5,8 +5,9 @@
 //! `crds/checkpointbudget.yaml`), its CEL rules and the offline `validate` subcommand all
 //! come from the derives here.
 
+pub mod admission;
 mod duration;
-mod quantity;
+pub(crate) mod quantity;
 mod status;
 
 use std::time::Duration;
@@ -47,6 +48,13 @@ pub const FLINK_MAX_PARALLELISM: u32 = 32_768;
 /// window's checkpoint count).
 pub const MAX_FAILED_CHECKPOINTS: u32 = 1_000_000;
 
+/// The message of the rule that `maxKpus` can run `parallelism.min`.
+pub const MAX_KPUS_MESSAGE: &str = "maxKpus is too low to run parallelism.min at parallelism.perKpu.max: \
+     raise maxKpus to at least parallelism.min / perKpu.max (rounded up), or lower parallelism.min";
+/// The message of the rule that `parallelism.max` is at most `maxParallelism`.
+pub const MAX_PARALLELISM_MESSAGE: &str = "parallelism.max exceeds parallelism.maxParallelism: state cannot be \
+     restored above the key groups of the job; lower parallelism.max (or correct maxParallelism)";
+
 /// Pattern of a Managed Flink application name (API reference, `ApplicationName`).
 pub const APPLICATION_NAME_PATTERN: &str = "^[a-zA-Z0-9_.-]+$";
 /// Pattern of an AWS region name such as `eu-west-1` or `us-gov-west-1`.
@@ -81,11 +89,13 @@ pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za
     printcolumn = r#"{"name": "Cause", "type": "string", "jsonPath": ".status.diagnosis.cause", "priority": 1, "description": "Why checkpoints behave as they do"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
+// NB: static messages only. A `messageExpression` that concatenates `string(<int>)` reads
+// better, but the API server cannot bound the size of `string(int)` and refuses the whole CRD
+// ("estimated messageExpression cost exceeds budget"; see src/crd/admission). `validate` and
+// the controller's own errors say the numbers.
 #[x_kube(validation = Rule::new(
     "!has(self.maxKpus) || self.maxKpus * self.parallelism.perKpu.max >= self.parallelism.min"
-).message(Message::Expression(
-    "'maxKpus ' + string(self.maxKpus) + ' cannot run parallelism.min ' + string(self.parallelism.min) + ' at perKpu.max ' + string(self.parallelism.perKpu.max) + ': raise maxKpus to at least ' + string((self.parallelism.min + self.parallelism.perKpu.max - 1) / self.parallelism.perKpu.max) + ' or lower parallelism.min'".into()
-)).field_path(".maxKpus").reason(Reason::FieldValueInvalid))]
+).message(MAX_KPUS_MESSAGE).field_path(".maxKpus").reason(Reason::FieldValueInvalid))]
 #[serde(rename_all = "camelCase")]
 #[schemars(transform = kubernetes_int_formats)]
 pub struct CheckpointBudgetSpec {
@@ -162,7 +172,7 @@ pub struct Objectives {
 /// Bounds on `Parallelism` and `ParallelismPerKPU`.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[x_kube(validation = Rule::new("self.min <= self.max").message("parallelism.min must not exceed parallelism.max").field_path(".min"))]
-#[x_kube(validation = Rule::new("self.max <= self.maxParallelism").message(Message::Expression("'parallelism.max ' + string(self.max) + ' exceeds maxParallelism ' + string(self.maxParallelism) + ': state cannot be restored above the key groups of the job; lower parallelism.max'".into())).field_path(".max"))]
+#[x_kube(validation = Rule::new("self.max <= self.maxParallelism").message(MAX_PARALLELISM_MESSAGE).field_path(".max"))]
 #[serde(rename_all = "camelCase")]
 pub struct ParallelismBounds {
     /// Lowest `Parallelism` the controller may set.
@@ -679,14 +689,58 @@ pub fn crd_yaml() -> Result<String, serde_yaml::Error> {
     serde_yaml::to_string(&CheckpointBudget::crd())
 }
 
-/// Prints the CRD YAML (the `crd` subcommand).
-pub fn run_crd() -> anyhow::Result<std::process::ExitCode> {
+/// The `crd` subcommand's options.
+#[derive(Debug, Default, clap::Args)]
+pub struct CrdArgs {
+    /// Instead of the YAML, report what the Kubernetes API servers the project knows (1.25 to
+    /// the newest) make of the CRD: which accept it, each rule's estimated cost against the
+    /// API server's budgets, and the hazards (src/crd/admission). Exits 1 when a version
+    /// from --kubernetes on refuses it.
+    #[arg(long)]
+    pub admission: bool,
+    /// With --admission: the oldest Kubernetes version that must accept the CRD, as `1.N`.
+    #[arg(long, value_name = "1.N", requires = "admission", value_parser = parse_kube_version)]
+    pub kubernetes: Option<admission::KubeVersion>,
+}
+
+fn parse_kube_version(text: &str) -> Result<admission::KubeVersion, String> {
+    let minor = text
+        .trim_start_matches('v')
+        .strip_prefix("1.")
+        .and_then(|m| m.split('.').next())
+        .and_then(|m| m.parse::<u32>().ok())
+        .ok_or_else(|| format!("{text:?} is not a Kubernetes version; write it as 1.N, e.g. 1.30"))?;
+    if minor < admission::OLDEST_MINOR {
+        return Err(format!(
+            "Kubernetes {text} has no x-kubernetes-validations; the check starts at 1.{}",
+            admission::OLDEST_MINOR
+        ));
+    }
+    Ok(admission::KubeVersion::new(minor))
+}
+
+/// Prints the CRD YAML, or its admission report (the `crd` subcommand).
+pub fn run_crd(args: CrdArgs) -> anyhow::Result<std::process::ExitCode> {
     use std::io::Write;
-    let yaml = crd_yaml()?;
     let mut out = std::io::stdout().lock();
-    out.write_all(yaml.as_bytes())?;
+    if !args.admission {
+        out.write_all(crd_yaml()?.as_bytes())?;
+        out.flush()?;
+        return Ok(std::process::ExitCode::SUCCESS);
+    }
+    let crd = serde_json::to_value(CheckpointBudget::crd())?;
+    let reports = admission::check_all(&crd)?;
+    out.write_all(admission::render(&reports).as_bytes())?;
     out.flush()?;
-    Ok(std::process::ExitCode::SUCCESS)
+    let from = args
+        .kubernetes
+        .unwrap_or_else(|| admission::KubeVersion::new(admission::NEWEST_MINOR));
+    let refused = reports.iter().any(|r| r.version >= from && !r.accepted());
+    Ok(if refused {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
 }
 
 #[cfg(test)]

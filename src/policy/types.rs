@@ -166,7 +166,8 @@ pub struct Observation {
     pub period: Duration,
 }
 
-/// What the decision engine concluded the cause is. The variants mirror DESIGN.md's table.
+/// What the decision engine concluded the cause is. The variants mirror the causes table of
+/// docs/design.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cause {
     /// Checkpoints within budget, nothing to fix.

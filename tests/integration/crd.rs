@@ -267,7 +267,7 @@ fn validate_subcommand() {
     assert!(
         out.contains(
             "tests/data/invalid/max-above-max-parallelism.yaml: document 1 (m2): spec.parallelism.max: \
-             parallelism.max 200 exceeds maxParallelism 128"
+             parallelism.max exceeds parallelism.maxParallelism"
         ),
         "{out}"
     );
@@ -366,4 +366,82 @@ fn huge_values_get_short_errors() {
             }
         }
     }
+}
+
+/// What a real API server makes of the committed CRD, as far as it can be known without one
+/// (`crd::admission` mirrors the API server's CRD validation, its CEL cost estimator and its
+/// versioned CEL environment): accepted from the oldest supported Kubernetes to the newest
+/// whose source was read, every rule well inside the cost budgets, no hazard but the one
+/// acknowledged here; and the chart's `kubeVersion` and the README name that same oldest
+/// version.
+#[test]
+fn committed_crd_passes_the_api_servers_admission_checks() {
+    use checkpoint_autoscaler::crd::admission::{
+        CRD_COST_LIMIT, NEWEST_MINOR, RULE_COST_LIMIT, check_all, oldest_accepting, render, short_path,
+    };
+
+    let text = std::fs::read_to_string(root().join("crds/checkpointbudget.yaml")).unwrap();
+    let crd: serde_json::Value = serde_yaml::from_str(&text).unwrap();
+    let reports = check_all(&crd).unwrap();
+    let report = render(&reports);
+    let oldest =
+        oldest_accepting(&reports).unwrap_or_else(|| panic!("refused by 1.{NEWEST_MINOR}:\n{report}"));
+    assert!(
+        oldest.minor <= 29,
+        "the CRD now needs Kubernetes {oldest}:\n{report}"
+    );
+
+    // The hazards known and accepted: an int-or-string is sized at the whole request up to
+    // 1.33 (its rule is priced there, below, at under a fifth of the per-rule budget).
+    let acknowledged = [(".spec.objectives.maxCheckpointSize", "int-or-string")];
+    for r in reports.iter().filter(|r| r.version >= oldest) {
+        assert!(r.accepted(), "{report}");
+        assert!(
+            r.total_cost <= CRD_COST_LIMIT / 20,
+            "{}: total {}\n{report}",
+            r.version,
+            r.total_cost
+        );
+        for rule in &r.rules {
+            let cost = rule.cost.unwrap_or(u64::MAX);
+            assert!(
+                cost <= RULE_COST_LIMIT / 5,
+                "{}: {} costs {cost}\n{report}",
+                r.version,
+                rule.path
+            );
+            assert!(
+                rule.message_cost.is_none(),
+                "{}: a messageExpression\n{report}",
+                rule.path
+            );
+        }
+        for hazard in r.hazards() {
+            let path = short_path(&hazard.path);
+            assert!(
+                acknowledged
+                    .iter()
+                    .any(|(p, what)| path == *p && hazard.message.contains(what)),
+                "{}: a new hazard: {path}: {}\n{report}",
+                r.version,
+                hazard.message
+            );
+        }
+    }
+
+    // Chart.yaml and the README say the same.
+    let chart: serde_yaml::Value = serde_yaml::from_str(
+        &std::fs::read_to_string(root().join("charts/checkpoint-autoscaler/Chart.yaml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        chart["kubeVersion"].as_str(),
+        Some(format!(">={oldest}.0-0").as_str()),
+        "charts/checkpoint-autoscaler/Chart.yaml kubeVersion must be the oldest version that accepts the CRD"
+    );
+    let readme = std::fs::read_to_string(root().join("README.md")).unwrap();
+    assert!(
+        readme.contains(&format!("Kubernetes {oldest} or later")),
+        "the README must say the chart needs Kubernetes {oldest} or later"
+    );
 }

@@ -13,7 +13,7 @@ use std::{
 
 use checkpoint_autoscaler::{
     aws::AwsOperation,
-    crd::{CheckpointBudget, DURATION_PATTERN, QUANTITY_PATTERN},
+    crd::{CheckpointBudget, DURATION_PATTERN, QUANTITY_PATTERN, admission},
 };
 use kube::CustomResourceExt;
 use serde_json::Value;
@@ -332,6 +332,17 @@ fn reference_markdown(crd: &Value) -> String {
     )
     .unwrap();
     object_tables(&mut out, "status", &root["properties"]["status"]);
+    let reports = admission::check_all(crd).unwrap();
+    writeln!(out, "## Kubernetes versions\n").unwrap();
+    writeln!(
+        out,
+        "What each Kubernetes API server makes of this CRD, from its own source (the checks and the \
+         sources they mirror: `src/crd/admission`; print this with `checkpoint-autoscaler crd --admission`). \
+         An API server refuses a CRD whose rules it estimates above its cost budgets, whatever they cost \
+         when they run.\n"
+    )
+    .unwrap();
+    writeln!(out, "```text\n{}```\n", admission::render(&reports)).unwrap();
     // One trailing newline, as editors save files.
     let trimmed = out.trim_end().len();
     out.truncate(trimmed);
