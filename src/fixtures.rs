@@ -450,6 +450,7 @@ impl Context {
             period: Duration::from_secs(60),
             interval: Duration::from_secs(60),
             in_flight_poll: Duration::from_secs(30),
+            kpu_hour_price: None,
         };
         let ctx = Context {
             client,

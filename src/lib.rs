@@ -9,6 +9,8 @@ pub mod aws;
 pub mod cli;
 /// The controller: reconcile core, Kubernetes wiring, `run`.
 pub mod controller;
+/// What a configuration costs: KPUs, KPU-hours a month (orchestration included), a price.
+pub mod cost;
 /// The `CheckpointBudget` custom resource: spec, status, the generated CRD.
 pub mod crd;
 /// `demo`: the controller against the built-in emulator, no cluster, no AWS.

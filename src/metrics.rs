@@ -3,6 +3,12 @@
 //! Names carry the `checkpoint_autoscaler` prefix and, where it applies, a unit suffix
 //! (`..._seconds`). AWS call counts live in the AWS clients; they are read at scrape time
 //! through [`AwsCallSource`] so the counters are never copied or double counted.
+//!
+//! The per-budget gauges (`checkpoint_autoscaler_budget_*`, labelled `namespace` and
+//! `budget`) are read at scrape time from the budgets the controller watches, through
+//! [`BudgetSource`] (the reflector's store): each is a figure of the budget's status or spec,
+//! as kube-state-metrics reads a HorizontalPodAutoscaler's. A deleted budget leaves the store
+//! and so the metrics at once; nothing per budget is kept here.
 
 use std::{
     fmt,
@@ -15,11 +21,14 @@ use prometheus_client::{
     metrics::{
         counter::{ConstCounter, Counter},
         family::Family,
+        gauge::ConstGauge,
         histogram::Histogram,
     },
     registry::{Registry, Unit},
 };
 use tokio::time::Instant;
+
+use crate::crd::CheckpointBudget;
 
 /// Labels of the failure counter: which budget and which kind of error.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -63,6 +72,18 @@ pub trait AwsCallSource: Send + Sync + 'static {
     fn metrics_requested(&self) -> u64;
 }
 
+/// The budgets the per-budget gauges describe (the reflector's store in the controller).
+pub trait BudgetSource: Send + Sync + 'static {
+    /// The budgets as last seen, with their status.
+    fn budgets(&self) -> Vec<Arc<CheckpointBudget>>;
+}
+
+impl BudgetSource for kube::runtime::reflector::Store<CheckpointBudget> {
+    fn budgets(&self) -> Vec<Arc<CheckpointBudget>> {
+        self.state()
+    }
+}
+
 /// The controller's metrics and the registry they are encoded from.
 #[derive(Clone)]
 pub struct Metrics {
@@ -73,6 +94,7 @@ pub struct Metrics {
     /// Scalings by outcome.
     pub scalings: Family<ScalingLabels, Counter>,
     aws: Arc<AwsCollector>,
+    budgets: Arc<BudgetCollector>,
     registry: Arc<Registry>,
 }
 
@@ -94,11 +116,14 @@ impl Default for Metrics {
         );
         let aws = Arc::new(AwsCollector::default());
         registry.register_collector(Box::new(aws.clone()));
+        let budgets = Arc::new(BudgetCollector::default());
+        registry.register_collector(Box::new(budgets.clone()));
         Self {
             reconcile,
             decisions,
             scalings,
             aws,
+            budgets,
             registry: Arc::new(registry),
         }
     }
@@ -108,6 +133,13 @@ impl Metrics {
     /// Connects the AWS clients' call counters; until then they read as absent.
     pub fn set_aws_source(&self, source: Arc<dyn AwsCallSource>) {
         if let Ok(mut slot) = self.aws.source.lock() {
+            *slot = Some(source);
+        }
+    }
+
+    /// Connects the budgets the per-budget gauges describe; until then there are none.
+    pub fn set_budget_source(&self, source: Arc<dyn BudgetSource>) {
+        if let Ok(mut slot) = self.budgets.source.lock() {
             *slot = Some(source);
         }
     }
@@ -254,6 +286,139 @@ impl Collector for AwsCollector {
     }
 }
 
+/// Encodes the per-budget gauges from the budgets' status at scrape time.
+#[derive(Default)]
+struct BudgetCollector {
+    source: Mutex<Option<Arc<dyn BudgetSource>>>,
+}
+
+impl fmt::Debug for BudgetCollector {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BudgetCollector").finish_non_exhaustive()
+    }
+}
+
+/// One per-budget gauge: its name (before the unit), help, unit and how to read it.
+struct BudgetGauge {
+    name: &'static str,
+    help: &'static str,
+    unit: Option<Unit>,
+    value: fn(&CheckpointBudget) -> Option<f64>,
+}
+
+const BUDGET_GAUGES: &[BudgetGauge] = &[
+    BudgetGauge {
+        name: "budget_checkpoint_duration",
+        help: "Latest lastCheckpointDuration in the budget's evaluation window (status.checkpoints.lastDurationMs)",
+        unit: Some(Unit::Seconds),
+        value: |b| Some(b.status.as_ref()?.checkpoints.as_ref()?.last_duration_ms? as f64 / 1000.0),
+    },
+    BudgetGauge {
+        name: "budget_checkpoint_duration_max",
+        help: "Highest lastCheckpointDuration in the budget's evaluation window (status.checkpoints.maxDurationMs)",
+        unit: Some(Unit::Seconds),
+        value: |b| Some(b.status.as_ref()?.checkpoints.as_ref()?.max_duration_ms? as f64 / 1000.0),
+    },
+    BudgetGauge {
+        name: "budget_max_checkpoint_duration",
+        help: "The budget: spec.objectives.maxCheckpointDuration",
+        unit: Some(Unit::Seconds),
+        value: |b| {
+            b.spec
+                .objectives
+                .max_checkpoint_duration
+                .parse()
+                .ok()
+                .map(|d: std::time::Duration| d.as_secs_f64())
+        },
+    },
+    BudgetGauge {
+        name: "budget_failed_checkpoints",
+        help: "Failed checkpoints in the budget's evaluation window (status.checkpoints.failed)",
+        unit: None,
+        value: |b| Some(f64::from(b.status.as_ref()?.checkpoints.as_ref()?.failed)),
+    },
+    BudgetGauge {
+        name: "budget_parallelism",
+        help: "The application's running parallelism (status.application.parallelism)",
+        unit: None,
+        value: |b| Some(f64::from(b.status.as_ref()?.application.as_ref()?.parallelism)),
+    },
+    BudgetGauge {
+        name: "budget_kpus",
+        help: "The application's KPUs (status.application.kpus; the service bills one more for orchestration)",
+        unit: None,
+        value: |b| Some(f64::from(b.status.as_ref()?.application.as_ref()?.kpus)),
+    },
+    BudgetGauge {
+        name: "budget_recommended_kpus",
+        help: "KPUs of the recommended configuration (status.recommendation.kpus)",
+        unit: None,
+        value: |b| Some(f64::from(b.status.as_ref()?.recommendation.as_ref()?.kpus)),
+    },
+];
+
+fn budget_labels(b: &CheckpointBudget) -> Option<Vec<(&'static str, String)>> {
+    Some(vec![
+        ("namespace", b.metadata.namespace.clone()?),
+        ("budget", b.metadata.name.clone()?),
+    ])
+}
+
+impl Collector for BudgetCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), fmt::Error> {
+        let source = match self.source.lock() {
+            Ok(slot) => slot.clone(),
+            Err(_) => None,
+        };
+        let Some(source) = source else {
+            return Ok(());
+        };
+        let mut budgets = source.budgets();
+        budgets.sort_by(|a, b| {
+            (&a.metadata.namespace, &a.metadata.name).cmp(&(&b.metadata.namespace, &b.metadata.name))
+        });
+        let probe = ConstGauge::new(0.0f64);
+        for gauge in BUDGET_GAUGES {
+            let mut family = encoder.encode_descriptor(
+                gauge.name,
+                gauge.help,
+                gauge.unit.as_ref(),
+                probe.metric_type(),
+            )?;
+            for budget in &budgets {
+                let (Some(labels), Some(value)) = (budget_labels(budget), (gauge.value)(budget)) else {
+                    continue;
+                };
+                if value.is_finite() {
+                    ConstGauge::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let mut family = encoder.encode_descriptor(
+            "budget_condition",
+            "The budget's status conditions: 1 for the condition's current status and reason",
+            None,
+            probe.metric_type(),
+        )?;
+        for budget in &budgets {
+            let (Some(labels), Some(status)) = (budget_labels(budget), budget.status.as_ref()) else {
+                continue;
+            };
+            for c in &status.conditions {
+                let mut labels = labels.clone();
+                labels.extend([
+                    ("type", c.type_.clone()),
+                    ("status", c.status.clone()),
+                    ("reason", c.reason.clone()),
+                ]);
+                ConstGauge::new(1.0f64).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -317,5 +482,85 @@ mod tests {
             text.contains("checkpoint_autoscaler_cloudwatch_metrics_requested_total 42"),
             "{text}"
         );
+    }
+}
+
+#[cfg(test)]
+mod budget_tests {
+    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+    use super::*;
+    use crate::{
+        crd::{CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, ObservedApplication},
+        policy::AppStatus,
+    };
+
+    fn budget(name: &str, status: Option<CheckpointBudgetStatus>) -> Arc<CheckpointBudget> {
+        let spec = CheckpointBudgetSpec::new(name, std::time::Duration::from_secs(90), 1, 8, 128);
+        let mut b = CheckpointBudget::new(name, spec);
+        b.metadata.namespace = Some("streaming".into());
+        b.status = status;
+        Arc::new(b)
+    }
+
+    #[test]
+    fn budget_gauges_come_from_the_status_and_leave_with_the_budget() {
+        let now = jiff::Timestamp::from_second(1_800_000_000).unwrap();
+        let mut status = CheckpointBudgetStatus {
+            application: Some(ObservedApplication {
+                status: AppStatus::Running,
+                version_id: 3,
+                parallelism: 8,
+                parallelism_per_kpu: 2,
+                kpus: 4,
+                service_auto_scaling: false,
+                observed_at: Time(now),
+            }),
+            checkpoints: Some(CheckpointWindow {
+                last_duration_ms: Some(41_500),
+                max_duration_ms: Some(52_000),
+                failed: 2,
+                ..CheckpointWindow::default()
+            }),
+            ..CheckpointBudgetStatus::default()
+        };
+        status.set_condition("SloMet", true, "WithinBudget", "ok", Some(1), now);
+        let metrics = Metrics::default();
+        let source = Arc::new(std::sync::Mutex::new(vec![
+            budget("orders", Some(status)),
+            budget("fresh", None),
+        ]));
+        struct Shared(Arc<std::sync::Mutex<Vec<Arc<CheckpointBudget>>>>);
+        impl BudgetSource for Shared {
+            fn budgets(&self) -> Vec<Arc<CheckpointBudget>> {
+                self.0.lock().unwrap().clone()
+            }
+        }
+        metrics.set_budget_source(Arc::new(Shared(source.clone())));
+        let text = metrics.encode().unwrap();
+        for line in [
+            r#"checkpoint_autoscaler_budget_checkpoint_duration_seconds{namespace="streaming",budget="orders"} 41.5"#,
+            r#"checkpoint_autoscaler_budget_checkpoint_duration_max_seconds{namespace="streaming",budget="orders"} 52.0"#,
+            r#"checkpoint_autoscaler_budget_max_checkpoint_duration_seconds{namespace="streaming",budget="orders"} 90.0"#,
+            r#"checkpoint_autoscaler_budget_max_checkpoint_duration_seconds{namespace="streaming",budget="fresh"} 90.0"#,
+            r#"checkpoint_autoscaler_budget_failed_checkpoints{namespace="streaming",budget="orders"} 2.0"#,
+            r#"checkpoint_autoscaler_budget_parallelism{namespace="streaming",budget="orders"} 8.0"#,
+            r#"checkpoint_autoscaler_budget_kpus{namespace="streaming",budget="orders"} 4.0"#,
+            r#"checkpoint_autoscaler_budget_condition{namespace="streaming",budget="orders",type="SloMet",status="True",reason="WithinBudget"} 1.0"#,
+        ] {
+            assert!(text.contains(line), "{line} missing from\n{text}");
+        }
+        // Figures a fresh budget does not have yet are absent, not zero.
+        assert!(
+            !text.contains(r#"budget_kpus{namespace="streaming",budget="fresh"}"#),
+            "{text}"
+        );
+        // A deleted budget is gone at the next scrape.
+        source
+            .lock()
+            .unwrap()
+            .retain(|b| b.metadata.name.as_deref() != Some("orders"));
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains(r#"budget="orders""#), "{text}");
     }
 }

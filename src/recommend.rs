@@ -21,6 +21,9 @@ use crate::{
         ApplicationDescription, AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl, Target,
         observe_application,
     },
+    controller::limited,
+    cost::KpuHourPrice,
+    crd::CostStatus,
     crd::{
         ApplicationRef, Behavior, ByteQuantity, CheckpointBudget, CheckpointBudgetSpec, KubeDuration, Mode,
         Objectives, ParallelismBounds, PerKpuBounds, ServiceAutoScaling, format_bytes, format_duration,
@@ -107,6 +110,11 @@ pub struct RecommendArgs {
     /// The CloudWatch metric period.
     #[arg(long, value_name = "DURATION", default_value = "1m", hide = true)]
     pub period: String,
+    /// Price one KPU-hour at this amount, optionally with a currency code (`0.11`,
+    /// `0.11 USD`), to show what the running and the recommended configuration cost a month.
+    /// Without it: KPUs and KPU-hours only.
+    #[arg(long, value_name = "PRICE", env = "KPU_HOUR_PRICE")]
+    pub kpu_hour_price: Option<KpuHourPrice>,
     /// Output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
@@ -135,6 +143,25 @@ pub struct Report {
     pub periods_with_data: usize,
     /// The policy's decision (diagnosis, figures, recommendation).
     pub decision: Decision,
+    /// What the running and the recommended configuration cost a month: KPUs with the
+    /// orchestration KPU, KPU-hours, and a price with `--kpu-hour-price`.
+    pub cost: CostStatus,
+    /// Whether a bound of the budget holds the recommendation back (the controller's
+    /// `ScalingLimited` condition); `None` when no need was sized.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scaling_limited: Option<LimitedReport>,
+}
+
+/// The `ScalingLimited` condition of a one-shot evaluation.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LimitedReport {
+    /// Whether a bound holds the recommendation back.
+    pub limited: bool,
+    /// The condition's reason, e.g. `MaxKpusReached` or `DesiredWithinRange`.
+    pub reason: String,
+    /// Which bound, and what the policy would recommend without it.
+    pub message: String,
 }
 
 /// The observed application.
@@ -228,13 +255,46 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
             .map_err(|e| anyhow!("observing {name} in {target}: {} ({})", e.message(), e.reason()))?;
     // NB: no history — a one-shot answer has no cooldowns or stabilization to honour.
     let decision = policy::decide(&budget, Some(&observation), &History::default(), now);
-    Ok(Report {
-        application: ApplicationReport::new(&description, &target),
+    Ok(report(
+        ApplicationReport::new(&description, &target),
         budget,
-        evaluated_at: now,
-        periods_with_data: observation.samples.len(),
+        now,
+        observation.samples.len(),
         decision,
-    })
+        args.kpu_hour_price.as_ref(),
+    ))
+}
+
+/// The report of a decision on an observed application, with its cost and limits.
+fn report(
+    application: ApplicationReport,
+    budget: Budget,
+    evaluated_at: Timestamp,
+    periods_with_data: usize,
+    decision: Decision,
+    price: Option<&KpuHourPrice>,
+) -> Report {
+    let running = policy::AppConfig::new(application.parallelism, application.parallelism_per_kpu);
+    let cost = CostStatus::new(running, decision.recommendation, price);
+    // NB: a one-shot evaluation knows no KPU quota refused earlier (the controller's
+    // status.kpuLimit), so only the budget's own bounds are named.
+    let scaling_limited = decision.desired.as_ref().map(|desired| {
+        let c = limited::condition(desired, decision.recommendation, None);
+        LimitedReport {
+            limited: c.limited,
+            reason: c.reason.to_owned(),
+            message: c.message,
+        }
+    });
+    Report {
+        application,
+        budget,
+        evaluated_at,
+        periods_with_data,
+        decision,
+        cost,
+        scaling_limited,
+    }
 }
 
 /// The budget spec from `--budget` or the flags, and where it came from (for messages).
@@ -435,6 +495,10 @@ pub fn render_text(report: &Report) -> String {
             Action::Blocked => format!("keep {current}: scaling cannot fix this within the budget"),
         },
     );
+    if let Some(limited) = report.scaling_limited.as_ref().filter(|l| l.limited) {
+        line("Limited", format!("{}: {}", limited.reason, limited.message));
+    }
+    line("Cost", report.cost.summary.clone());
     out.push_str("Nothing was changed: recommend only reads.\n");
     out
 }

@@ -13,6 +13,7 @@
 
 pub mod decode;
 pub mod leader;
+pub mod limited;
 pub mod ownership;
 pub mod reconcile;
 pub mod server;
@@ -327,6 +328,12 @@ pub struct RunArgs {
     /// budget may name a role). Required with `--tenancy allow-list`.
     #[arg(long)]
     pub tenancy_config: Option<PathBuf>,
+    /// Price one KPU-hour at this amount, optionally with a currency code (`0.11`,
+    /// `0.11 USD`): each budget's status then shows what the running and the recommended
+    /// configuration cost a month. Unset: KPUs and KPU-hours only (prices differ per region;
+    /// none is assumed).
+    #[arg(long, value_name = "PRICE", env = "KPU_HOUR_PRICE")]
+    pub kpu_hour_price: Option<crate::cost::KpuHourPrice>,
 }
 
 /// `--aws-account-id`: twelve digits.
@@ -400,6 +407,8 @@ pub async fn run_controller(
     stop: impl Future<Output = ()> + Send + Sync + 'static,
 ) {
     let (reader, writer) = reflector::store();
+    // The per-budget gauges read the budgets' status from the same store.
+    ctx.metrics.set_budget_source(Arc::new(reader.clone()));
     let ctx = {
         let mut ctx = Context::clone(&ctx);
         ctx.core.claims = Arc::new(ownership::StoreClaims(reader.clone()));
@@ -524,6 +533,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         period: Duration::from_secs(60),
         interval: args.interval,
         in_flight_poll: Duration::from_secs(30).min(args.interval),
+        kpu_hour_price: args.kpu_hour_price.clone(),
     };
     let identity = args
         .leader_identity

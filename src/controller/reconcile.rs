@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Error,
+    limited::{self, SCALING_LIMITED},
     ownership::{self, Claim, Claims},
     status::{self, READY, SCALING, SLO_MET, Truth},
     store::{BudgetKey, BudgetStore, Notice, NoticeType},
@@ -23,6 +24,7 @@ use crate::{
         ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, Target,
         UpdateRequest,
     },
+    cost::KpuHourPrice,
     crd::{
         CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, KpuLimit,
         LastScaling, Mode, ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
@@ -62,6 +64,8 @@ pub struct Core {
     pub interval: Duration,
     /// How soon to look again while an operation is in flight.
     pub in_flight_poll: Duration,
+    /// The price per KPU-hour the status prices recommendations at (`--kpu-hour-price`).
+    pub kpu_hour_price: Option<KpuHourPrice>,
 }
 
 /// One budget as the core sees it.
@@ -482,14 +486,58 @@ impl<'a> Run<'a> {
         }
 
         if self.budget.spec.mode != Mode::Paused {
-            self.status.recommendation = Some(RecommendationStatus::from_decision(decision));
+            let running = self
+                .status
+                .application
+                .as_ref()
+                .map_or(decision.recommendation, ObservedApplication::config);
+            self.status.recommendation = Some(
+                RecommendationStatus::from_decision(decision)
+                    .with_cost(running, self.core.kpu_hour_price.as_ref()),
+            );
             policy::remember(&mut self.history, decision, budget, self.now);
+            // Without a sized need (busy, missing metrics, warming up) the condition stays as
+            // last judged, as the HPA's does.
+            if let Some(desired) = &decision.desired {
+                // A KPU cap below the spec's came from a quota AWS enforced.
+                let quota = budget
+                    .max_kpus
+                    .filter(|cap| Some(*cap) != self.budget.spec.max_kpus);
+                self.limited(limited::condition(desired, decision.recommendation, quota));
+            }
         } else {
             self.status.recommendation = None;
+            self.condition(
+                SCALING_LIMITED,
+                Truth::Unknown,
+                "Paused",
+                "Paused: nothing is recommended, so nothing is limited.",
+            );
         }
         self.requeue = self
             .requeue
             .min(decision.requeue_after.max(Duration::from_secs(1)));
+    }
+
+    /// Sets `ScalingLimited`, with an Event when it turns True or its reason changes (a
+    /// Warning when capacity is held back, Normal for a saving).
+    fn limited(&mut self, limited: limited::Limited) {
+        let before = status::condition(&self.prior.conditions, SCALING_LIMITED)
+            .map(|c| (c.status == "True", c.reason.clone()));
+        self.condition(
+            SCALING_LIMITED,
+            limited.limited.into(),
+            limited.reason,
+            &limited.message,
+        );
+        if limited.limited && before != Some((true, limited.reason.to_owned())) {
+            let type_ = if limited.capacity {
+                NoticeType::Warning
+            } else {
+                NoticeType::Normal
+            };
+            self.notice(type_, limited.reason, "Scaling", &limited.message);
+        }
     }
 
     /// Calls `UpdateApplication`, with the intent recorded in status first.

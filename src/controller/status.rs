@@ -86,7 +86,8 @@ pub fn set_condition(
         READY => 0,
         SLO_MET => 1,
         SCALING => 2,
-        _ => 3,
+        super::limited::SCALING_LIMITED => 3,
+        _ => 4,
     });
 }
 

@@ -77,12 +77,16 @@ pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za
     cel,
     doc = "A checkpoint budget for an Amazon Managed Service for Apache Flink application. See `spec`.",
     printcolumn = r#"{"name": "Application", "type": "string", "jsonPath": ".spec.application.name"}"#,
+    printcolumn = r#"{"name": "Mode", "type": "string", "jsonPath": ".spec.mode"}"#,
+    printcolumn = r#"{"name": "Ready", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].status", "description": "The controller can observe the application and act on it"}"#,
     printcolumn = r#"{"name": "Parallelism", "type": "integer", "jsonPath": ".status.application.parallelism"}"#,
-    printcolumn = r#"{"name": "Per-KPU", "type": "integer", "jsonPath": ".status.application.parallelismPerKpu"}"#,
+    printcolumn = r#"{"name": "Per-KPU", "type": "integer", "jsonPath": ".status.application.parallelismPerKpu", "priority": 1}"#,
     printcolumn = r#"{"name": "KPUs", "type": "integer", "jsonPath": ".status.application.kpus"}"#,
     printcolumn = r#"{"name": "Checkpoint", "type": "string", "jsonPath": ".status.checkpoints.lastDuration", "description": "Latest checkpoint duration in the evaluation window"}"#,
     printcolumn = r#"{"name": "Budget", "type": "string", "jsonPath": ".spec.objectives.maxCheckpointDuration"}"#,
     printcolumn = r#"{"name": "SLO Met", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"SloMet\")].status"}"#,
+    printcolumn = r#"{"name": "Recommended", "type": "string", "jsonPath": ".status.recommendation.summary", "priority": 1, "description": "The configuration the controller considers right"}"#,
+    printcolumn = r#"{"name": "Cause", "type": "string", "jsonPath": ".status.diagnosis.cause", "priority": 1, "description": "Why checkpoints behave as they do"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 // NB: static messages only. A `messageExpression` that concatenates `string(<int>)` reads

@@ -13,6 +13,7 @@ use schemars::{JsonSchema, Schema, SchemaGenerator, json_schema};
 use serde::{Deserialize, Serialize};
 
 use super::{duration::format_duration, quantity::format_bytes};
+use crate::cost::{self, KpuHourPrice, MonthlyCost};
 use crate::policy::{
     AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, History, Observation,
     Outcome, RecommendationRecord, ScalingRecord,
@@ -276,6 +277,78 @@ pub struct RecommendationStatus {
     pub reason: String,
     /// Why, in a sentence or two.
     pub message: String,
+    /// The recommended configuration in a table cell, e.g. `16 at 2/KPU (8 KPU)` (the
+    /// `Recommended` column of `kubectl get ckb -o wide`).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub summary: String,
+    /// What the running and the recommended configuration cost a month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<CostStatus>,
+}
+
+/// What the running and the recommended configuration cost a month, as the service bills
+/// them: the application's KPUs plus one KPU per application for orchestration, for 720
+/// hours (24 × 30, as in AWS's pricing example). Running application storage (50 GB per KPU
+/// of the application, billed per GB-month) is shown but not priced; durable backups
+/// (snapshots) and the ten-minute minimum per start are not counted.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CostStatus {
+    /// The running configuration.
+    pub current: MonthlyCostStatus,
+    /// The recommended configuration.
+    pub recommended: MonthlyCostStatus,
+    /// The change in one phrase, e.g. `5 → 10 KPU billed (4 → 9 + 1 for orchestration),
+    /// 3,600 → 7,200 KPU-hours a month, 396.00 USD → 792.00 USD a month at 0.11 USD per
+    /// KPU-hour`.
+    pub summary: String,
+    /// The price per KPU-hour the controller was configured with (`--kpu-hour-price`, the
+    /// chart's `controller.kpuHourPrice`), e.g. `0.11 USD`. Unset: no prices, figures only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kpu_hour_price: Option<String>,
+}
+
+/// What one configuration costs a month.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MonthlyCostStatus {
+    /// KPUs billed: the application's plus the one the service bills per application for
+    /// orchestration.
+    pub billed_kpus: u32,
+    /// KPU-hours a month: `billedKpus` × 720.
+    pub kpu_hours_per_month: u64,
+    /// Running application storage allocated: 50 GB per KPU of the application (billed
+    /// per GB-month; not included in `pricePerMonth`).
+    pub running_storage_gb: u64,
+    /// `kpuHoursPerMonth` at `kpuHourPrice`, to the cent, e.g. `792.00`; unset without a
+    /// configured price.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub price_per_month: Option<String>,
+}
+
+impl From<MonthlyCost> for MonthlyCostStatus {
+    fn from(c: MonthlyCost) -> Self {
+        Self {
+            billed_kpus: c.billed_kpus,
+            kpu_hours_per_month: c.kpu_hours,
+            running_storage_gb: c.running_storage_gb,
+            price_per_month: c.price,
+        }
+    }
+}
+
+impl CostStatus {
+    /// What running `current` and `recommended` cost a month, priced when `price` is given.
+    pub fn new(current: AppConfig, recommended: AppConfig, price: Option<&KpuHourPrice>) -> Self {
+        let now = cost::monthly(current, price);
+        let then = cost::monthly(recommended, price);
+        Self {
+            summary: cost::describe_change(&now, &then, price),
+            current: now.into(),
+            recommended: then.into(),
+            kpu_hour_price: price.map(ToString::to_string),
+        }
+    }
 }
 
 impl RecommendationStatus {
@@ -293,7 +366,15 @@ impl RecommendationStatus {
             action: action.to_owned(),
             reason: decision.reason.as_str().to_owned(),
             message: decision.message.clone(),
+            summary: decision.recommendation.short(),
+            cost: None,
         }
+    }
+
+    /// With what the running configuration `current` and the recommended one cost a month.
+    pub fn with_cost(mut self, current: AppConfig, price: Option<&KpuHourPrice>) -> Self {
+        self.cost = Some(CostStatus::new(current, self.config(), price));
+        self
     }
 
     /// The recommended configuration.

@@ -44,23 +44,28 @@ fn crd_identity() {
             .and_then(|s| s.status.as_ref())
             .is_some()
     );
-    let columns: Vec<&str> = version
+    let columns: Vec<(&str, i32)> = version
         .additional_printer_columns
         .iter()
         .flatten()
-        .map(|c| c.name.as_str())
+        .map(|c| (c.name.as_str(), c.priority.unwrap_or(0)))
         .collect();
+    // `kubectl get ckb`, and what `-o wide` (priority 1) adds.
     assert_eq!(
         columns,
         [
-            "Application",
-            "Parallelism",
-            "Per-KPU",
-            "KPUs",
-            "Checkpoint",
-            "Budget",
-            "SLO Met",
-            "Age"
+            ("Application", 0),
+            ("Mode", 0),
+            ("Ready", 0),
+            ("Parallelism", 0),
+            ("Per-KPU", 1),
+            ("KPUs", 0),
+            ("Checkpoint", 0),
+            ("Budget", 0),
+            ("SLO Met", 0),
+            ("Recommended", 1),
+            ("Cause", 1),
+            ("Age", 0)
         ]
     );
 }

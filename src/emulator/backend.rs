@@ -2,8 +2,8 @@
 //! implement it — the model ([`Fleet`], virtual time) and real Flink jobs
 //! ([`FlinkFleet`](crate::flink::FlinkFleet), `emulator --backend flink`).
 //!
-//! The methods are those of `sim::Fleet` (see CONTRACTS.md): synchronous, called under the
-//! emulator's lock after [`Backend::advance_to`] the virtual now.
+//! The methods are those of `sim::Fleet` (docs/design.md, "Layers"): synchronous, called
+//! under the emulator's lock after [`Backend::advance_to`] the virtual now.
 
 use jiff::Timestamp;
 

@@ -1,6 +1,6 @@
-//! From signals to a diagnosis: which cause of DESIGN.md's table the metrics show, and what
-//! it needs (a capacity target with the right knob, fewer KPUs, or nothing that scaling
-//! can give).
+//! From signals to a diagnosis: which cause of the table in docs/design.md ("Why
+//! checkpoints fail") the metrics show, and what it needs (a capacity target with the right
+//! knob, fewer KPUs, or nothing that scaling can give).
 //!
 //! The causes are checked in this order, the first that matches wins:
 //! 1. memory pressure (sustained heap/container memory >= 90%, or >= 75% with full

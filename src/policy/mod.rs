@@ -54,7 +54,84 @@ use self::{
 /// `observation` is `None` when the application could not be observed at all; `history`
 /// is what the budget's status remembers (past scalings, recent recommendations); `now` is
 /// the evaluation time. Pure and deterministic: the same arguments give the same decision.
+///
+/// Whenever a need was sized, the decision also says what the policy would recommend
+/// without the budget's bounds ([`Decision::desired`]): the same rules run once more over
+/// the space that only the service and the job limit, and the bounds that recommendation
+/// crosses are the ones holding the budget back.
 pub fn decide(
+    budget: &Budget,
+    observation: Option<&Observation>,
+    history: &History,
+    now: Timestamp,
+) -> Decision {
+    let mut decision = decide_within(budget, observation, history, now);
+    if observation.is_none()
+        || matches!(
+            decision.reason,
+            Reason::ApplicationBusy | Reason::MissingMetrics | Reason::WarmingUp
+        )
+    {
+        return decision;
+    }
+    let open = unbounded(budget);
+    let wish = if open == *budget {
+        decision.clone()
+    } else {
+        decide_within(&open, observation, history, now)
+    };
+    decision.desired = Some(desired(budget, &wish));
+    decision
+}
+
+/// The service's range of `ParallelismPerKPU` (Managed Flink developer guide, "Application
+/// scaling"): the bounds a budget may narrow but never widen.
+pub const SERVICE_PER_KPU: (u32, u32) = (1, 8);
+
+/// `budget` with its bounds opened to what the service and the job allow: parallelism 1 to
+/// `maxParallelism`, every ParallelismPerKPU the service accepts, no KPU cap.
+fn unbounded(budget: &Budget) -> Budget {
+    Budget {
+        parallelism_min: 1,
+        parallelism_max: budget.max_parallelism.max(1),
+        per_kpu_min: SERVICE_PER_KPU.0,
+        per_kpu_max: SERVICE_PER_KPU.1,
+        max_kpus: None,
+        ..budget.clone()
+    }
+}
+
+/// The bounds of `budget` that the unbounded decision `wish` crosses, the most binding
+/// first (capacity before savings).
+fn desired(budget: &Budget, wish: &Decision) -> Desired {
+    let c = wish.recommendation;
+    let mut limits = Vec::new();
+    if let Some(m) = budget.max_kpus
+        && c.kpus() > m
+    {
+        limits.push(Limit::MaxKpus(m));
+    }
+    if c.parallelism > budget.parallelism_max {
+        limits.push(Limit::ParallelismMax(budget.parallelism_max));
+    }
+    if c.parallelism_per_kpu < budget.per_kpu_min {
+        limits.push(Limit::PerKpuMin(budget.per_kpu_min));
+    }
+    // Even without the budget's bounds the need is not met, at the job's key groups.
+    if wish.reason == Reason::LimitReached && c.parallelism >= budget.max_parallelism {
+        limits.push(Limit::MaxParallelism(budget.max_parallelism));
+    }
+    if c.parallelism < budget.parallelism_min {
+        limits.push(Limit::ParallelismMin(budget.parallelism_min));
+    }
+    if c.parallelism_per_kpu > budget.per_kpu_max {
+        limits.push(Limit::PerKpuMax(budget.per_kpu_max));
+    }
+    Desired { config: c, limits }
+}
+
+/// [`decide`] within the budget's bounds only.
+fn decide_within(
     budget: &Budget,
     observation: Option<&Observation>,
     history: &History,
@@ -190,6 +267,7 @@ impl Draft {
             slo_met: self.slo_met,
             figures: self.figures.clone(),
             requeue_after,
+            desired: None,
         }
     }
 
@@ -268,6 +346,7 @@ fn no_observation(space: &Space, history: &History) -> Decision {
         slo_met: None,
         figures: CheckpointFigures::default(),
         requeue_after: Duration::from_secs(60),
+        desired: None,
     }
 }
 

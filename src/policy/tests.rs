@@ -1088,3 +1088,112 @@ fn a_proactive_scale_up_is_not_judged_as_skew() {
     assert_ne!(d.diagnosis.cause, Cause::StateSkew);
     scaled_to(&d);
 }
+
+// ---------------------------------------------------------------------------------------------
+// What the policy wanted before the bounds (`Decision::desired`, the ScalingLimited condition)
+
+#[test]
+fn desired_names_max_kpus_when_it_caps_the_step() {
+    let mut b = budget();
+    b.max_kpus = Some(10);
+    let far_behind = |i: usize, s: &mut Sample| {
+        saturated(i, s);
+        s.millis_behind_latest = Some(45_000.0 * i as f64);
+    };
+    let d = run(
+        &b,
+        &obs(AppConfig::new(4, 1), window(400.0, far_behind)),
+        &History::default(),
+    );
+    let desired = d.desired.expect("a sized need has a desired configuration");
+    assert_eq!(desired.limits.first(), Some(&Limit::MaxKpus(10)), "{desired:?}");
+    assert!(desired.config.kpus() > 10, "{desired:?}");
+    assert!(desired.config.kpus() > d.recommendation.kpus());
+}
+
+#[test]
+fn desired_names_parallelism_max_and_the_policy_stays_pure_without_it() {
+    let mut b = budget();
+    b.parallelism_max = 32;
+    b.max_kpus = None;
+    let o = obs(AppConfig::new(32, 2), window(180.0, saturated));
+    let d = run(&b, &o, &History::default());
+    let desired = d.desired.clone().unwrap();
+    assert!(desired.limits.contains(&Limit::ParallelismMax(32)), "{desired:?}");
+    assert!(desired.config.parallelism > 32, "{desired:?}");
+    // The unbounded wish is what the same policy decides for a budget without the bounds.
+    let mut open = b.clone();
+    (open.parallelism_min, open.parallelism_max) = (1, 128);
+    (open.per_kpu_min, open.per_kpu_max) = (1, 8);
+    let unbounded = run(&open, &o, &History::default());
+    assert_eq!(unbounded.recommendation, desired.config);
+    assert_eq!(unbounded.desired.map(|d| d.limits), Some(Vec::new()));
+}
+
+#[test]
+fn desired_is_within_range_when_no_bound_binds() {
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(40.0, |_, _| {})),
+        &History::default(),
+    );
+    let desired = d.desired.unwrap();
+    assert!(!desired.is_limited(), "{desired:?}");
+}
+
+#[test]
+fn desired_names_the_lower_bounds_that_keep_kpus_idle() {
+    let mut b = budget();
+    (b.parallelism_min, b.parallelism_max) = (8, 8);
+    (b.per_kpu_min, b.per_kpu_max) = (1, 1);
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 1), window(5.0, idle)),
+        &History::default(),
+    );
+    assert_eq!(d.action, Action::Hold, "{}", d.message);
+    assert_eq!(d.recommendation, AppConfig::new(8, 1));
+    let desired = d.desired.unwrap();
+    assert!(desired.is_limited(), "{desired:?}: {}", d.message);
+    assert!(desired.config.kpus() < 8, "{desired:?}");
+    for limit in &desired.limits {
+        assert!(!limit.holds_back_capacity(), "{limit:?}");
+        assert!(
+            matches!(limit, Limit::ParallelismMin(8) | Limit::PerKpuMax(1)),
+            "{limit:?}"
+        );
+    }
+}
+
+#[test]
+fn desired_names_the_key_groups_when_nothing_meets_the_need() {
+    let mut b = budget();
+    (b.max_parallelism, b.parallelism_max) = (8, 8);
+    (b.per_kpu_min, b.per_kpu_max) = (1, 1);
+    b.max_kpus = None;
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 1), window(400.0, saturated)),
+        &History::default(),
+    );
+    assert_eq!((d.action, d.reason), (Action::Blocked, Reason::LimitReached));
+    assert_eq!(d.desired.unwrap().limits, [Limit::MaxParallelism(8)]);
+}
+
+#[test]
+fn nothing_is_desired_while_the_application_is_busy() {
+    let mut o = obs(AppConfig::new(8, 2), window(400.0, saturated));
+    o.status = AppStatus::Updating;
+    let d = run(&budget(), &o, &History::default());
+    assert_eq!(d.reason, Reason::ApplicationBusy);
+    assert_eq!(d.desired, None);
+    assert_eq!(decide(&budget(), None, &History::default(), t(NOW)).desired, None);
+}
+
+#[test]
+fn service_per_kpu_range_is_the_crds() {
+    assert_eq!(
+        SERVICE_PER_KPU,
+        (crate::crd::SERVICE_PER_KPU_MIN, crate::crd::SERVICE_PER_KPU_MAX)
+    );
+}

@@ -68,6 +68,18 @@ impl AppConfig {
     }
 }
 
+impl AppConfig {
+    /// `16 at 2/KPU (8 KPU)`: the configuration in a table cell.
+    pub fn short(&self) -> String {
+        format!(
+            "{} at {}/KPU ({} KPU)",
+            self.parallelism,
+            self.parallelism_per_kpu,
+            self.kpus()
+        )
+    }
+}
+
 impl std::fmt::Display for AppConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -154,7 +166,8 @@ pub struct Observation {
     pub period: Duration,
 }
 
-/// What the decision engine concluded the cause is. The variants mirror DESIGN.md's table.
+/// What the decision engine concluded the cause is. The variants mirror the causes table of
+/// docs/design.md.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Cause {
     /// Checkpoints within budget, nothing to fix.
@@ -385,4 +398,69 @@ pub struct Decision {
     pub figures: CheckpointFigures,
     /// When the policy wants to look again (the controller's requeue).
     pub requeue_after: Duration,
+    /// What the policy would recommend without the budget's bounds, and which bounds hold
+    /// the recommendation back from it (the `ScalingLimited` condition). `None` when no
+    /// need was sized: the application is busy, the metrics are missing, or it warms up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub desired: Option<Desired>,
+}
+
+/// What the policy wanted before the budget's bounds applied (HPA's "desired" replica count
+/// before `minReplicas`/`maxReplicas`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Desired {
+    /// The configuration the policy recommends when only the service's and the job's own
+    /// limits apply: ParallelismPerKPU 1 to 8, parallelism 1 to `maxParallelism`, no KPU cap.
+    pub config: AppConfig,
+    /// The bounds of the budget that hold the recommendation back from `config`, the most
+    /// binding first; empty when none does.
+    pub limits: Vec<Limit>,
+}
+
+impl Desired {
+    /// Whether a bound holds the recommendation back.
+    pub fn is_limited(&self) -> bool {
+        !self.limits.is_empty()
+    }
+}
+
+/// A bound of the budget that holds the policy's recommendation back, with its value.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum Limit {
+    /// `maxKpus`: more KPUs are wanted.
+    MaxKpus(u32),
+    /// `parallelism.max`: more parallelism is wanted.
+    ParallelismMax(u32),
+    /// `parallelism.perKpu.min`: fewer subtasks per KPU (more memory and CPU each) are wanted.
+    PerKpuMin(u32),
+    /// `parallelism.maxParallelism`, the job's key groups: even the most capacity they
+    /// allow (one key group per subtask, one subtask per KPU) falls short of the need.
+    MaxParallelism(u32),
+    /// `parallelism.min`: less parallelism would do (fewer KPUs).
+    ParallelismMin(u32),
+    /// `parallelism.perKpu.max`: more subtasks per KPU would do (fewer KPUs).
+    PerKpuMax(u32),
+}
+
+impl Limit {
+    /// Whether the bound holds back capacity (an upper bound on resources) rather than a
+    /// saving (a lower bound).
+    pub fn holds_back_capacity(&self) -> bool {
+        !matches!(self, Limit::ParallelismMin(_) | Limit::PerKpuMax(_))
+    }
+}
+
+impl std::fmt::Display for Limit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Limit::MaxKpus(v) => write!(f, "maxKpus {v}"),
+            Limit::ParallelismMax(v) => write!(f, "parallelism.max {v}"),
+            Limit::PerKpuMin(v) => write!(f, "perKpu.min {v}"),
+            Limit::MaxParallelism(v) => write!(f, "the job's maxParallelism {v}"),
+            Limit::ParallelismMin(v) => write!(f, "parallelism.min {v}"),
+            Limit::PerKpuMax(v) => write!(f, "perKpu.max {v}"),
+        }
+    }
 }

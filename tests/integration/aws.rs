@@ -763,7 +763,18 @@ spec:
         let budget = dir.path().join("budget.yaml");
         std::fs::write(&budget, BUDGET).unwrap();
 
-        let out = recommend(&emu, &["--budget", budget.to_str().unwrap(), "--output", "json"]).await;
+        let out = recommend(
+            &emu,
+            &[
+                "--budget",
+                budget.to_str().unwrap(),
+                "--output",
+                "json",
+                "--kpu-hour-price",
+                "0.11 USD",
+            ],
+        )
+        .await;
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -781,6 +792,21 @@ spec:
         let to = &decision["action"]["Scale"]["to"];
         let parallelism = to["parallelism"].as_u64().unwrap_or(0);
         assert!((5..=32).contains(&parallelism), "{decision}");
+        // What it costs: 4 KPUs + 1 for orchestration now, 720 hours a month at 0.11 USD.
+        let cost = &report["cost"];
+        assert_eq!(cost["current"]["billedKpus"], 5, "{cost}");
+        assert_eq!(cost["current"]["kpuHoursPerMonth"], 3600, "{cost}");
+        assert_eq!(cost["current"]["pricePerMonth"], "396.00", "{cost}");
+        let kpus = to["parallelism"]
+            .as_u64()
+            .unwrap()
+            .div_ceil(to["parallelismPerKpu"].as_u64().unwrap());
+        assert_eq!(cost["recommended"]["billedKpus"], kpus + 1, "{cost}");
+        assert_eq!(cost["kpuHourPrice"], "0.11 USD");
+        assert_eq!(
+            report["scalingLimited"]["reason"], "DesiredWithinRange",
+            "{report}"
+        );
 
         // Read-only: one describe and one metrics call, signed with the environment's keys.
         assert!(calls(&emu, "UpdateApplication").is_empty());
@@ -829,6 +855,34 @@ spec:
         assert!(text.contains("SLO             not met"), "{text}");
         assert!(text.contains("Recommendation  change to parallelism"), "{text}");
         assert!(text.contains("Nothing was changed"), "{text}");
+        assert!(
+            text.lines().any(|l| l.starts_with("Cost            5 → ")),
+            "{text}"
+        );
+        assert!(!text.contains("Limited"), "{text}");
+
+        // A cap below what is needed: the report says which bound holds it back, and prices it.
+        let out = recommend(
+            &emu,
+            &["--budget", budget.to_str().unwrap(), "--kpu-hour-price", "0.11"],
+        )
+        .await;
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("Limited"), "{text}");
+        let capped = BUDGET.replace("maxKpus: 16", "maxKpus: 6");
+        std::fs::write(&budget, capped).unwrap();
+        let out = recommend(
+            &emu,
+            &["--budget", budget.to_str().unwrap(), "--kpu-hour-price", "0.11"],
+        )
+        .await;
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("Limited         MaxKpusReached: The budget's maxKpus 6 holds"),
+            "{text}"
+        );
+        assert!(text.contains("a month at 0.11 per KPU-hour"), "{text}");
         assert!(calls(&emu, "UpdateApplication").is_empty());
     }
 

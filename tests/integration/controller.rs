@@ -356,6 +356,7 @@ async fn real_cluster_status_and_events() {
             // Real time: four emulated minutes, two while an update runs.
             interval: Duration::from_secs(1),
             in_flight_poll: Duration::from_millis(500),
+            kpu_hour_price: None,
         },
         metrics,
         backoff: Arc::default(),
@@ -724,6 +725,7 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
             // Long enough that only watch events can trigger a reconcile in this test.
             interval: Duration::from_secs(3600),
             in_flight_poll: Duration::from_secs(3600),
+            kpu_hour_price: None,
         },
         metrics: metrics.clone(),
         backoff: Arc::default(),
@@ -959,6 +961,7 @@ pub(crate) async fn context_over(
             period: Duration::from_secs(60),
             interval,
             in_flight_poll: interval,
+            kpu_hour_price: None,
         },
         metrics,
         backoff: Arc::default(),

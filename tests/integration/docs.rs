@@ -296,15 +296,25 @@ fn reference_markdown(crd: &Value) -> String {
     .unwrap();
     if let Some(columns) = version["additionalPrinterColumns"].as_array() {
         writeln!(out, "## `kubectl get ckb` columns\n").unwrap();
-        writeln!(out, "| Column | Type | From | Description |").unwrap();
-        writeln!(out, "|---|---|---|---|").unwrap();
+        writeln!(
+            out,
+            "`kubectl get ckb` shows the columns of priority 0; `kubectl get ckb -o wide` all of them.\n"
+        )
+        .unwrap();
+        writeln!(out, "| Column | Type | From | Shown | Description |").unwrap();
+        writeln!(out, "|---|---|---|---|---|").unwrap();
         for c in columns {
             writeln!(
                 out,
-                "| {} | {} | {} | {} |",
+                "| {} | {} | {} | {} | {} |",
                 c["name"].as_str().unwrap_or_default(),
                 c["type"].as_str().unwrap_or_default(),
                 esc(&code(c["jsonPath"].as_str().unwrap_or_default())),
+                if c["priority"].as_i64().unwrap_or(0) == 0 {
+                    "always"
+                } else {
+                    "`-o wide`"
+                },
                 esc(&c["description"].as_str().map(cell).unwrap_or_default()),
             )
             .unwrap();
@@ -368,6 +378,76 @@ fn reference_is_generated_from_the_crd() {
         );
     }
     check_generated("docs/reference.md", &markdown);
+}
+
+/// The header `kubectl get ckb` prints (with `-o wide`: every column, else priority 0 only).
+fn kubectl_header(wide: bool) -> Vec<String> {
+    let crd = serde_json::to_value(CheckpointBudget::crd()).unwrap();
+    let columns = crd["spec"]["versions"][0]["additionalPrinterColumns"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| wide || c["priority"].as_i64().unwrap_or(0) == 0)
+        .map(|c| c["name"].as_str().unwrap().to_uppercase());
+    std::iter::once("NAME".to_owned()).chain(columns).collect()
+}
+
+/// Every `$ kubectl get ckb` example in the README and docs/ prints the columns the CRD
+/// declares, in order, and each row has a cell for each.
+#[test]
+fn kubectl_get_examples_show_the_crds_columns() {
+    let mut files = vec![repo("README.md")];
+    for entry in std::fs::read_dir(repo("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut examples = 0;
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let Some(command) = line.strip_prefix("$ kubectl get ckb") else {
+                continue;
+            };
+            let wide = command.contains("-o wide");
+            // Other output formats (`-o jsonpath=...`, `-o yaml`) print no table.
+            if command.contains("-o ") && !wide {
+                continue;
+            }
+            let split = |l: &str| -> Vec<String> {
+                l.split("  ")
+                    .map(str::trim)
+                    .filter(|c| !c.is_empty())
+                    .map(str::to_owned)
+                    .collect()
+            };
+            let header = split(lines[i + 1]);
+            assert_eq!(
+                header,
+                kubectl_header(wide),
+                "{}:{}: the example's header is not the CRD's printer columns",
+                file.display(),
+                i + 2
+            );
+            for (j, row) in lines[i + 2..]
+                .iter()
+                .take_while(|l| !l.starts_with("```"))
+                .enumerate()
+            {
+                assert_eq!(
+                    split(row).len(),
+                    header.len(),
+                    "{}:{}: a row without a cell per column",
+                    file.display(),
+                    i + 3 + j
+                );
+            }
+            examples += 1;
+        }
+    }
+    assert!(examples >= 1, "no `$ kubectl get ckb` example found");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -573,6 +653,32 @@ impl checkpoint_autoscaler::metrics::AwsCallSource for SomeCalls {
     }
 }
 
+/// A budget with every figure of its status filled, as the controller writes it.
+struct SomeBudgets;
+
+impl checkpoint_autoscaler::metrics::BudgetSource for SomeBudgets {
+    fn budgets(&self) -> Vec<std::sync::Arc<CheckpointBudget>> {
+        use checkpoint_autoscaler::crd::{CheckpointBudgetSpec, CheckpointBudgetStatus};
+        let status: CheckpointBudgetStatus = serde_json::from_value(serde_json::json!({
+            "conditions": [{"type": "Ready", "status": "True", "reason": "ApplicationObserved",
+                            "message": "", "lastTransitionTime": "2026-01-05T08:00:00Z"}],
+            "application": {"status": "RUNNING", "versionId": 3, "parallelism": 8,
+                            "parallelismPerKpu": 2, "kpus": 4, "serviceAutoScaling": false,
+                            "observedAt": "2026-01-05T08:00:00Z"},
+            "checkpoints": {"lastDurationMs": 41000, "maxDurationMs": 52000, "failed": 0,
+                            "samples": 10, "budget": "90s", "window": "10m"},
+            "recommendation": {"parallelism": 8, "parallelismPerKpu": 2, "kpus": 4,
+                               "action": "Hold", "reason": "WithinBudget", "message": ""}
+        }))
+        .unwrap();
+        let spec = CheckpointBudgetSpec::new("orders", std::time::Duration::from_secs(90), 1, 8, 128);
+        let mut budget = CheckpointBudget::new("orders", spec);
+        budget.metadata.namespace = Some("streaming".into());
+        budget.status = Some(status);
+        vec![std::sync::Arc::new(budget)]
+    }
+}
+
 /// The names a Prometheus user queries: counters with `_total`, the rest as declared.
 fn exposed_metrics(text: &str) -> BTreeSet<String> {
     text.lines()
@@ -591,6 +697,7 @@ fn metrics_doc_lists_every_metric() {
 
     let metrics = checkpoint_autoscaler::metrics::Metrics::default();
     metrics.set_aws_source(std::sync::Arc::new(SomeCalls));
+    metrics.set_budget_source(std::sync::Arc::new(SomeBudgets));
     // NB: a labelled family is encoded only once it has a child; give each one.
     metrics.decision("hold", "WithinBudget");
     metrics.scaling("started");
@@ -742,13 +849,15 @@ fn troubleshooting_covers_every_cause_and_reason() {
     }
 
     // The controller's own condition reasons, Event reasons and actions.
-    let controller = std::fs::read_to_string(repo("src/controller/reconcile.rs")).unwrap();
+    let controller = ["src/controller/reconcile.rs", "src/controller/limited.rs"]
+        .map(|f| std::fs::read_to_string(repo(f)).unwrap())
+        .join("\n");
     let literals = camel_case_literals(&controller);
     assert!(literals.len() >= 10, "{literals:?}");
     for literal in &literals {
         assert!(
             doc.contains(&format!("`{literal}`")),
-            "src/controller/reconcile.rs uses the reason or action {literal:?}, which \
+            "src/controller/{{reconcile,limited}}.rs use the reason or action {literal:?}, which \
              docs/troubleshooting.md does not describe"
         );
     }

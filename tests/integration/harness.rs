@@ -106,6 +106,8 @@ pub struct HarnessConfig {
     /// How CloudWatch is read (default: one GetMetricData per reconcile, since the
     /// harness reconciles one budget at a time and batching would only wait).
     pub metrics: MetricsMode,
+    /// The controller's `--kpu-hour-price` (default none).
+    pub kpu_hour_price: Option<checkpoint_autoscaler::cost::KpuHourPrice>,
 }
 
 impl Default for HarnessConfig {
@@ -124,6 +126,7 @@ impl Default for HarnessConfig {
                 ..AwsSettings::default()
             },
             metrics: MetricsMode::Direct,
+            kpu_hour_price: None,
         }
     }
 }
@@ -702,6 +705,7 @@ async fn build_core(
         period: Duration::from_secs(60),
         interval: config.interval,
         in_flight_poll: config.in_flight_poll,
+        kpu_hour_price: config.kpu_hour_price.clone(),
     }
 }
 

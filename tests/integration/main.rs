@@ -9,6 +9,7 @@ mod emulator;
 mod faults;
 mod flink;
 mod harness;
+mod opview;
 mod sim;
 mod soak;
 mod tenancy;

@@ -147,6 +147,15 @@ SWITCHES: dict[str, dict[str, Any]] = {
             }
         },
     },
+    "grafana-dashboard": {
+        "grafanaDashboard": {
+            "enabled": True,
+            "labels": {"grafana_dashboard": "1", "team": "platform"},
+            "annotations": {"grafana_folder": "Streaming"},
+            "namespace": "monitoring",
+        }
+    },
+    "kpu-hour-price": {"controller": {"kpuHourPrice": "0.11 USD"}},
     "extra-args-and-env": {
         "controller": {
             "extraArgs": ["--region=eu-central-1"],
@@ -615,6 +624,145 @@ def test_emulator_serves_the_rendered_scenarios(chart, tmp_path):
         process.wait(timeout=30)
 
 
+# ---------------------------------------------------------------------------------------------
+# The Grafana dashboard
+
+PROMQL_KEYWORDS = {
+    "by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or", "unless",
+    "offset", "inf", "nan",
+}
+
+
+def metric_names(expr: str) -> set[str]:
+    """The metric names a PromQL expression selects: identifiers that are neither functions,
+    aggregation operators or keywords, nor label names (in `{...}`, `by (...)`, `without (...)`,
+    `on (...)`, `ignoring (...)`), nor inside string literals or range selectors."""
+    expr = re.sub(r'"(?:[^"\\]|\\.)*"', '""', expr)  # string literals
+    expr = re.sub(r"\{[^}]*\}", "", expr)  # label matchers
+    expr = re.sub(r"\[[^\]]*\]", "", expr)  # ranges and subqueries
+    expr = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", " ", expr)
+    names = set()
+    for m in re.finditer(r"[A-Za-z_:][A-Za-z0-9_:]*", expr):
+        name = m.group(0)
+        after = expr[m.end():].lstrip()
+        if after.startswith("(") or name.lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def test_metric_names_of_promql():
+    assert metric_names('histogram_quantile(0.99, sum by (le) (rate(a_bucket{x="y"}[5m])))') == {"a_bucket"}
+    assert metric_names('max by (budget) (m{type=~"A|B"}) / on (budget) n offset 5m') == {"m", "n"}
+    assert metric_names("sum(increase(c_total[$__rate_interval])) > 0") == {"c_total"}
+
+
+def exported_metrics() -> dict[str, str]:
+    """The metrics the controller exports, by name, with their type: docs/metrics.md's table,
+    which tests/integration/docs.rs keeps identical to the registry in src/metrics.rs."""
+    table = {}
+    for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
+        m = re.match(r"\| `(checkpoint_autoscaler_\w+)` \| (\w+) \|", line)
+        if m:
+            table[m.group(1)] = m.group(2)
+    assert len(table) >= 10, table
+    return table
+
+
+def exported_series(name: str, exported: dict[str, str]) -> bool:
+    if exported.get(name):
+        return True
+    for suffix in ("_bucket", "_sum", "_count"):
+        if name.endswith(suffix) and exported.get(name[: -len(suffix)]) == "histogram":
+            return True
+    return False
+
+
+def dashboard_of(objects: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    config_map = one(objects, "ConfigMap", f"{FULLNAME}-dashboard")
+    (key, text), = config_map["data"].items()
+    assert key.endswith(".json")
+    return config_map, json.loads(text)
+
+
+def panels(dashboard: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for p in dashboard["panels"]:
+        out.append(p)
+        out.extend(p.get("panels", []))
+    return out
+
+
+def test_grafana_dashboard_is_opt_in_and_labelled_for_the_sidecar(chart):
+    assert not [o for o in render(chart) if o["metadata"]["name"] == f"{FULLNAME}-dashboard"]
+    config_map, dashboard = dashboard_of(render(chart, {"grafanaDashboard": {"enabled": True}}))
+    assert config_map["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert config_map["metadata"]["namespace"] == NAMESPACE
+    values = SWITCHES["grafana-dashboard"]["grafanaDashboard"]
+    config_map, _ = dashboard_of(render(chart, SWITCHES["grafana-dashboard"]))
+    assert config_map["metadata"]["labels"].items() >= values["labels"].items()
+    assert config_map["metadata"]["annotations"] == values["annotations"]
+    assert config_map["metadata"]["namespace"] == "monitoring"
+    # The sidecar's label can be replaced, not only added to (Helm merges maps: null removes a key).
+    replaced = {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": None, "dashboards": "flink"}}}
+    config_map, _ = dashboard_of(render(chart, replaced))
+    assert config_map["metadata"]["labels"]["dashboards"] == "flink"
+    assert "grafana_dashboard" not in config_map["metadata"]["labels"]
+    # The dashboard is the chart's file, byte for byte.
+    assert json.loads((CHART_DIR / "dashboards" / "checkpoint-autoscaler.json").read_text()) == dashboard
+
+
+def test_grafana_dashboard_queries_name_only_exported_metrics(chart):
+    _, dashboard = dashboard_of(render(chart, {"grafanaDashboard": {"enabled": True}}))
+    assert dashboard["uid"] and dashboard["title"] and dashboard["schemaVersion"] >= 36
+    exported = exported_metrics()
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["query"] == "prometheus"
+    used = set()
+    for name in ("namespace", "budget"):
+        query = variables[name]["query"]["query"]
+        m = re.fullmatch(r"label_values\((.+), (\w+)\)", query)
+        assert m and m.group(2) == name, query
+        names = metric_names(m.group(1))
+        assert names and all(exported_series(n, exported) for n in names), query
+        used |= names
+    assert "$namespace" in variables["budget"]["query"]["query"]
+    queries = 0
+    ids = set()
+    for panel in panels(dashboard):
+        assert panel["id"] not in ids, panel["title"]
+        ids.add(panel["id"])
+        for target in panel.get("targets", []):
+            names = metric_names(target["expr"])
+            assert names, f"{panel['title']}: {target['expr']} selects no metric"
+            unknown = {n for n in names if not exported_series(n, exported)}
+            assert not unknown, f"{panel['title']}: {sorted(unknown)} are not exported (docs/metrics.md)"
+            assert target["datasource"]["uid"] == "${datasource}"
+            used |= names
+            queries += 1
+            # The per-budget figures are shown for the chosen budget only.
+            if any(n.startswith("checkpoint_autoscaler_budget_") for n in names):
+                assert 'namespace="$namespace"' in target["expr"] and 'budget="$budget"' in target["expr"], target["expr"]
+    assert queries >= 10
+    # What the issue asks for: duration against its budget, KPUs, decisions and reasons, AWS calls and errors.
+    for needed in (
+        "checkpoint_autoscaler_budget_checkpoint_duration_max_seconds",
+        "checkpoint_autoscaler_budget_max_checkpoint_duration_seconds",
+        "checkpoint_autoscaler_budget_kpus",
+        "checkpoint_autoscaler_budget_recommended_kpus",
+        "checkpoint_autoscaler_budget_condition",
+        "checkpoint_autoscaler_decisions_total",
+        "checkpoint_autoscaler_aws_calls_total",
+        "checkpoint_autoscaler_reconcile_failures_total",
+    ):
+        assert needed in used, needed
+
+
+def test_kpu_hour_price_reaches_the_controller(chart):
+    assert "--kpu-hour-price=0.11 USD" in container(render(chart, SWITCHES["kpu-hour-price"]))["args"]
+    assert not [a for a in container(render(chart))["args"] if a.startswith("--kpu-hour-price")]
+
+
 BAD_VALUES = {
     "replicas-not-a-number": {"replicaCount": "two"},
     "zero-replicas": {"replicaCount": 0},
@@ -654,6 +802,10 @@ BAD_VALUES = {
     "egress-port-out-of-range": {"networkPolicy": {"enabled": True, "egressPorts": [70000]}},
     "emulator-scenario-not-yaml": {"emulator": {"enabled": True, "scenarios": {"steady.json": "{}"}}},
     "emulator-period-malformed": {"emulator": {"enabled": True, "period": "fast"}},
+    "kpu-hour-price-not-a-price": {"controller": {"kpuHourPrice": "$0.11"}},
+    "kpu-hour-price-currency-lowercase": {"controller": {"kpuHourPrice": "0.11 usd"}},
+    "dashboard-labels-not-strings": {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}},
+    "dashboard-namespace-not-a-dns-label": {"grafanaDashboard": {"enabled": True, "namespace": "Monitoring"}},
 }
 
 
@@ -682,6 +834,7 @@ SNAPSHOT_VALUES = {
         "controller": SWITCHES["tenancy-allow-list"]["controller"],
         "serviceMonitor": {"enabled": True},
         "prometheusRule": {"enabled": True},
+        "grafanaDashboard": {"enabled": True},
         "networkPolicy": SWITCHES["network-policy"]["networkPolicy"],
     },
     "namespaced": SWITCHES["watch-namespace"],
