@@ -518,6 +518,7 @@ async fn drive(
         period: Duration::from_secs(60),
         interval,
         in_flight_poll: Duration::from_secs(30),
+        fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
     };
     let store = MemoryStore::default();
     let budgets: Arc<Vec<Loaded>> = Arc::new(budgets);

@@ -50,6 +50,15 @@ pub struct AwsSettings {
     pub operation_timeout: Duration,
 }
 
+impl AwsSettings {
+    /// The longest an `UpdateApplication` call can be in flight: its one attempt (the SDK
+    /// never retries it), within the operation timeout. Credentials are resolved inside the
+    /// attempt, so an STS call that hangs is bounded too.
+    pub fn update_bound(&self) -> Duration {
+        self.attempt_timeout.min(self.operation_timeout)
+    }
+}
+
 impl Default for AwsSettings {
     fn default() -> Self {
         Self {

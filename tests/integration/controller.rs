@@ -287,6 +287,7 @@ async fn real_cluster_status_and_events() {
             // Real time: four emulated minutes, two while an update runs.
             interval: Duration::from_secs(1),
             in_flight_poll: Duration::from_millis(500),
+            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
         },
         metrics,
         backoff: Arc::default(),
@@ -655,6 +656,7 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
             // Long enough that only watch events can trigger a reconcile in this test.
             interval: Duration::from_secs(3600),
             in_flight_poll: Duration::from_secs(3600),
+            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
         },
         metrics: metrics.clone(),
         backoff: Arc::default(),
@@ -890,6 +892,7 @@ pub(crate) async fn context_over(
             period: Duration::from_secs(60),
             interval,
             in_flight_poll: interval,
+            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
         },
         metrics,
         backoff: Arc::default(),

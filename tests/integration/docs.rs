@@ -555,7 +555,11 @@ fn metrics_doc_lists_every_metric() {
     }
     fn every_error_is_listed(e: &Error) {
         match e {
-            Error::InvalidSpec(_) | Error::Forbidden(_) | Error::Conflict(_) | Error::MissingNamespace => {}
+            Error::InvalidSpec(_)
+            | Error::Forbidden(_)
+            | Error::Conflict(_)
+            | Error::MissingNamespace
+            | Error::Fenced(_) => {}
             Error::Aws(aws) => every_aws_error_is_listed(aws),
             // Not constructible here; its label `status_write` is checked below by name.
             Error::Store(_) => {}
@@ -583,6 +587,7 @@ fn metrics_doc_lists_every_metric() {
         Error::Forbidden(String::new()),
         Error::Conflict(String::new()),
         Error::MissingNamespace,
+        Error::Fenced(checkpoint_autoscaler::controller::fence::Fenced(String::new())),
     ]);
     for error in errors {
         every_error_is_listed(&error);

@@ -702,6 +702,7 @@ async fn build_core(
         period: Duration::from_secs(60),
         interval: config.interval,
         in_flight_poll: config.in_flight_poll,
+        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
     }
 }
 

@@ -127,6 +127,7 @@ fn core(clients: Arc<AwsClients>) -> Core {
         period: Duration::from_secs(60),
         interval: Duration::from_secs(60),
         in_flight_poll: Duration::from_secs(30),
+        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
     }
 }
 
