@@ -354,6 +354,50 @@ pub struct RunArgs {
     pub tenancy_config: Option<PathBuf>,
 }
 
+impl RunArgs {
+    /// The AWS settings of the flags.
+    pub fn aws_settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            endpoint_url: self.aws_endpoint_url.clone(),
+            ..AwsSettings::default()
+        }
+    }
+
+    /// The Kubernetes client's timeouts.
+    pub fn kube_timeouts(&self) -> kubeclient::KubeTimeouts {
+        kubeclient::KubeTimeouts {
+            request: self.kube_timeout,
+            ..kubeclient::KubeTimeouts::default()
+        }
+    }
+
+    /// The fence's bounds: an UpdateApplication's, a Kubernetes write's, and the margin.
+    pub fn fence_bounds(&self) -> fence::FenceBounds {
+        fence::FenceBounds {
+            update: self.aws_settings().update_bound(),
+            write: self.kube_timeout,
+            margin: FENCE_MARGIN,
+        }
+    }
+
+    /// The leader election of the flags for the replica `identity` (`None` when off).
+    pub fn lease_config(&self, identity: &str) -> Option<LeaseConfig> {
+        self.leader_election.then(|| LeaseConfig {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+            ..LeaseConfig::new(
+                self.leader_election_namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                self.lease_name.clone(),
+                identity,
+            )
+        })
+    }
+}
+
 /// Exposes the AWS clients' counters to Prometheus.
 struct ClientStats(Arc<AwsClients>);
 
@@ -543,10 +587,7 @@ async fn shutdown_signal() {
 
 async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     let tenancy = tenancy::build(args.tenancy, args.tenancy_config.as_deref())?;
-    let timeouts = kubeclient::KubeTimeouts {
-        request: args.kube_timeout,
-        ..kubeclient::KubeTimeouts::default()
-    };
+    let timeouts = args.kube_timeouts();
     let config = kube::Config::infer()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
@@ -574,14 +615,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let settings = AwsSettings {
-        region: args.region.clone(),
-        endpoint_url: args.aws_endpoint_url.clone(),
-        ..AwsSettings::default()
-    };
-    let update_bound = settings.update_bound();
     let clients = Arc::new(
-        AwsClients::from_env(settings)
+        AwsClients::from_env(args.aws_settings())
             .await
             .context("setting up AWS clients")?,
     );
@@ -615,31 +650,15 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("{CONTROLLER_NAME}-{}", std::process::id()));
-    let leader = args.leader_election.then(|| LeaseConfig {
-        lease_duration: args.lease_duration,
-        renew_deadline: args.lease_renew_deadline,
-        retry_period: args.lease_retry_period,
-        ..LeaseConfig::new(
-            args.leader_election_namespace
-                .clone()
-                .unwrap_or_else(|| "default".into()),
-            args.lease_name.clone(),
-            identity.clone(),
-        )
-    });
     let wiring = Wiring {
         kube,
         timeouts,
         namespace: args.namespace.clone(),
         core,
         clock: Arc::new(Timestamp::now),
+        leader: args.lease_config(&identity),
         identity,
-        leader,
-        fence: fence::FenceBounds {
-            update: update_bound,
-            write: timeouts.request,
-            margin: FENCE_MARGIN,
-        },
+        fence: args.fence_bounds(),
         shutdown_grace: args.shutdown_grace,
         http_addr: args.http_addr,
     };
