@@ -132,7 +132,7 @@ pub struct Hold {
     pub client: Option<String>,
     /// Only this method.
     pub method: Option<Method>,
-    /// Only paths containing this.
+    /// Only requests whose path and query contain this.
     pub path_contains: Option<String>,
     /// Only requests whose body contains this.
     pub body_contains: Option<String>,
@@ -545,7 +545,7 @@ async fn handle(
     let Some(client) = client else {
         return status(StatusCode::UNAUTHORIZED, "Unauthorized", "Unauthorized", None);
     };
-    let path = uri.path().to_owned();
+    let path = uri.to_string();
     let (ids, delay) = shared.holds_for(&client, &method, &path, &text);
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;

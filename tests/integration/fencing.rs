@@ -114,12 +114,33 @@ async fn cluster() -> (ApiServer, Emulator, CheckpointBudget) {
     (server, emu, budget)
 }
 
+/// What a test changes in a replica's wiring.
+struct Tweaks {
+    grace: Duration,
+    watch: Duration,
+    http: Option<tokio::sync::oneshot::Sender<std::net::SocketAddr>>,
+}
+
+impl Default for Tweaks {
+    fn default() -> Self {
+        Self {
+            grace: Timing::GRACE,
+            watch: Duration::from_secs(10),
+            http: None,
+        }
+    }
+}
+
 /// Starts replica `name` (its own API credentials and AWS access key `AKID<NAME>`).
 async fn start(server: &ApiServer, emu: &Emulator, name: &'static str) -> Replica {
+    start_with(server, emu, name, Tweaks::default()).await
+}
+
+async fn start_with(server: &ApiServer, emu: &Emulator, name: &'static str, tweaks: Tweaks) -> Replica {
     controller::install_crypto_provider();
     let timeouts = KubeTimeouts {
         request: Timing::KUBE,
-        watch: Duration::from_secs(10),
+        watch: tweaks.watch,
     };
     let kube = kubeclient::clients(server.config(name), timeouts).unwrap();
     let base = aws_config::defaults(BehaviorVersion::latest())
@@ -173,7 +194,7 @@ async fn start(server: &ApiServer, emu: &Emulator, name: &'static str) -> Replic
             write: Timing::KUBE,
             margin: Timing::MARGIN,
         },
-        shutdown_grace: Timing::GRACE,
+        shutdown_grace: tweaks.grace,
         http_addr: "127.0.0.1:0".parse().unwrap(),
     };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -181,12 +202,17 @@ async fn start(server: &ApiServer, emu: &Emulator, name: &'static str) -> Replic
     let task = {
         let ended = ended.clone();
         tokio::spawn(async move {
+            let http = tweaks.http;
             let exit = controller::serve(
                 wiring,
                 async move {
                     let _ = stop_rx.await;
                 },
-                |_| {},
+                move |addr| {
+                    if let Some(http) = http {
+                        let _ = http.send(addr);
+                    }
+                },
             )
             .await;
             *ended.lock().unwrap() = Some(Instant::now());
@@ -533,6 +559,180 @@ async fn sigterm_finishes_the_reconcile_in_flight_then_hands_the_lease_over() {
     b.terminate();
     assert_eq!(
         b.exit(Timing::GRACE + Timing::RENEW_DEADLINE).await.0,
+        Exit::Stopped
+    );
+    let _ = emu.shutdown().await;
+}
+
+/// SIGTERM while a reconcile is stalled for longer than the shutdown grace: the leader
+/// exits without releasing the Lease (a reconcile may still be acting), so the standby
+/// takes over only once the Lease has expired — and follows the one update.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_shutdown_grace_the_lease_is_left_to_expire() {
+    let (server, emu, budget) = cluster().await;
+    let mut a = start_with(
+        &server,
+        &emu,
+        "a",
+        Tweaks {
+            grace: Duration::from_secs(1),
+            ..Tweaks::default()
+        },
+    )
+    .await;
+    until("a to lead", Duration::from_secs(5), || {
+        holder(&server).as_deref() == Some("a")
+    })
+    .await;
+    let b = start(&server, &emu, "b").await;
+    let stalled = server.hold(Hold {
+        client: Some("a".into()),
+        method: Some(http::Method::PATCH),
+        path_contains: Some("/status".into()),
+        body_contains: Some("operationId".into()),
+        delay: Some(Duration::from_millis(2500)),
+        times: Some(1),
+    });
+    let since = Instant::now();
+    server.create_budget(&budget);
+    for _ in 0..250 {
+        if !update_calls(&emu).await.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    a.terminate();
+    let terminated = Instant::now();
+    let (exit, a_ended) = a.exit(Duration::from_secs(5)).await;
+    assert_eq!(exit, Exit::Stopped);
+    assert!(
+        a_ended - terminated < Duration::from_millis(1800),
+        "exited {:?} after SIGTERM, past the 1 s grace",
+        a_ended - terminated
+    );
+    assert_eq!(server.held(stalled), 1);
+    assert!(
+        !server
+            .lease_writes()
+            .iter()
+            .any(|w| w.client == "a" && w.holder.is_none()),
+        "A released the Lease with a reconcile still running"
+    );
+    until("B to lead", Duration::from_secs(12), || {
+        holder(&server).as_deref() == Some("b")
+    })
+    .await;
+    let renewed = last_renewal(&server, "a");
+    let b_led = acquired(&server, "b", since).unwrap();
+    assert!(b_led >= renewed + Timing::LEASE, "B took over inside A's Lease");
+    until("B's status write", Duration::from_secs(10), || {
+        server.status_writes().iter().any(|w| w.client == "b")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let calls = update_calls(&emu).await;
+    assert_eq!(calls.len(), 1, "{calls:?}");
+    assert_eq!(calls[0]["accessKeyId"], "AKIDA");
+    // A's stalled write of the operation id was abandoned with the process (or landed
+    // late): either way the update is recorded in flight, once, and B follows it (without
+    // its id, by the application's version and state).
+    let status = server.status(NAMESPACE, BUDGET).unwrap();
+    let op = status
+        .operation_in_flight
+        .as_ref()
+        .expect("the update stays recorded in flight");
+    assert_eq!(status.history.as_ref().unwrap().scalings.len(), 1);
+    if let Some(id) = &op.operation_id {
+        assert_one_scaling_recorded(&status);
+        assert!(!id.is_empty());
+    }
+    let mut b = b;
+    b.terminate();
+    assert_eq!(
+        b.exit(Timing::GRACE + Timing::RENEW_DEADLINE).await.0,
+        Exit::Stopped
+    );
+    let _ = emu.shutdown().await;
+}
+
+/// `/healthz` of a running replica: ok while the budget watch progresses (bookmarks and
+/// watch restarts count), 503 naming the watch once its requests stall past the bound
+/// (three watch timeouts), ok again once they flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_fails_while_the_budget_watch_is_stuck() {
+    let (server, emu, budget) = cluster().await;
+    server.create_budget(&budget);
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let mut a = start_with(
+        &server,
+        &emu,
+        "a",
+        Tweaks {
+            watch: Duration::from_secs(1),
+            http: Some(addr_tx),
+            ..Tweaks::default()
+        },
+    )
+    .await;
+    let addr = addr_rx.await.unwrap();
+    let health = || async move {
+        let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<http_body_util::Empty<axum::body::Bytes>>();
+        let response = client
+            .get(format!("http://{addr}/healthz").parse().unwrap())
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    };
+    until("a to lead", Duration::from_secs(5), || {
+        holder(&server).as_deref() == Some("a")
+    })
+    .await;
+    // Past one stall bound, with watches ending every second: healthy.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let (status, body) = health().await;
+    assert_eq!(status, 200, "{body}");
+    // Every new watch (and list) of A stalls: the open one ends within its 1 s timeout.
+    let stuck = server.hold(Hold {
+        client: Some("a".into()),
+        path_contains: Some("/checkpointbudgets?".into()),
+        ..Hold::default()
+    });
+    let mut seen = (0, String::new());
+    for _ in 0..100 {
+        seen = health().await;
+        if seen.0 == 503 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen.0, 503, "{}", seen.1);
+    assert!(
+        seen.1.contains("CheckpointBudget watch has made no progress"),
+        "{}",
+        seen.1
+    );
+    server.release(stuck);
+    until("a watch again", Duration::from_secs(5), || {
+        server.requests().iter().any(|r| {
+            r.client == "a" && r.uri.contains("watch=true") && r.answered > r.arrived + Duration::from_secs(1)
+        })
+    })
+    .await;
+    let mut recovered = (0, String::new());
+    for _ in 0..50 {
+        recovered = health().await;
+        if recovered.0 == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(recovered.0, 200, "{}", recovered.1);
+    a.terminate();
+    assert_eq!(
+        a.exit(Timing::GRACE + Timing::RENEW_DEADLINE).await.0,
         Exit::Stopped
     );
     let _ = emu.shutdown().await;
