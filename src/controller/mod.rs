@@ -835,7 +835,7 @@ pub async fn serve(
         r = role.wait_for(|r| *r == Role::Leader || *r == Role::Lost) => r.map(|r| *r == Role::Leader).unwrap_or(false),
         _ = wait_shutdown(shutdown_rx.clone()) => false,
     };
-    let exit = if leading {
+    let (exit, drained) = if leading {
         info!(
             namespace = namespace.as_deref().unwrap_or("(all)"),
             "controller starting"
@@ -874,7 +874,6 @@ pub async fn serve(
     } else {
         (Exit::Stopped, true)
     };
-    let (exit, drained) = exit;
 
     if let Some((task, tenure, _)) = elector {
         if drained {

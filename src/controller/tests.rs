@@ -1073,3 +1073,28 @@ async fn an_intent_left_by_a_fenced_leader_is_dropped_by_the_next() {
     result.unwrap();
     assert_eq!(fake.read(|s| s.updates.len()), 1, "one update in all");
 }
+
+/// The shutdown grace counts from the stop: a controller that finishes its reconciles
+/// within it is drained (and the Lease may be released); one that does not is abandoned.
+#[tokio::test(start_paused = true)]
+async fn the_drain_waits_the_grace_from_the_stop_and_no_longer() {
+    use tokio::time::{Instant, sleep};
+    let grace = Duration::from_secs(20);
+    // Runs for a minute before the stop, then ends 5 s after it: drained.
+    let start = Instant::now();
+    let drained = super::drain(
+        sleep(Duration::from_secs(65)),
+        sleep(Duration::from_secs(60)),
+        grace,
+    )
+    .await;
+    assert!(drained);
+    assert_eq!(start.elapsed(), Duration::from_secs(65));
+    // Never ends: abandoned at the stop plus the grace.
+    let start = Instant::now();
+    let drained = super::drain(std::future::pending::<()>(), sleep(Duration::from_secs(1)), grace).await;
+    assert!(!drained);
+    assert_eq!(start.elapsed(), Duration::from_secs(21));
+    // Ends on its own before any stop.
+    assert!(super::drain(sleep(Duration::from_secs(1)), std::future::pending::<()>(), grace).await);
+}
