@@ -20,7 +20,7 @@ pub enum Command {
     /// Check CheckpointBudget manifests against the CRD's schema and CEL rules, offline.
     Validate(crate::validate::ValidateArgs),
     /// Run the controller: reconcile CheckpointBudgets against Managed Service for Apache Flink.
-    Run(crate::controller::RunArgs),
+    Run(Box<crate::controller::RunArgs>),
     /// Serve the AWS emulator (kinesisanalyticsv2 and CloudWatch) on loopback.
     Emulator(crate::emulator::EmulatorArgs),
     /// Run a scenario in virtual time under a policy (or a baseline) and report SLO-violation
@@ -38,7 +38,7 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
     match cli.command {
         Command::Crd(args) => crate::crd::run_crd(args),
         Command::Validate(args) => crate::validate::run(args),
-        Command::Run(args) => crate::controller::run(args),
+        Command::Run(args) => crate::controller::run(*args),
         Command::Emulator(args) => crate::emulator::run(args),
         Command::Simulate(args) => crate::sim::simulate::run_command(args),
         Command::Recommend(args) => crate::recommend::run(*args),

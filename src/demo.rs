@@ -434,6 +434,7 @@ pub async fn run_demo_with(
         interval: Duration::from_secs(60),
         in_flight_poll: Duration::from_secs(30),
         kpu_hour_price: None,
+        fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
     };
     let store = MemoryStore::default();
     let key = BudgetKey::new(namespace.clone(), name.clone());

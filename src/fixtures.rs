@@ -451,6 +451,7 @@ impl Context {
             interval: Duration::from_secs(60),
             in_flight_poll: Duration::from_secs(30),
             kpu_hour_price: None,
+            fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
         };
         let ctx = Context {
             client,

@@ -519,6 +519,7 @@ async fn drive(
         interval,
         in_flight_poll: Duration::from_secs(30),
         kpu_hour_price: None,
+        fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
     };
     let store = MemoryStore::default();
     let budgets: Arc<Vec<Loaded>> = Arc::new(budgets);

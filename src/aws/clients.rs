@@ -2,6 +2,13 @@
 //! web identity — which is how IRSA on EKS works —, container and instance metadata), an
 //! optional endpoint override (the emulator), the SDK's standard retry mode, and one client
 //! set per (region, role) with the role assumed through STS.
+//!
+//! Every call has an attempt timeout and an operation timeout ([`AwsSettings`]); the STS
+//! clients inherit them (the AssumeRole provider is configured from the base
+//! configuration, the web-identity provider from the loader's), and credentials are
+//! resolved inside an attempt, so no call waits on AWS for longer than its operation
+//! timeout (tests/integration/aws.rs, `every_aws_call_is_bounded_when_aws_never_answers`
+//! and `the_web_identity_sts_call_is_bounded_when_sts_never_answers`).
 
 use std::{
     collections::HashMap,
@@ -52,6 +59,15 @@ pub struct AwsSettings {
     /// `GetCallerIdentity` is not to be asked (the emulator has no STS). Must be twelve
     /// digits.
     pub account_id: Option<String>,
+}
+
+impl AwsSettings {
+    /// The longest an `UpdateApplication` call can be in flight: its one attempt (the SDK
+    /// never retries it), within the operation timeout. Credentials are resolved inside the
+    /// attempt, so an STS call that hangs is bounded too.
+    pub fn update_bound(&self) -> Duration {
+        self.attempt_timeout.min(self.operation_timeout)
+    }
 }
 
 impl Default for AwsSettings {

@@ -13,19 +13,25 @@
 //! - a budget that was valid and became undecodable is removed from the reflector (so it is
 //!   neither reconciled with its stale spec nor counted as an owner of its application).
 
-use std::sync::{Arc, OnceLock};
+use std::{
+    collections::BTreeMap,
+    sync::{Arc, Mutex, OnceLock},
+};
 
 use jiff::Timestamp;
+use k8s_openapi::api::core::v1::ObjectReference;
 use kube::{
     CustomResourceExt, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
     runtime::{reflector::Store, watcher},
 };
 use serde_json::Value;
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::{
     Context,
+    fence::FencedStore,
     status::{self, READY, SCALING, Truth},
     store::{BudgetKey, BudgetStore, KubeStore, Notice, NoticeType},
 };
@@ -137,10 +143,24 @@ pub fn invalid_message(err: &SpecError) -> String {
 }
 
 /// Turns the untyped watch into a typed one, reporting the objects that do not decode.
+///
+/// NB: the reports (a status write and an Event each) are not made in the watch stream:
+/// a status write that hangs would stall the stream, and with it every budget. They are
+/// queued, latest per budget, for [`Decoder::write_reports`], which runs beside the stream.
 pub struct Decoder {
     ctx: Arc<Context>,
     reader: Store<CheckpointBudget>,
     resource: ApiResource,
+    reports: Mutex<BTreeMap<BudgetKey, Pending>>,
+    wake: Notify,
+}
+
+/// A report waiting to be written.
+struct Pending {
+    reference: ObjectReference,
+    prior: Value,
+    generation: Option<i64>,
+    err: SpecError,
 }
 
 impl Decoder {
@@ -151,38 +171,47 @@ impl Decoder {
             ctx,
             reader,
             resource: api_resource(),
+            reports: Mutex::default(),
+            wake: Notify::new(),
         }
     }
 
     /// Maps one watcher event. `None` drops it (an undecodable object seen for the first
-    /// time, or deleted).
-    pub async fn event(
-        &self,
-        event: watcher::Event<DynamicObject>,
-    ) -> Option<watcher::Event<CheckpointBudget>> {
+    /// time, or deleted). Never waits: reports are queued.
+    pub fn event(&self, event: watcher::Event<DynamicObject>) -> Option<watcher::Event<CheckpointBudget>> {
         use watcher::Event;
         match event {
             Event::Init => Some(Event::Init),
             Event::InitDone => Some(Event::InitDone),
             // Left out of the initial list, an undecodable object is left out of the store.
-            Event::InitApply(object) => self.apply(&object).await.map(Event::InitApply),
-            Event::Apply(object) => match self.apply(&object).await {
+            Event::InitApply(object) => self.apply(&object).map(Event::InitApply),
+            Event::Apply(object) => match self.apply(&object) {
                 Some(budget) => Some(Event::Apply(budget)),
                 None => self.stored(&object).map(Event::Delete),
             },
             Event::Delete(object) => match decode(&object) {
-                Ok(budget) => Some(Event::Delete(budget)),
-                Err(_) => self.stored(&object).map(Event::Delete),
+                Ok(budget) => {
+                    self.forget(&object);
+                    Some(Event::Delete(budget))
+                }
+                Err(_) => {
+                    self.forget(&object);
+                    self.stored(&object).map(Event::Delete)
+                }
             },
         }
     }
 
-    /// The decoded budget, or `None` after reporting why it does not decode.
-    async fn apply(&self, object: &DynamicObject) -> Option<CheckpointBudget> {
+    /// The decoded budget, or `None` after queueing the report of why it does not decode.
+    fn apply(&self, object: &DynamicObject) -> Option<CheckpointBudget> {
         match decode(object) {
-            Ok(budget) => Some(budget),
+            Ok(budget) => {
+                // A report queued for an older version is moot.
+                self.forget(object);
+                Some(budget)
+            }
             Err(err) => {
-                self.report(object, &err).await;
+                self.queue(object, err);
                 None
             }
         }
@@ -195,34 +224,84 @@ impl Decoder {
         self.reader.get(&reference).map(|b| (*b).clone())
     }
 
-    /// Writes `Ready=False InvalidSpec` with the decoding error to the object's status and
-    /// publishes a Warning Event — unless this generation already says exactly that.
-    async fn report(&self, object: &DynamicObject, err: &SpecError) {
-        let (Some(namespace), Some(name)) = (object.namespace(), object.metadata.name.clone()) else {
+    fn key(object: &DynamicObject) -> Option<BudgetKey> {
+        Some(BudgetKey::new(object.namespace()?, object.metadata.name.clone()?))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<BudgetKey, Pending>> {
+        // NB: inserts and removals only; a poisoned lock holds a consistent map.
+        self.reports.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn queue(&self, object: &DynamicObject, err: SpecError) {
+        let Some(key) = Self::key(object) else {
             warn!(error = %err, "an undecodable budget without a name or namespace; ignored");
             return;
         };
-        let key = BudgetKey::new(namespace, name);
         self.ctx
             .metrics
             .reconcile
             .set_failure(&key.to_string(), "invalid_spec");
-        let store = KubeStore::for_reference(
-            self.ctx.client.clone(),
-            self.ctx.recorder.clone(),
-            object.object_ref(&self.resource),
+        let pending = Pending {
+            reference: object.object_ref(&self.resource),
+            prior: object.data.get("status").cloned().unwrap_or(Value::Null),
+            generation: object.metadata.generation,
+            err,
+        };
+        self.lock().insert(key, pending);
+        self.wake.notify_one();
+    }
+
+    fn forget(&self, object: &DynamicObject) {
+        if let Some(key) = Self::key(object) {
+            self.lock().remove(&key);
+        }
+    }
+
+    /// Writes the queued reports, for as long as it runs (beside the watch stream; each write
+    /// is bounded by the client's request timeout).
+    pub async fn write_reports(&self) {
+        loop {
+            let next = {
+                let mut reports = self.lock();
+                let key = reports.keys().next().cloned();
+                key.and_then(|k| reports.remove_entry(&k))
+            };
+            match next {
+                Some((key, pending)) => self.report(&key, pending).await,
+                None => self.wake.notified().await,
+            }
+        }
+    }
+
+    /// Whether reports are waiting to be written.
+    pub fn reports_pending(&self) -> bool {
+        !self.lock().is_empty()
+    }
+
+    /// Writes `Ready=False InvalidSpec` with the decoding error to the object's status and
+    /// publishes a Warning Event — unless this generation already says exactly that.
+    async fn report(&self, key: &BudgetKey, pending: Pending) {
+        let Pending {
+            reference,
+            prior,
+            generation,
+            err,
+        } = pending;
+        let store = FencedStore::new(
+            KubeStore::for_reference(self.ctx.client.clone(), self.ctx.recorder.clone(), reference),
+            self.ctx.core.fence.clone(),
         );
         let now = (self.ctx.clock)();
-        let prior = object.data.get("status").cloned().unwrap_or(Value::Null);
-        match invalid_status(prior, object.metadata.generation, err, now) {
+        match invalid_status(prior, generation, &err, now) {
             Some((status, notice)) => {
                 warn!(budget = %key, error = %err, "budget does not decode; not reconciled");
-                if let Err(e) = store.save_status(&key, &status).await {
+                if let Err(e) = store.save_status(key, &status).await {
                     warn!(budget = %key, error = %e, "status of an undecodable budget not written");
                     return;
                 }
                 if let Some(notice) = notice
-                    && let Err(e) = store.publish(&key, &notice).await
+                    && let Err(e) = store.publish(key, &notice).await
                 {
                     warn!(budget = %key, error = %e, "event not published");
                 }
@@ -400,7 +479,11 @@ mod tests {
         let (reader, mut writer) = reflector::store::<CheckpointBudget>();
         let good = CheckpointBudget::test();
         writer.apply_watcher_event(&Event::Apply(good.clone()));
-        let decoder = Decoder::new(ctx.clone(), reader.clone());
+        let decoder = Arc::new(Decoder::new(ctx.clone(), reader.clone()));
+        let reports = tokio::spawn({
+            let decoder = decoder.clone();
+            async move { decoder.write_reports().await }
+        });
         let mut bad = malformed();
         bad["metadata"]["name"] = json!(fixtures::NAME);
         let server = {
@@ -417,15 +500,17 @@ mod tests {
                 api.expect_silence().await;
             })
         };
-        match decoder.event(Event::Apply(dynamic(bad))).await {
+        match decoder.event(Event::Apply(dynamic(bad))) {
             Some(Event::Delete(gone)) => assert_eq!(gone, good),
             other => panic!("expected the stored budget to be deleted, got {other:?}"),
         }
         fixtures::timeout_after_1s(server).await;
+        assert!(!decoder.reports_pending());
+        reports.abort();
         assert!(fake.read(|s| s.calls.is_empty()));
         // Deleted while undecodable: nothing to tell the reflector beyond the stored version.
         writer.apply_watcher_event(&Event::Delete(good));
-        assert!(decoder.event(Event::Delete(dynamic(malformed()))).await.is_none());
+        assert!(decoder.event(Event::Delete(dynamic(malformed()))).is_none());
     }
 
     /// One malformed and one good budget in the same list: the good one is reconciled and
@@ -433,6 +518,18 @@ mod tests {
     /// Event; neither stalls the controller.
     #[tokio::test]
     async fn a_malformed_budget_does_not_stall_the_others() {
+        malformed_and_good(false).await;
+    }
+
+    /// The status write reporting a malformed budget hangs (the API server never answers
+    /// it): it is written beside the watch stream, so the good budget is still reconciled
+    /// and scales.
+    #[tokio::test]
+    async fn a_hung_report_does_not_stall_the_watch() {
+        malformed_and_good(true).await;
+    }
+
+    async fn malformed_and_good(hang_report: bool) {
         let (ctx, mut api, fake) = crate::controller::Context::test();
         fake.with(|s| s.samples = fixtures::overloaded());
         let good = CheckpointBudget::test();
@@ -479,6 +576,11 @@ mod tests {
                         Method::PATCH if uri.contains("/checkpointbudgets/broken/status?") => {
                             seen.bad_status =
                                 Some(serde_json::from_value(exchange.json()["status"].clone()).unwrap());
+                            if hang_report {
+                                // Taken, never answered.
+                                watches.push(exchange);
+                                continue;
+                            }
                             // As the API server would: the whole object, still malformed.
                             exchange.reply_json(&malformed());
                         }
@@ -503,7 +605,7 @@ mod tests {
         let done = || {
             let seen = seen.lock().unwrap();
             seen.bad_status.is_some()
-                && seen.bad_event.is_some()
+                && (hang_report || seen.bad_event.is_some())
                 && seen.good_status.is_some()
                 && !fake.read(|s| s.updates.is_empty())
         };
@@ -541,13 +643,17 @@ mod tests {
             ready.message
         );
         assert_eq!(bad.observed_generation, Some(2));
-        let event = bad_event.unwrap();
-        assert_eq!(event["reason"], INVALID_SPEC);
-        assert_eq!(event["type"], "Warning");
-        assert!(
-            event["note"].as_str().unwrap().contains("spec.parallelism.min"),
-            "{event}"
-        );
+        if hang_report {
+            assert!(bad_event.is_none(), "the Event follows the status write");
+        } else {
+            let event = bad_event.unwrap();
+            assert_eq!(event["reason"], INVALID_SPEC);
+            assert_eq!(event["type"], "Warning");
+            assert!(
+                event["note"].as_str().unwrap().contains("spec.parallelism.min"),
+                "{event}"
+            );
+        }
 
         let updates = fake.read(|s| s.updates.clone());
         assert_eq!(updates.len(), 1, "the good budget scaled once");

@@ -9,9 +9,13 @@
 //! - [`tenancy`]: which budgets may act on which applications.
 //! - [`ownership`]: which of several budgets naming one application acts on it.
 //! - [`leader`]: leader election on a Lease.
+//! - [`fence`]: acting only under a Lease that outlasts the action.
+//! - [`kubeclient`]: the Kubernetes client, with a time bound on every call.
 //! - [`server`]: the HTTP endpoints.
 
 pub mod decode;
+pub mod fence;
+pub mod kubeclient;
 pub mod leader;
 pub mod limited;
 pub mod ownership;
@@ -32,7 +36,7 @@ use std::{
 
 use anyhow::Context as _;
 use clap::Args;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use jiff::Timestamp;
 use kube::{
     Client, ResourceExt,
@@ -84,6 +88,9 @@ pub enum Error {
     /// The budget has no namespace (it is a namespaced resource; this is a broken object).
     #[error("the budget has no namespace")]
     MissingNamespace,
+    /// This replica does not hold the Lease for long enough to act: nothing was done.
+    #[error("not acting without the Lease: {0}")]
+    Fenced(#[source] fence::Fenced),
 }
 
 /// How soon to retry after an error.
@@ -108,6 +115,7 @@ impl Error {
             Error::Forbidden(_) => "forbidden".into(),
             Error::Conflict(_) => "conflict".into(),
             Error::Aws(e) => format!("aws_{}", snake(e.reason())),
+            Error::Fenced(_) | Error::Store(store::StoreError::Fenced(_)) => "fenced".into(),
             Error::Store(_) => "status_write".into(),
             Error::MissingNamespace => "missing_namespace".into(),
         }
@@ -140,7 +148,7 @@ impl Error {
         match self {
             Error::InvalidSpec(_) | Error::MissingNamespace => Retry::AwaitChange,
             Error::Aws(e) if e.is_transient() => Retry::Soon,
-            Error::Store(_) => Retry::Soon,
+            Error::Store(_) | Error::Fenced(_) => Retry::Soon,
             Error::Aws(_) | Error::Forbidden(_) => Retry::Slowly,
             Error::Conflict(_) => Retry::Interval,
         }
@@ -240,7 +248,10 @@ pub async fn reconcile(budget: Arc<CheckpointBudget>, ctx: Arc<Context>) -> Resu
     let _timer = ctx.metrics.reconcile.count_and_measure();
     let namespace = budget.namespace().ok_or(Error::MissingNamespace)?;
     let key = BudgetKey::new(namespace, budget.name_any());
-    let store = KubeStore::new(ctx.client.clone(), ctx.recorder.clone(), &budget);
+    let store = fence::FencedStore::new(
+        KubeStore::new(ctx.client.clone(), ctx.recorder.clone(), &budget),
+        ctx.core.fence.clone(),
+    );
     let view = BudgetView {
         key: key.clone(),
         generation: budget.metadata.generation,
@@ -298,6 +309,27 @@ pub struct RunArgs {
     /// This replica's identity in the Lease (default: POD_NAME, else the hostname).
     #[arg(long, env = "POD_NAME")]
     pub leader_identity: Option<String>,
+    /// How long a Lease record must stay unchanged before a standby takes over. Must exceed
+    /// the renew deadline, and a retry period plus an UpdateApplication's bound (10 s) plus
+    /// the fence's 5 s margin.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
+    /// How long the leader keeps failing to renew before it steps down (and stops acting).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub lease_renew_deadline: Duration,
+    /// Time between attempts to acquire or renew the Lease.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub lease_retry_period: Duration,
+    /// Limit on every Kubernetes request but watches (Lease, status, Events), retries
+    /// included.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    pub kube_timeout: Duration,
+    /// On SIGTERM, how long the reconciles in flight may take to finish before the process
+    /// exits anyway (then without releasing the Lease, which expires by itself). Keep it
+    /// below the pod's terminationGracePeriodSeconds minus the time to release the Lease
+    /// (up to the renew deadline).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_grace: Duration,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
     pub http_addr: SocketAddr,
@@ -342,6 +374,51 @@ fn parse_account_id(text: &str) -> Result<String, String> {
         Ok(text.to_owned())
     } else {
         Err(format!("{text:?} is not an AWS account id (twelve digits)"))
+    }
+}
+
+impl RunArgs {
+    /// The AWS settings of the flags.
+    pub fn aws_settings(&self) -> AwsSettings {
+        AwsSettings {
+            region: self.region.clone(),
+            endpoint_url: self.aws_endpoint_url.clone(),
+            account_id: self.aws_account_id.clone(),
+            ..AwsSettings::default()
+        }
+    }
+
+    /// The Kubernetes client's timeouts.
+    pub fn kube_timeouts(&self) -> kubeclient::KubeTimeouts {
+        kubeclient::KubeTimeouts {
+            request: self.kube_timeout,
+            ..kubeclient::KubeTimeouts::default()
+        }
+    }
+
+    /// The fence's bounds: an UpdateApplication's, a Kubernetes write's, and the margin.
+    pub fn fence_bounds(&self) -> fence::FenceBounds {
+        fence::FenceBounds {
+            update: self.aws_settings().update_bound(),
+            write: self.kube_timeout,
+            margin: FENCE_MARGIN,
+        }
+    }
+
+    /// The leader election of the flags for the replica `identity` (`None` when off).
+    pub fn lease_config(&self, identity: &str) -> Option<LeaseConfig> {
+        self.leader_election.then(|| LeaseConfig {
+            lease_duration: self.lease_duration,
+            renew_deadline: self.lease_renew_deadline,
+            retry_period: self.lease_retry_period,
+            ..LeaseConfig::new(
+                self.leader_election_namespace
+                    .clone()
+                    .unwrap_or_else(|| "default".into()),
+                self.lease_name.clone(),
+                identity,
+            )
+        })
     }
 }
 
@@ -393,18 +470,49 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     runtime.block_on(run_async(args))
 }
 
+/// How the budget watch runs.
+#[derive(Clone, Debug)]
+pub struct WatchOptions {
+    /// The watch's server-side timeout (`timeoutSeconds`).
+    pub timeout: Duration,
+    /// Where the watch's progress is recorded (for `/healthz`), if anywhere: it is marked
+    /// running while the controller runs.
+    pub progress: Option<kubeclient::WatchProgress>,
+}
+
+impl Default for WatchOptions {
+    fn default() -> Self {
+        Self {
+            timeout: kubeclient::KubeTimeouts::default().watch,
+            progress: None,
+        }
+    }
+}
+
 /// Runs the `kube::runtime::Controller` over `budgets` until `stop` resolves (then lets the
-/// reconciles in flight finish).
+/// reconciles in flight finish), with the default [`WatchOptions`].
+pub async fn run_controller(
+    budgets: Api<CheckpointBudget>,
+    ctx: Arc<Context>,
+    stop: impl Future<Output = ()> + Send + Sync + 'static,
+) {
+    run_controller_with(budgets, ctx, stop, WatchOptions::default()).await
+}
+
+/// Runs the `kube::runtime::Controller` over `budgets` until `stop` resolves: from then on
+/// no reconcile starts, the watch ends, and the future resolves once the reconciles in
+/// flight have finished (the caller bounds that wait).
 ///
 /// Reconciles are triggered by spec changes only (`metadata.generation`): the controller's
 /// own status writes do not trigger another reconcile; the periodic requeue does the rest.
 ///
 /// The core's [`Claims`](ownership::Claims) are the reflector store's budgets (whatever
 /// `ctx.core.claims` was): ownership is judged among every budget the controller watches.
-pub async fn run_controller(
+pub async fn run_controller_with(
     budgets: Api<CheckpointBudget>,
     ctx: Arc<Context>,
     stop: impl Future<Output = ()> + Send + Sync + 'static,
+    options: WatchOptions,
 ) {
     let (reader, writer) = reflector::store();
     // The per-budget gauges read the budgets' status from the same store.
@@ -422,20 +530,24 @@ pub async fn run_controller(
         None => Api::all_with(budgets.into_client(), &resource),
     };
     let decoder = Arc::new(decode::Decoder::new(ctx.clone(), reader.clone()));
-    let stream = watcher(raw, watcher::Config::default().any_semantic())
+    // The reports of undecodable budgets are written beside the stream, never in it.
+    let _reports = AbortOnDrop(tokio::spawn({
+        let decoder = decoder.clone();
+        async move { decoder.write_reports().await }
+    }));
+    let seconds = u32::try_from(options.timeout.as_secs().max(1)).unwrap_or(u32::MAX);
+    let stream = watcher(raw, watcher::Config::default().any_semantic().timeout(seconds))
         .default_backoff()
         .filter_map(move |event| {
-            let decoder = decoder.clone();
-            async move {
-                match event {
-                    Ok(event) => decoder.event(event).await.map(Ok),
-                    Err(e) => Some(Err(e)),
-                }
-            }
+            futures::future::ready(match event {
+                Ok(event) => decoder.event(event).map(Ok),
+                Err(e) => Some(Err(e)),
+            })
         })
         .reflect(writer)
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
+    let _watching = options.progress.map(Watching::start);
     Controller::for_stream(stream, reader)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
@@ -448,6 +560,33 @@ pub async fn run_controller(
             }
         })
         .await;
+    // NB: a report not yet written when the controller stops (`_reports` aborts it) is
+    // queued again when the budget is next listed.
+}
+
+/// Aborts a task when dropped (also when the future owning it is dropped mid-way).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Marks the watch running while it lives.
+struct Watching(kubeclient::WatchProgress);
+
+impl Watching {
+    fn start(progress: kubeclient::WatchProgress) -> Self {
+        progress.start();
+        Self(progress)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        self.0.stop();
+    }
 }
 
 /// Resolves when SIGTERM or Ctrl+C arrives.
@@ -474,12 +613,14 @@ async fn shutdown_signal() {
 
 async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     let tenancy = tenancy::build(args.tenancy, args.tenancy_config.as_deref())?;
-    let client = Client::try_default()
+    let timeouts = args.kube_timeouts();
+    let config = kube::Config::infer()
         .await
         .context("connecting to Kubernetes (in-cluster config or KUBECONFIG)")?;
+    let kube = kubeclient::clients(config, timeouts).context("building the Kubernetes client")?;
     let budgets: Api<CheckpointBudget> = match &args.namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
+        Some(ns) => Api::namespaced(kube.calls.clone(), ns),
+        None => Api::all(kube.calls.clone()),
     };
     if let Err(e) = budgets.list(&ListParams::default().limit(1)).await {
         error!(error = %e, "CheckpointBudget is not queryable");
@@ -500,14 +641,8 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         return Ok(ExitCode::FAILURE);
     }
 
-    let settings = AwsSettings {
-        region: args.region.clone(),
-        endpoint_url: args.aws_endpoint_url.clone(),
-        account_id: args.aws_account_id.clone(),
-        ..AwsSettings::default()
-    };
     let clients = Arc::new(
-        AwsClients::from_env(settings)
+        AwsClients::from_env(args.aws_settings())
             .await
             .context("setting up AWS clients")?,
     );
@@ -534,28 +669,115 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         interval: args.interval,
         in_flight_poll: Duration::from_secs(30).min(args.interval),
         kpu_hour_price: args.kpu_hour_price.clone(),
+        // Replaced by `serve` under leader election.
+        fence: Arc::new(fence::AlwaysHeld),
     };
     let identity = args
         .leader_identity
         .clone()
         .or_else(|| std::env::var("HOSTNAME").ok())
         .unwrap_or_else(|| format!("{CONTROLLER_NAME}-{}", std::process::id()));
-    let reporter = Reporter {
-        controller: CONTROLLER_NAME.into(),
-        instance: Some(identity.clone()),
-    };
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), reporter),
+    let wiring = Wiring {
+        kube,
+        timeouts,
+        namespace: args.namespace.clone(),
         core,
-        metrics: metrics.clone(),
-        backoff: Arc::default(),
         clock: Arc::new(Timestamp::now),
-    });
+        leader: args.lease_config(&identity),
+        identity,
+        fence: args.fence_bounds(),
+        shutdown_grace: args.shutdown_grace,
+        http_addr: args.http_addr,
+    };
+    let exit = serve(wiring, shutdown_signal(), |_| {}).await?;
+    Ok(match exit {
+        Exit::Stopped => ExitCode::SUCCESS,
+        Exit::LostLeadership => ExitCode::FAILURE,
+    })
+}
 
+/// Runs `controller` until it ends; once `stop` resolves, gives it `grace` to end. `false`
+/// when the grace ran out (the controller, and the reconciles in it, are dropped).
+async fn drain(
+    controller: impl Future<Output = ()>,
+    stop: impl Future<Output = ()>,
+    grace: Duration,
+) -> bool {
+    let mut controller = std::pin::pin!(controller);
+    tokio::select! {
+        _ = &mut controller => return true,
+        _ = stop => {}
+    }
+    tokio::time::timeout(grace, controller).await.is_ok()
+}
+
+/// The safety margin of the fence: how much longer than an action the Lease must still be
+/// held for the action to start (see [`fence`]).
+pub const FENCE_MARGIN: Duration = Duration::from_secs(5);
+
+/// Everything `run` wires together, built from its flags in the cluster and by hand in
+/// tests (which run two controllers against one API server).
+pub struct Wiring {
+    /// The Kubernetes clients (calls and watches).
+    pub kube: kubeclient::KubeClients,
+    /// Their timeouts.
+    pub timeouts: kubeclient::KubeTimeouts,
+    /// Watch budgets in this namespace only.
+    pub namespace: Option<String>,
+    /// The reconcile core (its `fence` and `claims` are replaced).
+    pub core: Core,
+    /// The clock of the reconciles.
+    pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// This replica's identity (Events, Lease).
+    pub identity: String,
+    /// Leader election, or `None` for a replica that always leads.
+    pub leader: Option<LeaseConfig>,
+    /// The fence's bounds (used under leader election).
+    pub fence: fence::FenceBounds,
+    /// How long the reconciles in flight may take to finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// The HTTP server's address.
+    pub http_addr: SocketAddr,
+}
+
+/// How [`serve`] ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// Asked to stop; the reconciles in flight finished (or the grace ran out).
+    Stopped,
+    /// This replica led and lost the Lease: it stopped acting and exits, to restart as a
+    /// candidate.
+    LostLeadership,
+}
+
+/// Runs the controller as `run` does: leader election (if any), the HTTP endpoints, the
+/// controller while leading, and the shutdown in order — on `shutdown` (or a lost Lease)
+/// no reconcile starts; those in flight get `shutdown_grace` to finish while the elector
+/// keeps renewing; only then is the Lease released. If they do not finish in time they are
+/// dropped and the Lease is *not* released: it expires by itself, after every
+/// `UpdateApplication` the fence let start has ended. `on_http` receives the HTTP server's
+/// bound address.
+pub async fn serve(
+    wiring: Wiring,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    on_http: impl FnOnce(SocketAddr),
+) -> anyhow::Result<Exit> {
+    let Wiring {
+        kube,
+        timeouts,
+        namespace,
+        mut core,
+        clock,
+        identity,
+        leader,
+        fence: bounds,
+        shutdown_grace,
+        http_addr,
+    } = wiring;
+    let metrics = core.metrics.clone();
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     tokio::spawn(async move {
-        shutdown_signal().await;
+        shutdown.await;
         info!("shutdown requested");
         shutdown_tx.send_replace(true);
     });
@@ -564,78 +786,140 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
 
     // Leader election, or a single replica that always leads.
-    let (role_tx, role_rx) = watch::channel(if args.leader_election {
+    let (role_tx, role_rx) = watch::channel(if leader.is_some() {
         Role::Candidate
     } else {
         Role::Leader
     });
-    let elector = if args.leader_election {
-        let namespace = args
-            .leader_election_namespace
-            .clone()
-            .unwrap_or_else(|| "default".into());
-        let config = LeaseConfig::new(namespace.clone(), args.lease_name.clone(), identity.clone());
-        let elector = LeaderElector::new(Api::namespaced(client.clone(), &namespace), config);
-        info!(lease = %args.lease_name, %namespace, %identity, "leader election on");
-        Some(tokio::spawn(
-            elector.run(role_tx, wait_shutdown(shutdown_rx.clone())),
-        ))
-    } else {
-        drop(role_tx);
-        None
+    let (release_tx, release_rx) = tokio::sync::oneshot::channel::<()>();
+    let elector = match leader {
+        Some(config) => {
+            config
+                .validate(&bounds)
+                .map_err(|e| anyhow::anyhow!("leader election: {e}"))?;
+            let namespace = config.namespace.clone();
+            let lease = config.describe();
+            let stuck_after = config.stuck_after();
+            let elector = LeaderElector::new(Api::namespaced(kube.calls.clone(), &namespace), config);
+            let tenure = elector.tenure();
+            core.fence = Arc::new(leader::LeaseFence::new(tenure.clone(), bounds, lease.clone()));
+            info!(%lease, %identity, "leader election on");
+            let task = tokio::spawn(elector.run(role_tx, async move {
+                let _ = release_rx.await;
+            }));
+            Some((task, tenure, stuck_after))
+        }
+        None => {
+            drop(role_tx);
+            core.fence = Arc::new(fence::AlwaysHeld);
+            None
+        }
     };
 
+    let budgets: Api<CheckpointBudget> = match &namespace {
+        Some(ns) => Api::namespaced(kube.calls.clone(), ns),
+        None => Api::all(kube.calls.clone()),
+    };
+    let (http_stop_tx, http_stop_rx) = tokio::sync::oneshot::channel::<()>();
     let http = server::serve(
-        args.http_addr,
+        http_addr,
         server::State {
             metrics: metrics.clone(),
-            budgets: budgets.clone(),
+            budgets,
             role: role_rx.clone(),
+            health: server::Health {
+                watch: kube.progress.clone(),
+                watch_stall: timeouts.watch_stall(),
+                elector: elector
+                    .as_ref()
+                    .map(|(_, tenure, stuck_after)| (tenure.clone(), *stuck_after)),
+            },
         },
-        wait_shutdown(shutdown_rx.clone()),
+        async move {
+            let _ = http_stop_rx.await;
+        },
     )
     .await
-    .with_context(|| format!("serving HTTP on {}", args.http_addr))?;
+    .with_context(|| format!("serving HTTP on {http_addr}"))?;
+    on_http(http.addr);
+
+    let reporter = Reporter {
+        controller: CONTROLLER_NAME.into(),
+        instance: Some(identity.clone()),
+    };
+    let ctx = Arc::new(Context {
+        client: kube.calls.clone(),
+        recorder: Recorder::new(kube.calls.clone(), reporter),
+        core,
+        metrics,
+        backoff: Arc::default(),
+        clock,
+    });
 
     // Standby until leader (or shutdown).
     let mut role = role_rx.clone();
-    tokio::select! {
-        r = role.wait_for(|r| *r == Role::Leader || *r == Role::Lost) => {
-            if r.map(|r| *r == Role::Lost).unwrap_or(true) {
-                return Ok(ExitCode::FAILURE);
-            }
-        }
-        _ = wait_shutdown(shutdown_rx.clone()) => {
-            let _ = http.task.await;
-            return Ok(ExitCode::SUCCESS);
-        }
-    }
-    info!(namespace = args.namespace.as_deref().unwrap_or("(all)"), interval = ?args.interval, "controller starting");
-
-    let mut lost = role_rx.clone();
-    let stop = {
-        let shutdown = shutdown_rx.clone();
-        async move {
-            tokio::select! {
-                _ = wait_shutdown(shutdown) => {}
-                _ = lost.wait_for(|r| *r == Role::Lost) => {}
-            }
-        }
+    let leading = tokio::select! {
+        r = role.wait_for(|r| *r == Role::Leader || *r == Role::Lost) => r.map(|r| *r == Role::Leader).unwrap_or(false),
+        _ = wait_shutdown(shutdown_rx.clone()) => false,
     };
-    run_controller(budgets, ctx, stop).await;
+    let (exit, drained) = if leading {
+        info!(
+            namespace = namespace.as_deref().unwrap_or("(all)"),
+            "controller starting"
+        );
+        let mut lost = role_rx.clone();
+        let stop = {
+            let shutdown = shutdown_rx.clone();
+            async move {
+                tokio::select! {
+                    _ = wait_shutdown(shutdown) => {}
+                    _ = lost.wait_for(|r| *r == Role::Lost) => {}
+                }
+            }
+        }
+        .boxed()
+        .shared();
+        let watched: Api<CheckpointBudget> = match &namespace {
+            Some(ns) => Api::namespaced(kube.watches.clone(), ns),
+            None => Api::all(kube.watches.clone()),
+        };
+        let options = WatchOptions {
+            timeout: timeouts.watch,
+            progress: Some(kube.progress.clone()),
+        };
+        // The grace counts from the stop, not from the start.
+        let controller = run_controller_with(watched, ctx, stop.clone(), options);
+        let drained = drain(controller, stop, shutdown_grace).await;
+        if !drained {
+            warn!(grace = ?shutdown_grace, "reconciles still in flight when the shutdown grace ran out; \
+                  exiting without releasing the Lease, which expires by itself");
+        }
+        let lost = *role_rx.borrow() == Role::Lost;
+        (if lost { Exit::LostLeadership } else { Exit::Stopped }, drained)
+    } else if *role_rx.borrow() == Role::Lost {
+        (Exit::LostLeadership, true)
+    } else {
+        (Exit::Stopped, true)
+    };
 
-    let lost_leadership = *role_rx.borrow() == Role::Lost;
-    if let Some(elector) = elector {
-        // It releases the Lease on shutdown, so a standby need not wait for it to expire.
-        let _ = tokio::time::timeout(Duration::from_secs(5), elector).await;
+    if let Some((task, tenure, _)) = elector {
+        if drained {
+            // Nothing guarded by the Lease runs any more: give it up, so a standby need not
+            // wait for it to expire.
+            let _ = release_tx.send(());
+            let _ = task.await;
+        } else {
+            tenure.end();
+            task.abort();
+        }
     }
+    let _ = http_stop_tx.send(());
     let _ = http.task.await;
-    if lost_leadership {
-        error!("leadership lost; exiting so a restart rejoins as a candidate");
-        return Ok(ExitCode::FAILURE);
+    match exit {
+        Exit::LostLeadership => error!("leadership lost; exiting so a restart rejoins as a candidate"),
+        Exit::Stopped => info!("stopped"),
     }
-    info!("stopped");
-    Ok(ExitCode::SUCCESS)
+    Ok(exit)
 }
 
 #[cfg(test)]

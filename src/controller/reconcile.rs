@@ -13,6 +13,7 @@ use tracing::{debug, info, warn};
 
 use super::{
     Error,
+    fence::{Fence, Guarded},
     limited::{self, SCALING_LIMITED},
     ownership::{self, Claim, Claims},
     status::{self, READY, SCALING, SLO_MET, Truth},
@@ -66,6 +67,9 @@ pub struct Core {
     pub in_flight_poll: Duration,
     /// The price per KPU-hour the status prices recommendations at (`--kpu-hour-price`).
     pub kpu_hour_price: Option<KpuHourPrice>,
+    /// Whether this replica may act now ([`fence`](super::fence)): asked right before
+    /// `UpdateApplication`.
+    pub fence: Arc<dyn Fence>,
 }
 
 /// One budget as the core sees it.
@@ -549,6 +553,11 @@ impl<'a> Run<'a> {
         to: policy::AppConfig,
         service: ServiceAutoScaling,
     ) -> Result<(), Error> {
+        // Only under a Lease that outlasts the call: a replica that lost it records no
+        // intent and writes nothing (the new leader decides afresh).
+        if let Err(fenced) = self.core.fence.check(Guarded::Update) {
+            return Err(self.fenced(fenced, desc, to));
+        }
         let record = ScalingRecord::started(self.now, desc.config, to, decision);
         let intent = OperationInFlight::started(self.now, desc.config, to, desc.version_id, decision);
         // The intent goes to status before AWS hears of it: a controller that stops right
@@ -558,6 +567,24 @@ impl<'a> Run<'a> {
         let message = format!("Scaling from {} to {to}: {}", desc.config, decision.message);
         self.scaling_condition(Truth::True, decision.reason.as_str(), &message);
         self.save().await?;
+        // Again right before the call: the intent's write may have taken long, or the Lease
+        // may have been lost meanwhile. The intent of a call never made is cleared; if this
+        // replica may no longer write either, the store refuses, and whoever leads next
+        // drops it (the application's version did not move).
+        if let Err(fenced) = self.core.fence.check(Guarded::Update) {
+            status::remove_scaling(&mut self.history, self.now);
+            self.status.operation_in_flight = None;
+            // The Scaling condition as it was: nothing was started.
+            self.status.conditions.retain(|c| c.type_ != SCALING);
+            if let Some(before) = status::condition(&self.prior.conditions, SCALING) {
+                self.status.conditions.push(before.clone());
+            }
+            let error = self.fenced(fenced, desc, to);
+            if let Err(e) = self.save().await {
+                warn!(budget = %self.budget.key, error = %e, "the intent of a fenced update could not be cleared");
+            }
+            return Err(error);
+        }
 
         let request = UpdateRequest {
             name: desc.name.clone(),
@@ -675,6 +702,19 @@ impl<'a> Run<'a> {
                 Ok(())
             }
         }
+    }
+
+    /// The error for an update the fence stopped: logged and counted, with no Event and no
+    /// condition (this replica is not the one that should write them).
+    fn fenced(
+        &self,
+        fenced: super::fence::Fenced,
+        desc: &ApplicationDescription,
+        to: policy::AppConfig,
+    ) -> Error {
+        warn!(budget = %self.budget.key, from = %desc.config, %to, reason = %fenced, "not scaling: fenced");
+        self.core.metrics.scaling("fenced");
+        Error::Fenced(fenced)
     }
 
     /// Caps `budget.max_kpus` below a KPU count AWS refused with `LimitExceededException`

@@ -1,13 +1,24 @@
-//! The HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process is alive) and
-//! `/readyz` (the CRD is reachable and this replica is leader or a healthy standby).
+//! The HTTP endpoints: `/metrics` (Prometheus), `/healthz` (the process is alive and not
+//! stuck) and `/readyz` (the CRD is reachable and this replica is leader or a healthy
+//! standby).
+//!
+//! `/healthz` answers 503, saying why, when the budget watch has made no progress (no
+//! answer, event, bookmark or list) for longer than its bound while this replica leads, or
+//! when the leader elector has not completed an attempt for longer than its bound (cf.
+//! client-go's `HealthzAdaptor`, which fails a leader that could not renew): the kubelet
+//! then restarts the container, which neither can do from inside.
 
-use std::net::SocketAddr;
+use std::{net::SocketAddr, time::Duration};
 
 use axum::{Router, extract::State as AxumState, http::StatusCode, response::IntoResponse, routing::get};
 use kube::api::{Api, ListParams};
 use tokio::sync::watch;
 
-use super::leader::Role;
+use super::{
+    fence::brief,
+    kubeclient::WatchProgress,
+    leader::{Role, Tenure},
+};
 use crate::{crd::CheckpointBudget, metrics::Metrics};
 
 /// What the endpoints read.
@@ -19,13 +30,55 @@ pub struct State {
     pub budgets: Api<CheckpointBudget>,
     /// This replica's leader election role.
     pub role: watch::Receiver<Role>,
+    /// What `/healthz` checks.
+    pub health: Health,
+}
+
+/// What `/healthz` checks, and the bounds.
+#[derive(Clone, Debug)]
+pub struct Health {
+    /// The budget watch's progress (checked only while the watch runs).
+    pub watch: WatchProgress,
+    /// How long the watch may go without progress.
+    pub watch_stall: Duration,
+    /// The elector's tenure and how long it may go without completing an attempt (`None`
+    /// without leader election).
+    pub elector: Option<(Tenure, Duration)>,
+}
+
+impl Health {
+    /// Why the process is stuck, if it is.
+    pub fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if let Some(since) = self.watch.since()
+            && since > self.watch_stall
+        {
+            problems.push(format!(
+                "the CheckpointBudget watch has made no progress (no answer, event, bookmark or list) for {} \
+                 (bound {})",
+                brief(since),
+                brief(self.watch_stall)
+            ));
+        }
+        if let Some((tenure, bound)) = &self.elector {
+            let since = tenure.since_cycle();
+            if since > *bound {
+                problems.push(format!(
+                    "the leader elector has not completed an attempt on the Lease for {} (bound {})",
+                    brief(since),
+                    brief(*bound)
+                ));
+            }
+        }
+        problems
+    }
 }
 
 /// The router, separate from the listener so tests can call it directly.
 pub fn router(state: State) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .with_state(state)
 }
@@ -68,6 +121,18 @@ async fn metrics(AxumState(state): AxumState<State>) -> impl IntoResponse {
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "metrics encoding failed").into_response(),
+    }
+}
+
+async fn healthz(AxumState(state): AxumState<State>) -> impl IntoResponse {
+    let problems = state.health.problems();
+    if problems.is_empty() {
+        (StatusCode::OK, "ok".to_owned())
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("unhealthy: {}", problems.join("; ")),
+        )
     }
 }
 
@@ -139,6 +204,11 @@ mod tests {
                 metrics,
                 budgets,
                 role,
+                health: Health {
+                    watch: WatchProgress::default(),
+                    watch_stall: Duration::from_secs(180),
+                    elector: None,
+                },
             },
             async move {
                 let _ = stop_rx.await;
@@ -196,5 +266,82 @@ mod tests {
         assert!(get(addr, "/readyz").await.0.contains("503"));
         let _ = stop_tx.send(());
         server.task.await.unwrap();
+    }
+
+    /// `/healthz` fails, saying why, once the watch has made no progress for longer than its
+    /// bound while it runs, or the elector has not completed an attempt for longer than its
+    /// bound; it recovers with either.
+    #[tokio::test(start_paused = true)]
+    async fn health_fails_when_the_watch_or_the_elector_is_stuck() {
+        use axum::body::to_bytes;
+        use tower::ServiceExt;
+
+        let (service, _handle) =
+            tower_test::mock::pair::<http::Request<kube::client::Body>, http::Response<kube::client::Body>>();
+        let budgets = Api::namespaced(Client::new(service, "default"), NAMESPACE);
+        let (_role_tx, role) = watch::channel(Role::Leader);
+        let watch = WatchProgress::default();
+        let tenure = Tenure::default();
+        let app = router(State {
+            metrics: Metrics::default(),
+            budgets,
+            role,
+            health: Health {
+                watch: watch.clone(),
+                watch_stall: Duration::from_secs(180),
+                elector: Some((tenure.clone(), Duration::from_secs(44))),
+            },
+        });
+        let health = || async {
+            let response = app
+                .clone()
+                .oneshot(
+                    http::Request::get("/healthz")
+                        .body(axum::body::Body::empty())
+                        .unwrap(),
+                )
+                .await
+                .unwrap();
+            let status = response.status();
+            let body = to_bytes(response.into_body(), 4096).await.unwrap();
+            (status, String::from_utf8(body.to_vec()).unwrap())
+        };
+        // A standby: no watch runs; the elector cycles.
+        tokio::time::advance(Duration::from_secs(40)).await;
+        assert_eq!(health().await.0, StatusCode::OK);
+        tokio::time::advance(Duration::from_secs(5)).await;
+        let (status, body) = health().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(
+            body.contains("leader elector has not completed an attempt"),
+            "{body}"
+        );
+        assert!(body.contains("for 45.0s (bound 44.0s)"), "{body}");
+
+        // The leader's watch: fine while it progresses, stuck past its bound.
+        let problems = Health {
+            watch: watch.clone(),
+            watch_stall: Duration::from_secs(180),
+            elector: None,
+        };
+        watch.start();
+        tokio::time::advance(Duration::from_secs(179)).await;
+        assert!(problems.problems().is_empty());
+        watch.stamp();
+        tokio::time::advance(Duration::from_secs(181)).await;
+        let stuck = problems.problems();
+        assert_eq!(stuck.len(), 1);
+        assert!(
+            stuck[0].contains("CheckpointBudget watch has made no progress"),
+            "{stuck:?}"
+        );
+        let (status, body) = health().await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        assert!(body.contains("watch") && body.contains("elector"), "{body}");
+        watch.stamp();
+        assert!(problems.problems().is_empty());
+        watch.stop();
+        tokio::time::advance(Duration::from_secs(600)).await;
+        assert!(problems.problems().is_empty(), "no watch, nothing to check");
     }
 }

@@ -76,6 +76,9 @@ pub enum StoreError {
     /// The Kubernetes API refused or failed the write.
     #[error("kubernetes API: {0}")]
     Kube(#[source] kube::Error),
+    /// Not written: this replica does not hold the Lease for long enough to write.
+    #[error("not written without the Lease: {0}")]
+    Fenced(#[source] super::fence::Fenced),
 }
 
 /// Persists status and publishes Events for budgets.

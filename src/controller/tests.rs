@@ -987,3 +987,174 @@ async fn budgets_on_other_targets_or_forbidden_ones_do_not_conflict() {
     .await;
     assert!(matches!(result.unwrap_err(), Error::Conflict(_)));
 }
+
+/// A fence whose answers to [`Guarded::Update`] are scripted, in order (then refuses), and
+/// which allows or refuses every write.
+struct ScriptedFence {
+    updates: std::sync::Mutex<std::collections::VecDeque<bool>>,
+    writes: bool,
+}
+
+impl super::fence::Fence for ScriptedFence {
+    fn check(&self, action: super::fence::Guarded) -> Result<(), super::fence::Fenced> {
+        let allowed = match action {
+            super::fence::Guarded::Update => self.updates.lock().unwrap().pop_front().unwrap_or(false),
+            super::fence::Guarded::Write => self.writes,
+        };
+        if allowed {
+            Ok(())
+        } else {
+            Err(super::fence::Fenced(format!(
+                "scripted: no {}",
+                action.describe()
+            )))
+        }
+    }
+}
+
+fn fenced(ctx: Arc<Context>, updates: &[bool], writes: bool) -> Arc<Context> {
+    with_core(ctx, |core| {
+        core.fence = Arc::new(ScriptedFence {
+            updates: std::sync::Mutex::new(updates.iter().copied().collect()),
+            writes,
+        })
+    })
+}
+
+fn scalings(ctx: &Context, outcome: &str) -> bool {
+    ctx.metrics.encode().unwrap().contains(&format!(
+        r#"checkpoint_autoscaler_scalings_total{{outcome="{outcome}"}} 1"#
+    ))
+}
+
+/// A replica that no longer holds the Lease (or not for as long as the call can take)
+/// decides to scale but neither records an intent nor calls AWS, writes no status and
+/// publishes no Event: it is counted and retried soon.
+#[tokio::test]
+async fn without_the_lease_no_intent_is_recorded_and_no_update_is_made() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let ctx = fenced(ctx, &[false], false);
+    let budget = CheckpointBudget::test();
+    let (result, ()) = run(&ctx, api, &budget, |api, _| async move {
+        api.expect_silence().await;
+    })
+    .await;
+    let err = result.unwrap_err();
+    assert!(matches!(err, Error::Fenced(_)), "{err}");
+    assert!(err.to_string().contains("no an UpdateApplication call"), "{err}");
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert!(scalings(&ctx, "fenced"));
+    let retry = ctx.on_error(&budget, &err).unwrap();
+    assert!(
+        retry >= Duration::from_secs(5) && retry <= Duration::from_secs(6),
+        "retried soon: {retry:?}"
+    );
+    assert!(failures(&ctx, "fenced"));
+}
+
+/// The Lease runs short between the intent's write and the call: no call, and the intent
+/// of the call never made is cleared (history, operation in flight, Scaling condition as
+/// they were) while this replica may still write.
+#[tokio::test]
+async fn a_lease_lost_after_the_intent_clears_the_intent_and_makes_no_update() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let ctx = fenced(ctx, &[true, false], true);
+    let budget = CheckpointBudget::test();
+    let (result, (intent, cleared)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let intent = api.status_patch(&b).await;
+        let cleared = api.status_patch(&b).await;
+        api.expect_silence().await;
+        (intent, cleared)
+    })
+    .await;
+    assert!(matches!(result, Err(Error::Fenced(_))), "{result:?}");
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert!(intent.operation_in_flight.is_some());
+    assert_eq!(intent.history.as_ref().unwrap().scalings.len(), 1);
+    assert!(cleared.operation_in_flight.is_none());
+    assert!(cleared.history.as_ref().unwrap().scalings.is_empty());
+    assert!(cleared.last_scaling.is_none());
+    assert!(cleared.condition(SCALING).is_none(), "no scaling was started");
+    assert_eq!(cond(&cleared, READY), ("True", "ApplicationObserved"));
+}
+
+/// The Lease is lost for writes too: the intent stays as written (the store refuses to
+/// clear it), and the next leader, finding the application's version unmoved, drops it and
+/// decides afresh: one UpdateApplication in all.
+#[tokio::test]
+async fn an_intent_left_by_a_fenced_leader_is_dropped_by_the_next() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let deposed = fenced(ctx.clone(), &[true, false], true);
+    // Writes are allowed for the intent, then refused: a fence that changes its mind.
+    struct Deposing(std::sync::atomic::AtomicUsize);
+    impl super::fence::Fence for Deposing {
+        fn check(&self, _: super::fence::Guarded) -> Result<(), super::fence::Fenced> {
+            // 1: the update check before the intent, 2: the intent's write; then nothing.
+            match self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) {
+                0 | 1 => Ok(()),
+                _ => Err(super::fence::Fenced("lost".into())),
+            }
+        }
+    }
+    let deposed = with_core(deposed, |core| {
+        core.fence = Arc::new(Deposing(Default::default()));
+    });
+    let budget = CheckpointBudget::test();
+    let (result, (api, intent)) = run(&deposed, api, &budget, |mut api, b| async move {
+        let intent = api.status_patch(&b).await;
+        (api, intent)
+    })
+    .await;
+    assert!(matches!(result, Err(Error::Fenced(_))), "{result:?}");
+    assert!(fake.read(|s| s.updates.is_empty()));
+    assert!(
+        intent
+            .operation_in_flight
+            .as_ref()
+            .unwrap()
+            .operation_id
+            .is_none()
+    );
+
+    // The next leader (the fence allows everything) finds the intent.
+    let budget = budget.with_status(intent);
+    let (result, ()) = run(&ctx, api, &budget, |mut api, b| async move {
+        let intent = api.status_patch(&b).await;
+        let op = intent.operation_in_flight.as_ref().expect("its own intent");
+        assert_eq!(op.version_id_before, 7);
+        api.status_patch(&b).await;
+        api.event("ScaleUpRequired", "Normal").await;
+        api.expect_silence().await;
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(fake.read(|s| s.updates.len()), 1, "one update in all");
+}
+
+/// The shutdown grace counts from the stop: a controller that finishes its reconciles
+/// within it is drained (and the Lease may be released); one that does not is abandoned.
+#[tokio::test(start_paused = true)]
+async fn the_drain_waits_the_grace_from_the_stop_and_no_longer() {
+    use tokio::time::{Instant, sleep};
+    let grace = Duration::from_secs(20);
+    // Runs for a minute before the stop, then ends 5 s after it: drained.
+    let start = Instant::now();
+    let drained = super::drain(
+        sleep(Duration::from_secs(65)),
+        sleep(Duration::from_secs(60)),
+        grace,
+    )
+    .await;
+    assert!(drained);
+    assert_eq!(start.elapsed(), Duration::from_secs(65));
+    // Never ends: abandoned at the stop plus the grace.
+    let start = Instant::now();
+    let drained = super::drain(std::future::pending::<()>(), sleep(Duration::from_secs(1)), grace).await;
+    assert!(!drained);
+    assert_eq!(start.elapsed(), Duration::from_secs(21));
+    // Ends on its own before any stop.
+    assert!(super::drain(sleep(Duration::from_secs(1)), std::future::pending::<()>(), grace).await);
+}

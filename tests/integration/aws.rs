@@ -383,6 +383,186 @@ async fn an_unreachable_endpoint_is_transient() {
     assert!(err.is_transient());
 }
 
+/// A server that accepts connections and never answers (AWS hanging): returns its address
+/// and the first bytes of every request it received.
+async fn black_hole() -> (SocketAddr, Arc<Mutex<Vec<String>>>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let log = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let log = log.clone();
+            tokio::spawn(async move {
+                let mut buf = vec![0; 8192];
+                let mut got = Vec::new();
+                // Read what comes, answer nothing, keep the connection open.
+                while let Ok(n) = socket.read(&mut buf).await {
+                    if n == 0 {
+                        break;
+                    }
+                    got.extend_from_slice(&buf[..n]);
+                    log.lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&got).into_owned());
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// Short timeouts for the black hole: an attempt of 150 ms, a call of 400 ms.
+fn hasty(addr: SocketAddr) -> AwsSettings {
+    AwsSettings {
+        endpoint_url: Some(format!("http://{addr}")),
+        max_attempts: 3,
+        initial_backoff: Duration::from_millis(1),
+        attempt_timeout: Duration::from_millis(150),
+        operation_timeout: Duration::from_millis(400),
+        ..AwsSettings::default()
+    }
+}
+
+/// Every AWS call the controller makes is bounded when AWS accepts the connection and never
+/// answers: DescribeApplication, ListTagsForResource, UpdateApplication (one attempt),
+/// DescribeApplicationOperation, GetMetricData, and a role's STS AssumeRole before them.
+#[tokio::test]
+async fn every_aws_call_is_bounded_when_aws_never_answers() {
+    use checkpoint_autoscaler::aws::{MetricsMode, metrics_source};
+    let (addr, seen) = black_hole().await;
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("eu-west-1"))
+        .credentials_provider(Credentials::new("AKIDBASE", "base-secret", None, None, "test"))
+        .load()
+        .await;
+    let settings = hasty(addr);
+    assert_eq!(settings.update_bound(), Duration::from_millis(150));
+    let clients = Arc::new(AwsClients::from_sdk_config(base, settings));
+    let apps = KinesisControl::new(clients.clone());
+    let metrics = metrics_source(clients, MetricsMode::Direct);
+    let own = Target::new("eu-west-1");
+    let role = Target::with_role("eu-west-1", ROLE);
+    let request = UpdateRequest {
+        name: "orders".into(),
+        current_version_id: 3,
+        to: AppConfig::new(8, 2),
+        service_autoscaling: false,
+    };
+    let bounded = |took: Duration, what: &str| {
+        // Attempts of 150 ms within a 400 ms operation; slack for a loaded machine.
+        assert!(took < Duration::from_millis(1500), "{what} took {took:?}");
+    };
+    for target in [&own, &role] {
+        let t = std::time::Instant::now();
+        let err = apps.describe(target, "orders").await.unwrap_err();
+        bounded(t.elapsed(), "DescribeApplication");
+        assert!(err.is_transient(), "{err}");
+        let t = std::time::Instant::now();
+        assert!(
+            apps.list_tags(target, "arn:aws:kinesisanalytics:eu-west-1:1:application/orders")
+                .await
+                .is_err()
+        );
+        bounded(t.elapsed(), "ListTagsForResource");
+        let t = std::time::Instant::now();
+        let err = apps.update(target, &request).await.unwrap_err();
+        let took = t.elapsed();
+        assert!(
+            took < Duration::from_millis(1000),
+            "UpdateApplication took {took:?}: one attempt"
+        );
+        assert!(err.is_transient(), "{err}");
+        let t = std::time::Instant::now();
+        assert!(apps.describe_operation(target, "orders", "op-1").await.is_err());
+        bounded(t.elapsed(), "DescribeApplicationOperation");
+        let t = std::time::Instant::now();
+        let end = jiff::Timestamp::from_second(1_767_225_600).unwrap();
+        assert!(
+            metrics
+                .samples(
+                    target,
+                    "orders",
+                    Duration::from_secs(600),
+                    Duration::from_secs(60),
+                    end
+                )
+                .await
+                .is_err()
+        );
+        bounded(t.elapsed(), "GetMetricData");
+    }
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|r| r.contains("Action=AssumeRole")),
+        "the role's STS call reached the black hole"
+    );
+}
+
+/// The web-identity path (IRSA) of the default credentials chain: its STS
+/// AssumeRoleWithWebIdentity is bounded too, so a hung STS cannot hang the calls that wait
+/// for credentials. Runs in a child process, which alone may set the environment.
+#[tokio::test]
+async fn the_web_identity_sts_call_is_bounded_when_sts_never_answers() {
+    const CHILD: &str = "CHECKPOINT_AUTOSCALER_TEST_WEB_IDENTITY";
+    if std::env::var_os(CHILD).is_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "eyJhbGciOiJSUzI1NiJ9.test-web-identity-token.sig").unwrap();
+        let output = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "aws::the_web_identity_sts_call_is_bounded_when_sts_never_answers",
+                "--exact",
+                "--test-threads=1",
+            ])
+            .env(CHILD, "1")
+            .env("AWS_WEB_IDENTITY_TOKEN_FILE", &token)
+            .env("AWS_ROLE_ARN", ROLE)
+            .env("AWS_ROLE_SESSION_NAME", "bounded")
+            .env("AWS_REGION", "eu-west-1")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env("AWS_CONFIG_FILE", dir.path().join("none"))
+            .env("AWS_SHARED_CREDENTIALS_FILE", dir.path().join("none"))
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_FULL_URI")
+            .env_remove("AWS_CONTAINER_CREDENTIALS_RELATIVE_URI")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(
+            output.status.success() && stdout.contains("1 passed"),
+            "failed in its own process:\n{stdout}\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        return;
+    }
+    let (addr, seen) = black_hole().await;
+    // SAFETY: this child process runs this one test, on one thread, before any other use of
+    // the environment.
+    unsafe { std::env::set_var("AWS_ENDPOINT_URL", format!("http://{addr}")) };
+    let clients = Arc::new(AwsClients::from_env(hasty(addr)).await.unwrap());
+    let t = std::time::Instant::now();
+    let err = KinesisControl::new(clients)
+        .describe(&Target::new("eu-west-1"), "orders")
+        .await
+        .unwrap_err();
+    let took = t.elapsed();
+    assert!(took < Duration::from_secs(3), "took {took:?}");
+    assert!(
+        err.is_transient() || err.reason() == "CredentialsUnavailable",
+        "{err}"
+    );
+    let seen = seen.lock().unwrap();
+    assert!(
+        seen.iter().any(|r| r.contains("AssumeRoleWithWebIdentity")),
+        "STS was asked for web-identity credentials: {seen:?}"
+    );
+}
+
 // ---------------------------------------------------------------------------------------
 // Against the in-process emulator (sim::Fleet behind the real wire protocols), on a frozen
 // virtual clock that only the test moves.

@@ -91,7 +91,7 @@ fn rendered_chart_objects_are_valid_kubernetes_objects() {
 
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chart");
     let mut checked = 0;
-    for snapshot in ["defaults", "everything", "namespaced"] {
+    for snapshot in ["defaults", "everything", "namespaced", "no-leader-election"] {
         let text = std::fs::read_to_string(dir.join(format!("{snapshot}.yaml"))).unwrap();
         for document in serde_yaml::Deserializer::from_str(&text) {
             let doc: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
@@ -165,4 +165,58 @@ fn the_chart_schema_and_the_controller_agree_on_allow_list_entries() {
             "the chart and the controller disagree on {entry:?}"
         );
     }
+}
+
+/// The rendered Deployments start a controller that can act: their arguments parse, the
+/// Lease timings pass the controller's own check (client-go's rules, and a Lease that
+/// outlasts an UpdateApplication plus the fence's margin), the pod's grace period covers
+/// the drain and the Lease's release, and a Deployment without leader election is never
+/// rolled with two pods at once.
+#[test]
+fn rendered_deployments_start_a_controller_that_can_act_and_drain() {
+    use checkpoint_autoscaler::cli::{Cli, Command};
+    use clap::Parser;
+
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/chart");
+    let (mut leading, mut alone) = (0, 0);
+    for snapshot in ["defaults", "everything", "namespaced", "no-leader-election"] {
+        let text = std::fs::read_to_string(dir.join(format!("{snapshot}.yaml"))).unwrap();
+        for document in serde_yaml::Deserializer::from_str(&text) {
+            let doc: serde_json::Value = serde::Deserialize::deserialize(document).unwrap();
+            if doc["kind"] != "Deployment" || doc["metadata"]["name"] != "ca-checkpoint-autoscaler" {
+                continue;
+            }
+            let pod = &doc["spec"]["template"]["spec"];
+            let args: Vec<String> = pod["containers"][0]["args"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap().to_owned())
+                .collect();
+            let cli = Cli::try_parse_from(std::iter::once("checkpoint-autoscaler".to_owned()).chain(args))
+                .unwrap_or_else(|e| panic!("{snapshot}: {e}"));
+            let Command::Run(run) = cli.command else {
+                panic!("{snapshot}: not `run`")
+            };
+            let grace =
+                std::time::Duration::from_secs(pod["terminationGracePeriodSeconds"].as_u64().unwrap());
+            let strategy = doc["spec"]["strategy"]["type"].as_str().unwrap();
+            match run.lease_config("pod-a") {
+                Some(lease) => {
+                    lease
+                        .validate(&run.fence_bounds())
+                        .unwrap_or_else(|e| panic!("{snapshot}: {e}"));
+                    assert!(grace > run.shutdown_grace + lease.renew_deadline, "{snapshot}");
+                    assert_eq!(strategy, "RollingUpdate", "{snapshot}");
+                    leading += 1;
+                }
+                None => {
+                    assert!(grace > run.shutdown_grace, "{snapshot}");
+                    assert_eq!(strategy, "Recreate", "{snapshot}");
+                    alone += 1;
+                }
+            }
+        }
+    }
+    assert_eq!((leading, alone), (3, 1));
 }

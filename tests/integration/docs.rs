@@ -737,7 +737,11 @@ fn metrics_doc_lists_every_metric() {
     }
     fn every_error_is_listed(e: &Error) {
         match e {
-            Error::InvalidSpec(_) | Error::Forbidden(_) | Error::Conflict(_) | Error::MissingNamespace => {}
+            Error::InvalidSpec(_)
+            | Error::Forbidden(_)
+            | Error::Conflict(_)
+            | Error::MissingNamespace
+            | Error::Fenced(_) => {}
             Error::Aws(aws) => every_aws_error_is_listed(aws),
             // Not constructible here; its label `status_write` is checked below by name.
             Error::Store(_) => {}
@@ -765,6 +769,7 @@ fn metrics_doc_lists_every_metric() {
         Error::Forbidden(String::new()),
         Error::Conflict(String::new()),
         Error::MissingNamespace,
+        Error::Fenced(checkpoint_autoscaler::controller::fence::Fenced(String::new())),
     ]);
     for error in errors {
         every_error_is_listed(&error);
@@ -861,4 +866,64 @@ fn troubleshooting_covers_every_cause_and_reason() {
              docs/troubleshooting.md does not describe"
         );
     }
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/operations.md names, for each guarantee, the tests that prove it: they must exist
+
+#[test]
+fn operations_doc_names_tests_that_exist() {
+    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    let spans: Vec<&str> = doc.split('`').skip(1).step_by(2).collect();
+    let is_name = |s: &str| {
+        !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+    };
+    let mut checked = 0;
+    let mut missing = Vec::new();
+    for span in spans {
+        if let Some(python) = span.strip_prefix("test_").map(|_| span) {
+            if !is_name(python) {
+                continue;
+            }
+            let text = std::fs::read_to_string(repo("tests/python/test_chart.py")).unwrap();
+            if !text.contains(&format!("def {python}(")) {
+                missing.push(span.to_owned());
+            }
+            checked += 1;
+            continue;
+        }
+        let segments: Vec<&str> = span.split("::").collect();
+        let Some((name, modules)) = segments.split_last() else {
+            continue;
+        };
+        // Test names, not module paths: several words.
+        if modules.is_empty() || !segments.iter().all(|s| is_name(s)) || name.matches('_').count() < 3 {
+            continue;
+        }
+        let modules: Vec<&str> = modules.iter().copied().filter(|m| *m != "tests").collect();
+        let candidates: Vec<PathBuf> = if modules[0] == "controller" {
+            let dir = modules.join("/");
+            vec![
+                repo(&format!("src/{dir}.rs")),
+                repo(&format!("src/{dir}/tests.rs")),
+                repo(&format!("src/{dir}/mod.rs")),
+            ]
+        } else {
+            vec![repo(&format!("tests/integration/{}.rs", modules.join("/")))]
+        };
+        let found = candidates.iter().any(|path| {
+            std::fs::read_to_string(path).is_ok_and(|text| text.contains(&format!("fn {name}(")))
+        });
+        if !found {
+            missing.push(span.to_owned());
+        }
+        checked += 1;
+    }
+    assert!(
+        missing.is_empty(),
+        "docs/operations.md names tests that do not exist: {missing:?}"
+    );
+    assert!(checked >= 20, "only {checked} tests named");
 }

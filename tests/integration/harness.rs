@@ -706,6 +706,7 @@ async fn build_core(
         interval: config.interval,
         in_flight_poll: config.in_flight_poll,
         kpu_hour_price: config.kpu_hour_price.clone(),
+        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
     }
 }
 

@@ -1,4 +1,5 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
+mod apiserver;
 mod aws;
 mod bench_smoke;
 mod chart;
@@ -7,6 +8,7 @@ mod crd;
 mod docs;
 mod emulator;
 mod faults;
+mod fencing;
 mod flink;
 mod harness;
 mod opview;

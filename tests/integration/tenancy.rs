@@ -128,6 +128,7 @@ fn core(clients: Arc<AwsClients>) -> Core {
         interval: Duration::from_secs(60),
         in_flight_poll: Duration::from_secs(30),
         kpu_hour_price: None,
+        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
     }
 }
 

@@ -328,9 +328,14 @@ def test_deployment_runs_the_controller_with_leader_election_and_probes(chart):
         "--http-addr=0.0.0.0:8080",
         "--interval=1m",
         "--log-format=json",
+        "--shutdown-grace=20s",
+        "--kube-timeout=10s",
         "--leader-election",
         f"--leader-election-namespace={NAMESPACE}",
         f"--lease-name={FULLNAME}",
+        "--lease-duration=30s",
+        "--lease-renew-deadline=20s",
+        "--lease-retry-period=2s",
         "--tenancy=tag",
     ]
     assert c["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
@@ -410,9 +415,60 @@ def test_pdb_only_with_more_than_one_replica(chart):
 def test_single_replica_without_leader_election(chart):
     objects = render(chart, SWITCHES["single-replica-no-leader-election"])
     args = container(objects)["args"]
-    assert not [a for a in args if a.startswith("--leader-election") or a.startswith("--lease-name")]
+    assert not [a for a in args if a.startswith("--leader-election") or a.startswith("--lease")]
     assert "Role" not in by_kind(objects) and "RoleBinding" not in by_kind(objects)
-    assert one(objects, "Deployment", FULLNAME)["spec"]["replicas"] == 1
+    deployment = one(objects, "Deployment", FULLNAME)
+    assert deployment["spec"]["replicas"] == 1
+    # Without a leader, an old and a new pod must never run together: both would act.
+    assert deployment["spec"]["strategy"] == {"type": "Recreate"}
+
+
+def test_rolling_updates_keep_a_standby_under_leader_election(chart):
+    for values in ({}, {"replicaCount": 1}):
+        strategy = one(render(chart, values), "Deployment", FULLNAME)["spec"]["strategy"]
+        # The new pod is up (a standby) before the leader stops, drains and releases the Lease.
+        assert strategy == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+
+
+def test_termination_grace_covers_the_drain_and_the_lease_release(chart):
+    pod = one(render(chart), "Deployment", FULLNAME)["spec"]["template"]["spec"]
+    # 20 s for the reconciles in flight, up to 20 s (the renew deadline) to release, 5 s spare.
+    assert pod["terminationGracePeriodSeconds"] == 45
+    values = {"controller": {"shutdownGraceSeconds": 30}}
+    with pytest.raises(Exception, match="terminationGracePeriodSeconds must be at least 55"):
+        render(chart, values)
+    objects = render(chart, {**values, "terminationGracePeriodSeconds": 55})
+    assert "--shutdown-grace=30s" in container(objects)["args"]
+    # Without leader election there is no Lease to release.
+    no_le = {"replicaCount": 1, "leaderElection": {"enabled": False}, "terminationGracePeriodSeconds": 25}
+    assert one(render(chart, no_le), "Deployment", FULLNAME)["spec"]["template"]["spec"][
+        "terminationGracePeriodSeconds"
+    ] == 25
+    with pytest.raises(Exception, match="at least 25"):
+        render(chart, {**no_le, "terminationGracePeriodSeconds": 24})
+
+
+def test_lease_timings_reach_the_controller_and_are_checked(chart):
+    values = {
+        "leaderElection": {"leaseDurationSeconds": 40, "renewDeadlineSeconds": 25, "retryPeriodSeconds": 3},
+        "terminationGracePeriodSeconds": 50,
+    }
+    args = container(render(chart, values))["args"]
+    assert {"--lease-duration=40s", "--lease-renew-deadline=25s", "--lease-retry-period=3s"} <= set(args)
+    with pytest.raises(Exception, match="greater than leaderElection.renewDeadlineSeconds"):
+        render(chart, {"leaderElection": {"leaseDurationSeconds": 20}})
+    # 15 s cannot hold an UpdateApplication (10 s) and the fence's margin (5 s) past a 2 s renewal.
+    with pytest.raises(Exception, match="must be greater than 17"):
+        render(chart, {"leaderElection": {"leaseDurationSeconds": 15, "renewDeadlineSeconds": 10}})
+
+
+def test_liveness_probe_is_the_stuck_check(chart):
+    probe = container(render(chart))["livenessProbe"]
+    assert probe["httpGet"] == {"path": "/healthz", "port": "http"}
+    # /healthz bounds are minutes (watch) and tens of seconds (elector): three misses 10 s
+    # apart restart a stuck container, one slow answer does not.
+    assert probe["periodSeconds"] * probe["failureThreshold"] >= 30
+    assert probe["timeoutSeconds"] >= 2
 
 
 @pytest.mark.parametrize("switch,watched", [("rbac-namespaced", NAMESPACE), ("watch-namespace", "streaming")])
@@ -806,6 +862,10 @@ BAD_VALUES = {
     "kpu-hour-price-currency-lowercase": {"controller": {"kpuHourPrice": "0.11 usd"}},
     "dashboard-labels-not-strings": {"grafanaDashboard": {"enabled": True, "labels": {"grafana_dashboard": 1}}},
     "dashboard-namespace-not-a-dns-label": {"grafanaDashboard": {"enabled": True, "namespace": "Monitoring"}},
+    "lease-duration-not-seconds": {"leaderElection": {"leaseDurationSeconds": "30s"}},
+    "shutdown-grace-zero": {"controller": {"shutdownGraceSeconds": 0}},
+    "kube-timeout-too-long": {"controller": {"kubeTimeoutSeconds": 600}},
+    "termination-grace-not-a-number": {"terminationGracePeriodSeconds": "45"},
 }
 
 
@@ -838,6 +898,8 @@ SNAPSHOT_VALUES = {
         "networkPolicy": SWITCHES["network-policy"]["networkPolicy"],
     },
     "namespaced": SWITCHES["watch-namespace"],
+    # One replica, no Lease: the Recreate strategy.
+    "no-leader-election": SWITCHES["single-replica-no-leader-election"],
 }
 
 
