@@ -83,6 +83,7 @@ fn observation(samples: Vec<Sample>, config: AppConfig) -> Observation {
 fn full_history() -> History {
     let config = AppConfig::new(8, 1);
     History {
+        restarts: Vec::new(),
         scalings: (1..=5)
             .map(|h| ScalingRecord {
                 at: now() - SignedDuration::from_hours(h * 3),

@@ -262,6 +262,23 @@ impl ApplicationControl for Recording {
     async fn own_account(&self) -> Result<String, AwsError> {
         self.inner.own_account().await
     }
+
+    async fn list_operations(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Vec<crate::aws::OperationSummary>, AwsError> {
+        self.inner.list_operations(target, name).await
+    }
+
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<crate::aws::SnapshotCount, AwsError> {
+        self.inner.count_snapshots(target, name, limit).await
+    }
 }
 
 /// Runs the `demo` subcommand.
@@ -594,12 +611,13 @@ pub async fn run_demo_with(
             }
         }
         let now: Timestamp = state.virtual_now();
-        let prior = store.status(&key);
+        let (prior, resource_version) = store.get(&key).unzip();
         let budget_view = BudgetView {
             key: key.clone(),
             generation: Some(1),
             spec: &spec,
             status: prior.as_ref(),
+            resource_version,
         };
         let report = core.reconcile(&budget_view, &store, now).await;
         let status = store.status(&key);
@@ -860,10 +878,21 @@ pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std:
             outcome.restored_at.unwrap_or_default(),
             outcome.minutes_to_restore().unwrap_or_default()
         )?,
-        (false, Some(breached)) => writeln!(
-            out,
-            "Budget NOT restored: breached at +{breached}m and still not met at the end of the scenario."
-        )?,
+        (false, Some(breached)) => {
+            writeln!(
+                out,
+                "Budget NOT restored: breached at +{breached}m and still not met at the end of the scenario."
+            )?;
+            // Why, when the controller held back on purpose (e.g. snapshots off).
+            if let Some(scaling) = outcome
+                .status
+                .as_ref()
+                .and_then(|s| s.condition(SCALING))
+                .filter(|c| c.status == "False")
+            {
+                writeln!(out, "Why: {}: {}", scaling.reason, scaling.message)?;
+            }
+        }
         (_, None) if outcome.kept() => writeln!(
             out,
             "Budget kept: the controller scaled at +{}m, before the checkpoints breached it, and \

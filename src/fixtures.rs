@@ -23,7 +23,7 @@ use serde_json::Value;
 use crate::{
     aws::{
         ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, OperationStatus,
-        Target, UpdateRequest,
+        OperationSummary, SnapshotCount, Target, UpdateRequest,
     },
     controller::{
         Context,
@@ -167,6 +167,16 @@ pub const NAME: &str = "orders";
 pub const APP: &str = "orders-enrichment";
 /// The AWS account of the fake application and of the controller's own credentials.
 pub const ACCOUNT: &str = "123456789012";
+/// The test budget's `metadata.resourceVersion` as read.
+pub const RESOURCE_VERSION: &str = "100";
+
+/// The resourceVersion the API server gives an object written at `version` (the next one).
+pub fn next_version(version: Option<&str>) -> String {
+    version
+        .and_then(|v| v.parse::<u64>().ok())
+        .map_or(1, |v| v + 1)
+        .to_string()
+}
 
 impl CheckpointBudget {
     /// A budget in Enforce mode: 2m checkpoint SLO over 10m, parallelism 2..32 of 128 key
@@ -186,6 +196,7 @@ impl CheckpointBudget {
         b.meta_mut().namespace = Some(NAMESPACE.into());
         b.meta_mut().generation = Some(3);
         b.meta_mut().uid = Some("0b9c1e4e-uid".into());
+        b.meta_mut().resource_version = Some(RESOURCE_VERSION.into());
         b
     }
 
@@ -267,6 +278,8 @@ pub struct FakeState {
     pub operations: HashMap<String, OperationStatus>,
     /// An error `describe_operation` returns instead.
     pub operation_error: Option<AwsError>,
+    /// Snapshots the application keeps (`ListApplicationSnapshots`).
+    pub snapshots: u32,
     /// Every update asked for.
     pub updates: Vec<UpdateRequest>,
     /// Every call, as `Operation:argument`.
@@ -294,6 +307,8 @@ impl FakeAws {
                 service_autoscaling: false,
                 conditional_token: None,
                 created: Some(Timestamp::from_second(1_767_225_600).expect("a timestamp")),
+                snapshots_enabled: Some(true),
+                restore: Some(crate::aws::Restore::Latest),
             }),
             tags: vec![(NAMESPACE_TAG.into(), NAMESPACE.into())],
             samples: healthy(),
@@ -301,6 +316,7 @@ impl FakeAws {
             update_result: Ok("op-1".into()),
             operations: HashMap::new(),
             operation_error: None,
+            snapshots: 3,
             updates: Vec::new(),
             calls: Vec::new(),
             account: Ok(ACCOUNT.into()),
@@ -324,6 +340,8 @@ impl FakeAws {
                 id.into(),
                 OperationStatus {
                     operation_id: id.into(),
+                    operation: Some("UpdateApplication".into()),
+                    version_change: None,
                     status,
                     started: None,
                     ended: None,
@@ -374,10 +392,13 @@ impl ApplicationControl for FakeAws {
         if let (Ok(id), Some(app)) = (&result, s.app.as_mut()) {
             app.version_id += 1;
             app.status = AppStatus::Updating;
+            let version = app.version_id;
             s.operations.insert(
                 id.clone(),
                 OperationStatus {
                     operation_id: id.clone(),
+                    operation: Some("UpdateApplication".into()),
+                    version_change: Some((version - 1, version)),
                     status: OperationState::InProgress,
                     started: None,
                     ended: None,
@@ -410,6 +431,53 @@ impl ApplicationControl for FakeAws {
         let mut s = self.0.lock().expect("fake state");
         s.calls.push("GetCallerIdentity".into());
         s.account.clone()
+    }
+
+    async fn list_operations(&self, _target: &Target, name: &str) -> Result<Vec<OperationSummary>, AwsError> {
+        self.list(name).await
+    }
+
+    async fn count_snapshots(
+        &self,
+        _target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<SnapshotCount, AwsError> {
+        let mut s = self.0.lock().expect("fake state");
+        s.calls.push(format!("ListApplicationSnapshots:{name}"));
+        Ok(SnapshotCount {
+            count: s.snapshots.min(limit),
+            complete: s.snapshots <= limit,
+        })
+    }
+}
+
+impl FakeAws {
+    async fn list(&self, name: &str) -> Result<Vec<OperationSummary>, AwsError> {
+        let mut s = self.0.lock().expect("fake state");
+        s.calls.push(format!("ListApplicationOperations:{name}"));
+        if s.app.as_ref().is_none_or(|a| a.name != name) {
+            return Err(AwsError::NotFound(format!(
+                "ListApplicationOperations: {name} not found"
+            )));
+        }
+        let mut listed: Vec<OperationSummary> = s
+            .operations
+            .values()
+            .map(|o| OperationSummary {
+                operation_id: o.operation_id.clone(),
+                operation: o.operation.clone().unwrap_or_default(),
+                status: o.status,
+                started: o.started,
+                ended: o.ended,
+            })
+            .collect();
+        listed.sort_by(|a, b| {
+            b.started
+                .cmp(&a.started)
+                .then(b.operation_id.cmp(&a.operation_id))
+        });
+        Ok(listed)
     }
 }
 
@@ -460,9 +528,44 @@ impl Context {
             metrics,
             backoff: Arc::default(),
             clock: Arc::new(now),
+            unreadable: Arc::default(),
         };
         (Arc::new(ctx), ApiServerVerifier::new(handle), fake)
     }
+}
+
+/// The status of a server-side apply body and its resourceVersion precondition, checking
+/// that nothing but the status (and the precondition) is applied.
+pub fn applied_status(body: &Value) -> (CheckpointBudgetStatus, Option<String>) {
+    assert_eq!(body["apiVersion"], "checkpoint-autoscaler.dev/v1alpha1");
+    assert_eq!(body["kind"], "CheckpointBudget");
+    let keys: Vec<_> = body
+        .as_object()
+        .expect("object")
+        .keys()
+        .filter(|k| *k != "metadata")
+        .cloned()
+        .collect();
+    assert_eq!(
+        keys,
+        ["apiVersion", "kind", "status"],
+        "only the status is applied"
+    );
+    let precondition = body.get("metadata").map(|m| {
+        let fields: Vec<_> = m.as_object().expect("metadata").keys().cloned().collect();
+        assert_eq!(
+            fields,
+            ["resourceVersion"],
+            "metadata carries the precondition only"
+        );
+        m["resourceVersion"]
+            .as_str()
+            .expect("a resourceVersion")
+            .to_owned()
+    });
+    let status: CheckpointBudgetStatus =
+        serde_json::from_value(body["status"].clone()).expect("a valid status");
+    (status, precondition)
 }
 
 /// The URI of the status subresource of the test budget, as server-side apply sends it.
@@ -474,22 +577,25 @@ pub fn status_uri() -> String {
 
 impl ApiServerVerifier {
     /// Expects a server-side apply of the status alone (no spec, no metadata beyond the
-    /// type), replies as the API server would, and returns the status sent.
+    /// type and the resourceVersion precondition), replies as the API server would (the
+    /// object at the next resourceVersion), and returns the status sent.
     pub async fn status_patch(&mut self, budget: &CheckpointBudget) -> CheckpointBudgetStatus {
+        self.status_patch_at(budget).await.0
+    }
+
+    /// [`status_patch`](Self::status_patch), also returning the resourceVersion the write
+    /// was conditioned on.
+    pub async fn status_patch_at(
+        &mut self,
+        budget: &CheckpointBudget,
+    ) -> (CheckpointBudgetStatus, Option<String>) {
         let exchange = self.expect(Method::PATCH, &status_uri()).await;
         let body = exchange.json();
-        assert_eq!(body["apiVersion"], "checkpoint-autoscaler.dev/v1alpha1");
-        assert_eq!(body["kind"], "CheckpointBudget");
-        let keys: Vec<_> = body.as_object().expect("object").keys().cloned().collect();
-        assert_eq!(
-            keys,
-            ["apiVersion", "kind", "status"],
-            "only the status is applied"
-        );
-        let status: CheckpointBudgetStatus =
-            serde_json::from_value(body["status"].clone()).expect("a valid status");
-        exchange.reply_json(&budget.clone().with_status(status.clone()));
-        status
+        let (status, precondition) = applied_status(&body);
+        let mut reply = budget.clone().with_status(status.clone());
+        reply.metadata.resource_version = Some(next_version(precondition.as_deref()));
+        exchange.reply_json(&reply);
+        (status, precondition)
     }
 
     /// Expects an Event about the test budget with `reason` and `type_` (`Normal` or
@@ -533,9 +639,10 @@ impl ApiServerVerifier {
                 reply,
             };
             if uri == status_uri() {
-                let status: CheckpointBudgetStatus =
-                    serde_json::from_value(json["status"].clone()).expect("a valid status");
-                exchange.reply_json(&budget.clone().with_status(status));
+                let (status, precondition) = applied_status(&json);
+                let mut reply = budget.clone().with_status(status);
+                reply.metadata.resource_version = Some(next_version(precondition.as_deref()));
+                exchange.reply_json(&reply);
             } else {
                 exchange.echo();
             }

@@ -180,6 +180,8 @@ pub struct ReconcileMetrics {
     pub failures: Family<ErrorLabels, Counter>,
     /// Reconcile duration in seconds.
     pub duration: Histogram,
+    /// The error labels counted per budget, to forget a budget's label sets when it goes.
+    labelled: Arc<Mutex<std::collections::BTreeMap<String, std::collections::BTreeSet<String>>>>,
 }
 
 impl Default for ReconcileMetrics {
@@ -188,6 +190,7 @@ impl Default for ReconcileMetrics {
             runs: Counter::default(),
             failures: Family::default(),
             duration: Histogram::new([0.01, 0.05, 0.1, 0.25, 0.5, 1., 2.5, 5., 15., 60.]),
+            labelled: Arc::default(),
         }
     }
 }
@@ -211,12 +214,38 @@ impl ReconcileMetrics {
 
     /// Counts a failed reconcile of `budget` with the error kind `error`.
     pub fn set_failure(&self, budget: &str, error: &str) {
+        if let Ok(mut labelled) = self.labelled.lock() {
+            labelled
+                .entry(budget.to_owned())
+                .or_default()
+                .insert(error.to_owned());
+        }
         self.failures
             .get_or_create(&ErrorLabels {
                 budget: budget.to_owned(),
                 error: error.to_owned(),
             })
             .inc();
+    }
+
+    /// Forgets the failure counters of every budget that `live` does not name
+    /// (`namespace/name`): a deleted budget's label sets leave `/metrics`.
+    pub fn retain_budgets(&self, live: &std::collections::BTreeSet<String>) {
+        let Ok(mut labelled) = self.labelled.lock() else {
+            return;
+        };
+        labelled.retain(|budget, errors| {
+            if live.contains(budget) {
+                return true;
+            }
+            for error in errors.iter() {
+                self.failures.remove(&ErrorLabels {
+                    budget: budget.clone(),
+                    error: error.clone(),
+                });
+            }
+            false
+        });
     }
 
     /// Counts a run and times it until the returned guard is dropped.
@@ -439,6 +468,25 @@ mod tests {
         fn metrics_requested(&self) -> u64 {
             42
         }
+    }
+
+    /// A deleted budget's failure counters leave `/metrics`; the others stay.
+    #[test]
+    fn the_failure_counters_of_deleted_budgets_are_forgotten() {
+        let metrics = Metrics::default();
+        metrics.reconcile.set_failure("ns/gone", "aws_throttled");
+        metrics.reconcile.set_failure("ns/gone", "conflict");
+        metrics.reconcile.set_failure("ns/kept", "conflict");
+        let live = std::collections::BTreeSet::from(["ns/kept".to_owned()]);
+        metrics.reconcile.retain_budgets(&live);
+        let text = metrics.encode().unwrap();
+        assert!(!text.contains("ns/gone"), "{text}");
+        assert!(
+            text.contains(
+                r#"checkpoint_autoscaler_reconcile_failures_total{budget="ns/kept",error="conflict"} 1"#
+            ),
+            "{text}"
+        );
     }
 
     #[test]

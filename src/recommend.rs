@@ -346,6 +346,8 @@ fn budget_spec(args: &RecommendArgs) -> anyhow::Result<(CheckpointBudgetSpec, St
         behavior: Behavior::default(),
         mode: Mode::Recommend,
         service_auto_scaling: ServiceAutoScaling::default(),
+        allow_state_loss: false,
+        on_delete: Default::default(),
     };
     Ok((spec, "flags".to_string()))
 }

@@ -631,12 +631,13 @@ async fn reconcile_timed(core: &Core, store: &MemoryStore, budget: &Loaded, now:
         spent: spent.clone(),
     });
     let started = Instant::now();
-    let prior = store.status(&budget.key);
+    let (prior, resource_version) = store.get(&budget.key).unzip();
     let view = BudgetView {
         key: budget.key.clone(),
         generation: Some(1),
         spec: &budget.spec,
         status: prior.as_ref(),
+        resource_version,
     };
     let result = core.reconcile(&view, store, now).await;
     Timed {
@@ -688,6 +689,23 @@ impl ApplicationControl for TimedApps {
 
     async fn own_account(&self) -> Result<String, AwsError> {
         timed(&self.spent, self.inner.own_account()).await
+    }
+
+    async fn list_operations(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Vec<crate::aws::OperationSummary>, AwsError> {
+        timed(&self.spent, self.inner.list_operations(target, name)).await
+    }
+
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<crate::aws::SnapshotCount, AwsError> {
+        timed(&self.spent, self.inner.count_snapshots(target, name, limit)).await
     }
 }
 
@@ -760,14 +778,16 @@ pub fn render_table(reports: &[ScaleReport]) -> String {
         AwsOperation::GetMetricData,
         AwsOperation::UpdateApplication,
         AwsOperation::DescribeApplicationOperation,
+        AwsOperation::ListApplicationOperations,
+        AwsOperation::ListApplicationSnapshots,
     ];
     out.push_str(
         "| budgets | metrics path | Describe/bh | ListTags/bh | GetMetricData/bh | Update/bh | DescribeOp/bh \
-         | metrics/bh | GetMetricData/cycle | floor/cycle | over floor | p50 ms | p99 ms | p99 excl. AWS ms \
-         | CPU ms/reconcile | RSS peak MiB | RSS emulator MiB | errors |\n",
+         | ListOps/bh | ListSnapshots/bh | metrics/bh | GetMetricData/cycle | floor/cycle | over floor | p50 ms \
+         | p99 ms | p99 excl. AWS ms | CPU ms/reconcile | RSS peak MiB | RSS emulator MiB | errors |\n",
     );
     out.push_str(
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mib = |k: Option<u64>| k.map_or("–".to_string(), |k| format!("{:.1}", k as f64 / 1024.0));
     for r in reports {

@@ -91,14 +91,22 @@ pub(crate) struct ClientSet {
     pub(crate) cloudwatch: aws_sdk_cloudwatch::Client,
 }
 
+/// How long the clients of a target no budget uses any more are kept: every budget is
+/// evaluated at least every `--interval` (minutes), so an hour without a call means its
+/// budgets are gone (or name another region or role).
+pub const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// The factory and cache of SDK clients, and the call counters they share.
 ///
-/// Cheap to share behind an `Arc`; clients are built on first use of a target and kept.
+/// Cheap to share behind an `Arc`; clients are built on first use of a target and kept
+/// while they are used ([`CLIENT_IDLE`]).
 #[derive(Debug)]
 pub struct AwsClients {
     pub(super) base: SdkConfig,
     default_region: String,
-    cache: Mutex<HashMap<Target, ClientSet>>,
+    cache: Mutex<HashMap<Target, (ClientSet, std::time::Instant)>>,
+    /// How long unused clients are kept ([`CLIENT_IDLE`]).
+    idle: std::time::Duration,
     stats: Arc<CallStats>,
     /// The controller's own account: set from `AwsSettings::account_id`, or found once
     /// (see [`AwsClients::own_account`]).
@@ -155,12 +163,19 @@ impl AwsClients {
             base,
             default_region,
             cache: Mutex::new(HashMap::new()),
+            idle: CLIENT_IDLE,
             stats: Arc::new(CallStats::new()),
             // NB: `from_env` refuses a malformed id; here one is ignored (and STS asked).
             own_account: tokio::sync::OnceCell::new_with(
                 settings.account_id.filter(|a| super::is_account_id(a)),
             ),
         }
+    }
+
+    /// Keeps the clients of an unused target for `idle` instead of [`CLIENT_IDLE`].
+    pub fn with_client_idle(mut self, idle: std::time::Duration) -> Self {
+        self.idle = idle;
+        self
     }
 
     /// The region for budgets that do not name one.
@@ -196,10 +211,18 @@ impl AwsClients {
         }
     }
 
-    /// The clients of `target`, built on first use.
+    /// The clients of `target`, built on first use. Those of targets unused for
+    /// [`CLIENT_IDLE`] are dropped (with their credentials cache).
     pub(crate) async fn clients(&self, target: &Target) -> ClientSet {
-        if let Some(found) = self.lock_cache().get(target) {
-            return found.clone();
+        {
+            let mut cache = self.lock_cache();
+            let now = std::time::Instant::now();
+            let idle = self.idle;
+            cache.retain(|_, (_, used)| now.duration_since(*used) < idle);
+            if let Some((found, used)) = cache.get_mut(target) {
+                *used = now;
+                return found.clone();
+            }
         }
         let config = self.config_for(target).await;
         let set = ClientSet {
@@ -208,7 +231,16 @@ impl AwsClients {
         };
         // NB: two callers may have built a set for the same target concurrently; the first
         // one stored wins, so every later call shares its credentials cache.
-        self.lock_cache().entry(target.clone()).or_insert(set).clone()
+        self.lock_cache()
+            .entry(target.clone())
+            .or_insert((set, std::time::Instant::now()))
+            .0
+            .clone()
+    }
+
+    /// How many targets have clients now.
+    pub fn cached_targets(&self) -> usize {
+        self.lock_cache().len()
     }
 
     /// The SDK configuration of `target`: the base with its region and, for a role, an
@@ -234,9 +266,9 @@ impl AwsClients {
         builder.build()
     }
 
-    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Target, ClientSet>> {
-        // NB: the map is only ever inserted into; a panic elsewhere cannot leave it
-        // half-updated, so a poisoned lock is safe to use.
+    fn lock_cache(&self) -> std::sync::MutexGuard<'_, HashMap<Target, (ClientSet, std::time::Instant)>> {
+        // NB: entries are inserted, touched and dropped whole; a panic elsewhere cannot
+        // leave the map half-updated, so a poisoned lock is safe to use.
         self.cache.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
@@ -370,5 +402,27 @@ mod tests {
         clients.clients(&a).await;
         clients.clients(&b).await;
         assert_eq!(clients.lock_cache().len(), 2);
+    }
+
+    /// The clients of a target no budget uses any more go (the cache does not grow with
+    /// every region and role ever named).
+    #[tokio::test]
+    async fn unused_client_sets_are_dropped() {
+        let clients = AwsClients::from_sdk_config(base().await, AwsSettings::default())
+            .with_client_idle(std::time::Duration::from_millis(50));
+        let gone = Target::with_role("eu-west-1", "arn:aws:iam::1:role/gone");
+        let kept = Target::new("eu-west-1");
+        clients.clients(&gone).await;
+        clients.clients(&kept).await;
+        assert_eq!(clients.cached_targets(), 2);
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        clients.clients(&kept).await;
+        tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+        clients.clients(&kept).await;
+        assert_eq!(
+            clients.cached_targets(),
+            1,
+            "the unused one is gone, the used one kept"
+        );
     }
 }

@@ -162,6 +162,15 @@ impl SampleRequest {
         if window.is_zero() {
             return Err(AwsError::InvalidArgument("GetMetricData: empty window".into()));
         }
+        // NB: the budget's validation bounds the window; this guards every other caller,
+        // so that no request (and no allocation) grows with an unchecked duration.
+        if window > crate::crd::MAX_WINDOW {
+            return Err(AwsError::InvalidArgument(format!(
+                "GetMetricData: a window of {} is longer than the {} the controller reads",
+                crate::crd::format_duration(window),
+                crate::crd::format_duration(crate::crd::MAX_WINDOW)
+            )));
+        }
         let periods = window.as_secs().div_ceil(period_s as u64).max(1) as i64;
         let end = end.as_second().div_euclid(period_s) * period_s;
         Ok(Self {
@@ -272,9 +281,13 @@ pub(crate) async fn fetch_all(
 
 /// Assembles one application's samples from its series (indexed like [`METRICS`]; `None`
 /// for a metric without datapoints).
+///
+/// NB: it holds only the periods that have a datapoint (as many as CloudWatch answered), not
+/// one slot per period of the window.
 pub(crate) fn assemble(request: &SampleRequest, series: &[Option<&[(i64, f64)]>]) -> Vec<Sample> {
     let periods = request.periods();
-    let mut values: Vec<Vec<Option<f64>>> = vec![vec![None; METRICS.len()]; periods];
+    let mut values: std::collections::BTreeMap<usize, [Option<f64>; METRICS.len()]> =
+        std::collections::BTreeMap::new();
     for (metric, spec) in METRICS.iter().enumerate() {
         let Some(points) = series.get(metric).copied().flatten() else {
             continue;
@@ -295,14 +308,13 @@ pub(crate) fn assemble(request: &SampleRequest, series: &[Option<&[(i64, f64)]>]
                 continue;
             }
             let index = ((t - request.start) / request.period) as usize;
-            if let Some(slot) = values.get_mut(index) {
-                slot[metric] = value;
+            if index < periods {
+                values.entry(index).or_insert([None; METRICS.len()])[metric] = value;
             }
         }
     }
     values
         .into_iter()
-        .enumerate()
         .filter(|(_, fields)| fields.iter().any(Option::is_some))
         .filter_map(|(i, fields)| {
             let at = Timestamp::from_second(request.start + i as i64 * request.period).ok()?;
@@ -542,6 +554,32 @@ mod tests {
         assert_eq!(odd.periods(), 2, "a partial period counts as a whole one");
         assert!(SampleRequest::new("a", Duration::from_secs(60), Duration::from_millis(1500), end).is_err());
         assert!(SampleRequest::new("a", Duration::ZERO, Duration::from_secs(60), end).is_err());
+    }
+
+    /// No request, and no allocation, grows with an unchecked window: a window past the
+    /// budget's bound is refused before anything is asked of CloudWatch (`window: 20000h`
+    /// used to allocate a slot for each of its 1.2 million periods), and the samples of the
+    /// longest window allowed hold only the periods CloudWatch answered for.
+    #[test]
+    fn windows_are_bounded_and_sparse_answers_stay_small() {
+        let end = Timestamp::from_second(T0 + 24 * 3600).unwrap();
+        let huge = SampleRequest::new(
+            "a",
+            Duration::from_secs(20_000 * 3600),
+            Duration::from_secs(60),
+            end,
+        );
+        assert!(
+            matches!(&huge, Err(AwsError::InvalidArgument(m)) if m.contains("24h")),
+            "{huge:?}"
+        );
+        let day = SampleRequest::new("a", crate::crd::MAX_WINDOW, Duration::from_secs(60), end).unwrap();
+        assert_eq!(day.periods(), 1440);
+        let points = [(T0 + 60, 1000.0), (T0 + 23 * 3600, 2000.0)];
+        let mut series: Vec<Option<&[(i64, f64)]>> = vec![None; METRICS.len()];
+        series[0] = Some(&points);
+        let samples = assemble(&day, &series);
+        assert_eq!(samples.len(), 2);
     }
 
     #[test]

@@ -117,10 +117,16 @@ impl AwsError {
             SdkError::DispatchFailure(dispatch) => {
                 if let Some(creds) = find_source::<CredentialsError>(&err) {
                     AwsError::Credentials(format!("{op}: {}", chain(creds)))
-                } else if dispatch.is_io() || dispatch.is_timeout() {
-                    AwsError::Transient(format!("{op}: {}", chain(&err)))
+                } else if dispatch.is_user() {
+                    // The request could not be sent at all (an invalid request).
+                    AwsError::Other(format!("{op}: request not sent: {}", chain(&err)))
                 } else {
-                    AwsError::Other(format!("{op}: {}", chain(&err)))
+                    // NB: I/O errors, timeouts and the unclassified rest alike: a connection
+                    // closed before the answer (hyper's IncompleteMessage, which the SDK
+                    // classes as neither I/O nor timeout) may come after the request was
+                    // served, so a write may have taken effect; and nothing AWS said refused
+                    // it. The caller learns the outcome from the service.
+                    AwsError::Transient(format!("{op}: {}", chain(&err)))
                 }
             }
             SdkError::ResponseError(response) => {
@@ -406,6 +412,37 @@ mod tests {
             "connection refused",
         ));
         assert_eq!(chain(&err), "dispatch failure: connection refused");
+    }
+
+    /// A connection closed before any answer (hyper's `IncompleteMessage`, which the SDK's
+    /// connector classes as neither I/O nor timeout) may come after the request was served:
+    /// the write may have taken effect, so it is transient, never a definite failure. A
+    /// request that could not be sent at all is not.
+    #[test]
+    fn a_connection_closed_before_the_answer_is_transient() {
+        use aws_sdk_kinesisanalyticsv2::{
+            error::ConnectorError, operation::update_application::UpdateApplicationError,
+        };
+        use aws_smithy_types::retry::ErrorKind as RetryKind;
+        type Sdk = SdkError<UpdateApplicationError>;
+        let closed: Sdk = SdkError::dispatch_failure(ConnectorError::other(
+            "connection closed before message completed".into(),
+            Some(RetryKind::TransientError),
+        ));
+        let err = AwsError::from_sdk(AwsOperation::UpdateApplication, closed);
+        assert_eq!(err.reason(), "AwsUnavailable", "{err}");
+        assert!(
+            err.message()
+                .contains("connection closed before message completed"),
+            "{err}"
+        );
+        let unclassified: Sdk =
+            SdkError::dispatch_failure(ConnectorError::other("something new in hyper".into(), None));
+        assert!(AwsError::from_sdk(AwsOperation::UpdateApplication, unclassified).is_transient());
+        let invalid: Sdk = SdkError::dispatch_failure(ConnectorError::user("invalid header value".into()));
+        let err = AwsError::from_sdk(AwsOperation::UpdateApplication, invalid);
+        assert_eq!(err.reason(), "AwsError", "{err}");
+        assert!(err.message().contains("request not sent"), "{err}");
     }
 
     #[test]

@@ -14,10 +14,13 @@ use jiff::Timestamp;
 use tracing::debug;
 
 use super::{
-    ApplicationControl, ApplicationDescription, AwsClients, AwsError, OperationState, OperationStatus,
-    Target, UpdateRequest, stats::AwsOperation,
+    ApplicationControl, ApplicationDescription, AwsClients, AwsError, MAX_OPERATIONS_LISTED, OperationState,
+    OperationStatus, OperationSummary, Restore, SnapshotCount, Target, UpdateRequest, stats::AwsOperation,
 };
 use crate::policy::{AppConfig, AppStatus};
+
+/// The largest page the List operations return (API reference: `Limit` 1..50).
+const PAGE: usize = 50;
 
 /// The SDK implementation of [`ApplicationControl`].
 #[derive(Clone, Debug)]
@@ -109,8 +112,10 @@ impl ApplicationControl for KinesisControl {
             .map_err(|e| AwsError::from_sdk(op, e))
             .and_then(|out| match out.operation_id() {
                 Some(id) if !id.is_empty() => Ok(id.to_string()),
+                // NB: the update may well have been applied: the caller judges it from the
+                // application rather than taking this for a refusal.
                 _ => Err(AwsError::UnexpectedResponse(format!(
-                    "UpdateApplication: no OperationId for {}",
+                    "UpdateApplication: {} answered without an OperationId",
                     request.name
                 ))),
             });
@@ -148,6 +153,112 @@ impl ApplicationControl for KinesisControl {
     async fn own_account(&self) -> Result<String, AwsError> {
         self.clients.own_account().await
     }
+    async fn list_operations(&self, target: &Target, name: &str) -> Result<Vec<OperationSummary>, AwsError> {
+        let op = AwsOperation::ListApplicationOperations;
+        let client = self.clients.clients(target).await.kinesis;
+        let mut listed = Vec::new();
+        let mut token: Option<String> = None;
+        // NB: bounded pages, whatever the service says: a NextToken that never ends (or an
+        // application with a long history) costs at most four calls.
+        for _ in 0..MAX_OPERATIONS_LISTED.div_ceil(PAGE) {
+            let result = client
+                .list_application_operations()
+                .application_name(name)
+                .limit(PAGE as i32)
+                .set_next_token(token.take())
+                .customize()
+                .interceptor(self.clients.attempt_counter(op))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(op, e));
+            self.count(op, &result);
+            let out = result?;
+            listed.extend(
+                out.application_operation_info_list()
+                    .iter()
+                    .filter_map(summary_from_info),
+            );
+            match out.next_token() {
+                Some(next) if !next.is_empty() && listed.len() < MAX_OPERATIONS_LISTED => {
+                    token = Some(next.to_string())
+                }
+                _ => break,
+            }
+        }
+        listed.sort_by_key(|o| std::cmp::Reverse(o.started));
+        listed.truncate(MAX_OPERATIONS_LISTED);
+        Ok(listed)
+    }
+
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<SnapshotCount, AwsError> {
+        let op = AwsOperation::ListApplicationSnapshots;
+        let client = self.clients.clients(target).await.kinesis;
+        let mut count: u32 = 0;
+        let mut token: Option<String> = None;
+        loop {
+            let result = client
+                .list_application_snapshots()
+                .application_name(name)
+                .limit(PAGE as i32)
+                .set_next_token(token.take())
+                .customize()
+                .interceptor(self.clients.attempt_counter(op))
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk(op, e));
+            self.count(op, &result);
+            let out = result?;
+            let page = u32::try_from(out.snapshot_summaries().len()).unwrap_or(u32::MAX);
+            count = count.saturating_add(page);
+            let next = out.next_token().filter(|t| !t.is_empty() && page > 0);
+            match next {
+                None => {
+                    return Ok(SnapshotCount {
+                        count,
+                        complete: true,
+                    });
+                }
+                // NB: at most ceil(limit / 50) calls, however many snapshots there are.
+                Some(_) if count >= limit => {
+                    return Ok(SnapshotCount {
+                        count,
+                        complete: false,
+                    });
+                }
+                Some(next) => token = Some(next.to_string()),
+            }
+        }
+    }
+}
+
+/// Maps one `ApplicationOperationInfo`; one without an id or a status it cannot read is
+/// left out (it cannot be followed or judged).
+fn summary_from_info(
+    info: &aws_sdk_kinesisanalyticsv2::types::ApplicationOperationInfo,
+) -> Option<OperationSummary> {
+    let status = match info.operation_status()? {
+        SdkOperationStatus::InProgress => OperationState::InProgress,
+        SdkOperationStatus::Successful => OperationState::Successful,
+        SdkOperationStatus::Failed => OperationState::Failed,
+        SdkOperationStatus::Cancelled => OperationState::Cancelled,
+        _ => return None,
+    };
+    Some(OperationSummary {
+        operation_id: info.operation_id().filter(|id| !id.is_empty())?.to_string(),
+        operation: info.operation().unwrap_or_default().to_string(),
+        status,
+        started: info.start_time().and_then(timestamp),
+        ended: if status.is_terminal() {
+            info.end_time().and_then(timestamp)
+        } else {
+            None
+        },
+    })
 }
 
 /// Maps `DescribeApplication`'s `ApplicationDetail` into our description.
@@ -184,6 +295,25 @@ pub(crate) fn description_from_detail(
     let service_autoscaling = parallelism
         .auto_scaling_enabled()
         .unwrap_or(configuration_type == ConfigurationType::Default.as_str());
+    let configuration = detail.application_configuration_description();
+    let snapshots_enabled = configuration
+        .and_then(|c| c.application_snapshot_configuration_description())
+        .map(|s| s.snapshots_enabled());
+    let restore = configuration
+        .and_then(|c| c.run_configuration_description())
+        .and_then(|r| r.application_restore_configuration_description())
+        .map(|r| match r.application_restore_type() {
+            ApplicationRestoreType::RestoreFromLatestSnapshot => Ok(Restore::Latest),
+            ApplicationRestoreType::RestoreFromCustomSnapshot => {
+                Ok(Restore::Custom(r.snapshot_name().unwrap_or_default().to_string()))
+            }
+            ApplicationRestoreType::SkipRestoreFromSnapshot => Ok(Restore::Skip),
+            other => Err(unexpected(&format!(
+                "unknown ApplicationRestoreType {}",
+                other.as_str()
+            ))),
+        })
+        .transpose()?;
     Ok(ApplicationDescription {
         name: name.to_string(),
         arn: detail.application_arn().to_string(),
@@ -195,6 +325,8 @@ pub(crate) fn description_from_detail(
         service_autoscaling,
         conditional_token: detail.conditional_token().map(str::to_string),
         created: detail.create_timestamp().and_then(timestamp),
+        snapshots_enabled,
+        restore,
     })
 }
 
@@ -229,10 +361,17 @@ pub(crate) fn update_parts(
                 .build(),
         )
         .build();
-    let restore = ApplicationRestoreConfiguration::builder()
-        .application_restore_type(ApplicationRestoreType::RestoreFromLatestSnapshot)
-        .build()
-        .map_err(|e| AwsError::Other(format!("UpdateApplication: restore configuration: {e}")))?;
+    let restore = match &request.restore {
+        Restore::Latest => ApplicationRestoreConfiguration::builder()
+            .application_restore_type(ApplicationRestoreType::RestoreFromLatestSnapshot),
+        Restore::Custom(name) => ApplicationRestoreConfiguration::builder()
+            .application_restore_type(ApplicationRestoreType::RestoreFromCustomSnapshot)
+            .snapshot_name(name),
+        Restore::Skip => ApplicationRestoreConfiguration::builder()
+            .application_restore_type(ApplicationRestoreType::SkipRestoreFromSnapshot),
+    }
+    .build()
+    .map_err(|e| AwsError::Other(format!("UpdateApplication: restore configuration: {e}")))?;
     let run = RunConfigurationUpdate::builder()
         .application_restore_configuration(restore)
         .build();
@@ -268,6 +407,13 @@ pub(crate) fn operation_from_details(
     });
     Ok(OperationStatus {
         operation_id: operation_id.to_string(),
+        operation: Some(details.operation().to_string()).filter(|o| !o.is_empty()),
+        version_change: details.application_version_change_details().map(|c| {
+            (
+                c.application_version_updated_from(),
+                c.application_version_updated_to(),
+            )
+        }),
         status,
         started: timestamp(details.start_time()),
         // NB: the SDK models EndTime as required, so an operation still in progress
@@ -398,6 +544,7 @@ mod tests {
             current_version_id: 7,
             to: AppConfig::new(16, 2),
             service_autoscaling: false,
+            restore: Restore::Latest,
         })
         .unwrap();
         let p = conf
@@ -422,6 +569,7 @@ mod tests {
             current_version_id: 7,
             to: AppConfig::new(u32::MAX, 1),
             service_autoscaling: false,
+            restore: Restore::Latest,
         })
         .unwrap_err();
         assert_eq!(err.reason(), "InvalidArgument");
@@ -430,6 +578,7 @@ mod tests {
             current_version_id: 7,
             to: AppConfig::new(4, 0),
             service_autoscaling: false,
+            restore: Restore::Latest,
         });
         assert!(zero.is_err());
     }

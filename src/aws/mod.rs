@@ -5,6 +5,8 @@
 //!   `UpdateApplication`, `DescribeApplicationOperation` of Managed Service for Apache Flink
 //!   (`kinesisanalyticsv2`), and the controller's own AWS account (STS `GetCallerIdentity`,
 //!   once, or `--aws-account-id`).
+//!   `UpdateApplication`, `DescribeApplicationOperation`, `ListApplicationOperations` and
+//!   `ListApplicationSnapshots` of Managed Service for Apache Flink (`kinesisanalyticsv2`).
 //! - [`MetricsSource`]: the per-period [`Sample`]s of one application from CloudWatch
 //!   `GetMetricData`.
 //!
@@ -145,13 +147,52 @@ pub struct ApplicationDescription {
     /// `CreateTimestamp`: with the ARN, it tells an application from another of the same
     /// name created after the first was deleted (the ARN alone is the same).
     pub created: Option<Timestamp>,
+    /// `ApplicationSnapshotConfigurationDescription.SnapshotsEnabled`: whether the service
+    /// snapshots the state when the application stops, updates or scales (`None`: not
+    /// reported). Without snapshots a restart loses the state.
+    pub snapshots_enabled: Option<bool>,
+    /// `RunConfigurationDescription.ApplicationRestoreConfigurationDescription`: how the
+    /// application restores its state when it restarts (`None`: not reported, the
+    /// service's default of the latest snapshot).
+    pub restore: Option<Restore>,
+}
+
+/// How an application restores its state when it restarts (`ApplicationRestoreType`).
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Restore {
+    /// `RESTORE_FROM_LATEST_SNAPSHOT`: the snapshot taken as it stopped.
+    Latest,
+    /// `RESTORE_FROM_CUSTOM_SNAPSHOT` with `SnapshotName`: that snapshot, however old.
+    Custom(String),
+    /// `SKIP_RESTORE_FROM_SNAPSHOT`: no state at all.
+    Skip,
+}
+
+impl Restore {
+    /// The name AWS uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Restore::Latest => "RESTORE_FROM_LATEST_SNAPSHOT",
+            Restore::Custom(_) => "RESTORE_FROM_CUSTOM_SNAPSHOT",
+            Restore::Skip => "SKIP_RESTORE_FROM_SNAPSHOT",
+        }
+    }
+}
+
+impl fmt::Display for Restore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Restore::Custom(name) => write!(f, "{} {name}", self.as_str()),
+            _ => f.write_str(self.as_str()),
+        }
+    }
 }
 
 /// An `UpdateApplication` of the parallelism configuration.
 ///
 /// The implementation always sends `ConfigurationTypeUpdate = CUSTOM` (the service ignores
-/// the parallelism fields otherwise) and `ApplicationRestoreType =
-/// RESTORE_FROM_LATEST_SNAPSHOT` (so the job keeps its state across the restart).
+/// the parallelism fields otherwise), and the restore configuration given: the
+/// application's own, so the update changes nothing of how it restores.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct UpdateRequest {
     /// The application.
@@ -162,6 +203,8 @@ pub struct UpdateRequest {
     pub to: AppConfig,
     /// `AutoScalingEnabledUpdate`: whether the service's own scaling stays on.
     pub service_autoscaling: bool,
+    /// `RunConfigurationUpdate.ApplicationRestoreConfiguration`.
+    pub restore: Restore,
 }
 
 /// The state of an application operation (`DescribeApplicationOperation`).
@@ -215,6 +258,10 @@ impl fmt::Display for OperationState {
 pub struct OperationStatus {
     /// `OperationId`.
     pub operation_id: String,
+    /// `Operation`: `UpdateApplication`, `StartApplication`, `RollbackApplication`, ...
+    pub operation: Option<String>,
+    /// `ApplicationVersionChangeDetails`: the versions it moved the application from and to.
+    pub version_change: Option<(i64, i64)>,
     /// `OperationStatus`.
     pub status: OperationState,
     /// `StartTime`.
@@ -223,6 +270,37 @@ pub struct OperationStatus {
     pub ended: Option<Timestamp>,
     /// `OperationFailureDetails`, in words (the error string AWS gives), when it failed.
     pub failure: Option<String>,
+}
+
+/// One operation as `ListApplicationOperations` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OperationSummary {
+    /// `OperationId`.
+    pub operation_id: String,
+    /// `Operation`: `UpdateApplication`, `StartApplication`, `StopApplication`,
+    /// `RollbackApplication`, or a system operation.
+    pub operation: String,
+    /// `OperationStatus`.
+    pub status: OperationState,
+    /// `StartTime`.
+    pub started: Option<Timestamp>,
+    /// `EndTime` (a finished operation's).
+    pub ended: Option<Timestamp>,
+}
+
+/// Most operations [`ApplicationControl::list_operations`] reads: four pages of 50 (the
+/// API's largest page). NB: the service keeps a bounded record; an application with more
+/// operations than this is judged on the newest of those read.
+pub const MAX_OPERATIONS_LISTED: usize = 200;
+
+/// What `ListApplicationSnapshots` says about an application's snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SnapshotCount {
+    /// Snapshots counted.
+    pub count: u32,
+    /// Whether every snapshot was counted (false: there are more than `count`, the limit
+    /// asked for).
+    pub complete: bool,
 }
 
 /// Managed Service for Apache Flink application control.
@@ -249,6 +327,19 @@ pub trait ApplicationControl: Send + Sync {
     /// name no role): `--aws-account-id` when given, else STS `GetCallerIdentity`, called
     /// once (with the clients' timeout) and remembered; a failure is not remembered.
     async fn own_account(&self) -> Result<String, AwsError>;
+    /// `ListApplicationOperations`: the application's operations, whoever started them (a
+    /// CI deploy, the service's own maintenance, this controller), newest first by start
+    /// time; at most [`MAX_OPERATIONS_LISTED`].
+    async fn list_operations(&self, target: &Target, name: &str) -> Result<Vec<OperationSummary>, AwsError>;
+
+    /// `ListApplicationSnapshots`: how many snapshots the application keeps, counting no
+    /// further than `limit`.
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<SnapshotCount, AwsError>;
 }
 
 /// The CloudWatch metrics of an application, as the policy's [`Sample`]s.
@@ -299,6 +390,19 @@ impl<T: ApplicationControl + ?Sized> ApplicationControl for Arc<T> {
 
     async fn own_account(&self) -> Result<String, AwsError> {
         (**self).own_account().await
+    }
+
+    async fn list_operations(&self, target: &Target, name: &str) -> Result<Vec<OperationSummary>, AwsError> {
+        (**self).list_operations(target, name).await
+    }
+
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<SnapshotCount, AwsError> {
+        (**self).count_snapshots(target, name, limit).await
     }
 }
 

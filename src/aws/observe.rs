@@ -109,6 +109,8 @@ mod tests {
             service_autoscaling: true,
             conditional_token: None,
             created: None,
+            snapshots_enabled: Some(true),
+            restore: Some(crate::aws::Restore::Latest),
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![Sample {
@@ -139,6 +141,8 @@ mod tests {
             service_autoscaling: false,
             conditional_token: None,
             created: None,
+            snapshots_enabled: Some(true),
+            restore: Some(crate::aws::Restore::Latest),
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![

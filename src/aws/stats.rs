@@ -24,17 +24,23 @@ pub enum AwsOperation {
     GetMetricData,
     /// `sts:GetCallerIdentity`: the controller's own account, once (needs no permission).
     GetCallerIdentity,
+    /// `kinesisanalyticsv2:ListApplicationOperations` (one call = one page).
+    ListApplicationOperations,
+    /// `kinesisanalyticsv2:ListApplicationSnapshots` (one call = one page).
+    ListApplicationSnapshots,
 }
 
 impl AwsOperation {
     /// Every operation, in counter order.
-    pub const ALL: [AwsOperation; 6] = [
+    pub const ALL: [AwsOperation; 8] = [
         AwsOperation::DescribeApplication,
         AwsOperation::UpdateApplication,
         AwsOperation::DescribeApplicationOperation,
         AwsOperation::ListTagsForResource,
         AwsOperation::GetMetricData,
         AwsOperation::GetCallerIdentity,
+        AwsOperation::ListApplicationOperations,
+        AwsOperation::ListApplicationSnapshots,
     ];
 
     /// The service, as the SDK names it (`kinesisanalyticsv2`, `cloudwatch`, `sts`).
@@ -55,6 +61,8 @@ impl AwsOperation {
             AwsOperation::ListTagsForResource => "ListTagsForResource",
             AwsOperation::GetMetricData => "GetMetricData",
             AwsOperation::GetCallerIdentity => "GetCallerIdentity",
+            AwsOperation::ListApplicationOperations => "ListApplicationOperations",
+            AwsOperation::ListApplicationSnapshots => "ListApplicationSnapshots",
         }
     }
 

@@ -7,11 +7,21 @@
 //! untyped ([`DynamicObject`]) and decodes each object here:
 //!
 //! - an object that decodes goes on to the reflector and the reconciler as usual;
-//! - one that does not is kept out of both, and its status says what is wrong
+//! - one whose spec does not is kept out of both, and its status says what is wrong
 //!   (`Ready=False`, reason `InvalidSpec`, with serde's path to the field) with a Warning
 //!   Event — once per generation, not on every re-list;
 //! - a budget that was valid and became undecodable is removed from the reflector (so it is
-//!   neither reconciled with its stale spec nor counted as an owner of its application).
+//!   neither reconciled with its stale spec nor counted as an owner of its application);
+//! - one whose spec decodes but whose *status* does not (an enum value written by a newer
+//!   release, say) is kept as it is: it stays in the reflector (it still owns its
+//!   application) but is not reconciled, since a reconcile would replace a status it cannot
+//!   read — and with it an operation in flight and the history. `Ready=False`, reason
+//!   `StatusUnreadable`, and a Warning Event say so and how to get out of it
+//!   ([`UnreadableStatuses`] tells the reconciler to leave it alone).
+//!
+//! NB: these reports touch only `status.conditions` and `status.observedGeneration` (a JSON
+//! merge patch conditioned on the object's resourceVersion), so the rest of a status the
+//! controller cannot read stays as it was.
 
 use std::{
     collections::BTreeMap,
@@ -19,26 +29,28 @@ use std::{
 };
 
 use jiff::Timestamp;
-use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::{api::core::v1::ObjectReference, apimachinery::pkg::apis::meta::v1::Condition};
 use kube::{
     CustomResourceExt, Resource, ResourceExt,
     api::{ApiResource, DynamicObject},
     runtime::{reflector::Store, watcher},
 };
-use serde_json::Value;
+use serde_json::{Value, json};
 use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use super::{
     Context,
-    fence::FencedStore,
+    fence::{FencedStore, Guarded},
     status::{self, READY, SCALING, Truth},
     store::{BudgetKey, BudgetStore, KubeStore, Notice, NoticeType},
 };
-use crate::crd::{CheckpointBudget, CheckpointBudgetStatus, SpecError};
+use crate::crd::{CheckpointBudget, SpecError};
 
 /// The condition and Event reason for a budget the controller cannot act on.
 pub const INVALID_SPEC: &str = "InvalidSpec";
+/// The condition and Event reason for a budget whose status the controller cannot read.
+pub const STATUS_UNREADABLE: &str = "StatusUnreadable";
 
 /// The type-erased resource of [`CheckpointBudget`], for the untyped watch.
 pub fn api_resource() -> ApiResource {
@@ -84,6 +96,93 @@ pub fn decode(object: &DynamicObject) -> Result<CheckpointBudget, SpecError> {
             fix: fix.to_owned(),
         }
     })
+}
+
+/// A decoded budget, and whether its status could be read.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Decoded {
+    /// The budget; without its status when the status could not be read.
+    pub budget: CheckpointBudget,
+    /// Why the status could not be read, if it could not.
+    pub unreadable_status: Option<SpecError>,
+}
+
+/// Decodes one watched object, telling a status it cannot read apart from a spec it cannot
+/// read: the first leaves the budget with no status (and says why), the second is an error.
+pub fn decode_parts(object: &DynamicObject) -> Result<Decoded, SpecError> {
+    match decode(object) {
+        Ok(budget) => Ok(Decoded {
+            budget,
+            unreadable_status: None,
+        }),
+        Err(err)
+            if err.field == "status"
+                || err.field.starts_with("status.")
+                || err.field.starts_with("status[") =>
+        {
+            let mut without = object.clone();
+            if let Value::Object(map) = &mut without.data {
+                map.remove("status");
+            }
+            let budget = decode(&without)?;
+            Ok(Decoded {
+                budget,
+                unreadable_status: Some(SpecError {
+                    fix: unreadable_fix(object),
+                    ..err
+                }),
+            })
+        }
+        Err(err) => Err(err),
+    }
+}
+
+/// How to get out of an unreadable status, for `object`.
+fn unreadable_fix(object: &DynamicObject) -> String {
+    format!(
+        "it was probably written by a newer release of checkpoint-autoscaler: run that release \
+         again, or let this one start afresh by deleting the status (kubectl patch checkpointbudget \
+         {} -n {} --subresource=status --type=merge -p '{{\"status\":null}}'; an operation in flight is \
+         then judged from the application)",
+        object.name_any(),
+        object.namespace().unwrap_or_default()
+    )
+}
+
+/// The budgets whose status the controller cannot read: the reconciler leaves them alone
+/// until their status reads again (see the module docs).
+#[derive(Debug, Default)]
+pub struct UnreadableStatuses(Mutex<BTreeMap<BudgetKey, String>>);
+
+impl UnreadableStatuses {
+    fn set(&self, key: &BudgetKey, why: Option<String>) {
+        let mut map = self.0.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match why {
+            Some(why) => {
+                map.insert(key.clone(), why);
+            }
+            None => {
+                map.remove(key);
+            }
+        }
+    }
+
+    /// Forgets the budgets `live` (`namespace/name`) does not name.
+    pub fn retain(&self, live: &std::collections::BTreeSet<String>) {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .retain(|key, _| live.contains(&key.to_string()));
+    }
+
+    /// Why the status of `key` cannot be read, if it cannot.
+    pub fn get(&self, key: &BudgetKey) -> Option<String> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(key)
+            .cloned()
+    }
 }
 
 /// The generated CRD's openAPIV3Schema (what the API server would have enforced).
@@ -137,11 +236,6 @@ fn laxness(schema: &Value, value: &Value, path: &str) -> Option<SpecError> {
     }
 }
 
-/// The message of the `Ready` condition and Event for an undecodable budget.
-pub fn invalid_message(err: &SpecError) -> String {
-    format!("The spec is invalid and was not acted on: {err}")
-}
-
 /// Turns the untyped watch into a typed one, reporting the objects that do not decode.
 ///
 /// NB: the reports (a status write and an Event each) are not made in the watch stream:
@@ -160,12 +254,15 @@ struct Pending {
     reference: ObjectReference,
     prior: Value,
     generation: Option<i64>,
-    err: SpecError,
+    resource_version: Option<String>,
+    reason: &'static str,
+    message: String,
 }
 
 impl Decoder {
-    /// A decoder reporting through `ctx` (status, Events, metrics); `reader` is the
-    /// reflector's store, to drop budgets that stop decoding.
+    /// A decoder reporting through `ctx` (status, Events, metrics, and its
+    /// [`UnreadableStatuses`]); `reader` is the reflector's store, to drop budgets that stop
+    /// decoding.
     pub fn new(ctx: Arc<Context>, reader: Store<CheckpointBudget>) -> Self {
         Self {
             ctx,
@@ -189,29 +286,41 @@ impl Decoder {
                 Some(budget) => Some(Event::Apply(budget)),
                 None => self.stored(&object).map(Event::Delete),
             },
-            Event::Delete(object) => match decode(&object) {
-                Ok(budget) => {
-                    self.forget(&object);
-                    Some(Event::Delete(budget))
+            Event::Delete(object) => {
+                if let Some(key) = key_of(&object) {
+                    self.ctx.unreadable.set(&key, None);
                 }
-                Err(_) => {
-                    self.forget(&object);
-                    self.stored(&object).map(Event::Delete)
+                self.forget(&object);
+                match decode_parts(&object) {
+                    Ok(decoded) => Some(Event::Delete(decoded.budget)),
+                    Err(_) => self.stored(&object).map(Event::Delete),
                 }
-            },
+            }
         }
     }
 
-    /// The decoded budget, or `None` after queueing the report of why it does not decode.
+    /// The decoded budget, or `None` after queueing the report of why it does not decode. A
+    /// budget whose status does not decode comes back without it, marked unreadable, and
+    /// its report is queued.
     fn apply(&self, object: &DynamicObject) -> Option<CheckpointBudget> {
-        match decode(object) {
-            Ok(budget) => {
-                // A report queued for an older version is moot.
-                self.forget(object);
+        match decode_parts(object) {
+            Ok(Decoded {
+                budget,
+                unreadable_status,
+            }) => {
+                if let Some(key) = key_of(object) {
+                    let why = unreadable_status.as_ref().map(ToString::to_string);
+                    self.ctx.unreadable.set(&key, why);
+                }
+                match &unreadable_status {
+                    Some(err) => self.queue(object, STATUS_UNREADABLE, unreadable_message(err)),
+                    // A report queued for an older version is moot.
+                    None => self.forget(object),
+                }
                 Some(budget)
             }
             Err(err) => {
-                self.queue(object, err);
+                self.queue(object, INVALID_SPEC, invalid_message(&err));
                 None
             }
         }
@@ -224,36 +333,36 @@ impl Decoder {
         self.reader.get(&reference).map(|b| (*b).clone())
     }
 
-    fn key(object: &DynamicObject) -> Option<BudgetKey> {
-        Some(BudgetKey::new(object.namespace()?, object.metadata.name.clone()?))
-    }
-
     fn lock(&self) -> std::sync::MutexGuard<'_, BTreeMap<BudgetKey, Pending>> {
         // NB: inserts and removals only; a poisoned lock holds a consistent map.
         self.reports.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn queue(&self, object: &DynamicObject, err: SpecError) {
-        let Some(key) = Self::key(object) else {
-            warn!(error = %err, "an undecodable budget without a name or namespace; ignored");
+    fn queue(&self, object: &DynamicObject, reason: &'static str, message: String) {
+        let Some(key) = key_of(object) else {
+            warn!(reason, message, "a budget without a name or namespace; ignored");
             return;
         };
-        self.ctx
-            .metrics
-            .reconcile
-            .set_failure(&key.to_string(), "invalid_spec");
+        let label = if reason == INVALID_SPEC {
+            "invalid_spec"
+        } else {
+            "status_unreadable"
+        };
+        self.ctx.metrics.reconcile.set_failure(&key.to_string(), label);
         let pending = Pending {
             reference: object.object_ref(&self.resource),
             prior: object.data.get("status").cloned().unwrap_or(Value::Null),
             generation: object.metadata.generation,
-            err,
+            resource_version: object.metadata.resource_version.clone(),
+            reason,
+            message,
         };
         self.lock().insert(key, pending);
         self.wake.notify_one();
     }
 
     fn forget(&self, object: &DynamicObject) {
-        if let Some(key) = Self::key(object) {
+        if let Some(key) = key_of(object) {
             self.lock().remove(&key);
         }
     }
@@ -279,87 +388,182 @@ impl Decoder {
         !self.lock().is_empty()
     }
 
-    /// Writes `Ready=False InvalidSpec` with the decoding error to the object's status and
-    /// publishes a Warning Event — unless this generation already says exactly that.
+    /// Writes `Ready=False` with the pending reason and message to the object's status
+    /// conditions (nothing else of the status is touched, and only if the object is still at
+    /// the version read) and publishes a Warning Event — unless this generation already says
+    /// exactly that. Only under the fence: a replica that lost the Lease writes nothing.
     async fn report(&self, key: &BudgetKey, pending: Pending) {
         let Pending {
             reference,
             prior,
             generation,
-            err,
+            resource_version,
+            reason,
+            message,
         } = pending;
-        let store = FencedStore::new(
-            KubeStore::for_reference(self.ctx.client.clone(), self.ctx.recorder.clone(), reference),
-            self.ctx.core.fence.clone(),
-        );
+        if let Err(e) = self.ctx.core.fence.check(Guarded::Write) {
+            info!(budget = %key, reason, error = %e, "budget not reconciled; not reported here: {e}");
+            return;
+        }
+        let store = KubeStore::for_reference(self.ctx.client.clone(), self.ctx.recorder.clone(), reference);
         let now = (self.ctx.clock)();
-        match invalid_status(prior, generation, &err, now) {
-            Some((status, notice)) => {
-                warn!(budget = %key, error = %err, "budget does not decode; not reconciled");
-                if let Err(e) = store.save_status(key, &status).await {
-                    warn!(budget = %key, error = %e, "status of an undecodable budget not written");
+        match condition_report(&prior, generation, reason, &message, now) {
+            Some(report) => {
+                warn!(budget = %key, reason, message, "budget not reconciled");
+                if let Err(e) = store
+                    .patch_conditions(key, &report.patch(), resource_version.as_deref())
+                    .await
+                {
+                    warn!(budget = %key, error = %e, "conditions of a budget not reconciled not written");
                     return;
                 }
-                if let Some(notice) = notice
-                    && let Err(e) = store.publish(key, &notice).await
+                if let Some(notice) = report.notice
+                    && let Err(e) = FencedStore::new(store, self.ctx.core.fence.clone())
+                        .publish(key, &notice)
+                        .await
                 {
                     warn!(budget = %key, error = %e, "event not published");
                 }
             }
-            None => info!(budget = %key, "undecodable budget already reported"),
+            None => info!(budget = %key, reason, "budget not reconciled, already reported"),
         }
     }
 }
 
-/// The status to write for an undecodable budget whose current status is `prior` (raw JSON,
-/// perhaps undecodable itself), with the Event to publish when the condition is new; `None`
-/// when the status already reports exactly this error for this generation.
-pub fn invalid_status(
-    prior: Value,
+/// The key of a watched object, when it has a name and a namespace.
+fn key_of(object: &DynamicObject) -> Option<BudgetKey> {
+    Some(BudgetKey::new(object.namespace()?, object.metadata.name.clone()?))
+}
+
+/// The message of the `Ready` condition and Event for an undecodable budget.
+pub fn invalid_message(err: &SpecError) -> String {
+    format!("The spec is invalid and was not acted on: {err}")
+}
+
+/// The message of the `Ready` condition and Event for a budget whose status is unreadable.
+pub fn unreadable_message(err: &SpecError) -> String {
+    format!(
+        "The status cannot be read, so the budget is left alone (no AWS call; the status is \
+         kept as it is): {err}"
+    )
+}
+
+/// What the controller writes about a budget it does not reconcile: the whole list of
+/// conditions (the others kept as they were, `Ready` and — without an operation in flight —
+/// `Scaling` set False with the reason), `observedGeneration`, and the Event to publish when
+/// the condition is new.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ConditionReport {
+    /// `status.conditions`, as raw JSON: conditions this release cannot read are kept.
+    pub conditions: Vec<Value>,
+    /// `status.observedGeneration`.
+    pub observed_generation: Option<i64>,
+    /// The Warning Event, when the condition is new.
+    pub notice: Option<Notice>,
+}
+
+impl ConditionReport {
+    /// The JSON merge patch of the status subresource that writes it (and nothing else).
+    pub fn patch(&self) -> Value {
+        json!({
+            "status": {
+                "conditions": self.conditions,
+                "observedGeneration": self.observed_generation,
+            }
+        })
+    }
+
+    /// The condition `type_`, if it reads.
+    pub fn condition(&self, type_: &str) -> Option<Condition> {
+        self.conditions
+            .iter()
+            .filter(|c| c["type"] == type_)
+            .find_map(|c| serde_json::from_value(c.clone()).ok())
+    }
+}
+
+/// The conditions to write for a budget the controller does not reconcile (`reason`,
+/// `message`) whose current status is `prior` (raw JSON, perhaps unreadable itself); `None`
+/// when the status already reports exactly this for this generation.
+pub fn condition_report(
+    prior: &Value,
     generation: Option<i64>,
-    err: &SpecError,
+    reason: &str,
+    message: &str,
     now: Timestamp,
-) -> Option<(CheckpointBudgetStatus, Option<Notice>)> {
-    // NB: an unreadable status is replaced: the controller owns it, and this one cannot
-    // guide anything.
-    let prior: CheckpointBudgetStatus = serde_json::from_value(prior).unwrap_or_default();
-    let message = invalid_message(err);
-    let same_condition = status::condition(&prior.conditions, READY)
-        .is_some_and(|c| c.status == "False" && c.reason == INVALID_SPEC && c.message == message);
-    if same_condition && prior.observed_generation == generation {
+) -> Option<ConditionReport> {
+    let raw: Vec<Value> = prior
+        .get("conditions")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
+    // The conditions this release reads, to set Ready and Scaling as the reconciler would.
+    let mut readable: Vec<Condition> = raw
+        .iter()
+        .filter_map(|c| serde_json::from_value(c.clone()).ok())
+        .collect();
+    let same_condition = status::condition(&readable, READY)
+        .is_some_and(|c| c.status == "False" && c.reason == reason && c.message == message);
+    let observed = prior.get("observedGeneration").and_then(Value::as_i64);
+    if same_condition && observed == generation {
         return None;
     }
-    let mut next = prior;
-    next.observed_generation = generation;
     status::set_condition(
-        &mut next.conditions,
+        &mut readable,
         READY,
         Truth::False,
-        INVALID_SPEC,
-        message.clone(),
+        reason,
+        message,
         generation,
         now,
     );
-    // NB: an operation in flight stays recorded (and Scaling as it was): once the spec is
-    // fixed, the next reconcile follows it rather than acting again.
-    if next.operation_in_flight.is_none() {
+    let mut changed = vec![READY];
+    // NB: an operation in flight (or a status that may hold one) keeps Scaling as it was:
+    // once the budget is readable again, the next reconcile follows it.
+    let in_flight = prior.get("operationInFlight").is_some_and(|v| !v.is_null());
+    if !in_flight && reason == INVALID_SPEC {
         status::set_condition(
-            &mut next.conditions,
+            &mut readable,
             SCALING,
             Truth::False,
-            INVALID_SPEC,
+            reason,
             "Not scaling while the budget is not Ready.",
             generation,
             now,
         );
+        changed.push(SCALING);
     }
+    // The conditions just set, every other entry exactly as it was.
+    let is_changed = |c: &Value| {
+        c.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| changed.contains(&t))
+    };
+    let mut conditions: Vec<Value> = raw.into_iter().filter(|c| !is_changed(c)).collect();
+    conditions.extend(
+        readable
+            .iter()
+            .filter(|c| changed.contains(&c.type_.as_str()))
+            .filter_map(|c| serde_json::to_value(c).ok()),
+    );
     let notice = (!same_condition).then(|| Notice {
         type_: NoticeType::Warning,
-        reason: INVALID_SPEC.to_owned(),
+        reason: reason.to_owned(),
         action: "Observing".to_owned(),
-        note: message,
+        note: message.to_owned(),
     });
-    Some((next, notice))
+    // Keep the set's order stable (Ready, SloMet, Scaling, others).
+    conditions.sort_by_key(|c| match c.get("type").and_then(Value::as_str) {
+        Some(READY) => 0,
+        Some(status::SLO_MET) => 1,
+        Some(SCALING) => 2,
+        _ => 3,
+    });
+    Some(ConditionReport {
+        conditions,
+        observed_generation: generation,
+        notice,
+    })
 }
 
 #[cfg(test)]
@@ -371,7 +575,7 @@ mod tests {
     use serde_json::{Value, json};
 
     use super::*;
-    use crate::{controller::run_controller, fixtures};
+    use crate::{controller::run_controller, crd::CheckpointBudgetStatus, fixtures};
 
     /// The test budget with `spec.parallelism.min` written as a string, named `broken`.
     fn malformed() -> Value {
@@ -381,6 +585,15 @@ mod tests {
         bad["metadata"]["generation"] = json!(2);
         bad["spec"]["parallelism"]["min"] = json!("2");
         bad
+    }
+
+    /// The URI of a merge patch of the test budget's status.
+    fn merge_status_uri() -> String {
+        format!(
+            "/apis/checkpoint-autoscaler.dev/v1alpha1/namespaces/{}/checkpointbudgets/{}/status?&fieldManager=checkpoint-autoscaler",
+            fixtures::NAMESPACE,
+            fixtures::NAME
+        )
     }
 
     fn dynamic(value: Value) -> DynamicObject {
@@ -439,11 +652,28 @@ mod tests {
         assert_eq!(good, CheckpointBudget::test());
     }
 
+    /// The report for a budget the controller does not reconcile, written as a merge patch
+    /// of the conditions alone.
+    fn report(
+        prior: &Value,
+        generation: i64,
+        err: &SpecError,
+    ) -> Option<(CheckpointBudgetStatus, Option<Notice>)> {
+        let report = condition_report(
+            prior,
+            Some(generation),
+            INVALID_SPEC,
+            &invalid_message(err),
+            fixtures::now(),
+        )?;
+        let status = serde_json::from_value(report.patch()["status"].clone()).unwrap();
+        Some((status, report.notice))
+    }
+
     #[test]
     fn an_undecodable_budget_is_reported_once_per_generation() {
         let err = decode(&dynamic(malformed())).unwrap_err();
-        let now = fixtures::now();
-        let (status, notice) = invalid_status(Value::Null, Some(2), &err, now).unwrap();
+        let (status, notice) = report(&Value::Null, 2, &err).unwrap();
         let ready = status.condition(READY).unwrap();
         assert_eq!(
             (ready.status.as_str(), ready.reason.as_str()),
@@ -459,14 +689,55 @@ mod tests {
         assert!(notice.is_some());
 
         let written = serde_json::to_value(&status).unwrap();
-        assert!(invalid_status(written.clone(), Some(2), &err, now).is_none());
+        assert!(report(&written, 2, &err).is_none());
         // A new generation with the same mistake: the status follows, no second Event.
-        let (again, notice) = invalid_status(written, Some(3), &err, now).unwrap();
+        let (again, notice) = report(&written, 3, &err).unwrap();
         assert_eq!(again.observed_generation, Some(3));
         assert!(notice.is_none());
-        // An unreadable status is replaced.
-        let (_, notice) = invalid_status(json!({"conditions": 7}), Some(2), &err, now).unwrap();
+        // Conditions that do not read are replaced by the ones written.
+        let (_, notice) = report(&json!({"conditions": 7}), 2, &err).unwrap();
         assert!(notice.is_some());
+    }
+
+    /// The report names only the conditions and observedGeneration: whatever else the status
+    /// holds (an operation in flight written by a newer release, in a form this one cannot
+    /// read) is not in the patch, so it stays; a condition this release does not know stays
+    /// too, and Scaling is not touched while an operation is in flight.
+    #[test]
+    fn a_report_keeps_everything_but_the_conditions_it_sets() {
+        let prior = json!({
+            "observedGeneration": 2,
+            "conditions": [
+                {"type": "Ready", "status": "True", "reason": "ApplicationObserved", "message": "",
+                 "lastTransitionTime": "2026-11-26T07:00:00Z"},
+                {"type": "Scaling", "status": "True", "reason": "ScaleUpRequired", "message": "x",
+                 "lastTransitionTime": "2026-11-26T07:00:00Z"},
+                {"type": "FromTheFuture", "status": "Maybe", "reason": "NewThing", "message": "x",
+                 "lastTransitionTime": "2026-11-26T07:00:00Z", "extra": {"field": 1}},
+            ],
+            "operationInFlight": {"operationId": "op-9", "from": {"parallelism": 4, "parallelismPerKpu": 1, "kpus": 4},
+                                  "to": {"parallelism": 8, "parallelismPerKpu": 1, "kpus": 8},
+                                  "startedAt": "2026-11-26T07:55:00Z", "versionIdBefore": 7,
+                                  "cause": "SomethingNew", "reason": "ScaleUpRequired"},
+        });
+        let message = "The status cannot be read: status.operationInFlight.cause: unknown variant";
+        let report = condition_report(&prior, Some(3), STATUS_UNREADABLE, message, fixtures::now()).unwrap();
+        let patch = report.patch();
+        let keys: Vec<_> = patch["status"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(keys, ["conditions", "observedGeneration"]);
+        let ready = report.condition(READY).unwrap();
+        assert_eq!(
+            (ready.status.as_str(), ready.reason.as_str()),
+            ("False", STATUS_UNREADABLE)
+        );
+        assert_eq!(report.condition(SCALING).unwrap().reason, "ScaleUpRequired");
+        let future = report
+            .conditions
+            .iter()
+            .find(|c| c["type"] == "FromTheFuture")
+            .unwrap();
+        assert_eq!(future["extra"]["field"], 1, "kept verbatim");
+        assert!(report.notice.is_some());
     }
 
     /// A budget that stops decoding leaves the reflector (a Delete of its last good
@@ -489,7 +760,7 @@ mod tests {
         let server = {
             let bad = bad.clone();
             tokio::spawn(async move {
-                let patch = api.expect(Method::PATCH, &fixtures::status_uri()).await;
+                let patch = api.expect(Method::PATCH, &merge_status_uri()).await;
                 let status: CheckpointBudgetStatus =
                     serde_json::from_value(patch.json()["status"].clone()).unwrap();
                 assert_eq!(status.condition(READY).unwrap().reason, INVALID_SPEC);
@@ -662,6 +933,204 @@ mod tests {
         assert_eq!(good_status.unwrap().condition(READY).unwrap().status, "True");
     }
 
+    /// A status written by a newer release: an operation in flight whose cause this release
+    /// does not know.
+    fn from_a_newer_release(name: &str, created: &str) -> Value {
+        let mut budget = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        budget["metadata"]["name"] = json!(name);
+        budget["metadata"]["uid"] = json!(format!("uid-{name}"));
+        budget["metadata"]["creationTimestamp"] = json!(created);
+        budget["status"] = json!({
+            "observedGeneration": 3,
+            "operationInFlight": {
+                "operationId": "op-7",
+                "from": {"parallelism": 4, "parallelismPerKpu": 1, "kpus": 4},
+                "to": {"parallelism": 8, "parallelismPerKpu": 1, "kpus": 8},
+                "startedAt": "2026-11-26T07:55:00Z", "versionIdBefore": 7,
+                "cause": "CheckpointStorm", "reason": "ScaleUpRequired",
+            },
+        });
+        budget
+    }
+
+    #[test]
+    fn an_unreadable_status_is_told_apart_from_an_invalid_spec() {
+        let object = dynamic(from_a_newer_release("orders", "2026-01-01T00:00:00Z"));
+        let decoded = decode_parts(&object).unwrap();
+        assert_eq!(decoded.budget.status, None);
+        assert_eq!(decoded.budget.spec, CheckpointBudget::test().spec);
+        let err = decoded.unreadable_status.unwrap();
+        assert_eq!(err.field, "status.operationInFlight.cause");
+        assert!(err.problem.contains("CheckpointStorm"), "{err}");
+        assert!(
+            err.fix.contains("newer release") && err.fix.contains("--subresource=status"),
+            "{err}"
+        );
+        // A bad spec is still a bad spec, whatever the status.
+        let mut both = from_a_newer_release("orders", "2026-01-01T00:00:00Z");
+        both["spec"]["parallelism"]["min"] = json!("2");
+        assert_eq!(
+            decode_parts(&dynamic(both)).unwrap_err().field,
+            "spec.parallelism.min"
+        );
+    }
+
+    /// A budget whose status a newer release wrote (an operation in flight with a cause this
+    /// release does not know) is never reconciled, so its status is never replaced: the only
+    /// write is a merge patch of its conditions (Ready=False StatusUnreadable, the operation
+    /// kept), with one Warning Event, and no AWS call is made for it. It still owns its
+    /// application: a younger budget naming it reports Conflict and does not act.
+    #[tokio::test]
+    async fn an_unreadable_status_is_kept_and_reported_never_replaced() {
+        let (ctx, mut api, fake) = crate::controller::Context::test();
+        fake.with(|s| s.samples = fixtures::overloaded());
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let controller = tokio::spawn(run_controller(
+            Api::all(ctx.client.clone()),
+            ctx.clone(),
+            async move {
+                let _ = stop_rx.await;
+            },
+        ));
+        let mut younger = serde_json::to_value(CheckpointBudget::test()).unwrap();
+        younger["metadata"]["name"] = json!("orders-too");
+        younger["metadata"]["uid"] = json!("uid-younger");
+        younger["metadata"]["creationTimestamp"] = json!("2026-06-01T00:00:00Z");
+        let list = json!({
+            "apiVersion": "checkpoint-autoscaler.dev/v1alpha1", "kind": "CheckpointBudgetList",
+            "metadata": {"resourceVersion": "10"},
+            "items": [from_a_newer_release("orders", "2026-01-01T00:00:00Z"), younger],
+        });
+        #[derive(Default)]
+        struct Seen {
+            patches: Vec<(String, Value)>,
+            events: Vec<Value>,
+        }
+        let seen = Arc::new(std::sync::Mutex::new(Seen::default()));
+        let server = {
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut watches = Vec::new();
+                loop {
+                    let exchange = api.next().await;
+                    let uri = exchange.uri().to_owned();
+                    match exchange.method().clone() {
+                        Method::GET if uri.contains("watch=true") => watches.push(exchange),
+                        Method::GET => exchange.reply_json(&list),
+                        Method::PATCH => {
+                            let body = exchange.json();
+                            let name = if uri.contains("/orders/status") {
+                                "orders"
+                            } else {
+                                "orders-too"
+                            };
+                            let mut reply = list["items"][if name == "orders" { 0 } else { 1 }].clone();
+                            reply["metadata"]["resourceVersion"] = json!("11");
+                            exchange.reply_json(&reply);
+                            seen.lock().unwrap().patches.push((uri, body));
+                        }
+                        Method::POST if uri.contains("/events") => {
+                            seen.lock().unwrap().events.push(exchange.json());
+                            exchange.echo();
+                        }
+                        method => panic!("unexpected request {method} {uri}"),
+                    }
+                }
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), async {
+            loop {
+                let done = {
+                    let seen = seen.lock().unwrap();
+                    seen.patches.iter().any(|(u, _)| u.contains("/orders/status"))
+                        && seen.patches.iter().any(|(u, _)| u.contains("/orders-too/status"))
+                };
+                if done {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await
+        .expect("both budgets handled within 10 s");
+        // Time for a reconcile of the unreadable budget, which must not come.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        stop_tx.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(5), controller)
+            .await
+            .expect("the controller stops")
+            .unwrap();
+        assert!(!server.is_finished(), "the API server script failed");
+        server.abort();
+        let seen = std::mem::take(&mut *seen.lock().unwrap());
+
+        let ours: Vec<&Value> = seen
+            .patches
+            .iter()
+            .filter(|(u, _)| u.contains("/orders/status"))
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(ours.len(), 1, "one write, the report: {ours:#?}");
+        let (uri, _) = seen
+            .patches
+            .iter()
+            .find(|(u, _)| u.contains("/orders/status"))
+            .unwrap();
+        assert!(!uri.contains("force=true"), "a merge patch, not an apply: {uri}");
+        let patch = ours[0];
+        assert_eq!(patch["metadata"]["resourceVersion"], fixtures::RESOURCE_VERSION);
+        let fields: Vec<_> = patch["status"].as_object().unwrap().keys().cloned().collect();
+        assert_eq!(
+            fields,
+            ["conditions", "observedGeneration"],
+            "nothing else is touched"
+        );
+        let ready = &patch["status"]["conditions"][0];
+        assert_eq!(
+            (&ready["type"], &ready["reason"]),
+            (&json!("Ready"), &json!(STATUS_UNREADABLE))
+        );
+        assert!(
+            ready["message"]
+                .as_str()
+                .unwrap()
+                .contains("status.operationInFlight.cause"),
+            "{ready}"
+        );
+        let events: Vec<&Value> = seen
+            .events
+            .iter()
+            .filter(|e| e["regarding"]["name"] == "orders")
+            .collect();
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0]["reason"], STATUS_UNREADABLE);
+        assert_eq!(events[0]["type"], "Warning");
+
+        // The younger budget saw the older one as the owner.
+        let (_, younger) = seen
+            .patches
+            .iter()
+            .find(|(u, _)| u.contains("/orders-too/status"))
+            .unwrap();
+        let status: CheckpointBudgetStatus = serde_json::from_value(younger["status"].clone()).unwrap();
+        assert_eq!(status.condition(READY).unwrap().reason, "Conflict");
+        assert!(fake.read(|s| s.updates.is_empty()), "no UpdateApplication at all");
+        assert!(
+            fake.read(|s| s
+                .calls
+                .iter()
+                .filter(|c| c.starts_with("DescribeApplication:"))
+                .count())
+                <= 1,
+            "only the younger budget described the application"
+        );
+        assert!(
+            ctx.unreadable
+                .get(&BudgetKey::new(fixtures::NAMESPACE, "orders"))
+                .is_some()
+        );
+    }
+
     fn corpus_header<'a>(text: &'a str, key: &str) -> Option<&'a str> {
         text.lines()
             .filter_map(|l| l.strip_prefix("# "))
@@ -707,8 +1176,7 @@ mod tests {
                         Some(want) if got.starts_with(want) => {}
                         want => mismatches.push(format!("{name}: decode-error {want:?}, got {got:?}")),
                     }
-                    let (status, notice) =
-                        invalid_status(Value::Null, Some(1), &err, fixtures::now()).unwrap();
+                    let (status, notice) = report(&Value::Null, 1, &err).unwrap();
                     let ready = status.condition(READY).unwrap();
                     assert_eq!(ready.reason, INVALID_SPEC, "{name}");
                     assert!(ready.message.contains(&err.field), "{name}: {}", ready.message);
@@ -734,6 +1202,7 @@ mod tests {
                             generation: Some(1),
                             spec: &budget.spec,
                             status: None,
+                            resource_version: None,
                         };
                         let result = ctx.core.reconcile(&view, &store, fixtures::now()).await;
                         match result {

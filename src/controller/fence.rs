@@ -112,9 +112,23 @@ impl<S> FencedStore<S> {
 
 #[async_trait]
 impl<S: BudgetStore> BudgetStore for FencedStore<S> {
-    async fn save_status(&self, key: &BudgetKey, status: &CheckpointBudgetStatus) -> Result<(), StoreError> {
+    async fn save_status(
+        &self,
+        key: &BudgetKey,
+        status: &CheckpointBudgetStatus,
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         self.fence.check(Guarded::Write).map_err(StoreError::Fenced)?;
-        self.inner.save_status(key, status).await
+        self.inner.save_status(key, status, resource_version).await
+    }
+
+    async fn ensure_finalizer(
+        &self,
+        key: &BudgetKey,
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        self.fence.check(Guarded::Write).map_err(StoreError::Fenced)?;
+        self.inner.ensure_finalizer(key, resource_version).await
     }
 
     async fn publish(&self, key: &BudgetKey, notice: &Notice) -> Result<(), StoreError> {

@@ -8,6 +8,8 @@
 //! - [`store`]: status and Events, on the cluster or in memory.
 //! - [`tenancy`]: which budgets may act on which applications.
 //! - [`ownership`]: which of several budgets naming one application acts on it.
+//! - [`operation`]: the state machine of an operation in flight (pure).
+//! - [`snapshots`]: whether a restart keeps the state; snapshots against the quota (pure).
 //! - [`leader`]: leader election on a Lease.
 //! - [`fence`]: acting only under a Lease that outlasts the action.
 //! - [`kubeclient`]: the Kubernetes client, with a time bound on every call.
@@ -18,9 +20,11 @@ pub mod fence;
 pub mod kubeclient;
 pub mod leader;
 pub mod limited;
+pub mod operation;
 pub mod ownership;
 pub mod reconcile;
 pub mod server;
+pub mod snapshots;
 pub mod status;
 pub mod store;
 pub mod tenancy;
@@ -116,6 +120,7 @@ impl Error {
             Error::Conflict(_) => "conflict".into(),
             Error::Aws(e) => format!("aws_{}", snake(e.reason())),
             Error::Fenced(_) | Error::Store(store::StoreError::Fenced(_)) => "fenced".into(),
+            Error::Store(store::StoreError::Conflict(_)) => "status_conflict".into(),
             Error::Store(_) => "status_write".into(),
             Error::MissingNamespace => "missing_namespace".into(),
         }
@@ -223,6 +228,13 @@ impl Backoff {
             failures.remove(key);
         }
     }
+
+    /// Forgets the budgets `live` does not name.
+    fn retain(&self, live: &std::collections::BTreeSet<String>) {
+        if let Ok(mut failures) = self.failures.lock() {
+            failures.retain(|key, _| live.contains(key));
+        }
+    }
 }
 
 /// What every reconcile shares.
@@ -240,6 +252,68 @@ pub struct Context {
     pub backoff: Arc<Backoff>,
     /// The clock (real time in the cluster; tests pin it).
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
+    /// The budgets whose status cannot be read (see [`decode`]): left alone.
+    pub unreadable: Arc<decode::UnreadableStatuses>,
+}
+
+/// How long the deletion of a budget may wait for the application to be given back
+/// ([`reconcile::Core::hand_back`]) before the controller gives up (with a Warning Event)
+/// and lets the deletion complete: AWS errors never hold a budget forever.
+pub const HAND_BACK_DEADLINE: Duration = Duration::from_secs(10 * 60);
+
+/// The deletion of a budget that carries the controller's finalizer: the application is
+/// given back, then the finalizer is removed (so the API server completes the deletion),
+/// at the latest [`HAND_BACK_DEADLINE`] after the deletion began.
+async fn delete(budget: &CheckpointBudget, key: &BudgetKey, ctx: &Context) -> Result<Action, Error> {
+    let finalized = budget
+        .metadata
+        .finalizers
+        .as_ref()
+        .is_some_and(|f| f.iter().any(|f| f == store::FINALIZER));
+    if !finalized {
+        return Ok(Action::await_change());
+    }
+    let store = KubeStore::new(ctx.client.clone(), ctx.recorder.clone(), budget);
+    let view = BudgetView {
+        key: key.clone(),
+        generation: budget.metadata.generation,
+        spec: &budget.spec,
+        status: budget.status.as_ref(),
+        resource_version: budget.metadata.resource_version.clone(),
+    };
+    let outcome = ctx.core.hand_back(&view, &store).await;
+    let now = (ctx.clock)();
+    let since = budget.metadata.deletion_timestamp.as_ref().map_or(now, |t| t.0);
+    let overdue =
+        now.duration_since(since) >= jiff::SignedDuration::try_from(HAND_BACK_DEADLINE).unwrap_or_default();
+    match outcome {
+        Ok(done) => info!(budget = %key, ?done, "handed back; removing the finalizer"),
+        Err(e) if !overdue => return Err(e),
+        Err(e) => {
+            let note = format!(
+                "The application could not be given back within {} of the deletion ({e}); the \
+                 budget is deleted anyway and the application left as it is. Check the service's own \
+                 autoscaling (AutoScalingEnabled) of {}.",
+                crate::crd::format_duration(HAND_BACK_DEADLINE),
+                budget.spec.application.name
+            );
+            warn!(budget = %key, error = %e, "hand-back abandoned");
+            let notice = store::Notice {
+                type_: store::NoticeType::Warning,
+                reason: "HandBackAbandoned".into(),
+                action: "Deleting".into(),
+                note,
+            };
+            if let Err(e) = store::BudgetStore::publish(&store, key, &notice).await {
+                warn!(budget = %key, error = %e, "event not published");
+            }
+        }
+    }
+    store
+        .remove_finalizer(key, budget.metadata.resource_version.as_deref())
+        .await
+        .map_err(Error::Store)?;
+    Ok(Action::await_change())
 }
 
 /// Reconciles one budget: the core, timed and counted.
@@ -248,6 +322,19 @@ pub async fn reconcile(budget: Arc<CheckpointBudget>, ctx: Arc<Context>) -> Resu
     let _timer = ctx.metrics.reconcile.count_and_measure();
     let namespace = budget.namespace().ok_or(Error::MissingNamespace)?;
     let key = BudgetKey::new(namespace, budget.name_any());
+    if budget.metadata.deletion_timestamp.is_some() {
+        // NB: a budget being deleted never scales; it only gives the application back.
+        let action = delete(&budget, &key, &ctx).await?;
+        ctx.backoff.reset(&key.to_string());
+        return Ok(action);
+    }
+    if ctx.unreadable.get(&key).is_some() {
+        // NB: a reconcile would replace a status it cannot read (and the operation in
+        // flight it may hold); the decoder has reported it. Looked at again each interval,
+        // in case the status was fixed without a spec change.
+        tracing::debug!(budget = %key, "status unreadable; not reconciled");
+        return Ok(Action::requeue(ctx.core.interval));
+    }
     let store = fence::FencedStore::new(
         KubeStore::new(ctx.client.clone(), ctx.recorder.clone(), &budget),
         ctx.core.fence.clone(),
@@ -257,6 +344,7 @@ pub async fn reconcile(budget: Arc<CheckpointBudget>, ctx: Arc<Context>) -> Resu
         generation: budget.metadata.generation,
         spec: &budget.spec,
         status: budget.status.as_ref(),
+        resource_version: budget.metadata.resource_version.clone(),
     };
     let report = ctx.core.reconcile(&view, &store, (ctx.clock)()).await?;
     ctx.backoff.reset(&key.to_string());
@@ -272,6 +360,15 @@ pub fn error_policy(budget: Arc<CheckpointBudget>, error: &Error, ctx: Arc<Conte
 }
 
 impl Context {
+    /// Forgets what the process keeps per budget — failure counters (their label sets leave
+    /// `/metrics`), backoff counts, unreadable statuses — for every budget not in `live`
+    /// (`namespace/name`): memory follows the budgets that exist, not every one ever seen.
+    pub fn prune(&self, live: &std::collections::BTreeSet<String>) {
+        self.metrics.reconcile.retain_budgets(live);
+        self.backoff.retain(live);
+        self.unreadable.retain(live);
+    }
+
     /// Counts a failed reconcile of `budget` and returns when to retry (`None`: only a
     /// change to the budget can help).
     pub fn on_error(&self, budget: &CheckpointBudget, error: &Error) -> Option<Duration> {
@@ -548,7 +645,29 @@ pub async fn run_controller_with(
         .applied_objects()
         .predicate_filter(predicates::generation, Default::default());
     let _watching = options.progress.map(Watching::start);
-    Controller::for_stream(stream, reader)
+    // What the process keeps per budget follows the budgets that exist: pruned every
+    // interval against the reflector's view (a deletion seen as a re-list included).
+    let pruning = {
+        let ctx = ctx.clone();
+        let reader = reader.clone();
+        async move {
+            let mut every = tokio::time::interval(ctx.core.interval.max(Duration::from_secs(1)));
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if reader.wait_until_ready().await.is_err() {
+                    continue;
+                }
+                let live: std::collections::BTreeSet<String> = reader
+                    .state()
+                    .iter()
+                    .map(|b| format!("{}/{}", b.namespace().unwrap_or_default(), b.name_any()))
+                    .collect();
+                ctx.prune(&live);
+            }
+        }
+    };
+    let controller = Controller::for_stream(stream, reader)
         .graceful_shutdown_on(stop)
         .run(reconcile, error_policy, ctx)
         .for_each(|result| async move {
@@ -558,8 +677,11 @@ pub async fn run_controller_with(
                     warn!(error = %e, "controller");
                 }
             }
-        })
-        .await;
+        });
+    tokio::select! {
+        () = controller => {}
+        () = pruning => {}
+    }
     // NB: a report not yet written when the controller stops (`_reports` aborts it) is
     // queued again when the budget is next listed.
 }
@@ -854,6 +976,7 @@ pub async fn serve(
         metrics,
         backoff: Arc::default(),
         clock,
+        unreadable: Arc::default(),
     });
 
     // Standby until leader (or shutdown).

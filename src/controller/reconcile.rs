@@ -15,20 +15,23 @@ use super::{
     Error,
     fence::{Fence, Guarded},
     limited::{self, SCALING_LIMITED},
+    operation::{self, Record, Verdict},
     ownership::{self, Claim, Claims},
-    status::{self, READY, SCALING, SLO_MET, Truth},
+    snapshots::{self, SNAPSHOT_QUOTA},
+    status::{self, READY, SCALING, SLO_MET, SNAPSHOTS, Truth},
     store::{BudgetKey, BudgetStore, Notice, NoticeType},
     tenancy::{TenancyCheck, TenancyError},
 };
 use crate::{
     aws::{
-        ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationState, Target,
-        UpdateRequest,
+        ApplicationControl, ApplicationDescription, AwsError, MetricsSource, OperationStatus, Restore,
+        SnapshotCount, Target, UpdateRequest,
     },
     cost::KpuHourPrice,
     crd::{
-        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, KpuLimit,
-        LastScaling, Mode, ObservedApplication, OperationInFlight, RecommendationStatus, ServiceAutoScaling,
+        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, HandBack, KpuLimit,
+        LastScaling, Mode, ObservedApplication, OnDelete, OperationInFlight, RecommendationStatus,
+        RestartStatus, ServiceAutoScaling, SnapshotStatus,
     },
     metrics::Metrics,
     policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
@@ -38,6 +41,17 @@ use crate::{
 /// `OperationStuck`, one Warning Event), at the least: AWS gives 10-20 minutes for a
 /// restart with large state, so 30 minutes is well past a slow but healthy one.
 pub const OPERATION_STUCK_AFTER: Duration = Duration::from_secs(30 * 60);
+
+/// How many restarts of the application `status.history.restarts` keeps (newest).
+pub const MAX_RESTARTS: usize = 10;
+
+/// The `cause` of a restart seen as a change of the running parallelism at the same
+/// application version (the service's own autoscaling), not as an operation.
+const RUNNING_PARALLELISM_CHANGED: &str = "RunningParallelismChanged";
+
+/// How many `UpdateApplication` operations are described, at most, to find the one an intent
+/// without an operation id started (newest first).
+const MAX_OPERATIONS_DESCRIBED: usize = 3;
 
 /// How long a KPU count refused with `LimitExceededException` is kept out of reach. Quotas
 /// rise only through a request to AWS Support, so hours, not minutes; after that the
@@ -83,6 +97,9 @@ pub struct BudgetView<'a> {
     pub spec: &'a CheckpointBudgetSpec,
     /// The status as last written.
     pub status: Option<&'a CheckpointBudgetStatus>,
+    /// `metadata.resourceVersion` of the object read: the precondition of every status
+    /// write of this reconcile (`None`: unconditional).
+    pub resource_version: Option<String>,
 }
 
 /// What one reconcile did, for the caller (requeue, demo output).
@@ -98,6 +115,24 @@ pub struct Report {
     pub notices: Vec<Notice>,
     /// When to look again.
     pub requeue_after: Duration,
+}
+
+/// What handing an application back did ([`Core::hand_back`]).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum HandedBack {
+    /// Nothing to give back, and why.
+    Nothing(String),
+    /// The service's own autoscaling is on again (the operation id).
+    Restored(String),
+    /// Left as it is, and why.
+    Left(String),
+}
+
+/// The region and the name in `arn:aws:kinesisanalytics:<region>:<account>:application/<name>`.
+fn arn_parts(arn: &str) -> Option<(String, String)> {
+    let (prefix, name) = arn.split_once(":application/")?;
+    let region = prefix.split(':').nth(3)?;
+    (!region.is_empty() && !name.is_empty()).then(|| (region.to_owned(), name.to_owned()))
 }
 
 /// What the core did in one reconcile.
@@ -230,6 +265,8 @@ impl Core {
             return Err(run.conflict(&owner, &target).await);
         }
         run.status.application = Some(observed(&desc, now));
+        run.observe_history(&target, &desc).await?;
+        run.observe_snapshots(&target, &desc).await;
 
         // An operation in flight (perhaps started by a previous controller) is followed,
         // never issued again.
@@ -277,8 +314,22 @@ impl Core {
         run.record_decision(&typed, &decision);
         match (spec.mode, decision.action) {
             (Mode::Enforce, Action::Scale { to }) => {
-                run.scale(&target, &desc, &decision, to, spec.service_auto_scaling)
-                    .await?;
+                match snapshots::restart_plan(&desc, spec.allow_state_loss) {
+                    Ok(restore) => {
+                        run.scale(&target, &desc, &decision, to, spec.service_auto_scaling, restore)
+                            .await?;
+                    }
+                    // A restart that would not resume from the job's current state: never.
+                    Err(refusal) => {
+                        let message = format!(
+                            "{} (The policy would scale from {} to {to}: {})",
+                            refusal.message, desc.config, decision.message
+                        );
+                        debug!(budget = %budget.key, reason = refusal.reason, "not restarting the application");
+                        run.scaling_condition(Truth::False, refusal.reason, &message);
+                        run.notice_on_transition(NoticeType::Warning, refusal.reason, "Scaling", &message);
+                    }
+                }
             }
             (Mode::Enforce, Action::Blocked) => {
                 run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
@@ -318,6 +369,141 @@ impl Core {
         }
         run.decision = Some(decision);
         run.finish().await
+    }
+
+    /// Gives the application back as the controller found it, the budget being deleted:
+    /// turns the service's own autoscaling back on if the controller turned it off
+    /// (`status.handBack`), unless `spec.onDelete: Leave`, another budget governs the
+    /// application now, or the restart that takes would lose the job's state. Publishes an
+    /// Event for what it did or did not do. An error (AWS throttled, unavailable, the
+    /// application busy) is for the caller to retry, within its bound.
+    pub async fn hand_back(
+        &self,
+        budget: &BudgetView<'_>,
+        store: &dyn BudgetStore,
+    ) -> Result<HandedBack, Error> {
+        let spec = budget.spec;
+        let Some(record) = budget.status.and_then(|s| s.hand_back.clone()) else {
+            return Ok(HandedBack::Nothing(
+                "the controller changed nothing it has to give back".into(),
+            ));
+        };
+        if spec.on_delete == OnDelete::Leave {
+            return Ok(HandedBack::Nothing("spec.onDelete is Leave".into()));
+        }
+        let Some((region, name)) = arn_parts(&record.application) else {
+            return Ok(HandedBack::Nothing(format!(
+                "{} is not an application ARN",
+                record.application
+            )));
+        };
+        let target = match &spec.application.role_arn {
+            Some(role) => Target::with_role(region, role.clone()),
+            None => Target::new(region),
+        };
+        let publish = |type_: NoticeType, reason: &str, note: String| {
+            let notice = Notice {
+                type_,
+                reason: reason.to_owned(),
+                action: "Deleting".to_owned(),
+                note,
+            };
+            async move {
+                if let Err(e) = store.publish(&budget.key, &notice).await {
+                    warn!(budget = %budget.key, error = %e, "event not published");
+                }
+            }
+        };
+        let manual = format!(
+            "aws kinesisanalyticsv2 update-application --application-name {name} --region {} \
+             --current-application-version-id <its version> --application-configuration-update \
+             '{{\"FlinkApplicationConfigurationUpdate\":{{\"ParallelismConfigurationUpdate\":\
+             {{\"ConfigurationTypeUpdate\":\"CUSTOM\",\"AutoScalingEnabledUpdate\":true}}}}}}'",
+            target.region
+        );
+        // Another budget governs it now: it is that budget's to run.
+        if let Some(other) = self.claims.naming(&name).into_iter().find(|c| {
+            c.key != budget.key && c.region.as_deref().unwrap_or(&self.default_region) == target.region
+        }) {
+            let why = format!(
+                "{} is governed by the budget {} now; the service's own autoscaling is left as it is.",
+                record.application, other.key
+            );
+            publish(NoticeType::Normal, "HandedOver", why.clone()).await;
+            return Ok(HandedBack::Left(why));
+        }
+        let desc = match self.apps.describe(&target, &name).await {
+            Ok(d) => d,
+            Err(AwsError::NotFound(_)) => {
+                return Ok(HandedBack::Left(format!(
+                    "{} no longer exists",
+                    record.application
+                )));
+            }
+            Err(e) => return Err(Error::Aws(e)),
+        };
+        if desc.arn != record.application {
+            return Ok(HandedBack::Left(format!(
+                "{} was replaced by another application of that name",
+                record.application
+            )));
+        }
+        if desc.service_autoscaling == record.service_auto_scaling {
+            return Ok(HandedBack::Nothing(
+                "the service's own autoscaling is already as the controller found it".into(),
+            ));
+        }
+        if !matches!(desc.status, AppStatus::Running | AppStatus::Ready) {
+            return Err(Error::Aws(AwsError::ResourceInUse(format!(
+                "{name} is {}; the service's own autoscaling is turned back on once it is RUNNING",
+                status_name(desc.status)
+            ))));
+        }
+        let restore = if desc.status == AppStatus::Running {
+            match snapshots::restart_plan(&desc, spec.allow_state_loss) {
+                Ok(restore) => restore,
+                Err(refusal) => {
+                    let why = format!(
+                        "The service's own autoscaling of {name} was not turned back on: that restarts the \
+                         job, and {} Turn it on when it suits: {manual}",
+                        refusal.message
+                    );
+                    publish(NoticeType::Warning, "HandBackSkipped", why.clone()).await;
+                    return Ok(HandedBack::Left(why));
+                }
+            }
+        } else {
+            desc.restore.clone().unwrap_or(Restore::Latest)
+        };
+        let request = UpdateRequest {
+            name: desc.name.clone(),
+            current_version_id: desc.version_id,
+            to: policy::AppConfig::new(desc.configured_parallelism, desc.config.parallelism_per_kpu),
+            service_autoscaling: true,
+            restore,
+        };
+        match self.apps.update(&target, &request).await {
+            Ok(operation_id) => {
+                let note = format!(
+                    "The budget was deleted: the service's own autoscaling of {name} is on again, as the \
+                     controller found it (operation {operation_id})."
+                );
+                info!(budget = %budget.key, %operation_id, "service autoscaling handed back");
+                publish(NoticeType::Normal, "ServiceAutoScalingRestored", note).await;
+                Ok(HandedBack::Restored(operation_id))
+            }
+            // Whether it took effect is not known, or it may go through later: the next try
+            // describes the application again.
+            Err(e) if e.is_transient() || matches!(e, AwsError::UnexpectedResponse(_)) => Err(Error::Aws(e)),
+            Err(e) => {
+                let why = format!(
+                    "The service's own autoscaling of {name} could not be turned back on: {e}. Turn it on \
+                     by hand: {manual}"
+                );
+                publish(NoticeType::Warning, "HandBackSkipped", why.clone()).await;
+                Ok(HandedBack::Left(why))
+            }
+        }
     }
 
     /// The budget that owns the described application, when it is not `budget`: the oldest
@@ -376,6 +562,9 @@ struct Run<'a> {
     requeue: Duration,
     /// The reason and message of an operation that ended in this reconcile.
     concluded: Option<(&'static str, String)>,
+    /// The budget's resourceVersion as last read or written: the precondition of the next
+    /// status write.
+    resource_version: Option<String>,
 }
 
 impl<'a> Run<'a> {
@@ -397,6 +586,7 @@ impl<'a> Run<'a> {
             act: Act::None,
             requeue: core.interval,
             concluded: None,
+            resource_version: budget.resource_version.clone(),
         }
     }
 
@@ -552,6 +742,7 @@ impl<'a> Run<'a> {
         decision: &Decision,
         to: policy::AppConfig,
         service: ServiceAutoScaling,
+        restore: Restore,
     ) -> Result<(), Error> {
         // Only under a Lease that outlasts the call: a replica that lost it records no
         // intent and writes nothing (the new leader decides afresh).
@@ -559,7 +750,43 @@ impl<'a> Run<'a> {
             return Err(self.fenced(fenced, desc, to));
         }
         let record = ScalingRecord::started(self.now, desc.config, to, decision);
-        let intent = OperationInFlight::started(self.now, desc.config, to, desc.version_id, decision);
+        let intent = OperationInFlight {
+            application_arn: Some(desc.arn.clone()),
+            ..OperationInFlight::started(self.now, desc.config, to, desc.version_id, decision)
+        };
+        let request = UpdateRequest {
+            name: desc.name.clone(),
+            current_version_id: desc.version_id,
+            to,
+            service_autoscaling: service == ServiceAutoScaling::Keep && desc.service_autoscaling,
+            restore,
+        };
+        // What the controller changes beyond the parallelism is recorded, with a finalizer,
+        // before it changes it: deleting the budget then gives it back (`spec.onDelete`).
+        if desc.service_autoscaling && !request.service_autoscaling {
+            let recorded = self
+                .status
+                .hand_back
+                .as_ref()
+                .is_some_and(|h| h.application == desc.arn);
+            if !recorded {
+                self.status.hand_back = Some(HandBack {
+                    application: desc.arn.clone(),
+                    service_auto_scaling: true,
+                    recorded_at: Time(self.now),
+                });
+            }
+            if self.budget.spec.on_delete == OnDelete::Restore {
+                let written = self
+                    .store
+                    .ensure_finalizer(&self.budget.key, self.resource_version.as_deref())
+                    .await
+                    .map_err(Error::Store)?;
+                if written.is_some() {
+                    self.resource_version = written;
+                }
+            }
+        }
         // The intent goes to status before AWS hears of it: a controller that stops right
         // after the call finds it and follows the operation instead of calling again.
         status::push_scaling(&mut self.history, record.clone());
@@ -586,12 +813,6 @@ impl<'a> Run<'a> {
             return Err(error);
         }
 
-        let request = UpdateRequest {
-            name: desc.name.clone(),
-            current_version_id: desc.version_id,
-            to,
-            service_autoscaling: service == ServiceAutoScaling::Keep && desc.service_autoscaling,
-        };
         match self.core.apps.update(target, &request).await {
             Ok(operation_id) => {
                 info!(budget = %self.budget.key, from = %desc.config, %to, %operation_id, "scaling");
@@ -638,13 +859,15 @@ impl<'a> Run<'a> {
                 self.finish_inner().await?;
                 Err(Error::Aws(e))
             }
-            Err(e) if e.is_transient() => {
-                // A timeout or a 5xx: the update may or may not have taken effect. The intent
-                // stays recorded (without an operation id) and the next reconcile learns from
-                // the application whether it did, as after a crash.
+            Err(e) if e.is_transient() || matches!(e, AwsError::UnexpectedResponse(_)) => {
+                // A timeout, a 5xx, a connection closed before the answer, or an answer
+                // without an operation id: the update may or may not have taken effect. The
+                // intent stays recorded (without an operation id) and the next reconcile
+                // learns from the application whether it did, as after a crash.
                 let message = format!(
-                    "UpdateApplication from {} to {to} did not answer, so whether it took effect is not known; \
-                     the controller looks at the application before it decides again: {e}",
+                    "The answer to UpdateApplication from {} to {to} was lost or incomplete, so whether it \
+                     took effect is not known; the controller looks at the application before it decides \
+                     again: {e}",
                     desc.config
                 );
                 warn!(budget = %self.budget.key, error = %e, "update outcome unknown");
@@ -717,6 +940,155 @@ impl<'a> Run<'a> {
         Error::Fenced(fenced)
     }
 
+    /// Reads what the application itself knows of its history, which the status only
+    /// caches:
+    ///
+    /// - the history is about one application (its ARN): a budget that names another one
+    ///   now, or an application deleted and created again (its version went back), starts
+    ///   afresh — no scalings, failed configurations, KPU limit or snapshot count of the old
+    ///   one apply (an `ApplicationChanged` Event says so);
+    /// - its restarts, whoever made them, from its operations (`ListApplicationOperations`,
+    ///   read again only when its version moved since they were last read, or while one of
+    ///   them runs), and a change of its running parallelism at the same version (the
+    ///   service's own autoscaling): the cooldowns and the warm-up count from them all.
+    async fn observe_history(&mut self, target: &Target, desc: &ApplicationDescription) -> Result<(), Error> {
+        let prior = self.prior.history.clone().unwrap_or_default();
+        let mut restarts = prior.restarts.clone();
+        let mut read_at = prior.operations_read_at_version;
+        let other = prior.application.as_deref().filter(|arn| *arn != desc.arn);
+        let recreated = self
+            .prior
+            .application
+            .as_ref()
+            .is_some_and(|a| a.version_id > desc.version_id);
+        let fresh = other.is_some() || recreated;
+        if fresh {
+            let what = match other {
+                Some(arn) => format!("the budget now governs {} instead of {arn}", desc.arn),
+                None => format!(
+                    "{} was deleted and created again (its version went back to {})",
+                    desc.arn, desc.version_id
+                ),
+            };
+            let message = format!(
+                "The application changed: {what}. What the budget remembered of the old one (past \
+                 scalings and failed configurations, the KPU limit, the snapshot count) no longer applies \
+                 and was cleared; its history is read from the application."
+            );
+            info!(budget = %self.budget.key, arn = %desc.arn, "the application changed; history cleared");
+            self.history = History::default();
+            self.status.kpu_limit = None;
+            self.status.last_scaling = None;
+            self.status.snapshots = None;
+            restarts.clear();
+            read_at = None;
+            self.notice(NoticeType::Normal, "ApplicationChanged", "Observing", &message);
+        }
+        // NB: read again when the version moved (an update, a rollback), while a restart
+        // runs, and whenever the application is not (or was not) RUNNING: a stop and start,
+        // a maintenance restart or the service's autoscaling leave the version as it was.
+        let running = restarts
+            .iter()
+            .any(|r| r.completed_at.is_none() && r.operation_id.is_some());
+        let unsettled = desc.status != AppStatus::Running
+            || self
+                .prior
+                .application
+                .as_ref()
+                .is_some_and(|a| a.status != AppStatus::Running);
+        if read_at != Some(desc.version_id) || running || unsettled {
+            let operations = match self.core.apps.list_operations(target, &desc.name).await {
+                Ok(ops) => ops,
+                Err(e) => return Err(self.aws_failed(e, "reading the application's operations").await),
+            };
+            restarts.retain(|r| r.operation_id.is_none());
+            restarts.extend(
+                operations
+                    .iter()
+                    .filter(|o| operation::restarts_the_job(&o.operation))
+                    .filter_map(|o| {
+                        Some(RestartStatus {
+                            operation_id: Some(o.operation_id.clone()),
+                            cause: o.operation.clone(),
+                            at: Time(o.started?),
+                            completed_at: o.ended.map(Time),
+                        })
+                    }),
+            );
+            read_at = Some(desc.version_id);
+        }
+        // The running parallelism changed at the same version: the service's own
+        // autoscaling restarted the job, between the last look and this one.
+        if let Some(before) = self.prior.application.as_ref().filter(|_| !fresh)
+            && before.version_id == desc.version_id
+            && before.config() != desc.config
+            && desc.status == AppStatus::Running
+        {
+            restarts.push(RestartStatus {
+                operation_id: None,
+                cause: RUNNING_PARALLELISM_CHANGED.to_owned(),
+                at: before.observed_at.clone(),
+                completed_at: Some(Time(self.now)),
+            });
+        }
+        restarts.sort_by_key(|r| r.at.0);
+        let excess = restarts.len().saturating_sub(MAX_RESTARTS);
+        restarts.drain(..excess);
+        self.history.restarts = restarts.iter().map(Into::into).collect();
+        let cached = self.status.history.get_or_insert_with(Default::default);
+        cached.restarts = restarts;
+        cached.application = Some(desc.arn.clone());
+        cached.operations_read_at_version = read_at;
+        Ok(())
+    }
+
+    /// Observes the application's snapshots: whether the service takes them and how it
+    /// restores (from the description), and how many it keeps (`ListApplicationSnapshots`,
+    /// counted again only when its version moved, so at most once per update); sets the
+    /// `Snapshots` condition, with a Warning Event when the count nears or reaches the quota.
+    /// NB: a count that fails is reported, never fatal: the rest of the reconcile needs it
+    /// not.
+    async fn observe_snapshots(&mut self, target: &Target, desc: &ApplicationDescription) {
+        let prior = self.status.snapshots.clone().unwrap_or_default();
+        let mut snapshots = SnapshotStatus {
+            enabled: desc.snapshots_enabled,
+            restore: desc.restore.as_ref().map(ToString::to_string),
+            count: prior.count,
+            quota: SNAPSHOT_QUOTA,
+            counted_at_version: prior.counted_at_version,
+        };
+        if desc.snapshots_enabled == Some(true) && prior.counted_at_version != Some(desc.version_id) {
+            match self
+                .core
+                .apps
+                .count_snapshots(target, &desc.name, SNAPSHOT_QUOTA)
+                .await
+            {
+                Ok(counted) => {
+                    snapshots.count = Some(counted.count);
+                    snapshots.counted_at_version = Some(desc.version_id);
+                }
+                Err(e) => {
+                    warn!(budget = %self.budget.key, error = %e, "snapshots not counted");
+                    snapshots.count = None;
+                    snapshots.counted_at_version = None;
+                }
+            }
+        }
+        let counted = snapshots.count.map(|count| SnapshotCount {
+            count,
+            complete: count < SNAPSHOT_QUOTA,
+        });
+        let (truth, reason, message) = snapshots::condition(desc.snapshots_enabled, counted, SNAPSHOT_QUOTA);
+        let before = status::condition(&self.prior.conditions, SNAPSHOTS).map(|c| c.reason.clone());
+        if before.as_deref() != Some(reason) && matches!(reason, "SnapshotQuotaNear" | "SnapshotQuotaReached")
+        {
+            self.notice(NoticeType::Warning, reason, "Observing", &message);
+        }
+        self.condition(SNAPSHOTS, truth.into(), reason, &message);
+        self.status.snapshots = Some(snapshots);
+    }
+
     /// Caps `budget.max_kpus` below a KPU count AWS refused with `LimitExceededException`
     /// within [`KPU_LIMIT_MEMORY`], and returns a note for the decision's message. The limit
     /// is forgotten once that time is over, or once the application runs at that many KPUs
@@ -766,58 +1138,118 @@ impl<'a> Run<'a> {
         ));
     }
 
-    /// Follows the operation in flight to its outcome.
+    /// Follows the operation in flight to its outcome: asks the service what it knows (the
+    /// operation by id, or the update that started from the intent's version), lets the
+    /// [`operation`] state machine judge, and records the verdict.
     async fn follow(
         &mut self,
         target: &Target,
         desc: &ApplicationDescription,
         op: OperationInFlight,
     ) -> Result<Followed, Error> {
-        let to: policy::AppConfig = op.to.into();
-        let from: policy::AppConfig = op.from.into();
-        let known = match &op.operation_id {
+        let intent = operation::Intent::from(&op);
+        let described = match &op.operation_id {
             Some(id) => match self.core.apps.describe_operation(target, &desc.name, id).await {
-                Ok(s) => Some((s.status, s.failure, s.ended)),
-                // The service no longer knows the operation (its history is bounded): judge
-                // by the application, as below.
+                Ok(s) => Some(s),
+                // The service no longer knows the operation (its history is bounded): judged
+                // by the application.
                 Err(AwsError::NotFound(_)) => None,
                 Err(e) => return Err(self.aws_failed(e, "following the scaling operation").await),
             },
+            None if operation::needs_lookup(&intent, desc) => {
+                match self.find_operation(target, desc, &intent).await {
+                    Ok(found) => found,
+                    Err(e) => return Err(self.aws_failed(e, "looking for the scaling operation").await),
+                }
+            }
             None => None,
         };
-        let (state, failure, ended) = match known {
-            Some(known) => known,
-            // The intent was recorded but the controller stopped before it learned the
-            // operation id: judge by the application itself. Its version moves only if the
-            // update reached AWS (and CurrentApplicationVersionId makes a repeat harmless).
-            None if desc.version_id == op.version_id_before && desc.status != AppStatus::Updating => {
+        let record = match (&described, &op.operation_id) {
+            (Some(s), Some(_)) => Record::Described(s),
+            (Some(s), None) => Record::Found(s),
+            (None, Some(_)) => Record::Forgotten,
+            (None, None) => Record::None,
+        };
+        // NB: an operation found by its version is not written into the intent: whether it
+        // is the controller's stays to be judged from the application at every look.
+        let verdict = operation::judge(&intent, Some(desc), record, self.now, self.stuck_after());
+        debug!(budget = %self.budget.key, ?verdict, "operation in flight");
+        self.conclude(desc, op, verdict)
+    }
+
+    /// The update that started from the intent's version, when the controller never learnt
+    /// its operation id: the newest few `UpdateApplication` operations that started after
+    /// the intent was recorded (less a minute of clock skew) are described until one moved
+    /// the application from that version.
+    async fn find_operation(
+        &self,
+        target: &Target,
+        desc: &ApplicationDescription,
+        intent: &operation::Intent,
+    ) -> Result<Option<OperationStatus>, AwsError> {
+        let since = intent.started_at - jiff::SignedDuration::from_mins(1);
+        let candidates: Vec<_> = self
+            .core
+            .apps
+            .list_operations(target, &desc.name)
+            .await?
+            .into_iter()
+            .filter(|o| o.operation == "UpdateApplication")
+            .filter(|o| o.started.is_none_or(|t| t >= since))
+            .take(MAX_OPERATIONS_DESCRIBED)
+            .collect();
+        for candidate in candidates {
+            match self
+                .core
+                .apps
+                .describe_operation(target, &desc.name, &candidate.operation_id)
+                .await
+            {
+                Ok(s) if operation::started_from_intent(intent, &s) => return Ok(Some(s)),
+                Ok(_) | Err(AwsError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(None)
+    }
+
+    /// Records the verdict on the operation in flight.
+    fn conclude(
+        &mut self,
+        desc: &ApplicationDescription,
+        op: OperationInFlight,
+        verdict: Verdict,
+    ) -> Result<Followed, Error> {
+        let to: policy::AppConfig = op.to.into();
+        let from: policy::AppConfig = op.from.into();
+        let drop_intent = |run: &mut Self| {
+            status::remove_scaling(&mut run.history, op.started_at.0);
+            run.status.operation_in_flight = None;
+        };
+        match verdict {
+            Verdict::ApplicationGone => {
+                self.drop_operation_of_deleted_application();
+                Ok(Followed::Done)
+            }
+            Verdict::OtherApplication => {
+                let message = format!(
+                    "Scaling from {from} to {to}, started at {}, was for {}, which this budget no longer \
+                     governs (it names another application, or the application was deleted and created \
+                     again); it is no longer followed and is not counted.",
+                    op.started_at.0,
+                    op.application_arn.as_deref().unwrap_or("another application")
+                );
+                warn!(budget = %self.budget.key, "the operation in flight was for another application");
+                drop_intent(self);
+                self.notice(NoticeType::Warning, "OperationAbandoned", "Scaling", &message);
+                Ok(Followed::Done)
+            }
+            Verdict::NeverApplied => {
                 info!(budget = %self.budget.key, "the recorded intent never reached AWS; dropping it");
-                status::remove_scaling(&mut self.history, op.started_at.0);
-                self.status.operation_in_flight = None;
-                return Ok(Followed::Done);
+                drop_intent(self);
+                Ok(Followed::Done)
             }
-            // Judged only once the application has settled: while it updates, rolls back
-            // (its version moves at the end) or is otherwise busy, it is still in progress.
-            None if !matches!(desc.status, AppStatus::Running | AppStatus::Ready) => {
-                (OperationState::InProgress, None, None)
-            }
-            None if desc.config == to => (OperationState::Successful, None, None),
-            // Every update (and every rollback) moves the version by one. Back at `from` after
-            // two steps or more: the update failed and the service rolled it back.
-            None if desc.config == from && desc.version_id >= op.version_id_before + 2 => (
-                OperationState::Failed,
-                Some(format!(
-                    "the application's version moved to {} and it runs {from} again (rolled back)",
-                    desc.version_id
-                )),
-                None,
-            ),
-            // Anything else is another client's change: after one step, this update never
-            // ran (it would run `to`, or have been rolled back in a second step); after more,
-            // whether it ran before the other change cannot be told. Either way nothing of
-            // the controller's runs now, and nothing is known to have failed: the intent is
-            // dropped, never recorded as a failed (or succeeded) configuration.
-            None => {
+            Verdict::Superseded => {
                 let message = format!(
                     "Scaling from {from} to {to} is not counted: another client changed the application \
                      (version {}, running {}) before the controller learned whether its update took effect. \
@@ -826,44 +1258,31 @@ impl<'a> Run<'a> {
                 );
                 info!(budget = %self.budget.key, version = desc.version_id, running = %desc.config,
                       "the application was changed by another client; dropping the intent");
-                status::remove_scaling(&mut self.history, op.started_at.0);
-                self.status.operation_in_flight = None;
+                drop_intent(self);
                 self.notice(NoticeType::Warning, "ScalingSuperseded", "Scaling", &message);
-                return Ok(Followed::Done);
+                Ok(Followed::Done)
             }
-        };
-        let mut record = self
-            .history
-            .scalings
-            .iter()
-            .rev()
-            .find(|s| s.at.as_second() == op.started_at.0.as_second())
-            .cloned()
-            .unwrap_or_else(|| op.to_scaling_record());
-        match state.outcome() {
-            Outcome::InProgress => {
-                let bound = self.stuck_after();
-                let running_for = self.now.duration_since(op.started_at.0);
-                if running_for >= jiff::SignedDuration::try_from(bound).unwrap_or(jiff::SignedDuration::MAX) {
-                    // Still followed, never issued again: a second update would be refused
-                    // anyway (the application is busy) and could not help. A person must look.
-                    let message = format!(
-                        "Scaling from {from} to {to} has been in progress since {} ({} minutes, more than the {} bound; \
-                         application {}). The controller keeps following it and will not start another update; \
-                         check the operation (aws kinesisanalyticsv2 describe-application-operation{}).",
-                        op.started_at.0,
-                        running_for.as_secs() / 60,
-                        crate::crd::format_duration(bound),
-                        status_name(desc.status),
-                        op.operation_id
-                            .as_deref()
-                            .map(|id| format!(" --operation-id {id}"))
-                            .unwrap_or_default()
-                    );
-                    self.scaling_condition(Truth::True, "OperationStuck", &message);
-                    self.notice_on_transition(NoticeType::Warning, "OperationStuck", "Scaling", &message);
-                    return Ok(Followed::Running(op.operation_id.clone()));
-                }
+            Verdict::Stuck { running_for } => {
+                // Still followed, never issued again: a second update would be refused anyway
+                // (the application is busy) and could not help. A person must look.
+                let message = format!(
+                    "Scaling from {from} to {to} has been in progress since {} ({} minutes, more than the {} bound; \
+                     application {}). The controller keeps following it and will not start another update; \
+                     check the operation (aws kinesisanalyticsv2 describe-application-operation{}).",
+                    op.started_at.0,
+                    running_for.as_secs() / 60,
+                    crate::crd::format_duration(self.stuck_after()),
+                    status_name(desc.status),
+                    op.operation_id
+                        .as_deref()
+                        .map(|id| format!(" --operation-id {id}"))
+                        .unwrap_or_default()
+                );
+                self.scaling_condition(Truth::True, "OperationStuck", &message);
+                self.notice_on_transition(NoticeType::Warning, "OperationStuck", "Scaling", &message);
+                Ok(Followed::Running(op.operation_id.clone()))
+            }
+            Verdict::Running | Verdict::Unsettled => {
                 let message = format!(
                     "Scaling from {from} to {to} in progress since {} (application {}).",
                     op.started_at.0,
@@ -872,41 +1291,61 @@ impl<'a> Run<'a> {
                 self.scaling_condition(Truth::True, &op.reason, &message);
                 Ok(Followed::Running(op.operation_id.clone()))
             }
-            outcome => {
-                record.completed_at = Some(ended.unwrap_or(self.now));
-                record.outcome = outcome;
-                status::update_scaling(&mut self.history, record.clone());
-                self.status.operation_in_flight = None;
-                let (reason, type_, message) = if outcome == Outcome::Succeeded {
-                    self.core.metrics.scaling("succeeded");
-                    (
-                        "ScalingSucceeded",
-                        NoticeType::Normal,
-                        format!("The application runs with {to} (was {from})."),
-                    )
-                } else {
-                    self.core.metrics.scaling("failed");
-                    let why = failure.unwrap_or_else(|| format!("operation {state}"));
-                    (
-                        "ScalingFailed",
-                        NoticeType::Warning,
-                        format!(
-                            "Scaling from {from} to {to} failed: {why}. This configuration will not be retried blindly."
-                        ),
-                    )
-                };
-                self.status.last_scaling = Some(last_scaling(
-                    &record,
-                    &op.reason,
-                    op.operation_id.clone(),
-                    Some(message.clone()),
-                ));
-                self.scaling_condition(Truth::False, reason, &message);
-                self.notice(type_, reason, "Scaling", &message);
-                self.concluded = Some((reason, message));
+            Verdict::Succeeded { ended, operation_id } => {
+                self.core.metrics.scaling("succeeded");
+                let message = format!("The application runs with {to} (was {from}).");
+                let outcome = (Outcome::Succeeded, ended, operation_id);
+                self.record_outcome(&op, outcome, "ScalingSucceeded", NoticeType::Normal, message);
+                Ok(Followed::Done)
+            }
+            Verdict::Failed {
+                why,
+                ended,
+                operation_id,
+            } => {
+                self.core.metrics.scaling("failed");
+                let message = format!(
+                    "Scaling from {from} to {to} failed: {why}. This configuration will not be retried blindly."
+                );
+                let outcome = (Outcome::Failed, ended, operation_id);
+                self.record_outcome(&op, outcome, "ScalingFailed", NoticeType::Warning, message);
                 Ok(Followed::Done)
             }
         }
+    }
+
+    /// Records how the operation in flight ended — its outcome, end (when the service says)
+    /// and operation id (when learnt only now) — in history, `lastScaling`, the condition and
+    /// an Event.
+    fn record_outcome(
+        &mut self,
+        op: &OperationInFlight,
+        (outcome, ended, found_id): (Outcome, Option<Timestamp>, Option<String>),
+        reason: &'static str,
+        type_: NoticeType,
+        message: String,
+    ) {
+        let mut record = self
+            .history
+            .scalings
+            .iter()
+            .rev()
+            .find(|s| s.at.as_second() == op.started_at.0.as_second())
+            .cloned()
+            .unwrap_or_else(|| op.to_scaling_record());
+        record.completed_at = Some(ended.unwrap_or(self.now));
+        record.outcome = outcome;
+        status::update_scaling(&mut self.history, record.clone());
+        self.status.operation_in_flight = None;
+        self.status.last_scaling = Some(last_scaling(
+            &record,
+            &op.reason,
+            op.operation_id.clone().or(found_id),
+            Some(message.clone()),
+        ));
+        self.scaling_condition(Truth::False, reason, &message);
+        self.notice(type_, reason, "Scaling", &message);
+        self.concluded = Some((reason, message));
     }
 
     /// How long an operation may run before it is reported stuck: [`OPERATION_STUCK_AFTER`],
@@ -997,12 +1436,20 @@ impl<'a> Run<'a> {
         self.finish_inner().await
     }
 
+    /// Writes the status, on the condition that the budget is still at the resourceVersion
+    /// this reconcile read (or last wrote). NB: a conflict means the decision was made on a
+    /// stale read: nothing is written, and the caller must not act on it.
     async fn save(&mut self) -> Result<(), Error> {
         self.status.set_history(&self.history);
-        self.store
-            .save_status(&self.budget.key, &self.status)
+        let written = self
+            .store
+            .save_status(&self.budget.key, &self.status, self.resource_version.as_deref())
             .await
-            .map_err(Error::Store)
+            .map_err(Error::Store)?;
+        if written.is_some() {
+            self.resource_version = written;
+        }
+        Ok(())
     }
 
     async fn finish_inner(&mut self) -> Result<(), Error> {

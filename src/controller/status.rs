@@ -11,6 +11,8 @@ pub const READY: &str = "Ready";
 pub const SLO_MET: &str = "SloMet";
 /// Condition type: a scaling is in flight (True) or why none is (False).
 pub const SCALING: &str = "Scaling";
+/// Condition type: a restart keeps the job's state, and the snapshots stay below the quota.
+pub const SNAPSHOTS: &str = "Snapshots";
 
 /// How many past scalings the status keeps.
 pub const MAX_SCALINGS: usize = 10;
@@ -87,7 +89,8 @@ pub fn set_condition(
         SLO_MET => 1,
         SCALING => 2,
         super::limited::SCALING_LIMITED => 3,
-        _ => 4,
+        SNAPSHOTS => 4,
+        _ => 5,
     });
 }
 

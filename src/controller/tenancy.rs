@@ -194,6 +194,9 @@ impl TagTenancy {
             return;
         };
         if let Ok(mut cache) = self.cache.lock() {
+            // NB: expired entries go as new ones come, so the cache holds the applications
+            // read within the TTL, not every ARN ever seen.
+            cache.retain(|_, read| read.at.elapsed() < TAG_CACHE_TTL);
             // NB: replaces what an earlier application of the same ARN left.
             cache.insert(
                 application.arn.clone(),

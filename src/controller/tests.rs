@@ -179,6 +179,7 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
         records_in_before_per_second: Some(5000.0),
     };
     let history = History {
+        restarts: Vec::new(),
         scalings: vec![record],
         recommendations: vec![],
     };
@@ -190,6 +191,7 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
             to: AppConfig::new(8, 1).into(),
             started_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at),
             version_id_before: 7,
+            application_arn: None,
             cause: Cause::UnderProvisioned,
             reason: "ScaleUpRequired".into(),
             checkpoint_duration_before_ms: Some(180_000.0),
@@ -389,6 +391,7 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
     });
     let hour_ago = fixtures::now() - jiff::SignedDuration::from_mins(65);
     let history = History {
+        restarts: Vec::new(),
         scalings: vec![ScalingRecord {
             at: hour_ago - jiff::SignedDuration::from_hours(2),
             completed_at: Some(hour_ago - jiff::SignedDuration::from_mins(105)),
@@ -751,6 +754,7 @@ async fn a_role_allowed_for_the_namespace_is_used_under_either_policy() {
             generation: Some(3),
             spec: &elsewhere.spec,
             status: None,
+            resource_version: None,
         };
         let store = super::store::MemoryStore::default();
         let err = ctx
@@ -1157,4 +1161,596 @@ async fn the_drain_waits_the_grace_from_the_stop_and_no_longer() {
     assert_eq!(start.elapsed(), Duration::from_secs(21));
     // Ends on its own before any stop.
     assert!(super::drain(sleep(Duration::from_secs(1)), std::future::pending::<()>(), grace).await);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Status writes are conditioned on the resourceVersion the decision was made on.
+
+/// The intent is written on the condition that the budget is still at the resourceVersion
+/// read; a 409 (someone wrote the budget meanwhile, or the read was stale) means nothing is
+/// done: no UpdateApplication, and the error asks for a fresh read soon.
+#[tokio::test]
+async fn a_conflict_on_the_intent_write_means_no_update() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = CheckpointBudget::test();
+    let (result, precondition) = run(&ctx, api, &budget, |mut api, _| async move {
+        let exchange = api.expect(http::Method::PATCH, &fixtures::status_uri()).await;
+        let (intent, precondition) = fixtures::applied_status(&exchange.json());
+        assert!(intent.operation_in_flight.is_some(), "the intent write");
+        exchange.reply_status(409, "Conflict");
+        api.expect_silence().await;
+        precondition
+    })
+    .await;
+    assert_eq!(precondition.as_deref(), Some(fixtures::RESOURCE_VERSION));
+    let err = result.unwrap_err();
+    assert!(
+        matches!(err, Error::Store(super::store::StoreError::Conflict(_))),
+        "{err:?}"
+    );
+    assert!(
+        fake.read(|s| s.updates.is_empty()),
+        "never acted on a refused intent"
+    );
+    let retry = ctx.on_error(&budget, &err).unwrap();
+    assert!(retry <= Duration::from_secs(6), "{retry:?}");
+    assert!(failures(&ctx, "status_conflict"));
+}
+
+/// The case a forced apply without a precondition lost: the write after UpdateApplication
+/// fails, and the retry reads the budget from a cache still behind the intent's write. It
+/// decides on that stale read (no intent in sight), but its write carries the stale
+/// resourceVersion, so the API server refuses it and the intent in the cluster survives;
+/// nothing is sent to AWS. The next read, current, follows the operation.
+#[tokio::test]
+async fn a_stale_read_after_a_failed_write_never_erases_the_intent() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let budget = CheckpointBudget::test();
+    let (result, (api, intent, preconditions)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let (intent, first) = api.status_patch_at(&b).await;
+        let exchange = api.expect(http::Method::PATCH, &fixtures::status_uri()).await;
+        let (recorded, second) = fixtures::applied_status(&exchange.json());
+        assert_eq!(
+            recorded
+                .operation_in_flight
+                .as_ref()
+                .and_then(|o| o.operation_id.as_deref()),
+            Some("op-1")
+        );
+        exchange.reply_status(500, "InternalError");
+        (api, intent, (first, second))
+    })
+    .await;
+    assert!(result.is_err());
+    assert_eq!(fake.read(|s| s.updates.len()), 1);
+    // The second write was conditioned on what the first one returned.
+    assert_eq!(
+        preconditions,
+        (
+            Some(fixtures::RESOURCE_VERSION.to_owned()),
+            Some(fixtures::next_version(Some(fixtures::RESOURCE_VERSION)))
+        )
+    );
+
+    // The retry, on the stale read: the budget as it was before the intent.
+    let (result, (api, stale)) = run(&ctx, api, &budget, |mut api, _| async move {
+        let exchange = api.expect(http::Method::PATCH, &fixtures::status_uri()).await;
+        let (written, precondition) = fixtures::applied_status(&exchange.json());
+        assert!(
+            written.operation_in_flight.is_none(),
+            "what it would have written"
+        );
+        exchange.reply_status(409, "Conflict");
+        (api, precondition)
+    })
+    .await;
+    assert!(matches!(
+        result,
+        Err(Error::Store(super::store::StoreError::Conflict(_)))
+    ));
+    assert_eq!(stale.as_deref(), Some(fixtures::RESOURCE_VERSION));
+    assert_eq!(fake.read(|s| s.updates.len()), 1, "nothing sent on a stale read");
+
+    // The current read has the intent (without the operation id, whose write failed): it is
+    // followed from the application, never sent again.
+    let mut current = budget.clone().with_status(intent);
+    current.metadata.resource_version = Some(fixtures::next_version(Some(fixtures::RESOURCE_VERSION)));
+    let (result, status) = run(&ctx, api, &current, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    assert!(status.operation_in_flight.is_some());
+    assert_eq!(cond(&status, SCALING).0, "True");
+    assert_eq!(fake.read(|s| s.updates.len()), 1);
+}
+
+/// An intent without operation id whose application moved: the controller looks for the
+/// update that started from the intent's version (ListApplicationOperations, then
+/// DescribeApplicationOperation), learns its id and end from the service, and judges whose
+/// it was from the application.
+#[tokio::test]
+async fn an_intent_without_operation_id_finds_its_operation_on_the_service() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        let app = s.app.as_mut().unwrap();
+        app.version_id = 8;
+        app.config = AppConfig::new(8, 1);
+        s.operations.insert(
+            "op-77".into(),
+            crate::aws::OperationStatus {
+                operation_id: "op-77".into(),
+                operation: Some("UpdateApplication".into()),
+                version_change: Some((7, 8)),
+                status: OperationState::Successful,
+                started: Some(fixtures::now() - jiff::SignedDuration::from_mins(5)),
+                ended: Some(fixtures::now() - jiff::SignedDuration::from_mins(1)),
+                failure: None,
+            },
+        );
+    });
+    let budget = CheckpointBudget::test().with_status(in_flight(None));
+    let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("ScalingSucceeded", "Normal").await;
+        api.expect_silence().await;
+        status
+    })
+    .await;
+    result.unwrap();
+    let last = status.last_scaling.unwrap();
+    assert_eq!(last.outcome, Outcome::Succeeded);
+    assert_eq!(last.operation_id.as_deref(), Some("op-77"));
+    assert_eq!(
+        last.completed_at.map(|t| t.0),
+        Some(fixtures::now() - jiff::SignedDuration::from_mins(1)),
+        "the end the service recorded"
+    );
+    let calls = fake.read(|s| s.calls.clone());
+    assert!(
+        calls.contains(&format!("ListApplicationOperations:{APP}")),
+        "{calls:?}"
+    );
+    assert!(
+        calls.contains(&format!("DescribeApplicationOperation:{APP}:op-77")),
+        "{calls:?}"
+    );
+    assert!(fake.read(|s| s.updates.is_empty()));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Snapshot safety: no restart that would not resume from the job's state.
+
+/// Snapshots off: the policy would scale, but a restart would start the job without its
+/// state, so no UpdateApplication; `Scaling=False SnapshotsDisabled` with the advice, one
+/// Warning Event, and `Snapshots=False`.
+#[tokio::test]
+async fn an_application_without_snapshots_is_not_restarted() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::overloaded();
+        s.app.as_mut().unwrap().snapshots_enabled = Some(false);
+    });
+    let budget = CheckpointBudget::test();
+    let (result, (status, event)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        let event = api.event("SnapshotsDisabled", "Warning").await;
+        api.expect_silence().await;
+        (status, event)
+    })
+    .await;
+    result.unwrap();
+    assert!(
+        fake.read(|s| s.updates.is_empty()),
+        "no restart without snapshots"
+    );
+    assert_eq!(cond(&status, SCALING), ("False", "SnapshotsDisabled"));
+    assert_eq!(cond(&status, SNAPSHOTS), ("False", "SnapshotsDisabled"));
+    let message = &status.condition(SCALING).unwrap().message;
+    assert!(
+        message.contains("SnapshotsEnabledUpdate"),
+        "the advice: {message}"
+    );
+    assert!(
+        message.contains("would scale from"),
+        "what it would have done: {message}"
+    );
+    assert!(
+        event["note"].as_str().unwrap().contains("Snapshots are off"),
+        "{event}"
+    );
+    assert_eq!(status.snapshots.as_ref().unwrap().enabled, Some(false));
+    assert!(status.operation_in_flight.is_none());
+
+    // The budget accepts losing state: it scales, with the application's own restore.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::overloaded();
+        s.app.as_mut().unwrap().snapshots_enabled = Some(false);
+    });
+    let mut budget = CheckpointBudget::test();
+    budget.spec.allow_state_loss = true;
+    let (result, _) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    result.unwrap();
+    let updates = fake.read(|s| s.updates.clone());
+    assert_eq!(updates.len(), 1);
+    assert_eq!(updates[0].restore, crate::aws::Restore::Latest);
+}
+
+/// The application's restore configuration is kept: one that restarts without state or
+/// from an old named snapshot is not restarted (unless the budget accepts losing state,
+/// and then the update carries that configuration unchanged).
+#[tokio::test]
+async fn the_applications_restore_configuration_is_kept() {
+    use crate::aws::Restore;
+    for (restore, reason) in [
+        (Restore::Skip, "RestoreSkipped"),
+        (
+            Restore::Custom("before-migration".into()),
+            "RestoreFromCustomSnapshot",
+        ),
+    ] {
+        let (ctx, api, fake) = Context::test();
+        fake.with(|s| {
+            s.samples = fixtures::overloaded();
+            s.app.as_mut().unwrap().restore = Some(restore.clone());
+        });
+        let budget = CheckpointBudget::test();
+        let (result, status) = run(&ctx, api, &budget, |mut api, b| async move {
+            let status = api.status_patch(&b).await;
+            api.event(reason, "Warning").await;
+            api.expect_silence().await;
+            status
+        })
+        .await;
+        result.unwrap();
+        assert!(fake.read(|s| s.updates.is_empty()), "{reason}");
+        assert_eq!(cond(&status, SCALING), ("False", reason));
+        assert_eq!(
+            status.snapshots.as_ref().unwrap().restore.as_deref(),
+            Some(restore.to_string().as_str())
+        );
+
+        let (ctx, api, fake) = Context::test();
+        fake.with(|s| {
+            s.samples = fixtures::overloaded();
+            s.app.as_mut().unwrap().restore = Some(restore.clone());
+        });
+        let mut budget = CheckpointBudget::test();
+        budget.spec.allow_state_loss = true;
+        let (result, _) = run(
+            &ctx,
+            api,
+            &budget,
+            |api, b| async move { api.answer_all(&b).await },
+        )
+        .await;
+        result.unwrap();
+        let updates = fake.read(|s| s.updates.clone());
+        assert_eq!(updates.len(), 1, "{reason}");
+        assert_eq!(updates[0].restore, restore, "sent as the application has it");
+    }
+}
+
+/// The snapshot count against the quota: counted once per application version, and a
+/// Warning Event as it nears the quota.
+#[tokio::test]
+async fn snapshots_are_counted_against_the_quota_once_per_version() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.snapshots = 950);
+    let budget = CheckpointBudget::test();
+    let (result, (api, status)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        api.event("SnapshotQuotaNear", "Warning").await;
+        (api, status)
+    })
+    .await;
+    result.unwrap();
+    assert_eq!(cond(&status, SNAPSHOTS), ("False", "SnapshotQuotaNear"));
+    let snapshots = status.snapshots.clone().unwrap();
+    assert_eq!(
+        (snapshots.count, snapshots.quota, snapshots.counted_at_version),
+        (Some(950), 1000, Some(7))
+    );
+    // The same version: not counted again, no second Event.
+    let budget = budget.with_status(status);
+    let (result, _) = run(&ctx, api, &budget, |mut api, b| async move {
+        api.status_patch(&b).await;
+        api.expect_silence().await;
+    })
+    .await;
+    result.unwrap();
+    let counts = fake.read(|s| {
+        s.calls
+            .iter()
+            .filter(|c| c.starts_with("ListApplicationSnapshots"))
+            .count()
+    });
+    assert_eq!(counts, 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// History from the application.
+
+/// Someone else restarted the application (a CI deploy: an UpdateApplication the controller
+/// never made). The budget's status knows nothing of it, but the application's operations
+/// do: the scale-up cooldown counts from that restart, so the overloaded application is not
+/// restarted again so soon; the restart is cached in `status.history.restarts`, read again
+/// only when the version moves.
+#[tokio::test]
+async fn another_clients_restart_holds_the_cooldown() {
+    let (ctx, api, fake) = Context::test();
+    let deploy = |fake: &fixtures::FakeAws| {
+        fake.with(|s| {
+            s.samples = fixtures::overloaded();
+            s.operations.insert(
+                "ci-deploy".into(),
+                crate::aws::OperationStatus {
+                    operation_id: "ci-deploy".into(),
+                    operation: Some("UpdateApplication".into()),
+                    version_change: Some((6, 7)),
+                    status: OperationState::Successful,
+                    started: Some(fixtures::now() - jiff::SignedDuration::from_mins(40)),
+                    ended: Some(fixtures::now() - jiff::SignedDuration::from_mins(30)),
+                    failure: None,
+                },
+            );
+        })
+    };
+    deploy(&fake);
+    let mut budget = CheckpointBudget::test();
+    budget.spec.behavior.scale_up.cooldown = crate::crd::KubeDuration::new("1h").unwrap();
+    let (result, (api, status)) = run(&ctx, api, &budget, |mut api, b| async move {
+        let status = api.status_patch(&b).await;
+        (api, status)
+    })
+    .await;
+    result.unwrap();
+    assert!(
+        fake.read(|s| s.updates.is_empty()),
+        "not within the cooldown of the deploy"
+    );
+    assert_eq!(cond(&status, SCALING), ("False", "CooldownActive"));
+    let history = status.history.clone().unwrap();
+    assert_eq!(history.restarts.len(), 1);
+    assert_eq!(history.restarts[0].operation_id.as_deref(), Some("ci-deploy"));
+    assert_eq!(history.operations_read_at_version, Some(7));
+    assert!(history.application.as_deref().unwrap().ends_with(APP));
+
+    // The same version: the cache holds, the application's operations are not read again.
+    let budget = budget.with_status(status);
+    let (result, _) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    result.unwrap();
+    let lists = fake.read(|s| {
+        s.calls
+            .iter()
+            .filter(|c| c.starts_with("ListApplicationOperations"))
+            .count()
+    });
+    assert_eq!(lists, 1);
+
+    // Without the deploy in the application's history, the same budget scales at once.
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| s.samples = fixtures::overloaded());
+    let mut budget = CheckpointBudget::test();
+    budget.spec.behavior.scale_up.cooldown = crate::crd::KubeDuration::new("1h").unwrap();
+    let (result, _) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, b| async move { api.answer_all(&b).await },
+    )
+    .await;
+    result.unwrap();
+    assert_eq!(fake.read(|s| s.updates.len()), 1);
+}
+
+/// What the process keeps per budget follows the budgets that exist: a deleted budget's
+/// failure counters leave `/metrics` and its backoff count is forgotten.
+#[tokio::test]
+async fn a_deleted_budgets_counters_are_pruned() {
+    let (ctx, _api, _fake) = Context::test();
+    let gone = CheckpointBudget::test();
+    let mut kept = CheckpointBudget::test();
+    kept.metadata.name = Some("kept".into());
+    let err = Error::Aws(AwsError::Throttled("x".into()));
+    ctx.on_error(&gone, &err);
+    ctx.on_error(&kept, &err);
+    let live = std::collections::BTreeSet::from(["streaming/kept".to_owned()]);
+    ctx.prune(&live);
+    let text = ctx.metrics.encode().unwrap();
+    assert!(!text.contains("streaming/orders"), "{text}");
+    assert!(text.contains("streaming/kept"), "{text}");
+    // A new failure of the deleted name starts from the first backoff step again.
+    let first = ctx.on_error(&gone, &err).unwrap();
+    assert!(first <= Duration::from_secs(6), "{first:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Handing back: a deleted budget gives the application back as it found it.
+
+/// The URI of a merge patch of the test budget itself (its finalizers).
+fn budget_uri() -> String {
+    format!(
+        "/apis/checkpoint-autoscaler.dev/v1alpha1/namespaces/{}/checkpointbudgets/{}?&fieldManager={}",
+        fixtures::NAMESPACE,
+        fixtures::NAME,
+        super::store::FIELD_MANAGER
+    )
+}
+
+/// The first update that turns the service's own autoscaling off records what it was
+/// (`status.handBack`) and puts the finalizer on the budget — before the intent, before
+/// AWS hears of it.
+#[tokio::test]
+async fn turning_the_service_autoscaling_off_records_it_behind_a_finalizer() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::overloaded();
+        s.app.as_mut().unwrap().service_autoscaling = true;
+    });
+    let budget = CheckpointBudget::test();
+    let probe = fake.clone();
+    let (result, intent) = run(&ctx, api, &budget, |mut api, b| async move {
+        let patch = api.expect(http::Method::PATCH, &budget_uri()).await;
+        let body = patch.json();
+        assert_eq!(
+            body["metadata"]["finalizers"],
+            serde_json::json!([super::store::FINALIZER])
+        );
+        assert_eq!(body["metadata"]["resourceVersion"], fixtures::RESOURCE_VERSION);
+        assert!(probe.read(|s| s.updates.is_empty()), "the finalizer comes first");
+        let mut reply = b.clone();
+        reply.metadata.finalizers = Some(vec![super::store::FINALIZER.into()]);
+        reply.metadata.resource_version = Some("101".into());
+        patch.reply_json(&reply);
+        let (intent, precondition) = api.status_patch_at(&b).await;
+        assert_eq!(
+            precondition.as_deref(),
+            Some("101"),
+            "conditioned on the finalizer's write"
+        );
+        api.status_patch(&b).await;
+        api.event("ScaleUpRequired", "Normal").await;
+        api.expect_silence().await;
+        intent
+    })
+    .await;
+    result.unwrap();
+    let hand_back = intent.hand_back.unwrap();
+    assert!(hand_back.service_auto_scaling);
+    assert!(hand_back.application.ends_with(APP));
+    let updates = fake.read(|s| s.updates.clone());
+    assert_eq!(updates.len(), 1);
+    assert!(!updates[0].service_autoscaling, "serviceAutoScaling: Disable");
+}
+
+/// A budget being deleted with the finalizer: it never scales; it turns the service's own
+/// autoscaling back on (one UpdateApplication, with the application's own restore
+/// configuration), says so in an Event, and removes its finalizer.
+#[tokio::test]
+async fn a_deleted_budget_gives_the_service_autoscaling_back() {
+    let (ctx, api, fake) = Context::test();
+    fake.with(|s| {
+        s.samples = fixtures::overloaded();
+        s.app.as_mut().unwrap().service_autoscaling = false;
+    });
+    let mut budget = CheckpointBudget::test().with_status(CheckpointBudgetStatus {
+        hand_back: Some(crate::crd::HandBack {
+            application: format!("arn:aws:kinesisanalytics:eu-west-1:123456789012:application/{APP}"),
+            service_auto_scaling: true,
+            recorded_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(fixtures::now()),
+        }),
+        ..CheckpointBudgetStatus::default()
+    });
+    budget.metadata.finalizers = Some(vec![super::store::FINALIZER.into()]);
+    budget.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+        fixtures::now() - jiff::SignedDuration::from_secs(30),
+    ));
+    let (result, ()) = run(&ctx, api, &budget, |mut api, b| async move {
+        let event = api.event("ServiceAutoScalingRestored", "Normal").await;
+        assert!(event["note"].as_str().unwrap().contains("on again"), "{event}");
+        let patch = api.expect(http::Method::PATCH, &budget_uri()).await;
+        assert_eq!(patch.json()["metadata"]["finalizers"], serde_json::json!([]));
+        patch.reply_json(&b);
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    let updates = fake.read(|s| s.updates.clone());
+    assert_eq!(updates.len(), 1, "only the hand-back, never a scaling");
+    assert!(updates[0].service_autoscaling);
+    assert_eq!(updates[0].to, AppConfig::new(4, 1), "the parallelism as it is");
+}
+
+/// Deleting never hangs on AWS: within the bound an error is retried (the finalizer stays);
+/// past it the controller gives up, says so in a Warning Event, and removes the finalizer.
+/// `onDelete: Leave` removes it at once, with no AWS call.
+#[tokio::test]
+async fn deleting_is_bounded_and_leave_means_leave() {
+    let deleting = |since_mins: i64, on_delete: crate::crd::OnDelete| {
+        let mut budget = CheckpointBudget::test().with_status(CheckpointBudgetStatus {
+            hand_back: Some(crate::crd::HandBack {
+                application: format!("arn:aws:kinesisanalytics:eu-west-1:123456789012:application/{APP}"),
+                service_auto_scaling: true,
+                recorded_at: k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(fixtures::now()),
+            }),
+            ..CheckpointBudgetStatus::default()
+        });
+        budget.spec.on_delete = on_delete;
+        budget.metadata.finalizers = Some(vec![super::store::FINALIZER.into()]);
+        budget.metadata.deletion_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
+            fixtures::now() - jiff::SignedDuration::from_mins(since_mins),
+        ));
+        budget
+    };
+    let throttled = |fake: &fixtures::FakeAws| {
+        fake.with(|s| {
+            s.app.as_mut().unwrap().service_autoscaling = false;
+            s.update_result = Err(AwsError::Throttled("UpdateApplication: Rate exceeded".into()));
+        })
+    };
+
+    // Within the bound: retried, the finalizer stays.
+    let (ctx, api, fake) = Context::test();
+    throttled(&fake);
+    let budget = deleting(2, crate::crd::OnDelete::Restore);
+    let (result, ()) = run(
+        &ctx,
+        api,
+        &budget,
+        |api, _| async move { api.expect_silence().await },
+    )
+    .await;
+    assert!(
+        matches!(result, Err(Error::Aws(AwsError::Throttled(_)))),
+        "{result:?}"
+    );
+
+    // Past it: given up, with a Warning Event, and the finalizer removed.
+    let (ctx, api, fake) = Context::test();
+    throttled(&fake);
+    let budget = deleting(11, crate::crd::OnDelete::Restore);
+    let (result, ()) = run(&ctx, api, &budget, |mut api, b| async move {
+        let event = api.event("HandBackAbandoned", "Warning").await;
+        assert!(event["note"].as_str().unwrap().contains("10m"), "{event}");
+        let patch = api.expect(http::Method::PATCH, &budget_uri()).await;
+        patch.reply_json(&b);
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+
+    // Leave: nothing asked of AWS.
+    let (ctx, api, fake) = Context::test();
+    throttled(&fake);
+    let budget = deleting(0, crate::crd::OnDelete::Leave);
+    let (result, ()) = run(&ctx, api, &budget, |mut api, b| async move {
+        let patch = api.expect(http::Method::PATCH, &budget_uri()).await;
+        patch.reply_json(&b);
+        api.expect_silence().await;
+    })
+    .await;
+    assert_eq!(result.unwrap(), Action::await_change());
+    assert!(
+        fake.read(|s| s.calls.is_empty()),
+        "{:?}",
+        fake.read(|s| s.calls.clone())
+    );
 }

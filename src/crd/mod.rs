@@ -44,6 +44,11 @@ pub const SERVICE_PER_KPU_MAX: u32 = 8;
 /// is also the ceiling for every parallelism bound.
 pub const FLINK_MAX_PARALLELISM: u32 = 32_768;
 
+/// Longest `objectives.window`: every evaluation reads the whole window from CloudWatch, one
+/// datapoint per metric and minute (CloudWatch keeps one-minute datapoints for 15 days), so
+/// the window bounds what each reconcile reads and holds: 1440 periods at most.
+pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
 /// Highest `objectives.maxFailedCheckpoints` accepted (a sanity bound, far above any real
 /// window's checkpoint count).
 pub const MAX_FAILED_CHECKPOINTS: u32 = 1_000_000;
@@ -125,6 +130,33 @@ pub struct CheckpointBudgetSpec {
     /// and the controller only acts while the application is not autoscaling.
     #[serde(default)]
     pub service_auto_scaling: ServiceAutoScaling,
+    /// Whether the controller may restart an application whose restart does not resume
+    /// from its current state: snapshots off (`ApplicationSnapshotConfiguration`
+    /// `SnapshotsEnabled: false`), or a restore configuration of `SKIP_RESTORE_FROM_SNAPSHOT`
+    /// or `RESTORE_FROM_CUSTOM_SNAPSHOT` (which takes the job back to that snapshot). Every
+    /// change of parallelism restarts the job. Default `false`: such an application is not
+    /// scaled, and the `Scaling` condition says why and what to change. The controller never
+    /// changes how an application restores; set this only for a job that may lose its state.
+    #[serde(default)]
+    pub allow_state_loss: bool,
+    /// What happens to the application when this budget is deleted. `Restore` (default)
+    /// gives it back as the controller found it: the service's own autoscaling is turned
+    /// back on if the controller turned it off (one more restart, under the same snapshot
+    /// safety; a finalizer holds the deletion until then, at most 10 minutes). `Leave`
+    /// leaves it as it is.
+    #[serde(default)]
+    pub on_delete: OnDelete,
+}
+
+/// What happens to the application when its budget is deleted.
+#[derive(JsonSchema, Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum OnDelete {
+    /// Give the application back as the controller found it (the service's own autoscaling
+    /// as it was).
+    #[default]
+    Restore,
+    /// Leave the application as it is.
+    Leave,
 }
 
 /// Which application, where, and with which role.
@@ -163,9 +195,12 @@ pub struct Objectives {
     #[serde(default)]
     #[schemars(range(max = MAX_FAILED_CHECKPOINTS))]
     pub max_failed_checkpoints: u32,
-    /// The evaluation window the SLO is judged over, at least one metric period (`1m`).
+    /// The evaluation window the SLO is judged over: at least one metric period (`1m`), at
+    /// most `24h` (every evaluation reads the whole window from CloudWatch, one datapoint per
+    /// metric and minute).
     #[serde(default = "default_window")]
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("must be at least 1m, one CloudWatch metric period"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("must be at most 24h: every evaluation reads the whole window from CloudWatch, one datapoint per metric and minute"))]
     pub window: KubeDuration,
 }
 
@@ -430,6 +465,8 @@ impl CheckpointBudgetSpec {
             behavior: Behavior::default(),
             mode: Mode::default(),
             service_auto_scaling: ServiceAutoScaling::default(),
+            allow_state_loss: false,
+            on_delete: OnDelete::default(),
         }
     }
 
@@ -510,6 +547,17 @@ impl CheckpointBudgetSpec {
                 "spec.objectives.window",
                 format!("{} is shorter than one metric period", objectives.window),
                 "use a window of at least 1m",
+            ));
+        }
+        if window > MAX_WINDOW {
+            return Err(SpecError::new(
+                "spec.objectives.window",
+                format!(
+                    "{} is longer than {} (every evaluation reads the whole window from CloudWatch)",
+                    objectives.window,
+                    format_duration(MAX_WINDOW)
+                ),
+                "use a window of at most 24h",
             ));
         }
         let max_checkpoint_size = objectives

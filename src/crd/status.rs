@@ -25,6 +25,9 @@ pub const CONDITION_READY: &str = "Ready";
 pub const CONDITION_SLO_MET: &str = "SloMet";
 /// Condition type: what the controller is doing about scaling, and why.
 pub const CONDITION_SCALING: &str = "Scaling";
+/// Condition type: the application's snapshots keep its state across a restart, and their
+/// count is below the quota.
+pub const CONDITION_SNAPSHOTS: &str = "Snapshots";
 
 /// Most past scalings kept in `status.history.scalings` (newest kept).
 pub const MAX_HISTORY_SCALINGS: usize = 20;
@@ -41,8 +44,9 @@ pub struct CheckpointBudgetStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
     /// `Ready` (the controller can observe and act on the application), `SloMet`
-    /// (checkpoints within budget over the window) and `Scaling` (what the controller is
-    /// doing about scaling, with the reason).
+    /// (checkpoints within budget over the window), `Scaling` (what the controller is
+    /// doing about scaling, with the reason) and `Snapshots` (whether a restart keeps the
+    /// job's state, and the snapshot count against the quota).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
@@ -75,6 +79,49 @@ pub struct CheckpointBudgetStatus {
     /// for a while (see `docs/troubleshooting.md`), so a quota does not make it retry.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kpu_limit: Option<KpuLimit>,
+    /// The application's snapshots: whether the service takes them, how the application
+    /// restores, and how many it keeps against the per-application quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<SnapshotStatus>,
+    /// What the controller changed on the application and gives back when the budget is
+    /// deleted (`spec.onDelete: Restore`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hand_back: Option<HandBack>,
+}
+
+/// The application as the controller found it, where the controller changed it.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HandBack {
+    /// The application's ARN.
+    pub application: String,
+    /// `AutoScalingEnabled` before the controller first turned it off.
+    pub service_auto_scaling: bool,
+    /// When the controller first changed it.
+    pub recorded_at: Time,
+}
+
+/// The application's snapshots, as `DescribeApplication` and `ListApplicationSnapshots`
+/// report them.
+#[derive(JsonSchema, Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SnapshotStatus {
+    /// `SnapshotsEnabled`: whether the service snapshots the state when the application
+    /// stops, updates or scales (absent: not reported).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub enabled: Option<bool>,
+    /// `ApplicationRestoreType` (with the snapshot's name for `RESTORE_FROM_CUSTOM_SNAPSHOT`):
+    /// what a restart resumes from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restore: Option<String>,
+    /// Snapshots the application keeps (`ListApplicationSnapshots`), counted up to the quota.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub count: Option<u32>,
+    /// The per-application snapshot quota.
+    pub quota: u32,
+    /// The `ApplicationVersionId` at which they were counted; counted again when it moves.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub counted_at_version: Option<i64>,
 }
 
 /// A KPU count AWS refused with `LimitExceededException` (the KPUs-per-application quota).
@@ -434,6 +481,10 @@ pub struct OperationInFlight {
     pub started_at: Time,
     /// `ApplicationVersionId` before the call.
     pub version_id_before: i64,
+    /// The ARN of the application it was sent to: an intent is never judged on another
+    /// application (the budget retargeted, or the application recreated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application_arn: Option<String>,
     /// The diagnosed cause that prompted it.
     #[schemars(schema_with = "string_schema")]
     pub cause: Cause,
@@ -467,6 +518,7 @@ impl OperationInFlight {
             to: to.into(),
             started_at: Time(at),
             version_id_before,
+            application_arn: None,
             cause: record.cause,
             reason: decision.reason.as_str().to_owned(),
             checkpoint_duration_before_ms: record.checkpoint_duration_before_ms,
@@ -500,6 +552,47 @@ pub struct ScalingHistory {
     /// last 200).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub recommendations: Vec<RecommendationRecordStatus>,
+    /// The recent restarts of the application, whoever made them, oldest first (the last
+    /// 10): read from its operations (`ListApplicationOperations`), so a deploy, the
+    /// service's maintenance or autoscaling, and the scalings of a budget deleted or
+    /// recreated meanwhile all count for the cooldowns and the warm-up. A cache of what the
+    /// application says; it is read again whenever the application's version moves.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartStatus>,
+    /// The ARN of the application this history is about: when the budget names another
+    /// one (or the application is recreated), the history starts afresh.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub application: Option<String>,
+    /// The `ApplicationVersionId` at which the application's operations were last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations_read_at_version: Option<i64>,
+}
+
+/// One restart of the application, whoever made it.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartStatus {
+    /// The operation that restarted it (`ListApplicationOperations`), if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operation_id: Option<String>,
+    /// What restarted it: the operation (`UpdateApplication`, `RollbackApplication`,
+    /// `StartApplication`, a system operation), or `RunningParallelismChanged` for a change of
+    /// the running parallelism at the same version (the service's own autoscaling).
+    pub cause: String,
+    /// When it began.
+    pub at: Time,
+    /// When the application ran again (absent while it restarts).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Time>,
+}
+
+impl From<&RestartStatus> for crate::policy::RestartRecord {
+    fn from(r: &RestartStatus) -> Self {
+        Self {
+            at: r.at.0,
+            completed_at: r.completed_at.as_ref().map(|t| t.0),
+        }
+    }
 }
 
 /// One past scaling.
@@ -610,6 +703,9 @@ impl ScalingHistory {
                 .iter()
                 .map(Into::into)
                 .collect(),
+            restarts: Vec::new(),
+            application: None,
+            operations_read_at_version: None,
         }
     }
 
@@ -617,6 +713,7 @@ impl ScalingHistory {
     pub fn to_history(&self) -> History {
         History {
             scalings: self.scalings.iter().map(Into::into).collect(),
+            restarts: self.restarts.iter().map(Into::into).collect(),
             recommendations: self.recommendations.iter().map(Into::into).collect(),
         }
     }
@@ -631,9 +728,16 @@ impl CheckpointBudgetStatus {
             .unwrap_or_default()
     }
 
-    /// Persists the policy's history (bounded, see [`ScalingHistory::from_history`]).
+    /// Persists the policy's history (bounded, see [`ScalingHistory::from_history`]),
+    /// keeping what the status records of the application's own restarts.
     pub fn set_history(&mut self, history: &History) {
-        self.history = Some(ScalingHistory::from_history(history));
+        let mut next = ScalingHistory::from_history(history);
+        if let Some(old) = self.history.take() {
+            next.restarts = old.restarts;
+            next.application = old.application;
+            next.operations_read_at_version = old.operations_read_at_version;
+        }
+        self.history = Some(next);
     }
 
     /// The condition of type `type_`, if set.

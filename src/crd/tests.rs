@@ -267,6 +267,7 @@ fn validator_and_to_budget_agree() {
 #[test]
 fn history_round_trips_through_status() {
     let history = History {
+        restarts: Vec::new(),
         scalings: vec![ScalingRecord {
             at: ts("2026-01-01T10:00:00Z"),
             completed_at: Some(ts("2026-01-01T10:14:00Z")),
@@ -302,6 +303,7 @@ fn history_round_trips_through_status() {
 fn history_is_bounded_to_the_newest() {
     let base = ts("2026-01-01T00:00:00Z");
     let history = History {
+        restarts: Vec::new(),
         scalings: (0..30)
             .map(|i| ScalingRecord {
                 at: base + jiff::SignedDuration::from_hours(i),

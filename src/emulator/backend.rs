@@ -11,7 +11,7 @@ use crate::{
     flink::FlinkFleet,
     sim::{
         ApplicationView, CreateApplication, Fleet, MetricId, MetricQuery, OperationView, PutDatum, Scenario,
-        ServiceError, UpdateApplication,
+        ServiceError, SnapshotView, UpdateApplication,
     },
 };
 
@@ -70,6 +70,8 @@ pub trait Backend: Send + std::fmt::Debug {
     }
     /// `ListApplicationOperations`, newest first.
     fn list_operations(&self, name: &str) -> Result<Vec<OperationView>, ServiceError>;
+    /// `ListApplicationSnapshots`, oldest first.
+    fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, ServiceError>;
     /// `RollbackApplication`: the view and the operation id.
     fn rollback_application(
         &mut self,
@@ -143,6 +145,9 @@ macro_rules! forward_backend {
         }
         fn list_operations(&self, name: &str) -> Result<Vec<OperationView>, ServiceError> {
             <$ty>::list_operations(self, name)
+        }
+        fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, ServiceError> {
+            <$ty>::list_snapshots(self, name)
         }
         fn rollback_application(
             &mut self,

@@ -24,7 +24,8 @@
 //! `throttling`, `serverError` (`status`), `latency` (`millis`, before serving),
 //! `responseLatency` (`millis`, after serving), `accessDenied`, `concurrentModification`,
 //! `limitExceeded`, `stuckUpdating`, `resourceInUse` (`status`: `AUTOSCALING`, `STARTING`,
-//! ...), `failOperation` (`message`), `metricGap` (`metrics`, `from`, `until`),
+//! ...), `failOperation` (`message`), `closeConnection` (`served`), `missingOperationId`,
+//! `metricGap` (`metrics`, `from`, `until`),
 //! `metricDelay` (`seconds`, `metrics`), `metricNaN` (`metrics`, `from`, `until`).
 //!
 //! Errors: `{"error": "..."}` with 400 (bad input) or 404 (no such fault or application).

@@ -81,6 +81,21 @@ pub enum FaultKind {
         #[serde(default = "default_failure")]
         message: String,
     },
+    /// Close the connection without answering, after serving the request (`served`, the
+    /// default) or instead of serving it: the client sees the connection closed before any
+    /// response, as when a proxy or a NAT drops it. A write served this way took effect
+    /// although its answer never arrived. Only over a real connection (the emulator's
+    /// listener); in process the request is answered with a 500.
+    #[serde(rename_all = "camelCase")]
+    CloseConnection {
+        /// Whether the request is served before the connection is closed.
+        #[serde(default = "default_served")]
+        served: bool,
+    },
+    /// Serve the request and answer 200 without its `OperationId` (the kinesisanalyticsv2
+    /// calls that start an operation: UpdateApplication, RollbackApplication,
+    /// StartApplication, StopApplication).
+    MissingOperationId,
     /// GetMetricData leaves out the datapoints whose period starts within `[from, until)`
     /// (either end open when absent) of the matching metrics: a gap in the series that stays
     /// a gap, as when the service published nothing.
@@ -125,6 +140,10 @@ pub enum FaultKind {
 fn default_failure() -> String {
     "The application failed to restart with the new configuration: the job could not be restored from the snapshot."
         .into()
+}
+
+fn default_served() -> bool {
+    true
 }
 
 fn default_server_status() -> u16 {
@@ -282,6 +301,11 @@ pub struct Effects {
     pub busy: Option<AppStatus>,
     /// The failure an accepted `UpdateApplication`'s restart is to end in.
     pub fail_operation: Option<String>,
+    /// Close the connection without an answer: after serving the request (`Some(true)`) or
+    /// instead of serving it (`Some(false)`).
+    pub close_connection: Option<bool>,
+    /// Answer without the `OperationId`.
+    pub missing_operation_id: bool,
     /// What happens to GetMetricData's datapoints.
     pub metric_masks: Vec<MetricMask>,
 }
@@ -310,6 +334,7 @@ impl Faults {
                 FaultKind::LimitExceeded => return Err(FaultError::WrongService("limitExceeded")),
                 FaultKind::ResourceInUse { .. } => return Err(FaultError::WrongService("resourceInUse")),
                 FaultKind::FailOperation { .. } => return Err(FaultError::WrongService("failOperation")),
+                FaultKind::MissingOperationId => return Err(FaultError::WrongService("missingOperationId")),
                 _ => {}
             }
         }
@@ -423,6 +448,14 @@ impl Faults {
                     effects.fail_operation = Some(message.clone());
                     true
                 }
+                FaultKind::CloseConnection { served } if effects.close_connection.is_none() => {
+                    effects.close_connection = Some(*served);
+                    true
+                }
+                FaultKind::MissingOperationId => {
+                    effects.missing_operation_id = true;
+                    true
+                }
                 FaultKind::MetricGap { metrics, from, until } => {
                     let m = mask(
                         MetricEffect::Gap {
@@ -455,7 +488,9 @@ impl Faults {
                     effects.metric_masks.push(m);
                     true
                 }
-                FaultKind::ResourceInUse { .. } | FaultKind::FailOperation { .. } => false,
+                FaultKind::ResourceInUse { .. }
+                | FaultKind::FailOperation { .. }
+                | FaultKind::CloseConnection { .. } => false,
                 kind if effects.error.is_none() => {
                     effects.error = Some(fault_error(kind, req));
                     true
@@ -482,6 +517,13 @@ fn matches(spec: &FaultSpec, req: &RequestScope<'_>) -> bool {
         }
         FaultKind::FailOperation { .. } => {
             req.service == Service::KinesisAnalytics && req.operation == "UpdateApplication"
+        }
+        FaultKind::MissingOperationId => {
+            req.service == Service::KinesisAnalytics
+                && matches!(
+                    req.operation,
+                    "UpdateApplication" | "RollbackApplication" | "StartApplication" | "StopApplication"
+                )
         }
         FaultKind::MetricGap { .. } | FaultKind::MetricDelay { .. } | FaultKind::MetricNaN { .. } => {
             req.service == Service::CloudWatch && req.operation == "GetMetricData"
@@ -540,6 +582,8 @@ fn fault_error(kind: &FaultKind, req: &RequestScope<'_>) -> ApiError {
         | FaultKind::StuckUpdating
         | FaultKind::ResourceInUse { .. }
         | FaultKind::FailOperation { .. }
+        | FaultKind::CloseConnection { .. }
+        | FaultKind::MissingOperationId
         | FaultKind::MetricGap { .. }
         | FaultKind::MetricDelay { .. }
         | FaultKind::MetricNaN { .. } => {
@@ -587,6 +631,44 @@ mod tests {
         let d: FaultSpec = serde_json::from_str(r#"{"kind":"serverError"}"#).unwrap();
         assert_eq!(d.kind, FaultKind::ServerError { status: 500 });
         assert!(serde_json::from_str::<FaultSpec>(r#"{"kind":"meteor"}"#).is_err());
+    }
+
+    /// `closeConnection` and `missingOperationId`: parsed as documented, matched where they
+    /// apply, counted like the others.
+    #[test]
+    fn lost_answers_parse_and_match() {
+        let close: FaultSpec = serde_json::from_str(r#"{"kind":"closeConnection","count":1}"#).unwrap();
+        assert_eq!(close.kind, FaultKind::CloseConnection { served: true });
+        let unserved: FaultSpec =
+            serde_json::from_str(r#"{"kind":"closeConnection","served":false}"#).unwrap();
+        assert_eq!(unserved.kind, FaultKind::CloseConnection { served: false });
+        let missing: FaultSpec = serde_json::from_str(r#"{"kind":"missingOperationId"}"#).unwrap();
+        assert_eq!(missing.kind, FaultKind::MissingOperationId);
+
+        let mut f = Faults::default();
+        f.arm(close).unwrap();
+        f.arm(unserved).unwrap();
+        f.arm(missing.clone()).unwrap();
+        let apps = vec!["a".to_string()];
+        let update = req(Service::KinesisAnalytics, "UpdateApplication", &apps, true);
+        let effects = f.apply(&update, T0);
+        // The first matching closeConnection decides; the counted one is used up.
+        assert_eq!(effects.close_connection, Some(true));
+        assert!(effects.missing_operation_id);
+        assert!(effects.error.is_none());
+        assert_eq!(f.list().len(), 2);
+        // Not an operation that answers with an OperationId.
+        let describe = req(Service::KinesisAnalytics, "DescribeApplication", &apps, false);
+        let effects = f.apply(&describe, T0);
+        assert!(!effects.missing_operation_id);
+        assert_eq!(effects.close_connection, Some(false));
+        assert_eq!(
+            f.arm(FaultSpec {
+                service: Some(Service::CloudWatch),
+                ..missing
+            }),
+            Err(FaultError::WrongService("missingOperationId"))
+        );
     }
 
     #[test]

@@ -199,6 +199,10 @@ fn kinesis_examples() -> Vec<(&'static str, Value)> {
             json!({"ApplicationName": APP, "Limit": 5, "Operation": "UpdateApplication", "OperationStatus": "SUCCESSFUL"}),
         ),
         (
+            "ListApplicationSnapshots",
+            json!({"ApplicationName": APP, "Limit": 10}),
+        ),
+        (
             "RollbackApplication",
             json!({"ApplicationName": APP, "CurrentApplicationVersionId": 1}),
         ),
@@ -208,7 +212,8 @@ fn kinesis_examples() -> Vec<(&'static str, Value)> {
                 "ServiceExecutionRole": "arn:aws:iam::123456789012:role/flink",
                 "ApplicationMode": "STREAMING",
                 "ApplicationConfiguration": {"FlinkApplicationConfiguration": {"ParallelismConfiguration":
-                    {"ConfigurationType": "CUSTOM", "Parallelism": 4, "ParallelismPerKPU": 1, "AutoScalingEnabled": false}}},
+                    {"ConfigurationType": "CUSTOM", "Parallelism": 4, "ParallelismPerKPU": 1, "AutoScalingEnabled": false}},
+                    "ApplicationSnapshotConfiguration": {"SnapshotsEnabled": true}},
                 "Tags": [{"Key": "team", "Value": "streaming"}]}),
         ),
         (

@@ -51,11 +51,13 @@ pub enum Operation {
     UntagResource,
     /// `ListTagsForResource`.
     ListTagsForResource,
+    /// `ListApplicationSnapshots`.
+    ListApplicationSnapshots,
 }
 
 impl Operation {
     /// Every operation served.
-    pub const ALL: [Operation; 12] = [
+    pub const ALL: [Operation; 13] = [
         Operation::ListApplications,
         Operation::DescribeApplication,
         Operation::UpdateApplication,
@@ -68,6 +70,7 @@ impl Operation {
         Operation::TagResource,
         Operation::UntagResource,
         Operation::ListTagsForResource,
+        Operation::ListApplicationSnapshots,
     ];
 
     /// The operation name as in `X-Amz-Target`.
@@ -85,6 +88,7 @@ impl Operation {
             Operation::TagResource => "TagResource",
             Operation::UntagResource => "UntagResource",
             Operation::ListTagsForResource => "ListTagsForResource",
+            Operation::ListApplicationSnapshots => "ListApplicationSnapshots",
         }
     }
 
@@ -191,6 +195,15 @@ pub enum Request {
         /// The application ARN.
         arn: String,
     },
+    /// `ListApplicationSnapshots`.
+    ListApplicationSnapshots {
+        /// The application.
+        name: String,
+        /// Page size.
+        limit: usize,
+        /// Offset from a previous page.
+        offset: usize,
+    },
 }
 
 impl Request {
@@ -202,6 +215,7 @@ impl Request {
             | Request::UpdateApplication { name, .. }
             | Request::DescribeApplicationOperation { name, .. }
             | Request::ListApplicationOperations { name, .. }
+            | Request::ListApplicationSnapshots { name, .. }
             | Request::RollbackApplication { name, .. }
             | Request::StartApplication { name }
             | Request::StopApplication { name, .. } => Some(name.clone()),
@@ -469,6 +483,24 @@ fn restore_config(r: RestoreInput) -> Result<RestoreConfig, ApiError> {
     })
 }
 
+/// The required boolean `member` of an `ApplicationSnapshotConfiguration(Update)` object.
+fn snapshot_flag(v: &Value, member: &str, path: &str) -> Result<bool, ApiError> {
+    let object = v.as_object().ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::Serialization,
+            format!("{member}'s parent must be an object."),
+        )
+    })?;
+    match object.get(member) {
+        Some(Value::Bool(b)) => Ok(*b),
+        None | Some(Value::Null) => required(None, path),
+        Some(other) => Err(ApiError::new(
+            ErrorKind::Serialization,
+            format!("{member} must be a boolean, not {other}."),
+        )),
+    }
+}
+
 /// Refuses configuration members the model does not carry, rather than dropping them:
 /// a caller that changes, say, the checkpoint interval must not believe it did.
 fn only_members(map: &Map<String, Value>, allowed: &[&str], context: &str) -> Result<(), ApiError> {
@@ -535,6 +567,15 @@ pub fn decode(op: Operation, body: &[u8]) -> Result<Request, ApiError> {
                 offset,
                 operation: i.operation,
                 status: i.operation_status.as_deref().map(operation_status).transpose()?,
+            }
+        }
+        Operation::ListApplicationSnapshots => {
+            let i: ListInput = parse(body)?;
+            let (limit, offset) = page(i.limit, i.next_token)?;
+            Request::ListApplicationSnapshots {
+                name: name_of(i.application_name)?,
+                limit,
+                offset,
             }
         }
         Operation::RollbackApplication => {
@@ -628,12 +669,23 @@ fn decode_update(body: &[u8]) -> Result<Request, ApiError> {
         }
     }
     let mut parallelism = None;
+    let mut snapshots_enabled = None;
     if let Some(cfg) = &i.application_configuration_update {
         only_members(
             cfg,
-            &["FlinkApplicationConfigurationUpdate"],
+            &[
+                "FlinkApplicationConfigurationUpdate",
+                "ApplicationSnapshotConfigurationUpdate",
+            ],
             "ApplicationConfigurationUpdate",
         )?;
+        if let Some(snapshots) = cfg.get("ApplicationSnapshotConfigurationUpdate") {
+            snapshots_enabled = Some(snapshot_flag(
+                snapshots,
+                "SnapshotsEnabledUpdate",
+                "applicationConfigurationUpdate.applicationSnapshotConfigurationUpdate.snapshotsEnabledUpdate",
+            )?);
+        }
         if let Some(flink) = cfg.get("FlinkApplicationConfigurationUpdate") {
             let flink = flink.as_object().ok_or_else(|| {
                 ApiError::new(
@@ -663,6 +715,7 @@ fn decode_update(body: &[u8]) -> Result<Request, ApiError> {
             conditional_token: i.conditional_token,
             parallelism,
             restore,
+            snapshots_enabled,
         },
     })
 }
@@ -686,9 +739,17 @@ fn decode_create(body: &[u8]) -> Result<Request, ApiError> {
         ));
     }
     let mut parallelism = None;
+    let mut snapshots_enabled = None;
     if let Some(cfg) = &i.application_configuration {
-        // Code, environment properties, snapshots and VPC settings do not change how the
-        // model behaves; they are accepted like the service accepts them.
+        if let Some(snapshots) = cfg.get("ApplicationSnapshotConfiguration") {
+            snapshots_enabled = Some(snapshot_flag(
+                snapshots,
+                "SnapshotsEnabled",
+                "applicationConfiguration.applicationSnapshotConfiguration.snapshotsEnabled",
+            )?);
+        }
+        // Code, environment properties and VPC settings do not change how the model
+        // behaves; they are accepted like the service accepts them.
         if let Some(flink) = cfg.get("FlinkApplicationConfiguration") {
             let flink = flink.as_object().ok_or_else(|| {
                 ApiError::new(
@@ -707,6 +768,7 @@ fn decode_create(body: &[u8]) -> Result<Request, ApiError> {
         runtime: Some(runtime),
         service_execution_role: required(i.service_execution_role, "serviceExecutionRole")?,
         parallelism,
+        snapshots_enabled,
         tags: tags(i.tags)?,
         workload: None,
     })))
@@ -782,8 +844,11 @@ pub fn application_detail(v: &ApplicationView) -> Value {
                     "LogLevel": "INFO",
                 },
             },
-            // Every parallelism change in the model is a snapshot, stop and restore.
-            "ApplicationSnapshotConfigurationDescription": { "SnapshotsEnabled": true },
+            "ApplicationSnapshotConfigurationDescription": { "SnapshotsEnabled": v.snapshots_enabled },
+            "RunConfigurationDescription": {
+                "ApplicationRestoreConfigurationDescription": restore_description(&v.restore),
+                "FlinkRunConfigurationDescription": { "AllowNonRestoredState": false },
+            },
         },
     });
     if let Some(obj) = d.as_object_mut() {
@@ -799,6 +864,15 @@ pub fn application_detail(v: &ApplicationView) -> Value {
                 obj.insert(key.into(), json!(value));
             }
         }
+    }
+    d
+}
+
+/// `ApplicationRestoreConfiguration` as DescribeApplication reports it.
+fn restore_description(r: &RestoreConfig) -> Value {
+    let mut d = json!({ "ApplicationRestoreType": r.application_restore_type.as_str() });
+    if let (Some(name), Some(obj)) = (&r.snapshot_name, d.as_object_mut()) {
+        obj.insert("SnapshotName".into(), json!(name));
     }
     d
 }
@@ -1033,6 +1107,28 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, injected: &Injected) -> Re
             fleet.untag_resource(&arn, &keys).map_err(service_error)?;
             Ok(json!({}))
         }
+        Request::ListApplicationSnapshots { name, limit, offset } => {
+            let snapshots = fleet.list_snapshots(&name).map_err(service_error)?;
+            let page: Vec<Value> = snapshots
+                .iter()
+                .skip(offset)
+                .take(limit)
+                .map(|s| {
+                    json!({
+                        "SnapshotName": s.name,
+                        "SnapshotStatus": "READY",
+                        "ApplicationVersionId": s.version_id,
+                        "SnapshotCreationTimestamp": ts(s.created),
+                        "RuntimeEnvironment": s.runtime,
+                    })
+                })
+                .collect();
+            let mut out = json!({ "SnapshotSummaries": page });
+            if offset + limit < snapshots.len() {
+                out["NextToken"] = json!(token_for(offset + limit));
+            }
+            Ok(out)
+        }
         Request::ListTagsForResource { arn } => {
             let tags: Vec<Value> = fleet
                 .list_tags(&arn)
@@ -1095,6 +1191,58 @@ mod tests {
         assert_eq!(
             update.restore.unwrap().application_restore_type,
             RestoreType::RestoreFromLatestSnapshot
+        );
+    }
+
+    #[test]
+    fn snapshot_configuration_is_read_on_create_and_update() {
+        let req = decode_str(
+            Operation::UpdateApplication,
+            r#"{"ApplicationName":"a","CurrentApplicationVersionId":1,"ApplicationConfigurationUpdate":
+                {"ApplicationSnapshotConfigurationUpdate":{"SnapshotsEnabledUpdate":false}}}"#,
+        )
+        .unwrap();
+        let Request::UpdateApplication { update, .. } = req else {
+            panic!("not an update")
+        };
+        assert_eq!(update.snapshots_enabled, Some(false));
+        let e = decode_str(
+            Operation::UpdateApplication,
+            r#"{"ApplicationName":"a","CurrentApplicationVersionId":1,"ApplicationConfigurationUpdate":
+                {"ApplicationSnapshotConfigurationUpdate":{}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Validation);
+        assert!(e.message.contains("snapshotsEnabledUpdate"), "{}", e.message);
+        let e = decode_str(
+            Operation::UpdateApplication,
+            r#"{"ApplicationName":"a","CurrentApplicationVersionId":1,"ApplicationConfigurationUpdate":
+                {"ApplicationSnapshotConfigurationUpdate":{"SnapshotsEnabledUpdate":"yes"}}}"#,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, ErrorKind::Serialization);
+        let req = decode_str(
+            Operation::CreateApplication,
+            r#"{"ApplicationName":"n","RuntimeEnvironment":"FLINK-1_20","ServiceExecutionRole":"r",
+                "ApplicationConfiguration":{"ApplicationSnapshotConfiguration":{"SnapshotsEnabled":false}}}"#,
+        )
+        .unwrap();
+        let Request::CreateApplication(c) = req else {
+            panic!("not a create")
+        };
+        assert_eq!(c.snapshots_enabled, Some(false));
+        let req = decode_str(
+            Operation::ListApplicationSnapshots,
+            r#"{"ApplicationName":"n","Limit":2,"NextToken":"page-2"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            req,
+            Request::ListApplicationSnapshots {
+                name: "n".into(),
+                limit: 2,
+                offset: 2
+            }
         );
     }
 

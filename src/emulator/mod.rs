@@ -26,6 +26,7 @@ pub mod cloudwatch;
 pub mod control;
 pub mod error;
 pub mod faults;
+pub mod hangup;
 pub mod kinesis;
 
 use std::{
@@ -42,9 +43,9 @@ use std::{
 
 use anyhow::Context as _;
 use axum::{
-    Router,
+    Extension, Router,
     body::{Body, Bytes},
-    extract::{Path as UrlPath, State},
+    extract::{ConnectInfo, Path as UrlPath, State},
     http::{HeaderMap, HeaderValue, StatusCode, header},
     response::{IntoResponse, Response},
     routing::post,
@@ -58,6 +59,7 @@ use self::{
     calllog::{CallFilter, CallLog, CallRecord},
     error::{ApiError, ErrorKind},
     faults::{Effects, FaultError, FaultSpec, Faults, RequestScope},
+    hangup::{Hangup, HangupListener},
 };
 use crate::sim::{ApplicationView, Fleet, Scenario, ServiceError};
 
@@ -474,9 +476,9 @@ pub async fn serve_backend(
         source,
     })?;
     let (tx, rx) = oneshot::channel::<()>();
-    let app = router(state.clone());
+    let app = router(state.clone()).into_make_service_with_connect_info::<Hangup>();
     let task = tokio::spawn(async move {
-        axum::serve(listener, app)
+        axum::serve(HangupListener(listener), app)
             .with_graceful_shutdown(async move {
                 // Either an explicit shutdown or the handle being dropped.
                 let _ = rx.await;
@@ -520,6 +522,11 @@ struct Call {
     credential: Option<auth::Credential>,
     /// Delay between serving and answering (the `responseLatency` fault).
     response_latency: Duration,
+    /// Close the connection instead of answering (the `closeConnection` fault): after
+    /// serving the request (`Some(true)`) or without serving it (`Some(false)`).
+    close_connection: Option<bool>,
+    /// Answer without `OperationId` (the `missingOperationId` fault).
+    missing_operation_id: bool,
     recorded: bool,
 }
 
@@ -535,6 +542,8 @@ impl Call {
             metric_queries: None,
             credential: None,
             response_latency: Duration::ZERO,
+            close_connection: None,
+            missing_operation_id: false,
             recorded: false,
         }
     }
@@ -571,6 +580,35 @@ impl Call {
             tokio::time::sleep(self.response_latency).await;
         }
     }
+
+    /// Carries out the `closeConnection` fault, if armed for this call: logs the call (with
+    /// the status of `result` when the request was served, 444 when it was not, and the
+    /// error code `ConnectionClosed`) and closes the connection; the response returned is
+    /// never sent. `None` when the call is to be answered: no such fault, or no connection
+    /// to close (a request served in process), in which case `result` becomes a 500.
+    fn hang_up<T>(
+        &mut self,
+        hangup: Option<&Hangup>,
+        result: &mut Result<T, ApiError>,
+        status_of: impl Fn(&ApiError) -> StatusCode,
+    ) -> Option<Response> {
+        let served = self.close_connection?;
+        let Some(hangup) = hangup else {
+            *result = Err(ApiError::new(
+                ErrorKind::ServerError(500),
+                "closeConnection needs a real connection; this request was served in process.",
+            ));
+            return None;
+        };
+        let status = match (&*result, served) {
+            (_, false) => 444,
+            (Ok(_), true) => 200,
+            (Err(e), true) => status_of(e).as_u16(),
+        };
+        self.record_raw(status, Some("ConnectionClosed".into()));
+        hangup.hang_up();
+        Some(StatusCode::INTERNAL_SERVER_ERROR.into_response())
+    }
 }
 
 impl Drop for Call {
@@ -589,20 +627,34 @@ fn auth_error(e: auth::AuthError) -> ApiError {
     ApiError::new(kind, e.to_string())
 }
 
+/// The connection's [`Hangup`] switch, when the request came over the emulator's listener.
+type Connection = Option<Extension<ConnectInfo<Hangup>>>;
+
 /// `POST /`: kinesisanalyticsv2, or CloudWatch's awsJson 1.0, by `X-Amz-Target`.
-async fn root_handler(State(state): State<EmulatorState>, headers: HeaderMap, body: Bytes) -> Response {
+async fn root_handler(
+    State(state): State<EmulatorState>,
+    connection: Connection,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let hangup = connection.map(|Extension(ConnectInfo(h))| h);
     let target = headers
         .get("x-amz-target")
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if let Some(operation) = target.strip_prefix(cloudwatch::JSON_TARGET_PREFIX) {
         let operation = operation.to_string();
-        return cloudwatch_response(state, operation, headers, body, Protocol::AwsJson1_0).await;
+        return cloudwatch_response(state, operation, headers, body, Protocol::AwsJson1_0, hangup).await;
     }
-    kinesis_response(state, headers, body).await
+    kinesis_response(state, headers, body, hangup).await
 }
 
-async fn kinesis_response(state: EmulatorState, headers: HeaderMap, body: Bytes) -> Response {
+async fn kinesis_response(
+    state: EmulatorState,
+    headers: HeaderMap,
+    body: Bytes,
+    hangup: Option<Hangup>,
+) -> Response {
     let request_id = state.request_id();
     let target = headers
         .get("x-amz-target")
@@ -619,10 +671,18 @@ async fn kinesis_response(state: EmulatorState, headers: HeaderMap, body: Bytes)
             .to_string(),
     };
     let mut call = Call::new(&state, Service::KinesisAnalytics, Protocol::AwsJson1_1, operation);
-    let result = serve_kinesis(&state, &headers, &body, op, target, &mut call).await;
+    let mut result = serve_kinesis(&state, &headers, &body, op, target, &mut call).await;
+    if let Some(unanswered) = call.hang_up(hangup.as_ref(), &mut result, |e| e.json_wire().status) {
+        return unanswered;
+    }
     let response = match result {
-        Ok(json) => {
+        Ok(mut json) => {
             call.record(StatusCode::OK, None);
+            if call.missing_operation_id
+                && let Some(answer) = json.as_object_mut()
+            {
+                answer.remove("OperationId");
+            }
             json_response(StatusCode::OK, &json, &request_id)
         }
         Err(e) => {
@@ -672,6 +732,12 @@ async fn serve_kinesis(
     if !effects.latency.is_zero() {
         tokio::time::sleep(effects.latency).await;
     }
+    call.close_connection = effects.close_connection;
+    call.missing_operation_id = effects.missing_operation_id;
+    if effects.close_connection == Some(false) {
+        // Closed before the request is served: it never takes effect.
+        return Ok(serde_json::Value::Null);
+    }
     if let Some(e) = effects.error {
         return Err(e);
     }
@@ -709,10 +775,12 @@ fn json_response(status: StatusCode, body: &serde_json::Value, request_id: &str)
 async fn cloudwatch_handler(
     State(state): State<EmulatorState>,
     UrlPath(operation): UrlPath<String>,
+    connection: Connection,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    cloudwatch_response(state, operation, headers, body, Protocol::RpcV2Cbor).await
+    let hangup = connection.map(|Extension(ConnectInfo(h))| h);
+    cloudwatch_response(state, operation, headers, body, Protocol::RpcV2Cbor, hangup).await
 }
 
 async fn cloudwatch_response(
@@ -721,12 +789,16 @@ async fn cloudwatch_response(
     headers: HeaderMap,
     body: Bytes,
     protocol: Protocol,
+    hangup: Option<Hangup>,
 ) -> Response {
     let request_id = state.request_id();
     let op = cloudwatch::Operation::from_name(&operation);
     let mut call = Call::new(&state, Service::CloudWatch, protocol, operation.clone());
-    let response = match serve_cloudwatch(&state, &headers, &body, op, &operation, protocol, &mut call).await
-    {
+    let mut result = serve_cloudwatch(&state, &headers, &body, op, &operation, protocol, &mut call).await;
+    if let Some(unanswered) = call.hang_up(hangup.as_ref(), &mut result, |e| e.cbor_wire().status) {
+        return unanswered;
+    }
+    let response = match result {
         Ok(item) => {
             call.record(StatusCode::OK, None);
             match protocol {
@@ -790,6 +862,11 @@ async fn serve_cloudwatch(
     });
     if !effects.latency.is_zero() {
         tokio::time::sleep(effects.latency).await;
+    }
+    call.close_connection = effects.close_connection;
+    if effects.close_connection == Some(false) {
+        // Closed before the request is served: a PutMetricData never takes effect.
+        return Ok(cbor::Cbor::Map(Vec::new()));
     }
     if let Some(e) = effects.error {
         return Err(e);

@@ -41,8 +41,9 @@ use crate::{
     policy::{AppConfig, AppStatus},
     sim::{
         ApplicationView, CheckpointView, ConfigurationType, CreateApplication, MetricId, MetricQuery,
-        OperationStatus, OperationView, ParallelismUpdate, ParallelismView, PutDatum, RestoreType, Scenario,
-        ServiceError, UpdateApplication,
+        OperationStatus, OperationView, ParallelismUpdate, ParallelismView, PutDatum, RestoreConfig,
+        RestoreType, Scenario, ServiceError, UpdateApplication,
+        fleet::SnapshotView,
         fleet::{
             ACCOUNT_ID, DEFAULT_KPU_QUOTA, DEFAULT_RUNTIME, DIMENSION, MAX_PARALLELISM,
             MAX_PARALLELISM_PER_KPU, NAMESPACE, PERIOD, check_update, status_name,
@@ -166,6 +167,8 @@ struct App {
     snapshot: Option<Snapshot>,
     /// The most recent savepoint.
     savepoint: Option<String>,
+    /// Every savepoint taken, as the snapshots `ListApplicationSnapshots` lists.
+    snapshots: Vec<SnapshotView>,
     /// Whether its checkpoints are made to fail.
     checkpoints_failing: bool,
     commands: mpsc::UnboundedSender<Command>,
@@ -201,7 +204,21 @@ impl App {
             version_updated_from: self.updated_from,
             version_rolled_back_from: self.rolled_back_from,
             version_rolled_back_to: self.rolled_back_to,
+            // NB: every stop and update goes through a savepoint here, as with snapshots on.
+            snapshots_enabled: true,
+            restore: RestoreConfig::latest(),
         }
+    }
+
+    /// Records a savepoint as the snapshot the service would list.
+    fn record_savepoint(&mut self, path: &str, at: Timestamp) {
+        self.savepoint = Some(path.to_owned());
+        self.snapshots.push(SnapshotView {
+            name: format!("{}-v{}-{}", self.name, self.version_id, at.as_second()),
+            version_id: self.version_id,
+            created: at,
+            runtime: self.runtime.clone(),
+        });
     }
 
     fn finish_op(&mut self, id: &str, at: Timestamp, status: OperationStatus, failure: Option<String>) {
@@ -554,6 +571,7 @@ impl FlinkFleet {
                 down_since: None,
                 snapshot: None,
                 savepoint: None,
+                snapshots: Vec::new(),
                 checkpoints_failing: false,
                 commands: tx,
             },
@@ -684,6 +702,11 @@ impl FlinkFleet {
             .find(|o| o.operation_id == operation_id)
             .cloned()
             .ok_or_else(|| ServiceError::ResourceNotFound(format!("Operation {operation_id} not found.")))
+    }
+
+    /// `ListApplicationSnapshots`: the savepoints taken, oldest first.
+    pub fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, ServiceError> {
+        Ok(lock(&self.state).app(name)?.snapshots.clone())
     }
 
     /// All operations of an application, newest first.
@@ -1051,8 +1074,8 @@ impl Actor {
                             app.status = AppStatus::Ready;
                             app.job_id = None;
                             app.snapshot = None;
-                            if savepoint.is_some() {
-                                app.savepoint = savepoint;
+                            if let Some(path) = &savepoint {
+                                app.record_savepoint(path, now);
                             }
                             app.finish_op(&op, now, OperationStatus::Successful, None);
                         });
@@ -1129,7 +1152,7 @@ impl Actor {
                 return;
             }
         };
-        self.with_app(|app, _| app.savepoint = Some(savepoint.clone()));
+        self.with_app(|app, now| app.record_savepoint(&savepoint, now));
         let restore_from = restore.then_some(savepoint.as_str());
         match self.launch(to.config(), restore_from).await {
             Ok(()) => self.with_app(|app, now| {

@@ -181,6 +181,7 @@ fn history() -> impl Strategy<Value = History> {
                 .collect();
             recommendations.sort_by_key(|r| r.at);
             History {
+                restarts: Vec::new(),
                 scalings,
                 recommendations,
             }

@@ -85,11 +85,19 @@ impl<'a> Window<'a> {
         in_window.sort_by_key(|s| s.at);
         // Samples whose period began before the last restart completed (plus the warm-up)
         // describe the old configuration or the restart itself.
+        // NB: restarts by anyone count too (a deploy, the service's own scaling); one still
+        // in progress counts from its start (the application is busy anyway).
         let judged_from = history
             .scalings
             .iter()
             .filter(|r| r.outcome != Outcome::InProgress)
             .map(|r| ts_ms(r.completed_at.unwrap_or(r.at)))
+            .chain(
+                history
+                    .restarts
+                    .iter()
+                    .map(|r| ts_ms(r.completed_at.unwrap_or(r.at))),
+            )
             .max()
             .map(|done| done.saturating_add(WARMUP_PERIODS.saturating_mul(period_ms)))
             .filter(|from| *from > start);

@@ -26,11 +26,17 @@ pub(crate) fn in_flight(history: &History) -> Option<&ScalingRecord> {
         .max_by_key(|r| r.at)
 }
 
-/// Time left (ms) of a cooldown of `cooldown` after the last scaling; 0 when over. A
-/// cooldown that ends exactly at `now` is over.
+/// Time left (ms) of a cooldown of `cooldown` after the last scaling or restart, whoever
+/// made it; 0 when over. A cooldown that ends exactly at `now` is over.
 pub(crate) fn cooldown_left_ms(history: &History, cooldown: Duration, now: Timestamp) -> i64 {
-    last_scaling(history).map_or(0, |r| {
-        ts_ms(r.at)
+    let last = history
+        .scalings
+        .iter()
+        .map(|r| r.at)
+        .chain(history.restarts.iter().map(|r| r.at))
+        .max();
+    last.map_or(0, |at| {
+        ts_ms(at)
             .saturating_add(dur_ms(cooldown))
             .saturating_sub(ts_ms(now))
             .max(0)
@@ -137,6 +143,7 @@ mod tests {
 
     fn hist(recs: Vec<RecommendationRecord>) -> History {
         History {
+            restarts: Vec::new(),
             scalings: Vec::new(),
             recommendations: recs,
         }
@@ -185,6 +192,7 @@ mod tests {
     #[test]
     fn cooldown_is_over_exactly_at_its_end() {
         let h = History {
+            restarts: Vec::new(),
             scalings: vec![ScalingRecord {
                 at: t(-5),
                 completed_at: Some(t(-1)),

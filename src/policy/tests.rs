@@ -124,6 +124,7 @@ fn record(at: i64, done: Option<i64>, from: AppConfig, to: AppConfig, outcome: O
 
 fn history(scalings: Vec<ScalingRecord>) -> History {
     History {
+        restarts: Vec::new(),
         scalings,
         recommendations: Vec::new(),
     }
@@ -809,6 +810,7 @@ fn scale_down_respects_its_cooldown() {
     let mut b = budget();
     b.scale_down_stabilization = mins(10);
     let h = History {
+        restarts: Vec::new(),
         scalings: vec![record(
             NOW - 20,
             Some(NOW - 19),
@@ -1196,4 +1198,49 @@ fn service_per_kpu_range_is_the_crds() {
         SERVICE_PER_KPU,
         (crate::crd::SERVICE_PER_KPU_MIN, crate::crd::SERVICE_PER_KPU_MAX)
     );
+}
+/// A restart the controller did not make (a deploy from CI, the service's maintenance or
+/// autoscaling, a budget deleted meanwhile) holds the policy as its own scaling would: the
+/// warm-up after it completes, then the cooldown from its start; long after, nothing.
+#[test]
+fn a_restart_by_anyone_warms_up_and_cools_down() {
+    let b = Budget {
+        scale_up_cooldown: mins(60),
+        ..budget()
+    };
+    let o = obs(AppConfig::new(4, 1), window(180.0, saturated));
+    let with_restart = |at: i64, done: Option<i64>| History {
+        restarts: vec![RestartRecord {
+            at: t(at),
+            completed_at: done.map(t),
+        }],
+        ..History::default()
+    };
+    let cases: Vec<(&str, History, Reason)> = vec![
+        ("no restart: scales", History::default(), Reason::ScaleUpRequired),
+        (
+            "completed a minute ago: warming up",
+            with_restart(NOW - 12, Some(NOW - 1)),
+            Reason::WarmingUp,
+        ),
+        (
+            "warmed up, but within the cooldown from its start",
+            with_restart(NOW - 40, Some(NOW - 30)),
+            Reason::CooldownActive,
+        ),
+        (
+            "the cooldown over exactly now",
+            with_restart(NOW - 60, Some(NOW - 50)),
+            Reason::ScaleUpRequired,
+        ),
+        (
+            "long ago",
+            with_restart(NOW - 120, Some(NOW - 110)),
+            Reason::ScaleUpRequired,
+        ),
+    ];
+    for (name, h, want) in cases {
+        let d = run(&b, &o, &h);
+        assert_eq!(d.reason, want, "{name}: {}", d.message);
+    }
 }

@@ -269,6 +269,19 @@ pub struct RecommendationRecord {
     pub config: AppConfig,
 }
 
+/// A restart of the application, whoever made it — a deploy from CI, the service's own
+/// autoscaling or maintenance, another controller, this one — as the application's own
+/// operations (or its running configuration) show it. Cooldowns and the warm-up count from
+/// these as from the controller's own scalings.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartRecord {
+    /// When the restart began.
+    pub at: Timestamp,
+    /// When the application ran again (None while it restarts).
+    pub completed_at: Option<Timestamp>,
+}
+
 /// What the policy remembers between evaluations. The controller persists it in status,
 /// so a restarted controller decides exactly as the old one would have.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -276,6 +289,10 @@ pub struct RecommendationRecord {
 pub struct History {
     /// Past scalings, oldest first (the controller keeps the last few).
     pub scalings: Vec<ScalingRecord>,
+    /// Restarts of the application, whoever made them (the controller derives them from the
+    /// application's operations), oldest first.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub restarts: Vec<RestartRecord>,
     /// Recommendations within the scale-down stabilization window, oldest first. Each one
     /// holds from its `at` until the next one, so a run of equal recommendations may be
     /// stored once (`policy::remember` appends and prunes).

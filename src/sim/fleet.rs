@@ -164,8 +164,11 @@ pub struct UpdateApplication {
     pub conditional_token: Option<String>,
     /// `ParallelismConfigurationUpdate`.
     pub parallelism: Option<ParallelismUpdate>,
-    /// `RunConfigurationUpdate.ApplicationRestoreConfiguration`.
+    /// `RunConfigurationUpdate.ApplicationRestoreConfiguration`: how the application
+    /// restores from now on (this restart included).
     pub restore: Option<RestoreConfig>,
+    /// `ApplicationSnapshotConfigurationUpdate.SnapshotsEnabledUpdate`.
+    pub snapshots_enabled: Option<bool>,
 }
 
 /// A `CreateApplication` request.
@@ -181,6 +184,9 @@ pub struct CreateApplication {
     pub service_execution_role: String,
     /// `ParallelismConfiguration` (default: the DEFAULT configuration).
     pub parallelism: Option<ParallelismUpdate>,
+    /// `ApplicationSnapshotConfiguration.SnapshotsEnabled` (default: true, the emulator's
+    /// assumption when the request says nothing).
+    pub snapshots_enabled: Option<bool>,
     /// `Tags`.
     pub tags: Vec<(String, String)>,
     /// The workload the job will run (load, state, faults); a light steady load without.
@@ -250,6 +256,44 @@ pub struct ApplicationView {
     pub version_rolled_back_from: Option<i64>,
     /// `ApplicationVersionRolledBackTo`.
     pub version_rolled_back_to: Option<i64>,
+    /// `ApplicationSnapshotConfigurationDescription.SnapshotsEnabled`.
+    pub snapshots_enabled: bool,
+    /// `RunConfigurationDescription.ApplicationRestoreConfigurationDescription`.
+    pub restore: RestoreConfig,
+}
+
+/// One snapshot, as `ListApplicationSnapshots` lists it (`SnapshotDetails`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct SnapshotView {
+    /// `SnapshotName`.
+    pub name: String,
+    /// `ApplicationVersionId` of the application when it was taken.
+    pub version_id: i64,
+    /// `SnapshotCreationTimestamp`.
+    pub created: Timestamp,
+    /// `RuntimeEnvironment`.
+    pub runtime: String,
+}
+
+impl RestoreConfig {
+    /// `RESTORE_FROM_LATEST_SNAPSHOT`, the service's default.
+    pub fn latest() -> Self {
+        Self {
+            application_restore_type: RestoreType::RestoreFromLatestSnapshot,
+            snapshot_name: None,
+        }
+    }
+}
+
+impl RestoreType {
+    /// The name AWS uses.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            RestoreType::SkipRestoreFromSnapshot => "SKIP_RESTORE_FROM_SNAPSHOT",
+            RestoreType::RestoreFromLatestSnapshot => "RESTORE_FROM_LATEST_SNAPSHOT",
+            RestoreType::RestoreFromCustomSnapshot => "RESTORE_FROM_CUSTOM_SNAPSHOT",
+        }
+    }
 }
 
 impl ApplicationView {
@@ -319,6 +363,8 @@ struct Settings {
     parallelism: u32,
     parallelism_per_kpu: u32,
     auto_scaling_enabled: bool,
+    /// `SnapshotsEnabled`: a restart keeps the state only with snapshots.
+    snapshots_enabled: bool,
 }
 
 impl Settings {
@@ -327,6 +373,7 @@ impl Settings {
         parallelism: 1,
         parallelism_per_kpu: 1,
         auto_scaling_enabled: true,
+        snapshots_enabled: true,
     };
 
     fn config(&self) -> AppConfig {
@@ -358,6 +405,8 @@ enum Transition {
         from: u32,
         to: u32,
         failure: bool,
+        /// Whether the state was snapshotted and is restored.
+        restore: bool,
     },
 }
 
@@ -385,6 +434,10 @@ struct App {
     updated_from: Option<i64>,
     rolled_back_from: Option<i64>,
     rolled_back_to: Option<i64>,
+    /// How the application restores when it restarts.
+    restore: RestoreConfig,
+    /// The snapshots the service took (it never deletes them), oldest first.
+    snapshots: Vec<SnapshotView>,
     cpu_high: u32,
     cpu_low: u32,
     last_report: Option<PeriodReport>,
@@ -428,6 +481,35 @@ impl App {
             version_updated_from: self.updated_from,
             version_rolled_back_from: self.rolled_back_from,
             version_rolled_back_to: self.rolled_back_to,
+            snapshots_enabled: self.settings.snapshots_enabled,
+            restore: self.restore.clone(),
+        }
+    }
+
+    /// The service snapshots the state as a running application stops for an update, a
+    /// scaling or a stop, when snapshots are on; returns whether it did.
+    fn take_snapshot(&mut self, at: Timestamp) -> bool {
+        if !self.settings.snapshots_enabled {
+            return false;
+        }
+        self.snapshots.push(SnapshotView {
+            name: format!("{}-v{}-{}", self.name, self.version_id, at.as_second()),
+            version_id: self.version_id,
+            created: at,
+            runtime: self.runtime.clone(),
+        });
+        true
+    }
+
+    /// Whether a restart now resumes from the state: a snapshot was taken as it stopped and
+    /// the application restores from it (or from a named snapshot it keeps).
+    fn resumes_with_state(&self, snapshot_taken: bool) -> bool {
+        match self.restore.application_restore_type {
+            RestoreType::SkipRestoreFromSnapshot => false,
+            RestoreType::RestoreFromLatestSnapshot => snapshot_taken,
+            // NB: the model cannot take a job back to an older state; a named snapshot it
+            // keeps restores the state as it is.
+            RestoreType::RestoreFromCustomSnapshot => true,
         }
     }
 
@@ -604,12 +686,16 @@ impl Fleet {
                         .into(),
                 ));
             }
-            ConfigurationType::Default => Settings::DEFAULT,
+            ConfigurationType::Default => Settings {
+                snapshots_enabled: base.snapshots_enabled,
+                ..Settings::DEFAULT
+            },
             ConfigurationType::Custom => Settings {
                 configuration_type: ConfigurationType::Custom,
                 parallelism: update.parallelism.unwrap_or(base.parallelism),
                 parallelism_per_kpu: update.parallelism_per_kpu.unwrap_or(base.parallelism_per_kpu),
                 auto_scaling_enabled: update.auto_scaling_enabled.unwrap_or(base.auto_scaling_enabled),
+                snapshots_enabled: base.snapshots_enabled,
             },
         };
         self.validate_settings(&settings)?;
@@ -674,6 +760,8 @@ impl Fleet {
             updated_from: None,
             rolled_back_from: None,
             rolled_back_to: None,
+            restore: RestoreConfig::latest(),
+            snapshots: Vec::new(),
             cpu_high: 0,
             cpu_low: 0,
             last_report: None,
@@ -706,6 +794,7 @@ impl Fleet {
             parallelism: a.parallelism,
             parallelism_per_kpu: a.parallelism_per_kpu,
             auto_scaling_enabled: a.auto_scaling_enabled,
+            snapshots_enabled: a.snapshots_enabled,
         };
         self.validate_settings(&settings)?;
         if settings.parallelism > a.key_groups() {
@@ -730,15 +819,19 @@ impl Fleet {
 
     /// Creates an application in `READY` status (not running), as `CreateApplication` does.
     pub fn create_application(&mut self, req: CreateApplication) -> Result<ApplicationView, ServiceError> {
+        let base = Settings {
+            snapshots_enabled: req.snapshots_enabled.unwrap_or(true),
+            ..Settings::DEFAULT
+        };
         let settings = match &req.parallelism {
             Some(p) => self.merge(
                 Settings {
                     configuration_type: ConfigurationType::Custom,
-                    ..Settings::DEFAULT
+                    ..base
                 },
                 p,
             )?,
-            None => Settings::DEFAULT,
+            None => base,
         };
         let workload = match &req.workload {
             Some(s) => {
@@ -774,36 +867,42 @@ impl Fleet {
         let injected = self.injected_failure.take();
         let app = self.app(name)?;
         check_update(name, &req, app.version_id, &app.token, app.status)?;
-        let settings = match &req.parallelism {
+        let mut settings = match &req.parallelism {
             Some(p) => self.merge(app.settings, p)?,
             None => app.settings,
         };
-        let restore = match &req.restore {
-            None => true,
-            Some(r) => match r.application_restore_type {
-                RestoreType::RestoreFromLatestSnapshot => true,
-                RestoreType::SkipRestoreFromSnapshot => false,
-                RestoreType::RestoreFromCustomSnapshot => {
-                    return Err(ServiceError::ResourceNotFound(format!(
-                        "Snapshot {} does not exist for application {name}.",
-                        r.snapshot_name.as_deref().unwrap_or("")
-                    )));
-                }
-            },
-        };
+        if let Some(enabled) = req.snapshots_enabled {
+            settings.snapshots_enabled = enabled;
+        }
+        if let Some(r) = &req.restore
+            && r.application_restore_type == RestoreType::RestoreFromCustomSnapshot
+        {
+            let name_given = r.snapshot_name.as_deref().unwrap_or("");
+            if !app.snapshots.iter().any(|s| s.name == name_given) {
+                return Err(ServiceError::ResourceNotFound(format!(
+                    "Snapshot {name_given} does not exist for application {name}."
+                )));
+            }
+        }
+        let restore_config = req.restore.clone().unwrap_or_else(|| app.restore.clone());
+        let skip = restore_config.application_restore_type == RestoreType::SkipRestoreFromSnapshot;
         let from_version = app.version_id;
         let running = app.status == AppStatus::Running;
-        let restart = running && (settings.config() != app.running_config() || !restore);
+        let restart = running && (settings.config() != app.running_config() || skip);
         let token = self.token();
         let op = self.new_op(name, "UpdateApplication", Some((from_version, from_version + 1)))?;
         let now = self.now;
         let app = self.app_mut(name)?;
+        // The snapshot is taken as the job stops, under the configuration it ran with.
+        let snapshot_taken = restart && app.take_snapshot(now);
         app.version_id += 1;
         app.versions.insert(app.version_id, settings);
         app.updated_from = Some(from_version);
         app.token = token;
         app.updated = now;
         app.settings = settings;
+        app.restore = restore_config;
+        let restore = app.resumes_with_state(snapshot_taken);
         if restart {
             let to = settings.config();
             let failure = injected.or_else(|| {
@@ -883,6 +982,11 @@ impl Fleet {
     /// All operations of an application, newest first (as `ListApplicationOperations`).
     pub fn list_operations(&self, name: &str) -> Result<Vec<OperationView>, ServiceError> {
         Ok(self.app(name)?.operations.iter().rev().cloned().collect())
+    }
+
+    /// The snapshots of an application, oldest first (as `ListApplicationSnapshots`).
+    pub fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, ServiceError> {
+        Ok(self.app(name)?.snapshots.clone())
     }
 
     /// `RollbackApplication`: back to the previous version's configuration (a restart),
@@ -1007,6 +1111,8 @@ impl Fleet {
             app.status = AppStatus::ForceStopping;
             FORCE_STOP_TIME
         } else {
+            // A graceful stop snapshots the state (when snapshots are on).
+            app.take_snapshot(now);
             app.status = AppStatus::Stopping;
             app.job
                 .workload()
@@ -1227,7 +1333,15 @@ fn complete_transition(app: &mut App, t: Transition, at: Timestamp) {
             app.status = AppStatus::Running;
             app.finish_op(op, at, OperationStatus::Successful, None);
         }
-        Transition::Autoscaling { from, to, failure } => {
+        Transition::Autoscaling {
+            from,
+            to,
+            failure,
+            restore,
+        } => {
+            if !restore {
+                app.job.clear_state();
+            }
             app.current_parallelism = if failure { from } else { to };
             app.job.start(at, app.running_config());
             app.status = AppStatus::Running;
@@ -1283,6 +1397,9 @@ fn autoscale(app: &mut App, report: &PeriodReport, at: Timestamp, kpu_quota: u32
     } else {
         app.job.restart_time(from, to)
     };
+    // The service snapshots the state as it scales (when snapshots are on); without one
+    // the job restarts without it.
+    let restore = app.take_snapshot(at);
     app.job.stop();
     app.status = AppStatus::Autoscaling;
     app.transition = Some((
@@ -1291,6 +1408,7 @@ fn autoscale(app: &mut App, report: &PeriodReport, at: Timestamp, kpu_quota: u32
             from: current,
             to: target,
             failure,
+            restore,
         },
     ));
 }
@@ -1505,6 +1623,61 @@ mod tests {
             period: PERIOD,
             stat: stat.into(),
         })
+    }
+
+    /// Each restart of a running application with snapshots on adds a snapshot (never
+    /// deleted) and keeps the state; with them off the restart starts the job empty.
+    #[test]
+    fn snapshots_keep_the_state_across_a_restart_and_accumulate() {
+        let size = |fleet: &Fleet| {
+            metric(fleet, "lastCheckpointSize", "Maximum")
+                .last()
+                .map(|(_, v)| *v)
+                .unwrap()
+        };
+        for enabled in [true, false] {
+            let extra = if enabled { "" } else { ", snapshotsEnabled: false" };
+            let mut fleet = fleet_with(extra);
+            minutes(&mut fleet, 10);
+            let view = fleet.describe_application("orders").unwrap();
+            assert_eq!(view.snapshots_enabled, enabled);
+            assert_eq!(view.restore, RestoreConfig::latest());
+            let before = size(&fleet);
+            fleet.update_application("orders", update(8, 1)).unwrap();
+            minutes(&mut fleet, 40);
+            let after = size(&fleet);
+            let snapshots = fleet.list_snapshots("orders").unwrap();
+            if enabled {
+                assert_eq!(snapshots.len(), 1);
+                assert_eq!(snapshots[0].version_id, 1, "taken as version 1 stopped");
+                assert!(after > before * 0.9, "state kept: {before} -> {after}");
+            } else {
+                assert!(snapshots.is_empty());
+                assert!(after < before * 0.1, "state lost: {before} -> {after}");
+            }
+        }
+        // Turned off by an update (a versioned setting); on again by another.
+        let mut fleet = fleet_with("");
+        let off = UpdateApplication {
+            current_application_version_id: Some(1),
+            snapshots_enabled: Some(false),
+            ..UpdateApplication::default()
+        };
+        let (view, _) = fleet.update_application("orders", off).unwrap();
+        assert!(!view.snapshots_enabled);
+        // A named snapshot that does not exist is refused; a skip is kept as configured.
+        let missing = UpdateApplication {
+            current_application_version_id: Some(2),
+            restore: Some(RestoreConfig {
+                application_restore_type: RestoreType::RestoreFromCustomSnapshot,
+                snapshot_name: Some("nope".into()),
+            }),
+            ..UpdateApplication::default()
+        };
+        assert!(matches!(
+            fleet.update_application("orders", missing),
+            Err(ServiceError::ResourceNotFound(_))
+        ));
     }
 
     #[test]

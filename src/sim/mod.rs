@@ -25,7 +25,7 @@ pub mod units;
 pub use fleet::{
     ApplicationView, CheckpointView, ConfigurationType, CreateApplication, Fleet, OperationStatus,
     OperationView, ParallelismUpdate, ParallelismView, RestoreConfig, RestoreType, ServiceError,
-    UpdateApplication,
+    SnapshotView, UpdateApplication,
 };
 pub use scenario::{Scenario, ScenarioError};
 pub use simulate::{CheckpointAutoscaler, Policy, PolicyChoice, RunReport, SimError, SimulateArgs, run};

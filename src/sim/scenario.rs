@@ -106,6 +106,11 @@ pub struct ApplicationSpec {
     /// Whether the service's own CPU-based autoscaling is on at the start.
     #[serde(default)]
     pub auto_scaling_enabled: bool,
+    /// `ApplicationSnapshotConfiguration.SnapshotsEnabled`: whether the service snapshots
+    /// the state when the application stops, updates or scales (without, a restart loses
+    /// it). Default true.
+    #[serde(default = "yes")]
+    pub snapshots_enabled: bool,
     /// The job's real `maxParallelism` (its number of key groups). Default: Flink's own
     /// default for the initial parallelism, `roundUpToPowerOfTwo(1.5 × parallelism)`
     /// bounded to [128, 32768].
@@ -131,6 +136,10 @@ pub fn flink_default_max_parallelism(p: u32) -> u32 {
 
 fn one() -> u32 {
     1
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The load trace: consecutive phases, an optional multiplicative noise, and spikes laid

@@ -270,6 +270,7 @@ async fn update_sends_version_custom_parallelism_and_snapshot_restore() {
                 current_version_id: 3,
                 to: AppConfig::new(12, 3),
                 service_autoscaling: false,
+                restore: checkpoint_autoscaler::aws::Restore::Latest,
             },
         )
         .await
@@ -449,6 +450,7 @@ async fn every_aws_call_is_bounded_when_aws_never_answers() {
         current_version_id: 3,
         to: AppConfig::new(8, 2),
         service_autoscaling: false,
+        restore: checkpoint_autoscaler::aws::Restore::Latest,
     };
     let bounded = |took: Duration, what: &str| {
         // Attempts of 150 ms within a 400 ms operation; slack for a loaded machine.
@@ -658,6 +660,7 @@ mod emulated {
                     current_version_id: before.version_id,
                     to: AppConfig::new(8, 2),
                     service_autoscaling: false,
+                    restore: checkpoint_autoscaler::aws::Restore::Latest,
                 },
             )
             .await
@@ -710,6 +713,7 @@ mod emulated {
             current_version_id: current.version_id - 1,
             to: AppConfig::new(8, 1),
             service_autoscaling: false,
+            restore: checkpoint_autoscaler::aws::Restore::Latest,
         };
         let conflict = control.update(&target, &stale).await.unwrap_err();
         assert_eq!(conflict.reason(), "ConcurrentModification", "{conflict}");
@@ -1087,5 +1091,99 @@ spec:
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains("ApplicationNotFound"), "{stderr}");
         assert!(stderr.contains("no-such-app"), "{stderr}");
+    }
+
+    /// Snapshots through the real SDK: DescribeApplication reports SnapshotsEnabled and the
+    /// restore configuration as configured; each update of the running application adds a
+    /// snapshot that ListApplicationSnapshots lists (paged, counted up to a limit);
+    /// ApplicationSnapshotConfigurationUpdate turns them off, and then an update adds none.
+    /// ListApplicationOperations lists the update with its times.
+    #[tokio::test]
+    async fn snapshots_and_operations_through_the_sdk() {
+        let emu = emulator(40).await;
+        let clients = clients(&emu).await;
+        let control = KinesisControl::new(clients.clone());
+        let target = Target::new("us-east-1");
+        let before = control.describe(&target, APP).await.unwrap();
+        assert_eq!(before.snapshots_enabled, Some(true));
+        assert_eq!(before.restore, Some(checkpoint_autoscaler::aws::Restore::Latest));
+        let none = control.count_snapshots(&target, APP, 1000).await.unwrap();
+        assert_eq!((none.count, none.complete), (0, true));
+
+        let update = |version: i64, p: u32| UpdateRequest {
+            name: APP.into(),
+            current_version_id: version,
+            to: AppConfig::new(p, 1),
+            service_autoscaling: false,
+            restore: checkpoint_autoscaler::aws::Restore::Latest,
+        };
+        let op = control
+            .update(&target, &update(before.version_id, 6))
+            .await
+            .unwrap();
+        let listed = control.list_operations(&target, APP).await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(
+            (
+                listed[0].operation_id.as_str(),
+                listed[0].operation.as_str(),
+                listed[0].status
+            ),
+            (op.as_str(), "UpdateApplication", OperationState::InProgress)
+        );
+        assert!(listed[0].started.is_some() && listed[0].ended.is_none());
+        let described = control.describe_operation(&target, APP, &op).await.unwrap();
+        assert_eq!(
+            described.version_change,
+            Some((before.version_id, before.version_id + 1))
+        );
+        assert_eq!(described.operation.as_deref(), Some("UpdateApplication"));
+        let one = control.count_snapshots(&target, APP, 1000).await.unwrap();
+        assert_eq!((one.count, one.complete), (1, true));
+        emu.state().advance(Duration::from_secs(30 * 60));
+        let done = control.list_operations(&target, APP).await.unwrap();
+        assert_eq!(done[0].status, OperationState::Successful);
+        assert!(done[0].ended.is_some());
+
+        // Counting stops at the limit (one page here).
+        for p in [8, 10] {
+            let now = control.describe(&target, APP).await.unwrap();
+            control.update(&target, &update(now.version_id, p)).await.unwrap();
+            emu.state().advance(Duration::from_secs(30 * 60));
+        }
+        let capped = control.count_snapshots(&target, APP, 2).await.unwrap();
+        assert_eq!(capped.count, 3, "a whole page is counted");
+        let all = control.count_snapshots(&target, APP, 1000).await.unwrap();
+        assert_eq!((all.count, all.complete), (3, true));
+
+        // Snapshots off (another client): the next restart adds none.
+        emu.state()
+            .with_fleet(|f| {
+                let version = f.describe_application(APP)?.version_id;
+                f.update_application(
+                    APP,
+                    checkpoint_autoscaler::sim::UpdateApplication {
+                        current_application_version_id: Some(version),
+                        snapshots_enabled: Some(false),
+                        ..Default::default()
+                    },
+                )
+            })
+            .unwrap();
+        let off = control.describe(&target, APP).await.unwrap();
+        assert_eq!(off.snapshots_enabled, Some(false));
+        control.update(&target, &update(off.version_id, 4)).await.unwrap();
+        assert_eq!(
+            control.count_snapshots(&target, APP, 1000).await.unwrap().count,
+            3
+        );
+        assert_eq!(
+            calls(&emu, "ListApplicationSnapshots")
+                .iter()
+                .filter(|c| c.status == 200)
+                .count(),
+            5
+        );
+        emu.shutdown().await.unwrap();
     }
 }

@@ -57,8 +57,17 @@ fn the_scale_core_counts_calls_against_the_floor() {
         );
         assert_eq!(report.metrics_requested, (BUDGETS * METRICS.len()) as u64);
         assert_eq!(calls(report, AwsOperation::DescribeApplication), BUDGETS as u64);
-        // The tag cache starts cold.
+        // The tag cache starts cold; so do the caches of the application's operations and
+        // snapshots (read again only when its version moves, or while it is not RUNNING).
         assert_eq!(calls(report, AwsOperation::ListTagsForResource), BUDGETS as u64);
+        assert_eq!(
+            calls(report, AwsOperation::ListApplicationOperations),
+            BUDGETS as u64
+        );
+        assert_eq!(
+            calls(report, AwsOperation::ListApplicationSnapshots),
+            BUDGETS as u64
+        );
         // What the SDK counted is what the emulator received.
         for (op, n) in &report.calls {
             assert_eq!(report.emulator_calls.get(op).copied().unwrap_or(0), *n, "{op}");

@@ -362,6 +362,7 @@ async fn real_cluster_status_and_events() {
         metrics,
         backoff: Arc::default(),
         clock: Arc::new(move || clock_state.virtual_now()),
+        unreadable: Arc::default(),
     });
 
     let budgets: Api<CheckpointBudget> = Api::namespaced(client.clone(), &namespace);
@@ -732,6 +733,7 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
         metrics: metrics.clone(),
         backoff: Arc::default(),
         clock: Arc::new(move || clock.virtual_now()),
+        unreadable: Arc::default(),
     });
 
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -969,6 +971,7 @@ pub(crate) async fn context_over(
         metrics,
         backoff: Arc::default(),
         clock: Arc::new(move || clock.virtual_now()),
+        unreadable: Arc::default(),
     })
 }
 

@@ -435,6 +435,25 @@ async fn an_update_that_timed_out_after_taking_effect_is_followed_not_repeated()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_connection_closed_after_taking_effect_is_followed_not_repeated() {
+    // Served, then the connection closed before any answer (hyper's IncompleteMessage,
+    // which the SDK classes as neither I/O nor timeout): it did take effect.
+    ambiguous_update(r#""kind":"closeConnection""#, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_whose_connection_closed_before_being_served_is_decided_again() {
+    // The same to the client, but the request never reached the service.
+    ambiguous_update(r#""kind":"closeConnection","served":false"#, false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_update_answered_without_an_operation_id_is_followed_not_repeated() {
+    // A 200 without OperationId: applied, but the controller cannot follow it by id.
+    ambiguous_update(r#""kind":"missingOperationId""#, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_update_that_timed_out_before_being_served_is_resolved_once() {
     // Delayed before serving, beyond the attempt timeout: whether the server went on to
     // serve it after the client gave up is the server's business; either way the
@@ -515,6 +534,23 @@ impl ApplicationControl for Meddler {
         self.inner.list_tags(target, arn).await
     }
 
+    async fn list_operations(
+        &self,
+        target: &Target,
+        name: &str,
+    ) -> Result<Vec<checkpoint_autoscaler::aws::OperationSummary>, AwsError> {
+        self.inner.list_operations(target, name).await
+    }
+
+    async fn count_snapshots(
+        &self,
+        target: &Target,
+        name: &str,
+        limit: u32,
+    ) -> Result<checkpoint_autoscaler::aws::SnapshotCount, AwsError> {
+        self.inner.count_snapshots(target, name, limit).await
+    }
+
     async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
         let first = !std::mem::replace(&mut *self.done.lock().unwrap(), true);
         if first {
@@ -536,6 +572,7 @@ impl ApplicationControl for Meddler {
                                 auto_scaling_enabled: None,
                             }),
                             restore: None,
+                            snapshots_enabled: None,
                         },
                     )
                 })
@@ -1159,5 +1196,38 @@ async fn killed_after_update_application_the_operation_is_followed_not_repeated(
     );
     assert_eq!(events(&h, &key, "ScalingSucceeded"), 1);
     assert_eq!(h.operations(APP).len(), 1);
+    h.shutdown().await;
+}
+
+/// Killed after UpdateApplication, and the restarted controller's first read comes from a
+/// cache one write behind: the budget as it was before the intent. It decides on that read,
+/// but its status write is conditioned on the stale resourceVersion and refused, so the
+/// intent survives; the next read is current and the update is followed to its end, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_read_after_a_crash_never_erases_the_intent() {
+    let (mut h, key) = brink().await;
+    h.crash_at(&key, CrashPoint::AfterUpdate);
+    let r = run(&mut h, 1).await;
+    assert_eq!(r[0].crashed, Some(CrashPoint::AfterUpdate));
+    assert_eq!(r[0].accepted_updates().count(), 1);
+    assert!(h.status(&key).unwrap().operation_in_flight.is_some());
+
+    h.serve_stale_read(&key);
+    let stale = run(&mut h, 1).await;
+    let err = stale[0].outcome.as_ref().expect_err("the stale write is refused");
+    assert_eq!(err.metric_label(), "status_conflict", "{err}");
+    assert_eq!(stale[0].update_calls().count(), 0);
+    let intent = h.status(&key).unwrap().operation_in_flight;
+    assert!(intent.is_some(), "the intent survives the stale read");
+
+    let after = converge(&mut h, &key, 30).await;
+    assert_eq!(after.iter().map(|r| r.update_calls().count()).sum::<usize>(), 0);
+    assert_eq!(h.update_calls(APP).len(), 1);
+    let last = h.status(&key).unwrap().last_scaling.unwrap();
+    assert_eq!(
+        (last.outcome, AppConfig::from(last.to)),
+        (Outcome::Succeeded, FIRST_STEP)
+    );
+    assert_eq!(events(&h, &key, "ScalingSucceeded"), 1);
     h.shutdown().await;
 }

@@ -47,7 +47,7 @@ use checkpoint_autoscaler::{
     controller::{
         Error,
         ownership::{Claim, Claims},
-        reconcile::{Act, BudgetView, Core, Report},
+        reconcile::{Act, BudgetView, Core, HandedBack, Report},
         store::{BudgetKey, BudgetStore, MemoryStore, Notice, StoreError},
         tenancy::{NAMESPACE_TAG, TagTenancy},
     },
@@ -197,9 +197,18 @@ struct CrashStore {
     crashed: Mutex<Option<CrashPoint>>,
     /// Set once a crash happened in this reconcile: the "dead" process writes nothing more.
     dead: AtomicBool,
+    /// The status each budget had before its last write, with its resourceVersion (what a
+    /// watch cache one write behind would hand the controller).
+    previous: Mutex<BTreeMap<BudgetKey, (CheckpointBudgetStatus, String)>>,
 }
 
 impl CrashStore {
+    fn remember(&self, key: &BudgetKey, before: Option<(CheckpointBudgetStatus, String)>) {
+        if let Some(before) = before {
+            self.previous.lock().unwrap().insert(key.clone(), before);
+        }
+    }
+
     fn killed(&self, point: CrashPoint) -> StoreError {
         self.dead.store(true, Ordering::SeqCst);
         *self.crashed.lock().unwrap() = Some(point);
@@ -211,15 +220,22 @@ impl CrashStore {
 
 #[async_trait]
 impl BudgetStore for CrashStore {
-    async fn save_status(&self, key: &BudgetKey, status: &CheckpointBudgetStatus) -> Result<(), StoreError> {
+    async fn save_status(
+        &self,
+        key: &BudgetKey,
+        status: &CheckpointBudgetStatus,
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
         if self.dead.load(Ordering::SeqCst) {
             return Err(self.killed(CrashPoint::AfterIntent));
         }
+        let before = self.inner.get(key);
         let point = self.armed.lock().unwrap().get(key).copied();
         let op = status.operation_in_flight.as_ref();
         match point {
             Some(CrashPoint::AfterIntent) if op.is_some_and(|o| o.operation_id.is_none()) => {
-                self.inner.save_status(key, status).await?;
+                self.inner.save_status(key, status, resource_version).await?;
+                self.remember(key, before);
                 self.armed.lock().unwrap().remove(key);
                 Err(self.killed(CrashPoint::AfterIntent))
             }
@@ -235,8 +251,23 @@ impl BudgetStore for CrashStore {
                 self.armed.lock().unwrap().remove(key);
                 Err(self.killed(CrashPoint::AfterUpdate))
             }
-            _ => self.inner.save_status(key, status).await,
+            _ => {
+                let written = self.inner.save_status(key, status, resource_version).await?;
+                self.remember(key, before);
+                Ok(written)
+            }
         }
+    }
+
+    async fn ensure_finalizer(
+        &self,
+        key: &BudgetKey,
+        resource_version: Option<&str>,
+    ) -> Result<Option<String>, StoreError> {
+        if self.dead.load(Ordering::SeqCst) {
+            return Err(self.killed(CrashPoint::AfterIntent));
+        }
+        self.inner.ensure_finalizer(key, resource_version).await
     }
 
     async fn publish(&self, key: &BudgetKey, notice: &Notice) -> Result<(), StoreError> {
@@ -281,6 +312,8 @@ pub struct Harness {
     claims: Arc<Mutex<Vec<CheckpointBudget>>>,
     calls: Vec<CallRecord>,
     restarts: u32,
+    /// Budgets whose next reconcile reads the status from before its last write.
+    stale_reads: std::collections::BTreeSet<BudgetKey>,
 }
 
 impl Harness {
@@ -308,13 +341,21 @@ impl Harness {
                 armed: Mutex::default(),
                 crashed: Mutex::default(),
                 dead: AtomicBool::new(false),
+                previous: Mutex::default(),
             }),
             core,
             budgets: Vec::new(),
             claims,
             calls: Vec::new(),
             restarts: 0,
+            stale_reads: Default::default(),
         }
+    }
+
+    /// Makes the next reconcile of `key` read the budget as a watch cache one write behind
+    /// would: the status (and resourceVersion) from before the last write.
+    pub fn serve_stale_read(&mut self, key: &BudgetKey) {
+        self.stale_reads.insert(key.clone());
     }
 
     /// The emulator's state (clock, fleet); prefer the harness's own helpers.
@@ -367,9 +408,12 @@ impl Harness {
         key
     }
 
-    /// Deletes a budget: it is reconciled no more and no longer claims its application.
+    /// Deletes a budget: it is reconciled no more, no longer claims its application, and its
+    /// status is gone with it (one created again under its name starts without).
     pub fn delete_budget(&mut self, key: &BudgetKey) {
         self.budgets.retain(|m| &m.key != key);
+        self.store.inner.remove(key);
+        self.store.previous.lock().unwrap().remove(key);
         self.sync_claims();
     }
 
@@ -452,13 +496,19 @@ impl Harness {
             .iter()
             .position(|m| &m.key == key)
             .unwrap_or_else(|| panic!("no budget {key}"));
-        let prior = self.store.inner.status(key);
+        let read = if self.stale_reads.remove(key) {
+            self.store.previous.lock().unwrap().get(key).cloned()
+        } else {
+            self.store.inner.get(key)
+        };
+        let (prior, resource_version) = read.unzip();
         let managed = &self.budgets[index];
         let view = BudgetView {
             key: key.clone(),
             generation: managed.budget.metadata.generation,
             spec: &managed.budget.spec,
             status: prior.as_ref(),
+            resource_version,
         };
         let wall_start = Timestamp::now();
         let outcome = self.core.reconcile(&view, self.store.as_ref(), now).await;
@@ -491,6 +541,30 @@ impl Harness {
                 .collect(),
             crashed,
         }
+    }
+
+    /// Hands the application of `key` back, as the controller does when the budget is
+    /// deleted (before its finalizer goes).
+    pub async fn hand_back(&mut self, key: &BudgetKey) -> Result<HandedBack, Error> {
+        let (prior, resource_version) = self.store.inner.get(key).unzip();
+        let managed = self
+            .budgets
+            .iter()
+            .find(|m| &m.key == key)
+            .unwrap_or_else(|| panic!("no budget {key}"));
+        let view = BudgetView {
+            key: key.clone(),
+            generation: managed.budget.metadata.generation,
+            spec: &managed.budget.spec,
+            status: prior.as_ref(),
+            resource_version,
+        };
+        self.core.hand_back(&view, self.store.as_ref()).await
+    }
+
+    /// Whether the budget carries the controller's finalizer.
+    pub fn has_finalizer(&self, key: &BudgetKey) -> bool {
+        self.store.inner.has_finalizer(key)
     }
 
     /// "Kills" the controller and starts a new one: fresh SDK clients and core, no

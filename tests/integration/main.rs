@@ -12,6 +12,7 @@ mod fencing;
 mod flink;
 mod harness;
 mod opview;
+mod safety;
 mod sim;
 mod soak;
 mod tenancy;

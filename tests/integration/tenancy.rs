@@ -147,6 +147,7 @@ async fn reconcile(
         generation: Some(1),
         spec: &budget.spec,
         status: None,
+        resource_version: None,
     };
     let result = ctx.core.reconcile(&view, &store, now).await;
     if let Some(status) = store.status(&key) {
@@ -238,6 +239,7 @@ async fn no_secret_or_session_token_reaches_logs_events_or_status() {
         metrics: Metrics::default(),
         backoff: Arc::default(),
         clock: Arc::new(move || now),
+        unreadable: Arc::default(),
     };
     let mut budget = demo::load_budget(None, &scenario).unwrap();
     budget.metadata.namespace = Some(NAMESPACE.into());
@@ -364,6 +366,7 @@ async fn a_forbidden_role_makes_no_connection_at_all() {
             generation: Some(1),
             spec: &budget.spec,
             status: None,
+            resource_version: None,
         }
     }
     let now = scenario.start_time();
@@ -559,6 +562,7 @@ async fn reconcile_once(
         generation: Some(1),
         spec: &budget.spec,
         status: None,
+        resource_version: None,
     };
     let result = core.reconcile(&view, &store, now).await;
     let mut shown = Vec::new();
@@ -869,6 +873,7 @@ async fn no_secret_reaches_logs_on_the_web_identity_path() {
         metrics: Metrics::default(),
         backoff: Arc::default(),
         clock: Arc::new(move || now),
+        unreadable: Arc::default(),
     };
     let mut budget = demo::load_budget(None, &step_up()).unwrap();
     budget.metadata.namespace = Some(NAMESPACE.into());

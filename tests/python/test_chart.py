@@ -31,14 +31,20 @@ FULLNAME = "ca-checkpoint-autoscaler"
 # The only rules the controller needs on budgets and Events (see templates/_helpers.tpl).
 BUDGET_RULES = [
     {
+        # patch: the controller's finalizer (metadata.finalizers), nothing else.
         "apiGroups": ["checkpoint-autoscaler.dev"],
         "resources": ["checkpointbudgets"],
-        "verbs": ["get", "list", "watch"],
+        "verbs": ["get", "list", "watch", "patch"],
     },
     {
         "apiGroups": ["checkpoint-autoscaler.dev"],
         "resources": ["checkpointbudgets/status"],
         "verbs": ["patch"],
+    },
+    {
+        "apiGroups": ["checkpoint-autoscaler.dev"],
+        "resources": ["checkpointbudgets/finalizers"],
+        "verbs": ["update"],
     },
     {"apiGroups": ["events.k8s.io"], "resources": ["events"], "verbs": ["create", "patch"]},
 ]

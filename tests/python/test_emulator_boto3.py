@@ -410,3 +410,98 @@ def test_fault_kinds_as_boto3_sees_them(emulator, kda, cw):
     with pytest.raises(ClientError) as e:
         kda.describe_application(ApplicationName=app)
     assert error_code(e) == "ResourceNotFoundException"
+
+
+def test_lost_answers_as_boto3_sees_them(emulator):
+    """closeConnection and missingOperationId: an update served with its answer lost, one
+    never served, and a 200 without OperationId, as an independent client sees them."""
+    # One attempt in all: botocore retries a closed connection otherwise.
+    once = botocore.config.Config(retries={"total_max_attempts": 1, "mode": "standard"},
+                                  connect_timeout=5, read_timeout=10)
+    kda = session().client("kinesisanalyticsv2", endpoint_url=emulator, config=once)
+    app = "lost-answers"
+    add_application(emulator, app)
+    control(emulator, "DELETE", "/calls")
+
+    def update(version, parallelism=6):
+        return kda.update_application(
+            ApplicationName=app, CurrentApplicationVersionId=version,
+            ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {
+                "ParallelismConfigurationUpdate": {"ConfigurationTypeUpdate": "CUSTOM",
+                                                   "ParallelismUpdate": parallelism}}})
+
+    def version_and_status():
+        detail = kda.describe_application(ApplicationName=app)["ApplicationDetail"]
+        return detail["ApplicationVersionId"], detail["ApplicationStatus"]
+
+    version, status = version_and_status()
+    assert status == "RUNNING"
+    control(emulator, "POST", "/faults",
+            {"kind": "closeConnection", "operation": "UpdateApplication", "application": app, "count": 1})
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        update(version)
+    # Served: the update took effect although no answer arrived.
+    assert version_and_status() == (version + 1, "UPDATING")
+    advance(emulator, 60)
+    version, status = version_and_status()
+    assert status == "RUNNING"
+
+    control(emulator, "POST", "/faults",
+            {"kind": "closeConnection", "served": False, "operation": "UpdateApplication", "count": 1})
+    with pytest.raises(botocore.exceptions.ConnectionClosedError):
+        update(version, 8)
+    assert version_and_status() == (version, "RUNNING"), "never served"
+
+    control(emulator, "POST", "/faults", {"kind": "missingOperationId", "count": 1})
+    answer = update(version, 8)
+    assert "OperationId" not in answer
+    assert answer["ApplicationDetail"]["ApplicationVersionId"] == version + 1
+    assert version_and_status() == (version + 1, "UPDATING")
+
+    calls = control(emulator, "GET", f"/calls?operation=UpdateApplication&application={app}")["calls"]
+    assert [(c["status"], c.get("errorCode")) for c in calls] == [
+        (200, "ConnectionClosed"), (444, "ConnectionClosed"), (200, None)]
+    assert control(emulator, "GET", "/faults")["faults"] == []
+
+
+def test_snapshot_configuration_as_boto3_sees_it(emulator, kda):
+    """ApplicationSnapshotConfiguration on create, ApplicationSnapshotConfigurationUpdate on
+    update, the restore configuration in DescribeApplication, and ListApplicationSnapshots."""
+    name = "snapshots"
+    kda.create_application(
+        ApplicationName=name, RuntimeEnvironment="FLINK-1_20",
+        ServiceExecutionRole="arn:aws:iam::123456789012:role/flink",
+        ApplicationConfiguration={
+            "FlinkApplicationConfiguration": {"ParallelismConfiguration": {
+                "ConfigurationType": "CUSTOM", "Parallelism": 2, "ParallelismPerKPU": 1,
+                "AutoScalingEnabled": False}},
+            "ApplicationSnapshotConfiguration": {"SnapshotsEnabled": False}})
+    config = kda.describe_application(ApplicationName=name)["ApplicationDetail"][
+        "ApplicationConfigurationDescription"]
+    assert config["ApplicationSnapshotConfigurationDescription"] == {"SnapshotsEnabled": False}
+    assert config["RunConfigurationDescription"]["ApplicationRestoreConfigurationDescription"] == {
+        "ApplicationRestoreType": "RESTORE_FROM_LATEST_SNAPSHOT"}
+
+    kda.start_application(ApplicationName=name)
+    advance(emulator, 10)
+    version = kda.describe_application(ApplicationName=name)["ApplicationDetail"]["ApplicationVersionId"]
+    kda.update_application(
+        ApplicationName=name, CurrentApplicationVersionId=version,
+        ApplicationConfigurationUpdate={"ApplicationSnapshotConfigurationUpdate": {"SnapshotsEnabledUpdate": True}})
+    detail = kda.describe_application(ApplicationName=name)["ApplicationDetail"]
+    assert detail["ApplicationConfigurationDescription"]["ApplicationSnapshotConfigurationDescription"] == {
+        "SnapshotsEnabled": True}
+    assert kda.list_application_snapshots(ApplicationName=name)["SnapshotSummaries"] == []
+
+    # A restart with snapshots on leaves one.
+    kda.update_application(
+        ApplicationName=name, CurrentApplicationVersionId=detail["ApplicationVersionId"],
+        ApplicationConfigurationUpdate={"FlinkApplicationConfigurationUpdate": {
+            "ParallelismConfigurationUpdate": {"ConfigurationTypeUpdate": "CUSTOM", "ParallelismUpdate": 4}}})
+    advance(emulator, 30)
+    snapshots = kda.list_application_snapshots(ApplicationName=name, Limit=1)
+    summaries = snapshots["SnapshotSummaries"]
+    assert len(summaries) == 1 and "NextToken" not in snapshots
+    assert summaries[0]["SnapshotStatus"] == "READY"
+    assert summaries[0]["ApplicationVersionId"] == detail["ApplicationVersionId"]
+    assert isinstance(summaries[0]["SnapshotCreationTimestamp"], datetime.datetime)
