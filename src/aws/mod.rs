@@ -41,6 +41,7 @@ use jiff::Timestamp;
 use crate::policy::{AppConfig, AppStatus, Outcome, Sample};
 
 mod batch;
+pub mod catalogue;
 mod clients;
 pub(crate) mod cloudwatch;
 mod error;
