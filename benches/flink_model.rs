@@ -11,8 +11,8 @@
 use std::time::{Duration, Instant};
 
 use checkpoint_autoscaler::{
-    flink::{BackendOptions, FlinkFleet, FlinkHome, Workload, backend::workload_of},
-    policy::{AppConfig, AppStatus},
+    flink::{BackendOptions, FlinkFleet, FlinkHome},
+    policy::AppStatus,
     sim::{
         Fleet, MetricQuery, Scenario,
         fleet::{DIMENSION, NAMESPACE, PERIOD},
@@ -43,7 +43,7 @@ fn scenario(parallelism: u32, calibration: Option<Calibration>) -> Scenario {
     };
     let yaml = format!(
         "name: compare\n\
-         application: {{name: compare, parallelism: {parallelism}, parallelismPerKpu: 1, maxParallelism: 128}}\n\
+         application: {{name: compare, parallelism: {parallelism}, parallelismPerKpu: 1, maxParallelism: 128, metricsLevel: TASK}}\n\
          duration: 30m\n\
          load: {{phases: [{{shape: steady, rate: 16000}}]}}\n\
          state: {{keys: 10000, bytesPerKey: 100}}\n\
@@ -126,9 +126,9 @@ async fn runtime(home: &FlinkHome, parallelism: u32, warmup: Duration, measure: 
         ..BackendOptions::default()
     };
     let mut fleet = FlinkFleet::new(home.clone(), options, start).expect("a tokio runtime");
-    let workload: Workload = workload_of(&scenario(parallelism, None));
+    // At the TASK metrics level: busy and back-pressure times are published per task only.
     fleet
-        .add_application("compare", None, workload, AppConfig::new(parallelism, 1))
+        .add_scenario(&scenario(parallelism, None), None)
         .expect("the backend takes the application");
     let deadline = Instant::now() + Duration::from_secs(600);
     while fleet.describe_application("compare").map(|a| a.status) != Ok(AppStatus::Running) {
@@ -174,9 +174,43 @@ async fn runtime(home: &FlinkHome, parallelism: u32, warmup: Duration, measure: 
             .map(|(_, v)| v)
             .collect()
     };
+    // Per period, the busiest subtask of the tasks `keep` selects (Maximum per task, the
+    // largest over the tasks).
+    let per_task = |metric: &str, keep: &dyn Fn(&str) -> bool| -> Vec<f64> {
+        let mut by_time: std::collections::BTreeMap<Timestamp, f64> = std::collections::BTreeMap::new();
+        for id in fleet.list_metrics(
+            Some(NAMESPACE),
+            Some(metric),
+            &[(DIMENSION.into(), "compare".into())],
+        ) {
+            let task = id
+                .dimensions
+                .iter()
+                .find(|(k, _)| k == "Task")
+                .map(|(_, v)| v.as_str());
+            if !task.is_some_and(keep) {
+                continue;
+            }
+            let points = fleet.metric_data(&MetricQuery {
+                namespace: NAMESPACE.into(),
+                metric_name: metric.into(),
+                dimensions: id.dimensions.clone(),
+                start: from,
+                end: fleet.now(),
+                period: PERIOD,
+                stat: "Maximum".into(),
+            });
+            for (t, v) in points {
+                let e = by_time.entry(t).or_insert(v);
+                *e = e.max(v);
+            }
+        }
+        by_time.into_values().collect()
+    };
     f.records_in = series("numRecordsInPerSecond");
-    f.busy = series("busyTimeMsPerSecond");
-    f.backpressure = series("backPressuredTimeMsPerSecond");
+    // The vertices after the source (a `datagen` source's busy time is its rate limiter).
+    f.busy = per_task("busyTimeMsPerSecond", &|t| !t.starts_with("Source"));
+    f.backpressure = per_task("backPressuredTimeMsPerSecond", &|_| true);
     fleet.shutdown().await;
     f
 }

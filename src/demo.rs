@@ -556,8 +556,13 @@ pub async fn run_demo_with(
                             .map(|(_, v)| *v)
                         })
                     };
-                    if let (Some(busy), Some(records)) =
-                        (last("busyTimeMsPerSecond"), last("numRecordsInPerSecond"))
+                    // Busy time is published per task only (and not at all at the
+                    // APPLICATION metrics level): read Flink's own sample.
+                    let busy = state.with_fleet(|b| {
+                        b.as_flink()
+                            .and_then(|f| f.sampled_busy_time(&app).ok().flatten())
+                    });
+                    if let (Some(busy), Some(records)) = (busy, last("numRecordsInPerSecond"))
                         && busy >= 100.0
                     {
                         capacity.push(records * 1000.0 / busy);

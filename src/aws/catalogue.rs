@@ -39,6 +39,8 @@
 
 use std::fmt;
 
+use serde::{Deserialize, Serialize};
+
 /// The CloudWatch namespace of Managed Service for Apache Flink.
 pub const NAMESPACE: &str = "AWS/KinesisAnalytics";
 /// The dimension naming the application.
@@ -55,7 +57,8 @@ pub const FLOW: &str = "Flow";
 pub const ID: &str = "Id";
 
 /// `MonitoringConfiguration.MetricsLevel`, from the coarsest to the finest.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum MetricsLevel {
     /// Application-level metrics only (the service's default).
     #[default]
@@ -178,10 +181,20 @@ pub enum Source {
     },
 }
 
-impl Default for Source {
-    fn default() -> Self {
+impl Source {
+    /// The source an application reads when nothing says otherwise: a Kinesis data stream
+    /// named `<application>-input`.
+    pub fn default_for(application: &str) -> Self {
         Source::Kinesis {
-            stream: "input-stream".into(),
+            stream: format!("{application}-input"),
+        }
+    }
+
+    /// The task name Flink gives the source (`Source: <stream or topic>`).
+    pub fn task_name(&self) -> String {
+        match self {
+            Source::Kinesis { stream } => format!("Source: {stream}"),
+            Source::Kafka { topic } => format!("Source: {topic}"),
         }
     }
 }
@@ -525,7 +538,11 @@ mod tests {
 
     #[test]
     fn busy_time_never_has_the_application_dimension_alone() {
-        let m = monitoring(MetricsLevel::Application, "FLINK-1_20", Source::default());
+        let m = monitoring(
+            MetricsLevel::Application,
+            "FLINK-1_20",
+            Source::default_for("orders"),
+        );
         assert_eq!(m.application("busyTimeMsPerSecond", 1.0), None);
         assert_eq!(m.application("backPressuredTimeMsPerSecond", 1.0), None);
         assert!(
@@ -538,7 +555,7 @@ mod tests {
     #[test]
     fn each_level_adds_its_dimension_and_keeps_the_coarser_ones() {
         let count = |level| {
-            monitoring(level, "FLINK-1_20", Source::default())
+            monitoring(level, "FLINK-1_20", Source::default_for("orders"))
                 .tasks(&tasks())
                 .iter()
                 .filter(|d| d.name == "busyTimeMsPerSecond")
@@ -562,8 +579,16 @@ mod tests {
 
     #[test]
     fn flink_2_2_has_num_restarts_and_not_full_restarts() {
-        let old = monitoring(MetricsLevel::Application, "FLINK-1_20", Source::default());
-        let new = monitoring(MetricsLevel::Application, "FLINK-2_2", Source::default());
+        let old = monitoring(
+            MetricsLevel::Application,
+            "FLINK-1_20",
+            Source::default_for("orders"),
+        );
+        let new = monitoring(
+            MetricsLevel::Application,
+            "FLINK-2_2",
+            Source::default_for("orders"),
+        );
         assert!(old.application("fullRestarts", 1.0).is_some());
         assert!(old.application("numRestarts", 1.0).is_none());
         assert!(new.application("fullRestarts", 1.0).is_none());

@@ -12,9 +12,12 @@ use super::{
     Backend,
     error::{ApiError, ErrorKind},
 };
-use crate::sim::{
-    self, ApplicationView, ConfigurationType, OperationStatus, OperationView, ParallelismUpdate,
-    RestoreConfig, RestoreType, ServiceError, fleet::status_name,
+use crate::{
+    aws::catalogue::MetricsLevel,
+    sim::{
+        self, ApplicationView, ConfigurationType, LogLevel, MonitoringUpdate, OperationStatus, OperationView,
+        ParallelismUpdate, RestoreConfig, RestoreType, ServiceError, fleet::status_name,
+    },
 };
 
 /// The `X-Amz-Target` prefix of the 2018-05-23 API.
@@ -483,6 +486,75 @@ fn restore_config(r: RestoreInput) -> Result<RestoreConfig, ApiError> {
     })
 }
 
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct MonitoringInput {
+    // Create form.
+    configuration_type: Option<String>,
+    metrics_level: Option<String>,
+    log_level: Option<String>,
+    // Update form.
+    configuration_type_update: Option<String>,
+    metrics_level_update: Option<String>,
+    log_level_update: Option<String>,
+}
+
+/// `MonitoringConfiguration` (create) or `MonitoringConfigurationUpdate` (update).
+/// `ConfigurationType` is required on create; `MetricsLevel` is one of APPLICATION, TASK,
+/// OPERATOR, PARALLELISM and `LogLevel` one of INFO, WARN, ERROR, DEBUG (API reference,
+/// MonitoringConfiguration). Whether the levels are honoured (CUSTOM only) is the
+/// service's merge, [`sim::MonitoringView::merge`].
+fn monitoring_update(v: &Value, create: bool) -> Result<MonitoringUpdate, ApiError> {
+    let m: MonitoringInput = serde_json::from_value(v.clone()).map_err(|e| {
+        ApiError::new(
+            ErrorKind::Serialization,
+            format!("Cannot read the monitoring configuration: {e}"),
+        )
+    })?;
+    let (kind, metrics, log, suffix) = if create {
+        (m.configuration_type, m.metrics_level, m.log_level, "")
+    } else {
+        (
+            m.configuration_type_update,
+            m.metrics_level_update,
+            m.log_level_update,
+            "Update",
+        )
+    };
+    let configuration_type = configuration_type(kind, &format!("ConfigurationType{suffix}"))?;
+    if create && configuration_type.is_none() {
+        required(
+            None::<()>,
+            "applicationConfiguration.flinkApplicationConfiguration.monitoringConfiguration.configurationType",
+        )?;
+    }
+    let metrics_level = metrics
+        .map(|l| {
+            MetricsLevel::parse(&l).ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("MetricsLevel{suffix} {l:?} is not valid: use APPLICATION, TASK, OPERATOR or PARALLELISM."),
+                )
+            })
+        })
+        .transpose()?;
+    let log_level = log
+        .map(|l| {
+            LogLevel::parse(&l).ok_or_else(|| {
+                ApiError::new(
+                    ErrorKind::InvalidArgument,
+                    format!("LogLevel{suffix} {l:?} is not valid: use INFO, WARN, ERROR or DEBUG."),
+                )
+            })
+        })
+        .transpose()?;
+    Ok(MonitoringUpdate {
+        configuration_type,
+        metrics_level,
+        log_level,
+    })
+}
+
 /// The required boolean `member` of an `ApplicationSnapshotConfiguration(Update)` object.
 fn snapshot_flag(v: &Value, member: &str, path: &str) -> Result<bool, ApiError> {
     let object = v.as_object().ok_or_else(|| {
@@ -670,6 +742,7 @@ fn decode_update(body: &[u8]) -> Result<Request, ApiError> {
     }
     let mut parallelism = None;
     let mut snapshots_enabled = None;
+    let mut monitoring = None;
     if let Some(cfg) = &i.application_configuration_update {
         only_members(
             cfg,
@@ -695,11 +768,14 @@ fn decode_update(body: &[u8]) -> Result<Request, ApiError> {
             })?;
             only_members(
                 flink,
-                &["ParallelismConfigurationUpdate"],
+                &["ParallelismConfigurationUpdate", "MonitoringConfigurationUpdate"],
                 "ApplicationConfigurationUpdate.FlinkApplicationConfigurationUpdate",
             )?;
             if let Some(p) = flink.get("ParallelismConfigurationUpdate") {
                 parallelism = Some(parallelism_update(p, false)?);
+            }
+            if let Some(m) = flink.get("MonitoringConfigurationUpdate") {
+                monitoring = Some(monitoring_update(m, false)?);
             }
         }
     }
@@ -716,6 +792,7 @@ fn decode_update(body: &[u8]) -> Result<Request, ApiError> {
             parallelism,
             restore,
             snapshots_enabled,
+            monitoring,
         },
     })
 }
@@ -740,6 +817,7 @@ fn decode_create(body: &[u8]) -> Result<Request, ApiError> {
     }
     let mut parallelism = None;
     let mut snapshots_enabled = None;
+    let mut monitoring = None;
     if let Some(cfg) = &i.application_configuration {
         if let Some(snapshots) = cfg.get("ApplicationSnapshotConfiguration") {
             snapshots_enabled = Some(snapshot_flag(
@@ -760,6 +838,9 @@ fn decode_create(body: &[u8]) -> Result<Request, ApiError> {
             if let Some(p) = flink.get("ParallelismConfiguration") {
                 parallelism = Some(parallelism_update(p, true)?);
             }
+            if let Some(m) = flink.get("MonitoringConfiguration") {
+                monitoring = Some(monitoring_update(m, true)?);
+            }
         }
     }
     Ok(Request::CreateApplication(Box::new(sim::CreateApplication {
@@ -769,6 +850,8 @@ fn decode_create(body: &[u8]) -> Result<Request, ApiError> {
         service_execution_role: required(i.service_execution_role, "serviceExecutionRole")?,
         parallelism,
         snapshots_enabled,
+        monitoring,
+        source: None,
         tags: tags(i.tags)?,
         workload: None,
     })))
@@ -837,11 +920,10 @@ pub fn application_detail(v: &ApplicationView) -> Value {
                     "CheckpointInterval": c.checkpoint_interval_ms,
                     "MinPauseBetweenCheckpoints": c.min_pause_between_checkpoints_ms,
                 },
-                // The model publishes application-level metrics (dimension Application).
                 "MonitoringConfigurationDescription": {
-                    "ConfigurationType": "CUSTOM",
-                    "MetricsLevel": "APPLICATION",
-                    "LogLevel": "INFO",
+                    "ConfigurationType": v.monitoring.configuration_type.as_str(),
+                    "MetricsLevel": v.monitoring.metrics_level.as_str(),
+                    "LogLevel": v.monitoring.log_level.as_str(),
                 },
             },
             "ApplicationSnapshotConfigurationDescription": { "SnapshotsEnabled": v.snapshots_enabled },

@@ -38,15 +38,16 @@ use super::{
     rest::{CheckpointStats, JobState, SavepointState},
 };
 use crate::{
+    aws::catalogue::{self, Monitoring, Source, SubtaskFigures, TaskFigures},
     policy::{AppConfig, AppStatus},
     sim::{
         ApplicationView, CheckpointView, ConfigurationType, CreateApplication, MetricId, MetricQuery,
-        OperationStatus, OperationView, ParallelismUpdate, ParallelismView, PutDatum, RestoreConfig,
-        RestoreType, Scenario, ServiceError, UpdateApplication,
+        MonitoringView, OperationStatus, OperationView, ParallelismUpdate, ParallelismView, PutDatum,
+        RestoreConfig, RestoreType, Scenario, ServiceError, UpdateApplication,
         fleet::SnapshotView,
         fleet::{
-            ACCOUNT_ID, DEFAULT_KPU_QUOTA, DEFAULT_RUNTIME, DIMENSION, MAX_PARALLELISM,
-            MAX_PARALLELISM_PER_KPU, NAMESPACE, PERIOD, check_update, status_name,
+            ACCOUNT_ID, DEFAULT_KPU_QUOTA, DEFAULT_RUNTIME, MAX_PARALLELISM, MAX_PARALLELISM_PER_KPU,
+            NAMESPACE, PERIOD, check_update, status_name, validate_runtime,
         },
         store::MetricStore,
     },
@@ -114,6 +115,10 @@ struct Settings {
     parallelism: u32,
     parallelism_per_kpu: u32,
     auto_scaling_enabled: bool,
+    /// `SnapshotsEnabled`: without, an update restarts the job without its state.
+    snapshots_enabled: bool,
+    /// `MonitoringConfiguration`: which metrics the job publishes.
+    monitoring: MonitoringView,
 }
 
 impl Settings {
@@ -136,6 +141,8 @@ struct Snapshot {
     busy_time_ms_per_second: Option<f64>,
     back_pressured_time_ms_per_second: Option<f64>,
     records_in_per_second: Option<f64>,
+    /// Per task (vertex), what each subtask did: the Task, Operator and Parallelism levels.
+    tasks: Vec<TaskFigures>,
     checkpoints: CheckpointStats,
 }
 
@@ -171,6 +178,8 @@ struct App {
     snapshots: Vec<SnapshotView>,
     /// Whether its checkpoints are made to fail.
     checkpoints_failing: bool,
+    /// What the job reads (decides its lag metric in the catalogue).
+    source: Source,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -204,9 +213,20 @@ impl App {
             version_updated_from: self.updated_from,
             version_rolled_back_from: self.rolled_back_from,
             version_rolled_back_to: self.rolled_back_to,
-            // NB: every stop and update goes through a savepoint here, as with snapshots on.
-            snapshots_enabled: true,
+            snapshots_enabled: self.settings.snapshots_enabled,
             restore: RestoreConfig::latest(),
+            monitoring: self.settings.monitoring,
+        }
+    }
+
+    /// What and how it publishes, for the metric catalogue.
+    fn monitoring(&self) -> Monitoring {
+        Monitoring {
+            application: self.name.clone(),
+            level: self.settings.monitoring.metrics_level,
+            version: catalogue::flink_version(&self.runtime)
+                .unwrap_or(catalogue::FlinkVersion { major: 1, minor: 20 }),
+            source: self.source.clone(),
         }
     }
 
@@ -287,64 +307,59 @@ impl State {
         Ok(id)
     }
 
+    /// Records the latest REST sample of every application as the metric catalogue says
+    /// it publishes (its runtime's metrics, its source's lag, the task levels its
+    /// `MetricsLevel` asks for).
     fn publish(&mut self, at: Timestamp) {
-        let mut points: Vec<(String, &'static str, &'static str, f64)> = Vec::new();
+        let mut points: Vec<catalogue::Datum> = Vec::new();
         for app in self.apps.values() {
-            let mut put = |metric: &'static str, unit: &'static str, v: f64| {
-                points.push((app.name.clone(), metric, unit, v));
-            };
             if app.status == AppStatus::Ready {
                 continue;
             }
-            put("KPUs", "Count", f64::from(app.running.kpus()));
+            let m = app.monitoring();
+            let mut put = |metric: &str, v: f64| points.extend(m.application(metric, v));
+            put("KPUs", f64::from(app.running.kpus()));
             let processing = app.status == AppStatus::Running && app.down_since.is_none();
             match (&app.snapshot, processing) {
                 (Some(s), true) => {
-                    put("uptime", "Milliseconds", s.uptime_ms);
-                    put("downtime", "Milliseconds", 0.0);
-                    put("fullRestarts", "Count", s.full_restarts);
-                    put("numberOfFailedCheckpoints", "Count", s.failed_checkpoints);
+                    put("uptime", s.uptime_ms);
+                    put("downtime", 0.0);
+                    put("fullRestarts", s.full_restarts);
+                    put("numRestarts", s.full_restarts);
+                    put("numberOfFailedCheckpoints", s.failed_checkpoints);
                     let optional = [
-                        (
-                            "lastCheckpointDuration",
-                            "Milliseconds",
-                            s.last_checkpoint_duration_ms,
-                        ),
-                        ("lastCheckpointSize", "Bytes", s.last_checkpoint_size_bytes),
-                        ("cpuUtilization", "Percent", s.cpu_utilization),
-                        ("containerCPUUtilization", "Percent", s.cpu_utilization),
-                        ("heapMemoryUtilization", "Percent", s.heap_memory_utilization),
-                        (
-                            "containerMemoryUtilization",
-                            "Percent",
-                            s.container_memory_utilization,
-                        ),
-                        ("busyTimeMsPerSecond", "Milliseconds", s.busy_time_ms_per_second),
-                        (
-                            "backPressuredTimeMsPerSecond",
-                            "Milliseconds",
-                            s.back_pressured_time_ms_per_second,
-                        ),
-                        ("numRecordsInPerSecond", "Count/Second", s.records_in_per_second),
-                        ("numRecordsOutPerSecond", "Count/Second", s.records_in_per_second),
+                        ("lastCheckpointDuration", s.last_checkpoint_duration_ms),
+                        ("lastCheckpointSize", s.last_checkpoint_size_bytes),
+                        ("cpuUtilization", s.cpu_utilization),
+                        ("containerCPUUtilization", s.cpu_utilization),
+                        ("heapMemoryUtilization", s.heap_memory_utilization),
+                        ("containerMemoryUtilization", s.container_memory_utilization),
+                        ("numRecordsInPerSecond", s.records_in_per_second),
+                        ("numRecordsOutPerSecond", s.records_in_per_second),
                     ];
-                    for (metric, unit, v) in optional {
+                    for (metric, v) in optional {
                         if let Some(v) = v {
-                            put(metric, unit, v);
+                            put(metric, v);
                         }
                     }
+                    // NB: no source lag: `datagen` is a rate-limited generator, not a queue;
+                    // there is no backlog to be behind on (docs/flink-backend.md).
+                    points.extend(m.tasks(&s.tasks));
                 }
                 _ => {
                     let down = app.down_since.map_or(0.0, |d| d.elapsed().as_millis() as f64);
-                    put("uptime", "Milliseconds", 0.0);
-                    put("downtime", "Milliseconds", down);
+                    put("uptime", 0.0);
+                    put("downtime", down);
                 }
             }
         }
-        for (app, metric, unit, v) in points {
-            let dims = [(DIMENSION.to_string(), app)];
-            self.store
-                .record(&MetricId::new(NAMESPACE, metric, &dims), unit, at, v);
+        for d in points {
+            self.store.record(
+                &MetricId::new(NAMESPACE, d.name, &d.dimensions),
+                d.unit,
+                at,
+                d.value,
+            );
         }
     }
 }
@@ -462,6 +477,31 @@ impl FlinkFleet {
         workload: Workload,
         config: AppConfig,
     ) -> Result<ApplicationView, ServiceError> {
+        self.add_configured_application(
+            CreateApplication {
+                name: name.to_string(),
+                description,
+                service_execution_role: format!("arn:aws:iam::{ACCOUNT_ID}:role/flink-application"),
+                ..CreateApplication::default()
+            },
+            workload,
+            config,
+            true,
+            MonitoringView::DEFAULT,
+        )
+    }
+
+    /// [`add_application`](Self::add_application) with the runtime, source, snapshot and
+    /// monitoring settings of `req` (a scenario's `application:`).
+    fn add_configured_application(
+        &mut self,
+        req: CreateApplication,
+        workload: Workload,
+        config: AppConfig,
+        snapshots_enabled: bool,
+        monitoring: MonitoringView,
+    ) -> Result<ApplicationView, ServiceError> {
+        let name = req.name.as_str();
         workload
             .validate()
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
@@ -470,14 +510,10 @@ impl FlinkFleet {
             parallelism: config.parallelism,
             parallelism_per_kpu: config.parallelism_per_kpu,
             auto_scaling_enabled: false,
+            snapshots_enabled,
+            monitoring,
         };
         self.validate(&settings)?;
-        let req = CreateApplication {
-            name: name.to_string(),
-            description,
-            service_execution_role: format!("arn:aws:iam::{ACCOUNT_ID}:role/flink-application"),
-            ..CreateApplication::default()
-        };
         self.insert(&req, settings, workload)?;
         let mut s = lock(&self.state);
         let op = s.new_op(name, "StartApplication", None)?;
@@ -501,12 +537,20 @@ impl FlinkFleet {
             .validate()
             .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
         let a = &scenario.application;
-        let workload = workload_of(scenario);
-        self.add_application(
-            name.unwrap_or(&a.name),
-            scenario.description.clone(),
-            workload,
+        let name = name.unwrap_or(&a.name);
+        self.add_configured_application(
+            CreateApplication {
+                name: name.to_string(),
+                description: scenario.description.clone(),
+                runtime: Some(a.runtime_environment.clone()),
+                service_execution_role: format!("arn:aws:iam::{ACCOUNT_ID}:role/flink-application"),
+                source: Some(a.source.to_source(name)),
+                ..CreateApplication::default()
+            },
+            workload_of(scenario),
             AppConfig::new(a.parallelism, a.parallelism_per_kpu),
+            a.snapshots_enabled,
+            MonitoringView::at_level(a.metrics_level),
         )
     }
 
@@ -532,6 +576,8 @@ impl FlinkFleet {
                 "ServiceExecutionRole is required.".into(),
             ));
         }
+        let runtime = req.runtime.clone().unwrap_or_else(|| DEFAULT_RUNTIME.into());
+        validate_runtime(&runtime)?;
         let mut s = lock(&self.state);
         if s.apps.contains_key(name) {
             return Err(ServiceError::ResourceInUse(format!(
@@ -551,7 +597,7 @@ impl FlinkFleet {
                 name: name.clone(),
                 arn,
                 description: req.description.clone(),
-                runtime: req.runtime.clone().unwrap_or_else(|| DEFAULT_RUNTIME.into()),
+                runtime,
                 role: req.service_execution_role.clone(),
                 created: now,
                 updated: now,
@@ -573,6 +619,7 @@ impl FlinkFleet {
                 savepoint: None,
                 snapshots: Vec::new(),
                 checkpoints_failing: false,
+                source: req.source.clone().unwrap_or_else(|| Source::default_for(name)),
                 commands: tx,
             },
         );
@@ -598,6 +645,11 @@ impl FlinkFleet {
             parallelism: 1,
             parallelism_per_kpu: 1,
             auto_scaling_enabled: false,
+            snapshots_enabled: req.snapshots_enabled.unwrap_or(true),
+            monitoring: req
+                .monitoring
+                .as_ref()
+                .map_or(MonitoringView::DEFAULT, |m| MonitoringView::DEFAULT.merge(m)),
         };
         let settings = match &req.parallelism {
             Some(p) => merge(base, p)?,
@@ -637,10 +689,16 @@ impl FlinkFleet {
             let s = lock(&self.state);
             let app = s.app(name)?;
             check_update(name, &req, app.version_id, &app.token, app.status)?;
-            let settings = match &req.parallelism {
+            let mut settings = match &req.parallelism {
                 Some(p) => merge(app.settings, p)?,
                 None => app.settings,
             };
+            if let Some(enabled) = req.snapshots_enabled {
+                settings.snapshots_enabled = enabled;
+            }
+            if let Some(m) = &req.monitoring {
+                settings.monitoring = settings.monitoring.merge(m);
+            }
             let restore = match &req.restore {
                 None => true,
                 Some(r) => match r.application_restore_type {
@@ -682,7 +740,9 @@ impl FlinkFleet {
                 from,
                 from_version,
                 to: settings,
-                restore,
+                // Without snapshots the job restarts without its state (the service
+                // snapshots as it stops only when snapshots are on).
+                restore: restore && settings.snapshots_enabled,
             });
         } else {
             if !running {
@@ -870,6 +930,17 @@ impl FlinkFleet {
         ))
     }
 
+    /// The latest sampled busy time of the job's busiest subtask after the source, ms/s,
+    /// read from Flink directly whatever the application's metrics level (for `demo`'s
+    /// calibration of the load to the machine; CloudWatch has it only per task).
+    pub fn sampled_busy_time(&self, name: &str) -> Result<Option<f64>, ServiceError> {
+        let s = lock(&self.state);
+        Ok(s.app(name)?
+            .snapshot
+            .as_ref()
+            .and_then(|s| s.busy_time_ms_per_second))
+    }
+
     /// `TagResource`.
     pub fn tag_resource(&mut self, arn: &str, tags: Vec<(String, String)>) -> Result<(), ServiceError> {
         let mut s = lock(&self.state);
@@ -972,12 +1043,14 @@ fn merge(base: Settings, update: &ParallelismUpdate) -> Result<Settings, Service
             parallelism: 1,
             parallelism_per_kpu: 1,
             auto_scaling_enabled: base.auto_scaling_enabled,
+            ..base
         }),
         ConfigurationType::Custom => Ok(Settings {
             configuration_type: ConfigurationType::Custom,
             parallelism: update.parallelism.unwrap_or(base.parallelism),
             parallelism_per_kpu: update.parallelism_per_kpu.unwrap_or(base.parallelism_per_kpu),
             auto_scaling_enabled: update.auto_scaling_enabled.unwrap_or(base.auto_scaling_enabled),
+            ..base
         }),
     }
 }
@@ -1403,6 +1476,7 @@ async fn sample(
     let mut busy: Option<f64> = None;
     let mut back_pressured: Option<f64> = None;
     let mut records_in = None::<f64>;
+    let mut tasks = Vec::new();
     for v in &details.vertices {
         let m = rest
             .vertex_metrics(
@@ -1429,6 +1503,40 @@ async fn sample(
         if source && let Some(a) = m.get("numRecordsOutPerSecond") {
             records_in = Some(records_in.unwrap_or(0.0) + a.sum);
         }
+        let per_subtask = rest
+            .subtask_metrics(
+                job,
+                &v.id,
+                v.parallelism,
+                &[
+                    "busyTimeMsPerSecond",
+                    "backPressuredTimeMsPerSecond",
+                    "numRecordsInPerSecond",
+                    "numRecordsOutPerSecond",
+                ],
+            )
+            .await?;
+        let value = |m: &BTreeMap<String, f64>, name: &str| m.get(name).copied().filter(|x| x.is_finite());
+        tasks.push(TaskFigures {
+            task: v.name.clone(),
+            // NB: a chain's operators are not listed by the job details; the Operator
+            // level names the chain's first operator.
+            operator: v.name.split(" -> ").next().unwrap_or(&v.name).to_string(),
+            subtasks: per_subtask
+                .iter()
+                .map(|m| SubtaskFigures {
+                    // The same NB as above: the datagen source's busy time is throttling.
+                    busy_ms_per_second: if source {
+                        0.0
+                    } else {
+                        value(m, "busyTimeMsPerSecond").unwrap_or(0.0)
+                    },
+                    back_pressured_ms_per_second: value(m, "backPressuredTimeMsPerSecond").unwrap_or(0.0),
+                    records_in_per_second: value(m, "numRecordsInPerSecond").unwrap_or(0.0),
+                    records_out_per_second: value(m, "numRecordsOutPerSecond").unwrap_or(0.0),
+                })
+                .collect(),
+        });
     }
     let mut jvms = Vec::new();
     for tm in rest.taskmanagers().await? {
@@ -1468,6 +1576,7 @@ async fn sample(
         busy_time_ms_per_second: busy,
         back_pressured_time_ms_per_second: back_pressured,
         records_in_per_second: records_in,
+        tasks,
         checkpoints,
     })
 }
@@ -1494,6 +1603,8 @@ mod tests {
             parallelism: 1,
             parallelism_per_kpu: 1,
             auto_scaling_enabled: false,
+            snapshots_enabled: true,
+            monitoring: MonitoringView::DEFAULT,
         };
         let up = ParallelismUpdate {
             configuration_type: Some(ConfigurationType::Custom),

@@ -435,6 +435,36 @@ impl RestClient {
         Ok(aggregated_metrics(&v))
     }
 
+    /// Metrics of each subtask of a vertex (`GET /jobs/:id/vertices/:vertex/metrics` with
+    /// `<subtask>.<name>` ids), one map per subtask index `0..parallelism`.
+    pub async fn subtask_metrics(
+        &self,
+        job: &str,
+        vertex: &str,
+        parallelism: u32,
+        names: &[&str],
+    ) -> Result<Vec<BTreeMap<String, f64>>, RestError> {
+        let ids: Vec<String> = (0..parallelism)
+            .flat_map(|i| names.iter().map(move |n| format!("{i}.{n}")))
+            .collect();
+        let v: Value = self
+            .get(&format!(
+                "/jobs/{job}/vertices/{vertex}/metrics?get={}",
+                ids.join(",")
+            ))
+            .await?;
+        let mut out = vec![BTreeMap::new(); parallelism as usize];
+        for (id, value) in plain_metrics(&v) {
+            if let Some((index, name)) = id.split_once('.')
+                && let Ok(index) = index.parse::<usize>()
+                && let Some(subtask) = out.get_mut(index)
+            {
+                subtask.insert(name.to_string(), value);
+            }
+        }
+        Ok(out)
+    }
+
     /// Ids of the registered TaskManagers.
     pub async fn taskmanagers(&self) -> Result<Vec<String>, RestError> {
         let v: Value = self.get("/taskmanagers").await?;

@@ -17,14 +17,17 @@ use super::{
     scenario::Scenario,
     store::{MetricId, MetricQuery, MetricStore, PutDatum, RETENTION},
 };
-use crate::policy::{AppConfig, AppStatus};
+use crate::{
+    aws::catalogue::{self, FLINK_RUNTIMES, MetricsLevel, Monitoring, Source, SubtaskFigures, TaskFigures},
+    policy::{AppConfig, AppStatus},
+};
 
 /// The metric period: one datapoint per metric per minute, as Managed Flink publishes.
 pub const PERIOD: Duration = Duration::from_secs(60);
 /// CloudWatch namespace of Managed Flink.
-pub const NAMESPACE: &str = "AWS/KinesisAnalytics";
+pub const NAMESPACE: &str = catalogue::NAMESPACE;
 /// The dimension the application-level metrics carry.
-pub const DIMENSION: &str = "Application";
+pub const DIMENSION: &str = catalogue::APPLICATION;
 /// Default KPU quota per application (Managed Flink "Quotas": 64 KPUs).
 pub const DEFAULT_KPU_QUOTA: u32 = 64;
 /// Default maximum `Parallelism` (developer guide, "Application scaling": 256).
@@ -36,7 +39,7 @@ pub const MAX_TAGS: usize = 50;
 /// The account every emulated ARN uses.
 pub const ACCOUNT_ID: &str = "123456789012";
 /// The runtime applications get when none is asked for.
-pub const DEFAULT_RUNTIME: &str = "FLINK-1_20";
+pub const DEFAULT_RUNTIME: &str = catalogue::DEFAULT_RUNTIME;
 /// Builtin autoscaling: scale up after this many consecutive one-minute datapoints of
 /// `containerCPUUtilization` (Maximum) at or above [`AUTOSCALE_UP_PERCENT`].
 pub const AUTOSCALE_UP_MINUTES: u32 = 15;
@@ -121,6 +124,110 @@ impl ConfigurationType {
     }
 }
 
+/// `MonitoringConfiguration.LogLevel`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum LogLevel {
+    /// `INFO` (the default).
+    Info,
+    /// `WARN`.
+    Warn,
+    /// `ERROR`.
+    Error,
+    /// `DEBUG`.
+    Debug,
+}
+
+impl LogLevel {
+    /// The API's spelling.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::Info => "INFO",
+            Self::Warn => "WARN",
+            Self::Error => "ERROR",
+            Self::Debug => "DEBUG",
+        }
+    }
+
+    /// Parses the API's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Info, Self::Warn, Self::Error, Self::Debug]
+            .into_iter()
+            .find(|l| l.as_str() == s)
+    }
+}
+
+/// `MonitoringConfiguration` / `MonitoringConfigurationUpdate`: each field optional.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MonitoringUpdate {
+    /// `ConfigurationType` (CUSTOM is needed for the others to be honoured).
+    pub configuration_type: Option<ConfigurationType>,
+    /// `MetricsLevel`.
+    pub metrics_level: Option<MetricsLevel>,
+    /// `LogLevel`.
+    pub log_level: Option<LogLevel>,
+}
+
+/// The monitoring configuration as `DescribeApplication` reports it
+/// (`MonitoringConfigurationDescription`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MonitoringView {
+    /// `ConfigurationType`.
+    pub configuration_type: ConfigurationType,
+    /// `MetricsLevel`.
+    pub metrics_level: MetricsLevel,
+    /// `LogLevel`.
+    pub log_level: LogLevel,
+}
+
+impl MonitoringView {
+    /// The service's default: APPLICATION metrics, INFO logs.
+    pub const DEFAULT: MonitoringView = MonitoringView {
+        configuration_type: ConfigurationType::Default,
+        metrics_level: MetricsLevel::Application,
+        log_level: LogLevel::Info,
+    };
+
+    /// A CUSTOM configuration at `level` (INFO logs), or the DEFAULT one for APPLICATION.
+    pub fn at_level(level: MetricsLevel) -> Self {
+        if level == MetricsLevel::Application {
+            Self::DEFAULT
+        } else {
+            MonitoringView {
+                configuration_type: ConfigurationType::Custom,
+                metrics_level: level,
+                log_level: LogLevel::Info,
+            }
+        }
+    }
+
+    /// The configuration after `update`. `MetricsLevel` and `LogLevel` are honoured only
+    /// with `ConfigurationType` CUSTOM (API reference, MonitoringConfiguration: "You must
+    /// set this property to CUSTOM in order to set the LogLevel or MetricsLevel
+    /// parameters"); DEFAULT means APPLICATION and INFO, whatever else the request says.
+    pub fn merge(self, update: &MonitoringUpdate) -> Self {
+        match update.configuration_type.unwrap_or(self.configuration_type) {
+            ConfigurationType::Default => Self::DEFAULT,
+            ConfigurationType::Custom => MonitoringView {
+                configuration_type: ConfigurationType::Custom,
+                metrics_level: update.metrics_level.unwrap_or(self.metrics_level),
+                log_level: update.log_level.unwrap_or(self.log_level),
+            },
+        }
+    }
+}
+
+/// Refuses a `RuntimeEnvironment` that is not one of the service's Apache Flink runtimes.
+pub fn validate_runtime(runtime: &str) -> Result<(), ServiceError> {
+    if catalogue::flink_version(runtime).is_none() {
+        return Err(ServiceError::InvalidArgument(format!(
+            "RuntimeEnvironment {runtime:?} is not an Apache Flink runtime of the service: use one of {}.",
+            FLINK_RUNTIMES.join(", ")
+        )));
+    }
+    Ok(())
+}
+
 /// `ParallelismConfiguration` / `ParallelismConfigurationUpdate`: each field optional.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct ParallelismUpdate {
@@ -169,6 +276,8 @@ pub struct UpdateApplication {
     pub restore: Option<RestoreConfig>,
     /// `ApplicationSnapshotConfigurationUpdate.SnapshotsEnabledUpdate`.
     pub snapshots_enabled: Option<bool>,
+    /// `FlinkApplicationConfigurationUpdate.MonitoringConfigurationUpdate`.
+    pub monitoring: Option<MonitoringUpdate>,
 }
 
 /// A `CreateApplication` request.
@@ -187,6 +296,12 @@ pub struct CreateApplication {
     /// `ApplicationSnapshotConfiguration.SnapshotsEnabled` (default: true, the emulator's
     /// assumption when the request says nothing).
     pub snapshots_enabled: Option<bool>,
+    /// `FlinkApplicationConfiguration.MonitoringConfiguration` (default: DEFAULT, that is
+    /// APPLICATION metrics).
+    pub monitoring: Option<MonitoringUpdate>,
+    /// What the job reads (in AWS, a matter of the application's code and properties);
+    /// default: a Kinesis data stream named `<application>-input`.
+    pub source: Option<Source>,
     /// `Tags`.
     pub tags: Vec<(String, String)>,
     /// The workload the job will run (load, state, faults); a light steady load without.
@@ -260,6 +375,8 @@ pub struct ApplicationView {
     pub snapshots_enabled: bool,
     /// `RunConfigurationDescription.ApplicationRestoreConfigurationDescription`.
     pub restore: RestoreConfig,
+    /// `FlinkApplicationConfigurationDescription.MonitoringConfigurationDescription`.
+    pub monitoring: MonitoringView,
 }
 
 /// One snapshot, as `ListApplicationSnapshots` lists it (`SnapshotDetails`).
@@ -365,6 +482,8 @@ struct Settings {
     auto_scaling_enabled: bool,
     /// `SnapshotsEnabled`: a restart keeps the state only with snapshots.
     snapshots_enabled: bool,
+    /// `MonitoringConfiguration`: which metrics the job publishes.
+    monitoring: MonitoringView,
 }
 
 impl Settings {
@@ -374,6 +493,7 @@ impl Settings {
         parallelism_per_kpu: 1,
         auto_scaling_enabled: true,
         snapshots_enabled: true,
+        monitoring: MonitoringView::DEFAULT,
     };
 
     fn config(&self) -> AppConfig {
@@ -441,8 +561,10 @@ struct App {
     cpu_high: u32,
     cpu_low: u32,
     last_report: Option<PeriodReport>,
-    /// The ids of the metrics it publishes, built once (publishing is the hot path of a
-    /// fleet of thousands).
+    /// What the job reads (decides its lag metric).
+    source: Source,
+    /// The ids of the application-level metrics it publishes (by its runtime and source),
+    /// built once (publishing is the hot path of a fleet of thousands).
     metric_ids: BTreeMap<&'static str, MetricId>,
 }
 
@@ -483,7 +605,18 @@ impl App {
             version_rolled_back_to: self.rolled_back_to,
             snapshots_enabled: self.settings.snapshots_enabled,
             restore: self.restore.clone(),
+            monitoring: self.settings.monitoring,
         }
+    }
+
+    /// What and how it publishes, for the metric catalogue.
+    fn monitoring(&self) -> Monitoring {
+        monitoring_of(
+            &self.name,
+            &self.runtime,
+            self.settings.monitoring.metrics_level,
+            &self.source,
+        )
     }
 
     /// The service snapshots the state as a running application stops for an update, a
@@ -688,6 +821,7 @@ impl Fleet {
             }
             ConfigurationType::Default => Settings {
                 snapshots_enabled: base.snapshots_enabled,
+                monitoring: base.monitoring,
                 ..Settings::DEFAULT
             },
             ConfigurationType::Custom => Settings {
@@ -696,6 +830,7 @@ impl Fleet {
                 parallelism_per_kpu: update.parallelism_per_kpu.unwrap_or(base.parallelism_per_kpu),
                 auto_scaling_enabled: update.auto_scaling_enabled.unwrap_or(base.auto_scaling_enabled),
                 snapshots_enabled: base.snapshots_enabled,
+                monitoring: base.monitoring,
             },
         };
         self.validate_settings(&settings)?;
@@ -729,6 +864,8 @@ impl Fleet {
                 "ServiceExecutionRole is required.".into(),
             ));
         }
+        let runtime = req.runtime.clone().unwrap_or_else(|| DEFAULT_RUNTIME.into());
+        validate_runtime(&runtime)?;
         validate_tags(&req.tags)?;
         if req.tags.len() > MAX_TAGS {
             return Err(ServiceError::TooManyTags(format!(
@@ -736,14 +873,20 @@ impl Fleet {
             )));
         }
         let token = self.token();
-        let name_owned = name.clone();
+        let source = req.source.clone().unwrap_or_else(|| Source::default_for(name));
+        let metric_ids = application_metric_ids(&monitoring_of(
+            name,
+            &runtime,
+            settings.monitoring.metrics_level,
+            &source,
+        ));
         self.streams += 1;
         let job = Job::new(workload, self.now, self.streams);
         let app = App {
             name: name.clone(),
             arn: self.arn(name),
             description: req.description.clone(),
-            runtime: req.runtime.clone().unwrap_or_else(|| DEFAULT_RUNTIME.into()),
+            runtime,
             role: req.service_execution_role.clone(),
             created: self.now,
             updated: self.now,
@@ -765,15 +908,8 @@ impl Fleet {
             cpu_high: 0,
             cpu_low: 0,
             last_report: None,
-            metric_ids: PUBLISHED
-                .iter()
-                .map(|name| {
-                    (
-                        *name,
-                        MetricId::new(NAMESPACE, name, &[(DIMENSION.to_string(), name_owned.clone())]),
-                    )
-                })
-                .collect(),
+            source,
+            metric_ids,
         };
         Ok(self.apps.entry(name.clone()).or_insert(app))
     }
@@ -795,6 +931,7 @@ impl Fleet {
             parallelism_per_kpu: a.parallelism_per_kpu,
             auto_scaling_enabled: a.auto_scaling_enabled,
             snapshots_enabled: a.snapshots_enabled,
+            monitoring: MonitoringView::at_level(a.metrics_level),
         };
         self.validate_settings(&settings)?;
         if settings.parallelism > a.key_groups() {
@@ -807,7 +944,9 @@ impl Fleet {
         let req = CreateApplication {
             name: name.unwrap_or(&a.name).to_string(),
             description: scenario.description.clone(),
+            runtime: Some(a.runtime_environment.clone()),
             service_execution_role: format!("arn:aws:iam::{ACCOUNT_ID}:role/flink-application"),
+            source: Some(a.source.to_source(name.unwrap_or(&a.name))),
             ..CreateApplication::default()
         };
         let now = self.now;
@@ -821,6 +960,10 @@ impl Fleet {
     pub fn create_application(&mut self, req: CreateApplication) -> Result<ApplicationView, ServiceError> {
         let base = Settings {
             snapshots_enabled: req.snapshots_enabled.unwrap_or(true),
+            monitoring: req
+                .monitoring
+                .as_ref()
+                .map_or(MonitoringView::DEFAULT, |m| MonitoringView::DEFAULT.merge(m)),
             ..Settings::DEFAULT
         };
         let settings = match &req.parallelism {
@@ -873,6 +1016,9 @@ impl Fleet {
         };
         if let Some(enabled) = req.snapshots_enabled {
             settings.snapshots_enabled = enabled;
+        }
+        if let Some(m) = &req.monitoring {
+            settings.monitoring = settings.monitoring.merge(m);
         }
         if let Some(r) = &req.restore
             && r.application_restore_type == RestoreType::RestoreFromCustomSnapshot
@@ -1237,7 +1383,7 @@ impl Fleet {
                 app.running_config().kpus()
             };
             autoscale(app, &report, t1, quota);
-            publish(&mut self.store, &app.metric_ids, t0, &report);
+            publish(&mut self.store, app, t0, &report);
             app.last_report = Some(report);
         }
         self.now = t1;
@@ -1413,54 +1559,123 @@ fn autoscale(app: &mut App, report: &PeriodReport, at: Timestamp, kpu_quota: u32
     ));
 }
 
-/// Every metric [`publish`] writes.
-const PUBLISHED: [&str; 17] = [
-    "KPUs",
-    "downtime",
-    "uptime",
-    "fullRestarts",
-    "numberOfFailedCheckpoints",
-    "lastCheckpointDuration",
-    "lastCheckpointSize",
-    "cpuUtilization",
-    "containerCPUUtilization",
-    "heapMemoryUtilization",
-    "containerMemoryUtilization",
-    "busyTimeMsPerSecond",
-    "backPressuredTimeMsPerSecond",
-    "idleTimeMsPerSecond",
-    "millisBehindLatest",
-    "numRecordsInPerSecond",
-    "numRecordsOutPerSecond",
-];
+/// The catalogue's view of an application (an unknown runtime, refused at creation, reads
+/// as the default one).
+fn monitoring_of(name: &str, runtime: &str, level: MetricsLevel, source: &Source) -> Monitoring {
+    Monitoring {
+        application: name.to_string(),
+        level,
+        version: catalogue::flink_version(runtime)
+            .or_else(|| catalogue::flink_version(DEFAULT_RUNTIME))
+            .unwrap_or(catalogue::FlinkVersion { major: 1, minor: 20 }),
+        source: source.clone(),
+    }
+}
 
-/// Publishes the application-level metrics of one period at `at` (the period's start), with
-/// AWS's names and units. Job metrics are absent for a period in which the job never ran.
-fn publish(store: &mut MetricStore, ids: &BTreeMap<&'static str, MetricId>, at: Timestamp, r: &PeriodReport) {
-    let mut put = |name: &str, unit: &str, value: f64| {
-        debug_assert!(ids.contains_key(name), "{name} is missing from PUBLISHED");
-        if let Some(id) = ids.get(name) {
-            store.record(id, unit, at, value);
+/// The ids of the application-level metrics the catalogue says this application publishes
+/// (its runtime's, its source's lag), by metric name.
+fn application_metric_ids(m: &Monitoring) -> BTreeMap<&'static str, MetricId> {
+    let mut ids: BTreeMap<&'static str, MetricId> = catalogue::CATALOGUE
+        .iter()
+        .filter_map(|def| m.application(def.name, 0.0))
+        .map(|d| (d.name, MetricId::new(NAMESPACE, d.name, &d.dimensions)))
+        .collect();
+    if let Some(d) = m.source_lag(0.0, 0.0) {
+        ids.insert(d.name, MetricId::new(NAMESPACE, d.name, &d.dimensions));
+    }
+    ids
+}
+
+/// The job's tasks as Flink names them, with what each subtask did in the period: the
+/// source (`Source: <stream>`), back-pressured when the keyed operator cannot keep up, and
+/// the keyed operator chained with the sink, whose hottest subtask is the busiest.
+///
+/// NB: the model charges every record's work to the keyed operator; the source's own
+/// (small) work is not modelled, so its busy time is 0 and its time is idle or
+/// back-pressured.
+fn task_figures(app: &App, r: &PeriodReport) -> Vec<TaskFigures> {
+    let p = app.current_parallelism.max(1) as usize;
+    let per_subtask = r.records_in_per_second / p as f64;
+    let source = SubtaskFigures {
+        busy_ms_per_second: 0.0,
+        back_pressured_ms_per_second: r.back_pressured_time_ms_per_second,
+        records_in_per_second: per_subtask,
+        records_out_per_second: per_subtask,
+    };
+    let share = if r.hottest_share > 0.0 {
+        r.hottest_share
+    } else {
+        1.0 / p as f64
+    };
+    let keyed = (0..p)
+        .map(|i| {
+            let records = if i == 0 {
+                r.records_in_per_second * share
+            } else {
+                r.records_in_per_second * (1.0 - share) / (p - 1) as f64
+            };
+            SubtaskFigures {
+                busy_ms_per_second: if i == 0 {
+                    r.busy_time_ms_per_second
+                } else {
+                    r.busy_time_ms_per_second_rest
+                },
+                back_pressured_ms_per_second: 0.0,
+                records_in_per_second: records,
+                records_out_per_second: records,
+            }
+        })
+        .collect();
+    vec![
+        TaskFigures {
+            task: app.source.task_name(),
+            operator: app.source.task_name(),
+            subtasks: vec![source; p],
+        },
+        TaskFigures {
+            task: "KeyedProcess -> Sink: Writer".into(),
+            operator: "KeyedProcess".into(),
+            subtasks: keyed,
+        },
+    ]
+}
+
+/// Publishes one period's metrics at `at` (the period's start), with AWS's names, units
+/// and dimensions, as the metric catalogue says the application publishes them: the
+/// application-level metrics of its runtime, its source's lag, and — at the TASK level and
+/// finer — the per-task, per-operator or per-subtask metrics. Job metrics are absent for a
+/// period in which the job never ran.
+fn publish(store: &mut MetricStore, app: &App, at: Timestamp, r: &PeriodReport) {
+    let ids = &app.metric_ids;
+    let mut put = |name: &str, value: f64| {
+        debug_assert!(
+            catalogue::metric(name).is_some(),
+            "{name} is missing from the catalogue"
+        );
+        // A metric the application does not publish (its runtime's or source's) has no id.
+        if let (Some(id), Some(def)) = (ids.get(name), catalogue::metric(name)) {
+            store.record(id, def.unit, at, value);
         }
     };
     if r.kpus > 0 {
-        put("KPUs", "Count", f64::from(r.kpus));
+        put("KPUs", f64::from(r.kpus));
     }
     if !r.job_reporting && r.downtime_ms == 0.0 {
         return;
     }
-    put("downtime", "Milliseconds", r.downtime_ms);
-    put("uptime", "Milliseconds", r.uptime_ms);
-    put("fullRestarts", "Count", r.full_restarts_total);
-    put("numberOfFailedCheckpoints", "Count", r.failed_checkpoints_total);
+    put("downtime", r.downtime_ms);
+    put("uptime", r.uptime_ms);
+    put("fullRestarts", r.full_restarts_total);
+    put("numRestarts", r.full_restarts_total);
+    put("numberOfFailedCheckpoints", r.failed_checkpoints_total);
     if !r.job_reporting {
         return;
     }
     if let Some(d) = r.last_checkpoint_duration_ms {
-        put("lastCheckpointDuration", "Milliseconds", d);
+        put("lastCheckpointDuration", d);
     }
     if let Some(s) = r.last_checkpoint_size_bytes {
-        put("lastCheckpointSize", "Bytes", s);
+        put("lastCheckpointSize", s);
     }
     // One sample per TaskManager per period, as Managed Flink publishes these: the busiest
     // first, then the others (so Maximum is the busiest and Average the mean).
@@ -1469,42 +1684,38 @@ fn publish(store: &mut MetricStore, ids: &BTreeMap<&'static str, MetricId>, at: 
         let pick = |hot: f64, rest: f64| if busiest { hot } else { rest };
         put(
             "cpuUtilization",
-            "Percent",
             pick(r.cpu_utilization_max, r.cpu_utilization_rest),
         );
         put(
             "containerCPUUtilization",
-            "Percent",
             pick(r.cpu_utilization_max, r.cpu_utilization_rest),
         );
         put(
             "heapMemoryUtilization",
-            "Percent",
             pick(r.heap_memory_utilization, r.heap_memory_utilization_rest),
         );
         put(
             "containerMemoryUtilization",
-            "Percent",
             pick(
                 r.container_memory_utilization,
                 r.container_memory_utilization_rest,
             ),
         );
     }
-    put("busyTimeMsPerSecond", "Milliseconds", r.busy_time_ms_per_second);
-    put(
-        "backPressuredTimeMsPerSecond",
-        "Milliseconds",
-        r.back_pressured_time_ms_per_second,
-    );
-    put(
-        "idleTimeMsPerSecond",
-        "Milliseconds",
-        (1000.0 - r.busy_time_ms_per_second - r.back_pressured_time_ms_per_second).max(0.0),
-    );
-    put("millisBehindLatest", "Milliseconds", r.millis_behind_latest);
-    put("numRecordsInPerSecond", "Count/Second", r.records_in_per_second);
-    put("numRecordsOutPerSecond", "Count/Second", r.records_in_per_second);
+    put("millisBehindLatest", r.millis_behind_latest);
+    put("records_lag_max", r.backlog);
+    put("numRecordsInPerSecond", r.records_in_per_second);
+    put("numRecordsOutPerSecond", r.records_in_per_second);
+    if app.settings.monitoring.metrics_level > MetricsLevel::Application {
+        for d in app.monitoring().tasks(&task_figures(app, r)) {
+            store.record(
+                &MetricId::new(NAMESPACE, d.name, &d.dimensions),
+                d.unit,
+                at,
+                d.value,
+            );
+        }
+    }
 }
 
 fn validate_tags(tags: &[(String, String)]) -> Result<(), ServiceError> {
@@ -2012,13 +2223,44 @@ mod tests {
             "fullRestarts",
             "downtime",
             "uptime",
-            "busyTimeMsPerSecond",
-            "backPressuredTimeMsPerSecond",
-            "millisBehindLatest",
             "numRecordsInPerSecond",
         ] {
             assert!(names.iter().any(|n| n == name), "{name} missing from {names:?}");
         }
+        // At the default APPLICATION level: no task metrics with the Application dimension
+        // alone, the lag per source stream, no Flink 2.2 metric on Flink 1.20.
+        for name in [
+            "busyTimeMsPerSecond",
+            "backPressuredTimeMsPerSecond",
+            "idleTimeMsPerSecond",
+            "millisBehindLatest",
+            "numRestarts",
+            "records_lag_max",
+        ] {
+            let application_only = fleet
+                .list_metrics(Some(NAMESPACE), Some(name), &[])
+                .into_iter()
+                .any(|m| m.dimensions == [(DIMENSION.to_string(), "orders".to_string())]);
+            assert!(
+                !application_only,
+                "{name} published with the Application dimension alone"
+            );
+        }
+        let lag = fleet.list_metrics(Some(NAMESPACE), Some("millisBehindLatest"), &[]);
+        assert_eq!(lag.len(), 1);
+        assert_eq!(
+            lag[0].dimensions,
+            vec![
+                ("Application".to_string(), "orders".to_string()),
+                ("Flow".into(), "Input".into()),
+                ("Id".into(), "orders-input".into())
+            ]
+        );
+        assert!(
+            fleet
+                .list_metrics(Some(NAMESPACE), Some("busyTimeMsPerSecond"), &[])
+                .is_empty()
+        );
         let id = MetricId::new(
             NAMESPACE,
             "lastCheckpointDuration",
@@ -2062,6 +2304,159 @@ mod tests {
             );
         }
         assert_eq!(metric(&fleet, "heapMemoryUtilization", "SampleCount")[0].1, 4.0);
+    }
+
+    fn names_with(fleet: &Fleet, dims: &[&str]) -> Vec<String> {
+        fleet
+            .list_metrics(Some(NAMESPACE), None, &[])
+            .into_iter()
+            .filter(|m| {
+                m.dimensions
+                    .iter()
+                    .map(|(k, _)| k.as_str())
+                    .eq(dims.iter().copied())
+            })
+            .map(|m| m.metric_name)
+            .collect()
+    }
+
+    #[test]
+    fn task_level_publishes_busy_and_back_pressure_per_task() {
+        let mut fleet = fleet_with(", metricsLevel: TASK");
+        minutes(&mut fleet, 3);
+        let view = fleet.describe_application("orders").unwrap();
+        assert_eq!(view.monitoring.metrics_level, MetricsLevel::Task);
+        assert_eq!(view.monitoring.configuration_type, ConfigurationType::Custom);
+        let per_task = names_with(&fleet, &["Application", "Task"]);
+        for name in [
+            "busyTimeMsPerSecond",
+            "backPressuredTimeMsPerSecond",
+            "idleTimeMsPerSecond",
+            "numRecordsInPerSecond",
+        ] {
+            assert!(
+                per_task.iter().any(|n| n == name),
+                "{name} missing from {per_task:?}"
+            );
+        }
+        assert!(names_with(&fleet, &["Application", "Operator", "Task"]).is_empty());
+        // The keyed task's busiest subtask is the Maximum; one sample per subtask.
+        let busy = |stat: &str| {
+            fleet.metric_data(&MetricQuery {
+                namespace: NAMESPACE.into(),
+                metric_name: "busyTimeMsPerSecond".into(),
+                dimensions: vec![
+                    ("Application".into(), "orders".into()),
+                    ("Task".into(), "KeyedProcess -> Sink: Writer".into()),
+                ],
+                start: Timestamp::constant(1_767_571_200, 0),
+                end: fleet.now(),
+                period: PERIOD,
+                stat: stat.into(),
+            })
+        };
+        assert_eq!(busy("SampleCount")[0].1, 4.0);
+        let report = fleet.last_period("orders").unwrap();
+        assert_eq!(busy("Maximum").last().unwrap().1, report.busy_time_ms_per_second);
+        // Still nothing with the Application dimension alone.
+        assert!(
+            !names_with(&fleet, &["Application"])
+                .iter()
+                .any(|n| n == "busyTimeMsPerSecond")
+        );
+    }
+
+    #[test]
+    fn parallelism_level_publishes_one_series_per_subtask() {
+        let mut fleet = fleet_with(", metricsLevel: PARALLELISM");
+        minutes(&mut fleet, 2);
+        let busy: Vec<_> = fleet
+            .list_metrics(Some(NAMESPACE), Some("busyTimeMsPerSecond"), &[])
+            .into_iter()
+            .filter(|m| m.dimensions.iter().any(|(k, _)| k == "Subtask"))
+            .collect();
+        // Two tasks of four subtasks each.
+        assert_eq!(busy.len(), 8);
+        assert!(!names_with(&fleet, &["Application", "Operator", "Task"]).is_empty());
+    }
+
+    #[test]
+    fn flink_2_2_publishes_num_restarts_not_full_restarts() {
+        let mut fleet = fleet_with(", runtimeEnvironment: FLINK-2_2");
+        minutes(&mut fleet, 2);
+        let app_level = names_with(&fleet, &["Application"]);
+        assert!(app_level.iter().any(|n| n == "numRestarts"), "{app_level:?}");
+        assert!(!app_level.iter().any(|n| n == "fullRestarts"), "{app_level:?}");
+        assert_eq!(fleet.describe_application("orders").unwrap().runtime, "FLINK-2_2");
+    }
+
+    #[test]
+    fn a_kafka_source_has_records_lag_max_and_no_millis_behind_latest() {
+        let mut fleet = fleet_with(", source: {kafkaTopic: orders}");
+        minutes(&mut fleet, 2);
+        let app_level = names_with(&fleet, &["Application"]);
+        assert!(app_level.iter().any(|n| n == "records_lag_max"), "{app_level:?}");
+        assert!(
+            fleet
+                .list_metrics(Some(NAMESPACE), Some("millisBehindLatest"), &[])
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn monitoring_configuration_is_created_updated_and_honoured_only_when_custom() {
+        let mut fleet = Fleet::new(7, Timestamp::constant(1_767_571_200, 0));
+        let created = fleet
+            .create_application(CreateApplication {
+                name: "m".into(),
+                service_execution_role: "arn:aws:iam::123456789012:role/r".into(),
+                // DEFAULT: the level is not honoured.
+                monitoring: Some(MonitoringUpdate {
+                    configuration_type: Some(ConfigurationType::Default),
+                    metrics_level: Some(MetricsLevel::Task),
+                    log_level: None,
+                }),
+                snapshots_enabled: Some(false),
+                ..CreateApplication::default()
+            })
+            .unwrap();
+        assert_eq!(created.monitoring, MonitoringView::DEFAULT);
+        assert!(!created.snapshots_enabled);
+        let (view, _) = fleet
+            .update_application(
+                "m",
+                UpdateApplication {
+                    current_application_version_id: Some(1),
+                    monitoring: Some(MonitoringUpdate {
+                        configuration_type: Some(ConfigurationType::Custom),
+                        metrics_level: Some(MetricsLevel::Operator),
+                        log_level: Some(LogLevel::Warn),
+                    }),
+                    snapshots_enabled: Some(true),
+                    ..UpdateApplication::default()
+                },
+            )
+            .unwrap();
+        assert_eq!(
+            view.monitoring,
+            MonitoringView {
+                configuration_type: ConfigurationType::Custom,
+                metrics_level: MetricsLevel::Operator,
+                log_level: LogLevel::Warn,
+            }
+        );
+        assert!(view.snapshots_enabled);
+        // A parallelism update keeps the monitoring configuration.
+        let (view, _) = fleet.update_application("m", update(2, 2)).unwrap();
+        assert_eq!(view.monitoring.metrics_level, MetricsLevel::Operator);
+        // An unknown runtime is refused.
+        let bad = fleet.create_application(CreateApplication {
+            name: "r".into(),
+            runtime: Some("FLINK-0_1".into()),
+            service_execution_role: "arn:aws:iam::123456789012:role/r".into(),
+            ..CreateApplication::default()
+        });
+        assert!(matches!(bad, Err(ServiceError::InvalidArgument(m)) if m.contains("FLINK-2_2")));
     }
 
     #[test]

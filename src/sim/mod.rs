@@ -23,9 +23,9 @@ pub mod store;
 pub mod units;
 
 pub use fleet::{
-    ApplicationView, CheckpointView, ConfigurationType, CreateApplication, Fleet, OperationStatus,
-    OperationView, ParallelismUpdate, ParallelismView, RestoreConfig, RestoreType, ServiceError,
-    SnapshotView, UpdateApplication,
+    ApplicationView, CheckpointView, ConfigurationType, CreateApplication, Fleet, LogLevel, MonitoringUpdate,
+    MonitoringView, OperationStatus, OperationView, ParallelismUpdate, ParallelismView, RestoreConfig,
+    RestoreType, ServiceError, SnapshotView, UpdateApplication,
 };
 pub use scenario::{Scenario, ScenarioError};
 pub use simulate::{CheckpointAutoscaler, Policy, PolicyChoice, RunReport, SimError, SimulateArgs, run};

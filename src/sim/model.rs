@@ -287,6 +287,10 @@ pub struct PeriodReport {
     pub container_memory_utilization_rest: f64,
     /// `busyTimeMsPerSecond` of the busiest subtask.
     pub busy_time_ms_per_second: f64,
+    /// The same of each of the other subtasks of the keyed operator.
+    pub busy_time_ms_per_second_rest: f64,
+    /// The hottest subtask's share of the records (1 / parallelism without skew).
+    pub hottest_share: f64,
     /// `backPressuredTimeMsPerSecond` of the sources.
     pub back_pressured_time_ms_per_second: f64,
     /// `lastCheckpointDuration` (ms) of the last completed checkpoint of this run.
@@ -325,6 +329,10 @@ struct Accumulator {
     rest_heap_max: f64,
     rest_container_max: f64,
     busy_max: f64,
+    /// Busy share of each of the other subtasks, at the same moment as `busy_max`'s peers.
+    busy_rest_max: f64,
+    /// The hottest subtask's share of the records (the last substep's).
+    hottest_share: f64,
     backpressure_max: f64,
     heap_max: f64,
     container_max: f64,
@@ -548,6 +556,12 @@ impl Job {
         self.acc.cpu_hot_seconds += cpu_hot;
         self.acc.kpu_seconds += kpus * dt;
         self.acc.busy_max = self.acc.busy_max.max(busy);
+        // The other subtasks see `others` of the records each against the same per-subtask
+        // capacity as the hottest (which sees `share`).
+        if share > 0.0 {
+            self.acc.busy_rest_max = self.acc.busy_rest_max.max(busy * others / share);
+        }
+        self.acc.hottest_share = share;
         self.acc.backpressure_max = self.acc.backpressure_max.max(backpressure);
         self.acc.heap_max = self.acc.heap_max.max(heap_util);
         self.acc.container_max = self.acc.container_max.max(memory.container_utilization());
@@ -705,6 +719,8 @@ impl Job {
             report.heap_memory_utilization = acc.heap_max * 100.0;
             report.container_memory_utilization = acc.container_max * 100.0;
             report.busy_time_ms_per_second = acc.busy_max * 1000.0;
+            report.busy_time_ms_per_second_rest = acc.busy_rest_max * 1000.0;
+            report.hottest_share = acc.hottest_share;
             report.back_pressured_time_ms_per_second = acc.backpressure_max * 1000.0;
         }
         report

@@ -12,7 +12,11 @@ use jiff::Timestamp;
 use serde::{Deserialize, Serialize};
 
 use super::units;
-use crate::{crd::CheckpointBudgetSpec, policy::Budget};
+use crate::{
+    aws::catalogue::{DEFAULT_RUNTIME, FLINK_RUNTIMES, MetricsLevel, Source, flink_version},
+    crd::CheckpointBudgetSpec,
+    policy::Budget,
+};
 
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -116,6 +120,47 @@ pub struct ApplicationSpec {
     /// bounded to [128, 32768].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_parallelism: Option<u32>,
+    /// `MonitoringConfiguration.MetricsLevel`: APPLICATION (the service's default), TASK,
+    /// OPERATOR or PARALLELISM. Busy and back-pressure times exist only at TASK and finer.
+    #[serde(default)]
+    pub metrics_level: MetricsLevel,
+    /// `RuntimeEnvironment` (default FLINK-1_20); FLINK-2_2 publishes `numRestarts`, not
+    /// `fullRestarts`.
+    #[serde(default = "default_runtime")]
+    pub runtime_environment: String,
+    /// What the job reads: a Kinesis data stream (lag: `millisBehindLatest` per stream) or
+    /// a Kafka topic (lag: `records_lag_max`). Default: the stream `<name>-input`.
+    #[serde(default)]
+    pub source: SourceSpec,
+}
+
+/// `application.source`: exactly one of `kinesisStream` and `kafkaTopic`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SourceSpec {
+    /// A Kinesis data stream's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kinesis_stream: Option<String>,
+    /// A Kafka topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kafka_topic: Option<String>,
+}
+
+impl SourceSpec {
+    /// The source of the application `name` (the stream `<name>-input` when unset).
+    pub fn to_source(&self, name: &str) -> Source {
+        match (&self.kinesis_stream, &self.kafka_topic) {
+            (_, Some(topic)) => Source::Kafka { topic: topic.clone() },
+            (Some(stream), None) => Source::Kinesis {
+                stream: stream.clone(),
+            },
+            (None, None) => Source::default_for(name),
+        }
+    }
+}
+
+fn default_runtime() -> String {
+    DEFAULT_RUNTIME.to_string()
 }
 
 impl ApplicationSpec {
@@ -613,6 +658,25 @@ impl Scenario {
         if app.max_parallelism.is_some_and(|m| !(1..=32768).contains(&m)) {
             return bad("application.maxParallelism must be within 1..32768".into());
         }
+        if flink_version(&app.runtime_environment).is_none() {
+            return bad(format!(
+                "application.runtimeEnvironment {:?} is not an Apache Flink runtime of the service: use one of {}",
+                app.runtime_environment,
+                FLINK_RUNTIMES.join(", ")
+            ));
+        }
+        match (&app.source.kinesis_stream, &app.source.kafka_topic) {
+            (Some(_), Some(_)) => {
+                return bad(
+                    "application.source names both kinesisStream and kafkaTopic: a job here reads one source"
+                        .into(),
+                );
+            }
+            (Some(n), None) | (None, Some(n)) if n.trim().is_empty() => {
+                return bad("application.source: the stream or topic name must not be empty".into());
+            }
+            _ => {}
+        }
         if self.duration < Duration::from_secs(60) {
             return bad("duration must be at least one minute".into());
         }
@@ -693,6 +757,62 @@ mod tests {
         assert_eq!(flink_default_max_parallelism(100), 256);
         assert_eq!(s.checkpoints.interval, Duration::from_secs(60));
         assert_eq!(s.start_time().to_string(), "2026-01-05T00:00:00Z");
+        assert_eq!(s.application.metrics_level, MetricsLevel::Application);
+        assert_eq!(s.application.runtime_environment, "FLINK-1_20");
+        assert!(s.application.snapshots_enabled);
+        assert_eq!(
+            s.application.source.to_source("app"),
+            Source::Kinesis {
+                stream: "app-input".into()
+            }
+        );
+    }
+
+    #[test]
+    fn monitoring_runtime_and_source_fields_and_their_errors() {
+        let with = |extra: &str| {
+            Scenario::from_yaml(
+                &format!(
+                    "name: t\napplication: {{name: a, parallelism: 4{extra}}}\nduration: 1h\nload: {{phases: [{{shape: steady, rate: 1}}]}}\n"
+                ),
+                "x",
+            )
+        };
+        let s =
+            with(", metricsLevel: OPERATOR, runtimeEnvironment: FLINK-2_2, source: {kafkaTopic: t}").unwrap();
+        assert_eq!(s.application.metrics_level, MetricsLevel::Operator);
+        assert_eq!(
+            s.application.source.to_source("a"),
+            Source::Kafka { topic: "t".into() }
+        );
+        let level = with(", metricsLevel: task").unwrap_err();
+        let text = anyhow_chain(&level);
+        assert!(text.contains("APPLICATION") && text.contains("TASK"), "{text}");
+        let runtime = with(", runtimeEnvironment: FLINK-1_99").unwrap_err().to_string();
+        assert!(
+            runtime.contains("runtimeEnvironment") && runtime.contains("FLINK-2_2"),
+            "{runtime}"
+        );
+        let both = with(", source: {kinesisStream: s, kafkaTopic: t}")
+            .unwrap_err()
+            .to_string();
+        assert!(both.contains("both kinesisStream and kafkaTopic"), "{both}");
+        assert!(matches!(
+            with(", source: {pulsar: x}"),
+            Err(ScenarioError::Parse { .. })
+        ));
+    }
+
+    /// The error and its sources, one per line.
+    fn anyhow_chain(e: &dyn std::error::Error) -> String {
+        let mut out = e.to_string();
+        let mut source = e.source();
+        while let Some(s) = source {
+            out.push('\n');
+            out.push_str(&s.to_string());
+            source = s.source();
+        }
+        out
     }
 
     #[test]

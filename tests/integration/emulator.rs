@@ -694,7 +694,7 @@ const METRICS: [&str; 7] = [
     "cpuUtilization",
     "heapMemoryUtilization",
     "KPUs",
-    "millisBehindLatest",
+    "numRecordsInPerSecond",
 ];
 
 #[tokio::test]

@@ -573,6 +573,7 @@ impl ApplicationControl for Meddler {
                             }),
                             restore: None,
                             snapshots_enabled: None,
+                            monitoring: None,
                         },
                     )
                 })

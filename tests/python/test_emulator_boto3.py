@@ -505,3 +505,136 @@ def test_snapshot_configuration_as_boto3_sees_it(emulator, kda):
     assert summaries[0]["SnapshotStatus"] == "READY"
     assert summaries[0]["ApplicationVersionId"] == detail["ApplicationVersionId"]
     assert isinstance(summaries[0]["SnapshotCreationTimestamp"], datetime.datetime)
+
+
+def add_scenario_application(url, name, extra):
+    """Adds a running application for SCENARIO with `extra` fields under `application:`."""
+    text = SCENARIO.replace("name: orders", f"name: {name}").replace(
+        "maxParallelism: 128}", f"maxParallelism: 128, {extra}}}")
+    req = urllib.request.Request(f"{url}/_emulator/scenarios?name={name}", data=text.encode(),
+                                 method="POST", headers={"Content-Type": "application/yaml"})
+    with urllib.request.urlopen(req, timeout=10) as resp:
+        assert resp.status == 201
+
+
+def datapoints(cw, name, dimensions, start, end):
+    out = cw.get_metric_data(MetricDataQueries=[{
+        "Id": "m",
+        "MetricStat": {
+            "Metric": {"Namespace": "AWS/KinesisAnalytics", "MetricName": name, "Dimensions": dimensions},
+            "Period": 60,
+            "Stat": "Maximum",
+        },
+    }], StartTime=start, EndTime=end)
+    return out["MetricDataResults"][0]["Values"]
+
+
+def test_metrics_levels_runtimes_and_sources_as_boto3_sees_them(emulator, cw):
+    """What AWS publishes ("Metrics and dimensions in Managed Service for Apache Flink"): busy
+    and back-pressure times only per task, never with the Application dimension alone;
+    numRestarts, not fullRestarts, on Flink 2.2; the source lag per stream, or
+    records_lag_max for Kafka."""
+    add_scenario_application(emulator, "levels-app", "metricsLevel: APPLICATION")
+    add_scenario_application(emulator, "levels-task", "metricsLevel: TASK")
+    add_scenario_application(emulator, "levels-flink22", "runtimeEnvironment: FLINK-2_2")
+    add_scenario_application(emulator, "levels-kafka", "source: {kafkaTopic: orders-topic}")
+    advance(emulator, 10)
+    end = virtual_now(emulator)
+    start = end - datetime.timedelta(minutes=10)
+
+    def listed(name, app):
+        return cw.list_metrics(Namespace="AWS/KinesisAnalytics", MetricName=name,
+                               Dimensions=[{"Name": "Application", "Value": app}])["Metrics"]
+
+    # APPLICATION level (the default): nothing for a query naming only the Application.
+    app_only = [{"Name": "Application", "Value": "levels-app"}]
+    assert datapoints(cw, "busyTimeMsPerSecond", app_only, start, end) == []
+    assert datapoints(cw, "backPressuredTimeMsPerSecond", app_only, start, end) == []
+    assert listed("busyTimeMsPerSecond", "levels-app") == []
+    assert len(datapoints(cw, "lastCheckpointDuration", app_only, start, end)) >= 8
+
+    # TASK level: the same metric with a Task dimension, found with ListMetrics.
+    task_only = [{"Name": "Application", "Value": "levels-task"}]
+    assert datapoints(cw, "busyTimeMsPerSecond", task_only, start, end) == []
+    per_task = listed("busyTimeMsPerSecond", "levels-task")
+    assert per_task, "ListMetrics shows busyTimeMsPerSecond per task"
+    for metric in per_task:
+        assert sorted(d["Name"] for d in metric["Dimensions"]) == ["Application", "Task"]
+        assert len(datapoints(cw, "busyTimeMsPerSecond", metric["Dimensions"], start, end)) >= 8
+    assert listed("backPressuredTimeMsPerSecond", "levels-task")
+
+    # Flink 2.2: numRestarts, and no fullRestarts.
+    assert listed("numRestarts", "levels-flink22")
+    assert listed("fullRestarts", "levels-flink22") == []
+    assert listed("fullRestarts", "levels-app") and listed("numRestarts", "levels-app") == []
+
+    # The lag: per source stream for Kinesis, records_lag_max for Kafka.
+    lag = listed("millisBehindLatest", "levels-app")
+    assert [sorted((d["Name"], d["Value"]) for d in m["Dimensions"]) for m in lag] == [
+        [("Application", "levels-app"), ("Flow", "Input"), ("Id", "levels-app-input")]]
+    assert datapoints(cw, "millisBehindLatest", app_only, start, end) == []
+    assert listed("millisBehindLatest", "levels-kafka") == []
+    assert listed("records_lag_max", "levels-kafka")
+
+
+def test_monitoring_configuration_as_boto3_sees_it(emulator, kda):
+    """MonitoringConfiguration on create, MonitoringConfigurationUpdate on update, and what
+    DescribeApplication reports; MetricsLevel is honoured only with ConfigurationType CUSTOM."""
+    role = "arn:aws:iam::123456789012:role/flink"
+
+    def flink_config(name):
+        return kda.describe_application(ApplicationName=name)["ApplicationDetail"]
+
+    kda.create_application(
+        ApplicationName="monitored", RuntimeEnvironment="FLINK-2_2", ServiceExecutionRole=role,
+        ApplicationConfiguration={
+            "FlinkApplicationConfiguration": {"MonitoringConfiguration": {
+                "ConfigurationType": "CUSTOM", "MetricsLevel": "TASK", "LogLevel": "WARN"}},
+            "ApplicationSnapshotConfiguration": {"SnapshotsEnabled": False}})
+    detail = flink_config("monitored")
+    config = detail["ApplicationConfigurationDescription"]
+    assert detail["RuntimeEnvironment"] == "FLINK-2_2"
+    assert config["FlinkApplicationConfigurationDescription"]["MonitoringConfigurationDescription"] == {
+        "ConfigurationType": "CUSTOM", "MetricsLevel": "TASK", "LogLevel": "WARN"}
+    assert config["ApplicationSnapshotConfigurationDescription"] == {"SnapshotsEnabled": False}
+
+    kda.update_application(
+        ApplicationName="monitored", CurrentApplicationVersionId=detail["ApplicationVersionId"],
+        ApplicationConfigurationUpdate={
+            "FlinkApplicationConfigurationUpdate": {"MonitoringConfigurationUpdate": {
+                "MetricsLevelUpdate": "PARALLELISM"}},
+            "ApplicationSnapshotConfigurationUpdate": {"SnapshotsEnabledUpdate": True}})
+    detail = flink_config("monitored")
+    config = detail["ApplicationConfigurationDescription"]
+    assert config["FlinkApplicationConfigurationDescription"]["MonitoringConfigurationDescription"] == {
+        "ConfigurationType": "CUSTOM", "MetricsLevel": "PARALLELISM", "LogLevel": "WARN"}
+    assert config["ApplicationSnapshotConfigurationDescription"] == {"SnapshotsEnabled": True}
+
+    # Back to DEFAULT: APPLICATION and INFO, whatever level the request names.
+    kda.update_application(
+        ApplicationName="monitored", CurrentApplicationVersionId=detail["ApplicationVersionId"],
+        ApplicationConfigurationUpdate={
+            "FlinkApplicationConfigurationUpdate": {"MonitoringConfigurationUpdate": {
+                "ConfigurationTypeUpdate": "DEFAULT", "MetricsLevelUpdate": "TASK"}}})
+    assert flink_config("monitored")["ApplicationConfigurationDescription"][
+        "FlinkApplicationConfigurationDescription"]["MonitoringConfigurationDescription"] == {
+        "ConfigurationType": "DEFAULT", "MetricsLevel": "APPLICATION", "LogLevel": "INFO"}
+
+    # Created without one: the service's default.
+    kda.create_application(ApplicationName="unmonitored", RuntimeEnvironment="FLINK-1_20",
+                           ServiceExecutionRole=role)
+    assert flink_config("unmonitored")["ApplicationConfigurationDescription"][
+        "FlinkApplicationConfigurationDescription"]["MonitoringConfigurationDescription"]["MetricsLevel"] == \
+        "APPLICATION"
+
+    # Bad values are refused.
+    with pytest.raises(ClientError) as bad_level:
+        kda.create_application(
+            ApplicationName="bad-level", RuntimeEnvironment="FLINK-1_20", ServiceExecutionRole=role,
+            ApplicationConfiguration={"FlinkApplicationConfiguration": {"MonitoringConfiguration": {
+                "ConfigurationType": "CUSTOM", "MetricsLevel": "SUBTASK"}}})
+    assert error_code(bad_level) == "InvalidArgumentException"
+    with pytest.raises(ClientError) as bad_runtime:
+        kda.create_application(ApplicationName="bad-runtime", RuntimeEnvironment="FLINK-1_99",
+                               ServiceExecutionRole=role)
+    assert error_code(bad_runtime) == "InvalidArgumentException"
