@@ -534,47 +534,50 @@ def test_metrics_levels_runtimes_and_sources_as_boto3_sees_them(emulator, cw):
     and back-pressure times only per task, never with the Application dimension alone;
     numRestarts, not fullRestarts, on Flink 2.2; the source lag per stream, or
     records_lag_max for Kafka."""
-    add_scenario_application(emulator, "levels-app", "metricsLevel: APPLICATION")
-    add_scenario_application(emulator, "levels-task", "metricsLevel: TASK")
-    add_scenario_application(emulator, "levels-flink22", "runtimeEnvironment: FLINK-2_2")
-    add_scenario_application(emulator, "levels-kafka", "source: {kafkaTopic: orders-topic}")
+    # One set of applications per client protocol (the emulator lives for the module).
+    tag = {"smithy-rpc-v2-cbor": "cbor", "json": "json"}[cw.meta.service_model.resolved_protocol]
+    app, task, flink22, kafka = (f"levels-{kind}-{tag}" for kind in ("app", "task", "flink22", "kafka"))
+    add_scenario_application(emulator, app, "metricsLevel: APPLICATION")
+    add_scenario_application(emulator, task, "metricsLevel: TASK")
+    add_scenario_application(emulator, flink22, "runtimeEnvironment: FLINK-2_2")
+    add_scenario_application(emulator, kafka, "source: {kafkaTopic: orders-topic}")
     advance(emulator, 10)
     end = virtual_now(emulator)
     start = end - datetime.timedelta(minutes=10)
 
-    def listed(name, app):
+    def listed(name, application):
         return cw.list_metrics(Namespace="AWS/KinesisAnalytics", MetricName=name,
-                               Dimensions=[{"Name": "Application", "Value": app}])["Metrics"]
+                               Dimensions=[{"Name": "Application", "Value": application}])["Metrics"]
 
     # APPLICATION level (the default): nothing for a query naming only the Application.
-    app_only = [{"Name": "Application", "Value": "levels-app"}]
+    app_only = [{"Name": "Application", "Value": app}]
     assert datapoints(cw, "busyTimeMsPerSecond", app_only, start, end) == []
     assert datapoints(cw, "backPressuredTimeMsPerSecond", app_only, start, end) == []
-    assert listed("busyTimeMsPerSecond", "levels-app") == []
+    assert listed("busyTimeMsPerSecond", app) == []
     assert len(datapoints(cw, "lastCheckpointDuration", app_only, start, end)) >= 8
 
     # TASK level: the same metric with a Task dimension, found with ListMetrics.
-    task_only = [{"Name": "Application", "Value": "levels-task"}]
+    task_only = [{"Name": "Application", "Value": task}]
     assert datapoints(cw, "busyTimeMsPerSecond", task_only, start, end) == []
-    per_task = listed("busyTimeMsPerSecond", "levels-task")
+    per_task = listed("busyTimeMsPerSecond", task)
     assert per_task, "ListMetrics shows busyTimeMsPerSecond per task"
     for metric in per_task:
         assert sorted(d["Name"] for d in metric["Dimensions"]) == ["Application", "Task"]
         assert len(datapoints(cw, "busyTimeMsPerSecond", metric["Dimensions"], start, end)) >= 8
-    assert listed("backPressuredTimeMsPerSecond", "levels-task")
+    assert listed("backPressuredTimeMsPerSecond", task)
 
     # Flink 2.2: numRestarts, and no fullRestarts.
-    assert listed("numRestarts", "levels-flink22")
-    assert listed("fullRestarts", "levels-flink22") == []
-    assert listed("fullRestarts", "levels-app") and listed("numRestarts", "levels-app") == []
+    assert listed("numRestarts", flink22)
+    assert listed("fullRestarts", flink22) == []
+    assert listed("fullRestarts", app) and listed("numRestarts", app) == []
 
     # The lag: per source stream for Kinesis, records_lag_max for Kafka.
-    lag = listed("millisBehindLatest", "levels-app")
+    lag = listed("millisBehindLatest", app)
     assert [sorted((d["Name"], d["Value"]) for d in m["Dimensions"]) for m in lag] == [
-        [("Application", "levels-app"), ("Flow", "Input"), ("Id", "levels-app-input")]]
+        [("Application", app), ("Flow", "Input"), ("Id", f"{app}-input")]]
     assert datapoints(cw, "millisBehindLatest", app_only, start, end) == []
-    assert listed("millisBehindLatest", "levels-kafka") == []
-    assert listed("records_lag_max", "levels-kafka")
+    assert listed("millisBehindLatest", kafka) == []
+    assert listed("records_lag_max", kafka)
 
 
 def test_monitoring_configuration_as_boto3_sees_it(emulator, kda):
