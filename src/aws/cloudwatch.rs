@@ -202,6 +202,23 @@ pub(crate) struct Query {
     pub(crate) metric: usize,
 }
 
+impl Query {
+    /// The CloudWatch metric name it reads.
+    pub(crate) fn metric_name(&self) -> &'static str {
+        METRICS[self.metric].name
+    }
+
+    /// The statistic it asks for.
+    pub(crate) fn stat(&self) -> &'static str {
+        METRICS[self.metric].stat
+    }
+
+    /// The dimensions of the metric it reads (all must match, as CloudWatch compares them).
+    pub(crate) fn dimensions(&self) -> Vec<(String, String)> {
+        vec![(APPLICATION_DIMENSION.to_string(), self.application.clone())]
+    }
+}
+
 /// One `GetMetricData` call (before paging): one time range, one period, up to 500 queries.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct MetricDataCall {
@@ -372,6 +389,25 @@ pub(crate) fn samples_from(
     Ok(assemble(request, &series))
 }
 
+/// One request's samples through `api`, in one `GetMetricData` call (plus pages): the
+/// queries of [`queries_for`], [`fetch_all`], [`samples_from`]. The direct
+/// [`CloudWatchMetrics`] reads this way, and so does `simulate` (over the model's metric
+/// store), so that the simulator sees exactly what the controller sees.
+pub(crate) async fn read_samples(
+    api: &dyn MetricDataApi,
+    target: &Target,
+    request: &SampleRequest,
+) -> Result<Vec<Sample>, AwsError> {
+    let call = MetricDataCall {
+        start: request.fetch_start(),
+        end: request.end,
+        period: request.period,
+        queries: queries_for(&request.application, "m"),
+    };
+    let answer = fetch_all(api, target, &call).await?;
+    samples_from(request, &call.queries, &answer)
+}
+
 /// The direct [`MetricsSource`]: one `GetMetricData` call (plus pages) per `samples()`.
 /// Kept for comparison with [`BatchedMetrics`](super::BatchedMetrics) and for one-shot use
 /// (`recommend`), where there is nothing to batch with.
@@ -409,15 +445,7 @@ impl MetricsSource for CloudWatchMetrics {
     ) -> Result<Vec<Sample>, AwsError> {
         self.clients.stats().record_sample_request();
         let request = SampleRequest::new(application, window, period, end)?;
-        let queries = queries_for(application, "m");
-        let call = MetricDataCall {
-            start: request.fetch_start(),
-            end: request.end,
-            period: request.period,
-            queries,
-        };
-        let answer = fetch_all(self.api.as_ref(), target, &call).await?;
-        samples_from(&request, &call.queries, &answer)
+        read_samples(self.api.as_ref(), target, &request).await
     }
 }
 
@@ -435,7 +463,11 @@ impl MetricDataApi for AwsClients {
             .queries
             .iter()
             .map(|q| {
-                let spec = METRICS[q.metric];
+                let dimensions = q
+                    .dimensions()
+                    .into_iter()
+                    .map(|(name, value)| Dimension::builder().name(name).value(value).build())
+                    .collect();
                 MetricDataQuery::builder()
                     .id(&q.id)
                     .metric_stat(
@@ -443,18 +475,13 @@ impl MetricDataApi for AwsClients {
                             .metric(
                                 Metric::builder()
                                     .namespace(METRIC_NAMESPACE)
-                                    .metric_name(spec.name)
-                                    .dimensions(
-                                        Dimension::builder()
-                                            .name(APPLICATION_DIMENSION)
-                                            .value(&q.application)
-                                            .build(),
-                                    )
+                                    .metric_name(q.metric_name())
+                                    .set_dimensions(Some(dimensions))
                                     .build(),
                             )
                             // Checked to fit in SampleRequest::new.
                             .period(call.period as i32)
-                            .stat(spec.stat)
+                            .stat(q.stat())
                             .build(),
                     )
                     .return_data(true)

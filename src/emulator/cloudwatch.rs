@@ -629,6 +629,24 @@ fn metric_query(metric: &MetricId, start: Timestamp, end: Timestamp, period: u64
     }
 }
 
+/// The datapoints CloudWatch answers for one `MetricStat` over `[start, end)`, oldest
+/// first, from `data` (the backend's metric store): periods align to whole minutes, and
+/// standard-resolution metrics have no sub-minute datapoints. `GetMetricData` serves its
+/// queries with it, and `simulate` reads the model's store through it.
+pub(crate) fn stat_datapoints(
+    data: &dyn Fn(&MetricQuery) -> Vec<(Timestamp, f64)>,
+    metric: &MetricId,
+    start: Timestamp,
+    end: Timestamp,
+    period: u64,
+    stat: &str,
+) -> Vec<(Timestamp, f64)> {
+    if period < 60 {
+        return Vec::new();
+    }
+    data(&metric_query(metric, start, end, period, stat))
+}
+
 fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData, masks: &[MetricMask]) -> Result<Cbor, ApiError> {
     let (mut qi, mut offset) = match &g.next_token {
         None => (0, 0),
@@ -648,12 +666,14 @@ fn get_metric_data(fleet: &dyn Backend, g: &GetMetricData, masks: &[MetricMask])
             next = Some((qi, 0));
             break;
         }
-        let mut points = if q.period < 60 {
-            // Standard-resolution metrics have no sub-minute datapoints.
-            Vec::new()
-        } else {
-            fleet.metric_data(&metric_query(&q.metric, g.start, g.end, q.period, &q.stat))
-        };
+        let mut points = stat_datapoints(
+            &|mq| fleet.metric_data(mq),
+            &q.metric,
+            g.start,
+            g.end,
+            q.period,
+            &q.stat,
+        );
         let application = q
             .metric
             .dimensions

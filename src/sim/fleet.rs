@@ -1325,6 +1325,14 @@ impl Fleet {
         self.store.list(namespace, metric_name, dims)
     }
 
+    /// Records one datapoint of a service metric (an `AWS/` namespace included) as if the
+    /// service had published it: for tests and tools that need data of shapes or at times
+    /// the model does not publish (`PutMetricData` refuses `AWS/` namespaces, as CloudWatch
+    /// does).
+    pub fn record_service_metric(&mut self, id: &MetricId, unit: &str, at: Timestamp, value: f64) {
+        self.store.record(id, unit, at, value);
+    }
+
     /// `PutMetricData`. Namespaces starting with `AWS/` are reserved, as in CloudWatch.
     pub fn put_metric_data(&mut self, namespace: &str, data: Vec<PutDatum>) -> Result<(), ServiceError> {
         if namespace.starts_with("AWS/") || namespace.is_empty() {

@@ -13,6 +13,7 @@
 
 pub mod baselines;
 pub mod chart;
+pub mod cloudwatch;
 pub mod compare;
 pub mod fleet;
 pub mod model;

@@ -97,7 +97,7 @@ impl Policy for Threshold {
         if self.quiet_until.is_some_and(|t| now < t) {
             return Vec::new();
         }
-        let Some(obs) = simulate::observe(fleet, app, self.budget.window, now) else {
+        let Ok(obs) = simulate::observe(fleet, app, self.budget.window, now) else {
             return Vec::new();
         };
         if obs.status != AppStatus::Running {

@@ -12,25 +12,18 @@ use anyhow::Context as _;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
+pub use super::cloudwatch::observe;
 use super::{
     baselines::{Builtin, Static},
     chart, compare,
-    fleet::{
-        DIMENSION, Fleet, NAMESPACE, OperationStatus, PERIOD, ParallelismUpdate, ServiceError,
-        UpdateApplication,
-    },
+    fleet::{Fleet, OperationStatus, PERIOD, ParallelismUpdate, ServiceError, UpdateApplication},
     reference::{Optimal, Threshold},
     scenario::{Scenario, ScenarioError},
-    store::MetricQuery,
     units::{format_bytes, format_duration},
 };
 use crate::{
-    aws::METRICS,
     crd::{Mode, ServiceAutoScaling},
-    policy::{
-        self, Action, AppConfig, AppStatus, Budget, Decision, History, Observation, Outcome, Sample,
-        ScalingRecord,
-    },
+    policy::{self, Action, AppConfig, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
     sim::fleet::{ConfigurationType, status_name},
 };
 
@@ -191,7 +184,7 @@ impl Policy for CheckpointAutoscaler {
             return notes;
         }
         // Observe.
-        let observation = observe(fleet, app, self.budget.window, now);
+        let observation = observe(fleet, app, self.budget.window, now).ok();
         // Decide.
         let decision = policy::decide(&self.budget, observation.as_ref(), &self.history, now);
         policy::remember(&mut self.history, &decision, &self.budget, now);
@@ -247,88 +240,6 @@ impl Policy for CheckpointAutoscaler {
         self.last = Some(decision);
         notes
     }
-}
-
-/// The policy's [`Observation`] of `app` at `now`, built the way the controller builds it
-/// from CloudWatch: the metrics of `aws::METRICS` with their statistics, per period over the
-/// window, running counts as per-period increases, gaps as `None`.
-pub fn observe(fleet: &Fleet, app: &str, window: Duration, now: Timestamp) -> Option<Observation> {
-    let view = fleet.describe_application(app).ok()?;
-    let period_s = PERIOD.as_secs() as i64;
-    let periods = window.as_secs().div_ceil(PERIOD.as_secs()).max(1) as i64;
-    let end = now.as_second().div_euclid(period_s) * period_s;
-    let start = end - periods * period_s;
-    let at = |s: i64| Timestamp::from_second(s).ok();
-    let (start_ts, end_ts, fetch_ts) = (at(start)?, at(end)?, at(start - period_s)?);
-    let mut samples: Vec<Sample> = (0..periods)
-        .filter_map(|i| at(start + i * period_s))
-        .map(|t| Sample {
-            at: t,
-            ..Sample::default()
-        })
-        .collect();
-    for spec in METRICS.iter() {
-        let points = fleet.metric_data(&MetricQuery {
-            namespace: NAMESPACE.into(),
-            metric_name: spec.name.into(),
-            dimensions: vec![(DIMENSION.into(), app.into())],
-            start: fetch_ts,
-            end: end_ts,
-            period: PERIOD,
-            stat: spec.stat.into(),
-        });
-        let mut previous: Option<f64> = None;
-        for (t, v) in points {
-            let value = if spec.running_count {
-                let delta = previous.map(|p| if v >= p { v - p } else { v.max(0.0) });
-                previous = Some(v);
-                delta
-            } else {
-                Some(v)
-            };
-            if t < start_ts {
-                continue;
-            }
-            let index = (t.as_second() - start) / period_s;
-            if let Some(sample) = samples.get_mut(index as usize) {
-                set_field(sample, spec.name, value);
-            }
-        }
-    }
-    samples.retain(|s| {
-        *s != Sample {
-            at: s.at,
-            ..Sample::default()
-        }
-    });
-    Some(Observation {
-        at: now,
-        status: view.status,
-        config: view.running_config(),
-        service_autoscaling: view.parallelism.auto_scaling_enabled,
-        version_id: view.version_id,
-        samples,
-        period: PERIOD,
-    })
-}
-
-fn set_field(sample: &mut Sample, metric: &str, value: Option<f64>) {
-    let field = match metric {
-        "lastCheckpointDuration" => &mut sample.last_checkpoint_duration_ms,
-        "lastCheckpointSize" => &mut sample.last_checkpoint_size_bytes,
-        "numberOfFailedCheckpoints" => &mut sample.failed_checkpoints,
-        "cpuUtilization" => &mut sample.cpu_utilization,
-        "heapMemoryUtilization" => &mut sample.heap_memory_utilization,
-        "containerMemoryUtilization" => &mut sample.container_memory_utilization,
-        "busyTimeMsPerSecond" => &mut sample.busy_time_ms_per_second,
-        "backPressuredTimeMsPerSecond" => &mut sample.back_pressured_time_ms_per_second,
-        "millisBehindLatest" => &mut sample.millis_behind_latest,
-        "numRecordsInPerSecond" => &mut sample.records_in_per_second,
-        "fullRestarts" => &mut sample.full_restarts,
-        "downtime" => &mut sample.downtime_ms,
-        _ => return,
-    };
-    *field = value;
 }
 
 /// One minute of the run.

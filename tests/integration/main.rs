@@ -11,6 +11,7 @@ mod faults;
 mod fencing;
 mod flink;
 mod harness;
+mod observe;
 mod opview;
 mod safety;
 mod sim;

@@ -1,0 +1,175 @@
+//! One observation path: `simulate` observes an application through the controller's code.
+//! The same CloudWatch answers (the emulator's fleet, seeded and running) read by the
+//! controller (the AWS SDK clients against the in-process emulator) and by `simulate`
+//! (`sim::simulate::observe` over the same fleet) give identical observations.
+
+use std::{sync::Arc, time::Duration};
+
+use aws_config::{BehaviorVersion, Region};
+use aws_credential_types::Credentials;
+use checkpoint_autoscaler::{
+    aws::{
+        AwsClients, AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target,
+        metrics_source, observe_application,
+    },
+    emulator::{self, EmulatorConfig},
+    policy::Observation,
+    sim::{CreateApplication, Fleet, MetricId, Scenario, simulate},
+};
+use jiff::Timestamp;
+
+const START: i64 = 1_767_225_600;
+const SEEDED: &str = "seeded";
+const RUNNING: &str = "orders-enrichment";
+
+fn id(metric: &str, app: &str) -> MetricId {
+    MetricId::new(
+        METRIC_NAMESPACE,
+        metric,
+        &[("Application".to_string(), app.to_string())],
+    )
+}
+
+/// A fleet with a READY application whose metrics the test writes (gaps, a counter reset,
+/// several datapoints per period, points outside the window) and the step-up scenario
+/// running beside it.
+fn fleet() -> Fleet {
+    let mut fleet = Fleet::new(7, Timestamp::from_second(START).unwrap()).with_region("us-east-1");
+    fleet
+        .create_application(CreateApplication {
+            name: SEEDED.into(),
+            service_execution_role: "arn:aws:iam::123456789012:role/flink".into(),
+            ..CreateApplication::default()
+        })
+        .unwrap();
+    let scenario = Scenario::load(std::path::Path::new(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/examples/scenarios/step-up.yaml"
+    )))
+    .unwrap();
+    fleet.add_scenario(&scenario, None).unwrap();
+    let at = |minute: i64, second: i64| Timestamp::from_second(START + minute * 60 + second).unwrap();
+    for minute in 0..40i64 {
+        for (i, spec) in METRICS.iter().enumerate() {
+            // A gap every few minutes, different for each metric.
+            if (minute + i as i64) % 7 == 3 {
+                continue;
+            }
+            let value = if spec.running_count {
+                // Counts up, restarts from zero at minute 22.
+                (if minute < 22 { minute * 3 } else { minute - 22 }) as f64
+            } else {
+                1000.0 + (minute * 17 + i as i64 * 5) as f64
+            };
+            fleet.record_service_metric(&id(spec.name, SEEDED), "Count", at(minute, 5), value);
+            // A second, larger datapoint in the same period: Maximum picks it, Average
+            // mixes it in.
+            if minute % 5 == 0 && !spec.running_count {
+                fleet.record_service_metric(&id(spec.name, SEEDED), "Count", at(minute, 40), value * 2.0);
+            }
+        }
+    }
+    fleet
+}
+
+async fn clients(endpoint: String) -> Arc<AwsClients> {
+    let base = aws_config::defaults(BehaviorVersion::latest())
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("AKIDEMULATED", "secret", None, None, "test"))
+        .load()
+        .await;
+    Arc::new(AwsClients::from_sdk_config(
+        base,
+        AwsSettings {
+            endpoint_url: Some(endpoint),
+            initial_backoff: Duration::from_millis(1),
+            ..AwsSettings::default()
+        },
+    ))
+}
+
+#[tokio::test]
+async fn simulate_and_the_controller_observe_identically() {
+    let emu = emulator::serve_backend(
+        EmulatorConfig {
+            period: None,
+            start: Some(Timestamp::from_second(START).unwrap()),
+            ..EmulatorConfig::default()
+        },
+        Box::new(fleet()),
+    )
+    .await
+    .unwrap();
+    let clients = clients(emu.endpoint_url()).await;
+    let control = KinesisControl::new(clients.clone());
+    let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
+    let target = Target::new("us-east-1");
+    let period = Duration::from_secs(60);
+    let mut compared = 0;
+    let mut seen_samples = 0;
+    // Whole and partial periods, ends on and off the minute, windows past the data.
+    for (advance_s, window_s) in [
+        (45 * 60, 600),
+        (45 * 60 + 37, 900),
+        (47 * 60 + 59, 90),
+        (60 * 60, 3600),
+    ] {
+        let now = Timestamp::from_second(START + advance_s).unwrap();
+        let by = now.as_second() - emu.state().virtual_now().as_second();
+        emu.state().advance(Duration::from_secs(by as u64));
+        let window = Duration::from_secs(window_s);
+        for app in [SEEDED, RUNNING] {
+            let (_, controller) =
+                observe_application(&control, metrics.as_ref(), &target, app, window, period, now)
+                    .await
+                    .unwrap();
+            let simulated: Observation = emu
+                .state()
+                .with_fleet(|b| simulate::observe(b.as_model().unwrap(), app, window, now))
+                .unwrap();
+            assert_eq!(simulated, controller, "{app} at +{advance_s}s over {window_s}s");
+            compared += 1;
+            seen_samples += controller.samples.len();
+        }
+    }
+    assert_eq!(compared, 8);
+    assert!(
+        seen_samples > 40,
+        "the comparison saw data: {seen_samples} periods"
+    );
+}
+
+/// The seeded shapes come through as the controller reads them: a gap is no value, the
+/// running count's restart is an increase from zero, Maximum takes the larger datapoint.
+#[test]
+fn simulate_reads_gaps_resets_and_statistics_as_the_controller_does() {
+    let mut fleet = fleet();
+    let now = Timestamp::from_second(START + 30 * 60).unwrap();
+    fleet.advance_to(now);
+    let o = simulate::observe(&fleet, SEEDED, Duration::from_secs(600), now).unwrap();
+    assert_eq!(o.samples.len(), 10);
+    let at_minute = |m: i64| {
+        o.samples
+            .iter()
+            .find(|s| s.at.as_second() == START + m * 60)
+            .unwrap_or_else(|| panic!("no sample at minute {m}"))
+    };
+    // lastCheckpointDuration (metric 0) has a gap at minutes 24 (24 % 7 == 3).
+    assert_eq!(at_minute(24).last_checkpoint_duration_ms, None);
+    assert_eq!(
+        at_minute(25).last_checkpoint_duration_ms,
+        Some(2.0 * (1000.0 + 25.0 * 17.0))
+    );
+    assert_eq!(
+        at_minute(26).last_checkpoint_duration_ms,
+        Some(1000.0 + 26.0 * 17.0)
+    );
+    // numberOfFailedCheckpoints (metric 2) counts 3 a minute, has gaps at minutes 22 and 29
+    // ((minute + 2) % 7 == 3) and restarts from zero at minute 22: the increase after the
+    // gap is what was counted since the restart.
+    assert_eq!(at_minute(21).failed_checkpoints, Some(3.0));
+    assert_eq!(at_minute(22).failed_checkpoints, None);
+    assert_eq!(at_minute(23).failed_checkpoints, Some(1.0));
+    assert_eq!(at_minute(24).failed_checkpoints, Some(1.0));
+    assert_eq!(at_minute(29).failed_checkpoints, None);
+}
