@@ -774,7 +774,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         apps: Arc::new(KinesisControl::new(clients.clone())),
         // NB: no idle flush: calls go when full or after `max_wait` (1 s), which packs a
         // cycle's queries to the floor of ceil(queries / 500) calls whatever the machine's
-        // speed (see the scale bench in the README); 1 s is nothing against the interval.
+        // speed (see the scale bench in docs/benchmarks.md); 1 s is nothing against the interval.
         metrics_source: Arc::new(BatchedMetrics::spawn(
             clients.clone(),
             BatchConfig {

@@ -871,10 +871,11 @@ fn troubleshooting_covers_every_cause_and_reason() {
 // ---------------------------------------------------------------------------------------------
 // docs/operations.md names, for each guarantee, the tests that prove it: they must exist
 
-#[test]
-fn operations_doc_names_tests_that_exist() {
-    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
-    let spans: Vec<&str> = doc.split('`').skip(1).step_by(2).collect();
+/// The test names a document cites (`module::path::test_name` spans, and `test_*` Python
+/// tests), each looked up where its module path says it is: returns how many were checked
+/// and those not found.
+fn cited_tests(text: &str) -> (usize, Vec<String>) {
+    let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars()
@@ -928,9 +929,210 @@ fn operations_doc_names_tests_that_exist() {
         }
         checked += 1;
     }
+    (checked, missing)
+}
+
+#[test]
+fn operations_doc_names_tests_that_exist() {
+    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    let (checked, missing) = cited_tests(&doc);
     assert!(
         missing.is_empty(),
         "docs/operations.md names tests that do not exist: {missing:?}"
     );
     assert!(checked >= 20, "only {checked} tests named");
+}
+
+/// The README's Safety section states each guarantee in one line with the test that proves
+/// it: every line names a test, and every test named exists.
+#[test]
+fn readme_safety_names_tests_that_exist() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme
+        .find("\n## Safety\n")
+        .expect("the README has a Safety section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let guarantees: Vec<&str> = section.lines().filter(|l| l.starts_with("- ")).collect();
+    assert!(
+        guarantees.len() >= 10,
+        "only {} guarantees: {section}",
+        guarantees.len()
+    );
+    for line in &guarantees {
+        let (checked, missing) = cited_tests(line);
+        assert!(checked >= 1, "README Safety: no test named for {line:?}");
+        assert!(
+            missing.is_empty(),
+            "README Safety names tests that do not exist: {missing:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every relative link of the README and docs/ reaches a file, and its anchor a heading
+
+/// The lines of a Markdown document outside fenced code blocks.
+fn prose_lines(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The anchors GitHub gives a document's headings: the text without its Markdown, lower
+/// case, punctuation dropped but `-` and `_`, spaces as `-`; a repeated one gets `-1`, `-2`...
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for line in prose_lines(text) {
+        let Some(title) = line
+            .strip_prefix('#')
+            .map(|t| t.trim_start_matches('#'))
+            .and_then(|t| t.strip_prefix(' '))
+        else {
+            continue;
+        };
+        let title = strip_links(title);
+        let slug: String = title
+            .trim()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                '-' | '_' => Some(c),
+                c if c.is_alphanumeric() => Some(c),
+                _ => None,
+            })
+            .flat_map(char::to_lowercase)
+            .collect();
+        let mut anchor = slug.clone();
+        let mut n = 0;
+        while seen.contains(&anchor) {
+            n += 1;
+            anchor = format!("{slug}-{n}");
+        }
+        seen.insert(anchor);
+    }
+    seen
+}
+
+/// `[text](target)` becomes `text`.
+fn strip_links(text: &str) -> String {
+    links(text).iter().fold(text.to_owned(), |t, (label, target)| {
+        t.replace(&format!("[{label}]({target})"), label)
+    })
+}
+
+/// The `[text](target)` links of a line (images too), outside code spans.
+fn links(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // Code spans are the odd pieces between backticks; links live in the even ones.
+    for (i, piece) in line.split('`').enumerate() {
+        if i % 2 == 1 {
+            continue;
+        }
+        let mut rest = piece;
+        while let Some(open) = rest.find("](") {
+            let label_start = rest[..open].rfind('[');
+            let after = &rest[open + 2..];
+            let Some(close) = after.find(')') else { break };
+            if let Some(label_start) = label_start {
+                out.push((rest[label_start + 1..open].to_owned(), after[..close].to_owned()));
+            }
+            rest = &after[close + 1..];
+        }
+    }
+    // A link whose label is a code span (``[`values.yaml`](...)``) spans three pieces.
+    let mut rest = line;
+    while let Some(open) = rest.find("`](") {
+        let after = &rest[open + 3..];
+        let Some(close) = after.find(')') else { break };
+        if let Some(label_start) = rest[..open].rfind("[`") {
+            out.push((
+                rest[label_start + 1..open + 1].to_owned(),
+                after[..close].to_owned(),
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    out
+}
+
+#[test]
+fn relative_links_in_the_readme_and_docs_resolve() {
+    let mut files = vec![repo("README.md"), repo("charts/checkpoint-autoscaler/README.md")];
+    for entry in std::fs::read_dir(repo("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in prose_lines(&text) {
+            for (_, target) in links(line) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, anchor) = target
+                    .split_once('#')
+                    .map_or((target.as_str(), None), |(p, a)| (p, Some(a)));
+                let resolved = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                checked += 1;
+                if !resolved.exists() {
+                    broken.push(format!("{}: {target}: no such file", file.display()));
+                    continue;
+                }
+                if let Some(anchor) = anchor {
+                    let is_markdown = resolved.extension().is_some_and(|e| e == "md");
+                    let headings = std::fs::read_to_string(&resolved)
+                        .map(|t| anchors(&t))
+                        .unwrap_or_default();
+                    if !is_markdown || !headings.contains(anchor) {
+                        broken.push(format!(
+                            "{}: {target}: no heading with that anchor",
+                            file.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 50, "only {checked} links found");
+}
+
+#[test]
+fn heading_anchors_are_githubs() {
+    let doc = "# Title\n## Tag tenancy (`--tenancy tag`, the default)\n```sh\n# not a heading\n```\n\
+               ## Decision quality: `simulate --compare`\n## Safety\n## Safety\n";
+    let anchors = anchors(doc);
+    for expected in [
+        "title",
+        "tag-tenancy---tenancy-tag-the-default",
+        "decision-quality-simulate---compare",
+        "safety",
+        "safety-1",
+    ] {
+        assert!(anchors.contains(expected), "{expected} not in {anchors:?}");
+    }
+    assert!(!anchors.contains("not-a-heading"));
+    assert_eq!(
+        links("see [a](x.md#y) and `[b](not-a-link)` or [`c`](../z.md)"),
+        [
+            ("a".to_owned(), "x.md#y".to_owned()),
+            ("`c`".to_owned(), "../z.md".to_owned())
+        ]
+    );
 }
