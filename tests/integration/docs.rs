@@ -1,7 +1,9 @@
 //! The documentation and examples that are derived from the code stay in step with it:
-//! `docs/reference.md` is generated from the CRD schema, and `examples/iam-policy.json` (and
-//! its variant for tag tenancy, `examples/iam-policy-tag-tenancy.json`) grants exactly the
-//! AWS operations the controller calls.
+//! `docs/reference.md` is generated from the CRD schema, `docs/flags.md` from the command
+//! line's definition, every relative link of the README and docs/ resolves, and
+//! `examples/iam-policy.json` (and its variant for tag tenancy,
+//! `examples/iam-policy-tag-tenancy.json`) grants exactly the AWS operations the controller
+//! calls.
 //!
 //! Regenerate the generated documents with
 //! `UPDATE_DOCS=1 cargo test --test integration docs::`.
@@ -1135,4 +1137,222 @@ fn heading_anchors_are_githubs() {
             ("`c`".to_owned(), "../z.md".to_owned())
         ]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/flags.md from the command line's definition (clap)
+
+/// A flag as it is typed: `--name VALUE` (with its short form), or `NAME` for a positional.
+fn flag_usage(arg: &clap::Arg) -> String {
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    let value = arg
+        .get_value_names()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| arg.get_id().as_str().to_uppercase().replace('-', "_"));
+    if arg.is_positional() {
+        return if arg.is_required_set() {
+            value
+        } else {
+            format!("[{value}]")
+        };
+    }
+    let mut usage = String::new();
+    if let Some(short) = arg.get_short() {
+        write!(usage, "-{short}, ").unwrap();
+    }
+    match arg.get_long() {
+        Some(long) => write!(usage, "--{long}").unwrap(),
+        None => usage.truncate(usage.len().saturating_sub(2)),
+    }
+    if takes_value {
+        write!(usage, " {value}").unwrap();
+    }
+    usage
+}
+
+/// What an argument is when it is not given: its default, `off` for a switch.
+fn flag_default(arg: &clap::Arg) -> String {
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    if !takes_value {
+        return "off".into();
+    }
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| code(&v.to_string_lossy()))
+        .collect();
+    if arg.is_required_set() {
+        "required".into()
+    } else {
+        defaults.join(", ")
+    }
+}
+
+/// The help of an argument on one line, with its allowed values when clap knows them.
+fn flag_help(arg: &clap::Arg) -> String {
+    let help = arg
+        .get_long_help()
+        .or_else(|| arg.get_help())
+        .map(|h| cell(&h.to_string()))
+        .unwrap_or_default();
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| code(v.get_name()))
+        .collect();
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    if takes_value && !values.is_empty() {
+        let sep = if help.ends_with('.') || help.is_empty() {
+            " "
+        } else {
+            ". "
+        };
+        format!("{help}{sep}One of {}.", values.join(", "))
+            .trim_start()
+            .to_owned()
+    } else {
+        help
+    }
+}
+
+/// The subcommands, but clap's own `help`.
+fn documented_subcommands(cli: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cli.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+}
+
+/// The arguments a subcommand documents: not hidden, and not `--help` (every one has it).
+fn documented_args(sub: &clap::Command) -> Vec<&clap::Arg> {
+    sub.get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter(|a| {
+            !matches!(
+                a.get_action(),
+                clap::ArgAction::Help
+                    | clap::ArgAction::HelpShort
+                    | clap::ArgAction::HelpLong
+                    | clap::ArgAction::Version
+            )
+        })
+        .collect()
+}
+
+/// Prose for a Markdown cell: `<` and `>` outside code spans are escaped, so that
+/// `<namespace>` is shown rather than taken for an HTML tag.
+fn prose(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, piece)| {
+            if i % 2 == 1 {
+                piece.to_owned()
+            } else {
+                piece.replace('<', "&lt;").replace('>', "&gt;")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
+fn flags_markdown(cli: &clap::Command) -> String {
+    let mut out = String::new();
+    writeln!(out, "# Command-line flags\n").unwrap();
+    writeln!(
+        out,
+        "<!-- Generated from the command line's definition (src/cli.rs and each subcommand's \
+         arguments) by tests/integration/docs.rs: do not edit by hand.\n     \
+         Regenerate with `UPDATE_DOCS=1 cargo test --test integration docs::`. -->\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "Every subcommand of `{}` and its flags, as `--help` prints them. A flag with an \
+         environment variable takes its value from it when the flag is not given. Durations \
+         are written like `90s`, `2m` or `1h30m`. How to run the controller: \
+         [operations.md](operations.md#run-the-controller).\n",
+        cli.get_name()
+    )
+    .unwrap();
+    writeln!(out, "| Subcommand | What it does |").unwrap();
+    writeln!(out, "|---|---|").unwrap();
+    for sub in documented_subcommands(cli) {
+        let about = sub.get_about().map(|a| cell(&a.to_string())).unwrap_or_default();
+        writeln!(out, "| [`{0}`](#{0}) | {1} |", sub.get_name(), esc(&about)).unwrap();
+    }
+    writeln!(out).unwrap();
+    for sub in documented_subcommands(cli) {
+        writeln!(out, "## {}\n", sub.get_name()).unwrap();
+        if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
+            writeln!(out, "{}\n", cell(&about.to_string())).unwrap();
+        }
+        let args = documented_args(sub);
+        if args.is_empty() {
+            writeln!(out, "No flags.\n").unwrap();
+            continue;
+        }
+        writeln!(out, "| Flag | Environment | Default | Description |").unwrap();
+        writeln!(out, "|---|---|---|---|").unwrap();
+        for arg in args {
+            let env = arg
+                .get_env()
+                .map(|e| code(&e.to_string_lossy()))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                esc(&code(&flag_usage(arg))),
+                env,
+                esc(&flag_default(arg)),
+                esc(&prose(&flag_help(arg)))
+            )
+            .unwrap();
+        }
+        writeln!(out).unwrap();
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out.push('\n');
+    out
+}
+
+#[test]
+fn flags_are_generated_from_the_command_line() {
+    use clap::CommandFactory;
+    let mut cli = checkpoint_autoscaler::cli::Cli::command();
+    // Building settles what the derive left implicit (how many values a flag takes).
+    cli.build();
+    let markdown = flags_markdown(&cli);
+    // Every flag of every subcommand has a row, with its environment variable.
+    let mut rows = 0;
+    for sub in documented_subcommands(&cli) {
+        assert!(
+            markdown.contains(&format!("\n## {}\n", sub.get_name())),
+            "no section for {}",
+            sub.get_name()
+        );
+        for arg in documented_args(sub) {
+            let usage = esc(&code(&flag_usage(arg)));
+            assert!(markdown.contains(&format!("| {usage} |")), "{usage} missing");
+            if let Some(env) = arg.get_env() {
+                assert!(markdown.contains(&code(&env.to_string_lossy())));
+            }
+            rows += 1;
+        }
+    }
+    assert!(rows >= 30, "only {rows} flags");
+    check_generated("docs/flags.md", &markdown);
+    // `run` in particular: the flags an operator sets, with their defaults and variables.
+    for row in [
+        "| `--interval INTERVAL` |  | `1m` |",
+        "| `--namespace NAMESPACE` | `WATCH_NAMESPACE` |  |",
+        "| `--leader-election` |  | off |",
+    ] {
+        assert!(markdown.contains(row), "{row} missing from docs/flags.md");
+    }
 }
