@@ -14,7 +14,7 @@ use super::{
 };
 use crate::sim::{
     self, ApplicationView, ConfigurationType, OperationStatus, OperationView, ParallelismUpdate,
-    RestoreConfig, RestoreType, ServiceError, fleet::status_name,
+    RestoreConfig, RestoreType, ServiceError,
 };
 
 /// The `X-Amz-Target` prefix of the 2018-05-23 API.
@@ -816,7 +816,7 @@ pub fn application_detail(v: &ApplicationView) -> Value {
         "ApplicationName": v.name,
         "RuntimeEnvironment": v.runtime,
         "ServiceExecutionRole": v.service_execution_role,
-        "ApplicationStatus": status_name(v.status),
+        "ApplicationStatus": v.status.as_str(),
         "ApplicationVersionId": v.version_id,
         "CreateTimestamp": ts(v.create_timestamp),
         "LastUpdateTimestamp": ts(v.last_update_timestamp),
@@ -881,7 +881,7 @@ fn application_summary(v: &ApplicationView) -> Value {
     json!({
         "ApplicationName": v.name,
         "ApplicationARN": v.arn,
-        "ApplicationStatus": status_name(v.status),
+        "ApplicationStatus": v.status.as_str(),
         "ApplicationVersionId": v.version_id,
         "RuntimeEnvironment": v.runtime,
         "ApplicationMode": v.application_mode,
@@ -1002,7 +1002,7 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, injected: &Injected) -> Re
             ErrorKind::ResourceInUse,
             format!(
                 "Application {name} is in {} status; the operation is not allowed until it is READY or RUNNING.",
-                status_name(busy)
+                busy.as_str()
             ),
         ));
     }
