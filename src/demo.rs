@@ -39,7 +39,7 @@ use crate::{
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, format_duration},
     emulator::{self, EmulatorConfig, calllog::CallFilter},
     metrics::Metrics,
-    policy::{AppConfig, AppStatus},
+    policy::{AppConfig, AppStatus, duration::human_ms, median},
     sim::Scenario,
     telemetry::{self, LogFormat},
 };
@@ -85,7 +85,7 @@ pub struct DemoArgs {
     /// With `--backend flink`: real time per emulated minute (one metric period).
     /// NB: the policy's warm-up after a restart is counted in periods; below about 10 s a
     /// restored JVM's first slow checkpoints outlast it.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::policy::duration::parse)]
     pub period: Duration,
     /// With `--backend flink`: a rise of the scenario's rate goes to this multiple of what
     /// the starting configuration was measured to process on this machine (0: the
@@ -686,7 +686,7 @@ pub async fn run_demo_with(
         };
         let mut line = format!(
             "+{minute:>3}m  {:<9} {:>2}×{} = {:>2} KPU  checkpoint {check} / {}  {verdict}",
-            sim_status(app_view.status),
+            app_view.status.as_str(),
             config.parallelism,
             config.parallelism_per_kpu,
             config.kpus(),
@@ -832,45 +832,14 @@ pub async fn run_demo_with(
     })
 }
 
-fn sim_status(s: AppStatus) -> &'static str {
-    crate::sim::fleet::status_name(s)
-}
-
 /// `16×1 (16 KPU)`.
 fn short(c: AppConfig) -> String {
     format!("{}×{} ({} KPU)", c.parallelism, c.parallelism_per_kpu, c.kpus())
 }
 
-/// `1m35s`, `48s`, `850ms`.
-fn human_ms(ms: f64) -> String {
-    let ms = ms.max(0.0).round() as u64;
-    if ms >= 10_000 {
-        format_duration(Duration::from_secs((ms + 500) / 1000))
-    } else if ms >= 1000 {
-        format!("{:.1}s", ms as f64 / 1000.0)
-    } else {
-        format!("{ms}ms")
-    }
-}
-
 /// `t` minus `secs` seconds.
 fn now_minus(t: Timestamp, secs: i64) -> Timestamp {
     t - jiff::SignedDuration::from_secs(secs)
-}
-
-/// The median of `values` (`None` when empty).
-fn median(values: &[f64]) -> Option<f64> {
-    let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
-    if v.is_empty() {
-        return None;
-    }
-    v.sort_by(f64::total_cmp);
-    let mid = v.len() / 2;
-    Some(if v.len().is_multiple_of(2) {
-        (v[mid - 1] + v[mid]) / 2.0
-    } else {
-        v[mid]
-    })
 }
 
 /// Prints the summary.

@@ -572,7 +572,15 @@ mod budget_tests {
             }),
             ..CheckpointBudgetStatus::default()
         };
-        status.set_condition("SloMet", true, "WithinBudget", "ok", Some(1), now);
+        crate::controller::status::set_condition(
+            &mut status.conditions,
+            "SloMet",
+            crate::controller::status::Truth::True,
+            "WithinBudget",
+            "ok",
+            Some(1),
+            now,
+        );
         let metrics = Metrics::default();
         let source = Arc::new(std::sync::Mutex::new(vec![
             budget("orders", Some(status)),

@@ -414,7 +414,7 @@ pub fn render_text(report: &Report) -> String {
             "{} ({}), {}, version {}",
             a.name,
             a.region,
-            status_name(a.status),
+            a.status.as_str(),
             a.version_id
         ),
     );
@@ -503,13 +503,6 @@ pub fn render_text(report: &Report) -> String {
     line("Cost", report.cost.summary.clone());
     out.push_str("Nothing was changed: recommend only reads.\n");
     out
-}
-
-fn status_name(status: AppStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("{status:?}"))
 }
 
 #[cfg(test)]

@@ -138,13 +138,7 @@ impl<S: BudgetStore> BudgetStore for FencedStore<S> {
 }
 
 /// Formats a duration for messages: `3.2s`, `250ms`.
-pub(crate) fn brief(d: Duration) -> String {
-    if d < Duration::from_secs(1) {
-        format!("{}ms", d.as_millis())
-    } else {
-        format!("{:.1}s", d.as_secs_f64())
-    }
-}
+pub(crate) use crate::policy::duration::human as brief;
 
 #[cfg(test)]
 mod tests {
@@ -161,6 +155,7 @@ mod tests {
         assert_eq!(bounds.needed(Guarded::Write), Duration::from_secs(7));
         assert!(AlwaysHeld.check(Guarded::Update).is_ok());
         assert_eq!(brief(Duration::from_millis(250)), "250ms");
-        assert_eq!(brief(Duration::from_millis(3250)), "3.2s");
+        assert_eq!(brief(Duration::from_millis(3250)), "3.3s");
+        assert_eq!(brief(Duration::from_millis(14_000)), "14s");
     }
 }

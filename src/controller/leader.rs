@@ -684,7 +684,7 @@ mod tests {
             ..config.clone()
         };
         let err = with(15, 10, 2).validate(&bounds()).unwrap_err();
-        assert!(err.contains("too short") && err.contains("17.0s"), "{err}");
+        assert!(err.contains("too short") && err.contains("17s"), "{err}");
         let err = with(30, 30, 2).validate(&bounds()).unwrap_err();
         assert!(err.contains("--lease-renew-deadline"), "{err}");
         let err = with(30, 2, 2).validate(&bounds()).unwrap_err();
@@ -726,7 +726,7 @@ mod tests {
         tokio::time::advance(Duration::from_secs(16)).await;
         let refused = fence.check(Guarded::Update).unwrap_err();
         assert!(
-            refused.0.contains("for 14.0s more") && refused.0.contains("10.0s an UpdateApplication call"),
+            refused.0.contains("for 14s more") && refused.0.contains("10s an UpdateApplication call"),
             "{refused}"
         );
         elector.release().await.unwrap();

@@ -391,7 +391,7 @@ pub struct RunArgs {
     pub namespace: Option<String>,
     /// How often each budget is evaluated (the policy may ask for sooner, e.g. while an
     /// operation is in flight).
-    #[arg(long, default_value = "1m", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1m", value_parser = crate::policy::duration::parse)]
     pub interval: Duration,
     /// Act only while holding a coordination.k8s.io Lease, so replicas never both act.
     #[arg(long)]
@@ -409,23 +409,23 @@ pub struct RunArgs {
     /// How long a Lease record must stay unchanged before a standby takes over. Must exceed
     /// the renew deadline, and a retry period plus an UpdateApplication's bound (10 s) plus
     /// the fence's 5 s margin.
-    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "30s", value_parser = crate::policy::duration::parse)]
     pub lease_duration: Duration,
     /// How long the leader keeps failing to renew before it steps down (and stops acting).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = crate::policy::duration::parse)]
     pub lease_renew_deadline: Duration,
     /// Time between attempts to acquire or renew the Lease.
-    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "2s", value_parser = crate::policy::duration::parse)]
     pub lease_retry_period: Duration,
     /// Limit on every Kubernetes request but watches (Lease, status, Events), retries
     /// included.
-    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "10s", value_parser = crate::policy::duration::parse)]
     pub kube_timeout: Duration,
     /// On SIGTERM, how long the reconciles in flight may take to finish before the process
     /// exits anyway (then without releasing the Lease, which expires by itself). Keep it
     /// below the pod's terminationGracePeriodSeconds minus the time to release the Lease
     /// (up to the renew deadline).
-    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "20s", value_parser = crate::policy::duration::parse)]
     pub shutdown_grace: Duration,
     /// Address of the HTTP server for /metrics, /healthz and /readyz.
     #[arg(long, default_value = "0.0.0.0:8080")]
@@ -774,7 +774,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         apps: Arc::new(KinesisControl::new(clients.clone())),
         // NB: no idle flush: calls go when full or after `max_wait` (1 s), which packs a
         // cycle's queries to the floor of ceil(queries / 500) calls whatever the machine's
-        // speed (see the scale bench in the README); 1 s is nothing against the interval.
+        // speed (see the scale bench in docs/benchmarks.md); 1 s is nothing against the interval.
         metrics_source: Arc::new(BatchedMetrics::spawn(
             clients.clone(),
             BatchConfig {

@@ -191,13 +191,6 @@ fn observed(desc: &ApplicationDescription, now: Timestamp) -> ObservedApplicatio
     }
 }
 
-fn status_name(s: AppStatus) -> String {
-    serde_json::to_value(s)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{s:?}").to_uppercase())
-}
-
 /// Where a followed operation stands.
 enum Followed {
     /// Still running.
@@ -456,7 +449,7 @@ impl Core {
         if !matches!(desc.status, AppStatus::Running | AppStatus::Ready) {
             return Err(Error::Aws(AwsError::ResourceInUse(format!(
                 "{name} is {}; the service's own autoscaling is turned back on once it is RUNNING",
-                status_name(desc.status)
+                desc.status.as_str()
             ))));
         }
         let restore = if desc.status == AppStatus::Running {
@@ -1272,7 +1265,7 @@ impl<'a> Run<'a> {
                     op.started_at.0,
                     running_for.as_secs() / 60,
                     crate::crd::format_duration(self.stuck_after()),
-                    status_name(desc.status),
+                    desc.status.as_str(),
                     op.operation_id
                         .as_deref()
                         .map(|id| format!(" --operation-id {id}"))
@@ -1286,7 +1279,7 @@ impl<'a> Run<'a> {
                 let message = format!(
                     "Scaling from {from} to {to} in progress since {} (application {}).",
                     op.started_at.0,
-                    status_name(desc.status)
+                    desc.status.as_str()
                 );
                 self.scaling_condition(Truth::True, &op.reason, &message);
                 Ok(Followed::Running(op.operation_id.clone()))

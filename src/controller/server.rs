@@ -316,7 +316,7 @@ mod tests {
             body.contains("leader elector has not completed an attempt"),
             "{body}"
         );
-        assert!(body.contains("for 45.0s (bound 44.0s)"), "{body}");
+        assert!(body.contains("for 45s (bound 44s)"), "{body}");
 
         // The leader's watch: fine while it progresses, stuck past its bound.
         let problems = Health {

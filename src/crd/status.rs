@@ -744,36 +744,6 @@ impl CheckpointBudgetStatus {
     pub fn condition(&self, type_: &str) -> Option<&Condition> {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
-
-    /// Sets a condition, keeping its `lastTransitionTime` when the status did not change
-    /// (the Kubernetes convention: the time marks the last *transition*).
-    pub fn set_condition(
-        &mut self,
-        type_: &str,
-        status: bool,
-        reason: &str,
-        message: &str,
-        observed_generation: Option<i64>,
-        now: Timestamp,
-    ) {
-        let status = if status { "True" } else { "False" };
-        let last_transition_time = match self.condition(type_) {
-            Some(old) if old.status == status => old.last_transition_time.clone(),
-            _ => Time(now),
-        };
-        let condition = Condition {
-            type_: type_.to_owned(),
-            status: status.to_owned(),
-            reason: reason.to_owned(),
-            message: message.to_owned(),
-            observed_generation,
-            last_transition_time,
-        };
-        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
-            Some(slot) => *slot = condition,
-            None => self.conditions.push(condition),
-        }
-    }
 }
 
 /// A plain string: policy enums are written under their serde names without an `enum`

@@ -331,30 +331,6 @@ fn history_is_bounded_to_the_newest() {
 }
 
 #[test]
-fn conditions_keep_transition_time_until_status_changes() {
-    let mut status = CheckpointBudgetStatus::default();
-    let t0 = ts("2026-01-01T00:00:00Z");
-    let t1 = ts("2026-01-01T00:05:00Z");
-    let t2 = ts("2026-01-01T00:10:00Z");
-    status.set_condition(CONDITION_SLO_MET, true, "WithinBudget", "ok", Some(1), t0);
-    status.set_condition(CONDITION_SLO_MET, true, "WithinBudget", "still ok", Some(2), t1);
-    let c = status.condition(CONDITION_SLO_MET).unwrap();
-    assert_eq!(
-        (
-            c.last_transition_time.0,
-            c.message.as_str(),
-            c.observed_generation
-        ),
-        (t0, "still ok", Some(2))
-    );
-    status.set_condition(CONDITION_SLO_MET, false, "ScaleUpRequired", "slow", Some(2), t2);
-    let c = status.condition(CONDITION_SLO_MET).unwrap();
-    assert_eq!((c.status.as_str(), c.last_transition_time.0), ("False", t2));
-    status.set_condition(CONDITION_READY, true, "Observed", "ok", Some(2), t2);
-    assert_eq!(status.conditions.len(), 2);
-}
-
-#[test]
 fn status_views() {
     let figures = crate::policy::CheckpointFigures {
         last_duration_ms: Some(92_400.0),

@@ -16,7 +16,7 @@ use crate::{
     aws::catalogue::MetricsLevel,
     sim::{
         self, ApplicationView, ConfigurationType, LogLevel, MonitoringUpdate, OperationStatus, OperationView,
-        ParallelismUpdate, RestoreConfig, RestoreType, ServiceError, fleet::status_name,
+        ParallelismUpdate, RestoreConfig, RestoreType, ServiceError,
     },
 };
 
@@ -899,7 +899,7 @@ pub fn application_detail(v: &ApplicationView) -> Value {
         "ApplicationName": v.name,
         "RuntimeEnvironment": v.runtime,
         "ServiceExecutionRole": v.service_execution_role,
-        "ApplicationStatus": status_name(v.status),
+        "ApplicationStatus": v.status.as_str(),
         "ApplicationVersionId": v.version_id,
         "CreateTimestamp": ts(v.create_timestamp),
         "LastUpdateTimestamp": ts(v.last_update_timestamp),
@@ -963,7 +963,7 @@ fn application_summary(v: &ApplicationView) -> Value {
     json!({
         "ApplicationName": v.name,
         "ApplicationARN": v.arn,
-        "ApplicationStatus": status_name(v.status),
+        "ApplicationStatus": v.status.as_str(),
         "ApplicationVersionId": v.version_id,
         "RuntimeEnvironment": v.runtime,
         "ApplicationMode": v.application_mode,
@@ -1084,7 +1084,7 @@ pub fn execute(fleet: &mut dyn Backend, req: Request, injected: &Injected) -> Re
             ErrorKind::ResourceInUse,
             format!(
                 "Application {name} is in {} status; the operation is not allowed until it is READY or RUNNING.",
-                status_name(busy)
+                busy.as_str()
             ),
         ));
     }

@@ -113,7 +113,7 @@ pub struct EmulatorArgs {
     pub bind: IpAddr,
     /// Real time per virtual minute (one metric period); `0s` freezes virtual time so it
     /// moves only through `POST /_emulator/clock/advance`.
-    #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1s", value_parser = crate::policy::duration::parse)]
     pub period: Duration,
     /// Scenario files (YAML) or directories of them, one application each.
     #[arg(long = "scenario", value_name = "FILE|DIR")]

@@ -47,7 +47,7 @@ use crate::{
         fleet::SnapshotView,
         fleet::{
             ACCOUNT_ID, DEFAULT_KPU_QUOTA, DEFAULT_RUNTIME, MAX_PARALLELISM, MAX_PARALLELISM_PER_KPU,
-            NAMESPACE, PERIOD, check_update, status_name, validate_runtime,
+            NAMESPACE, PERIOD, check_update, validate_runtime,
         },
         store::MetricStore,
     },
@@ -798,7 +798,7 @@ impl FlinkFleet {
         if app.status != AppStatus::Running {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status; the Flink backend rolls back only RUNNING applications.",
-                status_name(app.status)
+                app.status.as_str()
             )));
         }
         let Some((&to_version, &to)) = app.versions.range(..app.version_id).next_back() else {
@@ -838,7 +838,7 @@ impl FlinkFleet {
         if app.status != AppStatus::Ready {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status; it can be started only when READY.",
-                status_name(app.status)
+                app.status.as_str()
             )));
         }
         let op = s.new_op(name, "StartApplication", None)?;
@@ -859,7 +859,7 @@ impl FlinkFleet {
         if app.status != AppStatus::Running {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status; the Flink backend stops only RUNNING applications.",
-                status_name(app.status)
+                app.status.as_str()
             )));
         }
         let op = s.new_op(name, "StopApplication", None)?;

@@ -2,22 +2,9 @@
 
 use super::types::AppConfig;
 
-/// `850ms`, `45s`, `2m05s`, `1h02m`.
-pub(crate) fn fmt_ms(ms: f64) -> String {
-    if !ms.is_finite() {
-        return "n/a".to_owned();
-    }
-    let ms = ms.max(0.0);
-    if ms < 1_000.0 {
-        return format!("{}ms", ms.round() as u64);
-    }
-    let secs = (ms / 1_000.0).round() as u64;
-    match secs {
-        s if s < 60 => format!("{s}s"),
-        s if s < 3_600 => format!("{}m{:02}s", s / 60, s % 60),
-        s => format!("{}h{:02}m", s / 3_600, (s % 3_600) / 60),
-    }
-}
+/// A duration in milliseconds as messages print it (`850ms`, `4.2s`, `2m5s`, `1h2m`): the
+/// project's one duration formatter.
+pub(crate) use super::duration::human_ms as fmt_ms;
 
 /// `512 MiB`, `8.0 GiB`.
 pub(crate) fn fmt_bytes(bytes: f64) -> String {
@@ -65,10 +52,6 @@ mod tests {
 
     #[test]
     fn formats_read_naturally() {
-        assert_eq!(fmt_ms(850.0), "850ms");
-        assert_eq!(fmt_ms(45_000.0), "45s");
-        assert_eq!(fmt_ms(125_000.0), "2m05s");
-        assert_eq!(fmt_ms(3_720_000.0), "1h02m");
         assert_eq!(fmt_bytes(512.0 * 1024.0 * 1024.0), "512 MiB");
         assert_eq!(fmt_bytes(8.0 * 1024.0 * 1024.0 * 1024.0), "8.0 GiB");
         assert_eq!(fmt_pct(None), "n/a");

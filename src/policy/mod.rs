@@ -19,6 +19,7 @@
 
 mod bounds;
 mod diagnose;
+pub mod duration;
 mod explain;
 mod signals;
 mod sizing;
@@ -37,6 +38,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use stabilization::remember;
+pub use stats::median;
 pub use types::*;
 
 use self::{
@@ -157,7 +159,7 @@ fn decide_within(
             Reason::ApplicationBusy,
             insufficient(format!(
                 "The application is {}, not RUNNING.",
-                status_name(obs.status)
+                obs.status.as_str()
             )),
             "Waiting for the application to be RUNNING before judging or changing it.".to_owned(),
         );
@@ -305,13 +307,6 @@ fn insufficient(summary: String) -> Diagnosis {
         summary,
         advice: None,
     }
-}
-
-fn status_name(status: AppStatus) -> String {
-    serde_json::to_value(status)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_owned))
-        .unwrap_or_else(|| format!("{status:?}"))
 }
 
 /// Whether the window meets every objective: no duration above the budget, failures within

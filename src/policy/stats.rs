@@ -12,7 +12,7 @@ pub(crate) struct Fit {
 }
 
 /// The median of finite values; `None` when there are none.
-pub(crate) fn median(values: &[f64]) -> Option<f64> {
+pub fn median(values: &[f64]) -> Option<f64> {
     let mut v: Vec<f64> = values.iter().copied().filter(|x| x.is_finite()).collect();
     if v.is_empty() {
         return None;

@@ -111,6 +111,64 @@ pub enum AppStatus {
     Unknown,
 }
 
+impl AppStatus {
+    /// The status as the API spells it (`RUNNING`, `FORCE_STOPPING`): its serde name.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            AppStatus::Deleting => "DELETING",
+            AppStatus::Starting => "STARTING",
+            AppStatus::Stopping => "STOPPING",
+            AppStatus::Ready => "READY",
+            AppStatus::Running => "RUNNING",
+            AppStatus::Updating => "UPDATING",
+            AppStatus::Autoscaling => "AUTOSCALING",
+            AppStatus::ForceStopping => "FORCE_STOPPING",
+            AppStatus::RollingBack => "ROLLING_BACK",
+            AppStatus::Maintenance => "MAINTENANCE",
+            AppStatus::RolledBack => "ROLLED_BACK",
+            AppStatus::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+impl std::fmt::Display for AppStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+#[test]
+fn app_status_names_are_the_apis() {
+    use AppStatus::*;
+    for status in [
+        Deleting,
+        Starting,
+        Stopping,
+        Ready,
+        Running,
+        Updating,
+        Autoscaling,
+        ForceStopping,
+        RollingBack,
+        Maintenance,
+        RolledBack,
+        Unknown,
+    ] {
+        // The exhaustive match makes a new status a compile error here, so it is listed.
+        match status {
+            Deleting | Starting | Stopping | Ready | Running | Updating | Autoscaling | ForceStopping
+            | RollingBack | Maintenance | RolledBack | Unknown => {}
+        }
+        assert_eq!(
+            serde_json::to_value(status).unwrap(),
+            serde_json::Value::String(status.as_str().to_owned())
+        );
+        let parsed: AppStatus = serde_json::from_value(serde_json::json!(status.as_str())).unwrap();
+        assert_eq!(parsed, status);
+    }
+}
+
 /// One metric period (one minute in production) of the CloudWatch metrics of namespace
 /// `AWS/KinesisAnalytics`. A field is `None` when CloudWatch returned no datapoint (or a
 /// NaN) for that period: the policy treats gaps as missing data, never as zero.

@@ -1155,7 +1155,7 @@ impl Fleet {
         ) {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status; it can be rolled back only when RUNNING, UPDATING or AUTOSCALING.",
-                status_name(app.status)
+                app.status.as_str()
             )));
         }
         let Some((&to_version, &to)) = app.versions.range(..app.version_id).next_back() else {
@@ -1193,7 +1193,7 @@ impl Fleet {
         if app.status != AppStatus::Ready {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status; it can be started only when READY.",
-                status_name(app.status)
+                app.status.as_str()
             )));
         }
         if !app.job.accepts_parallelism(app.current_parallelism) {
@@ -1234,7 +1234,7 @@ impl Fleet {
         if !allowed {
             return Err(ServiceError::ResourceInUse(format!(
                 "Application {name} is in {} status and cannot be stopped{}.",
-                status_name(app.status),
+                app.status.as_str(),
                 if force { "" } else { " without Force" }
             )));
         }
@@ -1742,24 +1742,6 @@ fn validate_tags(tags: &[(String, String)]) -> Result<(), ServiceError> {
     Ok(())
 }
 
-/// The status as the API spells it.
-pub fn status_name(s: AppStatus) -> &'static str {
-    match s {
-        AppStatus::Deleting => "DELETING",
-        AppStatus::Starting => "STARTING",
-        AppStatus::Stopping => "STOPPING",
-        AppStatus::Ready => "READY",
-        AppStatus::Running => "RUNNING",
-        AppStatus::Updating => "UPDATING",
-        AppStatus::Autoscaling => "AUTOSCALING",
-        AppStatus::ForceStopping => "FORCE_STOPPING",
-        AppStatus::RollingBack => "ROLLING_BACK",
-        AppStatus::Maintenance => "MAINTENANCE",
-        AppStatus::RolledBack => "ROLLED_BACK",
-        AppStatus::Unknown => "UNKNOWN",
-    }
-}
-
 /// `UpdateApplication`'s preconditions, as the service checks them before anything else:
 /// a version id or conditional token that matches the application's (else
 /// ConcurrentModification), and an application that is READY or RUNNING (else
@@ -1792,7 +1774,7 @@ pub fn check_update(
     if !matches!(status, AppStatus::Running | AppStatus::Ready) {
         return Err(ServiceError::ResourceInUse(format!(
             "Application {name} is in {} status; it can be updated only when READY or RUNNING.",
-            status_name(status)
+            status.as_str()
         )));
     }
     Ok(())
@@ -1804,7 +1786,7 @@ mod tests {
 
     fn scenario(extra: &str) -> Scenario {
         let text = format!(
-            "name: t\napplication: {{name: orders, parallelism: 4, maxParallelism: 16{extra}}}\nduration: 1d\n\
+            "name: t\napplication: {{name: orders, parallelism: 4, maxParallelism: 16{extra}}}\nduration: 24h\n\
              load: {{phases: [{{shape: steady, rate: 10000}}]}}\nstate: {{keys: 10000000, bytesPerKey: 1Ki, newKeysPerRecord: 0, heapPerSubtask: 256Mi}}\n"
         );
         Scenario::from_yaml(&text, "<test>").unwrap()

@@ -19,12 +19,13 @@ use super::{
     fleet::{Fleet, OperationStatus, PERIOD, ParallelismUpdate, ServiceError, UpdateApplication},
     reference::{Optimal, Threshold},
     scenario::{Scenario, ScenarioError},
-    units::{format_bytes, format_duration},
+    units::format_bytes,
 };
 use crate::{
     crd::{Mode, ServiceAutoScaling},
+    policy::duration::human,
     policy::{self, Action, AppConfig, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
-    sim::fleet::{ConfigurationType, status_name},
+    sim::fleet::ConfigurationType,
 };
 
 /// Scalings the history keeps (the controller's status keeps the last few as well).
@@ -626,7 +627,7 @@ pub fn run_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
 pub fn format_summary(report: &RunReport, elapsed: std::time::Duration) -> String {
     let s = &report.summary;
     let mut out = String::new();
-    let simulated = format_duration(Duration::from_secs(s.minutes * 60));
+    let simulated = human(Duration::from_secs(s.minutes * 60));
     out += &format!(
         "scenario {} · policy {} · {simulated} simulated in {} ms (seed {})\n",
         report.scenario,
@@ -637,9 +638,9 @@ pub fn format_summary(report: &RunReport, elapsed: std::time::Duration) -> Strin
     if let Some(b) = &report.budget {
         out += &format!(
             "budget: lastCheckpointDuration <= {}, at most {} failed checkpoint(s) per {}\n",
-            format_duration(b.max_checkpoint_duration),
+            human(b.max_checkpoint_duration),
             b.max_failed_checkpoints,
-            format_duration(b.window)
+            human(b.window)
         );
     }
     let violations = s
@@ -691,9 +692,9 @@ pub fn format_timeline(report: &RunReport) -> String {
     );
     for r in &report.rows {
         let pct = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.0}"));
-        let ckpt = r.last_checkpoint_duration_ms.map_or("-".to_string(), |ms| {
-            format_duration(Duration::from_secs_f64(ms / 1000.0))
-        });
+        let ckpt = r
+            .last_checkpoint_duration_ms
+            .map_or("-".to_string(), |ms| human(Duration::from_secs_f64(ms / 1000.0)));
         let slo = match r.slo_violated {
             Some(true) => "✗",
             Some(false) => "✓",
@@ -702,12 +703,12 @@ pub fn format_timeline(report: &RunReport) -> String {
         out += &format!(
             "{:>6} {:<12} {:>5} {:>4} {:>9.0} {:>9.0} {:>8} {:>5} {:>5} {:>9} {:>4} {:>10} {:>3}  {}\n",
             r.minute,
-            status_name(r.status),
+            r.status.as_str(),
             format!("{}/{}", r.config.parallelism, r.config.parallelism_per_kpu),
             r.kpus,
             r.offered_per_second,
             r.records_in_per_second,
-            format_duration(Duration::from_secs_f64(r.millis_behind_latest / 1000.0)),
+            human(Duration::from_secs_f64(r.millis_behind_latest / 1000.0)),
             pct(r.cpu_utilization),
             pct(r.heap_memory_utilization),
             ckpt,

@@ -1,4 +1,5 @@
-//! Human-friendly units for scenario files: durations (`"90s"`, `"1h30m"`, `"250us"`) and
+//! Human-friendly units for scenario files: durations (`"90s"`, `"1h30m"`, `"250us"`, the
+//! grammar of [`crate::policy::duration`]) and
 //! byte sizes in Kubernetes quantity style (`"10Gi"`, `"500Mi"`, `"2G"`, or a plain number).
 
 use std::time::Duration;
@@ -55,20 +56,6 @@ pub fn format_bytes(bytes: f64) -> String {
     }
 }
 
-/// Formats a duration compactly for tables: `850ms`, `42.1s`, `12m05s`, `3h02m`.
-pub fn format_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if ms < 60_000 {
-        format!("{:.1}s", d.as_secs_f64())
-    } else if ms < 3_600_000 {
-        format!("{}m{:02}s", ms / 60_000, (ms / 1000) % 60)
-    } else {
-        format!("{}h{:02}m", ms / 3_600_000, (ms / 60_000) % 60)
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum NumberOrText {
@@ -95,41 +82,41 @@ pub mod bytes {
     }
 }
 
-/// Serde for a [`Duration`] written as a humantime string (`"90s"`, `"1h30m"`).
+/// Serde for a [`Duration`] in the project's one grammar ([`crate::policy::duration`]:
+/// `"90s"`, `"1h30m"`, `"250us"`).
 pub mod duration {
     use super::*;
 
     /// Parses `"90s"`, `"1h30m"`, `"250us"`.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        humantime::parse_duration(&text)
-            .map_err(|e| D::Error::custom(format!("`{text}` is not a duration (e.g. 90s, 10m, 1h30m): {e}")))
+        crate::policy::duration::parse(&text).map_err(D::Error::custom)
     }
 
-    /// Writes a humantime string.
+    /// Writes the exact duration (`1m30s`), which reads back the same.
     pub fn serialize<S: Serializer>(v: &Duration, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&humantime::format_duration(*v).to_string())
+        s.serialize_str(&crate::policy::duration::format(*v))
     }
 }
 
-/// Serde for an optional [`Duration`] written as a humantime string.
+/// Serde for an optional [`Duration`] in the project's one grammar.
 pub mod opt_duration {
     use super::*;
 
-    /// Parses an optional humantime string.
+    /// Parses an optional duration.
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         match Option::<String>::deserialize(d)? {
             None => Ok(None),
-            Some(text) => humantime::parse_duration(&text).map(Some).map_err(|e| {
-                D::Error::custom(format!("`{text}` is not a duration (e.g. 90s, 10m, 1h30m): {e}"))
-            }),
+            Some(text) => crate::policy::duration::parse(&text)
+                .map(Some)
+                .map_err(D::Error::custom),
         }
     }
 
-    /// Writes a humantime string, or nothing.
+    /// Writes the exact duration, or nothing.
     pub fn serialize<S: Serializer>(v: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match v {
-            Some(v) => s.serialize_str(&humantime::format_duration(*v).to_string()),
+            Some(v) => s.serialize_str(&crate::policy::duration::format(*v)),
             None => s.serialize_none(),
         }
     }
@@ -152,8 +139,5 @@ mod tests {
     #[test]
     fn formats_compactly() {
         assert_eq!(format_bytes(1536.0 * 1024.0 * 1024.0), "1.5 GiB");
-        assert_eq!(format_duration(Duration::from_millis(850)), "850ms");
-        assert_eq!(format_duration(Duration::from_secs(725)), "12m05s");
-        assert_eq!(format_duration(Duration::from_secs(3 * 3600 + 120)), "3h02m");
     }
 }

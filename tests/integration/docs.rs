@@ -1,7 +1,9 @@
 //! The documentation and examples that are derived from the code stay in step with it:
-//! `docs/reference.md` is generated from the CRD schema, and `examples/iam-policy.json` (and
-//! its variant for tag tenancy, `examples/iam-policy-tag-tenancy.json`) grants exactly the
-//! AWS operations the controller calls.
+//! `docs/reference.md` is generated from the CRD schema, `docs/flags.md` from the command
+//! line's definition, every relative link of the README and docs/ resolves, and
+//! `examples/iam-policy.json` (and its variant for tag tenancy,
+//! `examples/iam-policy-tag-tenancy.json`) grants exactly the AWS operations the controller
+//! calls.
 //!
 //! Regenerate the generated documents with
 //! `UPDATE_DOCS=1 cargo test --test integration docs::`.
@@ -871,10 +873,11 @@ fn troubleshooting_covers_every_cause_and_reason() {
 // ---------------------------------------------------------------------------------------------
 // docs/operations.md names, for each guarantee, the tests that prove it: they must exist
 
-#[test]
-fn operations_doc_names_tests_that_exist() {
-    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
-    let spans: Vec<&str> = doc.split('`').skip(1).step_by(2).collect();
+/// The test names a document cites (`module::path::test_name` spans, and `test_*` Python
+/// tests), each looked up where its module path says it is: returns how many were checked
+/// and those not found.
+fn cited_tests(text: &str) -> (usize, Vec<String>) {
+    let spans: Vec<&str> = text.split('`').skip(1).step_by(2).collect();
     let is_name = |s: &str| {
         !s.is_empty()
             && s.chars()
@@ -928,9 +931,428 @@ fn operations_doc_names_tests_that_exist() {
         }
         checked += 1;
     }
+    (checked, missing)
+}
+
+#[test]
+fn operations_doc_names_tests_that_exist() {
+    let doc = std::fs::read_to_string(repo("docs/operations.md")).unwrap();
+    let (checked, missing) = cited_tests(&doc);
     assert!(
         missing.is_empty(),
         "docs/operations.md names tests that do not exist: {missing:?}"
     );
     assert!(checked >= 20, "only {checked} tests named");
+}
+
+/// The README's Safety section states each guarantee in one line with the test that proves
+/// it: every line names a test, and every test named exists.
+#[test]
+fn readme_safety_names_tests_that_exist() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let start = readme
+        .find("\n## Safety\n")
+        .expect("the README has a Safety section");
+    let section = &readme[start + 1..];
+    let section = &section[..section[1..].find("\n## ").map_or(section.len(), |i| i + 1)];
+    let guarantees: Vec<&str> = section.lines().filter(|l| l.starts_with("- ")).collect();
+    assert!(
+        guarantees.len() >= 10,
+        "only {} guarantees: {section}",
+        guarantees.len()
+    );
+    for line in &guarantees {
+        let (checked, missing) = cited_tests(line);
+        assert!(checked >= 1, "README Safety: no test named for {line:?}");
+        assert!(
+            missing.is_empty(),
+            "README Safety names tests that do not exist: {missing:?}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Every relative link of the README and docs/ reaches a file, and its anchor a heading
+
+/// The lines of a Markdown document outside fenced code blocks.
+fn prose_lines(text: &str) -> Vec<&str> {
+    let mut fenced = false;
+    text.lines()
+        .filter(|line| {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                return false;
+            }
+            !fenced
+        })
+        .collect()
+}
+
+/// The anchors GitHub gives a document's headings: the text without its Markdown, lower
+/// case, punctuation dropped but `-` and `_`, spaces as `-`; a repeated one gets `-1`, `-2`...
+fn anchors(text: &str) -> BTreeSet<String> {
+    let mut seen = BTreeSet::new();
+    for line in prose_lines(text) {
+        let Some(title) = line
+            .strip_prefix('#')
+            .map(|t| t.trim_start_matches('#'))
+            .and_then(|t| t.strip_prefix(' '))
+        else {
+            continue;
+        };
+        let title = strip_links(title);
+        let slug: String = title
+            .trim()
+            .chars()
+            .filter_map(|c| match c {
+                ' ' => Some('-'),
+                '-' | '_' => Some(c),
+                c if c.is_alphanumeric() => Some(c),
+                _ => None,
+            })
+            .flat_map(char::to_lowercase)
+            .collect();
+        let mut anchor = slug.clone();
+        let mut n = 0;
+        while seen.contains(&anchor) {
+            n += 1;
+            anchor = format!("{slug}-{n}");
+        }
+        seen.insert(anchor);
+    }
+    seen
+}
+
+/// `[text](target)` becomes `text`.
+fn strip_links(text: &str) -> String {
+    links(text).iter().fold(text.to_owned(), |t, (label, target)| {
+        t.replace(&format!("[{label}]({target})"), label)
+    })
+}
+
+/// The `[text](target)` links of a line (images too), outside code spans.
+fn links(line: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    // Code spans are the odd pieces between backticks; links live in the even ones.
+    for (i, piece) in line.split('`').enumerate() {
+        if i % 2 == 1 {
+            continue;
+        }
+        let mut rest = piece;
+        while let Some(open) = rest.find("](") {
+            let label_start = rest[..open].rfind('[');
+            let after = &rest[open + 2..];
+            let Some(close) = after.find(')') else { break };
+            if let Some(label_start) = label_start {
+                out.push((rest[label_start + 1..open].to_owned(), after[..close].to_owned()));
+            }
+            rest = &after[close + 1..];
+        }
+    }
+    // A link whose label is a code span (``[`values.yaml`](...)``) spans three pieces.
+    let mut rest = line;
+    while let Some(open) = rest.find("`](") {
+        let after = &rest[open + 3..];
+        let Some(close) = after.find(')') else { break };
+        if let Some(label_start) = rest[..open].rfind("[`") {
+            out.push((
+                rest[label_start + 1..open + 1].to_owned(),
+                after[..close].to_owned(),
+            ));
+        }
+        rest = &after[close + 1..];
+    }
+    out
+}
+
+#[test]
+fn relative_links_in_the_readme_and_docs_resolve() {
+    let mut files = vec![repo("README.md"), repo("charts/checkpoint-autoscaler/README.md")];
+    for entry in std::fs::read_dir(repo("docs")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "md") {
+            files.push(path);
+        }
+    }
+    let mut checked = 0;
+    let mut broken = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap();
+        for line in prose_lines(&text) {
+            for (_, target) in links(line) {
+                if target.contains("://") || target.starts_with("mailto:") {
+                    continue;
+                }
+                let (path, anchor) = target
+                    .split_once('#')
+                    .map_or((target.as_str(), None), |(p, a)| (p, Some(a)));
+                let resolved = if path.is_empty() {
+                    file.clone()
+                } else {
+                    file.parent().unwrap().join(path)
+                };
+                checked += 1;
+                if !resolved.exists() {
+                    broken.push(format!("{}: {target}: no such file", file.display()));
+                    continue;
+                }
+                if let Some(anchor) = anchor {
+                    let is_markdown = resolved.extension().is_some_and(|e| e == "md");
+                    let headings = std::fs::read_to_string(&resolved)
+                        .map(|t| anchors(&t))
+                        .unwrap_or_default();
+                    if !is_markdown || !headings.contains(anchor) {
+                        broken.push(format!(
+                            "{}: {target}: no heading with that anchor",
+                            file.display()
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+    assert!(checked >= 50, "only {checked} links found");
+}
+
+#[test]
+fn heading_anchors_are_githubs() {
+    let doc = "# Title\n## Tag tenancy (`--tenancy tag`, the default)\n```sh\n# not a heading\n```\n\
+               ## Decision quality: `simulate --compare`\n## Safety\n## Safety\n";
+    let anchors = anchors(doc);
+    for expected in [
+        "title",
+        "tag-tenancy---tenancy-tag-the-default",
+        "decision-quality-simulate---compare",
+        "safety",
+        "safety-1",
+    ] {
+        assert!(anchors.contains(expected), "{expected} not in {anchors:?}");
+    }
+    assert!(!anchors.contains("not-a-heading"));
+    assert_eq!(
+        links("see [a](x.md#y) and `[b](not-a-link)` or [`c`](../z.md)"),
+        [
+            ("a".to_owned(), "x.md#y".to_owned()),
+            ("`c`".to_owned(), "../z.md".to_owned())
+        ]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// docs/flags.md from the command line's definition (clap)
+
+/// A flag as it is typed: `--name VALUE` (with its short form), or `NAME` for a positional.
+fn flag_usage(arg: &clap::Arg) -> String {
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    let value = arg
+        .get_value_names()
+        .map(|names| {
+            names
+                .iter()
+                .map(|n| n.as_str().to_owned())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .unwrap_or_else(|| arg.get_id().as_str().to_uppercase().replace('-', "_"));
+    if arg.is_positional() {
+        return if arg.is_required_set() {
+            value
+        } else {
+            format!("[{value}]")
+        };
+    }
+    let mut usage = String::new();
+    if let Some(short) = arg.get_short() {
+        write!(usage, "-{short}, ").unwrap();
+    }
+    match arg.get_long() {
+        Some(long) => write!(usage, "--{long}").unwrap(),
+        None => usage.truncate(usage.len().saturating_sub(2)),
+    }
+    if takes_value {
+        write!(usage, " {value}").unwrap();
+    }
+    usage
+}
+
+/// What an argument is when it is not given: its default, `off` for a switch.
+fn flag_default(arg: &clap::Arg) -> String {
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    if !takes_value {
+        return "off".into();
+    }
+    let defaults: Vec<String> = arg
+        .get_default_values()
+        .iter()
+        .map(|v| code(&v.to_string_lossy()))
+        .collect();
+    if arg.is_required_set() {
+        "required".into()
+    } else {
+        defaults.join(", ")
+    }
+}
+
+/// The help of an argument on one line, with its allowed values when clap knows them.
+fn flag_help(arg: &clap::Arg) -> String {
+    let help = arg
+        .get_long_help()
+        .or_else(|| arg.get_help())
+        .map(|h| cell(&h.to_string()))
+        .unwrap_or_default();
+    let values: Vec<String> = arg
+        .get_possible_values()
+        .iter()
+        .filter(|v| !v.is_hide_set())
+        .map(|v| code(v.get_name()))
+        .collect();
+    let takes_value = arg.get_num_args().is_some_and(|n| n.takes_values());
+    if takes_value && !values.is_empty() {
+        let sep = if help.ends_with('.') || help.is_empty() {
+            " "
+        } else {
+            ". "
+        };
+        format!("{help}{sep}One of {}.", values.join(", "))
+            .trim_start()
+            .to_owned()
+    } else {
+        help
+    }
+}
+
+/// The subcommands, but clap's own `help`.
+fn documented_subcommands(cli: &clap::Command) -> impl Iterator<Item = &clap::Command> {
+    cli.get_subcommands()
+        .filter(|s| !s.is_hide_set() && s.get_name() != "help")
+}
+
+/// The arguments a subcommand documents: not hidden, and not `--help` (every one has it).
+fn documented_args(sub: &clap::Command) -> Vec<&clap::Arg> {
+    sub.get_arguments()
+        .filter(|a| !a.is_hide_set())
+        .filter(|a| {
+            !matches!(
+                a.get_action(),
+                clap::ArgAction::Help
+                    | clap::ArgAction::HelpShort
+                    | clap::ArgAction::HelpLong
+                    | clap::ArgAction::Version
+            )
+        })
+        .collect()
+}
+
+/// Prose for a Markdown cell: `<` and `>` outside code spans are escaped, so that
+/// `<namespace>` is shown rather than taken for an HTML tag.
+fn prose(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, piece)| {
+            if i % 2 == 1 {
+                piece.to_owned()
+            } else {
+                piece.replace('<', "&lt;").replace('>', "&gt;")
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
+fn flags_markdown(cli: &clap::Command) -> String {
+    let mut out = String::new();
+    writeln!(out, "# Command-line flags\n").unwrap();
+    writeln!(
+        out,
+        "<!-- Generated from the command line's definition (src/cli.rs and each subcommand's \
+         arguments) by tests/integration/docs.rs: do not edit by hand.\n     \
+         Regenerate with `UPDATE_DOCS=1 cargo test --test integration docs::`. -->\n"
+    )
+    .unwrap();
+    writeln!(
+        out,
+        "Every subcommand of `{}` and its flags, as `--help` prints them. A flag with an \
+         environment variable takes its value from it when the flag is not given. Durations \
+         are written like `90s`, `2m` or `1h30m`. How to run the controller: \
+         [operations.md](operations.md#run-the-controller).\n",
+        cli.get_name()
+    )
+    .unwrap();
+    writeln!(out, "| Subcommand | What it does |").unwrap();
+    writeln!(out, "|---|---|").unwrap();
+    for sub in documented_subcommands(cli) {
+        let about = sub.get_about().map(|a| cell(&a.to_string())).unwrap_or_default();
+        writeln!(out, "| [`{0}`](#{0}) | {1} |", sub.get_name(), esc(&about)).unwrap();
+    }
+    writeln!(out).unwrap();
+    for sub in documented_subcommands(cli) {
+        writeln!(out, "## {}\n", sub.get_name()).unwrap();
+        if let Some(about) = sub.get_long_about().or_else(|| sub.get_about()) {
+            writeln!(out, "{}\n", cell(&about.to_string())).unwrap();
+        }
+        let args = documented_args(sub);
+        if args.is_empty() {
+            writeln!(out, "No flags.\n").unwrap();
+            continue;
+        }
+        writeln!(out, "| Flag | Environment | Default | Description |").unwrap();
+        writeln!(out, "|---|---|---|---|").unwrap();
+        for arg in args {
+            let env = arg
+                .get_env()
+                .map(|e| code(&e.to_string_lossy()))
+                .unwrap_or_default();
+            writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                esc(&code(&flag_usage(arg))),
+                env,
+                esc(&flag_default(arg)),
+                esc(&prose(&flag_help(arg)))
+            )
+            .unwrap();
+        }
+        writeln!(out).unwrap();
+    }
+    let trimmed = out.trim_end().len();
+    out.truncate(trimmed);
+    out.push('\n');
+    out
+}
+
+#[test]
+fn flags_are_generated_from_the_command_line() {
+    use clap::CommandFactory;
+    let mut cli = checkpoint_autoscaler::cli::Cli::command();
+    // Building settles what the derive left implicit (how many values a flag takes).
+    cli.build();
+    let markdown = flags_markdown(&cli);
+    // Every flag of every subcommand has a row, with its environment variable.
+    let mut rows = 0;
+    for sub in documented_subcommands(&cli) {
+        assert!(
+            markdown.contains(&format!("\n## {}\n", sub.get_name())),
+            "no section for {}",
+            sub.get_name()
+        );
+        for arg in documented_args(sub) {
+            let usage = esc(&code(&flag_usage(arg)));
+            assert!(markdown.contains(&format!("| {usage} |")), "{usage} missing");
+            if let Some(env) = arg.get_env() {
+                assert!(markdown.contains(&code(&env.to_string_lossy())));
+            }
+            rows += 1;
+        }
+    }
+    assert!(rows >= 30, "only {rows} flags");
+    check_generated("docs/flags.md", &markdown);
+    // `run` in particular: the flags an operator sets, with their defaults and variables.
+    for row in [
+        "| `--interval INTERVAL` |  | `1m` |",
+        "| `--namespace NAMESPACE` | `WATCH_NAMESPACE` |  |",
+        "| `--leader-election` |  | off |",
+    ] {
+        assert!(markdown.contains(row), "{row} missing from docs/flags.md");
+    }
 }

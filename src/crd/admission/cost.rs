@@ -953,7 +953,7 @@ impl Checker<'_> {
         match (function, target, args) {
             ("duration", None, [arg]) => {
                 if let Some(text) = literal(arg)
-                    && go_duration(&text).is_none()
+                    && crate::policy::duration::go_nanos(&text).is_none()
                 {
                     return Err(CompileError::Literal(format!(
                         "invalid duration argument: {text:?}"
@@ -987,65 +987,6 @@ impl Checker<'_> {
         }
         Ok(())
     }
-}
-
-/// Go's `time.ParseDuration`, which CEL's `duration()` uses: an optional sign, then
-/// decimal numbers with an optional fraction and a unit (`ns`, `us`, `µs`, `μs`, `ms`, `s`,
-/// `m`, `h`), or `0`; at most 2^63 - 1 nanoseconds. Returns the nanoseconds.
-pub(super) fn go_duration(text: &str) -> Option<i128> {
-    const UNITS: [(&str, i128); 8] = [
-        ("ns", 1),
-        ("us", 1_000),
-        ("µs", 1_000),
-        ("μs", 1_000),
-        ("ms", 1_000_000),
-        ("s", 1_000_000_000),
-        ("m", 60_000_000_000),
-        ("h", 3_600_000_000_000),
-    ];
-    let (negative, mut rest) = match text.as_bytes().first() {
-        Some(b'-') => (true, &text[1..]),
-        Some(b'+') => (false, &text[1..]),
-        _ => (false, text),
-    };
-    if rest == "0" {
-        return Some(0);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total: i128 = 0;
-    while !rest.is_empty() {
-        let int_len = rest.bytes().take_while(u8::is_ascii_digit).count();
-        let whole = &rest[..int_len];
-        rest = &rest[int_len..];
-        let mut fraction = "";
-        if let Some(after) = rest.strip_prefix('.') {
-            let len = after.bytes().take_while(u8::is_ascii_digit).count();
-            fraction = &after[..len];
-            rest = &after[len..];
-        }
-        if whole.is_empty() && fraction.is_empty() {
-            return None;
-        }
-        let (unit, scale) = UNITS
-            .iter()
-            .filter(|(u, _)| rest.starts_with(u))
-            .max_by_key(|(u, _)| u.len())?;
-        rest = &rest[unit.len()..];
-        let whole: i128 = if whole.is_empty() { 0 } else { whole.parse().ok()? };
-        let mut value = whole.checked_mul(*scale)?;
-        let mut place = *scale;
-        for digit in fraction.bytes().take(30) {
-            place /= 10;
-            value += i128::from(digit - b'0') * place;
-        }
-        total = total.checked_add(value)?;
-        if total > i128::from(i64::MAX) {
-            return None;
-        }
-    }
-    Some(if negative { -total } else { total })
 }
 
 /// The type of a list or map literal's elements (`HomogeneousAggregateLiterals`).
