@@ -2346,8 +2346,39 @@ mod tests {
             })
         };
         assert_eq!(busy("SampleCount")[0].1, 4.0);
-        let report = fleet.last_period("orders").unwrap();
+        let report = fleet.last_period("orders").unwrap().clone();
         assert_eq!(busy("Maximum").last().unwrap().1, report.busy_time_ms_per_second);
+        // The largest over the tasks of each task's Maximum is what the model measured for
+        // the job: the busiest subtask's busy time, the sources' back-pressure.
+        let largest = |metric: &str| {
+            fleet
+                .list_metrics(
+                    Some(NAMESPACE),
+                    Some(metric),
+                    &[(DIMENSION.into(), "orders".into())],
+                )
+                .into_iter()
+                .filter_map(|id| {
+                    fleet
+                        .metric_data(&MetricQuery {
+                            namespace: NAMESPACE.into(),
+                            metric_name: metric.into(),
+                            dimensions: id.dimensions,
+                            start: fleet.now() - PERIOD,
+                            end: fleet.now(),
+                            period: PERIOD,
+                            stat: "Maximum".into(),
+                        })
+                        .last()
+                        .map(|p| p.1)
+                })
+                .fold(f64::NEG_INFINITY, f64::max)
+        };
+        assert_eq!(largest("busyTimeMsPerSecond"), report.busy_time_ms_per_second);
+        assert_eq!(
+            largest("backPressuredTimeMsPerSecond"),
+            report.back_pressured_time_ms_per_second
+        );
         // Still nothing with the Application dimension alone.
         assert!(
             !names_with(&fleet, &["Application"])
