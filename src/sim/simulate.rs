@@ -22,6 +22,7 @@ use super::{
     units::format_bytes,
 };
 use crate::{
+    aws::catalogue::MetricsLevel,
     crd::{Mode, ServiceAutoScaling},
     policy::duration::human,
     policy::{self, Action, AppConfig, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
@@ -550,6 +551,22 @@ pub struct SimulateArgs {
     /// With `--compare`: also write the results as JSON to this file.
     #[arg(long, value_name = "FILE", requires = "compare")]
     pub json: Option<PathBuf>,
+    /// Run every scenario at this CloudWatch metrics level instead of its own
+    /// (`application:` `metricsLevel`): `application` is the service's default and what most
+    /// applications publish; `task` adds per-task busy and back-pressure times.
+    #[arg(long, value_name = "LEVEL", value_parser = parse_metrics_level)]
+    pub metrics_level: Option<MetricsLevel>,
+}
+
+/// `--metrics-level`: the API's levels, in any case.
+fn parse_metrics_level(s: &str) -> Result<MetricsLevel, String> {
+    MetricsLevel::parse(&s.to_ascii_uppercase()).ok_or_else(|| {
+        let levels: Vec<String> = MetricsLevel::ALL
+            .iter()
+            .map(|l| l.as_str().to_ascii_lowercase())
+            .collect();
+        format!("unknown metrics level {s:?}: one of {}", levels.join(", "))
+    })
 }
 
 /// `simulate --compare`: the table of every scenario under every policy.
@@ -562,10 +579,16 @@ fn compare_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if files.is_empty() {
         anyhow::bail!("no scenario files (*.yaml) in {}", dir.display());
     }
-    let scenarios = files
+    let mut scenarios = files
         .iter()
         .map(|f| Scenario::load(f))
         .collect::<Result<Vec<_>, _>>()?;
+    if let Some(level) = args.metrics_level {
+        for scenario in &mut scenarios {
+            scenario.application.metrics_level = level;
+        }
+        println!("metrics level: {level} for every scenario");
+    }
     let started = std::time::Instant::now();
     let comparison = compare::compare(&scenarios, args.seed)?;
     print!("{}", compare::format_table(&comparison));
@@ -598,6 +621,9 @@ pub fn run_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     let mut scenario = Scenario::load(path)?;
     if let Some(seed) = args.seed {
         scenario.seed = seed;
+    }
+    if let Some(level) = args.metrics_level {
+        scenario.application.metrics_level = level;
     }
     if let Some(spec) = &scenario.budget
         && spec.mode != Mode::Enforce
