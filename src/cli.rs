@@ -21,14 +21,17 @@ pub enum Command {
     Validate(crate::validate::ValidateArgs),
     /// Run the controller: reconcile CheckpointBudgets against Managed Service for Apache Flink.
     Run(Box<crate::controller::RunArgs>),
+    #[cfg(feature = "proving-ground")]
     /// Serve the AWS emulator (kinesisanalyticsv2 and CloudWatch) on loopback.
     Emulator(crate::emulator::EmulatorArgs),
+    #[cfg(feature = "proving-ground")]
     /// Run a scenario in virtual time under a policy (or a baseline) and report SLO-violation
     /// minutes, KPU-hours and restarts.
     Simulate(crate::sim::SimulateArgs),
     /// Evaluate one live application against a budget, once: print the observed
     /// configuration, checkpoint figures, diagnosis and recommendation. Changes nothing.
     Recommend(Box<crate::recommend::RecommendArgs>),
+    #[cfg(feature = "proving-ground")]
     /// Watch the controller restore a breached checkpoint budget against the built-in emulator (no cluster, no AWS).
     Demo(crate::demo::DemoArgs),
 }
@@ -39,9 +42,12 @@ pub fn run(cli: Cli) -> anyhow::Result<std::process::ExitCode> {
         Command::Crd(args) => crate::crd::run_crd(args),
         Command::Validate(args) => crate::validate::run(args),
         Command::Run(args) => crate::controller::run(*args),
+        #[cfg(feature = "proving-ground")]
         Command::Emulator(args) => crate::emulator::run(args),
+        #[cfg(feature = "proving-ground")]
         Command::Simulate(args) => crate::sim::simulate::run_command(args),
         Command::Recommend(args) => crate::recommend::run(*args),
+        #[cfg(feature = "proving-ground")]
         Command::Demo(args) => crate::demo::run(args),
     }
 }

@@ -14,6 +14,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{duration::format_duration, quantity::format_bytes};
 use crate::cost::{self, KpuHourPrice, MonthlyCost};
+use crate::policy::duration::human;
 use crate::policy::{
     AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, History, Observation,
     Outcome, RecommendationRecord, ScalingRecord,
@@ -248,9 +249,9 @@ impl CheckpointWindow {
             .filter(|v| v.is_finite() && *v >= 0.0)
             .map(|v| v.round() as u64);
         Self {
-            last_duration: last_ms.map(human_ms),
+            last_duration: last_ms.map(|ms| human(Duration::from_millis(ms))),
             last_duration_ms: last_ms,
-            max_duration: max_ms.map(human_ms),
+            max_duration: max_ms.map(|ms| human(Duration::from_millis(ms))),
             max_duration_ms: max_ms,
             last_size: size.map(format_bytes),
             last_size_bytes: size,
@@ -259,15 +260,6 @@ impl CheckpointWindow {
             budget: format_duration(budget.max_checkpoint_duration),
             window: format_duration(budget.window),
         }
-    }
-}
-
-/// A duration in milliseconds for people: whole seconds from 10 s up, milliseconds below.
-fn human_ms(ms: u64) -> String {
-    if ms >= 10_000 {
-        format_duration(Duration::from_secs((ms + 500) / 1000))
-    } else {
-        format_duration(Duration::from_millis(ms))
     }
 }
 

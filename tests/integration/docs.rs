@@ -971,6 +971,36 @@ fn readme_safety_names_tests_that_exist() {
     }
 }
 
+/// The README is a README: it opens with the two commands (the demo and the tests), whose
+/// script exists, and stays short; the manual is in docs/.
+#[test]
+fn readme_opens_with_the_two_commands_and_stays_short() {
+    let readme = std::fs::read_to_string(repo("README.md")).unwrap();
+    let lines: Vec<&str> = readme.lines().collect();
+    assert!(
+        lines.len() <= 200,
+        "README.md has {} lines; move detail to docs/",
+        lines.len()
+    );
+    let first_block: Vec<&str> = lines
+        .iter()
+        .skip_while(|l| !l.starts_with("```"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("```"))
+        .copied()
+        .collect();
+    let commands: Vec<&str> = first_block
+        .iter()
+        .map(|l| l.split('#').next().unwrap_or_default().trim())
+        .collect();
+    assert_eq!(commands, ["cargo run -- demo", "./scripts/test.sh"]);
+    assert!(
+        lines.iter().position(|l| l.starts_with("```")) < lines.iter().position(|l| l.starts_with("## ")),
+        "the commands come before the first section"
+    );
+    assert!(repo("scripts/test.sh").exists());
+}
+
 // ---------------------------------------------------------------------------------------------
 // Every relative link of the README and docs/ reaches a file, and its anchor a heading
 
