@@ -119,7 +119,7 @@ async fn simulate_and_the_controller_observe_identically() {
         emu.state().advance(Duration::from_secs(by as u64));
         let window = Duration::from_secs(window_s);
         for app in [SEEDED, RUNNING] {
-            let (_, controller) =
+            let (_, controller, _) =
                 observe_application(&control, metrics.as_ref(), &target, app, window, period, now)
                     .await
                     .unwrap();
