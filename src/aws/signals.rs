@@ -18,8 +18,9 @@
 //! - the application-level metrics, always, one query each;
 //! - the restart count under the name its runtime publishes (`RuntimeEnvironment` from
 //!   `DescribeApplication`);
-//! - busy and back-pressure time only when `MetricsLevel` is TASK or finer, one query per
-//!   task, the tasks found with `ListMetrics`;
+//! - busy and back-pressure time one query per task, the tasks found with `ListMetrics`
+//!   (the service lists them only when `MetricsLevel` is TASK or finer, so nothing is asked
+//!   for at the APPLICATION level);
 //! - the source lag with the dimensions `ListMetrics` finds: one query per source stream.
 //!
 //! NB: the sources of a Managed Flink application are not in `DescribeApplication` (they
@@ -228,13 +229,11 @@ impl SignalPlan {
         discovered: Discovered,
     ) -> Self {
         let app_dims = vec![(APPLICATION_DIMENSION.to_string(), application.to_string())];
-        let task_metrics = level.is_none_or(|l| l.has_task_metrics());
         let mut series = Vec::new();
         for (field, spec) in METRICS.iter().enumerate() {
             let found: Vec<Vec<(String, String)>> = match field {
-                BUSY if task_metrics => coarsest(&discovered.busy),
-                BACK_PRESSURE if task_metrics => coarsest(&discovered.back_pressure),
-                BUSY | BACK_PRESSURE => Vec::new(),
+                BUSY => coarsest(&discovered.busy),
+                BACK_PRESSURE => coarsest(&discovered.back_pressure),
                 LAG => coarsest(&discovered.kinesis_lag),
                 _ => vec![app_dims.clone()],
             };
@@ -370,24 +369,23 @@ pub(crate) trait ListMetricsApi: Send + Sync {
     ) -> Result<Vec<Vec<(String, String)>>, AwsError>;
 }
 
-/// Runs the `ListMetrics` calls `level` calls for: the source lags always, busy and
-/// back-pressure when the level publishes them (or is not reported).
-pub(crate) async fn discover(
-    api: &dyn ListMetricsApi,
-    target: &Target,
-    application: &str,
-    level: Option<MetricsLevel>,
-) -> Discovered {
+/// Lists what the application publishes of busy time, back-pressure time and source lag
+/// (`records_lag_max` only without `millisBehindLatest`): three or four `ListMetrics` calls.
+///
+/// NB: what is listed is what is read, whatever `MetricsLevel` says: at AWS the
+/// APPLICATION level lists no busy or back-pressure time (so nothing is asked for), and an
+/// application whose level changed since it was described is read as it publishes. The
+/// level decides what status reports missing and advises. Listing at every level costs two
+/// `ListMetrics` calls per application and discovery period.
+pub(crate) async fn discover(api: &dyn ListMetricsApi, target: &Target, application: &str) -> Discovered {
     let mut found = Discovered::default();
     let result: Result<(), AwsError> = async {
-        if level.is_none_or(|l| l.has_task_metrics()) {
-            found.busy = api
-                .list_dimensions(target, METRICS[BUSY].name, application)
-                .await?;
-            found.back_pressure = api
-                .list_dimensions(target, METRICS[BACK_PRESSURE].name, application)
-                .await?;
-        }
+        found.busy = api
+            .list_dimensions(target, METRICS[BUSY].name, application)
+            .await?;
+        found.back_pressure = api
+            .list_dimensions(target, METRICS[BACK_PRESSURE].name, application)
+            .await?;
         found.kinesis_lag = api.list_dimensions(target, KINESIS_LAG, application).await?;
         if found.kinesis_lag.is_empty() {
             found.kafka_lag = api.list_dimensions(target, KAFKA_LAG, application).await?;
@@ -480,7 +478,7 @@ impl Discovery {
         let found = match cached {
             Some(found) => found,
             None => {
-                let found = discover(api, target, &description.name, level).await;
+                let found = discover(api, target, &description.name).await;
                 if found.error.is_none() {
                     self.insert(key, found.clone(), Instant::now());
                 }
@@ -548,8 +546,6 @@ mod tests {
     #[test]
     fn the_application_level_reads_no_task_metrics_and_says_what_it_misses() {
         let found = Discovered {
-            // Whatever ListMetrics said, APPLICATION does not publish these.
-            busy: vec![dims("a", &[("Task", "t")])],
             kinesis_lag: vec![
                 dims("a", &[("Id", "orders"), ("Flow", "Input")]),
                 dims("a", &[("Id", "payments"), ("Flow", "Input")]),
@@ -672,16 +668,16 @@ mod tests {
             .plan(&lister, &target, &description("a", 1, Some("TASK")))
             .await;
         assert_eq!(calls(), 3, "cached");
-        // At APPLICATION only the sources are looked for.
+        // The level does not spare the listing: what is listed is what is read.
         cache
             .plan(&lister, &target, &description("b", 1, Some("APPLICATION")))
             .await;
-        assert_eq!(calls(), 4);
+        assert_eq!(calls(), 6);
         // A new version re-discovers, and replaces the old one's entry.
         cache
             .plan(&lister, &target, &description("a", 2, Some("TASK")))
             .await;
-        assert_eq!(calls(), 7);
+        assert_eq!(calls(), 9);
         assert_eq!(cache.len(), 2);
         // Bounded: a third application evicts the soonest to expire.
         cache
@@ -693,7 +689,7 @@ mod tests {
         cache
             .plan(&lister, &target, &description("a", 2, Some("TASK")))
             .await;
-        assert_eq!(calls(), 11);
+        assert_eq!(calls(), 15);
         // A failure reads the application level, says so, and is not cached.
         lister.fail.store(true, Ordering::SeqCst);
         let plan = cache

@@ -987,24 +987,16 @@ spec:
             .div_ceil(to["parallelismPerKpu"].as_u64().unwrap());
         assert_eq!(cost["recommended"]["billedKpus"], kpus + 1, "{cost}");
         assert_eq!(cost["kpuHourPrice"], "0.11 USD");
-        // The emulator reports the default MetricsLevel, APPLICATION: no busy time, so the
-        // policy sizes on what the application level has, and recommend says what is missing.
-        let reason = report["scalingLimited"]["reason"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        assert!(
-            matches!(reason.as_str(), "DesiredWithinRange" | "MaxKpusReached"),
+        assert_eq!(
+            report["scalingLimited"]["reason"], "DesiredWithinRange",
             "{report}"
         );
+        // The signals read: the emulator reports the default MetricsLevel.
         assert_eq!(report["signals"]["metricsLevel"], "APPLICATION", "{report}");
         assert!(
-            report["signals"]["missing"][0]
-                .as_str()
-                .is_some_and(|m| m.contains("TASK level")),
+            report["signals"]["queries"].as_u64().is_some_and(|q| q >= 12),
             "{report}"
         );
-        assert!(report["signals"]["advice"].as_str().is_some(), "{report}");
 
         // Read-only: one describe and one metrics call, signed with the environment's keys.
         assert!(calls(&emu, "UpdateApplication").is_empty());
@@ -1057,7 +1049,7 @@ spec:
             text.lines().any(|l| l.starts_with("Cost            5 → ")),
             "{text}"
         );
-        assert_eq!(text.contains("Limited"), reason == "MaxKpusReached", "{text}");
+        assert!(!text.contains("Limited"), "{text}");
 
         // A cap below what is needed: the report says which bound holds it back, and prices it.
         let out = recommend(
@@ -1067,7 +1059,7 @@ spec:
         .await;
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
         let text = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(text.contains("Limited"), reason == "MaxKpusReached", "{text}");
+        assert!(!text.contains("Limited"), "{text}");
         let capped = BUDGET.replace("maxKpus: 16", "maxKpus: 6");
         std::fs::write(&budget, capped).unwrap();
         let out = recommend(

@@ -21,7 +21,8 @@ use jiff::Timestamp;
 const START: i64 = 1_767_225_600;
 const SEEDED: &str = "seeded";
 const RUNNING: &str = "orders-enrichment";
-/// An application with the shapes AWS publishes: lag per source stream, busy time per task.
+/// An application with the shapes AWS publishes at the APPLICATION level: lag per source
+/// stream, no busy time.
 const STREAMS: &str = "streams";
 
 fn id(metric: &str, app: &str) -> MetricId {
@@ -95,13 +96,6 @@ fn fleet() -> Fleet {
             let metric = MetricId::new(METRIC_NAMESPACE, "millisBehindLatest", &dims);
             fleet.record_service_metric(&metric, "Milliseconds", t, lag);
         }
-        // Per-task busy time, as the TASK level publishes it: not read at APPLICATION.
-        let busy = MetricId::new(
-            METRIC_NAMESPACE,
-            "busyTimeMsPerSecond",
-            &with(STREAMS, &[("Task", "map")]),
-        );
-        fleet.record_service_metric(&busy, "Milliseconds", t, 800.0);
     }
     fleet
 }
@@ -171,8 +165,8 @@ async fn simulate_and_the_controller_observe_identically() {
         seen_samples > 40,
         "the comparison saw data: {seen_samples} periods"
     );
-    // ListMetrics once per application (the source lag; its version did not change), one
-    // GetMetricData per observation.
+    // ListMetrics once per application and metric (busy, back-pressure, the source lag; the
+    // versions did not change), one GetMetricData per observation.
     let calls = |operation: &str| {
         emu.state()
             .calls(&CallFilter {
@@ -181,12 +175,13 @@ async fn simulate_and_the_controller_observe_identically() {
             })
             .len()
     };
-    assert_eq!(calls("ListMetrics"), 3);
+    assert_eq!(calls("ListMetrics"), 9);
     assert_eq!(calls("GetMetricData"), 12);
 }
 
 /// The source lag is read per stream with its real dimensions, the maximum over streams;
-/// per-task busy time is not asked for at the APPLICATION level, and status says so.
+/// without per-task busy time (the APPLICATION level publishes none) status says what the
+/// TASK level would add.
 #[tokio::test]
 async fn the_controller_reads_per_stream_lag_and_only_what_the_level_publishes() {
     let emu = emulator::serve_backend(
