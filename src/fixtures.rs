@@ -309,6 +309,8 @@ impl FakeAws {
                 created: Some(Timestamp::from_second(1_767_225_600).expect("a timestamp")),
                 snapshots_enabled: Some(true),
                 restore: Some(crate::aws::Restore::Latest),
+                metrics_level: None,
+                runtime: None,
             }),
             tags: vec![(NAMESPACE_TAG.into(), NAMESPACE.into())],
             samples: healthy(),

@@ -18,8 +18,8 @@ use serde::{Deserialize as _, Serialize};
 
 use crate::{
     aws::{
-        ApplicationDescription, AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl, Target,
-        observe_application,
+        ApplicationDescription, AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl, SignalsReport,
+        Target, observe_application,
     },
     controller::limited,
     cost::KpuHourPrice,
@@ -150,6 +150,8 @@ pub struct Report {
     /// `ScalingLimited` condition); `None` when no need was sized.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub scaling_limited: Option<LimitedReport>,
+    /// Which signals were read, which were missing, and what the team could switch on.
+    pub signals: SignalsReport,
 }
 
 /// The `ScalingLimited` condition of a one-shot evaluation.
@@ -249,7 +251,7 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
     let metrics = CloudWatchMetrics::new(clients.clone());
     let now = args.at.unwrap_or_else(Timestamp::now);
     let name = &spec.application.name;
-    let (description, observation) =
+    let (description, observation, plan) =
         observe_application(&control, &metrics, &target, name, budget.window, period, now)
             .await
             .map_err(|e| anyhow!("observing {name} in {target}: {} ({})", e.message(), e.reason()))?;
@@ -262,6 +264,7 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
         observation.samples.len(),
         decision,
         args.kpu_hour_price.as_ref(),
+        plan.report(),
     ))
 }
 
@@ -273,6 +276,7 @@ fn report(
     periods_with_data: usize,
     decision: Decision,
     price: Option<&KpuHourPrice>,
+    signals: SignalsReport,
 ) -> Report {
     let running = policy::AppConfig::new(application.parallelism, application.parallelism_per_kpu);
     let cost = CostStatus::new(running, decision.recommendation, price);
@@ -294,6 +298,7 @@ fn report(
         decision,
         cost,
         scaling_limited,
+        signals,
     }
 }
 
@@ -501,6 +506,22 @@ pub fn render_text(report: &Report) -> String {
         line("Limited", format!("{}: {}", limited.reason, limited.message));
     }
     line("Cost", report.cost.summary.clone());
+    let sig = &report.signals;
+    line(
+        "Signals",
+        format!(
+            "MetricsLevel {}, {}: {}",
+            sig.metrics_level.as_deref().unwrap_or("not reported"),
+            sig.runtime.as_deref().unwrap_or("runtime not reported"),
+            sig.available.join("; ")
+        ),
+    );
+    for missing in &sig.missing {
+        line("Missing", missing.clone());
+    }
+    if let Some(advice) = &sig.advice {
+        line("Could enable", advice.clone());
+    }
     out.push_str("Nothing was changed: recommend only reads.\n");
     out
 }

@@ -730,6 +730,29 @@ impl MetricsSource for TimedMetrics {
         )
         .await
     }
+
+    async fn plan(
+        &self,
+        target: &Target,
+        description: &crate::aws::ApplicationDescription,
+    ) -> crate::aws::SignalPlan {
+        self.inner.plan(target, description).await
+    }
+
+    async fn samples_for(
+        &self,
+        target: &Target,
+        plan: &crate::aws::SignalPlan,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
+        timed(
+            &self.spent,
+            self.inner.samples_for(target, plan, window, period, end),
+        )
+        .await
+    }
 }
 
 /// A `/proc/self/status` field in KiB (`VmRSS`, `VmHWM`); `None` off Linux.

@@ -1,11 +1,12 @@
 //! The metric batcher: concurrent [`MetricsSource::samples`] calls from many reconciles are
 //! merged into as few `GetMetricData` calls as CloudWatch allows.
 //!
-//! Every request becomes [`METRICS`]`.len()` queries. A background task appends them to an
+//! Every request becomes the queries of its [`SignalPlan`] ([`METRICS`]`.len()` at the
+//! application level; a query more per task or source stream found). A background task appends them to an
 //! open call per (target, period) and sends the call as soon as it is full — 500 queries,
 //! or fewer when the union of the time ranges would pass 100,800 datapoints — or, when it
 //! does not fill up, `max_wait` after its first query. A burst of N requests therefore
-//! costs `ceil(N × 12 / 500)` calls, the floor, plus at most one partial call per (target,
+//! costs `ceil(total queries / 500)` calls, the floor, plus at most one partial call per (target,
 //! period); a steady stream costs the floor as long as it fills a call within `max_wait`
 //! (5,000 budgets a minute fill one every half second). A request's queries may straddle
 //! two calls; it is answered when the last of them returns.
@@ -30,11 +31,12 @@ use tokio::{
 use tracing::debug;
 
 use super::{
-    AwsClients, AwsError, CallStats, MetricsSource, Target,
+    ApplicationDescription, AwsClients, AwsError, CallStats, MetricsSource, Target,
     cloudwatch::{
         MAX_DATAPOINTS_PER_CALL, MAX_QUERIES_PER_CALL, METRICS, MetricDataApi, MetricDataCall, Query,
         SampleRequest, assemble, fetch_all,
     },
+    signals::{Discovery, ListMetricsApi, SeriesSpec, SignalPlan},
 };
 use crate::policy::Sample;
 
@@ -79,6 +81,10 @@ impl Default for BatchConfig {
 pub struct BatchedMetrics {
     tx: mpsc::Sender<Pending>,
     stats: Arc<CallStats>,
+    /// `ListMetrics`, for [`MetricsSource::plan`] (`None`: plans read every metric with the
+    /// `Application` dimension alone).
+    lister: Option<Arc<dyn ListMetricsApi>>,
+    discovery: Discovery,
 }
 
 impl std::fmt::Debug for BatchedMetrics {
@@ -92,7 +98,9 @@ impl BatchedMetrics {
     /// `clients`.
     pub fn spawn(clients: Arc<AwsClients>, config: BatchConfig) -> Self {
         let stats = clients.stats().clone();
-        Self::spawn_with(clients, stats, config)
+        let mut metrics = Self::spawn_with(clients.clone(), stats, config);
+        metrics.lister = Some(clients);
+        metrics
     }
 
     pub(crate) fn spawn_with(
@@ -112,7 +120,12 @@ impl BatchedMetrics {
             open: HashMap::new(),
         };
         tokio::spawn(batcher.run(rx));
-        Self { tx, stats }
+        Self {
+            tx,
+            stats,
+            lister: None,
+            discovery: Discovery::default(),
+        }
     }
 }
 
@@ -126,14 +139,34 @@ impl MetricsSource for BatchedMetrics {
         period: Duration,
         end: Timestamp,
     ) -> Result<Vec<Sample>, AwsError> {
+        let plan = SignalPlan::application_dimension_only(application);
+        self.samples_for(target, &plan, window, period, end).await
+    }
+
+    async fn plan(&self, target: &Target, description: &ApplicationDescription) -> SignalPlan {
+        match &self.lister {
+            Some(lister) => self.discovery.plan(lister.as_ref(), target, description).await,
+            None => SignalPlan::application_dimension_only(&description.name),
+        }
+    }
+
+    async fn samples_for(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
         self.stats.record_sample_request();
-        let request = SampleRequest::new(application, window, period, end)?;
+        let request = SampleRequest::new(&plan.application, window, period, end)?;
         let (reply, answer) = oneshot::channel();
         let stopped = || AwsError::Other("GetMetricData: the metric batcher has stopped".into());
         self.tx
             .send(Pending {
                 target: target.clone(),
                 request,
+                series: plan.series.clone(),
                 reply,
             })
             .await
@@ -146,6 +179,8 @@ impl MetricsSource for BatchedMetrics {
 struct Pending {
     target: Target,
     request: SampleRequest,
+    /// The series to read (the plan's).
+    series: Vec<SeriesSpec>,
     reply: oneshot::Sender<Result<Vec<Sample>, AwsError>>,
 }
 
@@ -288,6 +323,7 @@ impl Batcher {
         let Pending {
             target,
             request,
+            series,
             reply,
         } = pending;
         let key = (target, request.period);
@@ -296,14 +332,19 @@ impl Batcher {
         let in_flight = Arc::new(InFlight {
             request,
             state: Mutex::new(Progress {
-                unsent: METRICS.len(),
+                unsent: series.len(),
                 calls: 0,
                 series: vec![None; METRICS.len()],
                 error: None,
                 reply: Some(reply),
             }),
         });
-        for metric in 0..METRICS.len() {
+        if series.is_empty() {
+            let mut progress = lock(&in_flight.state);
+            in_flight.finish_if_done(&mut progress);
+            return;
+        }
+        for spec in &series {
             let full = self
                 .open
                 .get(&key)
@@ -318,11 +359,11 @@ impl Batcher {
                 .or_insert_with(|| OpenCall::new(key.1, deadline));
             call.start = call.start.min(start);
             call.end = call.end.max(end);
-            let query = Query {
-                id: format!("q{}", call.queries.len()),
-                application: in_flight.request.application.clone(),
-                metric,
-            };
+            let query = Query::of(
+                format!("q{}", call.queries.len()),
+                &in_flight.request.application,
+                spec,
+            );
             call.queries.push((query, in_flight.clone()));
             // A call that has just reached the per-request limit goes now: waiting for the
             // next arrival (or a deadline) would only delay the burst's last full call.
@@ -903,5 +944,95 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.reason(), "InvalidArgument");
         assert!(fake.pages.lock().unwrap().is_empty());
+    }
+
+    /// Plans of different sizes (tasks and source streams found at the TASK level, the
+    /// application level alone) share calls: the call count is the floor of the total
+    /// queries over 500, and each request still gets its own answer.
+    #[tokio::test(start_paused = true)]
+    async fn plans_with_tasks_and_streams_cost_the_floor_of_calls() {
+        use crate::aws::signals::{Discovered, MetricsLevel, SignalPlan};
+        let fake = Arc::new(Fake::default());
+        let (metrics, stats) = spawn(&fake, config());
+        let dims = |app: &str, key: &str, n: usize| -> Vec<Vec<(String, String)>> {
+            (0..n)
+                .map(|i| {
+                    vec![
+                        ("Application".to_string(), app.to_string()),
+                        (key.to_string(), format!("{key}-{i}")),
+                    ]
+                })
+                .collect()
+        };
+        let plans: Vec<SignalPlan> = (0..50)
+            .map(|i| {
+                let app = format!("app-{i}");
+                if i < 30 {
+                    let found = Discovered {
+                        busy: dims(&app, "Task", 4),
+                        back_pressure: dims(&app, "Task", 4),
+                        kinesis_lag: dims(&app, "Id", 2),
+                        ..Discovered::default()
+                    };
+                    SignalPlan::new(&app, Some(MetricsLevel::Task), Some("FLINK-1_20"), found)
+                } else {
+                    SignalPlan::new(
+                        &app,
+                        Some(MetricsLevel::Application),
+                        Some("FLINK-1_20"),
+                        Discovered::default(),
+                    )
+                }
+            })
+            .collect();
+        let total: usize = plans.iter().map(|p| p.series.len()).sum();
+        assert_eq!(total, 30 * (9 + 4 + 4 + 2) + 20 * 9);
+        let target = Target::new("eu-west-1");
+        let tasks: Vec<_> = plans
+            .iter()
+            .cloned()
+            .map(|plan| {
+                let metrics = metrics.clone();
+                let target = target.clone();
+                tokio::spawn(async move {
+                    metrics
+                        .samples_for(
+                            &target,
+                            &plan,
+                            Duration::from_secs(600),
+                            Duration::from_secs(60),
+                            end(),
+                        )
+                        .await
+                })
+            })
+            .collect();
+        for (i, task) in tasks.into_iter().enumerate() {
+            let samples = task.await.unwrap().unwrap();
+            assert_eq!(samples.len(), 10, "app-{i}");
+            let want = expected(&format!("app-{i}"), Duration::from_secs(600), end());
+            for (got, want) in samples.iter().zip(&want) {
+                assert_eq!(got.cpu_utilization, want.cpu_utilization);
+                if i < 30 {
+                    assert_eq!(got.busy_time_ms_per_second, want.busy_time_ms_per_second);
+                    assert_eq!(got.millis_behind_latest, want.millis_behind_latest);
+                } else {
+                    assert_eq!(got.busy_time_ms_per_second, None, "not published at APPLICATION");
+                }
+            }
+        }
+        let snapshot = stats.snapshot();
+        assert_eq!(
+            snapshot.calls_of(AwsOperation::GetMetricData),
+            total.div_ceil(MAX_QUERIES_PER_CALL) as u64
+        );
+        let asked: usize = fake
+            .pages
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, c)| c.queries.len())
+            .sum();
+        assert_eq!(asked, total);
     }
 }

@@ -9,11 +9,17 @@
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use async_trait::async_trait;
-use aws_sdk_cloudwatch::types::{Dimension, Metric, MetricDataQuery, MetricStat, ScanBy, StatusCode};
+use aws_sdk_cloudwatch::types::{
+    Dimension, DimensionFilter, Metric, MetricDataQuery, MetricStat, RecentlyActive, ScanBy, StatusCode,
+};
 use aws_smithy_types::DateTime;
 use jiff::Timestamp;
 
-use super::{AwsClients, AwsError, MetricsSource, Target, stats::AwsOperation};
+use super::{
+    ApplicationDescription, AwsClients, AwsError, MetricsSource, Target,
+    signals::{Discovery, ListMetricsApi, SeriesSpec, SignalPlan},
+    stats::AwsOperation,
+};
 use crate::policy::Sample;
 
 /// The CloudWatch namespace of Managed Service for Apache Flink.
@@ -193,29 +199,48 @@ impl SampleRequest {
     }
 }
 
-/// One query of a `GetMetricData` call: metric `metric` (index into [`METRICS`]) of one
-/// application, under a call-unique id.
+/// One query of a `GetMetricData` call: one series of a [`SignalPlan`] (for field
+/// `metric`, an index into [`METRICS`]) of one application, under a call-unique id.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct Query {
     pub(crate) id: String,
     pub(crate) application: String,
+    /// The sample field it fills (index into [`METRICS`]).
     pub(crate) metric: usize,
+    /// The CloudWatch metric name.
+    pub(crate) name: &'static str,
+    /// The statistic.
+    pub(crate) stat: &'static str,
+    /// The dimensions, all of which must match.
+    pub(crate) dimensions: Vec<(String, String)>,
 }
 
 impl Query {
+    /// The query of `series` of `application`, under `id`.
+    pub(crate) fn of(id: String, application: &str, series: &SeriesSpec) -> Self {
+        Self {
+            id,
+            application: application.to_string(),
+            metric: series.field,
+            name: series.name,
+            stat: series.stat,
+            dimensions: series.dimensions.clone(),
+        }
+    }
+
     /// The CloudWatch metric name it reads.
     pub(crate) fn metric_name(&self) -> &'static str {
-        METRICS[self.metric].name
+        self.name
     }
 
     /// The statistic it asks for.
     pub(crate) fn stat(&self) -> &'static str {
-        METRICS[self.metric].stat
+        self.stat
     }
 
     /// The dimensions of the metric it reads (all must match, as CloudWatch compares them).
     pub(crate) fn dimensions(&self) -> Vec<(String, String)> {
-        vec![(APPLICATION_DIMENSION.to_string(), self.application.clone())]
+        self.dimensions.clone()
     }
 }
 
@@ -311,7 +336,15 @@ pub(crate) fn assemble(request: &SampleRequest, series: &[Option<&[(i64, f64)]>]
         };
         let mut points: Vec<(i64, f64)> = points.iter().copied().filter(|(_, v)| v.is_finite()).collect();
         points.sort_by_key(|(t, _)| *t);
-        points.dedup_by_key(|(t, _)| *t);
+        // Several series of one field (tasks, source streams) meet here: the period's value
+        // is their maximum (see `signals`).
+        points.dedup_by(|later, kept| {
+            let same = later.0 == kept.0;
+            if same {
+                kept.1 = kept.1.max(later.1);
+            }
+            same
+        });
         let mut previous: Option<f64> = None;
         for (t, v) in points {
             let value = if spec.running_count {
@@ -359,15 +392,13 @@ pub(crate) fn increase(previous: Option<f64>, current: f64) -> Option<f64> {
     }
 }
 
-/// The queries of one application, with ids `{prefix}_{metric}` (ids must start with a
-/// lower-case letter and be unique within a call).
-pub(crate) fn queries_for(application: &str, prefix: &str) -> Vec<Query> {
-    (0..METRICS.len())
-        .map(|metric| Query {
-            id: format!("{prefix}_{metric}"),
-            application: application.to_string(),
-            metric,
-        })
+/// The queries of `plan`, with ids `{prefix}_{n}` (ids must start with a lower-case letter
+/// and be unique within a call).
+pub(crate) fn queries_for(plan: &SignalPlan, prefix: &str) -> Vec<Query> {
+    plan.series
+        .iter()
+        .enumerate()
+        .map(|(n, series)| Query::of(format!("{prefix}_{n}"), &plan.application, series))
         .collect()
 }
 
@@ -377,15 +408,18 @@ pub(crate) fn samples_from(
     queries: &[Query],
     answer: &HashMap<String, Series>,
 ) -> Result<Vec<Sample>, AwsError> {
-    let mut series: Vec<Option<&[(i64, f64)]>> = vec![None; METRICS.len()];
+    let mut merged: Vec<Option<Vec<(i64, f64)>>> = vec![None; METRICS.len()];
     for query in queries {
         if let Some(found) = answer.get(&query.id) {
             if let Some(err) = &found.error {
                 return Err(err.clone());
             }
-            series[query.metric] = Some(found.points.as_slice());
+            merged[query.metric]
+                .get_or_insert_with(Vec::new)
+                .extend_from_slice(&found.points);
         }
     }
+    let series: Vec<Option<&[(i64, f64)]>> = merged.iter().map(|s| s.as_deref()).collect();
     Ok(assemble(request, &series))
 }
 
@@ -396,13 +430,14 @@ pub(crate) fn samples_from(
 pub(crate) async fn read_samples(
     api: &dyn MetricDataApi,
     target: &Target,
+    plan: &SignalPlan,
     request: &SampleRequest,
 ) -> Result<Vec<Sample>, AwsError> {
     let call = MetricDataCall {
         start: request.fetch_start(),
         end: request.end,
         period: request.period,
-        queries: queries_for(&request.application, "m"),
+        queries: queries_for(plan, "m"),
     };
     let answer = fetch_all(api, target, &call).await?;
     samples_from(request, &call.queries, &answer)
@@ -415,6 +450,7 @@ pub(crate) async fn read_samples(
 pub struct CloudWatchMetrics {
     api: Arc<dyn MetricDataApi>,
     clients: Arc<AwsClients>,
+    discovery: Discovery,
 }
 
 impl std::fmt::Debug for CloudWatchMetrics {
@@ -429,6 +465,7 @@ impl CloudWatchMetrics {
         Self {
             api: clients.clone(),
             clients,
+            discovery: Discovery::default(),
         }
     }
 }
@@ -443,9 +480,27 @@ impl MetricsSource for CloudWatchMetrics {
         period: Duration,
         end: Timestamp,
     ) -> Result<Vec<Sample>, AwsError> {
+        let plan = SignalPlan::application_dimension_only(application);
+        self.samples_for(target, &plan, window, period, end).await
+    }
+
+    async fn plan(&self, target: &Target, description: &ApplicationDescription) -> SignalPlan {
+        self.discovery
+            .plan(self.clients.as_ref(), target, description)
+            .await
+    }
+
+    async fn samples_for(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
         self.clients.stats().record_sample_request();
-        let request = SampleRequest::new(application, window, period, end)?;
-        read_samples(self.api.as_ref(), target, &request).await
+        let request = SampleRequest::new(&plan.application, window, period, end)?;
+        read_samples(self.api.as_ref(), target, plan, &request).await
     }
 }
 
@@ -549,6 +604,65 @@ impl MetricDataApi for AwsClients {
             series,
             next_token: out.next_token().map(str::to_string),
         })
+    }
+}
+
+/// Most `ListMetrics` pages read for one metric of one application (500 metrics a page).
+const MAX_LIST_PAGES: usize = 4;
+
+#[async_trait]
+impl ListMetricsApi for AwsClients {
+    async fn list_dimensions(
+        &self,
+        target: &Target,
+        metric: &str,
+        application: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, AwsError> {
+        let op = AwsOperation::ListMetrics;
+        let client = self.clients(target).await.cloudwatch;
+        let stats = self.stats();
+        let mut found = Vec::new();
+        let mut token: Option<String> = None;
+        for _ in 0..MAX_LIST_PAGES {
+            stats.record_call(op);
+            // NB: RecentlyActive PT3H leaves out the tasks of an older job graph (ListMetrics
+            // otherwise lists two weeks of them); the only value CloudWatch accepts.
+            let result = client
+                .list_metrics()
+                .namespace(METRIC_NAMESPACE)
+                .metric_name(metric)
+                .dimensions(
+                    DimensionFilter::builder()
+                        .name(APPLICATION_DIMENSION)
+                        .value(application)
+                        .build(),
+                )
+                .recently_active(RecentlyActive::Pt3H)
+                .set_next_token(token.take())
+                .customize()
+                .interceptor(self.attempt_counter(op))
+                .send()
+                .await;
+            let out = match result {
+                Ok(out) => out,
+                Err(e) => {
+                    let err = AwsError::from_sdk(op, e);
+                    stats.record_error(&err);
+                    return Err(err);
+                }
+            };
+            found.extend(out.metrics().iter().map(|m| {
+                m.dimensions()
+                    .iter()
+                    .filter_map(|d| Some((d.name()?.to_string(), d.value()?.to_string())))
+                    .collect::<Vec<_>>()
+            }));
+            match out.next_token() {
+                Some(next) if !next.is_empty() => token = Some(next.to_string()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 }
 
@@ -747,7 +861,7 @@ mod tests {
             start: T0 - 60,
             end: T0 + 300,
             period: 60,
-            queries: queries_for("a", "m"),
+            queries: queries_for(&SignalPlan::application_dimension_only("a"), "m"),
         };
         let answer = fetch_all(&api, &Target::new("eu-west-1"), &call).await.unwrap();
         // 12 queries × 6 points = 72 points over pages of 7.
@@ -762,7 +876,7 @@ mod tests {
 
     #[test]
     fn a_refused_query_fails_its_request() {
-        let queries = queries_for("a", "m");
+        let queries = queries_for(&SignalPlan::application_dimension_only("a"), "m");
         let mut answer = HashMap::new();
         answer.insert(
             "m_3".to_string(),

@@ -314,7 +314,18 @@ pub(crate) fn description_from_detail(
             ))),
         })
         .transpose()?;
+    // NB: AWS reports MetricsLevel under FlinkApplicationConfigurationDescription
+    // (https://docs.aws.amazon.com/managed-flink/latest/apiv2/API_MonitoringConfigurationDescription.html);
+    // a level this controller does not know is kept as reported and read as APPLICATION.
+    let metrics_level = configuration
+        .and_then(|c| c.flink_application_configuration_description())
+        .and_then(|f| f.monitoring_configuration_description())
+        .and_then(|m| m.metrics_level())
+        .map(|l| l.as_str().to_string());
+    let runtime = Some(detail.runtime_environment().as_str().to_string()).filter(|r| !r.is_empty());
     Ok(ApplicationDescription {
+        metrics_level,
+        runtime,
         name: name.to_string(),
         arn: detail.application_arn().to_string(),
         status: app_status(detail.application_status()),

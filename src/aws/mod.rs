@@ -48,6 +48,7 @@ mod error;
 mod identity;
 mod kinesis;
 mod observe;
+pub mod signals;
 mod stats;
 
 pub use batch::{BatchConfig, BatchedMetrics};
@@ -57,6 +58,7 @@ pub use error::AwsError;
 pub use identity::{PARTITIONS, is_account_id, partition_of};
 pub use kinesis::KinesisControl;
 pub use observe::{observe, observe_application};
+pub use signals::{MetricsLevel, SignalPlan, SignalsReport};
 pub use stats::{AwsOperation, CallStats, CallStatsSnapshot};
 
 /// How the real [`MetricsSource`] reads CloudWatch.
@@ -156,6 +158,12 @@ pub struct ApplicationDescription {
     /// application restores its state when it restarts (`None`: not reported, the
     /// service's default of the latest snapshot).
     pub restore: Option<Restore>,
+    /// `FlinkApplicationConfigurationDescription.MonitoringConfigurationDescription.MetricsLevel`
+    /// (`APPLICATION`, `TASK`, `OPERATOR`, `PARALLELISM`; `None`: not reported). Decides
+    /// which metrics exist (see [`signals`]).
+    pub metrics_level: Option<String>,
+    /// `RuntimeEnvironment` (`FLINK-1_20`, `FLINK-2_2`, ...): decides the restart metric.
+    pub runtime: Option<String>,
 }
 
 /// How an application restores its state when it restarts (`ApplicationRestoreType`).
@@ -364,6 +372,32 @@ pub trait MetricsSource: Send + Sync {
         period: Duration,
         end: Timestamp,
     ) -> Result<Vec<Sample>, AwsError>;
+
+    /// What to read for the application `description` describes: its metrics level and
+    /// runtime, and the tasks and source streams CloudWatch lists for it (cached). Never
+    /// fails: a failed discovery reads the application level and says so in the plan.
+    ///
+    /// The default (for sources that cannot list metrics) reads every metric with the
+    /// `Application` dimension alone.
+    async fn plan(&self, target: &Target, description: &ApplicationDescription) -> SignalPlan {
+        let _ = target;
+        SignalPlan::application_dimension_only(&description.name)
+    }
+
+    /// [`samples`](Self::samples) of the series of `plan`, several series of a field
+    /// (tasks, streams) aggregated per period by their maximum.
+    ///
+    /// The default (for sources that answer per application) ignores the plan's series.
+    async fn samples_for(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
+        self.samples(target, &plan.application, window, period, end).await
+    }
 }
 
 #[async_trait]
@@ -418,5 +452,20 @@ impl<T: MetricsSource + ?Sized> MetricsSource for Arc<T> {
         end: Timestamp,
     ) -> Result<Vec<Sample>, AwsError> {
         (**self).samples(target, application, window, period, end).await
+    }
+
+    async fn plan(&self, target: &Target, description: &ApplicationDescription) -> SignalPlan {
+        (**self).plan(target, description).await
+    }
+
+    async fn samples_for(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        window: Duration,
+        period: Duration,
+        end: Timestamp,
+    ) -> Result<Vec<Sample>, AwsError> {
+        (**self).samples_for(target, plan, window, period, end).await
     }
 }

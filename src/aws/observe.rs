@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
-use super::{ApplicationControl, ApplicationDescription, AwsError, MetricsSource, Target};
+use super::{ApplicationControl, ApplicationDescription, AwsError, MetricsSource, SignalPlan, Target};
 use crate::policy::{Observation, Sample};
 
 /// The policy's view of an application: its description (status, running configuration,
@@ -71,9 +71,11 @@ fn sample_values(s: &mut Sample) -> [&mut Option<f64>; 12] {
     ]
 }
 
-/// Describes `name` and reads its metrics over `window` ending at `now`, concurrently, and
-/// builds the [`Observation`]. The description comes back too: its ARN, configured
-/// parallelism and configuration type are not part of the observation.
+/// Describes `name`, plans what to read from its metrics level, runtime and the metrics
+/// CloudWatch lists for it ([`MetricsSource::plan`]), reads them over `window` ending at
+/// `now`, and builds the [`Observation`]. The description and the plan come back too: the
+/// ARN, configured parallelism and configuration type are not part of the observation, and
+/// the plan says which signals were available.
 pub async fn observe_application(
     control: &dyn ApplicationControl,
     metrics: &dyn MetricsSource,
@@ -82,13 +84,12 @@ pub async fn observe_application(
     window: Duration,
     period: Duration,
     now: Timestamp,
-) -> Result<(ApplicationDescription, Observation), AwsError> {
-    let (description, samples) = futures::try_join!(
-        control.describe(target, name),
-        metrics.samples(target, name, window, period, now)
-    )?;
+) -> Result<(ApplicationDescription, Observation, SignalPlan), AwsError> {
+    let description = control.describe(target, name).await?;
+    let plan = metrics.plan(target, &description).await;
+    let samples = metrics.samples_for(target, &plan, window, period, now).await?;
     let observation = observe(&description, samples, period, now);
-    Ok((description, observation))
+    Ok((description, observation, plan))
 }
 
 #[cfg(test)]
@@ -111,6 +112,8 @@ mod tests {
             created: None,
             snapshots_enabled: Some(true),
             restore: Some(crate::aws::Restore::Latest),
+            metrics_level: None,
+            runtime: None,
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![Sample {
@@ -143,6 +146,8 @@ mod tests {
             created: None,
             snapshots_enabled: Some(true),
             restore: Some(crate::aws::Restore::Latest),
+            metrics_level: None,
+            runtime: None,
         };
         let at = Timestamp::from_second(1_700_000_000).unwrap();
         let samples = vec![

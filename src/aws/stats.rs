@@ -28,11 +28,14 @@ pub enum AwsOperation {
     ListApplicationOperations,
     /// `kinesisanalyticsv2:ListApplicationSnapshots` (one call = one page).
     ListApplicationSnapshots,
+    /// `monitoring:ListMetrics` (one call = one page): the tasks and source streams of an
+    /// application, once per version and discovery period.
+    ListMetrics,
 }
 
 impl AwsOperation {
     /// Every operation, in counter order.
-    pub const ALL: [AwsOperation; 8] = [
+    pub const ALL: [AwsOperation; 9] = [
         AwsOperation::DescribeApplication,
         AwsOperation::UpdateApplication,
         AwsOperation::DescribeApplicationOperation,
@@ -41,12 +44,13 @@ impl AwsOperation {
         AwsOperation::GetCallerIdentity,
         AwsOperation::ListApplicationOperations,
         AwsOperation::ListApplicationSnapshots,
+        AwsOperation::ListMetrics,
     ];
 
     /// The service, as the SDK names it (`kinesisanalyticsv2`, `cloudwatch`, `sts`).
     pub fn service(&self) -> &'static str {
         match self {
-            AwsOperation::GetMetricData => "cloudwatch",
+            AwsOperation::GetMetricData | AwsOperation::ListMetrics => "cloudwatch",
             AwsOperation::GetCallerIdentity => "sts",
             _ => "kinesisanalyticsv2",
         }
@@ -63,6 +67,7 @@ impl AwsOperation {
             AwsOperation::GetCallerIdentity => "GetCallerIdentity",
             AwsOperation::ListApplicationOperations => "ListApplicationOperations",
             AwsOperation::ListApplicationSnapshots => "ListApplicationSnapshots",
+            AwsOperation::ListMetrics => "ListMetrics",
         }
     }
 

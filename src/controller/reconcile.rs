@@ -280,9 +280,12 @@ impl Core {
             }
         }
 
+        // What the application can have: its metrics level, runtime, tasks and sources.
+        let plan = self.metrics_source.plan(&target, &desc).await;
+        run.status.signals = Some(plan.report());
         let samples = match self
             .metrics_source
-            .samples(&target, app, typed.window, self.period, now)
+            .samples_for(&target, &plan, typed.window, self.period, now)
             .await
         {
             Ok(s) => s,

@@ -183,6 +183,8 @@ mod tests {
             created: None,
             snapshots_enabled: enabled,
             restore,
+            metrics_level: None,
+            runtime: None,
         }
     }
 

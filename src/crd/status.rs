@@ -88,6 +88,11 @@ pub struct CheckpointBudgetStatus {
     /// deleted (`spec.onDelete: Restore`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub hand_back: Option<HandBack>,
+    /// Which CloudWatch signals the last evaluation had: the application's `MetricsLevel`
+    /// and runtime, the signals read and those missing, and what the team could switch on
+    /// for better decisions (with its cost).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signals: Option<crate::aws::SignalsReport>,
 }
 
 /// The application as the controller found it, where the controller changed it.

@@ -24,7 +24,10 @@ use super::{
 use crate::{
     aws::{
         ApplicationDescription, AwsError, Restore, Target,
-        cloudwatch::{MetricDataApi, MetricDataCall, Page, SampleRequest, Series, read_samples},
+        cloudwatch::{
+            APPLICATION_DIMENSION, MetricDataApi, MetricDataCall, Page, SampleRequest, Series, read_samples,
+        },
+        signals::{ListMetricsApi, MetricsLevel, SignalPlan, discover},
     },
     emulator::cloudwatch::stat_datapoints,
     policy::{AppConfig, Observation},
@@ -84,6 +87,27 @@ impl MetricDataApi for ModelCloudWatch<'_> {
     }
 }
 
+#[async_trait]
+impl ListMetricsApi for ModelCloudWatch<'_> {
+    async fn list_dimensions(
+        &self,
+        _target: &Target,
+        metric: &str,
+        application: &str,
+    ) -> Result<Vec<Vec<(String, String)>>, AwsError> {
+        Ok(self
+            .fleet
+            .list_metrics(
+                Some(NAMESPACE),
+                Some(metric),
+                &[(APPLICATION_DIMENSION.to_string(), application.to_string())],
+            )
+            .into_iter()
+            .map(|m| m.dimensions)
+            .collect())
+    }
+}
+
 /// What `DescribeApplication` reports of `view`, in the controller's terms (as
 /// `KinesisControl::describe` maps the service's answer).
 pub(crate) fn description(view: &ApplicationView) -> ApplicationDescription {
@@ -102,6 +126,10 @@ pub(crate) fn description(view: &ApplicationView) -> ApplicationDescription {
         conditional_token: Some(view.conditional_token.clone()),
         created: Some(view.create_timestamp),
         snapshots_enabled: Some(view.snapshots_enabled),
+        // NB: the emulator's DescribeApplication reports the model's applications at the
+        // default level, APPLICATION; simulate plans as the controller does on that answer.
+        metrics_level: Some(crate::aws::MetricsLevel::Application.as_str().to_string()),
+        runtime: Some(view.runtime.clone()),
         restore: Some(match view.restore.application_restore_type {
             RestoreType::SkipRestoreFromSnapshot => Restore::Skip,
             RestoreType::RestoreFromLatestSnapshot => Restore::Latest,
@@ -155,14 +183,29 @@ pub fn observe(
     };
     let request = SampleRequest::new(app, window, PERIOD, now).map_err(metrics)?;
     let api = ModelCloudWatch::new(fleet);
-    // NB: the model answers at once; the future never waits, so it completes on first poll.
-    let samples = read_samples(&api, &Target::new(fleet.region()), &request)
+    let description = description(&view);
+    let target = Target::new(fleet.region());
+    let not_at_once = || AwsError::Other("CloudWatch over the model did not answer at once".into());
+    // NB: the model answers at once; the futures never wait, so they complete on first poll.
+    let plan = plan(&api, &target, &description)
         .now_or_never()
-        .unwrap_or_else(|| {
-            Err(AwsError::Other(
-                "GetMetricData over the model did not complete at once".into(),
-            ))
-        })
+        .ok_or_else(not_at_once)
         .map_err(metrics)?;
-    Ok(crate::aws::observe(&description(&view), samples, PERIOD, now))
+    let samples = read_samples(&api, &target, &plan, &request)
+        .now_or_never()
+        .unwrap_or_else(|| Err(not_at_once()))
+        .map_err(metrics)?;
+    Ok(crate::aws::observe(&description, samples, PERIOD, now))
+}
+
+/// The controller's plan for `description` ([`discover`] and [`SignalPlan::new`], uncached:
+/// the model answers `ListMetrics` for free).
+async fn plan(
+    api: &ModelCloudWatch<'_>,
+    target: &Target,
+    description: &ApplicationDescription,
+) -> SignalPlan {
+    let level = description.metrics_level.as_deref().and_then(MetricsLevel::parse);
+    let found = discover(api, target, &description.name).await;
+    SignalPlan::new(&description.name, level, description.runtime.as_deref(), found)
 }

@@ -991,6 +991,12 @@ spec:
             report["scalingLimited"]["reason"], "DesiredWithinRange",
             "{report}"
         );
+        // The signals read: the emulator reports the default MetricsLevel.
+        assert_eq!(report["signals"]["metricsLevel"], "APPLICATION", "{report}");
+        assert!(
+            report["signals"]["queries"].as_u64().is_some_and(|q| q >= 12),
+            "{report}"
+        );
 
         // Read-only: one describe and one metrics call, signed with the environment's keys.
         assert!(calls(&emu, "UpdateApplication").is_empty());

@@ -12,7 +12,7 @@ use checkpoint_autoscaler::{
         AwsClients, AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target,
         metrics_source, observe_application,
     },
-    emulator::{self, EmulatorConfig},
+    emulator::{self, EmulatorConfig, calllog::CallFilter},
     policy::Observation,
     sim::{CreateApplication, Fleet, MetricId, Scenario, simulate},
 };
@@ -21,6 +21,9 @@ use jiff::Timestamp;
 const START: i64 = 1_767_225_600;
 const SEEDED: &str = "seeded";
 const RUNNING: &str = "orders-enrichment";
+/// An application with the shapes AWS publishes at the APPLICATION level: lag per source
+/// stream, no busy time.
+const STREAMS: &str = "streams";
 
 fn id(metric: &str, app: &str) -> MetricId {
     MetricId::new(
@@ -67,6 +70,31 @@ fn fleet() -> Fleet {
             if minute % 5 == 0 && !spec.running_count {
                 fleet.record_service_metric(&id(spec.name, SEEDED), "Count", at(minute, 40), value * 2.0);
             }
+        }
+    }
+    fleet
+        .create_application(CreateApplication {
+            name: STREAMS.into(),
+            service_execution_role: "arn:aws:iam::123456789012:role/flink".into(),
+            ..CreateApplication::default()
+        })
+        .unwrap();
+    let with = |app: &str, extra: &[(&str, &str)]| -> Vec<(String, String)> {
+        let mut d = vec![("Application".to_string(), app.to_string())];
+        d.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        d
+    };
+    for minute in 0..40i64 {
+        let t = at(minute, 10);
+        fleet.record_service_metric(&id("lastCheckpointDuration", STREAMS), "Milliseconds", t, 900.0);
+        // Two Kinesis source streams: the lag to catch up is the larger.
+        for (stream, lag) in [
+            ("orders", 1000.0 * minute as f64),
+            ("payments", 500.0 + 700.0 * minute as f64),
+        ] {
+            let dims = with(STREAMS, &[("Id", stream), ("Flow", "Input")]);
+            let metric = MetricId::new(METRIC_NAMESPACE, "millisBehindLatest", &dims);
+            fleet.record_service_metric(&metric, "Milliseconds", t, lag);
         }
     }
     fleet
@@ -118,8 +146,8 @@ async fn simulate_and_the_controller_observe_identically() {
         let by = now.as_second() - emu.state().virtual_now().as_second();
         emu.state().advance(Duration::from_secs(by as u64));
         let window = Duration::from_secs(window_s);
-        for app in [SEEDED, RUNNING] {
-            let (_, controller) =
+        for app in [SEEDED, RUNNING, STREAMS] {
+            let (_, controller, _) =
                 observe_application(&control, metrics.as_ref(), &target, app, window, period, now)
                     .await
                     .unwrap();
@@ -132,10 +160,86 @@ async fn simulate_and_the_controller_observe_identically() {
             seen_samples += controller.samples.len();
         }
     }
-    assert_eq!(compared, 8);
+    assert_eq!(compared, 12);
     assert!(
         seen_samples > 40,
         "the comparison saw data: {seen_samples} periods"
+    );
+    // ListMetrics once per application and metric (busy, back-pressure, the source lag; the
+    // versions did not change), one GetMetricData per observation.
+    let calls = |operation: &str| {
+        emu.state()
+            .calls(&CallFilter {
+                operation: Some(operation.to_string()),
+                ..CallFilter::default()
+            })
+            .len()
+    };
+    assert_eq!(calls("ListMetrics"), 9);
+    assert_eq!(calls("GetMetricData"), 12);
+}
+
+/// The source lag is read per stream with its real dimensions, the maximum over streams;
+/// without per-task busy time (the APPLICATION level publishes none) status says what the
+/// TASK level would add.
+#[tokio::test]
+async fn the_controller_reads_per_stream_lag_and_only_what_the_level_publishes() {
+    let emu = emulator::serve_backend(
+        EmulatorConfig {
+            period: None,
+            start: Some(Timestamp::from_second(START).unwrap()),
+            ..EmulatorConfig::default()
+        },
+        Box::new(fleet()),
+    )
+    .await
+    .unwrap();
+    emu.state().advance(Duration::from_secs(30 * 60));
+    let clients = clients(emu.endpoint_url()).await;
+    let control = KinesisControl::new(clients.clone());
+    let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
+    let now = emu.state().virtual_now();
+    let (_, observation, plan) = observe_application(
+        &control,
+        metrics.as_ref(),
+        &Target::new("us-east-1"),
+        STREAMS,
+        Duration::from_secs(600),
+        Duration::from_secs(60),
+        now,
+    )
+    .await
+    .unwrap();
+    assert_eq!(observation.samples.len(), 10);
+    for s in &observation.samples {
+        let minute = (s.at.as_second() - START) / 60;
+        let want = (1000.0 * minute as f64).max(500.0 + 700.0 * minute as f64);
+        assert_eq!(s.millis_behind_latest, Some(want), "minute {minute}");
+        assert_eq!(s.busy_time_ms_per_second, None);
+    }
+    let report = plan.report();
+    assert_eq!(report.metrics_level.as_deref(), Some("APPLICATION"));
+    assert!(
+        report
+            .available
+            .iter()
+            .any(|a| a.contains("millisBehindLatest (max of 2")),
+        "{report:?}"
+    );
+    assert!(
+        report.missing.iter().any(|m| m.contains("TASK level")),
+        "{report:?}"
+    );
+    // The lag queries name the stream and the flow, as AWS publishes them.
+    let lag: Vec<_> = plan
+        .series
+        .iter()
+        .filter(|s| s.name == "millisBehindLatest")
+        .collect();
+    assert_eq!(lag.len(), 2);
+    assert!(
+        lag.iter()
+            .all(|s| s.dimensions.iter().any(|(k, v)| k == "Flow" && v == "Input"))
     );
 }
 

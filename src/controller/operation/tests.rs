@@ -45,6 +45,8 @@ fn app(status: AppStatus, version: i64, p: u32) -> ApplicationDescription {
         created: None,
         snapshots_enabled: Some(true),
         restore: Some(crate::aws::Restore::Latest),
+        metrics_level: None,
+        runtime: None,
     }
 }
 
