@@ -53,11 +53,10 @@ pub struct MetricSpec {
 /// worst moment of the period; the running counts are read as `Maximum` too (the count at
 /// the end of the period, the counts never decreasing between restarts).
 ///
-/// NB: every query names only the `Application` dimension. The service publishes the
-/// checkpoint, memory, CPU, restart and downtime metrics at that level; where it publishes
-/// `busyTimeMsPerSecond`, `backPressuredTimeMsPerSecond` or `millisBehindLatest` only per
-/// task, operator or shard, those queries come back empty and the fields stay `None` (the
-/// policy then judges on the rest; gaps are never zeros).
+/// NB: these are the fields and their default queries (the `Application` dimension
+/// alone). What the controller asks of an application is its [`SignalPlan`]
+/// (`aws::signals`): busy and back-pressure time per task where the service lists them,
+/// the source lag per stream, the restart count its runtime publishes.
 pub const METRICS: [MetricSpec; 12] = [
     MetricSpec {
         name: "lastCheckpointDuration",
