@@ -126,9 +126,7 @@ pub(crate) fn description(view: &ApplicationView) -> ApplicationDescription {
         conditional_token: Some(view.conditional_token.clone()),
         created: Some(view.create_timestamp),
         snapshots_enabled: Some(view.snapshots_enabled),
-        // NB: the emulator's DescribeApplication reports the model's applications at the
-        // default level, APPLICATION; simulate plans as the controller does on that answer.
-        metrics_level: Some(crate::aws::MetricsLevel::Application.as_str().to_string()),
+        metrics_level: Some(view.monitoring.metrics_level.as_str().to_string()),
         runtime: Some(view.runtime.clone()),
         restore: Some(match view.restore.application_restore_type {
             RestoreType::SkipRestoreFromSnapshot => Restore::Skip,

@@ -991,8 +991,10 @@ spec:
             report["scalingLimited"]["reason"], "DesiredWithinRange",
             "{report}"
         );
-        // The signals read: the emulator reports the default MetricsLevel.
-        assert_eq!(report["signals"]["metricsLevel"], "APPLICATION", "{report}");
+        // The signals read: step-up runs at the TASK level, so per-task busy and
+        // back-pressure times are there and nothing is missing.
+        assert_eq!(report["signals"]["metricsLevel"], "TASK", "{report}");
+        assert_eq!(report["signals"]["missing"], serde_json::json!([]), "{report}");
         assert!(
             report["signals"]["queries"].as_u64().is_some_and(|q| q >= 12),
             "{report}"
