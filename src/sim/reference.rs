@@ -520,6 +520,7 @@ mod tests {
             scale_up_cooldown: Duration::from_secs(300),
             scale_down_cooldown: Duration::from_secs(1800),
             scale_down_stabilization: Duration::from_secs(3600),
+            error_budget: None,
         };
         let ps: Vec<u32> = candidates(&budget, AppConfig::new(4, 1))
             .iter()
