@@ -180,7 +180,28 @@ pub struct DemoOutcome {
     pub wall: Duration,
 }
 
+/// Longest span from the controller's last scaling to the budget being met again for the
+/// recovery to be credited to it: a restart (up to 15 minutes on the service) and the
+/// catch-up that follows. A recovery later than that began while the controller held: the
+/// cause ended by itself.
+pub const CREDITED_WITHIN_MINUTES: i64 = 30;
+
 impl DemoOutcome {
+    /// The minute of the controller's scaling the restore is credited to: the last one
+    /// asked for between the breach and the restore, when the budget was met again within
+    /// [`CREDITED_WITHIN_MINUTES`] of it. `None` when the budget recovered with no scaling
+    /// of the controller's in between, or long after it (a fault that ended by itself).
+    pub fn restored_by(&self) -> Option<i64> {
+        let (breached, restored) = (self.breached_at?, self.restored_at?);
+        let last = self
+            .scalings
+            .iter()
+            .filter(|s| s.minute >= breached && s.minute <= restored)
+            .map(|s| s.minute)
+            .max()?;
+        (restored - last <= CREDITED_WITHIN_MINUTES).then_some(last)
+    }
+
     /// Minutes from the breach to the restore.
     pub fn minutes_to_restore(&self) -> Option<i64> {
         Some(self.restored_at? - self.breached_at?)
@@ -872,12 +893,34 @@ fn median(values: &[f64]) -> Option<f64> {
 pub fn summarize(outcome: &DemoOutcome, svg: &Path, out: &mut dyn Write) -> std::io::Result<()> {
     writeln!(out)?;
     match (outcome.restored, outcome.breached_at) {
-        (true, Some(breached)) => writeln!(
-            out,
-            "Budget restored: breached at +{breached}m, met again from +{}m — {} emulated minutes.",
-            outcome.restored_at.unwrap_or_default(),
-            outcome.minutes_to_restore().unwrap_or_default()
-        )?,
+        (true, Some(breached)) => match outcome.restored_by() {
+            Some(scaled) => writeln!(
+                out,
+                "Budget restored: breached at +{breached}m, scaled at +{scaled}m, met again from +{}m — {} \
+                 emulated minutes.",
+                outcome.restored_at.unwrap_or_default(),
+                outcome.minutes_to_restore().unwrap_or_default()
+            )?,
+            None => writeln!(
+                out,
+                "Budget met again, not by the controller: breached at +{breached}m, met again from +{}m {}; \
+                 the cause ended by itself.",
+                outcome.restored_at.unwrap_or_default(),
+                match outcome
+                    .scalings
+                    .iter()
+                    .filter(|s| s.minute >= breached)
+                    .map(|s| s.minute)
+                    .max()
+                {
+                    Some(m) => format!(
+                        "{} minutes after the controller's last scaling (+{m}m)",
+                        outcome.restored_at.unwrap_or_default() - m
+                    ),
+                    None => "with no scaling by the controller".to_owned(),
+                }
+            )?,
+        },
         (false, Some(breached)) => {
             writeln!(
                 out,
@@ -1077,4 +1120,75 @@ pub fn write_chart(outcome: &DemoOutcome, path: &Path) -> anyhow::Result<()> {
     }
     root.present().map_err(|e| draw(&e))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(breached: i64, restored: i64, scalings: &[i64]) -> DemoOutcome {
+        DemoOutcome {
+            restored: true,
+            breached_at: Some(breached),
+            restored_at: Some(restored),
+            scalings: scalings
+                .iter()
+                .map(|&minute| Scaling {
+                    minute,
+                    from: AppConfig::new(4, 1),
+                    to: AppConfig::new(8, 1),
+                    reason: "ScaleUpRequired".into(),
+                })
+                .collect(),
+            updates: Vec::new(),
+            update_calls: scalings.len(),
+            update_calls_refused: 0,
+            kpus_before: 4,
+            kpus_after: 8,
+            minutes: Vec::new(),
+            budget: Duration::from_secs(60),
+            max_parallelism: 128,
+            scenario: "test".into(),
+            status: None,
+            events: Vec::new(),
+            wall: Duration::ZERO,
+        }
+    }
+
+    fn summary(o: &DemoOutcome) -> String {
+        let mut out = Vec::new();
+        summarize(o, Path::new("chart.svg"), &mut out).unwrap();
+        String::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_recovery_is_credited_only_to_a_scaling_that_caused_it() {
+        // Scaled 5 minutes after the breach, met again 12 minutes later: the controller's.
+        let o = outcome(10, 27, &[15]);
+        assert_eq!(o.restored_by(), Some(15));
+        assert!(summary(&o).contains("Budget restored"), "{}", summary(&o));
+
+        // A fault that ended by itself, no scaling: never "Budget restored".
+        let o = outcome(10, 130, &[]);
+        assert_eq!(o.restored_by(), None);
+        let text = summary(&o);
+        assert!(!text.contains("Budget restored"), "{text}");
+        assert!(
+            text.contains("not by the controller") && text.contains("with no scaling"),
+            "{text}"
+        );
+
+        // Scaled (for nothing), and the fault ended two hours later: not credited either.
+        let o = outcome(10, 140, &[15, 20]);
+        assert_eq!(o.restored_by(), None);
+        let text = summary(&o);
+        assert!(!text.contains("Budget restored"), "{text}");
+        assert!(
+            text.contains("120 minutes after the controller's last scaling"),
+            "{text}"
+        );
+
+        // A scaling before the breach does not count for it.
+        assert_eq!(outcome(10, 20, &[5]).restored_by(), None);
+    }
 }
