@@ -180,26 +180,27 @@ pub struct DemoOutcome {
     pub wall: Duration,
 }
 
-/// Longest span from the controller's last scaling to the budget being met again for the
-/// recovery to be credited to it: a restart (up to 15 minutes on the service) and the
-/// catch-up that follows. A recovery later than that began while the controller held: the
-/// cause ended by itself.
-pub const CREDITED_WITHIN_MINUTES: i64 = 30;
-
 impl DemoOutcome {
     /// The minute of the controller's scaling the restore is credited to: the last one
-    /// asked for between the breach and the restore, when the budget was met again within
-    /// [`CREDITED_WITHIN_MINUTES`] of it. `None` when the budget recovered with no scaling
-    /// of the controller's in between, or long after it (a fault that ended by itself).
+    /// asked for between the breach and the restore, when the first checkpoint the new
+    /// configuration completed was already within budget. `None` when the budget recovered
+    /// with no scaling of the controller's in between, or when checkpoints kept breaching
+    /// under the new configuration until the cause ended by itself (a fault that scaling
+    /// did not fix).
     pub fn restored_by(&self) -> Option<i64> {
         let (breached, restored) = (self.breached_at?, self.restored_at?);
         let last = self
             .scalings
             .iter()
             .filter(|s| s.minute >= breached && s.minute <= restored)
-            .map(|s| s.minute)
-            .max()?;
-        (restored - last <= CREDITED_WITHIN_MINUTES).then_some(last)
+            .max_by_key(|s| s.minute)?;
+        let budget_ms = self.budget.as_secs_f64() * 1000.0;
+        let first = self
+            .minutes
+            .iter()
+            .filter(|m| m.minute > last.minute && m.status == AppStatus::Running && m.config == last.to)
+            .find_map(|m| m.checkpoint_ms)?;
+        (first <= budget_ms).then_some(last.minute)
     }
 
     /// Minutes from the breach to the restore.
@@ -1126,7 +1127,32 @@ pub fn write_chart(outcome: &DemoOutcome, path: &Path) -> anyhow::Result<()> {
 mod tests {
     use super::*;
 
-    fn outcome(breached: i64, restored: i64, scalings: &[i64]) -> DemoOutcome {
+    /// Minute by minute: UPDATING for 3 minutes after each scaling, then running what it
+    /// asked for; checkpoints of 3 minutes (over the 1-minute budget) until `fixed_at`, 5 s
+    /// after.
+    fn outcome(breached: i64, restored: i64, scalings: &[i64], fixed_at: i64) -> DemoOutcome {
+        let minutes = (0..200)
+            .map(|minute| {
+                let updating = scalings.iter().any(|&s| minute > s && minute <= s + 3);
+                let scaled = scalings.iter().any(|&s| minute > s);
+                Minute {
+                    minute,
+                    status: if updating {
+                        AppStatus::Updating
+                    } else {
+                        AppStatus::Running
+                    },
+                    config: AppConfig::new(if scaled { 8 } else { 4 }, 1),
+                    checkpoint_ms: (!updating).then_some(if minute >= fixed_at {
+                        5_000.0
+                    } else {
+                        180_000.0
+                    }),
+                    kpus: if scaled { 8 } else { 4 },
+                    slo_met: Some(minute >= fixed_at),
+                }
+            })
+            .collect();
         DemoOutcome {
             restored: true,
             breached_at: Some(breached),
@@ -1145,7 +1171,7 @@ mod tests {
             update_calls_refused: 0,
             kpus_before: 4,
             kpus_after: 8,
-            minutes: Vec::new(),
+            minutes,
             budget: Duration::from_secs(60),
             max_parallelism: 128,
             scenario: "test".into(),
@@ -1163,13 +1189,16 @@ mod tests {
 
     #[test]
     fn a_recovery_is_credited_only_to_a_scaling_that_caused_it() {
-        // Scaled 5 minutes after the breach, met again 12 minutes later: the controller's.
-        let o = outcome(10, 27, &[15]);
+        // Scaled 5 minutes after the breach; the new configuration's first checkpoint is
+        // within budget: the controller's.
+        let o = outcome(10, 27, &[15], 19);
         assert_eq!(o.restored_by(), Some(15));
         assert!(summary(&o).contains("Budget restored"), "{}", summary(&o));
+        // However long the catch-up that follows.
+        assert_eq!(outcome(10, 80, &[15], 19).restored_by(), Some(15));
 
         // A fault that ended by itself, no scaling: never "Budget restored".
-        let o = outcome(10, 130, &[]);
+        let o = outcome(10, 130, &[], 130);
         assert_eq!(o.restored_by(), None);
         let text = summary(&o);
         assert!(!text.contains("Budget restored"), "{text}");
@@ -1178,8 +1207,9 @@ mod tests {
             "{text}"
         );
 
-        // Scaled (for nothing), and the fault ended two hours later: not credited either.
-        let o = outcome(10, 140, &[15, 20]);
+        // Scaled (for nothing): checkpoints kept breaching under the new configuration
+        // until the fault ended two hours later. Not credited either.
+        let o = outcome(10, 140, &[15, 20], 140);
         assert_eq!(o.restored_by(), None);
         let text = summary(&o);
         assert!(!text.contains("Budget restored"), "{text}");
@@ -1189,6 +1219,6 @@ mod tests {
         );
 
         // A scaling before the breach does not count for it.
-        assert_eq!(outcome(10, 20, &[5]).restored_by(), None);
+        assert_eq!(outcome(10, 20, &[5], 20).restored_by(), None);
     }
 }

@@ -1370,3 +1370,91 @@ fn a_restart_by_anyone_warms_up_and_cools_down() {
         assert_eq!(d.reason, want, "{name}: {}", d.message);
     }
 }
+
+/// At the APPLICATION metrics level: no busy time, no back-pressure.
+fn application_level(s: &mut Sample) {
+    s.busy_time_ms_per_second = None;
+    s.back_pressured_time_ms_per_second = None;
+}
+
+#[test]
+fn application_level_tells_a_blocking_call_from_an_upload_bound_state() {
+    // A 3-minute blocking call over a 3.6 GiB state at 4 KPUs: incremental checkpoints of
+    // 0.6 GiB take 3m09s (0.8 MiB/s per KPU), and so does the odd 1.8 GiB one: the time does
+    // not follow the bytes, so it is not the upload.
+    let table: [(&str, f64, f64, f64, f64, Cause, bool); 5] = [
+        // (case, duration s, size GiB of the window's checkpoints, of the latest, CPU %,
+        //  cause, scales)
+        (
+            "blocking call",
+            189.0,
+            0.6,
+            0.6,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        (
+            "blocking call, a larger latest checkpoint",
+            189.0,
+            0.6,
+            1.8,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        // Sizes of 1.2 to 2.4 GiB, every one taking 3m09s: 2.4 MiB/s per KPU is a plausible
+        // upload, but the time does not follow the bytes.
+        (
+            "blocking call, sizes that vary",
+            189.0,
+            1.2,
+            2.4,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        // Large uploads whose time follows their size.
+        ("upload-bound", 150.0, 14.6, 14.6, 40.0, Cause::LargeState, true),
+        (
+            "upload-bound, varying sizes",
+            240.0,
+            14.6,
+            29.0,
+            40.0,
+            Cause::LargeState,
+            true,
+        ),
+    ];
+    for (case, duration, size, latest, cpu, cause, scales) in table {
+        let d = run(
+            &budget(),
+            &obs(
+                AppConfig::new(4, 1),
+                window(duration, |i, s| {
+                    application_level(s);
+                    s.cpu_utilization = Some(cpu);
+                    // The latest and every third one larger; an upload's time follows its
+                    // bytes (the larger ones take proportionally longer, up to the latest).
+                    let bytes = if i % 3 == 0 { latest } else { size };
+                    s.last_checkpoint_size_bytes = Some(bytes * GIB);
+                    if cause == Cause::LargeState {
+                        s.last_checkpoint_duration_ms = Some(duration * 1000.0 * bytes / latest);
+                    }
+                }),
+            ),
+            &History::default(),
+        );
+        assert_eq!(d.diagnosis.cause, cause, "{case}: {}", d.diagnosis.summary);
+        assert_eq!(matches!(d.action, Action::Scale { .. }), scales, "{case}: {d:?}");
+        if !scales {
+            // It says what it rests on and what to look for.
+            assert!(
+                d.diagnosis.summary.contains("per checkpoint over 4 KPU"),
+                "{case}: {}",
+                d.diagnosis.summary
+            );
+            assert!(d.diagnosis.advice.is_some(), "{case}");
+        }
+    }
+}
