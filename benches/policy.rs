@@ -40,6 +40,7 @@ fn budget() -> Budget {
         scale_up_cooldown: Duration::from_secs(300),
         scale_down_cooldown: Duration::from_secs(1800),
         scale_down_stabilization: Duration::from_secs(3600),
+        error_budget: None,
     }
 }
 
@@ -84,6 +85,8 @@ fn full_history() -> History {
     let config = AppConfig::new(8, 1);
     History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: (1..=5)
             .map(|h| ScalingRecord {
                 at: now() - SignedDuration::from_hours(h * 3),

@@ -337,6 +337,8 @@ fn budget_spec(args: &RecommendArgs) -> anyhow::Result<(CheckpointBudgetSpec, St
                 .transpose()?,
             max_failed_checkpoints: args.max_failed_checkpoints,
             window: duration_flag("--window", &args.window)?,
+            target: None,
+            period: None,
         },
         parallelism: ParallelismBounds {
             min: args.min,

@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use crate::crd::{
     APPLICATION_NAME_PATTERN, CheckpointBudget, DURATION_PATTERN, GROUP, KIND, QUANTITY_PATTERN,
-    REGION_PATTERN, ROLE_ARN_PATTERN, VERSION,
+    REGION_PATTERN, ROLE_ARN_PATTERN, TARGET_PATTERN, VERSION,
 };
 
 /// Arguments of `checkpoint-autoscaler validate`.
@@ -696,6 +696,9 @@ fn schema_problem(err: &jsonschema::ValidationError<'_>) -> Problem {
                     "is not a Managed Flink application name; use letters, digits, '_', '.' and '-'"
                 }
                 p if p == REGION_PATTERN => "is not an AWS region name such as eu-west-1",
+                p if p == TARGET_PATTERN => {
+                    "is not a percentage strictly between 0% and 100% (at most four decimals), e.g. 99.5%"
+                }
                 p if p == ROLE_ARN_PATTERN => {
                     "is not an IAM role ARN such as arn:aws:iam::111122223333:role/flink-scaler"
                 }

@@ -29,9 +29,9 @@ use crate::{
     },
     cost::KpuHourPrice,
     crd::{
-        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, HandBack, KpuLimit,
-        LastScaling, Mode, ObservedApplication, OnDelete, OperationInFlight, RecommendationStatus,
-        RestartStatus, ServiceAutoScaling, SnapshotStatus,
+        CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, ErrorBudgetStatus,
+        HandBack, KpuLimit, LastScaling, Mode, ObservedApplication, OnDelete, OperationInFlight,
+        RecommendationStatus, RestartStatus, ServiceAutoScaling, SnapshotStatus,
     },
     metrics::Metrics,
     policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
@@ -665,6 +665,10 @@ impl<'a> Run<'a> {
         self.condition(SLO_MET, decision.slo_met.into(), slo_reason, &slo_message);
 
         self.status.checkpoints = Some(CheckpointWindow::new(&decision.figures, budget));
+        // The error budget counts every minute judged, whatever the mode.
+        policy::account(&mut self.history, budget, decision.slo_met, self.now);
+        self.status.error_budget = policy::error_budget_state(budget, &self.history, self.now)
+            .map(|s| ErrorBudgetStatus::new(&s, policy::spending_stopped(&s, &self.history)));
         let cause_before = self.prior.diagnosis.as_ref().map(|d| d.cause);
         self.status.diagnosis = Some(DiagnosisStatus::from(&decision.diagnosis));
         if cause_before != Some(decision.diagnosis.cause) && cause_before.is_some() {

@@ -180,6 +180,8 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
     };
     let history = History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: vec![record],
         recommendations: vec![],
     };
@@ -392,6 +394,8 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
     let hour_ago = fixtures::now() - jiff::SignedDuration::from_mins(65);
     let history = History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: vec![ScalingRecord {
             at: hour_ago - jiff::SignedDuration::from_hours(2),
             completed_at: Some(hour_ago - jiff::SignedDuration::from_mins(105)),

@@ -25,7 +25,7 @@ pub use quantity::{
 };
 pub use status::*;
 
-use crate::policy::Budget;
+use crate::policy::{Budget, ErrorBudget};
 
 /// API group of the resource.
 pub const GROUP: &str = "checkpoint-autoscaler.dev";
@@ -48,6 +48,24 @@ pub const FLINK_MAX_PARALLELISM: u32 = 32_768;
 /// datapoint per metric and minute (CloudWatch keeps one-minute datapoints for 15 days), so
 /// the window bounds what each reconcile reads and holds: 1440 periods at most.
 pub const MAX_WINDOW: Duration = Duration::from_secs(24 * 3600);
+
+/// The schema pattern of `objectives.target`: a percentage strictly between 0 and 100 with at
+/// most four decimals, e.g. `99.5%`, `99.95%`, `90%`.
+pub const TARGET_PATTERN: &str = "^([1-9][0-9]?(\\.[0-9]{1,4})?|0\\.[0-9]{0,3}[1-9])%$";
+
+/// Shortest `objectives.period`: the error budget is counted in 24 buckets of a period.
+pub const MIN_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Longest `objectives.period`: 90 days (`2160h`), a quarter, the longest SLO period in
+/// common use.
+pub const MAX_PERIOD: Duration = Duration::from_secs(90 * 24 * 3600);
+
+/// `objectives.period` when `objectives.target` is set without one: 30 days.
+pub const DEFAULT_PERIOD: Duration = Duration::from_secs(30 * 24 * 3600);
+
+/// The message of the rule that `objectives.period` needs `objectives.target`.
+pub const PERIOD_NEEDS_TARGET_MESSAGE: &str =
+    "objectives.period needs objectives.target: the period is the one the target is met over";
 
 /// Highest `objectives.maxFailedCheckpoints` accepted (a sanity bound, far above any real
 /// window's checkpoint count).
@@ -92,6 +110,8 @@ pub const ROLE_ARN_PATTERN: &str = "^arn:aws(-[a-z]+)*:iam::[0-9]{12}:role/[A-Za
     printcolumn = r#"{"name": "SLO Met", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"SloMet\")].status"}"#,
     printcolumn = r#"{"name": "Recommended", "type": "string", "jsonPath": ".status.recommendation.summary", "priority": 1, "description": "The configuration the controller considers right"}"#,
     printcolumn = r#"{"name": "Cause", "type": "string", "jsonPath": ".status.diagnosis.cause", "priority": 1, "description": "Why checkpoints behave as they do"}"#,
+    printcolumn = r#"{"name": "Error Budget", "type": "string", "jsonPath": ".status.errorBudget.remaining", "priority": 1, "description": "What is left of the error budget (objectives.target over objectives.period)"}"#,
+    printcolumn = r#"{"name": "Burn", "type": "string", "jsonPath": ".status.errorBudget.burnRate", "priority": 1, "description": "How fast the error budget burns (1: exactly the allowance over the period)"}"#,
     printcolumn = r#"{"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"}"#
 )]
 // NB: static messages only. A `messageExpression` that concatenates `string(<int>)` reads
@@ -181,6 +201,7 @@ pub struct ApplicationRef {
 
 /// The checkpoint SLO.
 #[derive(KubeSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[x_kube(validation = Rule::new("!has(self.period) || has(self.target)").message(PERIOD_NEEDS_TARGET_MESSAGE).field_path(".period").reason(Reason::FieldValueRequired))]
 #[serde(rename_all = "camelCase")]
 pub struct Objectives {
     /// The SLO on the application's `lastCheckpointDuration` metric: a duration such as
@@ -202,6 +223,20 @@ pub struct Objectives {
     #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("must be at least 1m, one CloudWatch metric period"))]
     #[x_kube(validation = Rule::new("duration(self) <= duration('24h')").message("must be at most 24h: every evaluation reads the whole window from CloudWatch, one datapoint per metric and minute"))]
     pub window: KubeDuration,
+    /// Optional error budget: the share of minutes to keep within the budget over
+    /// `period`, as a percentage strictly between 0 and 100, e.g. `99.5%`. What is left of
+    /// the allowance (`(100% - target) × period`) is what the controller spends on planned
+    /// restarts (scale-downs); it stops spending when it runs low. See
+    /// docs/error-budget.md.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 2, max = 8), pattern(TARGET_PATTERN))]
+    pub target: Option<String>,
+    /// The rolling period of `target`: at least `1h`, at most `2160h` (90 days); default
+    /// `720h` (30 days). Kubernetes durations have no day unit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1h')").message("must be at least 1h"))]
+    #[x_kube(validation = Rule::new("duration(self) <= duration('2160h')").message("must be at most 2160h (90 days)"))]
+    pub period: Option<KubeDuration>,
 }
 
 /// Bounds on `Parallelism` and `ParallelismPerKPU`.
@@ -454,6 +489,8 @@ impl CheckpointBudgetSpec {
                 max_checkpoint_size: None,
                 max_failed_checkpoints: 0,
                 window: default_window(),
+                target: None,
+                period: None,
             },
             parallelism: ParallelismBounds {
                 min,
@@ -484,6 +521,10 @@ impl CheckpointBudgetSpec {
         spec.objectives.max_checkpoint_size = budget.max_checkpoint_size.map(ByteQuantity::from_bytes);
         spec.objectives.max_failed_checkpoints = budget.max_failed_checkpoints;
         spec.objectives.window = KubeDuration::from_std(budget.window);
+        if let Some(eb) = &budget.error_budget {
+            spec.objectives.target = Some(format_target(eb.target));
+            spec.objectives.period = Some(KubeDuration::from_std(eb.period));
+        }
         spec.parallelism.per_kpu = PerKpuBounds {
             min: budget.per_kpu_min,
             max: budget.per_kpu_max,
@@ -657,8 +698,10 @@ impl CheckpointBudgetSpec {
                 ));
             }
         }
+        let error_budget = error_budget(objectives)?;
         let behavior = &self.behavior;
         Ok(Budget {
+            error_budget,
             max_checkpoint_duration,
             max_checkpoint_size,
             max_failed_checkpoints: objectives.max_failed_checkpoints,
@@ -683,6 +726,71 @@ impl CheckpointBudgetSpec {
             )?,
         })
     }
+}
+
+/// `objectives.target` and `objectives.period` checked as the schema checks them.
+fn error_budget(objectives: &Objectives) -> Result<Option<ErrorBudget>, SpecError> {
+    let Some(target) = &objectives.target else {
+        if objectives.period.is_some() {
+            return Err(SpecError::new(
+                "spec.objectives.period",
+                "is set without objectives.target".to_owned(),
+                "set objectives.target (e.g. 99.5%) or remove objectives.period",
+            ));
+        }
+        return Ok(None);
+    };
+    let Some(share) = parse_target(target) else {
+        return Err(SpecError::new(
+            "spec.objectives.target",
+            format!("{target:?} is not a percentage strictly between 0% and 100%"),
+            "write the share of minutes to keep within budget, e.g. 99.5%",
+        ));
+    };
+    let period = match &objectives.period {
+        None => DEFAULT_PERIOD,
+        Some(p) => {
+            let period = positive_duration("spec.objectives.period", p)?;
+            if !(MIN_PERIOD..=MAX_PERIOD).contains(&period) {
+                return Err(SpecError::new(
+                    "spec.objectives.period",
+                    format!("{p} is outside 1h..2160h"),
+                    "use a period of at least 1h and at most 2160h (90 days), e.g. 720h for 30 days",
+                ));
+            }
+            period
+        }
+    };
+    Ok(Some(ErrorBudget {
+        target: share,
+        period,
+    }))
+}
+
+/// The share in `99.5%` (0.995), when the text matches [`TARGET_PATTERN`]: one or two
+/// digits (no leading zero) or `0`, up to four decimals, a `%`, strictly between 0 and 100.
+pub fn parse_target(text: &str) -> Option<f64> {
+    let number = text.strip_suffix('%')?;
+    let (whole, fraction) = match number.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (number, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let whole_ok = digits(whole) && whole.len() <= 2 && (whole == "0" || !whole.starts_with('0'));
+    let fraction_ok =
+        fraction.is_none_or(|f| digits(f) && f.len() <= 4 && (whole != "0" || !f.ends_with('0')));
+    if !whole_ok || !fraction_ok {
+        return None;
+    }
+    let percent: f64 = number.parse().ok()?;
+    (percent > 0.0 && percent < 100.0).then_some(percent / 100.0)
+}
+
+/// `0.995` as `99.5%`.
+pub fn format_target(share: f64) -> String {
+    let text = format!("{:.4}", share * 100.0);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
 }
 
 /// Whether `s` matches [`REGION_PATTERN`] (and the schema's length bound): `eu-west-1`,

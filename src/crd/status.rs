@@ -16,8 +16,8 @@ use super::{duration::format_duration, quantity::format_bytes};
 use crate::cost::{self, KpuHourPrice, MonthlyCost};
 use crate::policy::duration::human;
 use crate::policy::{
-    AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, History, Observation,
-    Outcome, RecommendationRecord, ScalingRecord,
+    AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, ErrorBudgetState, History,
+    Observation, Outcome, RecommendationRecord, ScalingRecord, SloBucket,
 };
 
 /// Condition type: the controller can observe the application and act on it.
@@ -93,6 +93,10 @@ pub struct CheckpointBudgetStatus {
     /// for better decisions (with its cost).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub signals: Option<crate::aws::SignalsReport>,
+    /// The error budget (only with `objectives.target`): what is left of it over the
+    /// rolling period and how fast it burns.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget: Option<ErrorBudgetStatus>,
 }
 
 /// The application as the controller found it, where the controller changed it.
@@ -563,6 +567,65 @@ pub struct ScalingHistory {
     /// The `ApplicationVersionId` at which the application's operations were last read.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub operations_read_at_version: Option<i64>,
+    /// Minutes judged within and outside the budget over the error budget's rolling
+    /// period, in at most 24 buckets, oldest first (only with `objectives.target`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_minutes: Vec<SloBucketStatus>,
+    /// Up to when minutes were counted into `sloMinutes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_accounted_until: Option<Time>,
+}
+
+/// Minutes counted in one bucket of the error budget's rolling period.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SloBucketStatus {
+    /// Start of the bucket.
+    pub start: Time,
+    /// Minutes judged in the bucket.
+    pub minutes: u32,
+    /// Of those, minutes outside the checkpoint budget.
+    pub bad_minutes: u32,
+}
+
+/// The error budget (`objectives.target` over `objectives.period`): what is left and how
+/// fast it burns.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBudgetStatus {
+    /// What is left of the period's allowance, e.g. `62.5%` (negative once overspent).
+    pub remaining: String,
+    /// Minutes outside the budget still allowed within the period (negative once
+    /// overspent).
+    pub remaining_minutes: i64,
+    /// Minutes outside the budget the period allows: `(1 - target) × period`.
+    pub allowed_minutes: i64,
+    /// Minutes outside the budget counted within the period.
+    pub bad_minutes: u64,
+    /// How fast the budget burns in the latest twenty-fourth of the period, e.g. `2.5`
+    /// (`1` spends exactly the allowance over the period; `0` spends nothing).
+    pub burn_rate: String,
+    /// Whether planned restarts (scale-downs) are held back to keep what is left.
+    pub spending_stopped: bool,
+}
+
+impl ErrorBudgetStatus {
+    /// The status form of the policy's error budget state, with whether planned restarts
+    /// are held back (`policy::spending_stopped`).
+    pub fn new(state: &ErrorBudgetState, spending_stopped: bool) -> Self {
+        Self {
+            remaining: format!("{:.1}%", state.remaining_share * 100.0),
+            remaining_minutes: state.remaining_minutes.floor() as i64,
+            allowed_minutes: state.allowed_minutes.floor() as i64,
+            bad_minutes: state.bad_minutes,
+            burn_rate: if state.burn_rate.is_finite() {
+                format!("{:.2}", state.burn_rate)
+            } else {
+                "Inf".to_owned()
+            },
+            spending_stopped,
+        }
+    }
 }
 
 /// One restart of the application, whoever made it.
@@ -703,6 +766,16 @@ impl ScalingHistory {
             restarts: Vec::new(),
             application: None,
             operations_read_at_version: None,
+            slo_minutes: history
+                .slo_minutes
+                .iter()
+                .map(|b| SloBucketStatus {
+                    start: Time(b.start),
+                    minutes: b.minutes,
+                    bad_minutes: b.bad_minutes,
+                })
+                .collect(),
+            slo_accounted_until: history.slo_accounted_until.map(Time),
         }
     }
 
@@ -712,6 +785,16 @@ impl ScalingHistory {
             scalings: self.scalings.iter().map(Into::into).collect(),
             restarts: self.restarts.iter().map(Into::into).collect(),
             recommendations: self.recommendations.iter().map(Into::into).collect(),
+            slo_minutes: self
+                .slo_minutes
+                .iter()
+                .map(|b| SloBucket {
+                    start: b.start.0,
+                    minutes: b.minutes,
+                    bad_minutes: b.bad_minutes,
+                })
+                .collect(),
+            slo_accounted_until: self.slo_accounted_until.as_ref().map(|t| t.0),
         }
     }
 }

@@ -65,6 +65,8 @@ fn crd_identity() {
             ("SLO Met", 0),
             ("Recommended", 1),
             ("Cause", 1),
+            ("Error Budget", 1),
+            ("Burn", 1),
             ("Age", 0)
         ]
     );
@@ -268,6 +270,8 @@ fn validator_and_to_budget_agree() {
 fn history_round_trips_through_status() {
     let history = History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: vec![ScalingRecord {
             at: ts("2026-01-01T10:00:00Z"),
             completed_at: Some(ts("2026-01-01T10:14:00Z")),
@@ -304,6 +308,8 @@ fn history_is_bounded_to_the_newest() {
     let base = ts("2026-01-01T00:00:00Z");
     let history = History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: (0..30)
             .map(|i| ScalingRecord {
                 at: base + jiff::SignedDuration::from_hours(i),
@@ -436,4 +442,47 @@ fn region_and_role_arn_checks_agree_with_the_patterns() {
     for bad in ["", "EU-West-1", "eu-west", "eu-west-1\n", "eu--1", "e-west-1"] {
         assert!(!is_region(bad), "{bad:?}");
     }
+}
+
+#[test]
+fn error_budget_target_and_period_parse_as_the_schema_checks_them() {
+    use crate::crd::{format_target, parse_target};
+    assert_eq!(parse_target("99.5%"), Some(0.995));
+    assert_eq!(parse_target("90%"), Some(0.9));
+    assert_eq!(parse_target("0.5%"), Some(0.005));
+    for bad in [
+        "100%",
+        "0%",
+        "0.0%",
+        "0.50%",
+        "99.5",
+        "099%",
+        "99.12345%",
+        "-1%",
+        "%",
+        "1e1%",
+        "",
+    ] {
+        assert_eq!(parse_target(bad), None, "{bad}");
+    }
+    assert_eq!(format_target(0.995), "99.5%");
+    assert_eq!(format_target(0.9), "90%");
+
+    let mut spec = CheckpointBudgetSpec::new("app", Duration::from_secs(120), 1, 8, 128);
+    spec.objectives.target = Some("99.9%".into());
+    let budget = spec.to_budget().unwrap();
+    let eb = budget.error_budget.clone().unwrap();
+    assert!((eb.target - 0.999).abs() < 1e-12);
+    assert_eq!(eb.period, crate::crd::DEFAULT_PERIOD);
+    // Round trip through the spec the simulator builds.
+    let back = CheckpointBudgetSpec::from_budget("app", &budget)
+        .to_budget()
+        .unwrap();
+    assert_eq!(back.error_budget, budget.error_budget);
+
+    spec.objectives.period = Some("2161h".parse().unwrap());
+    assert_eq!(spec.to_budget().unwrap_err().field, "spec.objectives.period");
+    spec.objectives.target = None;
+    spec.objectives.period = Some("720h".parse().unwrap());
+    assert_eq!(spec.to_budget().unwrap_err().field, "spec.objectives.period");
 }

@@ -321,15 +321,44 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 need,
             );
         }
+        // The upload rate of the latest checkpoint, or of the slowest long one of the window
+        // (checkpoint sizes vary; a blocking call makes a small one as slow as a large one).
+        let upload = sig
+            .size
+            .filter(|_| d > 0.0)
+            .map(|size| size / (d / 1000.0))
+            .into_iter()
+            .chain(sig.slowest_upload)
+            .min_by(f64::total_cmp);
         if let Some(size) = sig.size
-            && d > 0.0
-            && size / f64::from(ctx.current.kpus()) / (d / 1000.0) < MIN_PLAUSIBLE_UPLOAD_BYTES_PER_KPU_SECOND
+            && upload.is_some_and(|u| {
+                u / f64::from(ctx.current.kpus()) < MIN_PLAUSIBLE_UPLOAD_BYTES_PER_KPU_SECOND
+            })
         {
             return Finding::new(
                 Cause::NotFixableByScaling,
                 format!(
                     "{what} ({figures}{state}) while uploading only {} per checkpoint over {} KPU: \
                      the time is not spent on state, so scaling cannot shorten it.",
+                    fmt_bytes(size),
+                    ctx.current.kpus()
+                ),
+                Some(ADVICE_SLOW_CALL.to_owned()),
+                Need::Hold(Reason::NotFixableByScaling),
+            );
+        }
+        if sig.duration_follows_size == Some(false)
+            && let Some(size) = sig.size
+        {
+            return Finding::new(
+                Cause::NotFixableByScaling,
+                format!(
+                    "{what} ({figures}{state}) whatever the checkpoint's size: the long checkpoints of \
+                     the window differ in size by half or more while their durations stay within 15% \
+                     ({} per checkpoint over {} KPU now), so the time is not spent uploading state \
+                     and scaling cannot shorten it. What would confirm it: the synchronous phase of \
+                     the checkpoints in the Flink UI, or per-task busy and back-pressure metrics \
+                     (the TASK metrics level).",
                     fmt_bytes(size),
                     ctx.current.kpus()
                 ),

@@ -20,6 +20,7 @@
 mod bounds;
 mod diagnose;
 pub mod duration;
+mod error_budget;
 mod explain;
 mod signals;
 mod sizing;
@@ -37,6 +38,7 @@ use std::time::Duration;
 
 use jiff::Timestamp;
 
+pub use error_budget::{ErrorBudgetState, SloBucket, account, spending_stopped, state as error_budget_state};
 pub use stabilization::remember;
 pub use stats::median;
 pub use types::*;
@@ -554,7 +556,14 @@ fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> 
             ),
         );
     };
-    let window = ctx.budget.scale_down_stabilization;
+    // An error budget with plenty left (and not burning faster than it allows) spends on a
+    // scale-down after half the stabilization window; one running low spends nothing.
+    let error_budget = error_budget::state(ctx.budget, ctx.history, ctx.now);
+    let window = if error_budget.as_ref().is_some_and(ErrorBudgetState::is_plentiful) {
+        ctx.budget.scale_down_stabilization / 2
+    } else {
+        ctx.budget.scale_down_stabilization
+    };
     let pending = |why: String| {
         draft.decision(
             Action::Hold,
@@ -591,6 +600,17 @@ fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> 
                 return pending(format!(
                     "the highest recommendation of the last {} ({target}) no longer keeps the margin",
                     fmt_ms(dur_ms(window) as f64)
+                ));
+            }
+            if let Some(eb) = error_budget.as_ref().filter(|eb| eb.is_low(ctx.restart_ms)) {
+                return pending(format!(
+                    "the error budget is low ({:.0} of {:.0} minutes outside the budget left, burn rate \
+                     {:.1}): a planned restart costs about {} without checkpoints, so what is left is \
+                     kept for breaches",
+                    eb.remaining_minutes.max(0.0),
+                    eb.allowed_minutes,
+                    eb.burn_rate,
+                    fmt_ms(ctx.restart_ms as f64)
                 ));
             }
             let message = format!(

@@ -43,6 +43,7 @@ fn budget() -> impl Strategy<Value = Budget> {
                     scale_up_cooldown: Duration::from_secs(up * 60),
                     scale_down_cooldown: Duration::from_secs(down * 60),
                     scale_down_stabilization: Duration::from_secs(stab * 60),
+                    error_budget: None,
                 }
             },
         )
@@ -182,6 +183,8 @@ fn history() -> impl Strategy<Value = History> {
             recommendations.sort_by_key(|r| r.at);
             History {
                 restarts: Vec::new(),
+                slo_minutes: Vec::new(),
+                slo_accounted_until: None,
                 scalings,
                 recommendations,
             }

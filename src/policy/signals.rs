@@ -264,6 +264,38 @@ pub(crate) struct Signals {
     pub lag_rising_periods: usize,
     /// Median input rate of the latest periods.
     pub records_in: Option<f64>,
+    /// The slowest upload among the long checkpoints of the window (those taking at least
+    /// half the longest): each one's size over its own duration, bytes per second. A
+    /// checkpoint slow because of its upload moves its bytes at the storage's rate, whatever
+    /// its size; one slow for another reason (a blocking call in the synchronous phase) moves
+    /// a small one as slowly as a large one.
+    pub slowest_upload: Option<f64>,
+    /// Whether the long checkpoints' durations follow their sizes: `Some(false)` when
+    /// their sizes differ by half or more while their durations stay within 15% (the time
+    /// is spent on something else than bytes); `None` when sizes are too alike to tell.
+    pub duration_follows_size: Option<bool>,
+}
+
+/// See [`Signals::duration_follows_size`].
+fn follows(samples: &[&Sample], duration_max: f64) -> Option<bool> {
+    let long: Vec<(f64, f64)> = samples
+        .iter()
+        .filter_map(
+            |s| match (s.last_checkpoint_duration_ms, s.last_checkpoint_size_bytes) {
+                (Some(d), Some(size)) if d > 0.0 && size > 0.0 && d >= duration_max / 2.0 => Some((d, size)),
+                _ => None,
+            },
+        )
+        .collect();
+    if long.len() < 3 {
+        return None;
+    }
+    let smallest = long.iter().min_by(|a, b| a.1.total_cmp(&b.1))?;
+    let largest = long.iter().max_by(|a, b| a.1.total_cmp(&b.1))?;
+    if largest.1 < 1.5 * smallest.1 {
+        return None;
+    }
+    Some(largest.0 > 1.15 * smallest.0)
 }
 
 fn values(samples: &[&Sample], f: impl Fn(&Sample) -> Option<f64>) -> Vec<f64> {
@@ -410,6 +442,18 @@ impl Signals {
                 &values(samples, |s| s.records_in_per_second),
                 RECENT_PERIODS,
             )),
+            slowest_upload: samples
+                .iter()
+                .filter_map(
+                    |s| match (s.last_checkpoint_duration_ms, s.last_checkpoint_size_bytes) {
+                        (Some(d), Some(size)) if d > 0.0 && d >= duration_max / 2.0 => {
+                            Some(size / (d / 1000.0))
+                        }
+                        _ => None,
+                    },
+                )
+                .min_by(f64::total_cmp),
+            duration_follows_size: follows(samples, duration_max),
         })
     }
 

@@ -144,6 +144,8 @@ mod tests {
     fn hist(recs: Vec<RecommendationRecord>) -> History {
         History {
             restarts: Vec::new(),
+            slo_minutes: Vec::new(),
+            slo_accounted_until: None,
             scalings: Vec::new(),
             recommendations: recs,
         }
@@ -193,6 +195,8 @@ mod tests {
     fn cooldown_is_over_exactly_at_its_end() {
         let h = History {
             restarts: Vec::new(),
+            slo_minutes: Vec::new(),
+            slo_accounted_until: None,
             scalings: vec![ScalingRecord {
                 at: t(-5),
                 completed_at: Some(t(-1)),

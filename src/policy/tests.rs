@@ -36,6 +36,7 @@ fn budget() -> Budget {
         scale_up_cooldown: mins(5),
         scale_down_cooldown: mins(30),
         scale_down_stabilization: mins(60),
+        error_budget: None,
     }
 }
 
@@ -125,6 +126,8 @@ fn record(at: i64, done: Option<i64>, from: AppConfig, to: AppConfig, outcome: O
 fn history(scalings: Vec<ScalingRecord>) -> History {
     History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings,
         recommendations: Vec::new(),
     }
@@ -805,12 +808,135 @@ fn idle_headroom_waits_for_the_stabilization_window() {
     assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScaleDownPending));
 }
 
+fn with_error_budget(target: f64, period_hours: u64) -> Budget {
+    Budget {
+        error_budget: Some(ErrorBudget {
+            target,
+            period: Duration::from_secs(period_hours * 3600),
+        }),
+        ..budget()
+    }
+}
+
+/// A history whose error budget counted `bad` bad minutes of `judged` in the bucket at
+/// `NOW` (recorded through `account`, as the controller does).
+fn spent(b: &Budget, judged: i64, bad: i64) -> History {
+    let mut h = History::default();
+    let start = NOW - judged;
+    account(&mut h, b, Some(true), t(start));
+    let mut at = start;
+    for i in 0..judged {
+        at += 1;
+        account(&mut h, b, Some(i < judged - bad), t(at));
+    }
+    h
+}
+
+#[test]
+fn error_budget_counts_minutes_and_burn_rate() {
+    // 99% over 10 hours allows 6 bad minutes.
+    let b = with_error_budget(0.99, 10);
+    let h = spent(&b, 20, 3);
+    let s = error_budget_state(&b, &h, t(NOW)).unwrap();
+    assert_eq!((s.judged_minutes, s.bad_minutes), (20, 3));
+    assert!((s.allowed_minutes - 6.0).abs() < 1e-9, "{s:?}");
+    assert!((s.remaining_share - 0.5).abs() < 1e-9, "{s:?}");
+    // Buckets of 25 minutes: the 20 minutes may straddle two; the burn rate is the newest
+    // bucket's bad share over 1%.
+    let newest = h.slo_minutes.last().unwrap();
+    let want = f64::from(newest.bad_minutes) / f64::from(newest.minutes) / 0.01;
+    assert!((s.burn_rate - want).abs() < 1e-9, "{s:?}");
+    assert!(s.burn_rate > 1.0);
+
+    // Minutes without data are not judged; a gap longer than the window is not counted.
+    let mut h2 = h.clone();
+    account(&mut h2, &b, None, t(NOW + 5));
+    assert_eq!(
+        error_budget_state(&b, &h2, t(NOW + 5)).unwrap().judged_minutes,
+        20
+    );
+    account(&mut h2, &b, Some(false), t(NOW + 500));
+    assert_eq!(
+        error_budget_state(&b, &h2, t(NOW + 500)).unwrap().bad_minutes,
+        3 + 10
+    );
+
+    // Minutes older than the period fall out of it.
+    let later = t(NOW + 11 * 60);
+    let mut h3 = h.clone();
+    account(&mut h3, &b, Some(true), later);
+    let s = error_budget_state(&b, &h3, later).unwrap();
+    assert_eq!(s.bad_minutes, 0, "{:?}", h3.slo_minutes);
+    assert!(h3.slo_minutes.len() <= 24 + 1);
+
+    // Without a target nothing is counted, and a count left over is cleared.
+    let mut h4 = h.clone();
+    account(&mut h4, &budget(), Some(false), t(NOW + 1));
+    assert!(h4.slo_minutes.is_empty() && h4.slo_accounted_until.is_none());
+    assert!(error_budget_state(&budget(), &h4, t(NOW)).is_none());
+}
+
+#[test]
+fn a_low_error_budget_holds_a_planned_scale_down() {
+    // 99.9% over 30 days allows 43.2 bad minutes; 40 spent leaves less than a quarter.
+    let b = with_error_budget(0.999, 720);
+    let mut h = spent(&b, 100, 40);
+    let d = run(&b, &idle_obs(), &h);
+    let raw = d.recommendation;
+    h.recommendations.push(RecommendationRecord {
+        at: t(NOW - 61),
+        config: raw,
+    });
+    let d = run(&b, &idle_obs(), &h);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScaleDownPending));
+    assert!(
+        d.diagnosis.summary.contains("error budget is low") || d.message.contains("error budget is low"),
+        "{d:?}"
+    );
+    let s = error_budget_state(&b, &h, t(NOW)).unwrap();
+    assert!(spending_stopped(&s, &h));
+
+    // The same budget untouched scales down as without an error budget.
+    let mut fresh = spent(&b, 100, 0);
+    fresh.recommendations = h.recommendations.clone();
+    let d = run(&b, &idle_obs(), &fresh);
+    assert_eq!(d.reason, Reason::ScaleDownStabilized);
+}
+
+#[test]
+fn a_plentiful_error_budget_spends_after_half_the_stabilization_window() {
+    let b = with_error_budget(0.99, 720);
+    let mut h = spent(&b, 100, 0);
+    let raw = run(&b, &idle_obs(), &h).recommendation;
+    h.recommendations.push(RecommendationRecord {
+        at: t(NOW - 31),
+        config: raw,
+    });
+    // 31 minutes of a 60-minute window: enough with a plentiful budget, not without one.
+    assert_eq!(run(&b, &idle_obs(), &h).reason, Reason::ScaleDownStabilized);
+    let mut without = h.clone();
+    without.slo_minutes.clear();
+    assert_eq!(
+        run(&budget(), &idle_obs(), &without).reason,
+        Reason::ScaleDownPending
+    );
+    // Burning faster than the allowance: no early spending.
+    let burning = spent(&b, 100, 30);
+    let mut hb = burning;
+    hb.recommendations = h.recommendations.clone();
+    let s = error_budget_state(&b, &hb, t(NOW)).unwrap();
+    assert!(s.burn_rate > 1.0 && !s.is_plentiful(), "{s:?}");
+    assert_eq!(run(&b, &idle_obs(), &hb).reason, Reason::ScaleDownPending);
+}
+
 #[test]
 fn scale_down_respects_its_cooldown() {
     let mut b = budget();
     b.scale_down_stabilization = mins(10);
     let h = History {
         restarts: Vec::new(),
+        slo_minutes: Vec::new(),
+        slo_accounted_until: None,
         scalings: vec![record(
             NOW - 20,
             Some(NOW - 19),
@@ -1242,5 +1368,93 @@ fn a_restart_by_anyone_warms_up_and_cools_down() {
     for (name, h, want) in cases {
         let d = run(&b, &o, &h);
         assert_eq!(d.reason, want, "{name}: {}", d.message);
+    }
+}
+
+/// At the APPLICATION metrics level: no busy time, no back-pressure.
+fn application_level(s: &mut Sample) {
+    s.busy_time_ms_per_second = None;
+    s.back_pressured_time_ms_per_second = None;
+}
+
+#[test]
+fn application_level_tells_a_blocking_call_from_an_upload_bound_state() {
+    // A 3-minute blocking call over a 3.6 GiB state at 4 KPUs: incremental checkpoints of
+    // 0.6 GiB take 3m09s (0.8 MiB/s per KPU), and so does the odd 1.8 GiB one: the time does
+    // not follow the bytes, so it is not the upload.
+    let table: [(&str, f64, f64, f64, f64, Cause, bool); 5] = [
+        // (case, duration s, size GiB of the window's checkpoints, of the latest, CPU %,
+        //  cause, scales)
+        (
+            "blocking call",
+            189.0,
+            0.6,
+            0.6,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        (
+            "blocking call, a larger latest checkpoint",
+            189.0,
+            0.6,
+            1.8,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        // Sizes of 1.2 to 2.4 GiB, every one taking 3m09s: 2.4 MiB/s per KPU is a plausible
+        // upload, but the time does not follow the bytes.
+        (
+            "blocking call, sizes that vary",
+            189.0,
+            1.2,
+            2.4,
+            48.0,
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        // Large uploads whose time follows their size.
+        ("upload-bound", 150.0, 14.6, 14.6, 40.0, Cause::LargeState, true),
+        (
+            "upload-bound, varying sizes",
+            240.0,
+            14.6,
+            29.0,
+            40.0,
+            Cause::LargeState,
+            true,
+        ),
+    ];
+    for (case, duration, size, latest, cpu, cause, scales) in table {
+        let d = run(
+            &budget(),
+            &obs(
+                AppConfig::new(4, 1),
+                window(duration, |i, s| {
+                    application_level(s);
+                    s.cpu_utilization = Some(cpu);
+                    // The latest and every third one larger; an upload's time follows its
+                    // bytes (the larger ones take proportionally longer, up to the latest).
+                    let bytes = if i % 3 == 0 { latest } else { size };
+                    s.last_checkpoint_size_bytes = Some(bytes * GIB);
+                    if cause == Cause::LargeState {
+                        s.last_checkpoint_duration_ms = Some(duration * 1000.0 * bytes / latest);
+                    }
+                }),
+            ),
+            &History::default(),
+        );
+        assert_eq!(d.diagnosis.cause, cause, "{case}: {}", d.diagnosis.summary);
+        assert_eq!(matches!(d.action, Action::Scale { .. }), scales, "{case}: {d:?}");
+        if !scales {
+            // It says what it rests on and what to look for.
+            assert!(
+                d.diagnosis.summary.contains("per checkpoint over 4 KPU"),
+                "{case}: {}",
+                d.diagnosis.summary
+            );
+            assert!(d.diagnosis.advice.is_some(), "{case}");
+        }
     }
 }

@@ -41,6 +41,20 @@ pub struct Budget {
     pub scale_down_cooldown: Duration,
     /// How long a lower recommendation must hold before scaling down.
     pub scale_down_stabilization: Duration,
+    /// Optional error budget (`objectives.target` over `objectives.period`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_budget: Option<ErrorBudget>,
+}
+
+/// An error budget: the share of minutes to keep within the checkpoint budget over a
+/// rolling period.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ErrorBudget {
+    /// Share of minutes within budget, in (0, 1), e.g. 0.995.
+    pub target: f64,
+    /// The rolling period.
+    pub period: Duration,
 }
 
 /// The knobs the controller turns.
@@ -355,6 +369,13 @@ pub struct History {
     /// holds from its `at` until the next one, so a run of equal recommendations may be
     /// stored once (`policy::remember` appends and prunes).
     pub recommendations: Vec<RecommendationRecord>,
+    /// Minutes judged within and outside the budget over the error budget's rolling period,
+    /// oldest first (only with `objectives.target`; see `policy::account`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub slo_minutes: Vec<super::error_budget::SloBucket>,
+    /// Up to when minutes were counted into `slo_minutes`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slo_accounted_until: Option<Timestamp>,
 }
 
 /// What to do.

@@ -192,18 +192,57 @@ struct Profile {
     violated: Vec<bool>,
 }
 
+/// The prices of one SLO-violation minute, in KPU-minutes, at which the clairvoyant
+/// frontier is planned (`optimal@<price>` in `simulate --compare`): from "a violation
+/// minute is worth one KPU for a minute" (the plan sits out nearly every breach) to 256
+/// (it pays almost anything to avoid one).
+pub const FRONTIER_PRICES: [f64; 5] = [1.0, 4.0, 16.0, 64.0, 256.0];
+
 /// The clairvoyant optimum: plans on the whole trace, then runs the plan.
 pub struct Optimal;
 
 impl Optimal {
-    /// Weight of one SLO-violation minute, in minutes of the largest allowed deployment:
-    /// the plan sits out a breach only when avoiding it would cost more than this many
-    /// minutes of running everything the budget allows (a restart, for instance).
+    /// Default weight of one SLO-violation minute, in minutes of the largest allowed
+    /// deployment: the plan sits out a breach only when avoiding it would cost more than
+    /// this many minutes of running everything the budget allows (a restart, for instance).
     pub const VIOLATION_WEIGHT: f64 = 4.0;
 
-    /// Plans the schedule for `scenario` on its own seed (minutes at which to call
-    /// UpdateApplication, and the configurations) and returns the policy that replays it.
+    /// Plans the schedule for `scenario` on its own seed at the default price (minutes at
+    /// which to call UpdateApplication, and the configurations) and returns the policy that
+    /// replays it.
     pub fn scripted(scenario: &Scenario) -> Result<Scripted, SimError> {
+        let planner = Planner::new(scenario)?;
+        Ok(planner.scripted("optimal", planner.default_price()))
+    }
+}
+
+/// The name `optimal@<price>` of the frontier's schedule at `price` KPU-minutes.
+pub fn frontier_name(price: f64) -> String {
+    if price.fract() == 0.0 {
+        format!("optimal@{price:.0}")
+    } else {
+        format!("optimal@{price}")
+    }
+}
+
+/// Everything the clairvoyant plan needs from a scenario, measured once: what each
+/// candidate configuration does minute by minute when held throughout, and what a restart
+/// costs. Plans at any price of a violation minute are then cheap.
+pub struct Planner {
+    profiles: Vec<Profile>,
+    initial: AppConfig,
+    restart: u64,
+    start: Timestamp,
+    /// Candidates the service or the job refused, with why (left out of every plan).
+    pub refused: Vec<String>,
+}
+
+impl Planner {
+    /// Profiles every candidate configuration of `scenario` (on its seed). A candidate the
+    /// service refuses (for instance a parallelism above the job's real `maxParallelism`
+    /// when the budget declares a larger one: "Parallelism 19 is higher than the job's
+    /// maxParallelism 16") is left out of the plan, as the service would refuse the update.
+    pub fn new(scenario: &Scenario) -> Result<Self, SimError> {
         let budget = scenario
             .policy_budget()?
             .ok_or_else(|| SimError::NoBudget(scenario.name.clone()))?;
@@ -211,10 +250,36 @@ impl Optimal {
             scenario.application.parallelism,
             scenario.application.parallelism_per_kpu,
         );
-        let profiles = profiles(scenario, &budget, initial)?;
-        let restart = restart_minutes(scenario, &budget, initial)?;
-        let plan = plan(&profiles, initial, restart);
-        Ok(Scripted::new("optimal", scenario.start_time(), plan))
+        let (profiles, refused) = profiles(scenario, &budget, initial)?;
+        let restart = restart_minutes(scenario, &profiles, initial)?;
+        Ok(Self {
+            profiles,
+            initial,
+            restart,
+            start: scenario.start_time(),
+            refused,
+        })
+    }
+
+    /// KPUs of the largest configuration the plan may use.
+    pub fn largest_kpus(&self) -> u32 {
+        self.profiles.iter().map(|p| p.config.kpus()).max().unwrap_or(1)
+    }
+
+    /// The default price of a violation minute: [`Optimal::VIOLATION_WEIGHT`] minutes of
+    /// the largest deployment the plan may use, in KPU-minutes.
+    pub fn default_price(&self) -> f64 {
+        Optimal::VIOLATION_WEIGHT * f64::from(self.largest_kpus())
+    }
+
+    /// The schedule planned with a violation minute priced at `price` KPU-minutes.
+    pub fn schedule(&self, price: f64) -> Vec<(u64, AppConfig)> {
+        plan(&self.profiles, self.initial, self.restart, price)
+    }
+
+    /// The policy replaying the schedule planned at `price`, reporting as `name`.
+    pub fn scripted(&self, name: &str, price: f64) -> Scripted {
+        Scripted::new(name, self.start, self.schedule(price))
     }
 }
 
@@ -245,11 +310,18 @@ fn candidates(budget: &Budget, initial: AppConfig) -> Vec<AppConfig> {
 }
 
 /// Runs the trace once per candidate held throughout, in parallel on the machine's cores.
-fn profiles(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<Vec<Profile>, SimError> {
+/// Candidates the service refuses are returned apart, with the service's message; any
+/// other failure, or a refusal of the initial configuration, is an error.
+fn profiles(
+    scenario: &Scenario,
+    budget: &Budget,
+    initial: AppConfig,
+) -> Result<(Vec<Profile>, Vec<String>), SimError> {
     let configs = candidates(budget, initial);
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let chunk = configs.len().div_ceil(threads).max(1);
-    let results: Vec<Result<Profile, SimError>> = std::thread::scope(|scope| {
+    type Outcome = Result<Result<Profile, String>, SimError>;
+    let results: Vec<Outcome> = std::thread::scope(|scope| {
         let handles: Vec<_> = configs
             .chunks(chunk)
             .map(|part| {
@@ -259,11 +331,20 @@ fn profiles(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<
                             let mut s = scenario.clone();
                             s.application.parallelism = config.parallelism;
                             s.application.parallelism_per_kpu = config.parallelism_per_kpu;
-                            let report = simulate::run(&s, &mut super::baselines::Static, None)?;
-                            Ok(Profile {
-                                config,
-                                violated: report.rows.iter().map(|r| r.slo_violated == Some(true)).collect(),
-                            })
+                            match simulate::run(&s, &mut super::baselines::Static, None) {
+                                Ok(report) => Ok(Ok(Profile {
+                                    config,
+                                    violated: report
+                                        .rows
+                                        .iter()
+                                        .map(|r| r.slo_violated == Some(true))
+                                        .collect(),
+                                })),
+                                Err(SimError::Service(e)) if config != initial => {
+                                    Ok(Err(format!("{config}: {} {e}", e.code())))
+                                }
+                                Err(e) => Err(e),
+                            }
                         })
                         .collect::<Vec<_>>()
                 })
@@ -277,17 +358,21 @@ fn profiles(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<
             })
             .collect()
     });
-    results.into_iter().collect()
+    let mut profiles = Vec::new();
+    let mut refused = Vec::new();
+    for r in results {
+        match r? {
+            Ok(p) => profiles.push(p),
+            Err(why) => refused.push(why),
+        }
+    }
+    Ok((profiles, refused))
 }
 
 /// Minutes an update takes on this trace (the application out of RUNNING), measured by
-/// asking for the largest candidate in the first minute.
-fn restart_minutes(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> Result<u64, SimError> {
-    let Some(target) = candidates(budget, initial)
-        .into_iter()
-        .filter(|c| *c != initial)
-        .max()
-    else {
+/// asking for the largest profiled candidate in the first minute.
+fn restart_minutes(scenario: &Scenario, profiles: &[Profile], initial: AppConfig) -> Result<u64, SimError> {
+    let Some(target) = profiles.iter().map(|p| p.config).filter(|c| *c != initial).max() else {
         return Ok(0);
     };
     let mut probe = Scripted::new("probe", scenario.start_time(), vec![(1, target)]);
@@ -301,18 +386,16 @@ fn restart_minutes(scenario: &Scenario, budget: &Budget, initial: AppConfig) -> 
 }
 
 /// Dynamic programming over (minute × configuration): the cost of a minute is its KPUs
-/// plus the violation weight (see [`Optimal::VIOLATION_WEIGHT`]) if that configuration
-/// breaches the budget then; a
-/// change costs `restart` minutes of violation at the larger configuration's KPUs, and is
-/// requested `restart` minutes before it takes effect (the plan knows the future).
-fn plan(profiles: &[Profile], initial: AppConfig, restart: u64) -> Vec<(u64, AppConfig)> {
+/// plus `violation` (the price of a violation minute, in KPU-minutes) if that
+/// configuration breaches the budget then; a change costs `restart` minutes of violation
+/// at the larger configuration's KPUs, and is requested `restart` minutes before it takes
+/// effect (the plan knows the future).
+fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) -> Vec<(u64, AppConfig)> {
     let n = profiles.len();
     let minutes = profiles.iter().map(|p| p.violated.len()).min().unwrap_or(0);
     if n == 0 || minutes == 0 {
         return Vec::new();
     }
-    let largest = profiles.iter().map(|p| p.config.kpus()).max().unwrap_or(1);
-    let violation = Optimal::VIOLATION_WEIGHT * f64::from(largest);
     let step = |c: usize, t: usize| -> f64 {
         f64::from(profiles[c].config.kpus()) + if profiles[c].violated[t] { violation } else { 0.0 }
     };
@@ -398,14 +481,14 @@ mod tests {
         small.extend(vec![true; 40]);
         let big = vec![false; 60];
         let profiles = [profile(4, &small), profile(8, &big)];
-        let schedule = plan(&profiles, AppConfig::new(4, 1), 5);
+        let schedule = plan(&profiles, AppConfig::new(4, 1), 5, 32.0);
         assert_eq!(schedule, vec![(16, AppConfig::new(8, 1))]);
 
         // A one-minute breach is cheaper to sit out than a five-minute restart.
         let mut blip = vec![false; 60];
         blip[30] = true;
         let profiles = [profile(4, &blip), profile(8, &big)];
-        assert!(plan(&profiles, AppConfig::new(4, 1), 5).is_empty());
+        assert!(plan(&profiles, AppConfig::new(4, 1), 5, 32.0).is_empty());
     }
 
     #[test]
@@ -415,7 +498,7 @@ mod tests {
         small.extend(vec![false; 100]);
         let big = vec![false; 120];
         let profiles = [profile(4, &small), profile(8, &big)];
-        let schedule = plan(&profiles, AppConfig::new(8, 1), 5);
+        let schedule = plan(&profiles, AppConfig::new(8, 1), 5, 32.0);
         assert_eq!(schedule.len(), 1);
         assert_eq!(schedule[0].1, AppConfig::new(4, 1));
         assert!(schedule[0].0 >= 16, "{schedule:?}");
@@ -437,6 +520,7 @@ mod tests {
             scale_up_cooldown: Duration::from_secs(300),
             scale_down_cooldown: Duration::from_secs(1800),
             scale_down_stabilization: Duration::from_secs(3600),
+            error_budget: None,
         };
         let ps: Vec<u32> = candidates(&budget, AppConfig::new(4, 1))
             .iter()

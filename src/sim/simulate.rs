@@ -190,6 +190,7 @@ impl Policy for CheckpointAutoscaler {
         // Decide.
         let decision = policy::decide(&self.budget, observation.as_ref(), &self.history, now);
         policy::remember(&mut self.history, &decision, &self.budget, now);
+        policy::account(&mut self.history, &self.budget, decision.slo_met, now);
         // Act.
         if let (Action::Scale { to }, Some(obs)) = (decision.action, observation.as_ref()) {
             let auto_scaling = match self.service_auto_scaling {

@@ -165,6 +165,10 @@ async fn a_budget_held_back_by_max_kpus_shows_it_in_columns_condition_events_and
     let mut object = serde_json::to_value(&managed.budget).unwrap();
     object["status"] = serde_json::to_value(&status).unwrap();
     for (name, path, _) in columns() {
+        // The error budget's columns stay empty without `objectives.target`.
+        if path.starts_with(".status.errorBudget") && object["spec"]["objectives"]["target"].is_null() {
+            continue;
+        }
         let value = json_path(&object, &path).unwrap_or_else(|| panic!("column {name}: {path} is empty"));
         assert!(
             !value.is_null() && value != "",

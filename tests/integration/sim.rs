@@ -369,6 +369,7 @@ fn every_scenario_in_the_library_loads_and_runs_under_every_policy() {
         names,
         [
             "diurnal",
+            "external-call",
             "flash-crowd",
             "hot-key-skew",
             "memory-pressure",
