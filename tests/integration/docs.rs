@@ -1161,10 +1161,10 @@ fn heading_anchors_are_githubs() {
     }
     assert!(!anchors.contains("not-a-heading"));
     assert_eq!(
-        links("see [a](x.md#y) and `[b](not-a-link)` or [`c`](../z.md)"),
+        links("see [a](design.md#y) and `[b](not-a-link)` or [`c`](../README.md)"),
         [
-            ("a".to_owned(), "x.md#y".to_owned()),
-            ("`c`".to_owned(), "../z.md".to_owned())
+            ("a".to_owned(), "design.md#y".to_owned()),
+            ("`c`".to_owned(), "../README.md".to_owned())
         ]
     );
 }
