@@ -19,8 +19,8 @@
 //! - the restart count under the name its runtime publishes (`RuntimeEnvironment` from
 //!   `DescribeApplication`);
 //! - busy and back-pressure time one query per task, the tasks found with `ListMetrics`
-//!   (the service lists them only when `MetricsLevel` is TASK or finer, so nothing is asked
-//!   for at the APPLICATION level);
+//!   only when `MetricsLevel` is TASK or finer (or not reported): the service publishes
+//!   neither at the APPLICATION level, so nothing is listed or asked for there;
 //! - the source lag with the dimensions `ListMetrics` finds: one query per source stream.
 //!
 //! NB: the sources of a Managed Flink application are not in `DescribeApplication` (they
@@ -370,22 +370,31 @@ pub(crate) trait ListMetricsApi: Send + Sync {
 }
 
 /// Lists what the application publishes of busy time, back-pressure time and source lag
-/// (`records_lag_max` only without `millisBehindLatest`): three or four `ListMetrics` calls.
+/// (`records_lag_max` only without `millisBehindLatest`): one or two `ListMetrics` calls at
+/// the APPLICATION level, three or four at TASK and finer or when the level is not reported.
 ///
-/// NB: what is listed is what is read, whatever `MetricsLevel` says: at AWS the
-/// APPLICATION level lists no busy or back-pressure time (so nothing is asked for), and an
-/// application whose level changed since it was described is read as it publishes. The
-/// level decides what status reports missing and advises. Listing at every level costs two
-/// `ListMetrics` calls per application and discovery period.
-pub(crate) async fn discover(api: &dyn ListMetricsApi, target: &Target, application: &str) -> Discovered {
+/// At the APPLICATION level busy and back-pressure time are not listed: the service
+/// publishes neither there, and what is listed of them then (with `RecentlyActive` three
+/// hours) are the stale series of a finer level the application has just left, whose reads
+/// would only bring gaps. Most applications run at APPLICATION, so this keeps `ListMetrics`
+/// to one call per application and discovery period (CloudWatch's `ListMetrics` rate quota
+/// is per account and region, shared by every budget).
+pub(crate) async fn discover(
+    api: &dyn ListMetricsApi,
+    target: &Target,
+    application: &str,
+    level: Option<MetricsLevel>,
+) -> Discovered {
     let mut found = Discovered::default();
     let result: Result<(), AwsError> = async {
-        found.busy = api
-            .list_dimensions(target, METRICS[BUSY].name, application)
-            .await?;
-        found.back_pressure = api
-            .list_dimensions(target, METRICS[BACK_PRESSURE].name, application)
-            .await?;
+        if level != Some(MetricsLevel::Application) {
+            found.busy = api
+                .list_dimensions(target, METRICS[BUSY].name, application)
+                .await?;
+            found.back_pressure = api
+                .list_dimensions(target, METRICS[BACK_PRESSURE].name, application)
+                .await?;
+        }
         found.kinesis_lag = api.list_dimensions(target, KINESIS_LAG, application).await?;
         if found.kinesis_lag.is_empty() {
             found.kafka_lag = api.list_dimensions(target, KAFKA_LAG, application).await?;
@@ -478,7 +487,7 @@ impl Discovery {
         let found = match cached {
             Some(found) => found,
             None => {
-                let found = discover(api, target, &description.name).await;
+                let found = discover(api, target, &description.name, level).await;
                 if found.error.is_none() {
                     self.insert(key, found.clone(), Instant::now());
                 }
@@ -668,16 +677,19 @@ mod tests {
             .plan(&lister, &target, &description("a", 1, Some("TASK")))
             .await;
         assert_eq!(calls(), 3, "cached");
-        // The level does not spare the listing: what is listed is what is read.
-        cache
+        // At the APPLICATION level only the source lag is listed: the service publishes no
+        // busy or back-pressure time there, and stale series of a finer level are not read.
+        let plan = cache
             .plan(&lister, &target, &description("b", 1, Some("APPLICATION")))
             .await;
-        assert_eq!(calls(), 6);
+        assert_eq!(calls(), 4, "millisBehindLatest only");
+        assert_eq!(plan.count(BUSY), 0);
+        assert_eq!(plan.count(LAG), 1);
         // A new version re-discovers, and replaces the old one's entry.
         cache
             .plan(&lister, &target, &description("a", 2, Some("TASK")))
             .await;
-        assert_eq!(calls(), 9);
+        assert_eq!(calls(), 7);
         assert_eq!(cache.len(), 2);
         // Bounded: a third application evicts the soonest to expire.
         cache
@@ -689,7 +701,7 @@ mod tests {
         cache
             .plan(&lister, &target, &description("a", 2, Some("TASK")))
             .await;
-        assert_eq!(calls(), 15);
+        assert_eq!(calls(), 11);
         // A failure reads the application level, says so, and is not cached.
         lister.fail.store(true, Ordering::SeqCst);
         let plan = cache

@@ -204,6 +204,6 @@ async fn plan(
     description: &ApplicationDescription,
 ) -> SignalPlan {
     let level = description.metrics_level.as_deref().and_then(MetricsLevel::parse);
-    let found = discover(api, target, &description.name).await;
+    let found = discover(api, target, &description.name, level).await;
     SignalPlan::new(&description.name, level, description.runtime.as_deref(), found)
 }

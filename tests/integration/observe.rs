@@ -165,8 +165,10 @@ async fn simulate_and_the_controller_observe_identically() {
         seen_samples > 40,
         "the comparison saw data: {seen_samples} periods"
     );
-    // ListMetrics once per application and metric (busy, back-pressure, the source lag; the
-    // versions did not change), one GetMetricData per observation.
+    // ListMetrics once per application and metric (the versions did not change): the source
+    // lag for all three, busy and back-pressure only for step-up, the one at the TASK level
+    // (the two others run at APPLICATION, where the service publishes neither); one
+    // GetMetricData per observation.
     let calls = |operation: &str| {
         emu.state()
             .calls(&CallFilter {
@@ -175,7 +177,7 @@ async fn simulate_and_the_controller_observe_identically() {
             })
             .len()
     };
-    assert_eq!(calls("ListMetrics"), 9);
+    assert_eq!(calls("ListMetrics"), 1 + 3 + 1);
     assert_eq!(calls("GetMetricData"), 12);
 }
 
