@@ -84,6 +84,7 @@ fn observation(samples: Vec<Sample>, config: AppConfig) -> Observation {
 fn full_history() -> History {
     let config = AppConfig::new(8, 1);
     History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

@@ -690,6 +690,9 @@ impl<'a> Run<'a> {
                     .with_cost(running, self.core.kpu_hour_price.as_ref()),
             );
             policy::remember(&mut self.history, decision, budget, self.now);
+            if let Some(current) = self.status.application.as_ref().map(ObservedApplication::config) {
+                policy::remember_baseline(&mut self.history, decision, current, self.now);
+            }
             // Without a sized need (busy, missing metrics, warming up) the condition stays as
             // last judged, as the HPA's does.
             if let Some(desired) = &decision.desired {

@@ -179,6 +179,7 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
         records_in_before_per_second: Some(5000.0),
     };
     let history = History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -393,6 +394,7 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
     });
     let hour_ago = fixtures::now() - jiff::SignedDuration::from_mins(65);
     let history = History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

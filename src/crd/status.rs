@@ -16,8 +16,8 @@ use super::{duration::format_duration, quantity::format_bytes};
 use crate::cost::{self, KpuHourPrice, MonthlyCost};
 use crate::policy::duration::human;
 use crate::policy::{
-    AppConfig, AppStatus, Budget, Cause, CheckpointFigures, Decision, Diagnosis, ErrorBudgetState, History,
-    Observation, Outcome, RecommendationRecord, ScalingRecord, SloBucket,
+    AppConfig, AppStatus, Budget, Cause, CheckpointBaseline, CheckpointFigures, Decision, Diagnosis,
+    ErrorBudgetState, History, Observation, Outcome, RecommendationRecord, ScalingRecord, SloBucket,
 };
 
 /// Condition type: the controller can observe the application and act on it.
@@ -574,6 +574,51 @@ pub struct ScalingHistory {
     /// Up to when minutes were counted into `sloMinutes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_accounted_until: Option<Time>,
+    /// The checkpoints of the latest evaluation within budget, in the configuration they ran
+    /// in: a later breach at about the same size, many times slower, is not the state's doing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<CheckpointBaselineStatus>,
+}
+
+/// The checkpoints of the latest evaluation within budget.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointBaselineStatus {
+    /// When they were judged.
+    pub at: Time,
+    /// `Parallelism` they ran at.
+    pub parallelism: u32,
+    /// `ParallelismPerKPU` they ran at.
+    pub parallelism_per_kpu: u32,
+    /// Their representative duration, in milliseconds.
+    pub duration_ms: u64,
+    /// The largest checkpoint size among them, in bytes.
+    pub size_bytes: u64,
+}
+
+impl From<&CheckpointBaseline> for CheckpointBaselineStatus {
+    fn from(b: &CheckpointBaseline) -> Self {
+        Self {
+            at: Time(b.at),
+            parallelism: b.config.parallelism,
+            parallelism_per_kpu: b.config.parallelism_per_kpu,
+            // NB: rounded to whole milliseconds and bytes (saturating casts of finite,
+            // non-negative figures: `remember_baseline` records no other).
+            duration_ms: b.duration_ms.round() as u64,
+            size_bytes: b.size_bytes.round() as u64,
+        }
+    }
+}
+
+impl From<&CheckpointBaselineStatus> for CheckpointBaseline {
+    fn from(b: &CheckpointBaselineStatus) -> Self {
+        Self {
+            at: b.at.0,
+            config: AppConfig::new(b.parallelism, b.parallelism_per_kpu),
+            duration_ms: b.duration_ms as f64,
+            size_bytes: b.size_bytes as f64,
+        }
+    }
 }
 
 /// Minutes counted in one bucket of the error budget's rolling period.
@@ -776,6 +821,7 @@ impl ScalingHistory {
                 })
                 .collect(),
             slo_accounted_until: history.slo_accounted_until.map(Time),
+            baseline: history.baseline.as_ref().map(Into::into),
         }
     }
 
@@ -795,6 +841,7 @@ impl ScalingHistory {
                 })
                 .collect(),
             slo_accounted_until: self.slo_accounted_until.as_ref().map(|t| t.0),
+            baseline: self.baseline.as_ref().map(Into::into),
         }
     }
 }

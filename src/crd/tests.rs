@@ -269,6 +269,12 @@ fn validator_and_to_budget_agree() {
 #[test]
 fn history_round_trips_through_status() {
     let history = History {
+        baseline: Some(crate::policy::CheckpointBaseline {
+            at: ts("2026-01-01T09:50:00Z"),
+            config: AppConfig::new(4, 1),
+            duration_ms: 3_726.0,
+            size_bytes: 669_691_255.0,
+        }),
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -307,6 +313,7 @@ fn history_round_trips_through_status() {
 fn history_is_bounded_to_the_newest() {
     let base = ts("2026-01-01T00:00:00Z");
     let history = History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

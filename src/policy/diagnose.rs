@@ -366,6 +366,40 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Need::Hold(Reason::NotFixableByScaling),
             );
         }
+        // A breach in the configuration that checkpointed within budget, uploading many times
+        // slower than it did then: the time is not spent uploading state (a blocking call in
+        // the synchronous phase, a slow sink's pre-commit), so more KPUs would not shorten it.
+        // NB: the rate, not the size: checkpoints that take longer carry more changes each
+        // (incremental checkpoints), so a slow phase makes them larger too.
+        if let (Some(base), Some(size)) = (ctx.history.baseline, sig.size)
+            && base.config == ctx.current
+            && base.duration_ms > 0.0
+            && d > 0.0
+            && d - base.duration_ms >= budget_ms * BASELINE_MIN_STEP_OF_BUDGET
+        {
+            let rate_then = base.size_bytes / (base.duration_ms / 1000.0);
+            let rate_now = size / (d / 1000.0);
+            if rate_now * BASELINE_SLOWDOWN <= rate_then {
+                return Finding::new(
+                    Cause::NotFixableByScaling,
+                    format!(
+                        "{what} ({figures}{state}) uploading {} per checkpoint, {}/s, where this \
+                         configuration uploaded {} in {} ({}/s) at {} within budget: the time is not \
+                         spent uploading state, so scaling cannot shorten it. What would confirm it: \
+                         the synchronous phase of the checkpoints in the Flink UI, or per-task busy \
+                         and back-pressure metrics (the TASK metrics level).",
+                        fmt_bytes(size),
+                        fmt_bytes(rate_now),
+                        fmt_bytes(base.size_bytes),
+                        fmt_ms(base.duration_ms),
+                        fmt_bytes(rate_then),
+                        base.at.strftime("%Y-%m-%d %H:%M UTC"),
+                    ),
+                    Some(ADVICE_SLOW_CALL.to_owned()),
+                    Need::Hold(Reason::NotFixableByScaling),
+                );
+            }
+        }
         if sig.growth == Growth::Unbounded {
             return Finding::new(
                 Cause::HighKeyCardinality,

@@ -39,7 +39,7 @@ use std::time::Duration;
 use jiff::Timestamp;
 
 pub use error_budget::{ErrorBudgetState, SloBucket, account, spending_stopped, state as error_budget_state};
-pub use stabilization::remember;
+pub use stabilization::{remember, remember_baseline};
 pub use stats::median;
 pub use types::*;
 

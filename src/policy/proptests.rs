@@ -182,6 +182,7 @@ fn history() -> impl Strategy<Value = History> {
                 .collect();
             recommendations.sort_by_key(|r| r.at);
             History {
+                baseline: None,
                 restarts: Vec::new(),
                 slo_minutes: Vec::new(),
                 slo_accounted_until: None,

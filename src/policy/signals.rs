@@ -197,6 +197,11 @@ impl<'a> Window<'a> {
                 .iter()
                 .rev()
                 .find_map(|s| s.last_checkpoint_size_bytes.filter(|v| v.is_finite())),
+            max_size_bytes: self
+                .in_window
+                .iter()
+                .filter_map(|s| s.last_checkpoint_size_bytes.filter(|v| v.is_finite()))
+                .reduce(f64::max),
             failed: failed.round().min(u32::MAX as f64) as u32,
             samples: u32::try_from(durations.len()).unwrap_or(u32::MAX),
             representative_duration_ms: None,

@@ -9,7 +9,10 @@ use jiff::Timestamp;
 use super::{
     signals::{dur_ms, ts_ms},
     tuning::MAX_RECOMMENDATIONS,
-    types::{AppConfig, Budget, Decision, History, Outcome, RecommendationRecord, ScalingRecord},
+    types::{
+        AppConfig, Budget, CheckpointBaseline, Decision, History, Outcome, Reason, RecommendationRecord,
+        ScalingRecord,
+    },
 };
 
 /// The most recent scaling (by start time).
@@ -126,6 +129,40 @@ pub fn remember(history: &mut History, decision: &Decision, budget: &Budget, now
     }
 }
 
+/// Records in `history` the checkpoints `decision` judged within budget, in `current`: only
+/// a full window within budget (SLO met, nothing warming up or missing) with a duration and
+/// a size, so the baseline is what this configuration does when all is well.
+pub fn remember_baseline(history: &mut History, decision: &Decision, current: AppConfig, now: Timestamp) {
+    if decision.slo_met != Some(true)
+        || !matches!(
+            decision.reason,
+            Reason::WithinBudget
+                | Reason::ScaleDownPending
+                | Reason::ScaleDownStabilized
+                | Reason::CooldownActive
+        )
+    {
+        return;
+    }
+    let (Some(duration_ms), Some(size_bytes)) = (
+        decision.figures.representative_duration_ms,
+        decision
+            .figures
+            .max_size_bytes
+            .or(decision.figures.last_size_bytes),
+    ) else {
+        return;
+    };
+    if duration_ms.is_finite() && size_bytes.is_finite() && duration_ms >= 0.0 && size_bytes > 0.0 {
+        history.baseline = Some(CheckpointBaseline {
+            at: now,
+            config: current,
+            duration_ms,
+            size_bytes,
+        });
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +180,7 @@ mod tests {
 
     fn hist(recs: Vec<RecommendationRecord>) -> History {
         History {
+            baseline: None,
             restarts: Vec::new(),
             slo_minutes: Vec::new(),
             slo_accounted_until: None,
@@ -194,6 +232,7 @@ mod tests {
     #[test]
     fn cooldown_is_over_exactly_at_its_end() {
         let h = History {
+            baseline: None,
             restarts: Vec::new(),
             slo_minutes: Vec::new(),
             slo_accounted_until: None,

@@ -125,6 +125,7 @@ fn record(at: i64, done: Option<i64>, from: AppConfig, to: AppConfig, outcome: O
 
 fn history(scalings: Vec<ScalingRecord>) -> History {
     History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -934,6 +935,7 @@ fn scale_down_respects_its_cooldown() {
     let mut b = budget();
     b.scale_down_stabilization = mins(10);
     let h = History {
+        baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -1457,4 +1459,109 @@ fn application_level_tells_a_blocking_call_from_an_upload_bound_state() {
             assert!(d.diagnosis.advice.is_some(), "{case}");
         }
     }
+}
+
+/// Once every checkpoint of the window is slow, the window alone cannot tell a blocking call
+/// from a state that outgrew its upload: the baseline can. 3m01s for 1.8 GiB at 4 KPUs
+/// (2.5 MiB/s per KPU, a plausible upload) where the same configuration uploaded 0.62 GiB in
+/// 3.7 s within budget is not the state's doing; the same figures after a baseline in another
+/// configuration, or at the baseline's own rate, are.
+#[test]
+fn a_breach_far_below_the_baselines_upload_rate_is_not_scaled() {
+    let current = AppConfig::new(4, 1);
+    let baseline = |config: AppConfig, duration_ms: f64, size_gib: f64| History {
+        baseline: Some(CheckpointBaseline {
+            at: t(NOW - 20),
+            config,
+            duration_ms,
+            size_bytes: size_gib * GIB,
+        }),
+        ..History::default()
+    };
+    let slow = obs(
+        current,
+        window(181.0, |_, s| {
+            application_level(s);
+            s.cpu_utilization = Some(49.0);
+            s.last_checkpoint_size_bytes = Some(1.8 * GIB);
+        }),
+    );
+    let cases: [(&str, History, Cause, bool); 4] = [
+        ("no baseline", History::default(), Cause::LargeState, true),
+        (
+            "a baseline of this configuration, 17 times the rate",
+            baseline(current, 3_700.0, 0.62),
+            Cause::NotFixableByScaling,
+            false,
+        ),
+        (
+            "a baseline of another configuration",
+            baseline(AppConfig::new(8, 1), 3_700.0, 0.62),
+            Cause::LargeState,
+            true,
+        ),
+        (
+            "a baseline at about the rate: the state grew",
+            baseline(current, 60_000.0, 0.7),
+            Cause::LargeState,
+            true,
+        ),
+    ];
+    for (case, history, cause, scales) in cases {
+        let d = run(&budget(), &slow, &history);
+        assert_eq!(d.diagnosis.cause, cause, "{case}: {}", d.diagnosis.summary);
+        assert_eq!(matches!(d.action, Action::Scale { .. }), scales, "{case}: {d:?}");
+        if cause == Cause::NotFixableByScaling {
+            assert!(
+                d.diagnosis.summary.contains("within budget"),
+                "{}",
+                d.diagnosis.summary
+            );
+            assert!(
+                d.diagnosis.summary.contains("What would confirm it"),
+                "{}",
+                d.diagnosis.summary
+            );
+        }
+    }
+}
+
+/// The baseline is what the running configuration does within budget: a breach, a decision
+/// without figures or one while warming up leaves the last one in place.
+#[test]
+fn the_baseline_records_only_a_window_within_budget() {
+    let current = AppConfig::new(4, 1);
+    let mut history = History::default();
+    let within = run(
+        &budget(),
+        &obs(
+            current,
+            window(4.0, |_, s| s.last_checkpoint_size_bytes = Some(0.5 * GIB)),
+        ),
+        &history,
+    );
+    assert_eq!(within.slo_met, Some(true), "{}", within.message);
+    remember_baseline(&mut history, &within, current, t(NOW));
+    let base = history.baseline.expect("recorded");
+    assert_eq!(base.config, current);
+    assert_eq!(base.at, t(NOW));
+    assert!((base.size_bytes - 0.5 * GIB).abs() < 1.0);
+    let breach = run(
+        &budget(),
+        &obs(
+            current,
+            window(181.0, |_, s| s.last_checkpoint_size_bytes = Some(1.8 * GIB)),
+        ),
+        &history,
+    );
+    assert_eq!(breach.slo_met, Some(false));
+    remember_baseline(&mut history, &breach, current, t(NOW + 1));
+    assert_eq!(
+        history.baseline,
+        Some(base),
+        "a breach does not move the baseline"
+    );
+    let missing = decide(&budget(), None, &history, t(NOW + 2));
+    remember_baseline(&mut history, &missing, current, t(NOW + 2));
+    assert_eq!(history.baseline, Some(base), "nor does a decision without data");
 }

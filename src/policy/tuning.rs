@@ -82,6 +82,16 @@ pub(crate) const MIN_SCALE_DOWN_SAVING: f64 = 0.30;
 /// synchronous phase, a sink's pre-commit) is not fixable by scaling.
 pub(crate) const MIN_PLAUSIBLE_UPLOAD_BYTES_PER_KPU_SECOND: f64 = 1024.0 * 1024.0;
 
+/// In the configuration of the baseline, an upload rate (bytes per checkpoint over its
+/// duration) at most a third of the baseline's is not the state's doing: the same KPUs
+/// upload at about the same rate whatever the size, and even a halved S3 bandwidth only
+/// halves it.
+pub(crate) const BASELINE_SLOWDOWN: f64 = 3.0;
+
+/// ... with a duration longer than the baseline's by at least this share of the budget, so
+/// that seconds-long checkpoints growing by seconds are not read as a step.
+pub(crate) const BASELINE_MIN_STEP_OF_BUDGET: f64 = 0.5;
+
 /// Heap or container memory (%) at or above which memory is under pressure.
 pub(crate) const MEMORY_HIGH: f64 = 90.0;
 

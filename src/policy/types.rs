@@ -341,6 +341,23 @@ pub struct RecommendationRecord {
     pub config: AppConfig,
 }
 
+/// The checkpoints of the latest evaluation that met the budget, in the configuration they
+/// ran in: what "normal" looked like, so a later breach at about the same checkpoint size
+/// can be told from one the state causes (the window alone cannot: once every checkpoint of
+/// it is slow, nothing in it contrasts).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CheckpointBaseline {
+    /// When it was judged.
+    pub at: Timestamp,
+    /// The configuration the checkpoints ran in.
+    pub config: AppConfig,
+    /// The representative checkpoint duration, ms.
+    pub duration_ms: f64,
+    /// The largest checkpoint size of the window, bytes.
+    pub size_bytes: f64,
+}
+
 /// A restart of the application, whoever made it — a deploy from CI, the service's own
 /// autoscaling or maintenance, another controller, this one — as the application's own
 /// operations (or its running configuration) show it. Cooldowns and the warm-up count from
@@ -376,6 +393,10 @@ pub struct History {
     /// Up to when minutes were counted into `slo_minutes`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub slo_accounted_until: Option<Timestamp>,
+    /// The checkpoints of the latest evaluation within budget (see
+    /// `policy::remember_baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<CheckpointBaseline>,
 }
 
 /// What to do.
@@ -460,6 +481,10 @@ pub struct CheckpointFigures {
     pub max_duration_ms: Option<f64>,
     /// Latest `lastCheckpointSize`, bytes.
     pub last_size_bytes: Option<f64>,
+    /// Largest `lastCheckpointSize` in the window, bytes (incremental checkpoints vary in
+    /// size from one to the next).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_size_bytes: Option<f64>,
     /// Failed checkpoints in the window.
     pub failed: u32,
     /// Periods in the window that had data.

@@ -190,6 +190,9 @@ impl Policy for CheckpointAutoscaler {
         // Decide.
         let decision = policy::decide(&self.budget, observation.as_ref(), &self.history, now);
         policy::remember(&mut self.history, &decision, &self.budget, now);
+        if let Some(obs) = &observation {
+            policy::remember_baseline(&mut self.history, &decision, obs.config, now);
+        }
         policy::account(&mut self.history, &self.budget, decision.slo_met, now);
         // Act.
         if let (Action::Scale { to }, Some(obs)) = (decision.action, observation.as_ref()) {
