@@ -578,6 +578,36 @@ pub struct PlatformSpec {
     pub native_per_state_byte: f64,
 }
 
+impl PlatformSpec {
+    /// These constants varied as `variant` says (see [`PlatformVariant`]).
+    pub fn varied(&self, variant: PlatformVariant) -> Self {
+        match variant {
+            PlatformVariant::Scenario => self.clone(),
+            PlatformVariant::Alternative => Self {
+                s3_bandwidth_per_kpu: self.s3_bandwidth_per_kpu * 0.5,
+                restart_base: self.restart_base.mul_f64(1.5),
+                failover_base: self.failover_base.mul_f64(2.0),
+                alignment_at_full_backpressure: self.alignment_at_full_backpressure.div_f64(3.0),
+                cpu_overhead: 0.15,
+                ..self.clone()
+            },
+        }
+    }
+}
+
+/// Which platform constants a run uses: the scenario's own, or an alternative reading of
+/// the assumptions AWS publishes no figure for, so that a policy tuned to one set of
+/// constants is found out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum PlatformVariant {
+    /// The scenario's constants (the defaults of docs/scenarios.md unless it sets them).
+    #[default]
+    Scenario,
+    /// S3 bandwidth ½×, restart 1.5×, failover 2×, alignment at full back-pressure ⅓×, CPU
+    /// overhead 15%.
+    Alternative,
+}
+
 impl Default for PlatformSpec {
     fn default() -> Self {
         Self {
@@ -859,5 +889,28 @@ mod tests {
             Scenario::from_yaml(open, "x"),
             Err(ScenarioError::Invalid { .. })
         ));
+    }
+
+    #[test]
+    fn the_alternative_platform_varies_each_assumption_and_keeps_the_rest() {
+        let base = PlatformSpec::default();
+        assert_eq!(base.varied(PlatformVariant::Scenario), base);
+        let alt = base.varied(PlatformVariant::Alternative);
+        assert_eq!(alt.s3_bandwidth_per_kpu, base.s3_bandwidth_per_kpu / 2.0);
+        assert_eq!(alt.restart_base, base.restart_base.mul_f64(1.5));
+        assert_eq!(alt.failover_base, base.failover_base * 2);
+        assert_eq!(
+            alt.alignment_at_full_backpressure,
+            base.alignment_at_full_backpressure / 3
+        );
+        assert_eq!(alt.cpu_overhead, 0.15);
+        assert_eq!(
+            (alt.heap_base, alt.native_per_subtask, alt.native_per_state_byte),
+            (
+                base.heap_base,
+                base.native_per_subtask,
+                base.native_per_state_byte
+            )
+        );
     }
 }

@@ -18,7 +18,7 @@ use super::{
     chart, compare,
     fleet::{Fleet, OperationStatus, PERIOD, ParallelismUpdate, ServiceError, UpdateApplication},
     reference::{Optimal, Threshold},
-    scenario::{Scenario, ScenarioError},
+    scenario::{PlatformVariant, Scenario, ScenarioError},
     units::format_bytes,
 };
 use crate::{
@@ -560,6 +560,11 @@ pub struct SimulateArgs {
     /// applications publish; `task` adds per-task busy and back-pressure times.
     #[arg(long, value_name = "LEVEL", value_parser = parse_metrics_level)]
     pub metrics_level: Option<MetricsLevel>,
+    /// The model's platform constants: each scenario's own, or `alternative` (S3 bandwidth
+    /// ½×, restart 1.5×, failover 2×, alignment ⅓×, CPU overhead 15%), to check that the
+    /// results do not hang on one set of assumptions.
+    #[arg(long, value_enum, default_value = "scenario")]
+    pub platform: PlatformVariant,
 }
 
 /// `--metrics-level`: the API's levels, in any case.
@@ -592,6 +597,12 @@ fn compare_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
             scenario.application.metrics_level = level;
         }
         println!("metrics level: {level} for every scenario");
+    }
+    if args.platform != PlatformVariant::Scenario {
+        for scenario in &mut scenarios {
+            scenario.platform = scenario.platform.varied(args.platform);
+        }
+        println!("platform constants: {:?} for every scenario", args.platform);
     }
     let started = std::time::Instant::now();
     let comparison = compare::compare(&scenarios, args.seed)?;
@@ -629,6 +640,7 @@ pub fn run_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
     if let Some(level) = args.metrics_level {
         scenario.application.metrics_level = level;
     }
+    scenario.platform = scenario.platform.varied(args.platform);
     if let Some(spec) = &scenario.budget
         && spec.mode != Mode::Enforce
     {
