@@ -18,5 +18,5 @@ fi
 cargo build --locked --bins
 # The controller alone, as the image builds it: nothing of the proving ground is needed.
 cargo check --locked --no-default-features --bins
-cargo test --locked --all-targets
+cargo test --locked --workspace --all-targets
 python3 -m pytest -q tests/python

@@ -3,49 +3,27 @@
 //!
 //! Data flows one way: budget spec + observation → [`policy::decide`] → action → status.
 //!
-//! The product is `policy`, `crd`, `validate`, `aws`, `controller`, `recommend` (with
-//! `metrics`, `cost`, `telemetry`); `sim`, `emulator`, `flink`, `demo` and `scale` are the
-//! proving ground, built with the default feature `proving-ground` only.
+//! This crate is the binary's: its subcommands ([`cli`]) and `demo`. The product lives in
+//! the workspace's crates, re-exported here under the names the code and the docs use:
+//! `policy` (checkpoint-autoscaler-policy, pure), `crd`, `validate`, `cost`
+//! (checkpoint-autoscaler-api), `aws` (checkpoint-autoscaler-aws), `controller`, `metrics`,
+//! `recommend`, `telemetry` (checkpoint-autoscaler-controller). The proving ground — `sim`,
+//! `emulator`, `flink` (checkpoint-autoscaler-proving-ground) and `demo` — comes with the
+//! default feature `proving-ground` only. docs/design.md draws the crate graph.
 
-/// The AWS side: application control and CloudWatch metrics behind traits, over the SDK.
-pub mod aws;
+pub use checkpoint_autoscaler_api::{cost, crd, validate};
+pub use checkpoint_autoscaler_aws as aws;
+pub use checkpoint_autoscaler_controller as controller;
+pub use checkpoint_autoscaler_controller::{metrics, recommend, telemetry};
+pub use checkpoint_autoscaler_policy as policy;
+#[cfg(feature = "proving-ground")]
+pub use checkpoint_autoscaler_proving_ground::{emulator, flink, sim};
+
 /// The command line: one binary, one subcommand per job.
 pub mod cli;
-/// The controller: reconcile core, Kubernetes wiring, `run`.
-pub mod controller;
-/// What a configuration costs: KPUs, KPU-hours a month (orchestration included), a price.
-pub mod cost;
-/// The `CheckpointBudget` custom resource: spec, status, the generated CRD.
-pub mod crd;
 /// `demo`: the controller against the built-in emulator, no cluster, no AWS.
 #[cfg(feature = "proving-ground")]
 pub mod demo;
-/// The AWS emulator: the `sim` model behind the kinesisanalyticsv2 and CloudWatch wire protocols.
-#[cfg(feature = "proving-ground")]
-pub mod emulator;
-/// The Flink backend of the emulator: real Flink jobs on loopback clusters.
-#[cfg(feature = "proving-ground")]
-pub mod flink;
-/// Prometheus metrics.
-pub mod metrics;
-/// The decision engine (pure).
-pub mod policy;
 /// The cost of the controller at scale: the core of `cargo bench --bench scale`.
 #[cfg(feature = "proving-ground")]
 pub mod scale;
-/// A virtual-time model of Managed Service for Apache Flink (scenarios, service, metrics).
-#[cfg(feature = "proving-ground")]
-pub mod sim;
-/// Logging setup.
-pub mod telemetry;
-/// `validate`: offline checks of CheckpointBudget manifests against the generated CRD.
-pub mod validate;
-
-/// Helper methods only available for tests.
-#[cfg(test)]
-pub mod fixtures;
-/// Property-test inputs and the manifest-loading properties (tests only).
-#[cfg(all(test, feature = "proving-ground"))]
-mod fuzz;
-/// `recommend`: a one-shot evaluation of a live application; changes nothing.
-pub mod recommend;

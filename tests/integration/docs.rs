@@ -340,7 +340,7 @@ fn reference_markdown(crd: &Value) -> String {
     writeln!(
         out,
         "What each Kubernetes API server makes of this CRD, from its own source (the checks and the \
-         sources they mirror: `src/crd/admission`; print this with `checkpoint-autoscaler crd --admission`). \
+         sources they mirror: `crates/api/src/crd/admission`; print this with `checkpoint-autoscaler crd --admission`). \
          An API server refuses a CRD whose rules it estimates above its cost budgets, whatever they cost \
          when they run.\n"
     )
@@ -824,7 +824,7 @@ fn troubleshooting_covers_every_cause_and_reason() {
     use checkpoint_autoscaler::policy::{Cause, Reason};
 
     let doc = std::fs::read_to_string(repo("docs/troubleshooting.md")).unwrap();
-    let types = std::fs::read_to_string(repo("src/policy/types.rs")).unwrap();
+    let types = std::fs::read_to_string(repo("crates/policy/src/types.rs")).unwrap();
 
     // Causes: one section each, named as the status writes them.
     let causes = enum_variants(&types, "Cause");
@@ -856,15 +856,18 @@ fn troubleshooting_covers_every_cause_and_reason() {
     }
 
     // The controller's own condition reasons, Event reasons and actions.
-    let controller = ["src/controller/reconcile.rs", "src/controller/limited.rs"]
-        .map(|f| std::fs::read_to_string(repo(f)).unwrap())
-        .join("\n");
+    let controller = [
+        "crates/controller/src/reconcile.rs",
+        "crates/controller/src/limited.rs",
+    ]
+    .map(|f| std::fs::read_to_string(repo(f)).unwrap())
+    .join("\n");
     let literals = camel_case_literals(&controller);
     assert!(literals.len() >= 10, "{literals:?}");
     for literal in &literals {
         assert!(
             doc.contains(&format!("`{literal}`")),
-            "src/controller/{{reconcile,limited}}.rs use the reason or action {literal:?}, which \
+            "crates/controller/src/{{reconcile,limited}}.rs use the reason or action {literal:?}, which \
              docs/troubleshooting.md does not describe"
         );
     }
@@ -909,18 +912,22 @@ fn cited_tests(text: &str) -> (usize, Vec<String>) {
         if modules.is_empty() || !segments.iter().all(|s| is_name(s)) || name.matches('_').count() < 3 {
             continue;
         }
-        // The module path names a file in src/ or tests/integration/ (a module inside it may
-        // follow: `aws::emulated::name` is in tests/integration/aws.rs).
+        // The module path names a file of a crate or of tests/integration/ (a module inside
+        // it may follow: `aws::emulated::name` is in tests/integration/aws.rs).
         let modules: Vec<&str> = modules.iter().copied().filter(|m| *m != "tests").collect();
         let candidates: Vec<PathBuf> = (1..=modules.len())
             .flat_map(|n| {
-                let dir = modules[..n].join("/");
-                [
-                    repo(&format!("src/{dir}.rs")),
-                    repo(&format!("src/{dir}/tests.rs")),
-                    repo(&format!("src/{dir}/mod.rs")),
-                    repo(&format!("tests/integration/{dir}.rs")),
-                ]
+                let mut files = vec![repo(&format!("tests/integration/{}.rs", modules[..n].join("/")))];
+                for (root, path) in module_roots(&modules[..n]) {
+                    files.push(repo(&format!("{root}/{path}.rs")));
+                    files.push(repo(&format!("{root}/{path}/tests.rs")));
+                    files.push(repo(&format!("{root}/{path}/mod.rs")));
+                    if path.is_empty() {
+                        files.push(repo(&format!("{root}/lib.rs")));
+                        files.push(repo(&format!("{root}/tests.rs")));
+                    }
+                }
+                files
             })
             .collect();
         let found = candidates.iter().any(|path| {
@@ -932,6 +939,32 @@ fn cited_tests(text: &str) -> (usize, Vec<String>) {
         checked += 1;
     }
     (checked, missing)
+}
+
+/// Where the module path `modules` (as the binary's crate re-exports it) has its source:
+/// (a crate's source folder, the path inside it; empty for the crate's root).
+fn module_roots(modules: &[&str]) -> Vec<(&'static str, String)> {
+    // Crates whose root is the module (`policy` is checkpoint-autoscaler-policy).
+    const CRATE_MODULES: [(&str, &str); 3] = [
+        ("policy", "crates/policy/src"),
+        ("aws", "crates/aws/src"),
+        ("controller", "crates/controller/src"),
+    ];
+    // Crates whose modules keep their names.
+    const SOURCE_ROOTS: [&str; 4] = [
+        "src",
+        "crates/api/src",
+        "crates/controller/src",
+        "crates/proving-ground/src",
+    ];
+    let mut out: Vec<(&'static str, String)> = SOURCE_ROOTS
+        .iter()
+        .map(|root| (*root, modules.join("/")))
+        .collect();
+    if let Some((_, root)) = CRATE_MODULES.iter().find(|(m, _)| *m == modules[0]) {
+        out.push((root, modules[1..].join("/")));
+    }
+    out
 }
 
 #[test]

@@ -1,5 +1,6 @@
 //! Integration tests, in one binary to keep link time down: one module per area.
 mod apiserver;
+mod architecture;
 mod aws;
 mod bench_smoke;
 mod chart;
@@ -7,12 +8,14 @@ mod controller;
 mod crd;
 mod docs;
 mod emulator;
+mod emulator_properties;
 mod faults;
 mod fencing;
 mod flink;
 mod harness;
 mod observe;
 mod opview;
+mod properties;
 mod safety;
 mod sim;
 mod soak;

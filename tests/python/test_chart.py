@@ -221,7 +221,9 @@ def env(objects: list[dict[str, Any]]) -> dict[str, Any]:
 def test_app_version_is_the_crate_version(chart):
     cargo = tomllib.loads((ROOT / "Cargo.toml").read_text())
     assert chart.metadata["apiVersion"] == "v2"
-    assert chart.metadata["appVersion"] == cargo["package"]["version"]
+    # The workspace sets every crate's version (`version.workspace = true`).
+    assert cargo["package"]["version"] == {"workspace": True}
+    assert chart.metadata["appVersion"] == cargo["workspace"]["package"]["version"]
 
 
 def test_chart_crd_is_byte_identical_to_the_repository_crd(chart):
@@ -721,7 +723,7 @@ def test_metric_names_of_promql():
 
 def exported_metrics() -> dict[str, str]:
     """The metrics the controller exports, by name, with their type: docs/metrics.md's table,
-    which tests/integration/docs.rs keeps identical to the registry in src/metrics.rs."""
+    which tests/integration/docs.rs keeps identical to the registry in crates/controller/src/metrics.rs."""
     table = {}
     for line in (ROOT / "docs" / "metrics.md").read_text().splitlines():
         m = re.match(r"\| `(checkpoint_autoscaler_\w+)` \| (\w+) \|", line)
