@@ -13,32 +13,25 @@ use std::{
     io::Write,
     path::{Path, PathBuf},
     process::ExitCode,
-    sync::{Arc, Mutex},
+    sync::Arc,
     time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
-use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
+use checkpoint_autoscaler_testkit::rig::{self, Instrumented, Keys, Tally};
 use clap::Args;
 use jiff::Timestamp;
 use plotters::prelude::*;
 
 use crate::{
-    aws::{
-        ApplicationControl, ApplicationDescription, AwsClients, AwsError, AwsSettings, KinesisControl,
-        MetricsMode, OperationStatus, Target, UpdateRequest, metrics_source,
-    },
+    aws::{AwsSettings, MetricsMode, UpdateRequest},
     controller::{
-        reconcile::{Act, BudgetView, Core},
+        reconcile::{Act, BudgetView},
         status::{SCALING, SLO_MET},
         store::{BudgetKey, MemoryStore, Notice},
-        tenancy::{NAMESPACE_TAG, TagTenancy},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, format_duration},
     emulator::{self, EmulatorConfig, calllog::CallFilter},
-    metrics::Metrics,
     policy::{AppConfig, AppStatus, duration::human_ms, median},
     sim::Scenario,
     telemetry::{self, LogFormat},
@@ -265,60 +258,6 @@ impl DemoOutcome {
     }
 }
 
-/// Records the update requests on their way to the real client.
-struct Recording {
-    inner: KinesisControl,
-    updates: Mutex<Vec<UpdateRequest>>,
-}
-
-#[async_trait]
-impl ApplicationControl for Recording {
-    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
-        self.inner.describe(target, name).await
-    }
-
-    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
-        self.inner.list_tags(target, arn).await
-    }
-
-    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
-        if let Ok(mut updates) = self.updates.lock() {
-            updates.push(request.clone());
-        }
-        self.inner.update(target, request).await
-    }
-
-    async fn describe_operation(
-        &self,
-        target: &Target,
-        name: &str,
-        operation_id: &str,
-    ) -> Result<OperationStatus, AwsError> {
-        self.inner.describe_operation(target, name, operation_id).await
-    }
-
-    async fn own_account(&self) -> Result<String, AwsError> {
-        self.inner.own_account().await
-    }
-
-    async fn list_operations(
-        &self,
-        target: &Target,
-        name: &str,
-    ) -> Result<Vec<crate::aws::OperationSummary>, AwsError> {
-        self.inner.list_operations(target, name).await
-    }
-
-    async fn count_snapshots(
-        &self,
-        target: &Target,
-        name: &str,
-        limit: u32,
-    ) -> Result<crate::aws::SnapshotCount, AwsError> {
-        self.inner.count_snapshots(target, name, limit).await
-    }
-}
-
 /// Runs the `demo` subcommand.
 pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     // The demo prints its own progress; logs only for warnings unless RUST_LOG says more.
@@ -433,10 +372,7 @@ pub async fn run_demo_with(
     let start = scenario.start_time();
     let config = EmulatorConfig {
         period: flink.as_ref().map(|f| f.period),
-        seed: scenario.seed,
-        start: Some(start),
-        region: region.clone(),
-        ..EmulatorConfig::default()
+        ..rig::emulator_config(scenario, &region)
     };
     let emu = match &flink {
         None => emulator::serve(config).await,
@@ -452,45 +388,18 @@ pub async fn run_demo_with(
     }
     .context("starting the emulator")?;
     let state = emu.state().clone();
-    let view = state
-        .add_scenario(scenario, Some(&app))
-        .map_err(|e| anyhow::anyhow!("adding scenario {}: {e}", scenario.name))?;
     // Under the default tenancy policy the application must be tagged for the namespace.
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), namespace.clone())]))
-        .map_err(|e| anyhow::anyhow!("tagging {app}: {e}"))?;
+    let view = rig::add_application(&state, scenario, Some(&app), &namespace)?;
 
-    // The real SDK clients, with static test credentials, pointed at the emulator.
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(region.clone()))
-        .credentials_provider(Credentials::new("AKIDDEMO", "demo-secret", None, None, "demo"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            region: Some(region.clone()),
-            ..AwsSettings::default()
-        },
-    ));
-    let apps = Arc::new(Recording {
-        inner: KinesisControl::new(clients.clone()),
-        updates: Mutex::new(Vec::new()),
-    });
-    let core = Core {
-        apps: apps.clone(),
-        metrics_source: metrics_source(clients.clone(), MetricsMode::default()),
-        tenancy: Arc::new(TagTenancy::default()),
-        claims: Arc::new(crate::controller::ownership::NoOtherClaims),
-        default_region: region.clone(),
-        metrics: Metrics::default(),
-        period: Duration::from_secs(60),
-        interval: Duration::from_secs(60),
-        in_flight_poll: Duration::from_secs(30),
-        kpu_hour_price: None,
-        fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
+    // The real SDK clients, with static test credentials, pointed at the emulator, and the
+    // controller's core over them, its update requests recorded.
+    let settings = AwsSettings {
+        region: Some(region.clone()),
+        ..AwsSettings::default()
     };
+    let clients = rig::clients(&Keys::TEST, &region, emu.endpoint_url(), settings).await;
+    let tally = Arc::new(Tally::default());
+    let core = Instrumented::core(&rig::reconciler(clients, MetricsMode::default()), &tally);
     let store = MemoryStore::default();
     let key = BudgetKey::new(namespace.clone(), name.clone());
 
@@ -841,7 +750,7 @@ pub async fn run_demo_with(
     let refused = update_calls.iter().filter(|c| c.status >= 300).count();
     let kpus_after = minutes.last().map_or(kpus_before, |m| m.config.kpus());
     let restored = restored_at.is_some() && met_run >= RESTORED_AFTER;
-    let updates = apps.updates.lock().map(|u| u.clone()).unwrap_or_default();
+    let updates = tally.updates();
     let status = store.status(&key);
     let events = store
         .events()

@@ -24,6 +24,3 @@ pub mod cli;
 /// `demo`: the controller against the built-in emulator, no cluster, no AWS.
 #[cfg(feature = "proving-ground")]
 pub mod demo;
-/// The cost of the controller at scale: the core of `cargo bench --bench scale`.
-#[cfg(feature = "proving-ground")]
-pub mod scale;

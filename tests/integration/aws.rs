@@ -7,8 +7,6 @@ use std::{
     time::Duration,
 };
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use axum::{
     Router,
     body::Bytes,
@@ -24,6 +22,7 @@ use checkpoint_autoscaler::{
     },
     policy::{AppConfig, AppStatus},
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use serde_json::{Value, json};
 
 /// One request the stub received.
@@ -166,20 +165,17 @@ async fn serve(stub: Arc<Stub>) -> SocketAddr {
 }
 
 async fn clients(addr: SocketAddr, max_attempts: u32) -> Arc<AwsClients> {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new("AKIDBASE", "base-secret", None, None, "test"))
-        .load()
-        .await;
-    Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(format!("http://{addr}")),
-            max_attempts,
-            initial_backoff: Duration::from_millis(1),
-            ..AwsSettings::default()
-        },
-    ))
+    let settings = AwsSettings {
+        max_attempts,
+        initial_backoff: Duration::from_millis(1),
+        ..AwsSettings::default()
+    };
+    rig::clients(&base_keys(), "eu-west-1", format!("http://{addr}"), settings).await
+}
+
+/// The controller's own keys, as the stub sees them before and after an AssumeRole.
+fn base_keys() -> Keys {
+    Keys::with_access_key_id("AKIDBASE")
 }
 
 fn seen(stub: &Stub, operation: &str) -> Vec<Seen> {
@@ -433,14 +429,9 @@ fn hasty(addr: SocketAddr) -> AwsSettings {
 async fn every_aws_call_is_bounded_when_aws_never_answers() {
     use checkpoint_autoscaler::aws::{MetricsMode, metrics_source};
     let (addr, seen) = black_hole().await;
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("eu-west-1"))
-        .credentials_provider(Credentials::new("AKIDBASE", "base-secret", None, None, "test"))
-        .load()
-        .await;
     let settings = hasty(addr);
     assert_eq!(settings.update_bound(), Duration::from_millis(150));
-    let clients = Arc::new(AwsClients::from_sdk_config(base, settings));
+    let clients = rig::clients(&base_keys(), "eu-west-1", format!("http://{addr}"), settings).await;
     let apps = KinesisControl::new(clients.clone());
     let metrics = metrics_source(clients, MetricsMode::Direct);
     let own = Target::new("eu-west-1");
@@ -572,8 +563,6 @@ async fn the_web_identity_sts_call_is_bounded_when_sts_never_answers() {
 mod emulated {
     use std::{sync::Arc, time::Duration};
 
-    use aws_config::{BehaviorVersion, Region};
-    use aws_credential_types::Credentials;
     use checkpoint_autoscaler::{
         aws::{
             ApplicationControl, AwsClients, AwsOperation, AwsSettings, BatchConfig, KinesisControl,
@@ -587,6 +576,7 @@ mod emulated {
         policy::{AppConfig, AppStatus},
         sim::Scenario,
     };
+    use checkpoint_autoscaler_testkit::rig::{self, Keys};
     use jiff::Timestamp;
 
     const APP: &str = "orders-enrichment";
@@ -614,19 +604,11 @@ mod emulated {
     }
 
     async fn clients(emu: &Emulator) -> Arc<AwsClients> {
-        let base = aws_config::defaults(BehaviorVersion::latest())
-            .region(Region::new("us-east-1"))
-            .credentials_provider(Credentials::new("AKIDEMULATED", "secret", None, None, "test"))
-            .load()
-            .await;
-        Arc::new(AwsClients::from_sdk_config(
-            base,
-            AwsSettings {
-                endpoint_url: Some(emu.endpoint_url()),
-                initial_backoff: Duration::from_millis(1),
-                ..AwsSettings::default()
-            },
-        ))
+        let settings = AwsSettings {
+            initial_backoff: Duration::from_millis(1),
+            ..AwsSettings::default()
+        };
+        rig::clients(&Keys::TEST, "us-east-1", emu.endpoint_url(), settings).await
     }
 
     fn calls(emu: &Emulator, operation: &str) -> Vec<emulator::calllog::CallRecord> {
@@ -690,7 +672,10 @@ mod emulated {
 
         let updates = calls(&emu, "UpdateApplication");
         assert_eq!(updates.len(), 1);
-        assert_eq!(updates[0].access_key_id.as_deref(), Some("AKIDEMULATED"));
+        assert_eq!(
+            updates[0].access_key_id.as_deref(),
+            Some(Keys::TEST.access_key_id.as_ref())
+        );
         let snap = clients.stats().snapshot();
         assert_eq!(snap.calls_of(AwsOperation::UpdateApplication), 1);
         assert_eq!(snap.calls_of(AwsOperation::DescribeApplication), 3);

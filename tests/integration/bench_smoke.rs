@@ -3,10 +3,13 @@
 
 use std::{path::Path, time::Duration};
 
-use checkpoint_autoscaler::{
-    aws::{AwsOperation, BatchConfig, METRICS, MetricsMode},
-    scale::{self, ScaleConfig, ScaleReport},
-};
+use checkpoint_autoscaler::aws::{AwsOperation, BatchConfig, METRICS, MetricsMode};
+use scale::{ScaleConfig, ScaleReport};
+
+/// The scale benchmark's harness (benches/scale/harness.rs), with its own unit tests.
+#[path = "../../benches/scale/harness.rs"]
+#[allow(dead_code)]
+mod scale;
 
 const BUDGETS: usize = 10;
 
@@ -94,4 +97,62 @@ fn the_scale_core_counts_calls_against_the_floor() {
     assert_eq!(direct.per_budget_hour(AwsOperation::GetMetricData), 60.0);
     let table = scale::render_table(&[batched, direct]);
     assert_eq!(table.lines().count(), 4, "{table}");
+}
+
+#[test]
+fn nearest_rank_percentiles() {
+    let p = scale::Percentiles::of((1..=100).map(f64::from).collect());
+    assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
+    assert_eq!(scale::Percentiles::of(vec![]), scale::Percentiles::default());
+    let one = scale::Percentiles::of(vec![3.0]);
+    assert_eq!((one.p50, one.p99), (3.0, 3.0));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_round_packs_to_the_floor_and_answers_every_request() {
+    let config = BatchConfig {
+        idle: None,
+        max_wait: Duration::from_secs(1),
+        ..BatchConfig::default()
+    };
+    // 125 requests × 12 queries = 1,500 = exactly three full calls, whatever the timing
+    // (the last one goes at its deadline: the batcher sends a full call on the next query).
+    let round = scale::batch_round(125, config).await.unwrap();
+    assert_eq!(round.queries, 125 * METRICS.len() as u64);
+    assert_eq!(round.calls, 3);
+    assert_eq!(round.samples, 125 * 10);
+}
+
+#[test]
+fn per_budget_hour_and_floor_arithmetic() {
+    let report = ScaleReport {
+        mode: "batched".into(),
+        budgets: 100,
+        cycles: 3,
+        concurrency: 64,
+        interval_secs: 60,
+        max_queries_per_call: 500,
+        calls: [("GetMetricData".to_string(), 9u64)].into_iter().collect(),
+        emulator_calls: std::collections::BTreeMap::new(),
+        metrics_requested: 3600,
+        sample_requests: 300,
+        partial_batches: 0,
+        get_metric_data_per_cycle: vec![3, 3, 4],
+        floor_per_cycle: vec![3, 3, 3],
+        reconciles: 300,
+        errors: 0,
+        first_error: None,
+        latency_ms: scale::Percentiles::default(),
+        latency_excl_aws_ms: scale::Percentiles::default(),
+        cpu_ms_per_reconcile: None,
+        rss_emulator_kib: Some(1024),
+        rss_peak_kib: Some(3072),
+        wall_secs: 1.0,
+    };
+    assert_eq!(report.budget_hours(), 5.0);
+    assert_eq!(report.per_budget_hour(AwsOperation::GetMetricData), 1.8);
+    assert_eq!(report.metrics_per_budget_hour(), 720.0);
+    assert!((report.over_floor_percent() - 100.0 / 9.0).abs() < 1e-9);
+    assert_eq!(report.rss_controller_kib(), Some(2048));
+    assert!(scale::render_table(&[report]).contains("| 100 | batched |"));
 }

@@ -226,21 +226,13 @@ async fn dry_run_apply(client: &kube::Client, namespace: Option<&str>, yaml: &st
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs a Kubernetes cluster: set KUBECONFIG and run with --ignored"]
 async fn real_cluster_status_and_events() {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
-    use aws_config::{BehaviorVersion, Region};
-    use aws_credential_types::Credentials;
     use checkpoint_autoscaler::{
-        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
-        controller::{
-            Context,
-            reconcile::Core,
-            run_controller,
-            tenancy::{NAMESPACE_TAG, TagTenancy},
-        },
+        controller::run_controller,
         emulator::{self, EmulatorConfig},
-        metrics::Metrics,
     };
+    use checkpoint_autoscaler_testkit::rig;
     use k8s_openapi::{
         api::{core::v1::Namespace, events::v1::Event},
         apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition,
@@ -309,61 +301,27 @@ async fn real_cluster_status_and_events() {
     let scenario = step_up();
     let emu = emulator::serve(EmulatorConfig {
         period: Some(Duration::from_millis(250)),
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
+        ..rig::emulator_config(&scenario, "us-east-1")
     })
     .await
     .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), namespace.clone())]))
-        .unwrap();
-
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            ..AwsSettings::default()
+    rig::add_application(emu.state(), &scenario, None, &namespace).unwrap();
+    let recorder = Recorder::new(
+        client.clone(),
+        Reporter {
+            controller: "checkpoint-autoscaler".into(),
+            instance: Some("e2e".into()),
         },
-    ));
-    let metrics = Metrics::default();
-    let clock_state = state.clone();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(
-            client.clone(),
-            Reporter {
-                controller: "checkpoint-autoscaler".into(),
-                instance: Some("e2e".into()),
-            },
-        ),
-        core: Core {
-            apps: Arc::new(KinesisControl::new(clients.clone())),
-            metrics_source: metrics_source(clients.clone(), MetricsMode::Direct),
-            tenancy: Arc::new(TagTenancy::default()),
-            claims: Arc::new(checkpoint_autoscaler::controller::ownership::NoOtherClaims),
-            default_region: "us-east-1".into(),
-            metrics: metrics.clone(),
-            period: Duration::from_secs(60),
-            // Real time: four emulated minutes, two while an update runs.
-            interval: Duration::from_secs(1),
-            in_flight_poll: Duration::from_millis(500),
-            kpu_hour_price: None,
-            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
-        },
-        metrics,
-        backoff: Arc::default(),
-        clock: Arc::new(move || clock_state.virtual_now()),
-        unreadable: Arc::default(),
-    });
+    );
+    // Real time: four emulated minutes, two while an update runs.
+    let ctx = context(
+        client.clone(),
+        recorder,
+        &emu,
+        Duration::from_secs(1),
+        Duration::from_millis(500),
+    )
+    .await;
 
     let budgets: Api<CheckpointBudget> = Api::namespaced(client.clone(), &namespace);
     let mut budget = demo::load_budget(None, &scenario).unwrap();
@@ -656,39 +614,17 @@ pub(crate) mod fake_apiserver {
 /// reconcile sees the same minute.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes() {
-    use std::{sync::Arc, time::Duration};
+    use std::time::Duration;
 
-    use aws_config::{BehaviorVersion, Region};
-    use aws_credential_types::Credentials;
-    use checkpoint_autoscaler::{
-        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
-        controller::{
-            Context,
-            reconcile::Core,
-            run_controller,
-            tenancy::{NAMESPACE_TAG, TagTenancy},
-        },
-        emulator::{self, EmulatorConfig},
-        metrics::Metrics,
-    };
-    use kube::{Api, Client, runtime::events::Recorder};
+    use checkpoint_autoscaler::controller::run_controller;
+    use checkpoint_autoscaler_testkit::rig;
+    use kube::Api;
 
     let scenario = step_up();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
+        .await
         .unwrap();
-    state.advance(Duration::from_secs(15 * 60));
+    emu.state().advance(Duration::from_secs(15 * 60));
 
     let mut budget = demo::load_budget(None, &scenario).unwrap();
     budget.metadata.generation = Some(1);
@@ -696,46 +632,9 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
     budget.metadata.resource_version = Some("1".into());
     let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
-    checkpoint_autoscaler::controller::install_crypto_provider();
-    let config = kube::Config::new(format!("http://{addr}").parse().unwrap());
-    let client = Client::try_from(config).unwrap();
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            ..AwsSettings::default()
-        },
-    ));
-    let metrics = Metrics::default();
-    let clock = state.clone();
-    let ctx = Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
-        core: Core {
-            apps: Arc::new(KinesisControl::new(clients.clone())),
-            metrics_source: metrics_source(clients.clone(), MetricsMode::Direct),
-            tenancy: Arc::new(TagTenancy::default()),
-            claims: Arc::new(checkpoint_autoscaler::controller::ownership::NoOtherClaims),
-            default_region: "us-east-1".into(),
-            metrics: metrics.clone(),
-            period: Duration::from_secs(60),
-            // Long enough that only watch events can trigger a reconcile in this test.
-            interval: Duration::from_secs(3600),
-            in_flight_poll: Duration::from_secs(3600),
-            kpu_hour_price: None,
-            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
-        },
-        metrics: metrics.clone(),
-        backoff: Arc::default(),
-        clock: Arc::new(move || clock.virtual_now()),
-        unreadable: Arc::default(),
-    });
-
+    // Long enough that only watch events can trigger a reconcile in this test.
+    let ctx = context_over(addr, &emu, Duration::from_secs(3600)).await;
+    let (client, metrics) = (ctx.client.clone(), ctx.metrics.clone());
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
         let _ = stop_rx.await;
@@ -811,27 +710,15 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
 async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     use std::{sync::atomic::Ordering, time::Duration};
 
-    use checkpoint_autoscaler::{
-        controller::{run_controller, tenancy::NAMESPACE_TAG},
-        emulator::{self, EmulatorConfig, calllog::CallFilter},
-    };
+    use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
+    use checkpoint_autoscaler_testkit::rig;
     use kube::Api;
 
     let scenario = step_up();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
+        .await
         .unwrap();
+    let state = emu.state().clone();
     // Past the load step: the first reconcile scales up; the frozen clock keeps the
     // operation in flight for the rest of the test.
     state.advance(Duration::from_secs(45 * 60));
@@ -924,51 +811,49 @@ pub(crate) async fn context_over(
     emu: &checkpoint_autoscaler::emulator::Emulator,
     interval: std::time::Duration,
 ) -> std::sync::Arc<checkpoint_autoscaler::controller::Context> {
-    use std::{sync::Arc, time::Duration};
-
-    use aws_config::{BehaviorVersion, Region};
-    use aws_credential_types::Credentials;
-    use checkpoint_autoscaler::{
-        aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
-        controller::{Context, ownership::NoOtherClaims, reconcile::Core, tenancy::TagTenancy},
-        metrics::Metrics,
-    };
-    use kube::{Client, runtime::events::Recorder};
-
     checkpoint_autoscaler::controller::install_crypto_provider();
-    let client = Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDE2E", "e2e-secret", None, None, "e2e"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            ..AwsSettings::default()
-        },
-    ));
-    let metrics = Metrics::default();
+    let client =
+        kube::Client::try_from(kube::Config::new(format!("http://{addr}").parse().unwrap())).unwrap();
+    let recorder = kube::runtime::events::Recorder::new(client.clone(), "checkpoint-autoscaler".into());
+    context(client, recorder, emu, interval, interval).await
+}
+
+/// The controller's context over `client` and the emulator (the rig's reconcile core, its
+/// CloudWatch read without batching), with the emulator's clock.
+async fn context(
+    client: kube::Client,
+    recorder: kube::runtime::events::Recorder,
+    emu: &checkpoint_autoscaler::emulator::Emulator,
+    interval: std::time::Duration,
+    in_flight_poll: std::time::Duration,
+) -> std::sync::Arc<checkpoint_autoscaler::controller::Context> {
+    use std::sync::Arc;
+
+    use checkpoint_autoscaler::{
+        aws::{AwsSettings, MetricsMode},
+        controller::{Context, reconcile::Core},
+    };
+    use checkpoint_autoscaler_testkit::rig::{self, Keys};
+
+    let clients = rig::clients(
+        &Keys::TEST,
+        "us-east-1",
+        emu.endpoint_url(),
+        AwsSettings::default(),
+    )
+    .await;
+    // `run_controller` replaces the core's claims with its watch cache.
+    let core = Core {
+        interval,
+        in_flight_poll,
+        ..rig::reconciler(clients, MetricsMode::Direct)
+    };
     let clock = emu.state().clone();
     Arc::new(Context {
-        client: client.clone(),
-        recorder: Recorder::new(client, "checkpoint-autoscaler".into()),
-        core: Core {
-            apps: Arc::new(KinesisControl::new(clients.clone())),
-            metrics_source: metrics_source(clients, MetricsMode::Direct),
-            tenancy: Arc::new(TagTenancy::default()),
-            // `run_controller` replaces it with its watch cache.
-            claims: Arc::new(NoOtherClaims),
-            default_region: "us-east-1".into(),
-            metrics: metrics.clone(),
-            period: Duration::from_secs(60),
-            interval,
-            in_flight_poll: interval,
-            kpu_hour_price: None,
-            fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
-        },
-        metrics,
+        client,
+        recorder,
+        metrics: core.metrics.clone(),
+        core,
         backoff: Arc::default(),
         clock: Arc::new(move || clock.virtual_now()),
         unreadable: Arc::default(),
@@ -982,27 +867,15 @@ pub(crate) async fn context_over(
 async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_over_after_it() {
     use std::time::Duration;
 
-    use checkpoint_autoscaler::{
-        controller::{run_controller, tenancy::NAMESPACE_TAG},
-        emulator::{self, EmulatorConfig, calllog::CallFilter},
-    };
+    use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
+    use checkpoint_autoscaler_testkit::rig;
     use kube::Api;
 
     let scenario = step_up();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
+        .await
         .unwrap();
+    let state = emu.state().clone();
     state.advance(Duration::from_secs(45 * 60));
 
     let budget = |name: &str, created: &str, uid: &str| {

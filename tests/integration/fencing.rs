@@ -15,23 +15,19 @@ use std::{
     time::{Duration, Instant},
 };
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
-    aws::{AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+    aws::{AwsSettings, MetricsMode},
     controller::{
         self, Exit, Wiring,
-        fence::{AlwaysHeld, FenceBounds},
+        fence::FenceBounds,
         kubeclient::{self, KubeTimeouts},
         leader::LeaseConfig,
-        ownership::NoOtherClaims,
         reconcile::Core,
-        tenancy::{NAMESPACE_TAG, TagTenancy},
     },
     crd::{CheckpointBudget, CheckpointBudgetStatus, Mode},
-    emulator::{self, Emulator, EmulatorConfig},
-    metrics::Metrics,
+    emulator::Emulator,
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use http_body_util::BodyExt;
 use serde_json::Value;
 
@@ -91,20 +87,10 @@ impl Replica {
 /// in; the API server; the budget, not yet created.
 async fn cluster() -> (ApiServer, Emulator, CheckpointBudget) {
     let scenario = crate::harness::scenario("step-up");
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), NAMESPACE.into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", NAMESPACE)
+        .await
         .unwrap();
+    let state = emu.state().clone();
     state.advance(Duration::from_secs(45 * 60));
     let server = ApiServer::start(&["a", "b"], ServerConfig::default()).await;
     let mut budget = checkpoint_autoscaler::demo::load_budget(None, &scenario).unwrap();
@@ -143,17 +129,6 @@ async fn start_with(server: &ApiServer, emu: &Emulator, name: &'static str, twea
         watch: tweaks.watch,
     };
     let kube = kubeclient::clients(server.config(name), timeouts).unwrap();
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            format!("AKID{}", name.to_uppercase()),
-            "secret",
-            None,
-            None,
-            "test",
-        ))
-        .load()
-        .await;
     let settings = AwsSettings {
         endpoint_url: Some(emu.endpoint_url()),
         initial_backoff: Duration::from_millis(5),
@@ -162,25 +137,17 @@ async fn start_with(server: &ApiServer, emu: &Emulator, name: &'static str, twea
         ..AwsSettings::default()
     };
     assert_eq!(settings.update_bound(), Timing::UPDATE);
-    let clients = Arc::new(AwsClients::from_sdk_config(base, settings));
-    let metrics = Metrics::default();
+    let keys = Keys::with_access_key_id(format!("AKID{}", name.to_uppercase()));
+    let clients = rig::clients(&keys, "us-east-1", emu.endpoint_url(), settings).await;
     let clock = emu.state().clone();
     let wiring = Wiring {
         kube,
         timeouts,
         namespace: None,
         core: Core {
-            apps: Arc::new(KinesisControl::new(clients.clone())),
-            metrics_source: metrics_source(clients, MetricsMode::Direct),
-            tenancy: Arc::new(TagTenancy::default()),
-            claims: Arc::new(NoOtherClaims),
-            default_region: "us-east-1".into(),
-            metrics,
-            period: Duration::from_secs(60),
             interval: Duration::from_secs(1),
             in_flight_poll: Duration::from_millis(500),
-            kpu_hour_price: None,
-            fence: Arc::new(AlwaysHeld),
+            ..rig::reconciler(clients, MetricsMode::Direct)
         },
         clock: Arc::new(move || clock.virtual_now()),
         identity: name.into(),

@@ -40,16 +40,13 @@ use std::{
 };
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
-    aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, metrics_source},
+    aws::{ApplicationControl, AwsSettings, MetricsMode},
     controller::{
         Error,
         ownership::{Claim, Claims},
         reconcile::{Act, BudgetView, Core, HandedBack, Report},
         store::{BudgetKey, BudgetStore, MemoryStore, Notice, StoreError},
-        tenancy::{NAMESPACE_TAG, TagTenancy},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus},
     emulator::{
@@ -57,9 +54,9 @@ use checkpoint_autoscaler::{
         calllog::{CallFilter, CallRecord},
         faults::{Fault, FaultSpec},
     },
-    metrics::Metrics,
     sim::{Scenario, fleet::OperationView},
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
@@ -376,13 +373,8 @@ impl Harness {
     /// Adds an application running `scenario` under the name `app`, tagged for
     /// `namespace` (the default tenancy policy requires it).
     pub fn add_application(&mut self, scenario: &Scenario, app: &str, namespace: &str) {
-        let state = self.emu.state();
-        let view = state
-            .add_scenario(scenario, Some(app))
-            .unwrap_or_else(|e| panic!("adding {app}: {e}"));
-        state
-            .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), namespace.into())]))
-            .unwrap_or_else(|e| panic!("tagging {app}: {e}"));
+        rig::add_application(self.emu.state(), scenario, Some(app), namespace)
+            .unwrap_or_else(|e| panic!("{e}"));
     }
 
     /// Adds a budget created now, first reconciled at the next step.
@@ -750,37 +742,17 @@ async fn build_core(
     endpoint: &str,
     claims: Arc<Mutex<Vec<CheckpointBudget>>>,
 ) -> Core {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(config.region.clone()))
-        .credentials_provider(Credentials::new(
-            "AKIDHARNESS",
-            "harness-secret",
-            None,
-            None,
-            "harness",
-        ))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(endpoint.to_owned()),
-            region: Some(config.region.clone()),
-            ..config.aws.clone()
-        },
-    ));
+    let settings = AwsSettings {
+        region: Some(config.region.clone()),
+        ..config.aws.clone()
+    };
+    let clients = rig::clients(&Keys::TEST, &config.region, endpoint.to_owned(), settings).await;
     Core {
-        apps: Arc::new(KinesisControl::new(clients.clone())),
-        metrics_source: metrics_source(clients, config.metrics.clone()),
-        tenancy: Arc::new(TagTenancy::default()),
         claims: Arc::new(BudgetClaims(claims)),
-        default_region: config.region.clone(),
-        metrics: Metrics::default(),
-        period: Duration::from_secs(60),
         interval: config.interval,
         in_flight_poll: config.in_flight_poll,
         kpu_hour_price: config.kpu_hour_price.clone(),
-        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
+        ..rig::reconciler(clients, config.metrics.clone())
     }
 }
 

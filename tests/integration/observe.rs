@@ -5,8 +5,6 @@
 
 use std::{sync::Arc, time::Duration};
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
     aws::{
         AwsClients, AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target,
@@ -16,6 +14,7 @@ use checkpoint_autoscaler::{
     policy::Observation,
     sim::{CreateApplication, Fleet, MetricId, Scenario, simulate},
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use jiff::Timestamp;
 
 const START: i64 = 1_767_225_600;
@@ -101,19 +100,11 @@ fn fleet() -> Fleet {
 }
 
 async fn clients(endpoint: String) -> Arc<AwsClients> {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("AKIDEMULATED", "secret", None, None, "test"))
-        .load()
-        .await;
-    Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(endpoint),
-            initial_backoff: Duration::from_millis(1),
-            ..AwsSettings::default()
-        },
-    ))
+    let settings = AwsSettings {
+        initial_backoff: Duration::from_millis(1),
+        ..AwsSettings::default()
+    };
+    rig::clients(&Keys::TEST, "us-east-1", endpoint, settings).await
 }
 
 #[tokio::test]

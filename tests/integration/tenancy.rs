@@ -4,33 +4,32 @@
 //! its status must never carry the secret key or the session token.
 
 use std::{
+    borrow::Cow,
     io::Write,
     path::PathBuf,
     sync::{Arc, Mutex},
     time::Duration,
 };
 
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
 use checkpoint_autoscaler::{
-    aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, Target, metrics_source},
+    aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, Target},
     controller::{
         Context,
-        ownership::NoOtherClaims,
         reconcile::{Act, BudgetView, Core},
         store::{BudgetKey, MemoryStore},
-        tenancy::{AllowList, NAMESPACE_TAG, TagTenancy, TenancyCheck},
+        tenancy::{AllowList, TagTenancy, TenancyCheck},
     },
     crd::CheckpointBudget,
     demo,
     emulator::{
-        self, Emulator, EmulatorConfig, Service,
+        self, Emulator, Service,
         faults::{FaultKind, FaultSpec},
     },
     metrics::Metrics,
     sim::Scenario,
     telemetry::{self, LogFormat},
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use tracing_subscriber::{EnvFilter, fmt::MakeWriter};
 
 const ACCESS_KEY: &str = "AKIATENANCYLEAKTEST7";
@@ -85,31 +84,24 @@ fn fault(kind: FaultKind, service: Service, operation: &str, count: u32) -> Faul
     }
 }
 
+/// The recognisable keys, with a session token, as temporary credentials carry.
+const KEYS: Keys = Keys {
+    access_key_id: Cow::Borrowed(ACCESS_KEY),
+    secret_access_key: Cow::Borrowed(SECRET),
+    session_token: Some(Cow::Borrowed(TOKEN)),
+};
+
 async fn clients(endpoint: String) -> Arc<AwsClients> {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY,
-            SECRET,
-            Some(TOKEN.into()),
-            None,
-            "static",
-        ))
-        .load()
-        .await;
-    Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(endpoint),
-            max_attempts: 2,
-            initial_backoff: Duration::from_millis(1),
-            // Generous: every fault here answers at once, and a loaded machine must not
-            // turn a throttling error into a timeout.
-            attempt_timeout: Duration::from_secs(20),
-            operation_timeout: Duration::from_secs(40),
-            ..AwsSettings::default()
-        },
-    ))
+    let settings = AwsSettings {
+        max_attempts: 2,
+        initial_backoff: Duration::from_millis(1),
+        // Generous: every fault here answers at once, and a loaded machine must not
+        // turn a throttling error into a timeout.
+        attempt_timeout: Duration::from_secs(20),
+        operation_timeout: Duration::from_secs(40),
+        ..AwsSettings::default()
+    };
+    rig::clients(&KEYS, "us-east-1", endpoint, settings).await
 }
 
 fn core(clients: Arc<AwsClients>) -> Core {
@@ -118,17 +110,8 @@ fn core(clients: Arc<AwsClients>) -> Core {
     ))
     .unwrap();
     Core {
-        apps: Arc::new(KinesisControl::new(clients.clone())),
-        metrics_source: metrics_source(clients, MetricsMode::Direct),
         tenancy: Arc::new(TagTenancy::with_roles(roles)),
-        claims: Arc::new(NoOtherClaims),
-        default_region: "us-east-1".into(),
-        metrics: Metrics::default(),
-        period: Duration::from_secs(60),
-        interval: Duration::from_secs(60),
-        in_flight_poll: Duration::from_secs(30),
-        kpu_hour_price: None,
-        fence: std::sync::Arc::new(checkpoint_autoscaler::controller::fence::AlwaysHeld),
+        ..rig::reconciler(clients, MetricsMode::Direct)
     }
 }
 
@@ -212,20 +195,10 @@ async fn no_secret_or_session_token_reaches_logs_events_or_status() {
     ));
 
     let scenario = step_up();
-    let emu: Emulator = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let state = emu.state().clone();
-    let view = state.add_scenario(&scenario, None).unwrap();
-    state
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), NAMESPACE.into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", NAMESPACE)
+        .await
         .unwrap();
+    let state = emu.state().clone();
     // Past the load step: the budget is breached and Enforce mode asks for a scale-up.
     state.advance(Duration::from_secs(45 * 60));
     let now = state.virtual_now();
@@ -419,18 +392,8 @@ async fn the_kubernetes_token_never_reaches_the_logs() {
     ));
 
     let scenario = step_up();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let view = emu.state().add_scenario(&scenario, None).unwrap();
-    emu.state()
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "default".into())]))
+    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
+        .await
         .unwrap();
     emu.state().advance(Duration::from_secs(15 * 60));
     let mut budget = demo::load_budget(None, &scenario).unwrap();
@@ -499,18 +462,8 @@ const EMULATED_ACCOUNT: &str = checkpoint_autoscaler::sim::fleet::ACCOUNT_ID;
 /// Enforce mode asks for a scale-up), tagged for `tag_for`.
 async fn breached(tag_for: &str) -> (Emulator, String, jiff::Timestamp) {
     let scenario = step_up();
-    let emu = emulator::serve(EmulatorConfig {
-        period: None,
-        seed: scenario.seed,
-        start: Some(scenario.start_time()),
-        region: "us-east-1".into(),
-        ..EmulatorConfig::default()
-    })
-    .await
-    .unwrap();
-    let view = emu.state().add_scenario(&scenario, None).unwrap();
-    emu.state()
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), tag_for.into())]))
+    let (emu, view) = rig::serve_scenario(&scenario, "us-east-1", tag_for)
+        .await
         .unwrap();
     emu.state().advance(Duration::from_secs(45 * 60));
     let now = emu.state().virtual_now();
@@ -519,22 +472,18 @@ async fn breached(tag_for: &str) -> (Emulator, String, jiff::Timestamp) {
 
 /// The real SDK clients against `emu`, told their own account (as `--aws-account-id`).
 async fn clients_in(emu: &Emulator, account: &str) -> Arc<AwsClients> {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(ACCESS_KEY, SECRET, None, None, "static"))
-        .load()
-        .await;
-    Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(emu.endpoint_url()),
-            max_attempts: 1,
-            attempt_timeout: Duration::from_secs(20),
-            operation_timeout: Duration::from_secs(40),
-            account_id: Some(account.into()),
-            ..AwsSettings::default()
-        },
-    ))
+    let keys = Keys {
+        session_token: None,
+        ..KEYS
+    };
+    let settings = AwsSettings {
+        max_attempts: 1,
+        attempt_timeout: Duration::from_secs(20),
+        operation_timeout: Duration::from_secs(40),
+        account_id: Some(account.into()),
+        ..AwsSettings::default()
+    };
+    rig::clients(&keys, "us-east-1", emu.endpoint_url(), settings).await
 }
 
 fn core_with(clients: Arc<AwsClients>, tenancy: Arc<dyn TenancyCheck>) -> Core {
@@ -699,10 +648,7 @@ async fn a_recreated_application_is_not_taken_for_the_old_one() {
     emu.state().delete_application(&app).unwrap();
     emu.state().advance(Duration::from_secs(60));
     let scenario = step_up();
-    let view = emu.state().add_scenario(&scenario, None).unwrap();
-    emu.state()
-        .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), "team-b-secret".into())]))
-        .unwrap();
+    rig::add_application(emu.state(), &scenario, None, "team-b-secret").unwrap();
     emu.state().advance(Duration::from_secs(45 * 60));
     let second = control.describe(&target, &app).await.unwrap();
     assert_eq!(second.arn, first.arn, "the same name, the same ARN");

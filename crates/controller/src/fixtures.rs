@@ -31,7 +31,7 @@ use crate::{
     policy::{AppConfig, AppStatus, Sample},
     reconcile::Core,
     store::FIELD_MANAGER,
-    tenancy::{NAMESPACE_TAG, TagTenancy},
+    tenancy::NAMESPACE_TAG,
 };
 
 type ApiServerHandle = tower_test::mock::Handle<Request<Body>, Response<Body>>;
@@ -523,17 +523,8 @@ impl Context {
         let fake = Arc::new(FakeAws::new());
         let metrics = Metrics::default();
         let core = Core {
-            apps: fake.clone(),
-            metrics_source: fake.clone(),
-            tenancy: Arc::new(TagTenancy::default()),
-            claims: Arc::new(crate::ownership::NoOtherClaims),
-            default_region: "eu-west-1".into(),
             metrics: metrics.clone(),
-            period: Duration::from_secs(60),
-            interval: Duration::from_secs(60),
-            in_flight_poll: Duration::from_secs(30),
-            kpu_hour_price: None,
-            fence: std::sync::Arc::new(crate::fence::AlwaysHeld),
+            ..Core::new(fake.clone(), fake.clone(), "eu-west-1")
         };
         let ctx = Context {
             client,

@@ -784,29 +784,26 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
     );
     let metrics = Metrics::default();
     metrics.set_aws_source(Arc::new(ClientStats(clients.clone())));
+    let apps = Arc::new(KinesisControl::new(clients.clone()));
+    // NB: no idle flush: calls go when full or after `max_wait` (1 s), which packs a
+    // cycle's queries to the floor of ceil(queries / 500) calls whatever the machine's
+    // speed (see the scale bench in docs/benchmarks.md); 1 s is nothing against the interval.
+    let metrics_source = Arc::new(BatchedMetrics::spawn(
+        clients.clone(),
+        BatchConfig {
+            idle: None,
+            ..BatchConfig::default()
+        },
+    ));
     let core = Core {
-        apps: Arc::new(KinesisControl::new(clients.clone())),
-        // NB: no idle flush: calls go when full or after `max_wait` (1 s), which packs a
-        // cycle's queries to the floor of ceil(queries / 500) calls whatever the machine's
-        // speed (see the scale bench in docs/benchmarks.md); 1 s is nothing against the interval.
-        metrics_source: Arc::new(BatchedMetrics::spawn(
-            clients.clone(),
-            BatchConfig {
-                idle: None,
-                ..BatchConfig::default()
-            },
-        )),
         tenancy,
-        // Replaced by the reflector store's view in `run_controller`.
-        claims: Arc::new(ownership::NoOtherClaims),
-        default_region: clients.default_region().to_owned(),
         metrics: metrics.clone(),
-        period: Duration::from_secs(60),
         interval: args.interval,
         in_flight_poll: Duration::from_secs(30).min(args.interval),
         kpu_hour_price: args.kpu_hour_price.clone(),
-        // Replaced by `serve` under leader election.
-        fence: Arc::new(fence::AlwaysHeld),
+        // The claims (no other claims) are replaced by the reflector store's view in
+        // `run_controller`, the fence (always held) by `serve` under leader election.
+        ..Core::new(apps, metrics_source, clients.default_region())
     };
     let identity = args
         .leader_identity

@@ -86,6 +86,32 @@ pub struct Core {
     pub fence: Arc<dyn Fence>,
 }
 
+impl Core {
+    /// A core over `apps` and `metrics_source` with the controller's defaults: the tag
+    /// tenancy policy, no other claims, a one-minute metric period and `--interval`, a
+    /// 30-second in-flight poll, no KPU-hour price, and a fence that is always held.
+    /// `run` sets the rest from its flags; tests and the proving ground override fields.
+    pub fn new(
+        apps: Arc<dyn ApplicationControl>,
+        metrics_source: Arc<dyn MetricsSource>,
+        default_region: impl Into<String>,
+    ) -> Self {
+        Self {
+            apps,
+            metrics_source,
+            tenancy: Arc::new(super::tenancy::TagTenancy::default()),
+            claims: Arc::new(ownership::NoOtherClaims),
+            default_region: default_region.into(),
+            metrics: Metrics::default(),
+            period: Duration::from_secs(60),
+            interval: Duration::from_secs(60),
+            in_flight_poll: Duration::from_secs(30),
+            kpu_hour_price: None,
+            fence: Arc::new(super::fence::AlwaysHeld),
+        }
+    }
+}
+
 /// One budget as the core sees it.
 #[derive(Clone, Debug)]
 pub struct BudgetView<'a> {

@@ -3,14 +3,18 @@
 //!
 //! Each (budgets, metrics path) pair runs in a fresh child process of this binary, so that
 //! the peak memory of one does not hide in another's; the parent prints the table. See
-//! `checkpoint_autoscaler::scale` for what is measured and how.
+//! harness.rs for what is measured and how.
 
 use std::{
     path::Path,
     process::{Command, ExitCode},
 };
 
-use checkpoint_autoscaler::scale::{self, MetricsPath, ScaleConfig, ScaleReport};
+/// The scale harness, shared with tests/integration/bench_smoke.rs.
+#[allow(dead_code)]
+mod harness;
+
+use harness::{MetricsPath, ScaleConfig, ScaleReport};
 
 /// The child's result line prefix on stdout.
 const RESULT: &str = "SCALE-REPORT ";
@@ -79,10 +83,10 @@ fn child(options: &Options) -> Result<(), String> {
         concurrency: options.concurrency,
         mode: mode.mode(),
         label: mode.name().into(),
-        scenarios: scale::load_scenarios(scenarios_dir()).map_err(|e| e.to_string())?,
+        scenarios: harness::load_scenarios(scenarios_dir()).map_err(|e| e.to_string())?,
         dir: dir.path().to_path_buf(),
     };
-    let report = scale::run_scale(&config).map_err(|e| e.to_string())?;
+    let report = harness::run_scale(&config).map_err(|e| e.to_string())?;
     let json = serde_json::to_string(&report).map_err(|e| e.to_string())?;
     println!("{RESULT}{json}");
     Ok(())
@@ -165,7 +169,7 @@ fn main() -> ExitCode {
                  --interval 1m), at most {} at once; /bh = per budget-hour.\n",
                 options.cycles, options.concurrency
             );
-            print!("{}", scale::render_table(&reports));
+            print!("{}", harness::render_table(&reports));
             println!(
                 "\nfloor = ceil(12 queries x sample requests / 500) GetMetricData calls per cycle. \
                  ListTagsForResource is cached 5 minutes per application, so a run of a few cycles \

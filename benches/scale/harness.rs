@@ -1,10 +1,11 @@
 //! The cost of running the controller at scale, measured against the emulator: the core of
-//! `cargo bench --bench scale` and of its smoke test.
+//! `cargo bench --bench scale` (benches/scale/main.rs) and of its smoke test
+//! (tests/integration/bench_smoke.rs), which include this file as a module.
 //!
 //! [`run_scale`] writes `budgets` CheckpointBudget manifests into a directory, loads them
 //! back with the loader `demo` uses, starts the emulator in-process with one application per
 //! budget (the example scenarios, round-robin), and runs the controller's own reconcile core
-//! ([`Core::reconcile`], the real SDK clients over HTTP, an in-memory status store) over every
+//! (`Core::reconcile`, the real SDK clients over HTTP, an in-memory status store) over every
 //! budget once per cycle, one cycle per emulated minute (`--interval 1m`), with at most
 //! `concurrency` reconciles at once. It reports AWS calls by operation, CloudWatch metrics
 //! requested, `GetMetricData` calls per cycle against the floor
@@ -16,8 +17,8 @@
 //! [`ScaleReport::rss_emulator_kib`] is taken once the emulated fleet exists, before any
 //! controller object does, and [`ScaleReport::rss_peak_kib`] at the end (`VmHWM`).
 //!
-//! The micro-benchmark of the metric batcher ([`batch_round`]) lives here too because it
-//! needs the batcher's in-crate CloudWatch seam.
+//! The micro-benchmark of the metric batcher ([`batch_round`], run by `cargo bench --bench
+//! policy`) lives here too.
 
 use std::{
     collections::BTreeMap,
@@ -30,31 +31,24 @@ use std::{
 };
 
 use async_trait::async_trait;
-use aws_config::{BehaviorVersion, Region};
-use aws_credential_types::Credentials;
-use jiff::Timestamp;
-use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
-
-use crate::{
+use checkpoint_autoscaler::{
     aws::{
-        ApplicationControl, ApplicationDescription, AwsClients, AwsError, AwsOperation, AwsSettings,
-        BatchConfig, BatchedMetrics, CallStats, KinesisControl, METRICS, MetricsMode, MetricsSource,
-        OperationStatus, Target, UpdateRequest,
+        AwsError, AwsOperation, AwsSettings, BatchConfig, BatchedMetrics, CallStats, MAX_QUERIES_PER_CALL,
+        METRICS, MetricsMode, MetricsSource, Target,
         cloudwatch::{MetricDataApi, MetricDataCall, Page, Series},
-        metrics_source,
     },
     controller::{
         reconcile::{BudgetView, Core},
         store::{BudgetKey, MemoryStore},
-        tenancy::{NAMESPACE_TAG, TagTenancy},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec},
-    emulator::{self, EmulatorConfig, calllog::CallFilter},
-    metrics::Metrics,
-    policy::Sample,
+    emulator::{self, calllog::CallFilter},
     sim::Scenario,
 };
+use checkpoint_autoscaler_testkit::rig::{self, Instrumented, Keys, Tally};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 /// The namespace of the generated budgets (and the tenancy tag on their applications).
 pub const NAMESPACE: &str = "bench";
@@ -371,7 +365,8 @@ fn load_budgets(paths: &[PathBuf], scenario: &Scenario) -> Result<Vec<Loaded>, S
                 path: path.clone(),
                 message,
             };
-            let budget = crate::demo::load_budget(Some(path), scenario).map_err(|e| bad(format!("{e:#}")))?;
+            let budget = checkpoint_autoscaler::demo::load_budget(Some(path), scenario)
+                .map_err(|e| bad(format!("{e:#}")))?;
             budget.spec.to_budget().map_err(|e| bad(e.to_string()))?;
             let name = budget
                 .metadata
@@ -412,26 +407,14 @@ pub fn run_scale(config: &ScaleConfig) -> Result<ScaleReport, ScaleError> {
         .enable_all()
         .build()
         .map_err(ScaleError::Runtime)?;
-    let start = first.start_time();
     let emu = emu_rt
-        .block_on(emulator::serve(EmulatorConfig {
-            period: None,
-            seed: first.seed,
-            start: Some(start),
-            region: REGION.into(),
-            ..EmulatorConfig::default()
-        }))
+        .block_on(emulator::serve(rig::emulator_config(first, REGION)))
         .map_err(|e| ScaleError::Emulator(e.to_string()))?;
     let state = emu.state().clone();
     for i in 0..config.budgets {
         let scenario = &config.scenarios[i % config.scenarios.len()];
-        let name = application_name(i);
-        let view = state
-            .add_scenario(scenario, Some(&name))
-            .map_err(|e| ScaleError::Emulator(format!("adding {name}: {e}")))?;
-        state
-            .with_fleet(|f| f.tag_resource(&view.arn, vec![(NAMESPACE_TAG.into(), NAMESPACE.into())]))
-            .map_err(|e| ScaleError::Emulator(format!("tagging {name}: {e}")))?;
+        rig::add_application(&state, scenario, Some(&application_name(i)), NAMESPACE)
+            .map_err(|e| ScaleError::Emulator(e.to_string()))?;
     }
     // A full window of metrics before the first cycle; the fleet steps here, not inside a
     // measured request.
@@ -490,36 +473,19 @@ async fn drive(
     state: emulator::EmulatorState,
     tids: Arc<Mutex<Vec<u32>>>,
 ) -> ScaleReport {
-    let base = aws_config::defaults(BehaviorVersion::latest())
-        .region(Region::new(REGION))
-        .credentials_provider(Credentials::new("AKIDBENCH", "bench-secret", None, None, "bench"))
-        .load()
-        .await;
-    let clients = Arc::new(AwsClients::from_sdk_config(
-        base,
-        AwsSettings {
-            endpoint_url: Some(endpoint),
-            region: Some(REGION.into()),
-            ..AwsSettings::default()
-        },
-    ));
+    let settings = AwsSettings {
+        region: Some(REGION.into()),
+        ..AwsSettings::default()
+    };
+    let clients = rig::clients(&Keys::TEST, REGION, endpoint, settings).await;
     let max_queries_per_call = match &config.mode {
-        MetricsMode::Batched(b) => b.max_queries_per_call.clamp(1, crate::aws::MAX_QUERIES_PER_CALL),
-        MetricsMode::Direct => crate::aws::MAX_QUERIES_PER_CALL,
+        MetricsMode::Batched(b) => b.max_queries_per_call.clamp(1, MAX_QUERIES_PER_CALL),
+        MetricsMode::Direct => MAX_QUERIES_PER_CALL,
     };
     let interval = Duration::from_secs(60);
     let core = Core {
-        apps: Arc::new(KinesisControl::new(clients.clone())),
-        metrics_source: metrics_source(clients.clone(), config.mode.clone()),
-        tenancy: Arc::new(TagTenancy::default()),
-        claims: Arc::new(crate::controller::ownership::NoOtherClaims),
-        default_region: REGION.into(),
-        metrics: Metrics::default(),
-        period: Duration::from_secs(60),
         interval,
-        in_flight_poll: Duration::from_secs(30),
-        kpu_hour_price: None,
-        fence: std::sync::Arc::new(crate::controller::fence::AlwaysHeld),
+        ..rig::reconciler(clients.clone(), config.mode.clone())
     };
     let store = MemoryStore::default();
     let budgets: Arc<Vec<Loaded>> = Arc::new(budgets);
@@ -618,18 +584,10 @@ struct Timed {
     error: Option<String>,
 }
 
-/// Reconciles one budget through AWS wrappers that add up the time spent waiting on them.
+/// Reconciles one budget through AWS ports that add up the time spent waiting on them.
 async fn reconcile_timed(core: &Core, store: &MemoryStore, budget: &Loaded, now: Timestamp) -> Timed {
-    let spent = Arc::new(AtomicU64::new(0));
-    let mut core = core.clone();
-    core.apps = Arc::new(TimedApps {
-        inner: core.apps.clone(),
-        spent: spent.clone(),
-    });
-    core.metrics_source = Arc::new(TimedMetrics {
-        inner: core.metrics_source.clone(),
-        spent: spent.clone(),
-    });
+    let tally = Arc::new(Tally::default());
+    let core = Instrumented::core(core, &tally);
     let started = Instant::now();
     let (prior, resource_version) = store.get(&budget.key).unzip();
     let view = BudgetView {
@@ -642,116 +600,8 @@ async fn reconcile_timed(core: &Core, store: &MemoryStore, budget: &Loaded, now:
     let result = core.reconcile(&view, store, now).await;
     Timed {
         total: started.elapsed(),
-        aws: Duration::from_nanos(spent.load(Ordering::Relaxed)),
+        aws: tally.waited(),
         error: result.err().map(|e| format!("{}: {e}", budget.key.name)),
-    }
-}
-
-/// Adds the time of `f` to `spent`.
-async fn timed<T>(spent: &AtomicU64, f: impl Future<Output = T>) -> T {
-    let started = Instant::now();
-    let out = f.await;
-    spent.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
-    out
-}
-
-struct TimedApps {
-    inner: Arc<dyn ApplicationControl>,
-    spent: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl ApplicationControl for TimedApps {
-    async fn describe(&self, target: &Target, name: &str) -> Result<ApplicationDescription, AwsError> {
-        timed(&self.spent, self.inner.describe(target, name)).await
-    }
-
-    async fn list_tags(&self, target: &Target, arn: &str) -> Result<Vec<(String, String)>, AwsError> {
-        timed(&self.spent, self.inner.list_tags(target, arn)).await
-    }
-
-    async fn update(&self, target: &Target, request: &UpdateRequest) -> Result<String, AwsError> {
-        timed(&self.spent, self.inner.update(target, request)).await
-    }
-
-    async fn describe_operation(
-        &self,
-        target: &Target,
-        name: &str,
-        operation_id: &str,
-    ) -> Result<OperationStatus, AwsError> {
-        timed(
-            &self.spent,
-            self.inner.describe_operation(target, name, operation_id),
-        )
-        .await
-    }
-
-    async fn own_account(&self) -> Result<String, AwsError> {
-        timed(&self.spent, self.inner.own_account()).await
-    }
-
-    async fn list_operations(
-        &self,
-        target: &Target,
-        name: &str,
-    ) -> Result<Vec<crate::aws::OperationSummary>, AwsError> {
-        timed(&self.spent, self.inner.list_operations(target, name)).await
-    }
-
-    async fn count_snapshots(
-        &self,
-        target: &Target,
-        name: &str,
-        limit: u32,
-    ) -> Result<crate::aws::SnapshotCount, AwsError> {
-        timed(&self.spent, self.inner.count_snapshots(target, name, limit)).await
-    }
-}
-
-struct TimedMetrics {
-    inner: Arc<dyn MetricsSource>,
-    spent: Arc<AtomicU64>,
-}
-
-#[async_trait]
-impl MetricsSource for TimedMetrics {
-    async fn samples(
-        &self,
-        target: &Target,
-        application: &str,
-        window: Duration,
-        period: Duration,
-        end: Timestamp,
-    ) -> Result<Vec<Sample>, AwsError> {
-        timed(
-            &self.spent,
-            self.inner.samples(target, application, window, period, end),
-        )
-        .await
-    }
-
-    async fn plan(
-        &self,
-        target: &Target,
-        description: &crate::aws::ApplicationDescription,
-    ) -> crate::aws::SignalPlan {
-        self.inner.plan(target, description).await
-    }
-
-    async fn samples_for(
-        &self,
-        target: &Target,
-        plan: &crate::aws::SignalPlan,
-        window: Duration,
-        period: Duration,
-        end: Timestamp,
-    ) -> Result<Vec<Sample>, AwsError> {
-        timed(
-            &self.spent,
-            self.inner.samples_for(target, plan, window, period, end),
-        )
-        .await
     }
 }
 
@@ -923,67 +773,4 @@ pub async fn batch_round(requests: usize, config: BatchConfig) -> Result<BatchRo
         queries: api.queries.load(Ordering::Relaxed),
         samples,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn nearest_rank_percentiles() {
-        let p = Percentiles::of((1..=100).map(f64::from).collect());
-        assert_eq!((p.p50, p.p99, p.max), (50.0, 99.0, 100.0));
-        assert_eq!(Percentiles::of(vec![]), Percentiles::default());
-        let one = Percentiles::of(vec![3.0]);
-        assert_eq!((one.p50, one.p99), (3.0, 3.0));
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_batch_round_packs_to_the_floor_and_answers_every_request() {
-        let config = BatchConfig {
-            idle: None,
-            max_wait: Duration::from_secs(1),
-            ..BatchConfig::default()
-        };
-        // 125 requests × 12 queries = 1,500 = exactly three full calls, whatever the timing
-        // (the last one goes at its deadline: the batcher sends a full call on the next query).
-        let round = batch_round(125, config).await.unwrap();
-        assert_eq!(round.queries, 125 * METRICS.len() as u64);
-        assert_eq!(round.calls, 3);
-        assert_eq!(round.samples, 125 * 10);
-    }
-
-    #[test]
-    fn per_budget_hour_and_floor_arithmetic() {
-        let report = ScaleReport {
-            mode: "batched".into(),
-            budgets: 100,
-            cycles: 3,
-            concurrency: 64,
-            interval_secs: 60,
-            max_queries_per_call: 500,
-            calls: [("GetMetricData".to_string(), 9u64)].into_iter().collect(),
-            emulator_calls: BTreeMap::new(),
-            metrics_requested: 3600,
-            sample_requests: 300,
-            partial_batches: 0,
-            get_metric_data_per_cycle: vec![3, 3, 4],
-            floor_per_cycle: vec![3, 3, 3],
-            reconciles: 300,
-            errors: 0,
-            first_error: None,
-            latency_ms: Percentiles::default(),
-            latency_excl_aws_ms: Percentiles::default(),
-            cpu_ms_per_reconcile: None,
-            rss_emulator_kib: Some(1024),
-            rss_peak_kib: Some(3072),
-            wall_secs: 1.0,
-        };
-        assert_eq!(report.budget_hours(), 5.0);
-        assert_eq!(report.per_budget_hour(AwsOperation::GetMetricData), 1.8);
-        assert_eq!(report.metrics_per_budget_hour(), 720.0);
-        assert!((report.over_floor_percent() - 100.0 / 9.0).abs() < 1e-9);
-        assert_eq!(report.rss_controller_kib(), Some(2048));
-        assert!(render_table(&[report]).contains("| 100 | batched |"));
-    }
 }
