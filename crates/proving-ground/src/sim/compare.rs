@@ -19,7 +19,6 @@ use std::{
     time::Duration,
 };
 
-use plotters::prelude::*;
 use serde::Serialize;
 
 use super::{
@@ -710,102 +709,6 @@ pub fn format_table(c: &Comparison) -> String {
         let _ = writeln!(out, "skipped {s}");
     }
     out
-}
-
-const COLORS: [RGBColor; 5] = [
-    RGBColor(31, 119, 180),
-    RGBColor(127, 127, 127),
-    RGBColor(255, 127, 14),
-    RGBColor(214, 39, 40),
-    RGBColor(44, 160, 44),
-];
-
-/// Why the comparison chart could not be drawn.
-#[derive(Debug, thiserror::Error)]
-#[error("cannot draw the comparison chart: {0}")]
-pub struct CompareChartError(String);
-
-/// Grouped bars per scenario: SLO-violation minutes, KPU-hours and restarts per policy.
-pub fn write_svg(c: &Comparison, path: &Path) -> Result<(), CompareChartError> {
-    let err = |e: &dyn std::fmt::Display| CompareChartError(e.to_string());
-    let scenarios: Vec<&str> = {
-        let mut v: Vec<&str> = Vec::new();
-        for r in &c.results {
-            if !v.contains(&r.scenario.as_str()) {
-                v.push(&r.scenario);
-            }
-        }
-        v
-    };
-    let root = SVGBackend::new(path, (1400, 1000)).into_drawing_area();
-    root.fill(&WHITE).map_err(|e| err(&e))?;
-    let root = root
-        .titled(
-            "checkpoint-autoscaler vs the alternatives (same traces, same seeds)",
-            ("sans-serif", 24),
-        )
-        .map_err(|e| err(&e))?;
-    let panels = root.split_evenly((3, 1));
-    type Metric = fn(&CompareResult) -> f64;
-    let metrics: [(&str, Metric); 3] = [
-        ("SLO-violation minutes", |r| r.slo_violation_minutes as f64),
-        ("KPU-hours", |r| r.kpu_hours),
-        ("restarts", |r| f64::from(r.restarts)),
-    ];
-    let n = scenarios.len().max(1) as f64;
-    let width = 0.8 / POLICIES.len() as f64;
-    for (panel, (label, value)) in panels.iter().zip(metrics) {
-        // Headroom above the tallest bar keeps the legend clear of the bars.
-        let top = c.results.iter().map(value).fold(0.0_f64, f64::max).max(1.0) * 1.45;
-        let mut chart = ChartBuilder::on(panel)
-            .margin(10)
-            .caption(label, ("sans-serif", 18))
-            .x_label_area_size(30)
-            .y_label_area_size(60)
-            .build_cartesian_2d(0.0..n, 0.0..top)
-            .map_err(|e| err(&e))?;
-        chart
-            .configure_mesh()
-            .disable_x_mesh()
-            // Quarter steps put a tick at each group's centre, the only one labelled.
-            .x_labels(scenarios.len().max(1) * 4)
-            .x_label_formatter(&|x| {
-                if (x - x.floor() - 0.5).abs() > 0.01 {
-                    return String::new();
-                }
-                scenarios
-                    .get(x.floor() as usize)
-                    .map_or(String::new(), |s| s.to_string())
-            })
-            .draw()
-            .map_err(|e| err(&e))?;
-        for (pi, choice) in POLICIES.iter().enumerate() {
-            let name = choice_name(*choice);
-            let color = COLORS[pi % COLORS.len()];
-            let bars = scenarios.iter().enumerate().filter_map(|(si, s)| {
-                let r = c.results.iter().find(|r| r.scenario == *s && r.policy == name)?;
-                let x0 = si as f64 + 0.1 + pi as f64 * width;
-                Some(Rectangle::new(
-                    [(x0, 0.0), (x0 + width * 0.9, value(r))],
-                    color.filled(),
-                ))
-            });
-            chart
-                .draw_series(bars)
-                .map_err(|e| err(&e))?
-                .label(name)
-                .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 12, y + 5)], color.filled()));
-        }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
-            .background_style(WHITE.mix(0.8))
-            .border_style(BLACK)
-            .draw()
-            .map_err(|e| err(&e))?;
-    }
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
 }
 
 /// The scenario files under `path` (a file, or every *.yaml / *.yml in a directory,

@@ -619,7 +619,7 @@ fn compare_command(args: SimulateArgs) -> anyhow::Result<ExitCode> {
         println!("results written to {}", path.display());
     }
     if let Some(path) = &args.svg {
-        compare::write_svg(&comparison, path).with_context(|| format!("writing {}", path.display()))?;
+        chart::write_comparison(&comparison, path).with_context(|| format!("writing {}", path.display()))?;
         println!("chart written to {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
