@@ -1,5 +1,6 @@
-//! `checkpoint-autoscaler validate`: checks `CheckpointBudget` manifests offline, as the API
-//! server would at apply time, so a GitOps pipeline fails before the cluster does.
+//! The validation engine: checks `CheckpointBudget` manifests offline, as the API server
+//! would at apply time, so a GitOps pipeline fails before the cluster does (the `validate`
+//! subcommand is the binary's, src/validate.rs; the controller prunes nulls as it does).
 //!
 //! Every check comes from the generated CRD, never from rules written out again here:
 //! 1. unknown fields (the API server's strict field validation), walking the CRD schema;
@@ -13,7 +14,6 @@
 use std::{
     fmt,
     path::{Path, PathBuf},
-    process::ExitCode,
 };
 
 use jsonschema::error::{TypeKind, ValidationErrorKind};
@@ -28,28 +28,6 @@ use crate::crd::{
     APPLICATION_NAME_PATTERN, CheckpointBudget, DURATION_PATTERN, GROUP, KIND, QUANTITY_PATTERN,
     REGION_PATTERN, ROLE_ARN_PATTERN, TARGET_PATTERN, VERSION,
 };
-
-/// Arguments of `checkpoint-autoscaler validate`.
-#[derive(Debug, clap::Args)]
-pub struct ValidateArgs {
-    /// Files or directories (searched recursively for *.yaml and *.yml) of Kubernetes
-    /// manifests, or `-` for standard input (e.g. `helm template … | … validate -`);
-    /// documents that are not CheckpointBudgets are skipped.
-    #[arg(required = true, value_name = "PATH")]
-    pub paths: Vec<PathBuf>,
-    /// Report format.
-    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
-    pub output: OutputFormat,
-}
-
-/// Report format of `validate`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// One line per budget (OK) or per problem, a summary on stderr.
-    Text,
-    /// One JSON document listing every budget and its problems.
-    Json,
-}
 
 /// Why validation could not run at all (as opposed to a budget being invalid).
 #[derive(Debug, thiserror::Error)]
@@ -137,7 +115,8 @@ impl DocumentReport {
         self.problems.is_empty()
     }
 
-    fn location(&self) -> String {
+    /// Where the document is: its file, its index there, and the budget it names.
+    pub fn location(&self) -> String {
         let mut out = format!("{}: document {}", self.file.display(), self.document);
         match (&self.namespace, &self.name) {
             (Some(ns), Some(name)) => out.push_str(&format!(" ({ns}/{name})")),
@@ -790,40 +769,6 @@ fn number(limit: &Value) -> String {
         Some(f) if f.fract() == 0.0 && f.abs() < 1e15 => format!("{}", f as i64),
         _ => limit.to_string(),
     }
-}
-
-/// Runs `checkpoint-autoscaler validate`.
-pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
-    let validator = BudgetValidator::new()?;
-    let report = validator.validate_paths(&args.paths);
-    match args.output {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
-        OutputFormat::Text => {
-            for doc in &report.documents {
-                if doc.is_valid() {
-                    println!("{}: OK", doc.location());
-                } else {
-                    for problem in &doc.problems {
-                        println!("{}: {problem}", doc.location());
-                    }
-                }
-            }
-            let invalid = report.documents.iter().filter(|d| !d.is_valid()).count();
-            eprintln!(
-                "{} budget(s) checked, {invalid} invalid, {} other document(s) skipped",
-                report.documents.len(),
-                report.skipped
-            );
-            if report.documents.is_empty() {
-                eprintln!("warning: no CheckpointBudget documents found");
-            }
-        }
-    }
-    Ok(if report.is_valid() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::FAILURE
-    })
 }
 
 #[cfg(test)]

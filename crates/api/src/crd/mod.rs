@@ -546,83 +546,10 @@ impl CheckpointBudgetSpec {
     /// sizes parsed. Applies the same checks as the CRD's schema and CEL rules, so a spec
     /// that bypassed them is reported instead of acted on.
     pub fn to_budget(&self) -> Result<Budget, SpecError> {
-        let name = &self.application.name;
-        if name.is_empty()
-            || name.len() > 128
-            || !name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
-        {
-            return Err(SpecError::new(
-                "spec.application.name",
-                format!("{name:?} is not a Managed Flink application name"),
-                "use 1 to 128 letters, digits, '_', '.' or '-'",
-            ));
-        }
-        if let Some(region) = &self.application.region
-            && !is_region(region)
-        {
-            return Err(SpecError::new(
-                "spec.application.region",
-                format!("{region:?} is not an AWS region name"),
-                "write a region such as eu-west-1, or leave it unset for the controller's region",
-            ));
-        }
-        if let Some(role) = &self.application.role_arn
-            && !is_role_arn(role)
-        {
-            return Err(SpecError::new(
-                "spec.application.roleArn",
-                format!("{role:?} is not an IAM role ARN"),
-                "write an ARN such as arn:aws:iam::111122223333:role/flink-scaler, or leave it unset",
-            ));
-        }
+        check_application(&self.application)?;
         let objectives = &self.objectives;
-        let max_checkpoint_duration = positive_duration(
-            "spec.objectives.maxCheckpointDuration",
-            &objectives.max_checkpoint_duration,
-        )?;
-        let window = positive_duration("spec.objectives.window", &objectives.window)?;
-        if window < Duration::from_secs(60) {
-            return Err(SpecError::new(
-                "spec.objectives.window",
-                format!("{} is shorter than one metric period", objectives.window),
-                "use a window of at least 1m",
-            ));
-        }
-        if window > MAX_WINDOW {
-            return Err(SpecError::new(
-                "spec.objectives.window",
-                format!(
-                    "{} is longer than {} (every evaluation reads the whole window from CloudWatch)",
-                    objectives.window,
-                    format_duration(MAX_WINDOW)
-                ),
-                "use a window of at most 24h",
-            ));
-        }
-        let max_checkpoint_size = objectives
-            .max_checkpoint_size
-            .as_ref()
-            .map(|q| {
-                let length = q.to_string().chars().count();
-                if length as u64 > QUANTITY_MAX_LENGTH {
-                    return Err(SpecError::new(
-                        "spec.objectives.maxCheckpointSize",
-                        format!("is {length} characters long, more than {QUANTITY_MAX_LENGTH}"),
-                        "write a size such as 512Mi or 8Gi",
-                    ));
-                }
-                q.bytes().map_err(|err| {
-                    SpecError::new(
-                        "spec.objectives.maxCheckpointSize",
-                        err.to_string(),
-                        "write a size such as 512Mi or 8Gi",
-                    )
-                })
-            })
-            .transpose()?;
-
+        let (max_checkpoint_duration, window) = checkpoint_objectives(objectives)?;
+        let max_checkpoint_size = max_checkpoint_size(objectives)?;
         if objectives.max_failed_checkpoints > MAX_FAILED_CHECKPOINTS {
             return Err(SpecError::new(
                 "spec.objectives.maxFailedCheckpoints",
@@ -630,73 +557,10 @@ impl CheckpointBudgetSpec {
                 format!("use a value from 0 to {MAX_FAILED_CHECKPOINTS}"),
             ));
         }
-
         let p = &self.parallelism;
-        for (field, value) in [
-            ("spec.parallelism.min", p.min),
-            ("spec.parallelism.max", p.max),
-            ("spec.parallelism.maxParallelism", p.max_parallelism),
-        ] {
-            if !(1..=FLINK_MAX_PARALLELISM).contains(&value) {
-                return Err(SpecError::new(
-                    field,
-                    format!("{value} is out of range"),
-                    format!("use a value from 1 to {FLINK_MAX_PARALLELISM}"),
-                ));
-            }
-        }
-        if p.min > p.max {
-            return Err(SpecError::new(
-                "spec.parallelism.min",
-                format!("min {} exceeds max {}", p.min, p.max),
-                "lower parallelism.min or raise parallelism.max",
-            ));
-        }
-        if p.max > p.max_parallelism {
-            return Err(SpecError::new(
-                "spec.parallelism.max",
-                format!("max {} exceeds maxParallelism {}", p.max, p.max_parallelism),
-                "lower parallelism.max to at most the job's maxParallelism (state cannot be restored above it)",
-            ));
-        }
-        for (field, value) in [
-            ("spec.parallelism.perKpu.min", p.per_kpu.min),
-            ("spec.parallelism.perKpu.max", p.per_kpu.max),
-        ] {
-            if !(SERVICE_PER_KPU_MIN..=SERVICE_PER_KPU_MAX).contains(&value) {
-                return Err(SpecError::new(
-                    field,
-                    format!("{value} is outside the service's range"),
-                    format!("use a value from {SERVICE_PER_KPU_MIN} to {SERVICE_PER_KPU_MAX}"),
-                ));
-            }
-        }
-        if p.per_kpu.min > p.per_kpu.max {
-            return Err(SpecError::new(
-                "spec.parallelism.perKpu.min",
-                format!("min {} exceeds max {}", p.per_kpu.min, p.per_kpu.max),
-                "lower perKpu.min or raise perKpu.max",
-            ));
-        }
+        check_parallelism(p)?;
         if let Some(max_kpus) = self.max_kpus {
-            if !(1..=FLINK_MAX_PARALLELISM).contains(&max_kpus) {
-                return Err(SpecError::new(
-                    "spec.maxKpus",
-                    format!("{max_kpus} is out of range"),
-                    format!("use a value from 1 to {FLINK_MAX_PARALLELISM}, or leave it unset for no cap"),
-                ));
-            }
-            let needed = p.min.div_ceil(p.per_kpu.max);
-            if max_kpus < needed {
-                return Err(SpecError::new(
-                    "spec.maxKpus",
-                    format!(
-                        "{max_kpus} KPUs cannot run parallelism.min {} at perKpu.max {}",
-                        p.min, p.per_kpu.max
-                    ),
-                    format!("raise maxKpus to at least {needed} or lower parallelism.min"),
-                ));
-            }
+            check_max_kpus(max_kpus, p)?;
         }
         let error_budget = error_budget(objectives)?;
         let behavior = &self.behavior;
@@ -726,6 +590,165 @@ impl CheckpointBudgetSpec {
             )?,
         })
     }
+}
+
+/// `spec.application`: a Managed Flink application name, an AWS region, an IAM role ARN.
+fn check_application(application: &ApplicationRef) -> Result<(), SpecError> {
+    let name = &application.name;
+    if name.is_empty()
+        || name.len() > 128
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b))
+    {
+        return Err(SpecError::new(
+            "spec.application.name",
+            format!("{name:?} is not a Managed Flink application name"),
+            "use 1 to 128 letters, digits, '_', '.' or '-'",
+        ));
+    }
+    if let Some(region) = &application.region
+        && !is_region(region)
+    {
+        return Err(SpecError::new(
+            "spec.application.region",
+            format!("{region:?} is not an AWS region name"),
+            "write a region such as eu-west-1, or leave it unset for the controller's region",
+        ));
+    }
+    if let Some(role) = &application.role_arn
+        && !is_role_arn(role)
+    {
+        return Err(SpecError::new(
+            "spec.application.roleArn",
+            format!("{role:?} is not an IAM role ARN"),
+            "write an ARN such as arn:aws:iam::111122223333:role/flink-scaler, or leave it unset",
+        ));
+    }
+    Ok(())
+}
+
+/// `objectives.maxCheckpointDuration` and `objectives.window` (one metric period to 24h).
+fn checkpoint_objectives(objectives: &Objectives) -> Result<(Duration, Duration), SpecError> {
+    let max_checkpoint_duration = positive_duration(
+        "spec.objectives.maxCheckpointDuration",
+        &objectives.max_checkpoint_duration,
+    )?;
+    let window = positive_duration("spec.objectives.window", &objectives.window)?;
+    if window < Duration::from_secs(60) {
+        return Err(SpecError::new(
+            "spec.objectives.window",
+            format!("{} is shorter than one metric period", objectives.window),
+            "use a window of at least 1m",
+        ));
+    }
+    if window > MAX_WINDOW {
+        return Err(SpecError::new(
+            "spec.objectives.window",
+            format!(
+                "{} is longer than {} (every evaluation reads the whole window from CloudWatch)",
+                objectives.window,
+                format_duration(MAX_WINDOW)
+            ),
+            "use a window of at most 24h",
+        ));
+    }
+    Ok((max_checkpoint_duration, window))
+}
+
+/// `objectives.maxCheckpointSize` in bytes, when set.
+fn max_checkpoint_size(objectives: &Objectives) -> Result<Option<u64>, SpecError> {
+    let invalid = |message: String| {
+        SpecError::new(
+            "spec.objectives.maxCheckpointSize",
+            message,
+            "write a size such as 512Mi or 8Gi",
+        )
+    };
+    let Some(quantity) = &objectives.max_checkpoint_size else {
+        return Ok(None);
+    };
+    let length = quantity.to_string().chars().count();
+    if length as u64 > QUANTITY_MAX_LENGTH {
+        return Err(invalid(format!(
+            "is {length} characters long, more than {QUANTITY_MAX_LENGTH}"
+        )));
+    }
+    quantity.bytes().map(Some).map_err(|err| invalid(err.to_string()))
+}
+
+/// `spec.parallelism`: its bounds within Flink's and the service's ranges, and in order.
+fn check_parallelism(p: &ParallelismBounds) -> Result<(), SpecError> {
+    for (field, value) in [
+        ("spec.parallelism.min", p.min),
+        ("spec.parallelism.max", p.max),
+        ("spec.parallelism.maxParallelism", p.max_parallelism),
+    ] {
+        if !(1..=FLINK_MAX_PARALLELISM).contains(&value) {
+            return Err(SpecError::new(
+                field,
+                format!("{value} is out of range"),
+                format!("use a value from 1 to {FLINK_MAX_PARALLELISM}"),
+            ));
+        }
+    }
+    if p.min > p.max {
+        return Err(SpecError::new(
+            "spec.parallelism.min",
+            format!("min {} exceeds max {}", p.min, p.max),
+            "lower parallelism.min or raise parallelism.max",
+        ));
+    }
+    if p.max > p.max_parallelism {
+        return Err(SpecError::new(
+            "spec.parallelism.max",
+            format!("max {} exceeds maxParallelism {}", p.max, p.max_parallelism),
+            "lower parallelism.max to at most the job's maxParallelism (state cannot be restored above it)",
+        ));
+    }
+    for (field, value) in [
+        ("spec.parallelism.perKpu.min", p.per_kpu.min),
+        ("spec.parallelism.perKpu.max", p.per_kpu.max),
+    ] {
+        if !(SERVICE_PER_KPU_MIN..=SERVICE_PER_KPU_MAX).contains(&value) {
+            return Err(SpecError::new(
+                field,
+                format!("{value} is outside the service's range"),
+                format!("use a value from {SERVICE_PER_KPU_MIN} to {SERVICE_PER_KPU_MAX}"),
+            ));
+        }
+    }
+    if p.per_kpu.min > p.per_kpu.max {
+        return Err(SpecError::new(
+            "spec.parallelism.perKpu.min",
+            format!("min {} exceeds max {}", p.per_kpu.min, p.per_kpu.max),
+            "lower perKpu.min or raise perKpu.max",
+        ));
+    }
+    Ok(())
+}
+
+/// `spec.maxKpus`: in range, and enough to run `parallelism.min` at `perKpu.max`.
+fn check_max_kpus(max_kpus: u32, p: &ParallelismBounds) -> Result<(), SpecError> {
+    if !(1..=FLINK_MAX_PARALLELISM).contains(&max_kpus) {
+        return Err(SpecError::new(
+            "spec.maxKpus",
+            format!("{max_kpus} is out of range"),
+            format!("use a value from 1 to {FLINK_MAX_PARALLELISM}, or leave it unset for no cap"),
+        ));
+    }
+    let needed = p.min.div_ceil(p.per_kpu.max);
+    if max_kpus < needed {
+        return Err(SpecError::new(
+            "spec.maxKpus",
+            format!(
+                "{max_kpus} KPUs cannot run parallelism.min {} at perKpu.max {}",
+                p.min, p.per_kpu.max
+            ),
+            format!("raise maxKpus to at least {needed} or lower parallelism.min"),
+        ));
+    }
+    Ok(())
 }
 
 /// `objectives.target` and `objectives.period` checked as the schema checks them.

@@ -1,0 +1,64 @@
+//! `checkpoint-autoscaler validate`: checks `CheckpointBudget` manifests offline, as the API
+//! server would at apply time, so a GitOps pipeline fails before the cluster does. The
+//! engine ([`BudgetValidator`]) is the API crate's (checkpoint-autoscaler-api), re-exported
+//! here; this module is the subcommand: its arguments and its report.
+
+use std::{path::PathBuf, process::ExitCode};
+
+pub use checkpoint_autoscaler_api::validate::*;
+
+/// Arguments of `checkpoint-autoscaler validate`.
+#[derive(Debug, clap::Args)]
+pub struct ValidateArgs {
+    /// Files or directories (searched recursively for *.yaml and *.yml) of Kubernetes
+    /// manifests, or `-` for standard input (e.g. `helm template … | … validate -`);
+    /// documents that are not CheckpointBudgets are skipped.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub output: OutputFormat,
+}
+
+/// Report format of `validate`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// One line per budget (OK) or per problem, a summary on stderr.
+    Text,
+    /// One JSON document listing every budget and its problems.
+    Json,
+}
+
+/// Runs `checkpoint-autoscaler validate`.
+pub fn run(args: ValidateArgs) -> anyhow::Result<ExitCode> {
+    let validator = BudgetValidator::new()?;
+    let report = validator.validate_paths(&args.paths);
+    match args.output {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&report)?),
+        OutputFormat::Text => {
+            for doc in &report.documents {
+                if doc.is_valid() {
+                    println!("{}: OK", doc.location());
+                } else {
+                    for problem in &doc.problems {
+                        println!("{}: {problem}", doc.location());
+                    }
+                }
+            }
+            let invalid = report.documents.iter().filter(|d| !d.is_valid()).count();
+            eprintln!(
+                "{} budget(s) checked, {invalid} invalid, {} other document(s) skipped",
+                report.documents.len(),
+                report.skipped
+            );
+            if report.documents.is_empty() {
+                eprintln!("warning: no CheckpointBudget documents found");
+            }
+        }
+    }
+    Ok(if report.is_valid() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
