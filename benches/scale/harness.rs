@@ -5,7 +5,7 @@
 //! [`run_scale`] writes `budgets` CheckpointBudget manifests into a directory, loads them
 //! back with the loader `demo` uses, starts the emulator in-process with one application per
 //! budget (the example scenarios, round-robin), and runs the controller's own reconcile core
-//! (`Core::reconcile`, the real SDK clients over HTTP, an in-memory status store) over every
+//! (`Reconciler::reconcile`, the real SDK clients over HTTP, an in-memory status store) over every
 //! budget once per cycle, one cycle per emulated minute (`--interval 1m`), with at most
 //! `concurrency` reconciles at once. It reports AWS calls by operation, CloudWatch metrics
 //! requested, `GetMetricData` calls per cycle against the floor
@@ -38,7 +38,7 @@ use checkpoint_autoscaler::{
         cloudwatch::{MetricDataApi, MetricDataCall, Page, Series},
     },
     controller::{
-        reconcile::{BudgetView, Core},
+        reconcile::{BudgetView, Reconciler},
         store::{BudgetKey, MemoryStore},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec},
@@ -483,7 +483,7 @@ async fn drive(
         MetricsMode::Direct => MAX_QUERIES_PER_CALL,
     };
     let interval = Duration::from_secs(60);
-    let core = Core {
+    let core = Reconciler {
         interval,
         ..rig::reconciler(clients.clone(), config.mode.clone())
     };
@@ -585,7 +585,7 @@ struct Timed {
 }
 
 /// Reconciles one budget through AWS ports that add up the time spent waiting on them.
-async fn reconcile_timed(core: &Core, store: &MemoryStore, budget: &Loaded, now: Timestamp) -> Timed {
+async fn reconcile_timed(core: &Reconciler, store: &MemoryStore, budget: &Loaded, now: Timestamp) -> Timed {
     let tally = Arc::new(Tally::default());
     let core = Instrumented::core(core, &tally);
     let started = Instant::now();

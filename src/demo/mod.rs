@@ -33,7 +33,7 @@ pub use self::{
 use crate::{
     aws::{AwsSettings, MetricsMode},
     controller::{
-        reconcile::{Act, BudgetView},
+        reconcile::{BudgetView, Effect},
         status::SLO_MET,
         store::{BudgetKey, MemoryStore},
     },
@@ -332,8 +332,8 @@ pub async fn run_demo_with(
                 let (note, reason) = render::decision(report, &last_reason);
                 line.push_str(&note);
                 last_reason = reason.clone();
-                match report.act {
-                    Act::Scaled { to, .. } => Some((to, reason)),
+                match report.effect {
+                    Effect::Scaled { to, .. } => Some((to, reason)),
                     _ => None,
                 }
             }
@@ -353,7 +353,7 @@ pub async fn run_demo_with(
                     .as_ref()
                     .is_some_and(|d| d.cause != crate::policy::Cause::InsufficientData)
             })
-            && report.as_ref().is_ok_and(|r| matches!(r.act, Act::None));
+            && report.as_ref().is_ok_and(|r| matches!(r.effect, Effect::None));
         let progress = tracker.observe(Observed {
             minute: seen,
             scaled_to,

@@ -6,7 +6,7 @@ use std::{io::Write, path::Path};
 use super::outcome::DemoOutcome;
 use crate::{
     controller::{
-        reconcile::{Act, Report},
+        reconcile::{Effect, Report},
         status::SCALING,
     },
     crd::{CheckpointBudgetSpec, format_duration},
@@ -91,14 +91,14 @@ pub fn decision(report: &Report, last_reason: &str) -> (String, String) {
         .condition(SCALING)
         .map(|c| (c.reason.clone(), c.message.clone()))
         .unwrap_or_default();
-    let mut note = match &report.act {
-        Act::Scaled { .. } => format!("  ▶ {reason}: {message}"),
-        Act::Following { .. } => "  … update in progress".to_owned(),
-        Act::Refused | Act::Failed => format!("  ✗ {reason}: {message}"),
-        Act::None if reason != last_reason => format!("  {reason}: {message}"),
-        Act::None => String::new(),
+    let mut note = match &report.effect {
+        Effect::Scaled { .. } => format!("  ▶ {reason}: {message}"),
+        Effect::Following { .. } => "  … update in progress".to_owned(),
+        Effect::Refused | Effect::Failed => format!("  ✗ {reason}: {message}"),
+        Effect::None if reason != last_reason => format!("  {reason}: {message}"),
+        Effect::None => String::new(),
     };
-    if !matches!(report.act, Act::Scaled { .. }) {
+    if !matches!(report.effect, Effect::Scaled { .. }) {
         for notice in report.notices.iter().filter(|n| n.reason.starts_with("Scaling")) {
             note.push_str(&format!("  [{}]", notice.reason));
         }

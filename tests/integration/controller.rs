@@ -15,6 +15,29 @@ fn step_up() -> Scenario {
     Scenario::load(&path).expect("the step-up scenario loads")
 }
 
+/// The emulator with the step-up scenario's application (tagged for `default`), its frozen
+/// clock `minutes` in, and the scenario's budget as an API server lists it (generation 1,
+/// resourceVersion 1, `uid`).
+pub(crate) async fn step_up_listed(
+    minutes: u64,
+    uid: &str,
+) -> (
+    checkpoint_autoscaler::emulator::Emulator,
+    Scenario,
+    CheckpointBudget,
+) {
+    let scenario = step_up();
+    let (emu, _) = checkpoint_autoscaler_testkit::rig::serve_scenario(&scenario, "us-east-1", "default")
+        .await
+        .unwrap();
+    emu.state().advance(std::time::Duration::from_secs(minutes * 60));
+    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    budget.metadata.generation = Some(1);
+    budget.metadata.uid = Some(uid.into());
+    budget.metadata.resource_version = Some("1".into());
+    (emu, scenario, budget)
+}
+
 async fn run(scenario: &Scenario, budget: &CheckpointBudget) -> (DemoOutcome, String) {
     let mut out = Vec::new();
     let outcome = demo::run_demo(scenario, budget, 0.0, &mut out)
@@ -617,19 +640,9 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
     use std::time::Duration;
 
     use checkpoint_autoscaler::controller::run_controller;
-    use checkpoint_autoscaler_testkit::rig;
     use kube::Api;
 
-    let scenario = step_up();
-    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
-        .await
-        .unwrap();
-    emu.state().advance(Duration::from_secs(15 * 60));
-
-    let mut budget = demo::load_budget(None, &scenario).unwrap();
-    budget.metadata.generation = Some(1);
-    budget.metadata.uid = Some("4a1c0b5e-e2e".into());
-    budget.metadata.resource_version = Some("1".into());
+    let (emu, _, budget) = step_up_listed(15, "4a1c0b5e-e2e").await;
     let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
     // Long enough that only watch events can trigger a reconcile in this test.
@@ -711,23 +724,13 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     use std::{sync::atomic::Ordering, time::Duration};
 
     use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
-    use checkpoint_autoscaler_testkit::rig;
     use kube::Api;
 
-    let scenario = step_up();
-    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
-        .await
-        .unwrap();
-    let state = emu.state().clone();
     // Past the load step: the first reconcile scales up; the frozen clock keeps the
     // operation in flight for the rest of the test.
-    state.advance(Duration::from_secs(45 * 60));
-
-    let mut budget = demo::load_budget(None, &scenario).unwrap();
+    let (emu, _, mut budget) = step_up_listed(45, "7d2e9c1a-watch").await;
+    let state = emu.state().clone();
     budget.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
-    budget.metadata.generation = Some(1);
-    budget.metadata.uid = Some("7d2e9c1a-watch".into());
-    budget.metadata.resource_version = Some("1".into());
     let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
     // Only watch events trigger a reconcile in this test.
@@ -831,7 +834,7 @@ async fn context(
 
     use checkpoint_autoscaler::{
         aws::{AwsSettings, MetricsMode},
-        controller::{Context, reconcile::Core},
+        controller::{Context, reconcile::Reconciler},
     };
     use checkpoint_autoscaler_testkit::rig::{self, Keys};
 
@@ -843,7 +846,7 @@ async fn context(
     )
     .await;
     // `run_controller` replaces the core's claims with its watch cache.
-    let core = Core {
+    let core = Reconciler {
         interval,
         in_flight_poll,
         ..rig::reconciler(clients, MetricsMode::Direct)
@@ -868,23 +871,16 @@ async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_
     use std::time::Duration;
 
     use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
-    use checkpoint_autoscaler_testkit::rig;
     use kube::Api;
 
-    let scenario = step_up();
-    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
-        .await
-        .unwrap();
+    let (emu, _, listed) = step_up_listed(45, "").await;
     let state = emu.state().clone();
-    state.advance(Duration::from_secs(45 * 60));
 
     let budget = |name: &str, created: &str, uid: &str| {
-        let mut b = demo::load_budget(None, &scenario).unwrap();
+        let mut b = listed.clone();
         b.spec.mode = checkpoint_autoscaler::crd::Mode::Enforce;
         b.metadata.name = Some(name.into());
-        b.metadata.generation = Some(1);
         b.metadata.uid = Some(uid.into());
-        b.metadata.resource_version = Some("1".into());
         b.metadata.creation_timestamp = Some(k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(
             created.parse().unwrap(),
         ));

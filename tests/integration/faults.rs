@@ -24,7 +24,7 @@ use checkpoint_autoscaler::{
         Target, UpdateRequest,
     },
     controller::{
-        reconcile::{Act, KPU_LIMIT_MEMORY, OPERATION_STUCK_AFTER},
+        reconcile::{Effect, KPU_LIMIT_MEMORY, OPERATION_STUCK_AFTER},
         store::{BudgetKey, NoticeType},
     },
     emulator::{EmulatorState, calllog::CallFilter, faults::FaultSpec},
@@ -195,7 +195,7 @@ async fn read_fault_before_the_decision(operation: &str, config: HarnessConfig) 
             "retried at the next step ({operation}, {kind})"
         );
         for r in &failed {
-            assert!(r.outcome.is_err(), "{operation} {kind}: {:?}", r.act());
+            assert!(r.outcome.is_err(), "{operation} {kind}: {:?}", r.effect());
             assert_eq!(r.update_calls().count(), 0);
         }
         assert_eq!(
@@ -225,7 +225,7 @@ async fn read_fault_before_the_decision(operation: &str, config: HarnessConfig) 
 
         assert!(h.clear_fault(id).await);
         let r = run(&mut h, 1).await;
-        assert!(matches!(r[0].act(), Some(Act::Scaled { to, .. }) if *to == FIRST_STEP));
+        assert!(matches!(r[0].effect(), Some(Effect::Scaled { to, .. }) if *to == FIRST_STEP));
         assert_eq!(condition(&h, &key, "Ready").0, "True");
         assert_scaled_once(&mut h, &key).await;
         h.shutdown().await;
@@ -240,7 +240,7 @@ async fn read_fault_before_the_decision(operation: &str, config: HarnessConfig) 
         .await;
         let r = run(&mut h, 1).await;
         assert!(
-            matches!(r[0].act(), Some(Act::Scaled { .. })),
+            matches!(r[0].effect(), Some(Effect::Scaled { .. })),
             "{operation} {kind}: {:?}",
             r[0].outcome
         );
@@ -317,7 +317,7 @@ async fn describe_operation_throttled_failing_and_timing_out_while_following() {
     for (kind, reason) in TRANSIENT {
         let (mut h, key) = brink().await;
         let scaled = run(&mut h, 1).await;
-        assert!(matches!(scaled[0].act(), Some(Act::Scaled { .. })));
+        assert!(matches!(scaled[0].effect(), Some(Effect::Scaled { .. })));
         let id = h
             .arm_fault(&fault(&format!(
                 r#"{{{kind},"operation":"DescribeApplicationOperation"}}"#
@@ -499,7 +499,7 @@ async fn a_concurrent_modification_is_reobserved_never_overwritten() {
     ))
     .await;
     let r = run(&mut h, 1).await;
-    assert_eq!(r[0].act(), Some(&Act::Refused));
+    assert_eq!(r[0].effect(), Some(&Effect::Refused));
     let s = h.status(&key).unwrap();
     assert!(s.operation_in_flight.is_none());
     assert!(
@@ -610,7 +610,7 @@ async fn someone_elses_change_between_describe_and_update_is_never_overwritten()
         })
     });
     let r = run(&mut h, 1).await;
-    assert_eq!(r[0].act(), Some(&Act::Refused));
+    assert_eq!(r[0].effect(), Some(&Effect::Refused));
     assert_eq!(
         r[0].update_calls().next().unwrap().error_code.as_deref(),
         Some("ConcurrentModificationException")
@@ -669,7 +669,7 @@ async fn a_busy_application_is_never_updated() {
         )))
         .await;
         let r = run(&mut h, 1).await;
-        assert_eq!(r[0].act(), Some(&Act::Refused), "{status}");
+        assert_eq!(r[0].effect(), Some(&Effect::Refused), "{status}");
         assert_eq!(
             r[0].update_calls().next().unwrap().error_code.as_deref(),
             Some("ResourceInUseException")
@@ -697,7 +697,7 @@ async fn the_kpu_quota_is_remembered_without_a_retry_storm() {
     // The model enforces a quota of 6 KPUs; the controller wants 9.
     h.set_kpu_quota(6).await;
     let r = run(&mut h, 1).await;
-    assert_eq!(r[0].act(), Some(&Act::Failed));
+    assert_eq!(r[0].effect(), Some(&Effect::Failed));
     let call = r[0].update_calls().next().unwrap().clone();
     assert_eq!(call.error_code.as_deref(), Some("LimitExceededException"));
     let s = h.status(&key).unwrap();
@@ -786,7 +786,7 @@ async fn a_failed_operation_is_remembered_and_the_application_rolled_back() {
     ))
     .await;
     let r = run(&mut h, 1).await;
-    assert!(matches!(r[0].act(), Some(Act::Scaled { to, .. }) if *to == FIRST_STEP));
+    assert!(matches!(r[0].effect(), Some(Effect::Scaled { to, .. }) if *to == FIRST_STEP));
     // Followed to its failure: condition, Warning Event, lastScaling with AWS's words.
     let mut failed_at = None;
     for _ in 0..20 {
@@ -836,7 +836,7 @@ async fn a_failed_operation_is_remembered_and_the_application_rolled_back() {
 async fn an_application_stuck_in_updating_is_followed_and_reported_once() {
     let (mut h, key) = brink().await;
     let r = run(&mut h, 1).await;
-    assert!(matches!(r[0].act(), Some(Act::Scaled { .. })));
+    assert!(matches!(r[0].effect(), Some(Effect::Scaled { .. })));
     let id = h
         .arm_fault(&fault(&format!(
             r#"{{"kind":"stuckUpdating","application":"{APP}"}}"#
@@ -846,7 +846,11 @@ async fn an_application_stuck_in_updating_is_followed_and_reported_once() {
     let stuck = run(&mut h, bound_minutes + 15).await;
     for r in &stuck {
         assert_eq!(r.update_calls().count(), 0, "never a second update");
-        assert!(matches!(r.act(), Some(Act::Following { .. })), "{:?}", r.outcome);
+        assert!(
+            matches!(r.effect(), Some(Effect::Following { .. })),
+            "{:?}",
+            r.outcome
+        );
     }
     let s = h.status(&key).unwrap();
     assert!(s.operation_in_flight.is_some());
@@ -964,7 +968,7 @@ async fn converge_after_backoff(h: &mut Harness, key: &BudgetKey) {
 async fn a_deleted_application_drops_its_operation_and_is_taken_up_again() {
     let (mut h, key) = brink().await;
     let r = run(&mut h, 1).await;
-    assert!(matches!(r[0].act(), Some(Act::Scaled { .. })));
+    assert!(matches!(r[0].effect(), Some(Effect::Scaled { .. })));
     h.delete_application(APP).await;
 
     let gone = run(&mut h, 30).await;
@@ -1052,7 +1056,9 @@ async fn no_scaling_on_a_metric_gap_and_scaling_once_data_returns() {
     let mut scaled = false;
     for _ in 0..40 {
         let r = run(&mut h, 1).await;
-        if r.iter().any(|r| matches!(r.act(), Some(Act::Scaled { .. }))) {
+        if r.iter()
+            .any(|r| matches!(r.effect(), Some(Effect::Scaled { .. })))
+        {
             scaled = true;
             assert!(h.now() > until, "not before data is back");
             break;
@@ -1186,7 +1192,7 @@ async fn killed_after_update_application_the_operation_is_followed_not_repeated(
     assert!(
         after
             .iter()
-            .any(|r| matches!(r.act(), Some(Act::Following { .. })))
+            .any(|r| matches!(r.effect(), Some(Effect::Following { .. })))
     );
     assert_eq!(h.update_calls(APP).len(), 1);
     let s = h.status(&key).unwrap();

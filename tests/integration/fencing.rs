@@ -22,7 +22,7 @@ use checkpoint_autoscaler::{
         fence::FenceBounds,
         kubeclient::{self, KubeTimeouts},
         leader::LeaseConfig,
-        reconcile::Core,
+        reconcile::Reconciler,
     },
     crd::{CheckpointBudget, CheckpointBudgetStatus, Mode},
     emulator::Emulator,
@@ -144,7 +144,7 @@ async fn start_with(server: &ApiServer, emu: &Emulator, name: &'static str, twea
         kube,
         timeouts,
         namespace: None,
-        core: Core {
+        core: Reconciler {
             interval: Duration::from_secs(1),
             in_flight_poll: Duration::from_millis(500),
             ..rig::reconciler(clients, MetricsMode::Direct)

@@ -45,7 +45,7 @@ use checkpoint_autoscaler::{
     controller::{
         Error,
         ownership::{Claim, Claims},
-        reconcile::{Act, BudgetView, Core, HandedBack, Report},
+        reconcile::{BudgetView, Effect, HandedBack, Reconciler, Report},
         store::{BudgetKey, BudgetStore, MemoryStore, Notice, StoreError},
     },
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus},
@@ -180,8 +180,8 @@ impl Reconciled {
     }
 
     /// What the core did, if it answered.
-    pub fn act(&self) -> Option<&Act> {
-        self.outcome.as_ref().ok().map(|r| &r.act)
+    pub fn effect(&self) -> Option<&Effect> {
+        self.outcome.as_ref().ok().map(|r| &r.effect)
     }
 }
 
@@ -303,7 +303,7 @@ pub struct Harness {
     emu: Emulator,
     config: HarnessConfig,
     store: Arc<CrashStore>,
-    core: Core,
+    core: Reconciler,
     budgets: Vec<Managed>,
     /// The budgets as the controller's reflector would hold them (for ownership).
     claims: Arc<Mutex<Vec<CheckpointBudget>>>,
@@ -366,7 +366,7 @@ impl Harness {
     }
 
     /// The controller's core (replaced by [`Harness::restart`]).
-    pub fn core(&self) -> &Core {
+    pub fn core(&self) -> &Reconciler {
         &self.core
     }
 
@@ -741,13 +741,13 @@ async fn build_core(
     config: &HarnessConfig,
     endpoint: &str,
     claims: Arc<Mutex<Vec<CheckpointBudget>>>,
-) -> Core {
+) -> Reconciler {
     let settings = AwsSettings {
         region: Some(config.region.clone()),
         ..config.aws.clone()
     };
     let clients = rig::clients(&Keys::TEST, &config.region, endpoint.to_owned(), settings).await;
-    Core {
+    Reconciler {
         claims: Arc::new(BudgetClaims(claims)),
         interval: config.interval,
         in_flight_poll: config.in_flight_poll,

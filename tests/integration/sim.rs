@@ -7,7 +7,7 @@
 use std::path::Path;
 
 use checkpoint_autoscaler::{
-    policy::{AppConfig, AppStatus},
+    policy::{AppConfig, AppStatus, median},
     sim::{
         ConfigurationType, Fleet, MetricQuery, ParallelismUpdate, PolicyChoice, Scenario, UpdateApplication,
         fleet::{DIMENSION, NAMESPACE, PERIOD},
@@ -52,12 +52,6 @@ fn metric(fleet: &Fleet, name: &str, stat: &str, from_minute: i64) -> Vec<f64> {
         .collect()
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
-    assert!(!values.is_empty(), "no datapoints");
-    values.sort_by(f64::total_cmp);
-    values[values.len() / 2]
-}
-
 /// Median `lastCheckpointDuration` (ms) over minutes 30..90 at `config`.
 fn checkpoint_ms(body: &str, config: AppConfig, key_groups: u32) -> f64 {
     let app = format!(
@@ -66,7 +60,7 @@ fn checkpoint_ms(body: &str, config: AppConfig, key_groups: u32) -> f64 {
     );
     let mut fleet = fleet_for(&scenario(&app, body));
     advance(&mut fleet, 90);
-    median(metric(&fleet, "lastCheckpointDuration", "Maximum", 30))
+    median(&metric(&fleet, "lastCheckpointDuration", "Maximum", 30)).expect("datapoints")
 }
 
 const UNDER_PROVISIONED: &str = "load: {phases: [{shape: steady, rate: 20000}]}\n\
@@ -255,7 +249,7 @@ fn memory_pressure_kills_task_managers_until_each_subtask_gets_more_memory() {
         let app = format!("{{name: app, parallelism: 8, parallelismPerKpu: {per_kpu}}}");
         let mut fleet = fleet_for(&scenario(&app, body));
         advance(&mut fleet, 120);
-        let heap = median(metric(&fleet, "heapMemoryUtilization", "Maximum", 0));
+        let heap = median(&metric(&fleet, "heapMemoryUtilization", "Maximum", 0)).expect("datapoints");
         (
             metric(&fleet, "fullRestarts", "Maximum", 0)
                 .last()

@@ -54,7 +54,7 @@ use checkpoint_autoscaler::{
     aws::AwsSettings,
     controller::{
         Error,
-        reconcile::Act,
+        reconcile::Effect,
         status::{READY, SCALING},
         store::{BudgetKey, NoticeType},
     },
@@ -554,7 +554,7 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
         }
     }
 
-    if matches!(r.act(), Some(Act::Failed)) {
+    if matches!(r.effect(), Some(Effect::Failed)) {
         s.refusals += 1;
     }
     let status = h.status(&s.key);
@@ -565,7 +565,7 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
         // Killed after the call, or the answer never came (a response timeout): the
         // intent stays recorded, for the next reconcile to judge from the application.
         let unanswered =
-            r.crashed == Some(CrashPoint::AfterUpdate) || !matches!(r.act(), Some(Act::Scaled { .. }));
+            r.crashed == Some(CrashPoint::AfterUpdate) || !matches!(r.effect(), Some(Effect::Scaled { .. }));
         match unanswered {
             true => match &in_flight {
                 Some(intent) if intent.operation_id.is_none() => {
@@ -584,13 +584,13 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
                         "{}: UpdateApplication accepted, its answer lost ({:?}, core: {:?} {:?}), and the intent is not kept: {other:?}",
                         s.key,
                         r.crashed,
-                        r.act(),
+                        r.effect(),
                         r.outcome.as_ref().err()
                     ),
                 ),
             },
-            false => match r.act() {
-                Some(Act::Scaled { to, operation_id }) => {
+            false => match r.effect() {
+                Some(Effect::Scaled { to, operation_id }) => {
                     if let Err(e) = within_bounds(to, s) {
                         tally.violation(at, format!("scaled out of bounds: {e}"));
                     }
@@ -642,7 +642,7 @@ fn check_reconcile(h: &mut Harness, s: &mut Subject, r: &Reconciled, tally: &mut
                 ),
             },
         }
-    } else if matches!(r.act(), Some(Act::Scaled { .. })) {
+    } else if matches!(r.effect(), Some(Effect::Scaled { .. })) {
         tally.violation(
             at,
             format!("{}: reported Scaled without an accepted UpdateApplication", s.key),
@@ -760,7 +760,7 @@ fn check_shadow(r: &Reconciled, tally: &mut Tally) {
             ),
         );
     }
-    if matches!(r.act(), Some(Act::Scaled { .. })) {
+    if matches!(r.effect(), Some(Effect::Scaled { .. })) {
         tally.violation(
             r.at,
             format!("{}: a budget that does not own its application scaled it", r.key),

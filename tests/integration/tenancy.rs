@@ -15,7 +15,7 @@ use checkpoint_autoscaler::{
     aws::{ApplicationControl, AwsClients, AwsSettings, KinesisControl, MetricsMode, Target},
     controller::{
         Context,
-        reconcile::{Act, BudgetView, Core},
+        reconcile::{BudgetView, Effect, Reconciler},
         store::{BudgetKey, MemoryStore},
         tenancy::{AllowList, TagTenancy, TenancyCheck},
     },
@@ -104,12 +104,12 @@ async fn clients(endpoint: String) -> Arc<AwsClients> {
     rig::clients(&KEYS, "us-east-1", endpoint, settings).await
 }
 
-fn core(clients: Arc<AwsClients>) -> Core {
+fn core(clients: Arc<AwsClients>) -> Reconciler {
     let roles: AllowList = serde_yaml::from_str(&format!(
         "namespaces: {{{NAMESPACE}: {{roleArns: [\"{ROLE}\"]}}}}"
     ))
     .unwrap();
-    Core {
+    Reconciler {
         tenancy: Arc::new(TagTenancy::with_roles(roles)),
         ..rig::reconciler(clients, MetricsMode::Direct)
     }
@@ -391,15 +391,7 @@ async fn the_kubernetes_token_never_reaches_the_logs() {
         capture.clone(),
     ));
 
-    let scenario = step_up();
-    let (emu, _) = rig::serve_scenario(&scenario, "us-east-1", "default")
-        .await
-        .unwrap();
-    emu.state().advance(Duration::from_secs(15 * 60));
-    let mut budget = demo::load_budget(None, &scenario).unwrap();
-    budget.metadata.generation = Some(1);
-    budget.metadata.uid = Some("5e1f-token".into());
-    budget.metadata.resource_version = Some("1".into());
+    let (emu, _, budget) = crate::controller::step_up_listed(15, "5e1f-token").await;
     let (addr, fake) = crate::controller::fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
     let dir = tempfile::tempdir().unwrap();
@@ -486,8 +478,8 @@ async fn clients_in(emu: &Emulator, account: &str) -> Arc<AwsClients> {
     rig::clients(&keys, "us-east-1", emu.endpoint_url(), settings).await
 }
 
-fn core_with(clients: Arc<AwsClients>, tenancy: Arc<dyn TenancyCheck>) -> Core {
-    Core {
+fn core_with(clients: Arc<AwsClients>, tenancy: Arc<dyn TenancyCheck>) -> Reconciler {
+    Reconciler {
         tenancy,
         ..core(clients)
     }
@@ -500,10 +492,10 @@ fn allow(patterns: &[String]) -> Arc<dyn TenancyCheck> {
 
 /// Reconciles `budget` (in [`NAMESPACE`]) once; the outcome and the messages shown.
 async fn reconcile_once(
-    core: &Core,
+    core: &Reconciler,
     budget: &CheckpointBudget,
     now: jiff::Timestamp,
-) -> (Result<Act, String>, String) {
+) -> (Result<Effect, String>, String) {
     let store = MemoryStore::default();
     let key = BudgetKey::new(NAMESPACE, budget.metadata.name.clone().unwrap());
     let view = BudgetView {
@@ -529,7 +521,10 @@ async fn reconcile_once(
             .into_iter()
             .map(|(_, n)| format!("{} {}", n.reason, n.note)),
     );
-    (result.map(|r| r.act).map_err(|e| e.to_string()), shown.join("\n"))
+    (
+        result.map(|r| r.effect).map_err(|e| e.to_string()),
+        shown.join("\n"),
+    )
 }
 
 /// The calls the emulator received about the application.
@@ -589,7 +584,7 @@ async fn an_allowed_name_in_another_region_or_account_reaches_nothing() {
         )]),
     );
     let (result, shown) = reconcile_once(&core, &budget, now).await;
-    assert!(matches!(result, Ok(Act::Scaled { .. })), "{result:?}\n{shown}");
+    assert!(matches!(result, Ok(Effect::Scaled { .. })), "{result:?}\n{shown}");
     assert!(calls(&emu, &app).contains(&"UpdateApplication".to_string()));
     let _ = emu.shutdown().await;
 }

@@ -42,7 +42,7 @@ use tracing::{info, warn};
 use super::{
     Context,
     fence::{FencedStore, Guarded},
-    status::{self, READY, SCALING, Truth},
+    status::{self, ConditionStatus, READY, SCALING},
     store::{BudgetKey, BudgetStore, KubeStore, Notice, NoticeType},
 };
 use crate::crd::{CheckpointBudget, SpecError};
@@ -511,7 +511,7 @@ pub fn condition_report(
     status::set_condition(
         &mut readable,
         READY,
-        Truth::False,
+        ConditionStatus::False,
         reason,
         message,
         generation,
@@ -525,7 +525,7 @@ pub fn condition_report(
         status::set_condition(
             &mut readable,
             SCALING,
-            Truth::False,
+            ConditionStatus::False,
             reason,
             "Not scaling while the budget is not Ready.",
             generation,

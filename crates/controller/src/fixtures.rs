@@ -29,7 +29,7 @@ use crate::{
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus, Mode},
     metrics::Metrics,
     policy::{AppConfig, AppStatus, Sample},
-    reconcile::Core,
+    reconcile::Reconciler,
     store::FIELD_MANAGER,
     tenancy::NAMESPACE_TAG,
 };
@@ -522,9 +522,9 @@ impl Context {
         let recorder = Recorder::new(client.clone(), "checkpoint-autoscaler-test".into());
         let fake = Arc::new(FakeAws::new());
         let metrics = Metrics::default();
-        let core = Core {
+        let core = Reconciler {
             metrics: metrics.clone(),
-            ..Core::new(fake.clone(), fake.clone(), "eu-west-1")
+            ..Reconciler::new(fake.clone(), fake.clone(), "eu-west-1")
         };
         let ctx = Context {
             client,

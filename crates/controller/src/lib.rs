@@ -1,5 +1,5 @@
 //! The controller: a `kube::runtime::Controller` over `CheckpointBudget`s that runs the
-//! reconcile core ([`reconcile::Core`]) for each budget, and the `run` subcommand around it
+//! reconcile core ([`reconcile::Reconciler`]) for each budget, and the `run` subcommand around it
 //! (leader election, `/metrics`, `/healthz`, `/readyz`, graceful shutdown).
 //!
 //! - [`decode`]: budgets decoded one by one, so a malformed one cannot stall the rest.
@@ -78,7 +78,7 @@ use crate::{
     telemetry::LogFormat,
 };
 use leader::{LeaderElector, LeaseConfig, Role};
-use reconcile::{BudgetView, Core};
+use reconcile::{BudgetView, Reconciler};
 use store::{BudgetKey, KubeStore};
 use tenancy::TenancyMode;
 
@@ -259,7 +259,7 @@ pub struct Context {
     /// Event recorder (one for the process, so repeated Events fold into series).
     pub recorder: Recorder,
     /// The reconcile core (AWS clients, tenancy, metrics, timing).
-    pub core: Core,
+    pub core: Reconciler,
     /// Prometheus metrics.
     pub metrics: Metrics,
     /// Consecutive failures per budget.
@@ -271,7 +271,7 @@ pub struct Context {
 }
 
 /// How long the deletion of a budget may wait for the application to be given back
-/// ([`reconcile::Core::hand_back`]) before the controller gives up (with a Warning Event)
+/// ([`reconcile::Reconciler::hand_back`]) before the controller gives up (with a Warning Event)
 /// and lets the deletion complete: AWS errors never hold a budget forever.
 pub const HAND_BACK_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
@@ -795,7 +795,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
             ..BatchConfig::default()
         },
     ));
-    let core = Core {
+    let core = Reconciler {
         tenancy,
         metrics: metrics.clone(),
         interval: args.interval,
@@ -803,7 +803,7 @@ async fn run_async(args: RunArgs) -> anyhow::Result<ExitCode> {
         kpu_hour_price: args.kpu_hour_price.clone(),
         // The claims (no other claims) are replaced by the reflector store's view in
         // `run_controller`, the fence (always held) by `serve` under leader election.
-        ..Core::new(apps, metrics_source, clients.default_region())
+        ..Reconciler::new(apps, metrics_source, clients.default_region())
     };
     let identity = args
         .leader_identity
@@ -858,7 +858,7 @@ pub struct Wiring {
     /// Watch budgets in this namespace only.
     pub namespace: Option<String>,
     /// The reconcile core (its `fence` and `claims` are replaced).
-    pub core: Core,
+    pub core: Reconciler,
     /// The clock of the reconciles.
     pub clock: Arc<dyn Fn() -> Timestamp + Send + Sync>,
     /// This replica's identity (Events, Lease).

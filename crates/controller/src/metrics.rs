@@ -575,7 +575,7 @@ mod budget_tests {
         crate::status::set_condition(
             &mut status.conditions,
             "SloMet",
-            crate::status::Truth::True,
+            crate::status::ConditionStatus::True,
             "WithinBudget",
             "ok",
             Some(1),

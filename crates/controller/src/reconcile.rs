@@ -18,7 +18,7 @@ use super::{
     operation::{self, Record, Verdict},
     ownership::{self, Claim, Claims},
     snapshots::{self, SNAPSHOT_QUOTA},
-    status::{self, READY, SCALING, SLO_MET, SNAPSHOTS, Truth},
+    status::{self, ConditionStatus, READY, SCALING, SLO_MET, SNAPSHOTS},
     store::{BudgetKey, BudgetStore, Notice, NoticeType},
     tenancy::{TenancyCheck, TenancyError},
 };
@@ -60,7 +60,7 @@ pub const KPU_LIMIT_MEMORY: Duration = Duration::from_secs(6 * 3600);
 
 /// Everything the core needs besides the budget itself.
 #[derive(Clone)]
-pub struct Core {
+pub struct Reconciler {
     /// Managed Flink application control.
     pub apps: Arc<dyn ApplicationControl>,
     /// CloudWatch metrics.
@@ -86,7 +86,7 @@ pub struct Core {
     pub fence: Arc<dyn Fence>,
 }
 
-impl Core {
+impl Reconciler {
     /// A core over `apps` and `metrics_source` with the controller's defaults: the tag
     /// tenancy policy, no other claims, a one-minute metric period and `--interval`, a
     /// 30-second in-flight poll, no KPU-hour price, and a fence that is always held.
@@ -136,14 +136,14 @@ pub struct Report {
     /// The policy's decision, when one was made.
     pub decision: Option<Decision>,
     /// What the core did about it.
-    pub act: Act,
+    pub effect: Effect,
     /// Events published.
     pub notices: Vec<Notice>,
     /// When to look again.
     pub requeue_after: Duration,
 }
 
-/// What handing an application back did ([`Core::hand_back`]).
+/// What handing an application back did ([`Reconciler::hand_back`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum HandedBack {
     /// Nothing to give back, and why.
@@ -163,7 +163,7 @@ fn arn_parts(arn: &str) -> Option<(String, String)> {
 
 /// What the core did in one reconcile.
 #[derive(Clone, Debug, PartialEq)]
-pub enum Act {
+pub enum Effect {
     /// Nothing was written to AWS.
     None,
     /// An operation in flight is still running.
@@ -225,7 +225,7 @@ enum Followed {
     Done,
 }
 
-impl Core {
+impl Reconciler {
     /// One reconcile of one budget at `now`.
     ///
     /// Errors are returned *after* the status says what went wrong, so the caller's error
@@ -236,7 +236,7 @@ impl Core {
         store: &dyn BudgetStore,
         now: Timestamp,
     ) -> Result<Report, Error> {
-        let mut run = Run::new(self, budget, store, now);
+        let mut run = Reconciling::new(self, budget, store, now);
 
         // An invalid spec (one that bypassed the schema) waits for a change.
         let mut typed = match budget.spec.to_budget() {
@@ -294,11 +294,11 @@ impl Core {
                 Followed::Running(operation_id) => {
                     run.condition(
                         READY,
-                        Truth::True,
+                        ConditionStatus::True,
                         "ApplicationObserved",
                         "The application and its scaling operation were observed.",
                     );
-                    run.act = Act::Following { operation_id };
+                    run.effect = Effect::Following { operation_id };
                     run.requeue = self.in_flight_poll;
                     return run.finish().await;
                 }
@@ -348,13 +348,17 @@ impl Core {
                             refusal.message, desc.config, decision.message
                         );
                         debug!(budget = %budget.key, reason = refusal.reason, "not restarting the application");
-                        run.scaling_condition(Truth::False, refusal.reason, &message);
+                        run.scaling_condition(ConditionStatus::False, refusal.reason, &message);
                         run.notice_on_transition(NoticeType::Warning, refusal.reason, "Scaling", &message);
                     }
                 }
             }
             (Mode::Enforce, Action::Blocked) => {
-                run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message);
+                run.scaling_condition(
+                    ConditionStatus::False,
+                    decision.reason.as_str(),
+                    &decision.message,
+                );
                 run.notice_on_transition(
                     NoticeType::Warning,
                     decision.reason.as_str(),
@@ -367,9 +371,13 @@ impl Core {
                 // next evaluation, so the status shows it (and not only the Event).
                 Some((reason, message)) => {
                     let message = format!("{message} Now: {}", decision.message);
-                    run.scaling_condition(Truth::False, reason, &message);
+                    run.scaling_condition(ConditionStatus::False, reason, &message);
                 }
-                None => run.scaling_condition(Truth::False, decision.reason.as_str(), &decision.message),
+                None => run.scaling_condition(
+                    ConditionStatus::False,
+                    decision.reason.as_str(),
+                    &decision.message,
+                ),
             },
             (Mode::Recommend, action) => {
                 let message = match action {
@@ -379,14 +387,14 @@ impl Core {
                     ),
                     _ => format!("Recommend mode, nothing changed. {}", decision.message),
                 };
-                run.scaling_condition(Truth::False, decision.reason.as_str(), &message);
+                run.scaling_condition(ConditionStatus::False, decision.reason.as_str(), &message);
                 if matches!(action, Action::Scale { .. }) {
                     run.notice_on_recommendation(&message);
                 }
             }
             (Mode::Paused, _) => {
                 let message = "Paused: the controller observes but changes nothing.";
-                run.scaling_condition(Truth::False, "Paused", message);
+                run.scaling_condition(ConditionStatus::False, "Paused", message);
             }
         }
         run.decision = Some(decision);
@@ -570,8 +578,8 @@ impl Core {
 }
 
 /// The state of one reconcile in progress.
-struct Run<'a> {
-    core: &'a Core,
+struct Reconciling<'a> {
+    core: &'a Reconciler,
     budget: &'a BudgetView<'a>,
     store: &'a dyn BudgetStore,
     now: Timestamp,
@@ -580,7 +588,7 @@ struct Run<'a> {
     history: History,
     notices: Vec<Notice>,
     decision: Option<Decision>,
-    act: Act,
+    effect: Effect,
     requeue: Duration,
     /// The reason and message of an operation that ended in this reconcile.
     concluded: Option<(&'static str, String)>,
@@ -589,8 +597,13 @@ struct Run<'a> {
     resource_version: Option<String>,
 }
 
-impl<'a> Run<'a> {
-    fn new(core: &'a Core, budget: &'a BudgetView<'a>, store: &'a dyn BudgetStore, now: Timestamp) -> Self {
+impl<'a> Reconciling<'a> {
+    fn new(
+        core: &'a Reconciler,
+        budget: &'a BudgetView<'a>,
+        store: &'a dyn BudgetStore,
+        now: Timestamp,
+    ) -> Self {
         let prior = budget.status.cloned().unwrap_or_default();
         let mut status = prior.clone();
         status.observed_generation = budget.generation;
@@ -605,7 +618,7 @@ impl<'a> Run<'a> {
             history,
             notices: Vec::new(),
             decision: None,
-            act: Act::None,
+            effect: Effect::None,
             requeue: core.interval,
             concluded: None,
             resource_version: budget.resource_version.clone(),
@@ -616,7 +629,7 @@ impl<'a> Run<'a> {
         self.budget.generation
     }
 
-    fn condition(&mut self, type_: &str, truth: Truth, reason: &str, message: &str) {
+    fn condition(&mut self, type_: &str, truth: ConditionStatus, reason: &str, message: &str) {
         let generation = self.generation();
         status::set_condition(
             &mut self.status.conditions,
@@ -629,7 +642,7 @@ impl<'a> Run<'a> {
         );
     }
 
-    fn scaling_condition(&mut self, truth: Truth, reason: &str, message: &str) {
+    fn scaling_condition(&mut self, truth: ConditionStatus, reason: &str, message: &str) {
         self.condition(SCALING, truth, reason, message);
     }
 
@@ -672,7 +685,7 @@ impl<'a> Run<'a> {
     fn record_decision(&mut self, budget: &Budget, decision: &Decision) {
         self.condition(
             READY,
-            Truth::True,
+            ConditionStatus::True,
             "ApplicationObserved",
             "The application and its metrics were observed.",
         );
@@ -732,7 +745,7 @@ impl<'a> Run<'a> {
             self.status.recommendation = None;
             self.condition(
                 SCALING_LIMITED,
-                Truth::Unknown,
+                ConditionStatus::Unknown,
                 "Paused",
                 "Paused: nothing is recommended, so nothing is limited.",
             );
@@ -821,7 +834,7 @@ impl<'a> Run<'a> {
         status::push_scaling(&mut self.history, record.clone());
         self.status.operation_in_flight = Some(intent.clone());
         let message = format!("Scaling from {} to {to}: {}", desc.config, decision.message);
-        self.scaling_condition(Truth::True, decision.reason.as_str(), &message);
+        self.scaling_condition(ConditionStatus::True, decision.reason.as_str(), &message);
         self.save().await?;
         // Again right before the call: the intent's write may have taken long, or the Lease
         // may have been lost meanwhile. The intent of a call never made is cleared; if this
@@ -857,7 +870,7 @@ impl<'a> Run<'a> {
                 ));
                 self.notice(NoticeType::Normal, decision.reason.as_str(), "Scaling", &message);
                 self.core.metrics.scaling("started");
-                self.act = Act::Scaled { to, operation_id };
+                self.effect = Effect::Scaled { to, operation_id };
                 self.requeue = self.core.in_flight_poll;
                 Ok(())
             }
@@ -872,10 +885,10 @@ impl<'a> Run<'a> {
                     desc.config
                 );
                 warn!(budget = %self.budget.key, error = %e, "update refused");
-                self.scaling_condition(Truth::False, reason, &message);
+                self.scaling_condition(ConditionStatus::False, reason, &message);
                 self.notice(NoticeType::Warning, "ScalingRefused", "Scaling", &message);
                 self.core.metrics.scaling("refused");
-                self.act = Act::Refused;
+                self.effect = Effect::Refused;
                 self.requeue = self.core.in_flight_poll;
                 Ok(())
             }
@@ -884,7 +897,7 @@ impl<'a> Run<'a> {
                 status::remove_scaling(&mut self.history, self.now);
                 self.status.operation_in_flight = None;
                 let message = format!("UpdateApplication was throttled; nothing changed: {e}");
-                self.scaling_condition(Truth::False, e.reason(), &message);
+                self.scaling_condition(ConditionStatus::False, e.reason(), &message);
                 self.finish_inner().await?;
                 Err(Error::Aws(e))
             }
@@ -900,7 +913,7 @@ impl<'a> Run<'a> {
                     desc.config
                 );
                 warn!(budget = %self.budget.key, error = %e, "update outcome unknown");
-                self.scaling_condition(Truth::Unknown, "UpdateOutcomeUnknown", &message);
+                self.scaling_condition(ConditionStatus::Unknown, "UpdateOutcomeUnknown", &message);
                 self.notice(NoticeType::Warning, "UpdateOutcomeUnknown", "Scaling", &message);
                 self.core.metrics.scaling("unknown");
                 self.finish_inner().await?;
@@ -947,10 +960,10 @@ impl<'a> Run<'a> {
                     None,
                     Some(message.clone()),
                 ));
-                self.scaling_condition(Truth::False, reason, &message);
+                self.scaling_condition(ConditionStatus::False, reason, &message);
                 self.notice(NoticeType::Warning, reason, "Scaling", &message);
                 self.core.metrics.scaling("failed");
-                self.act = Act::Failed;
+                self.effect = Effect::Failed;
                 Ok(())
             }
         }
@@ -1307,7 +1320,7 @@ impl<'a> Run<'a> {
                         .map(|id| format!(" --operation-id {id}"))
                         .unwrap_or_default()
                 );
-                self.scaling_condition(Truth::True, "OperationStuck", &message);
+                self.scaling_condition(ConditionStatus::True, "OperationStuck", &message);
                 self.notice_on_transition(NoticeType::Warning, "OperationStuck", "Scaling", &message);
                 Ok(Followed::Running(op.operation_id.clone()))
             }
@@ -1317,7 +1330,7 @@ impl<'a> Run<'a> {
                     op.started_at.0,
                     desc.status.as_str()
                 );
-                self.scaling_condition(Truth::True, &op.reason, &message);
+                self.scaling_condition(ConditionStatus::True, &op.reason, &message);
                 Ok(Followed::Running(op.operation_id.clone()))
             }
             Verdict::Succeeded { ended, operation_id } => {
@@ -1372,7 +1385,7 @@ impl<'a> Run<'a> {
             op.operation_id.clone().or(found_id),
             Some(message.clone()),
         ));
-        self.scaling_condition(Truth::False, reason, &message);
+        self.scaling_condition(ConditionStatus::False, reason, &message);
         self.notice(type_, reason, "Scaling", &message);
         self.concluded = Some((reason, message));
     }
@@ -1447,14 +1460,14 @@ impl<'a> Run<'a> {
     /// Marks `type_` False with `reason`, publishes an Event if that condition is new, and
     /// saves the status.
     async fn fail(&mut self, type_: &str, reason: &str, message: &str) -> Result<(), Error> {
-        let already = status::has_condition(&self.prior.conditions, type_, Truth::False, reason);
-        self.condition(type_, Truth::False, reason, message);
+        let already = status::has_condition(&self.prior.conditions, type_, ConditionStatus::False, reason);
+        self.condition(type_, ConditionStatus::False, reason, message);
         // NB: an operation in flight stays recorded (and Scaling True) through an error:
         // the next reconcile follows it.
         if type_ == READY && self.status.operation_in_flight.is_none() {
             self.condition(
                 SCALING,
-                Truth::False,
+                ConditionStatus::False,
                 reason,
                 "Not scaling while the budget is not Ready.",
             );
@@ -1498,7 +1511,7 @@ impl<'a> Run<'a> {
         Ok(Report {
             status: self.status,
             decision: self.decision,
-            act: self.act,
+            effect: self.effect,
             notices: self.notices,
             requeue_after: self.requeue,
         })

@@ -19,7 +19,7 @@ pub const MAX_SCALINGS: usize = 10;
 
 /// A condition's status.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Truth {
+pub enum ConditionStatus {
     /// `True`.
     True,
     /// `False`.
@@ -28,25 +28,29 @@ pub enum Truth {
     Unknown,
 }
 
-impl Truth {
+impl ConditionStatus {
     fn as_str(self) -> &'static str {
         match self {
-            Truth::True => "True",
-            Truth::False => "False",
-            Truth::Unknown => "Unknown",
+            ConditionStatus::True => "True",
+            ConditionStatus::False => "False",
+            ConditionStatus::Unknown => "Unknown",
         }
     }
 }
 
-impl From<bool> for Truth {
+impl From<bool> for ConditionStatus {
     fn from(b: bool) -> Self {
-        if b { Truth::True } else { Truth::False }
+        if b {
+            ConditionStatus::True
+        } else {
+            ConditionStatus::False
+        }
     }
 }
 
-impl From<Option<bool>> for Truth {
+impl From<Option<bool>> for ConditionStatus {
     fn from(b: Option<bool>) -> Self {
-        b.map_or(Truth::Unknown, Truth::from)
+        b.map_or(ConditionStatus::Unknown, ConditionStatus::from)
     }
 }
 
@@ -56,7 +60,7 @@ impl From<Option<bool>> for Truth {
 pub fn set_condition(
     conditions: &mut Vec<Condition>,
     type_: &str,
-    status: Truth,
+    status: ConditionStatus,
     reason: &str,
     message: impl Into<String>,
     generation: Option<i64>,
@@ -100,7 +104,7 @@ pub fn condition<'a>(conditions: &'a [Condition], type_: &str) -> Option<&'a Con
 }
 
 /// Whether the condition `type_` currently has `status` and `reason`.
-pub fn has_condition(conditions: &[Condition], type_: &str, status: Truth, reason: &str) -> bool {
+pub fn has_condition(conditions: &[Condition], type_: &str, status: ConditionStatus, reason: &str) -> bool {
     condition(conditions, type_).is_some_and(|c| c.status == status.as_str() && c.reason == reason)
 }
 
@@ -144,11 +148,19 @@ mod tests {
     #[test]
     fn transition_time_moves_only_when_status_changes() {
         let mut c = Vec::new();
-        set_condition(&mut c, SLO_MET, Truth::True, "WithinBudget", "ok", Some(1), ts(0));
         set_condition(
             &mut c,
             SLO_MET,
-            Truth::True,
+            ConditionStatus::True,
+            "WithinBudget",
+            "ok",
+            Some(1),
+            ts(0),
+        );
+        set_condition(
+            &mut c,
+            SLO_MET,
+            ConditionStatus::True,
             "WithinBudget",
             "still ok",
             Some(2),
@@ -160,7 +172,7 @@ mod tests {
         set_condition(
             &mut c,
             SLO_MET,
-            Truth::False,
+            ConditionStatus::False,
             "ScaleUpRequired",
             "slow",
             Some(2),
@@ -172,9 +184,33 @@ mod tests {
     #[test]
     fn conditions_keep_a_stable_order() {
         let mut c = Vec::new();
-        set_condition(&mut c, SCALING, Truth::False, "WithinBudget", "", None, ts(0));
-        set_condition(&mut c, READY, Truth::True, "ApplicationObserved", "", None, ts(0));
-        set_condition(&mut c, SLO_MET, Truth::Unknown, "MissingMetrics", "", None, ts(0));
+        set_condition(
+            &mut c,
+            SCALING,
+            ConditionStatus::False,
+            "WithinBudget",
+            "",
+            None,
+            ts(0),
+        );
+        set_condition(
+            &mut c,
+            READY,
+            ConditionStatus::True,
+            "ApplicationObserved",
+            "",
+            None,
+            ts(0),
+        );
+        set_condition(
+            &mut c,
+            SLO_MET,
+            ConditionStatus::Unknown,
+            "MissingMetrics",
+            "",
+            None,
+            ts(0),
+        );
         let types: Vec<_> = c.iter().map(|c| c.type_.as_str()).collect();
         assert_eq!(types, [READY, SLO_MET, SCALING]);
     }

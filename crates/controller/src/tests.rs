@@ -677,7 +677,7 @@ async fn a_throttled_follow_keeps_the_operation_in_flight() {
 }
 
 /// `ctx` with its core changed by `f` (another tenancy policy, other claims).
-fn with_core(ctx: Arc<Context>, f: impl FnOnce(&mut super::reconcile::Core)) -> Arc<Context> {
+fn with_core(ctx: Arc<Context>, f: impl FnOnce(&mut super::reconcile::Reconciler)) -> Arc<Context> {
     let mut ctx = Context::clone(&ctx);
     f(&mut ctx.core);
     Arc::new(ctx)
@@ -917,7 +917,7 @@ async fn the_younger_budget_takes_over_when_the_owner_is_deleted_or_renames_its_
     set_condition(
         &mut conflicted.conditions,
         READY,
-        Truth::False,
+        ConditionStatus::False,
         "Conflict",
         "managed by streaming/orders-first",
         Some(3),

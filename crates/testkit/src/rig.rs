@@ -29,7 +29,7 @@ use checkpoint_autoscaler_aws::{
     MetricsMode, MetricsSource, OperationStatus, OperationSummary, SignalPlan, SnapshotCount, Target,
     UpdateRequest, metrics_source,
 };
-use checkpoint_autoscaler_controller::{reconcile::Core, tenancy::NAMESPACE_TAG};
+use checkpoint_autoscaler_controller::{reconcile::Reconciler, tenancy::NAMESPACE_TAG};
 use checkpoint_autoscaler_policy::Sample;
 use checkpoint_autoscaler_proving_ground::{
     emulator::{self, Emulator, EmulatorConfig, EmulatorError, EmulatorState},
@@ -160,10 +160,10 @@ pub async fn clients(keys: &Keys, region: &str, endpoint: String, settings: AwsS
 }
 
 /// The controller's reconcile core over `clients` (CloudWatch read as `mode`), with the
-/// controller's defaults ([`Core::new`]) in the clients' default region.
-pub fn reconciler(clients: Arc<AwsClients>, mode: MetricsMode) -> Core {
+/// controller's defaults ([`Reconciler::new`]) in the clients' default region.
+pub fn reconciler(clients: Arc<AwsClients>, mode: MetricsMode) -> Reconciler {
     let region = clients.default_region().to_owned();
-    Core::new(
+    Reconciler::new(
         Arc::new(KinesisControl::new(clients.clone())),
         metrics_source(clients, mode),
         region,
@@ -208,8 +208,8 @@ pub struct Instrumented<T: ?Sized> {
 
 impl Instrumented<()> {
     /// `core` with both its AWS ports instrumented into `tally`.
-    pub fn core(core: &Core, tally: &Arc<Tally>) -> Core {
-        Core {
+    pub fn core(core: &Reconciler, tally: &Arc<Tally>) -> Reconciler {
+        Reconciler {
             apps: Arc::new(Instrumented {
                 inner: core.apps.clone(),
                 tally: tally.clone(),
@@ -309,7 +309,7 @@ mod tests {
     async fn the_rig_reconciles_a_scenario_and_the_tally_records_its_update() {
         use checkpoint_autoscaler_api::crd::Mode;
         use checkpoint_autoscaler_controller::{
-            reconcile::{Act, BudgetView},
+            reconcile::{BudgetView, Effect},
             store::{BudgetKey, MemoryStore},
         };
 
@@ -346,8 +346,8 @@ mod tests {
             .reconcile(&view, &store, emu.state().virtual_now())
             .await
             .expect("the reconcile succeeds");
-        let Act::Scaled { to, .. } = report.act else {
-            panic!("expected a scaling, got {:?}", report.act);
+        let Effect::Scaled { to, .. } = report.effect else {
+            panic!("expected a scaling, got {:?}", report.effect);
         };
         let updates = tally.updates();
         assert_eq!(updates.len(), 1, "{updates:?}");

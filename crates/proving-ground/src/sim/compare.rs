@@ -22,7 +22,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    reference::{FRONTIER_PRICES, Planner, frontier_name},
+    contenders::{FRONTIER_PRICES, Planner, frontier_name},
     scenario::Scenario,
     simulate::{PolicyChoice, RunReport, SimError, run},
 };

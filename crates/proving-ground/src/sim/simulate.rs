@@ -16,8 +16,8 @@ pub use super::cloudwatch::observe;
 use super::{
     baselines::{Builtin, Static},
     chart, compare,
+    contenders::{Optimal, Threshold},
     fleet::{Fleet, OperationStatus, PERIOD, ParallelismUpdate, ServiceError, UpdateApplication},
-    reference::{Optimal, Threshold},
     scenario::{PlatformVariant, Scenario, ScenarioError},
     units::format_bytes,
 };

@@ -1,4 +1,4 @@
-//! Reference policies for `simulate --compare`, beside the baselines of [`super::baselines`]:
+//! The contenders of `simulate --compare`: reference policies, beside the baselines of [`super::baselines`]:
 //!
 //! - [`Threshold`]: the obvious home-made stepper: +1 parallelism when the budget is
 //!   breached, -1 when far under, a fixed cooldown in between.
