@@ -388,8 +388,10 @@ pub async fn run_demo_with(
         ..CallFilter::default()
     });
     let refused = update_calls.iter().filter(|c| c.status >= 300).count();
-    let judged = tracker.finish();
-    let kpus_after = judged.minutes.last().map_or(kpus_before, |m| m.config.kpus());
+    let (restored, breached_at, restored_at) =
+        (tracker.restored(), tracker.breached_at(), tracker.restored_at());
+    let (scalings, minutes) = tracker.into_timeline();
+    let kpus_after = minutes.last().map_or(kpus_before, |m| m.config.kpus());
     let status = store.status(&key);
     let events = store
         .events()
@@ -399,16 +401,16 @@ pub async fn run_demo_with(
         .collect();
     emu.shutdown().await.context("stopping the emulator")?;
     Ok(DemoOutcome {
-        restored: judged.restored,
-        breached_at: judged.breached_at,
-        restored_at: judged.restored_at,
-        scalings: judged.scalings,
+        restored,
+        breached_at,
+        restored_at,
+        scalings,
         updates: tally.updates(),
         update_calls: update_calls.len(),
         update_calls_refused: refused,
         kpus_before,
         kpus_after,
-        minutes: judged.minutes,
+        minutes,
         budget: typed.max_checkpoint_duration,
         max_parallelism: typed.max_parallelism,
         scenario: scenario.name.clone(),

@@ -93,21 +93,6 @@ pub struct Tracker {
     held: u32,
 }
 
-/// The judgement at the end of a run.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Judgement {
-    /// Whether the budget was breached and then met again for [`RESTORED_AFTER`] minutes.
-    pub restored: bool,
-    /// Minute of the breach.
-    pub breached_at: Option<i64>,
-    /// Minute from which the SLO stayed met (only when restored).
-    pub restored_at: Option<i64>,
-    /// Every scaling asked for, in order.
-    pub scalings: Vec<Scaling>,
-    /// The timeline.
-    pub minutes: Vec<Minute>,
-}
-
 impl Tracker {
     /// The scalings so far.
     pub fn scalings(&self) -> &[Scaling] {
@@ -179,16 +164,24 @@ impl Tracker {
         progress
     }
 
-    /// The judgement.
-    pub fn finish(self) -> Judgement {
-        let restored = self.restored_at.is_some() && self.met_run >= RESTORED_AFTER;
-        Judgement {
-            restored,
-            breached_at: self.breached_at,
-            restored_at: self.restored_at.filter(|_| restored),
-            scalings: self.scalings,
-            minutes: self.minutes,
-        }
+    /// Whether the budget was breached and then met again for [`RESTORED_AFTER`] minutes.
+    pub fn restored(&self) -> bool {
+        self.restored_at.is_some() && self.met_run >= RESTORED_AFTER
+    }
+
+    /// Minute of the breach (not one that passed before any scaling).
+    pub fn breached_at(&self) -> Option<i64> {
+        self.breached_at
+    }
+
+    /// Minute from which the SLO stayed met, when [`Tracker::restored`].
+    pub fn restored_at(&self) -> Option<i64> {
+        self.restored_at.filter(|_| self.restored())
+    }
+
+    /// The timeline: every scaling asked for, and every minute, in order.
+    pub fn into_timeline(self) -> (Vec<Scaling>, Vec<Minute>) {
+        (self.scalings, self.minutes)
     }
 }
 
@@ -419,11 +412,10 @@ pub(crate) mod tests {
         let (tracker, done) = track(&slo, Some(5));
         // Met from minute 8; the configuration settles at minute 8 (updating 6 and 7).
         assert_eq!(done, Some(10));
-        let judged = tracker.finish();
-        assert!(judged.restored);
-        assert_eq!((judged.breached_at, judged.restored_at), (Some(3), Some(8)));
-        assert_eq!(judged.scalings.len(), 1);
-        assert_eq!(judged.minutes.len(), 11);
+        assert!(tracker.restored());
+        assert_eq!((tracker.breached_at(), tracker.restored_at()), (Some(3), Some(8)));
+        let (scalings, minutes) = tracker.into_timeline();
+        assert_eq!((scalings.len(), minutes.len()), (1, 11));
     }
 
     #[test]
@@ -432,9 +424,8 @@ pub(crate) mod tests {
         let slo = [vec![Some(false); 2], vec![Some(true); 6]].concat();
         let (tracker, done) = track(&slo, None);
         assert_eq!(done, None);
-        let judged = tracker.finish();
-        assert!(!judged.restored);
-        assert_eq!((judged.breached_at, judged.restored_at), (None, None));
+        assert!(!tracker.restored());
+        assert_eq!((tracker.breached_at(), tracker.restored_at()), (None, None));
     }
 
     #[test]
@@ -443,9 +434,8 @@ pub(crate) mod tests {
         let (tracker, done) = track(&slo, None);
         assert_eq!(done, None);
         assert_eq!(tracker.held_minutes(), 6);
-        let judged = tracker.finish();
-        assert!(!judged.restored);
-        assert_eq!((judged.breached_at, judged.restored_at), (Some(2), None));
+        assert!(!tracker.restored());
+        assert_eq!((tracker.breached_at(), tracker.restored_at()), (Some(2), None));
     }
 
     #[test]
@@ -453,8 +443,7 @@ pub(crate) mod tests {
         let (tracker, done) = track(&[Some(true); 12], Some(4));
         // Updating at 5 and 6; settled at 8×1 from minute 7: three minutes met by 9.
         assert_eq!(done, Some(9));
-        let judged = tracker.finish();
-        assert!(!judged.restored);
-        assert_eq!(judged.breached_at, None);
+        assert!(!tracker.restored());
+        assert_eq!(tracker.breached_at(), None);
     }
 }

@@ -38,6 +38,39 @@ pub(crate) async fn step_up_listed(
     (emu, scenario, budget)
 }
 
+/// The controller's `run_controller` over every namespace, running until [`Running::stop`].
+pub(crate) struct Running {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Starts the controller with `ctx`, watching budgets in every namespace.
+    pub(crate) fn start(ctx: std::sync::Arc<checkpoint_autoscaler::controller::Context>) -> Self {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let budgets = kube::Api::all(ctx.client.clone());
+        let task = tokio::spawn(checkpoint_autoscaler::controller::run_controller(
+            budgets,
+            ctx,
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Self { stop, task }
+    }
+
+    /// Whether the controller stopped by itself.
+    pub(crate) fn is_finished(&self) -> bool {
+        self.task.is_finished()
+    }
+
+    /// Stops the controller and waits (at most 5 s) for it to end.
+    pub(crate) async fn stop(self) {
+        let _ = self.stop.send(());
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), self.task).await;
+    }
+}
+
 async fn run(scenario: &Scenario, budget: &CheckpointBudget) -> (DemoOutcome, String) {
     let mut out = Vec::new();
     let outcome = demo::run_demo(scenario, budget, 0.0, &mut out)
@@ -639,19 +672,13 @@ pub(crate) mod fake_apiserver {
 async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes() {
     use std::time::Duration;
 
-    use checkpoint_autoscaler::controller::run_controller;
-    use kube::Api;
-
     let (emu, _, budget) = step_up_listed(15, "4a1c0b5e-e2e").await;
     let (addr, fake) = fake_apiserver::serve(serde_json::to_value(&budget).unwrap()).await;
 
     // Long enough that only watch events can trigger a reconcile in this test.
     let ctx = context_over(addr, &emu, Duration::from_secs(3600)).await;
-    let (client, metrics) = (ctx.client.clone(), ctx.metrics.clone());
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
-        let _ = stop_rx.await;
-    }));
+    let metrics = ctx.metrics.clone();
+    let controller = Running::start(ctx);
 
     let patches = |fake: &fake_apiserver::Fake| fake.patches.lock().unwrap().len();
     let wait_for = |n: usize| {
@@ -709,8 +736,7 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
         "{}",
         metrics.encode().unwrap()
     );
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    controller.stop().await;
     let _ = emu.shutdown().await;
 }
 
@@ -723,8 +749,7 @@ async fn the_controller_reconciles_on_spec_changes_not_on_its_own_status_writes(
 async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     use std::{sync::atomic::Ordering, time::Duration};
 
-    use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
-    use kube::Api;
+    use checkpoint_autoscaler::emulator::calllog::CallFilter;
 
     // Past the load step: the first reconcile scales up; the frozen clock keeps the
     // operation in flight for the rest of the test.
@@ -735,11 +760,7 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
 
     // Only watch events trigger a reconcile in this test.
     let ctx = context_over(addr, &emu, Duration::from_secs(3600)).await;
-    let client = ctx.client.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
-        let _ = stop_rx.await;
-    }));
+    let controller = Running::start(ctx);
 
     let updates = || {
         state
@@ -802,8 +823,7 @@ async fn a_dropped_and_expired_watch_is_resumed_without_repeating_an_update() {
     assert_eq!(updates(), 1, "no second UpdateApplication for the same decision");
     assert!(!controller.is_finished(), "the controller stopped");
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    controller.stop().await;
     let _ = emu.shutdown().await;
 }
 
@@ -870,8 +890,7 @@ async fn context(
 async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_over_after_it() {
     use std::time::Duration;
 
-    use checkpoint_autoscaler::{controller::run_controller, emulator::calllog::CallFilter};
-    use kube::Api;
+    use checkpoint_autoscaler::emulator::calllog::CallFilter;
 
     let (emu, _, listed) = step_up_listed(45, "").await;
     let state = emu.state().clone();
@@ -893,11 +912,7 @@ async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_
     )
     .await;
     let ctx = context_over(addr, &emu, Duration::from_millis(300)).await;
-    let client = ctx.client.clone();
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
-        let _ = stop_rx.await;
-    }));
+    let controller = Running::start(ctx);
 
     let updates = || {
         state
@@ -962,7 +977,6 @@ async fn of_two_budgets_on_one_application_the_older_acts_and_the_younger_takes_
     assert_eq!(updates(), 1);
     assert!(!controller.is_finished());
 
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    controller.stop().await;
     let _ = emu.shutdown().await;
 }

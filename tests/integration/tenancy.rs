@@ -378,8 +378,7 @@ async fn the_kubernetes_token_never_reaches_the_logs() {
     if !run_alone("the_kubernetes_token_never_reaches_the_logs") {
         return;
     }
-    use checkpoint_autoscaler::controller::run_controller;
-    use kube::{Api, runtime::events::Recorder};
+    use kube::runtime::events::Recorder;
 
     const K8S_TOKEN: &str = "eyJhbGciOiJSUzI1NiJ9.tenancyServiceAccountToken.DoNotLog";
 
@@ -406,18 +405,14 @@ async fn the_kubernetes_token_never_reaches_the_logs() {
         recorder: Recorder::new(client.clone(), "checkpoint-autoscaler".into()),
         ..Context::clone(&base)
     });
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controller = tokio::spawn(run_controller(Api::all(client), ctx, async move {
-        let _ = stop_rx.await;
-    }));
+    let controller = crate::controller::Running::start(ctx);
     for _ in 0..200 {
         if !fake.patches.lock().unwrap().is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _ = stop_tx.send(());
-    let _ = tokio::time::timeout(Duration::from_secs(5), controller).await;
+    controller.stop().await;
     let _ = emu.shutdown().await;
 
     assert_eq!(
