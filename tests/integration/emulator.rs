@@ -1203,8 +1203,9 @@ async fn faults_are_injected_and_calls_counted() {
         .unwrap();
 }
 
-/// One HTTP/1.1 exchange over a fresh connection; returns the status and the body.
-async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
+/// One HTTP/1.1 exchange over a fresh connection; returns the status and the body (the
+/// harness speaks to the control API with it too).
+pub(crate) async fn http(addr: SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",

@@ -60,7 +60,6 @@ use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use jiff::Timestamp;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A shipped scenario, `examples/scenarios/<name>.yaml`.
 pub fn scenario(name: &str) -> Scenario {
@@ -606,7 +605,8 @@ impl Harness {
     /// Arms a fault with `POST /_emulator/faults`; returns its id.
     pub async fn arm_fault(&self, spec: &FaultSpec) -> u64 {
         let body = serde_json::to_string(spec).unwrap();
-        let (status, answer) = control(self.emu.addr(), "POST", "/_emulator/faults", &body).await;
+        let (status, answer) =
+            crate::emulator::http(self.emu.addr(), "POST", "/_emulator/faults", &body).await;
         assert_eq!(status, 201, "arming {body}: {answer}");
         let v: Value = serde_json::from_str(&answer).unwrap();
         v["id"].as_u64().unwrap_or_else(|| panic!("no id in {answer}"))
@@ -616,7 +616,7 @@ impl Harness {
     /// counted fault disarms itself).
     pub async fn clear_fault(&self, id: u64) -> bool {
         let path = format!("/_emulator/faults/{id}");
-        let (status, answer) = control(self.emu.addr(), "DELETE", &path, "").await;
+        let (status, answer) = crate::emulator::http(self.emu.addr(), "DELETE", &path, "").await;
         assert!(
             status == 204 || status == 404,
             "clearing fault {id}: {status} {answer}"
@@ -626,21 +626,23 @@ impl Harness {
 
     /// Clears every fault with `DELETE /_emulator/faults`.
     pub async fn clear_faults(&self) {
-        let (status, answer) = control(self.emu.addr(), "DELETE", "/_emulator/faults", "").await;
+        let (status, answer) =
+            crate::emulator::http(self.emu.addr(), "DELETE", "/_emulator/faults", "").await;
         assert_eq!(status, 204, "clearing faults: {answer}");
     }
 
     /// Deletes an application under its budgets with `DELETE /_emulator/applications/{app}`.
     pub async fn delete_application(&self, app: &str) {
         let path = format!("/_emulator/applications/{app}");
-        let (status, answer) = control(self.emu.addr(), "DELETE", &path, "").await;
+        let (status, answer) = crate::emulator::http(self.emu.addr(), "DELETE", &path, "").await;
         assert_eq!(status, 204, "deleting {app}: {answer}");
     }
 
     /// Sets the model's KPU quota per application with `PUT /_emulator/quotas`.
     pub async fn set_kpu_quota(&self, kpus: u32) {
         let body = format!(r#"{{"kpusPerApplication": {kpus}}}"#);
-        let (status, answer) = control(self.emu.addr(), "PUT", "/_emulator/quotas", &body).await;
+        let (status, answer) =
+            crate::emulator::http(self.emu.addr(), "PUT", "/_emulator/quotas", &body).await;
         assert_eq!(status, 204, "setting the KPU quota: {answer}");
     }
 
@@ -754,35 +756,6 @@ async fn build_core(
         kpu_hour_price: config.kpu_hour_price.clone(),
         ..rig::reconciler(clients, config.metrics.clone())
     }
-}
-
-/// One HTTP/1.1 exchange with the emulator's control API over a fresh connection.
-async fn control(addr: std::net::SocketAddr, method: &str, path: &str, body: &str) -> (u16, String) {
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).await.unwrap();
-    let text = String::from_utf8(response).unwrap();
-    let status: u16 = text.split(' ').nth(1).unwrap().parse().unwrap();
-    let (head, rest) = text.split_once("\r\n\r\n").unwrap();
-    let body = if head.to_ascii_lowercase().contains("transfer-encoding: chunked") {
-        let mut out = String::new();
-        let mut lines = rest.split("\r\n");
-        while let Some(size) = lines.next() {
-            if usize::from_str_radix(size.trim(), 16).unwrap_or(0) == 0 {
-                break;
-            }
-            out.push_str(lines.next().unwrap_or(""));
-        }
-        out
-    } else {
-        rest.to_string()
-    };
-    (status, body)
 }
 
 /// Steps until a reconcile of the harness crashes the controller; returns it.

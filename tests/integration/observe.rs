@@ -7,8 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use checkpoint_autoscaler::{
     aws::{
-        AwsClients, AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target,
-        metrics_source, observe_application,
+        AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target, metrics_source,
+        observe_application,
     },
     emulator::{self, EmulatorConfig, calllog::CallFilter},
     policy::Observation,
@@ -99,29 +99,31 @@ fn fleet() -> Fleet {
     fleet
 }
 
-async fn clients(endpoint: String) -> Arc<AwsClients> {
+/// The emulator over [`fleet`], its clock frozen at [`START`], and the controller's two AWS
+/// ports over the real SDK clients pointed at it.
+async fn serve() -> (
+    emulator::Emulator,
+    KinesisControl,
+    Arc<dyn checkpoint_autoscaler::aws::MetricsSource>,
+) {
+    let config = EmulatorConfig {
+        period: None,
+        start: Some(Timestamp::from_second(START).unwrap()),
+        ..EmulatorConfig::default()
+    };
+    let emu = emulator::serve_backend(config, Box::new(fleet())).await.unwrap();
     let settings = AwsSettings {
         initial_backoff: Duration::from_millis(1),
         ..AwsSettings::default()
     };
-    rig::clients(&Keys::TEST, "us-east-1", endpoint, settings).await
+    let clients = rig::clients(&Keys::TEST, "us-east-1", emu.endpoint_url(), settings).await;
+    let control = KinesisControl::new(clients.clone());
+    (emu, control, metrics_source(clients, MetricsMode::Direct))
 }
 
 #[tokio::test]
 async fn simulate_and_the_controller_observe_identically() {
-    let emu = emulator::serve_backend(
-        EmulatorConfig {
-            period: None,
-            start: Some(Timestamp::from_second(START).unwrap()),
-            ..EmulatorConfig::default()
-        },
-        Box::new(fleet()),
-    )
-    .await
-    .unwrap();
-    let clients = clients(emu.endpoint_url()).await;
-    let control = KinesisControl::new(clients.clone());
-    let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
+    let (emu, control, metrics) = serve().await;
     let target = Target::new("us-east-1");
     let period = Duration::from_secs(60);
     let mut compared = 0;
@@ -177,20 +179,8 @@ async fn simulate_and_the_controller_observe_identically() {
 /// TASK level would add.
 #[tokio::test]
 async fn the_controller_reads_per_stream_lag_and_only_what_the_level_publishes() {
-    let emu = emulator::serve_backend(
-        EmulatorConfig {
-            period: None,
-            start: Some(Timestamp::from_second(START).unwrap()),
-            ..EmulatorConfig::default()
-        },
-        Box::new(fleet()),
-    )
-    .await
-    .unwrap();
+    let (emu, control, metrics) = serve().await;
     emu.state().advance(Duration::from_secs(30 * 60));
-    let clients = clients(emu.endpoint_url()).await;
-    let control = KinesisControl::new(clients.clone());
-    let metrics = metrics_source(clients.clone(), MetricsMode::Direct);
     let now = emu.state().virtual_now();
     let (_, observation, plan) = observe_application(
         &control,
