@@ -33,7 +33,7 @@ pub use self::{
 use crate::{
     aws::{AwsSettings, MetricsMode},
     controller::{
-        reconcile::{BudgetView, Effect},
+        reconcile::{BudgetView, Effect, Report},
         status::SLO_MET,
         store::{BudgetKey, MemoryStore},
     },
@@ -223,23 +223,7 @@ pub async fn run_demo_with(
 
     // The emulator, with the clock under our control.
     let start = scenario.start_time();
-    let config = EmulatorConfig {
-        period: flink.as_ref().map(|f| f.period),
-        ..rig::emulator_config(scenario, &region)
-    };
-    let emu = match &flink {
-        None => emulator::serve(config).await,
-        Some(f) => {
-            let options = crate::flink::BackendOptions {
-                seed: scenario.seed,
-                region: region.clone(),
-                ..crate::flink::BackendOptions::default()
-            };
-            let fleet = crate::flink::FlinkFleet::new(f.home.clone(), options, start)?;
-            emulator::serve_backend(config, Box::new(fleet)).await
-        }
-    }
-    .context("starting the emulator")?;
+    let emu = start_emulator(scenario, &region, flink.as_ref()).await?;
     let state = emu.state().clone();
     // Under the default tenancy policy the application must be tagged for the namespace.
     let view = rig::add_application(&state, scenario, Some(&app), &namespace)?;
@@ -346,20 +330,12 @@ pub async fn run_demo_with(
         out.flush()?;
 
         let nothing_in_flight = status.as_ref().is_some_and(|s| s.operation_in_flight.is_none());
-        // Holding on a judgement (not for want of data) with nothing in flight.
-        let held_on_judgement = nothing_in_flight
-            && status.as_ref().is_some_and(|s| {
-                s.diagnosis
-                    .as_ref()
-                    .is_some_and(|d| d.cause != crate::policy::Cause::InsufficientData)
-            })
-            && report.as_ref().is_ok_and(|r| matches!(r.effect, Effect::None));
         let progress = tracker.observe(Observed {
             minute: seen,
             scaled_to,
             reconciled: report.is_ok(),
             nothing_in_flight,
-            held_on_judgement,
+            held_on_judgement: nothing_in_flight && held_on_judgement(status.as_ref(), report.as_ref().ok()),
         });
         if progress == Progress::Done {
             break;
@@ -418,6 +394,42 @@ pub async fn run_demo_with(
         events,
         wall: started.elapsed(),
     })
+}
+
+/// The emulator for `scenario` in `region`: over the model, or with `flink` over real Flink
+/// jobs (emulated minutes then pass in real time, one per `flink.period`).
+async fn start_emulator(
+    scenario: &Scenario,
+    region: &str,
+    flink: Option<&FlinkDemo>,
+) -> anyhow::Result<emulator::Emulator> {
+    let config = EmulatorConfig {
+        period: flink.map(|f| f.period),
+        ..rig::emulator_config(scenario, region)
+    };
+    let emu = match flink {
+        None => emulator::serve(config).await,
+        Some(f) => {
+            let options = crate::flink::BackendOptions {
+                seed: scenario.seed,
+                region: region.to_owned(),
+                ..crate::flink::BackendOptions::default()
+            };
+            let fleet = crate::flink::FlinkFleet::new(f.home.clone(), options, scenario.start_time())?;
+            emulator::serve_backend(config, Box::new(fleet)).await
+        }
+    };
+    emu.context("starting the emulator")
+}
+
+/// Whether the controller held on a judgement (a diagnosis, not a want of data) and did
+/// nothing in this reconcile.
+fn held_on_judgement(status: Option<&CheckpointBudgetStatus>, report: Option<&Report>) -> bool {
+    status.is_some_and(|s| {
+        s.diagnosis
+            .as_ref()
+            .is_some_and(|d| d.cause != crate::policy::Cause::InsufficientData)
+    }) && report.is_some_and(|r| matches!(r.effect, Effect::None))
 }
 
 /// The application at `minute` as the demo shows it: its status and configuration, its
