@@ -17,6 +17,7 @@ use checkpoint_autoscaler::{
     },
     sim::Scenario,
 };
+use checkpoint_autoscaler_testkit::rig::{self, Keys};
 use cw::error::ProvideErrorMetadata as _;
 use jiff::Timestamp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,8 +51,8 @@ impl Env {
         .unwrap();
         let url = emu.endpoint_url();
         Env {
-            kda: kda_client(&url, attempts, false),
-            cw: cw_client(&url, attempts, false),
+            kda: kda_client(&url, attempts, false).await,
+            cw: cw_client(&url, attempts, false).await,
             emu,
         }
     }
@@ -117,40 +118,30 @@ fn timeouts() -> kda::config::timeout::TimeoutConfig {
         .build()
 }
 
-fn kda_client(url: &str, attempts: u32, strip_auth: bool) -> kda::Client {
-    let mut b = kda::Config::builder()
-        .behavior_version(kda::config::BehaviorVersion::latest())
-        .region(kda::config::Region::new(REGION))
-        .credentials_provider(kda::config::Credentials::new(
-            "AKIDEMULATOR",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
+/// The SDKs' shared configuration for the emulator at `url`: the rig's keys, `attempts`
+/// attempts with short backoffs.
+async fn sdk_config(url: &str, attempts: u32) -> aws_config::SdkConfig {
+    rig::sdk_config(&Keys::TEST, REGION)
+        .await
+        .into_builder()
         .endpoint_url(url)
         .retry_config(retry(attempts))
-        .timeout_config(timeouts());
+        .timeout_config(timeouts())
+        .build()
+}
+
+/// A kinesisanalyticsv2 client for the emulator at `url` (unsigned with `strip_auth`).
+async fn kda_client(url: &str, attempts: u32, strip_auth: bool) -> kda::Client {
+    let mut b = kda::config::Builder::from(&sdk_config(url, attempts).await);
     if strip_auth {
         b = b.interceptor(StripAuthorization);
     }
     kda::Client::from_conf(b.build())
 }
 
-fn cw_client(url: &str, attempts: u32, strip_auth: bool) -> cw::Client {
-    let mut b = cw::Config::builder()
-        .behavior_version(cw::config::BehaviorVersion::latest())
-        .region(cw::config::Region::new(REGION))
-        .credentials_provider(cw::config::Credentials::new(
-            "AKIDEMULATOR",
-            "secret",
-            None,
-            None,
-            "test",
-        ))
-        .endpoint_url(url)
-        .retry_config(retry(attempts))
-        .timeout_config(timeouts());
+/// A CloudWatch client for the emulator at `url` (unsigned with `strip_auth`).
+async fn cw_client(url: &str, attempts: u32, strip_auth: bool) -> cw::Client {
+    let mut b = cw::config::Builder::from(&sdk_config(url, attempts).await);
     if strip_auth {
         b = b.interceptor(StripAuthorization);
     }
@@ -643,7 +634,7 @@ async fn kinesis_errors_are_typed_as_aws_sends_them() {
     );
 
     // Unsigned requests are refused before anything else.
-    let unsigned = kda_client(&env.emu.endpoint_url(), 1, true);
+    let unsigned = kda_client(&env.emu.endpoint_url(), 1, true).await;
     let e = unsigned
         .describe_application()
         .application_name("orders")
@@ -1013,7 +1004,7 @@ async fn cloudwatch_operations_round_trip() {
         .into_service_error();
     assert!(e.is_invalid_parameter_value_exception(), "{e:?}");
 
-    let unsigned = cw_client(&env.emu.endpoint_url(), 1, true);
+    let unsigned = cw_client(&env.emu.endpoint_url(), 1, true).await;
     let e = unsigned
         .list_metrics()
         .send()
