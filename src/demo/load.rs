@@ -8,7 +8,7 @@ use std::{io::Write, time::Duration};
 use jiff::Timestamp;
 
 use crate::{
-    emulator::EmulatorState,
+    emulator::{Backend, EmulatorState},
     policy::{AppConfig, median},
     sim::{MetricQuery, Scenario, fleet},
 };
@@ -92,20 +92,7 @@ impl FlinkLoad {
     /// Before any change: how much the starting configuration processes per busy second.
     fn measure(&mut self, state: &EmulatorState, app: &str) {
         let now = state.virtual_now();
-        // Two periods back: the newest whole period began before `now - 1m`.
-        let records = state.with_fleet(|b| {
-            b.metric_data(&MetricQuery {
-                namespace: fleet::NAMESPACE.into(),
-                metric_name: "numRecordsInPerSecond".into(),
-                dimensions: vec![(fleet::DIMENSION.into(), app.to_owned())],
-                start: now - jiff::SignedDuration::from_secs(120),
-                end: now,
-                period: Duration::from_secs(60),
-                stat: "Average".into(),
-            })
-            .last()
-            .map(|(_, v)| *v)
-        });
+        let records = state.with_fleet(|b| latest(b, app, "numRecordsInPerSecond", "Average", now));
         // Busy time is published per task only (and not at all at the APPLICATION metrics
         // level): read Flink's own sample.
         let busy = state.with_fleet(|b| b.as_flink().and_then(|f| f.sampled_busy_time(app).ok().flatten()));
@@ -141,6 +128,29 @@ impl FlinkLoad {
         self.adapted.push((written, applied));
         Ok(applied)
     }
+}
+
+/// The application's latest datapoint of `metric` (`stat` over one-minute periods) in the
+/// two minutes up to `now`: the newest whole period began before `now - 1m`.
+pub(super) fn latest(
+    backend: &mut dyn Backend,
+    app: &str,
+    metric: &str,
+    stat: &str,
+    now: Timestamp,
+) -> Option<f64> {
+    backend
+        .metric_data(&MetricQuery {
+            namespace: fleet::NAMESPACE.into(),
+            metric_name: metric.into(),
+            dimensions: vec![(fleet::DIMENSION.into(), app.to_owned())],
+            start: now - jiff::SignedDuration::from_secs(120),
+            end: now,
+            period: Duration::from_secs(60),
+            stat: stat.into(),
+        })
+        .last()
+        .map(|(_, v)| *v)
 }
 
 /// Waits in real time until the emulated clock reaches `minute` after `start`.

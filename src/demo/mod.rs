@@ -40,7 +40,7 @@ use crate::{
     crd::{CheckpointBudget, CheckpointBudgetSpec, CheckpointBudgetStatus},
     emulator::{self, EmulatorConfig, EmulatorState, calllog::CallFilter},
     policy::AppStatus,
-    sim::{MetricQuery, Scenario, fleet},
+    sim::Scenario,
     telemetry::{self, LogFormat},
 };
 
@@ -445,18 +445,8 @@ fn observe(
     let (app_view, period, published) = state.with_fleet(|f| {
         let app_view = f.describe_application(app).ok();
         let period = f.as_model().and_then(|m| m.last_period(app)).cloned();
-        let published = f
-            .metric_data(&MetricQuery {
-                namespace: fleet::NAMESPACE.into(),
-                metric_name: "lastCheckpointDuration".into(),
-                dimensions: vec![(fleet::DIMENSION.into(), app.to_owned())],
-                start: now - jiff::SignedDuration::from_secs(120),
-                end: now,
-                period: Duration::from_secs(60),
-                stat: "Maximum".into(),
-            })
-            .last()
-            .map(|(_, v)| *v);
+        // The Flink backend: the latest datapoint it published.
+        let published = load::latest(f, app, "lastCheckpointDuration", "Maximum", now);
         (app_view, period, published)
     });
     let Some(app_view) = app_view else {
