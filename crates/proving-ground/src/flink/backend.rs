@@ -45,7 +45,8 @@ use crate::{
         ApplicationView, CreateApplication, Scenario, ServiceError,
         fleet::{ACCOUNT_ID, MAX_PARALLELISM},
         service::{
-            Action, Figures, Outcome, PeriodContext, Purpose, Runtime, Service, Settings, TaskManagerFigures,
+            Action, Figures, Outcome, PeriodContext, Purpose, Restart, Runtime, Service, Settings,
+            TaskManagerFigures,
         },
     },
 };
@@ -542,14 +543,7 @@ impl Actor {
                     Err(e) => Outcome::Failed(e.to_string()),
                 }
             }
-            Action::Restart {
-                from,
-                to,
-                restore,
-                failure,
-                purpose,
-                ..
-            } => self.restart(from, to, restore, failure, purpose).await,
+            Action::Restart(r) => self.restart(r).await,
             Action::Recover { to } => {
                 let savepoint = self.savepoint.clone();
                 match self.launch(to, savepoint.as_deref()).await {
@@ -563,14 +557,15 @@ impl Actor {
     /// Stop (with a savepoint when the job resumes from its state) and resubmit at `to`; a
     /// failed restore of the service's autoscaling goes back to `from` from the same
     /// savepoint.
-    async fn restart(
-        &mut self,
-        from: AppConfig,
-        to: AppConfig,
-        restore: bool,
-        failure: Option<String>,
-        purpose: Purpose,
-    ) -> Outcome {
+    async fn restart(&mut self, r: Restart) -> Outcome {
+        let Restart {
+            from,
+            to,
+            restore,
+            failure,
+            purpose,
+            ..
+        } = r;
         let Some(job) = self.job.clone() else {
             return Outcome::Failed("the job was not running".into());
         };

@@ -152,15 +152,9 @@ impl Runtime for Model {
                 j.workload().transfer_time(config, j.state_bytes()) + STOP_OVERHEAD,
                 Pending::Stop,
             ),
-            Action::Restart {
-                from,
-                to,
-                restore,
-                failure,
-                purpose,
-                ..
-            } => {
-                let (duration, pending) = match (purpose, failure.or_else(|| refused(j, to))) {
+            Action::Restart(r) => {
+                let (from, to, restore) = (r.from, r.to, r.restore);
+                let (duration, pending) = match (r.purpose, r.failure.or_else(|| refused(j, to))) {
                     (Purpose::Rollback, _) | (_, None) => {
                         (j.restart_time(from, to), Pending::Run { to, restore })
                     }

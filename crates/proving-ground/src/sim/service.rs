@@ -550,28 +550,32 @@ pub enum Action {
         /// Whether the service snapshots the state as it stops.
         snapshot: bool,
     },
-    /// Stop the job (snapshotting when `snapshot`) and start it at `to`, from that snapshot
-    /// when `restore`.
-    Restart {
-        /// What runs now.
-        from: AppConfig,
-        /// What runs after.
-        to: AppConfig,
-        /// Whether the service snapshots the state as the job stops.
-        snapshot: bool,
-        /// Whether the job resumes from the state.
-        restore: bool,
-        /// A failure to report instead of restoring (the emulator's `failOperation`).
-        failure: Option<String>,
-        /// Why.
-        purpose: Purpose,
-    },
+    /// Stop the job and start it at another configuration.
+    Restart(Restart),
     /// After a failed [`Purpose::Update`] restart: start at `to` (the previous version) from
     /// the snapshot the restart took.
     Recover {
         /// The configuration.
         to: AppConfig,
     },
+}
+
+/// A restart of a job: stop it (snapshotting when `snapshot`) and start it at `to`, from
+/// that snapshot when `restore`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Restart {
+    /// What runs now.
+    pub from: AppConfig,
+    /// What runs after.
+    pub to: AppConfig,
+    /// Whether the service snapshots the state as the job stops.
+    pub snapshot: bool,
+    /// Whether the job resumes from the state.
+    pub restore: bool,
+    /// A failure to report instead of restoring (the emulator's `failOperation`).
+    pub failure: Option<String>,
+    /// Why.
+    pub purpose: Purpose,
 }
 
 /// How an action ended.
@@ -1276,14 +1280,14 @@ impl<R: Runtime> Service<R> {
         let restore = app.resumes_with_state(snapshot);
         if restart {
             let to = settings.config();
-            let action = Action::Restart {
+            let action = Action::Restart(Restart {
                 from: app.running_config(),
                 to,
                 snapshot,
                 restore,
                 failure: injected,
                 purpose: Purpose::Update,
-            };
+            });
             runtime.begin(&mut app.job, action, now);
             app.status = AppStatus::Updating;
             app.transition = Some(Transition::Updating { op, to });
@@ -1387,14 +1391,14 @@ impl<R: Runtime> Service<R> {
         {
             app.finish_op(update_op, now, OperationStatus::Cancelled, None);
         }
-        let action = Action::Restart {
+        let action = Action::Restart(Restart {
             from: app.running_config(),
             to: to.config(),
             snapshot: false,
             restore: true,
             failure: None,
             purpose: Purpose::Rollback,
-        };
+        });
         runtime.begin(&mut app.job, action, now);
         app.status = AppStatus::RollingBack;
         app.transition = Some(Transition::RollingBack { op, to, to_version });
@@ -1781,14 +1785,14 @@ fn autoscale<R: Runtime>(
     // The service snapshots the state as it scales (when snapshots are on); without one
     // the job restarts without it.
     let snapshot = app.take_snapshot(at);
-    let action = Action::Restart {
+    let action = Action::Restart(Restart {
         from,
         to: AppConfig::new(target, from.parallelism_per_kpu),
         snapshot,
         restore: snapshot,
         failure: None,
         purpose: Purpose::Autoscale,
-    };
+    });
     runtime.begin(&mut app.job, action, at);
     app.status = AppStatus::Autoscaling;
     app.transition = Some(Transition::Autoscaling {
