@@ -481,9 +481,10 @@ impl Actor {
             Command::Act { seq, action } => {
                 let outcome = self.act(action).await;
                 let mut shared = self.shared();
-                if self.job.is_some() {
-                    shared.down_since = None;
-                } else {
+                // Running again, or stopped (not down: nothing runs until the service's
+                // next action, which marks its own downtime).
+                shared.down_since = None;
+                if self.job.is_none() {
                     shared.job_id = None;
                     shared.sample = None;
                 }
