@@ -60,6 +60,15 @@ async fn wait_for<T>(
     }
 }
 
+/// An empty Flink fleet sampling the REST API every second.
+fn fleet(home: FlinkHome) -> FlinkFleet {
+    let options = BackendOptions {
+        sample_interval: Duration::from_secs(1),
+        ..BackendOptions::default()
+    };
+    FlinkFleet::new(home, options, Timestamp::from_second(1_800_000_000).unwrap()).unwrap()
+}
+
 fn scale_to(fleet: &mut FlinkFleet, name: &str, parallelism: u32) -> String {
     let version = fleet.describe_application(name).unwrap().version_id;
     let (view, op) = fleet
@@ -92,11 +101,7 @@ fn completed_after(fleet: &FlinkFleet, name: &str, after: u64) -> Option<(u64, u
 async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
     let Some(home) = flink_home() else { return };
     let _serial = RUNTIME.lock().await;
-    let options = BackendOptions {
-        sample_interval: Duration::from_secs(1),
-        ..BackendOptions::default()
-    };
-    let mut fleet = FlinkFleet::new(home, options, Timestamp::from_second(1_800_000_000).unwrap()).unwrap();
+    let mut fleet = fleet(home);
     let name = "flink-it";
     // maxParallelism 2: parallelism 3 cannot restore. Four slots per KPU keep one
     // TaskManager through every update (no TaskManager restarts: a shorter test).
@@ -168,7 +173,7 @@ async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
         "lastCheckpointSize",
         &[(DIMENSION.into(), name.into())],
     );
-    assert_eq!(fleet.metric_unit(&size_id).as_deref(), Some("Bytes"));
+    assert_eq!(fleet.metric_unit(&size_id), Some("Bytes"));
 
     // (2) Scale to 3, above the job's maxParallelism of 2: Flink refuses the restore, the
     // operation fails with Flink's reason, and the application rolls back to 2 from the
@@ -202,6 +207,17 @@ async fn scaling_restores_the_state_and_a_refused_restore_rolls_back() {
         completed_after(f, name, after_id)
     })
     .await;
+    fleet.shutdown().await;
+}
+
+/// The control-plane suite of tests/integration/service.rs, on real Flink jobs: the same
+/// checks as on the model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_control_plane_on_real_flink() {
+    let Some(home) = flink_home() else { return };
+    let _serial = RUNTIME.lock().await;
+    let mut fleet = fleet(home);
+    crate::service::control_plane(&mut fleet, Duration::from_millis(500)).await;
     fleet.shutdown().await;
 }
 

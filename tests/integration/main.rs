@@ -17,6 +17,7 @@ mod observe;
 mod opview;
 mod properties;
 mod safety;
+mod service;
 mod sim;
 mod soak;
 mod tenancy;

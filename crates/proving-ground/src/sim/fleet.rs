@@ -1,1597 +1,272 @@
-//! The service: many Managed Flink applications in virtual time, with the semantics of
-//! `kinesisanalyticsv2` (versions, operations, `UPDATING`, rollback, quotas, the service's
-//! own autoscaling, tags) and the CloudWatch metrics the jobs publish.
+//! The model as a runtime of the service: many Managed Flink applications in virtual time.
+//! The control plane (versions, operations, `UPDATING`, rollback, quotas, the service's own
+//! autoscaling, tags, the CloudWatch metrics) is [`Service`](super::service::Service); this
+//! is what runs the jobs — [`Model`], each job a [`Job`] of the model's physics, every
+//! action taking the time the model says it takes.
 //!
-//! This is the model the `emulator` serves over the real wire protocols and `simulate` drives
-//! directly. It is synchronous: the caller owns the clock and calls [`Fleet::advance_to`].
+//! [`Fleet`] is the service over the model: what the `emulator` serves over the real wire
+//! protocols and `simulate` drives directly. It is synchronous: the caller owns the clock
+//! and calls [`Fleet::advance_to`].
 
-use std::{collections::BTreeMap, time::Duration};
+use std::time::Duration;
 
 use jiff::Timestamp;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
-use serde::{Deserialize, Serialize};
 
+pub use super::service::{
+    ACCOUNT_ID, AUTOSCALE_DOWN_MINUTES, AUTOSCALE_DOWN_PERCENT, AUTOSCALE_UP_MINUTES, AUTOSCALE_UP_PERCENT,
+    ApplicationView, CheckpointView, ConfigurationType, CreateApplication, DEFAULT_KPU_QUOTA,
+    DEFAULT_RUNTIME, DIMENSION, LogLevel, MAX_PARALLELISM, MAX_PARALLELISM_PER_KPU, MAX_TAGS,
+    MonitoringUpdate, MonitoringView, NAMESPACE, OperationStatus, OperationView, PERIOD, ParallelismUpdate,
+    ParallelismView, RestoreConfig, RestoreType, ServiceError, SnapshotView, UpdateApplication, check_update,
+    validate_runtime,
+};
 use super::{
     model::{Job, PeriodReport, Workload},
     scenario::Scenario,
-    store::{MetricId, MetricQuery, MetricStore, PutDatum, RETENTION},
+    service::{Action, Figures, Outcome, PeriodContext, Purpose, Runtime, Service, TaskManagerFigures},
 };
 use crate::{
-    aws::catalogue::{self, FLINK_RUNTIMES, MetricsLevel, Monitoring, Source, SubtaskFigures, TaskFigures},
-    policy::{AppConfig, AppStatus},
+    aws::catalogue::{SubtaskFigures, TaskFigures},
+    policy::AppConfig,
 };
 
-/// The metric period: one datapoint per metric per minute, as Managed Flink publishes.
-pub const PERIOD: Duration = Duration::from_secs(60);
-/// CloudWatch namespace of Managed Flink.
-pub const NAMESPACE: &str = catalogue::NAMESPACE;
-/// The dimension the application-level metrics carry.
-pub const DIMENSION: &str = catalogue::APPLICATION;
-/// Default KPU quota per application (Managed Flink "Quotas": 64 KPUs).
-pub const DEFAULT_KPU_QUOTA: u32 = 64;
-/// Default maximum `Parallelism` (developer guide, "Application scaling": 256).
-pub const MAX_PARALLELISM: u32 = 256;
-/// Highest `ParallelismPerKPU` (API reference, ParallelismConfiguration: 1..8).
-pub const MAX_PARALLELISM_PER_KPU: u32 = 8;
-/// Tags per resource (API reference, TagResource: at most 50).
-pub const MAX_TAGS: usize = 50;
-/// The account every emulated ARN uses.
-pub const ACCOUNT_ID: &str = "123456789012";
-/// The runtime applications get when none is asked for.
-pub const DEFAULT_RUNTIME: &str = catalogue::DEFAULT_RUNTIME;
-/// Builtin autoscaling: scale up after this many consecutive one-minute datapoints of
-/// `containerCPUUtilization` (Maximum) at or above [`AUTOSCALE_UP_PERCENT`].
-pub const AUTOSCALE_UP_MINUTES: u32 = 15;
-/// Builtin autoscaling scale-up threshold, percent.
-pub const AUTOSCALE_UP_PERCENT: f64 = 75.0;
-/// Builtin autoscaling: scale down after this many consecutive datapoints below
-/// [`AUTOSCALE_DOWN_PERCENT`] (six hours).
-pub const AUTOSCALE_DOWN_MINUTES: u32 = 360;
-/// Builtin autoscaling scale-down threshold, percent.
-pub const AUTOSCALE_DOWN_PERCENT: f64 = 10.0;
 /// How long a forced stop takes.
 const FORCE_STOP_TIME: Duration = Duration::from_secs(30);
 /// Time to stop after the snapshot of a graceful stop.
 const STOP_OVERHEAD: Duration = Duration::from_secs(30);
 
-/// An error as the service reports it; the `String` is the message AWS would send.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ServiceError {
-    /// `ResourceNotFoundException`.
-    #[error("{0}")]
-    ResourceNotFound(String),
-    /// `ConcurrentModificationException`.
-    #[error("{0}")]
-    ConcurrentModification(String),
-    /// `ResourceInUseException`.
-    #[error("{0}")]
-    ResourceInUse(String),
-    /// `InvalidArgumentException`.
-    #[error("{0}")]
-    InvalidArgument(String),
-    /// `InvalidRequestException`.
-    #[error("{0}")]
-    InvalidRequest(String),
-    /// `InvalidApplicationConfigurationException`.
-    #[error("{0}")]
-    InvalidApplicationConfiguration(String),
-    /// `LimitExceededException`.
-    #[error("{0}")]
-    LimitExceeded(String),
-    /// `UnsupportedOperationException`.
-    #[error("{0}")]
-    UnsupportedOperation(String),
-    /// `TooManyTagsException`.
-    #[error("{0}")]
-    TooManyTags(String),
-}
+/// Many Managed Flink applications and their CloudWatch metrics, in virtual time: the
+/// service over the model.
+pub type Fleet = Service<Model>;
 
-impl ServiceError {
-    /// The AWS error code (`__type` of awsJson1_1).
-    pub fn code(&self) -> &'static str {
-        match self {
-            Self::ResourceNotFound(_) => "ResourceNotFoundException",
-            Self::ConcurrentModification(_) => "ConcurrentModificationException",
-            Self::ResourceInUse(_) => "ResourceInUseException",
-            Self::InvalidArgument(_) => "InvalidArgumentException",
-            Self::InvalidRequest(_) => "InvalidRequestException",
-            Self::InvalidApplicationConfiguration(_) => "InvalidApplicationConfigurationException",
-            Self::LimitExceeded(_) => "LimitExceededException",
-            Self::UnsupportedOperation(_) => "UnsupportedOperationException",
-            Self::TooManyTags(_) => "TooManyTagsException",
-        }
-    }
-}
-
-/// `ConfigurationType` of a parallelism or checkpoint configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum ConfigurationType {
-    /// The service's defaults (parallelism 1, 1 per KPU, autoscaling on).
-    Default,
-    /// The values given.
-    Custom,
-}
-
-impl ConfigurationType {
-    /// `DEFAULT` or `CUSTOM`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Default => "DEFAULT",
-            Self::Custom => "CUSTOM",
-        }
-    }
-}
-
-/// `MonitoringConfiguration.LogLevel`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum LogLevel {
-    /// `INFO` (the default).
-    Info,
-    /// `WARN`.
-    Warn,
-    /// `ERROR`.
-    Error,
-    /// `DEBUG`.
-    Debug,
-}
-
-impl LogLevel {
-    /// The API's spelling.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::Info => "INFO",
-            Self::Warn => "WARN",
-            Self::Error => "ERROR",
-            Self::Debug => "DEBUG",
-        }
-    }
-
-    /// Parses the API's spelling.
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Info, Self::Warn, Self::Error, Self::Debug]
-            .into_iter()
-            .find(|l| l.as_str() == s)
-    }
-}
-
-/// `MonitoringConfiguration` / `MonitoringConfigurationUpdate`: each field optional.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct MonitoringUpdate {
-    /// `ConfigurationType` (CUSTOM is needed for the others to be honoured).
-    pub configuration_type: Option<ConfigurationType>,
-    /// `MetricsLevel`.
-    pub metrics_level: Option<MetricsLevel>,
-    /// `LogLevel`.
-    pub log_level: Option<LogLevel>,
-}
-
-/// The monitoring configuration as `DescribeApplication` reports it
-/// (`MonitoringConfigurationDescription`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct MonitoringView {
-    /// `ConfigurationType`.
-    pub configuration_type: ConfigurationType,
-    /// `MetricsLevel`.
-    pub metrics_level: MetricsLevel,
-    /// `LogLevel`.
-    pub log_level: LogLevel,
-}
-
-impl MonitoringView {
-    /// The service's default: APPLICATION metrics, INFO logs.
-    pub const DEFAULT: MonitoringView = MonitoringView {
-        configuration_type: ConfigurationType::Default,
-        metrics_level: MetricsLevel::Application,
-        log_level: LogLevel::Info,
-    };
-
-    /// A CUSTOM configuration at `level` (INFO logs), or the DEFAULT one for APPLICATION.
-    pub fn at_level(level: MetricsLevel) -> Self {
-        if level == MetricsLevel::Application {
-            Self::DEFAULT
-        } else {
-            MonitoringView {
-                configuration_type: ConfigurationType::Custom,
-                metrics_level: level,
-                log_level: LogLevel::Info,
-            }
-        }
-    }
-
-    /// The configuration after `update`. `MetricsLevel` and `LogLevel` are honoured only
-    /// with `ConfigurationType` CUSTOM (API reference, MonitoringConfiguration: "You must
-    /// set this property to CUSTOM in order to set the LogLevel or MetricsLevel
-    /// parameters"); DEFAULT means APPLICATION and INFO, whatever else the request says.
-    pub fn merge(self, update: &MonitoringUpdate) -> Self {
-        match update.configuration_type.unwrap_or(self.configuration_type) {
-            ConfigurationType::Default => Self::DEFAULT,
-            ConfigurationType::Custom => MonitoringView {
-                configuration_type: ConfigurationType::Custom,
-                metrics_level: update.metrics_level.unwrap_or(self.metrics_level),
-                log_level: update.log_level.unwrap_or(self.log_level),
-            },
-        }
-    }
-}
-
-/// Refuses a `RuntimeEnvironment` that is not one of the service's Apache Flink runtimes.
-pub fn validate_runtime(runtime: &str) -> Result<(), ServiceError> {
-    if catalogue::flink_version(runtime).is_none() {
-        return Err(ServiceError::InvalidArgument(format!(
-            "RuntimeEnvironment {runtime:?} is not an Apache Flink runtime of the service: use one of {}.",
-            FLINK_RUNTIMES.join(", ")
-        )));
-    }
-    Ok(())
-}
-
-/// `ParallelismConfiguration` / `ParallelismConfigurationUpdate`: each field optional.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-pub struct ParallelismUpdate {
-    /// `ConfigurationType` (CUSTOM is needed to set the others).
-    pub configuration_type: Option<ConfigurationType>,
-    /// `Parallelism`.
-    pub parallelism: Option<u32>,
-    /// `ParallelismPerKPU`.
-    pub parallelism_per_kpu: Option<u32>,
-    /// `AutoScalingEnabled`.
-    pub auto_scaling_enabled: Option<bool>,
-}
-
-/// `ApplicationRestoreType`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum RestoreType {
-    /// Start without state.
-    SkipRestoreFromSnapshot,
-    /// Restore the snapshot taken when the application stopped (the default).
-    RestoreFromLatestSnapshot,
-    /// Restore a named snapshot.
-    RestoreFromCustomSnapshot,
-}
-
-/// `ApplicationRestoreConfiguration`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct RestoreConfig {
-    /// How to restore.
-    pub application_restore_type: RestoreType,
-    /// The snapshot for `RESTORE_FROM_CUSTOM_SNAPSHOT`.
-    pub snapshot_name: Option<String>,
-}
-
-/// An `UpdateApplication` request (the parts the model acts on).
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct UpdateApplication {
-    /// `CurrentApplicationVersionId` (this or `conditional_token` is required).
-    pub current_application_version_id: Option<i64>,
-    /// `ConditionalToken`.
-    pub conditional_token: Option<String>,
-    /// `ParallelismConfigurationUpdate`.
-    pub parallelism: Option<ParallelismUpdate>,
-    /// `RunConfigurationUpdate.ApplicationRestoreConfiguration`: how the application
-    /// restores from now on (this restart included).
-    pub restore: Option<RestoreConfig>,
-    /// `ApplicationSnapshotConfigurationUpdate.SnapshotsEnabledUpdate`.
-    pub snapshots_enabled: Option<bool>,
-    /// `FlinkApplicationConfigurationUpdate.MonitoringConfigurationUpdate`.
-    pub monitoring: Option<MonitoringUpdate>,
-}
-
-/// A `CreateApplication` request.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct CreateApplication {
-    /// `ApplicationName`.
-    pub name: String,
-    /// `ApplicationDescription`.
-    pub description: Option<String>,
-    /// `RuntimeEnvironment` (default `FLINK-1_20`).
-    pub runtime: Option<String>,
-    /// `ServiceExecutionRole`.
-    pub service_execution_role: String,
-    /// `ParallelismConfiguration` (default: the DEFAULT configuration).
-    pub parallelism: Option<ParallelismUpdate>,
-    /// `ApplicationSnapshotConfiguration.SnapshotsEnabled` (default: true, the emulator's
-    /// assumption when the request says nothing).
-    pub snapshots_enabled: Option<bool>,
-    /// `FlinkApplicationConfiguration.MonitoringConfiguration` (default: DEFAULT, that is
-    /// APPLICATION metrics).
-    pub monitoring: Option<MonitoringUpdate>,
-    /// What the job reads (in AWS, a matter of the application's code and properties);
-    /// default: a Kinesis data stream named `<application>-input`.
-    pub source: Option<Source>,
-    /// `Tags`.
-    pub tags: Vec<(String, String)>,
-    /// The workload the job will run (load, state, faults); a light steady load without.
-    pub workload: Option<Scenario>,
-}
-
-/// The parallelism configuration as `DescribeApplication` reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ParallelismView {
-    /// `ConfigurationType`.
-    pub configuration_type: ConfigurationType,
-    /// `Parallelism` (configured; the floor for the service's autoscaling).
-    pub parallelism: u32,
-    /// `ParallelismPerKPU`.
-    pub parallelism_per_kpu: u32,
-    /// `CurrentParallelism` (what runs, after any autoscaling).
-    pub current_parallelism: u32,
-    /// `AutoScalingEnabled`.
-    pub auto_scaling_enabled: bool,
-}
-
-/// The checkpoint configuration as `DescribeApplication` reports it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct CheckpointView {
-    /// `ConfigurationType`.
-    pub configuration_type: ConfigurationType,
-    /// `CheckpointingEnabled`.
-    pub checkpointing_enabled: bool,
-    /// `CheckpointInterval`, ms.
-    pub checkpoint_interval_ms: i64,
-    /// `MinPauseBetweenCheckpoints`, ms.
-    pub min_pause_between_checkpoints_ms: i64,
-}
-
-/// Everything `DescribeApplication` returns about an application.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct ApplicationView {
-    /// `ApplicationName`.
-    pub name: String,
-    /// `ApplicationARN`.
-    pub arn: String,
-    /// `ApplicationDescription`.
-    pub description: Option<String>,
-    /// `ApplicationStatus`.
-    pub status: AppStatus,
-    /// `ApplicationVersionId`.
-    pub version_id: i64,
-    /// `RuntimeEnvironment`.
-    pub runtime: String,
-    /// `ServiceExecutionRole`.
-    pub service_execution_role: String,
-    /// `CreateTimestamp`.
-    pub create_timestamp: Timestamp,
-    /// `LastUpdateTimestamp`.
-    pub last_update_timestamp: Timestamp,
-    /// `ConditionalToken`.
-    pub conditional_token: String,
-    /// `ApplicationMode` (`STREAMING`).
-    pub application_mode: String,
-    /// `FlinkApplicationConfigurationDescription.ParallelismConfigurationDescription`.
-    pub parallelism: ParallelismView,
-    /// `FlinkApplicationConfigurationDescription.CheckpointConfigurationDescription`.
-    pub checkpoint: CheckpointView,
-    /// `ApplicationVersionUpdatedFrom`.
-    pub version_updated_from: Option<i64>,
-    /// `ApplicationVersionRolledBackFrom`.
-    pub version_rolled_back_from: Option<i64>,
-    /// `ApplicationVersionRolledBackTo`.
-    pub version_rolled_back_to: Option<i64>,
-    /// `ApplicationSnapshotConfigurationDescription.SnapshotsEnabled`.
-    pub snapshots_enabled: bool,
-    /// `RunConfigurationDescription.ApplicationRestoreConfigurationDescription`.
-    pub restore: RestoreConfig,
-    /// `FlinkApplicationConfigurationDescription.MonitoringConfigurationDescription`.
-    pub monitoring: MonitoringView,
-}
-
-/// One snapshot, as `ListApplicationSnapshots` lists it (`SnapshotDetails`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct SnapshotView {
-    /// `SnapshotName`.
-    pub name: String,
-    /// `ApplicationVersionId` of the application when it was taken.
-    pub version_id: i64,
-    /// `SnapshotCreationTimestamp`.
-    pub created: Timestamp,
-    /// `RuntimeEnvironment`.
-    pub runtime: String,
-}
-
-impl RestoreConfig {
-    /// `RESTORE_FROM_LATEST_SNAPSHOT`, the service's default.
-    pub fn latest() -> Self {
-        Self {
-            application_restore_type: RestoreType::RestoreFromLatestSnapshot,
-            snapshot_name: None,
-        }
-    }
-}
-
-impl RestoreType {
-    /// The name AWS uses.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            RestoreType::SkipRestoreFromSnapshot => "SKIP_RESTORE_FROM_SNAPSHOT",
-            RestoreType::RestoreFromLatestSnapshot => "RESTORE_FROM_LATEST_SNAPSHOT",
-            RestoreType::RestoreFromCustomSnapshot => "RESTORE_FROM_CUSTOM_SNAPSHOT",
-        }
-    }
-}
-
-impl ApplicationView {
-    /// The running configuration (`CurrentParallelism`, `ParallelismPerKPU`).
-    pub fn running_config(&self) -> AppConfig {
-        AppConfig::new(
-            self.parallelism.current_parallelism,
-            self.parallelism.parallelism_per_kpu,
-        )
-    }
-}
-
-/// `OperationStatus`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum OperationStatus {
-    /// Running.
-    InProgress,
-    /// Done.
-    Successful,
-    /// Failed (see the failure details).
-    Failed,
-    /// Cancelled (e.g. by a forced stop).
-    Cancelled,
-}
-
-impl OperationStatus {
-    /// `IN_PROGRESS`, `SUCCESSFUL`, `FAILED`, `CANCELLED`.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            Self::InProgress => "IN_PROGRESS",
-            Self::Successful => "SUCCESSFUL",
-            Self::Failed => "FAILED",
-            Self::Cancelled => "CANCELLED",
-        }
-    }
-}
-
-/// What `DescribeApplicationOperation` returns.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct OperationView {
-    /// `OperationId`.
-    pub operation_id: String,
-    /// `Operation`: `UpdateApplication`, `StartApplication`, `StopApplication`,
-    /// `RollbackApplication`.
-    pub operation: String,
-    /// `OperationStatus`.
-    pub status: OperationStatus,
-    /// `StartTime`.
-    pub start_time: Timestamp,
-    /// `EndTime`.
-    pub end_time: Option<Timestamp>,
-    /// `OperationFailureDetails.ErrorInfo.ErrorString`.
-    pub failure: Option<String>,
-    /// `OperationFailureDetails.RollbackOperationId`.
-    pub rollback_operation_id: Option<String>,
-    /// `ApplicationVersionChangeDetails.ApplicationVersionUpdatedFrom`.
-    pub version_updated_from: Option<i64>,
-    /// `ApplicationVersionChangeDetails.ApplicationVersionUpdatedTo`.
-    pub version_updated_to: Option<i64>,
-}
-
-/// The versioned part of an application's configuration.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Settings {
-    configuration_type: ConfigurationType,
-    parallelism: u32,
-    parallelism_per_kpu: u32,
-    auto_scaling_enabled: bool,
-    /// `SnapshotsEnabled`: a restart keeps the state only with snapshots.
-    snapshots_enabled: bool,
-    /// `MonitoringConfiguration`: which metrics the job publishes.
-    monitoring: MonitoringView,
-}
-
-impl Settings {
-    const DEFAULT: Settings = Settings {
-        configuration_type: ConfigurationType::Default,
-        parallelism: 1,
-        parallelism_per_kpu: 1,
-        auto_scaling_enabled: true,
-        snapshots_enabled: true,
-        monitoring: MonitoringView::DEFAULT,
-    };
-
-    fn config(&self) -> AppConfig {
-        AppConfig::new(self.parallelism, self.parallelism_per_kpu)
-    }
-}
-
+/// The model runtime: jobs of the model's physics in virtual time.
 #[derive(Clone, Debug)]
-enum Transition {
-    Starting {
-        op: usize,
-        restore: bool,
-    },
-    Stopping {
-        op: usize,
-    },
-    Updating {
-        op: usize,
-        to: AppConfig,
-        restore: bool,
-        failure: Option<String>,
-    },
-    RollingBack {
-        op: usize,
-        to: Settings,
-        to_version: i64,
-    },
-    Autoscaling {
-        from: u32,
-        to: u32,
-        failure: bool,
-        /// Whether the state was snapshotted and is restored.
-        restore: bool,
-    },
-}
-
-#[derive(Clone, Debug)]
-struct App {
-    name: String,
-    arn: String,
-    description: Option<String>,
-    runtime: String,
-    role: String,
-    created: Timestamp,
-    updated: Timestamp,
-    version_id: i64,
-    token: String,
-    settings: Settings,
-    /// Every version's settings, by version id.
-    versions: BTreeMap<i64, Settings>,
-    current_parallelism: u32,
-    status: AppStatus,
-    /// What the status is waiting for, and when it ends.
-    transition: Option<(Timestamp, Transition)>,
-    job: Job,
-    operations: Vec<OperationView>,
-    tags: Vec<(String, String)>,
-    updated_from: Option<i64>,
-    rolled_back_from: Option<i64>,
-    rolled_back_to: Option<i64>,
-    /// How the application restores when it restarts.
-    restore: RestoreConfig,
-    /// The snapshots the service took (it never deletes them), oldest first.
-    snapshots: Vec<SnapshotView>,
-    cpu_high: u32,
-    cpu_low: u32,
-    last_report: Option<PeriodReport>,
-    /// What the job reads (decides its lag metric).
-    source: Source,
-    /// The ids of the application-level metrics it publishes (by its runtime and source),
-    /// built once (publishing is the hot path of a fleet of thousands).
-    metric_ids: BTreeMap<&'static str, MetricId>,
-}
-
-impl App {
-    fn running_config(&self) -> AppConfig {
-        AppConfig::new(self.current_parallelism, self.settings.parallelism_per_kpu)
-    }
-
-    fn view(&self) -> ApplicationView {
-        let c = &self.job.workload().checkpoints;
-        ApplicationView {
-            name: self.name.clone(),
-            arn: self.arn.clone(),
-            description: self.description.clone(),
-            status: self.status,
-            version_id: self.version_id,
-            runtime: self.runtime.clone(),
-            service_execution_role: self.role.clone(),
-            create_timestamp: self.created,
-            last_update_timestamp: self.updated,
-            conditional_token: self.token.clone(),
-            application_mode: "STREAMING".into(),
-            parallelism: ParallelismView {
-                configuration_type: self.settings.configuration_type,
-                parallelism: self.settings.parallelism,
-                parallelism_per_kpu: self.settings.parallelism_per_kpu,
-                current_parallelism: self.current_parallelism,
-                auto_scaling_enabled: self.settings.auto_scaling_enabled,
-            },
-            checkpoint: CheckpointView {
-                configuration_type: ConfigurationType::Custom,
-                checkpointing_enabled: true,
-                checkpoint_interval_ms: c.interval.as_millis() as i64,
-                min_pause_between_checkpoints_ms: c.min_pause.as_millis() as i64,
-            },
-            version_updated_from: self.updated_from,
-            version_rolled_back_from: self.rolled_back_from,
-            version_rolled_back_to: self.rolled_back_to,
-            snapshots_enabled: self.settings.snapshots_enabled,
-            restore: self.restore.clone(),
-            monitoring: self.settings.monitoring,
-        }
-    }
-
-    /// What and how it publishes, for the metric catalogue.
-    fn monitoring(&self) -> Monitoring {
-        monitoring_of(
-            &self.name,
-            &self.runtime,
-            self.settings.monitoring.metrics_level,
-            &self.source,
-        )
-    }
-
-    /// The service snapshots the state as a running application stops for an update, a
-    /// scaling or a stop, when snapshots are on; returns whether it did.
-    fn take_snapshot(&mut self, at: Timestamp) -> bool {
-        if !self.settings.snapshots_enabled {
-            return false;
-        }
-        self.snapshots.push(SnapshotView {
-            name: format!("{}-v{}-{}", self.name, self.version_id, at.as_second()),
-            version_id: self.version_id,
-            created: at,
-            runtime: self.runtime.clone(),
-        });
-        true
-    }
-
-    /// Whether a restart now resumes from the state: a snapshot was taken as it stopped and
-    /// the application restores from it (or from a named snapshot it keeps).
-    fn resumes_with_state(&self, snapshot_taken: bool) -> bool {
-        match self.restore.application_restore_type {
-            RestoreType::SkipRestoreFromSnapshot => false,
-            RestoreType::RestoreFromLatestSnapshot => snapshot_taken,
-            // NB: the model cannot take a job back to an older state; a named snapshot it
-            // keeps restores the state as it is.
-            RestoreType::RestoreFromCustomSnapshot => true,
-        }
-    }
-
-    fn finish_op(&mut self, op: usize, at: Timestamp, status: OperationStatus, failure: Option<String>) {
-        if let Some(o) = self.operations.get_mut(op) {
-            o.status = status;
-            o.end_time = Some(at);
-            if failure.is_some() {
-                o.failure = failure;
-            }
-        }
-    }
-}
-
-/// Many Managed Flink applications and their CloudWatch metrics, in virtual time.
-#[derive(Clone, Debug)]
-pub struct Fleet {
-    now: Timestamp,
+pub struct Model {
     seed: u64,
-    rng: ChaCha8Rng,
-    region: String,
-    kpu_quota: u32,
-    apps: BTreeMap<String, App>,
-    store: MetricStore,
+    /// Jobs made so far (each job's stream of randomness).
     streams: u64,
-    /// A failure injected into the restart of the update being served (the emulator's
-    /// `failOperation` fault).
-    injected_failure: Option<String>,
+}
+
+/// One application's job on the model, with the action in flight.
+#[derive(Clone, Debug)]
+pub struct ModelJob {
+    job: Job,
+    /// When the action in flight ends, and what then happens.
+    pending: Option<(Timestamp, Pending)>,
+    last_report: Option<PeriodReport>,
+}
+
+/// The end of an action, in the model.
+#[derive(Clone, Debug)]
+enum Pending {
+    /// The job runs at `to` (without its state unless `restore`).
+    Run { to: AppConfig, restore: bool },
+    /// The job is stopped.
+    Stop,
+    /// The restore failed with `message`; with `back`, the job runs at that configuration
+    /// again (the way back is part of the action).
+    Fail {
+        message: String,
+        back: Option<AppConfig>,
+        restore: bool,
+    },
 }
 
 impl Fleet {
     /// An empty fleet at `start` (rounded down to the minute); metric period 60 s.
     pub fn new(seed: u64, start: Timestamp) -> Self {
-        let secs = start.as_second() - start.as_second().rem_euclid(60);
-        let now = Timestamp::from_second(secs).unwrap_or(start);
-        Self {
-            now,
-            seed,
-            rng: ChaCha8Rng::seed_from_u64(seed),
-            region: "us-east-1".into(),
-            kpu_quota: DEFAULT_KPU_QUOTA,
-            apps: BTreeMap::new(),
-            store: MetricStore::default(),
-            streams: 0,
-            injected_failure: None,
-        }
-    }
-
-    /// Sets the region used in ARNs (default `us-east-1`).
-    pub fn with_region(mut self, region: &str) -> Self {
-        self.region = region.to_string();
-        self
-    }
-
-    /// The region used in ARNs.
-    pub fn region(&self) -> &str {
-        &self.region
-    }
-
-    /// Sets the KPU quota per application (default 64).
-    pub fn set_kpu_quota(&mut self, kpus: u32) {
-        self.kpu_quota = kpus.max(1);
-    }
-
-    /// The current virtual time (a period boundary).
-    pub fn now(&self) -> Timestamp {
-        self.now
-    }
-
-    /// Steps whole periods while the next boundary is at or before `t`.
-    pub fn advance_to(&mut self, t: Timestamp) {
-        while self.now + PERIOD <= t {
-            self.step_period();
-        }
-    }
-
-    fn arn(&self, name: &str) -> String {
-        format!(
-            "arn:aws:kinesisanalytics:{}:{ACCOUNT_ID}:application/{name}",
-            self.region
-        )
-    }
-
-    fn token(&mut self) -> String {
-        format!(
-            "{:016x}{:016x}",
-            self.rng.random::<u64>(),
-            self.rng.random::<u64>()
-        )
-    }
-
-    fn operation_id(&mut self) -> String {
-        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-        (0..16)
-            .map(|_| ALPHABET[self.rng.random_range(0..ALPHABET.len())] as char)
-            .collect()
-    }
-
-    fn new_op(
-        &mut self,
-        app: &str,
-        operation: &str,
-        version: Option<(i64, i64)>,
-    ) -> Result<usize, ServiceError> {
-        let id = self.operation_id();
-        let now = self.now;
-        let a = self.app_mut(app)?;
-        a.operations.push(OperationView {
-            operation_id: id,
-            operation: operation.into(),
-            status: OperationStatus::InProgress,
-            start_time: now,
-            end_time: None,
-            failure: None,
-            rollback_operation_id: None,
-            version_updated_from: version.map(|v| v.0),
-            version_updated_to: version.map(|v| v.1),
-        });
-        Ok(a.operations.len() - 1)
-    }
-
-    fn app(&self, name: &str) -> Result<&App, ServiceError> {
-        self.apps
-            .get(name)
-            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Application {name} not found.")))
-    }
-
-    fn app_mut(&mut self, name: &str) -> Result<&mut App, ServiceError> {
-        self.apps
-            .get_mut(name)
-            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Application {name} not found.")))
-    }
-
-    fn app_by_arn(&self, arn: &str) -> Result<&App, ServiceError> {
-        self.apps
-            .values()
-            .find(|a| a.arn == arn)
-            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Resource {arn} not found.")))
-    }
-
-    fn validate_settings(&self, s: &Settings) -> Result<(), ServiceError> {
-        if s.parallelism < 1 || s.parallelism > MAX_PARALLELISM {
-            return Err(ServiceError::InvalidArgument(format!(
-                "Parallelism {} is out of range: it must be between 1 and {MAX_PARALLELISM}.",
-                s.parallelism
-            )));
-        }
-        if !(1..=MAX_PARALLELISM_PER_KPU).contains(&s.parallelism_per_kpu) {
-            return Err(ServiceError::InvalidArgument(format!(
-                "ParallelismPerKPU {} is out of range: it must be between 1 and {MAX_PARALLELISM_PER_KPU}.",
-                s.parallelism_per_kpu
-            )));
-        }
-        let kpus = s.config().kpus();
-        if kpus > self.kpu_quota {
-            return Err(ServiceError::LimitExceeded(format!(
-                "The application would use {kpus} KPUs, above the limit of {} KPUs per application.",
-                self.kpu_quota
-            )));
-        }
-        Ok(())
-    }
-
-    /// Merges a parallelism update into settings, enforcing `CUSTOM` for explicit values.
-    fn merge(&self, base: Settings, update: &ParallelismUpdate) -> Result<Settings, ServiceError> {
-        let kind = update.configuration_type.unwrap_or(base.configuration_type);
-        let explicit = update.parallelism.is_some()
-            || update.parallelism_per_kpu.is_some()
-            || update.auto_scaling_enabled.is_some();
-        let settings = match kind {
-            ConfigurationType::Default if explicit => {
-                return Err(ServiceError::InvalidArgument(
-                    "ConfigurationType must be CUSTOM to set Parallelism, ParallelismPerKPU or AutoScalingEnabled."
-                        .into(),
-                ));
-            }
-            ConfigurationType::Default => Settings {
-                snapshots_enabled: base.snapshots_enabled,
-                monitoring: base.monitoring,
-                ..Settings::DEFAULT
-            },
-            ConfigurationType::Custom => Settings {
-                configuration_type: ConfigurationType::Custom,
-                parallelism: update.parallelism.unwrap_or(base.parallelism),
-                parallelism_per_kpu: update.parallelism_per_kpu.unwrap_or(base.parallelism_per_kpu),
-                auto_scaling_enabled: update.auto_scaling_enabled.unwrap_or(base.auto_scaling_enabled),
-                snapshots_enabled: base.snapshots_enabled,
-                monitoring: base.monitoring,
-            },
-        };
-        self.validate_settings(&settings)?;
-        Ok(settings)
-    }
-
-    fn insert_app(
-        &mut self,
-        req: &CreateApplication,
-        settings: Settings,
-        workload: Workload,
-    ) -> Result<&mut App, ServiceError> {
-        let name = &req.name;
-        let valid_name = !name.is_empty()
-            && name.len() <= 128
-            && name
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-        if !valid_name {
-            return Err(ServiceError::InvalidArgument(format!(
-                "ApplicationName {name:?} must be 1 to 128 characters of [a-zA-Z0-9_.-]."
-            )));
-        }
-        if self.apps.contains_key(name) {
-            return Err(ServiceError::ResourceInUse(format!(
-                "Application {name} already exists."
-            )));
-        }
-        if req.service_execution_role.is_empty() {
-            return Err(ServiceError::InvalidArgument(
-                "ServiceExecutionRole is required.".into(),
-            ));
-        }
-        let runtime = req.runtime.clone().unwrap_or_else(|| DEFAULT_RUNTIME.into());
-        validate_runtime(&runtime)?;
-        validate_tags(&req.tags)?;
-        if req.tags.len() > MAX_TAGS {
-            return Err(ServiceError::TooManyTags(format!(
-                "At most {MAX_TAGS} tags are allowed."
-            )));
-        }
-        let token = self.token();
-        let source = req.source.clone().unwrap_or_else(|| Source::default_for(name));
-        let metric_ids = application_metric_ids(&monitoring_of(
-            name,
-            &runtime,
-            settings.monitoring.metrics_level,
-            &source,
-        ));
-        self.streams += 1;
-        let job = Job::new(workload, self.now, self.streams);
-        let app = App {
-            name: name.clone(),
-            arn: self.arn(name),
-            description: req.description.clone(),
-            runtime,
-            role: req.service_execution_role.clone(),
-            created: self.now,
-            updated: self.now,
-            version_id: 1,
-            token,
-            settings,
-            versions: BTreeMap::from([(1, settings)]),
-            current_parallelism: settings.parallelism,
-            status: AppStatus::Ready,
-            transition: None,
-            job,
-            operations: Vec::new(),
-            tags: req.tags.clone(),
-            updated_from: None,
-            rolled_back_from: None,
-            rolled_back_to: None,
-            restore: RestoreConfig::latest(),
-            snapshots: Vec::new(),
-            cpu_high: 0,
-            cpu_low: 0,
-            last_report: None,
-            source,
-            metric_ids,
-        };
-        Ok(self.apps.entry(name.clone()).or_insert(app))
-    }
-
-    /// Adds one application per scenario (name from the scenario, or `name` override),
-    /// already `RUNNING` at the scenario's initial configuration; scenario time zero is now.
-    pub fn add_scenario(
-        &mut self,
-        scenario: &Scenario,
-        name: Option<&str>,
-    ) -> Result<ApplicationView, ServiceError> {
-        scenario
-            .validate()
-            .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-        let a = &scenario.application;
-        let settings = Settings {
-            configuration_type: ConfigurationType::Custom,
-            parallelism: a.parallelism,
-            parallelism_per_kpu: a.parallelism_per_kpu,
-            auto_scaling_enabled: a.auto_scaling_enabled,
-            snapshots_enabled: a.snapshots_enabled,
-            monitoring: MonitoringView::at_level(a.metrics_level),
-        };
-        self.validate_settings(&settings)?;
-        if settings.parallelism > a.key_groups() {
-            return Err(ServiceError::InvalidApplicationConfiguration(format!(
-                "Parallelism {} is higher than the job's maxParallelism {}.",
-                settings.parallelism,
-                a.key_groups()
-            )));
-        }
-        let req = CreateApplication {
-            name: name.unwrap_or(&a.name).to_string(),
-            description: scenario.description.clone(),
-            runtime: Some(a.runtime_environment.clone()),
-            service_execution_role: format!("arn:aws:iam::{ACCOUNT_ID}:role/flink-application"),
-            source: Some(a.source.to_source(name.unwrap_or(&a.name))),
-            ..CreateApplication::default()
-        };
-        let now = self.now;
-        let app = self.insert_app(&req, settings, Workload::from_scenario(scenario))?;
-        app.status = AppStatus::Running;
-        app.job.start(now, settings.config());
-        Ok(app.view())
-    }
-
-    /// Creates an application in `READY` status (not running), as `CreateApplication` does.
-    pub fn create_application(&mut self, req: CreateApplication) -> Result<ApplicationView, ServiceError> {
-        let base = Settings {
-            snapshots_enabled: req.snapshots_enabled.unwrap_or(true),
-            monitoring: req
-                .monitoring
-                .as_ref()
-                .map_or(MonitoringView::DEFAULT, |m| MonitoringView::DEFAULT.merge(m)),
-            ..Settings::DEFAULT
-        };
-        let settings = match &req.parallelism {
-            Some(p) => self.merge(
-                Settings {
-                    configuration_type: ConfigurationType::Custom,
-                    ..base
-                },
-                p,
-            )?,
-            None => base,
-        };
-        let workload = match &req.workload {
-            Some(s) => {
-                s.validate()
-                    .map_err(|e| ServiceError::InvalidArgument(e.to_string()))?;
-                Workload::from_scenario(s)
-            }
-            None => Workload::light(settings.parallelism, self.seed ^ self.streams),
-        };
-        Ok(self.insert_app(&req, settings, workload)?.view())
-    }
-
-    /// All applications, by name.
-    pub fn list_applications(&self) -> Vec<ApplicationView> {
-        self.apps.values().map(App::view).collect()
-    }
-
-    /// One application.
-    pub fn describe_application(&self, name: &str) -> Result<ApplicationView, ServiceError> {
-        Ok(self.app(name)?.view())
-    }
-
-    /// `UpdateApplication`. On a running application a parallelism change is a snapshot,
-    /// stop and restore: the application is `UPDATING` for a time that grows with its
-    /// state, then `RUNNING` at the new configuration — or, when the job cannot restore at
-    /// that parallelism (above its `maxParallelism`), the operation fails and the service
-    /// rolls back to the previous version. Returns the view and the operation id.
-    pub fn update_application(
-        &mut self,
-        name: &str,
-        req: UpdateApplication,
-    ) -> Result<(ApplicationView, String), ServiceError> {
-        let injected = self.injected_failure.take();
-        let app = self.app(name)?;
-        check_update(name, &req, app.version_id, &app.token, app.status)?;
-        let mut settings = match &req.parallelism {
-            Some(p) => self.merge(app.settings, p)?,
-            None => app.settings,
-        };
-        if let Some(enabled) = req.snapshots_enabled {
-            settings.snapshots_enabled = enabled;
-        }
-        if let Some(m) = &req.monitoring {
-            settings.monitoring = settings.monitoring.merge(m);
-        }
-        if let Some(r) = &req.restore
-            && r.application_restore_type == RestoreType::RestoreFromCustomSnapshot
-        {
-            let name_given = r.snapshot_name.as_deref().unwrap_or("");
-            if !app.snapshots.iter().any(|s| s.name == name_given) {
-                return Err(ServiceError::ResourceNotFound(format!(
-                    "Snapshot {name_given} does not exist for application {name}."
-                )));
-            }
-        }
-        let restore_config = req.restore.clone().unwrap_or_else(|| app.restore.clone());
-        let skip = restore_config.application_restore_type == RestoreType::SkipRestoreFromSnapshot;
-        let from_version = app.version_id;
-        let running = app.status == AppStatus::Running;
-        let restart = running && (settings.config() != app.running_config() || skip);
-        let token = self.token();
-        let op = self.new_op(name, "UpdateApplication", Some((from_version, from_version + 1)))?;
-        let now = self.now;
-        let app = self.app_mut(name)?;
-        // The snapshot is taken as the job stops, under the configuration it ran with.
-        let snapshot_taken = restart && app.take_snapshot(now);
-        app.version_id += 1;
-        app.versions.insert(app.version_id, settings);
-        app.updated_from = Some(from_version);
-        app.token = token;
-        app.updated = now;
-        app.settings = settings;
-        app.restore = restore_config;
-        let restore = app.resumes_with_state(snapshot_taken);
-        if restart {
-            let to = settings.config();
-            let failure = injected.or_else(|| {
-                (!app.job.accepts_parallelism(to.parallelism)).then(|| {
-                    format!(
-                        "The job failed to start: parallelism {} is higher than the job's maxParallelism {}; \
-                         state cannot be restored.",
-                        to.parallelism,
-                        app.job.workload().key_groups
-                    )
-                })
-            });
-            let from = app.running_config();
-            // A failing restore is noticed once the snapshot is written and the new job submitted.
-            let duration = match failure {
-                None => app.job.restart_time(from, to),
-                Some(_) => app.job.restart_time(from, from) - app.job.restore_time(from),
-            };
-            app.job.stop();
-            app.status = AppStatus::Updating;
-            app.transition = Some((
-                now + duration,
-                Transition::Updating {
-                    op,
-                    to,
-                    restore,
-                    failure,
-                },
-            ));
-        } else {
-            if !running {
-                app.current_parallelism = settings.parallelism;
-            }
-            app.finish_op(op, now, OperationStatus::Successful, None);
-        }
-        let id = app.operations[op].operation_id.clone();
-        Ok((app.view(), id))
-    }
-
-    /// [`update_application`](Self::update_application) whose restart fails with
-    /// `failure` (as a job that cannot restore does): the operation ends `FAILED` and the
-    /// service rolls back to the previous version. An update that does not restart a
-    /// running application cannot fail this way and completes as usual.
-    pub fn update_application_failing(
-        &mut self,
-        name: &str,
-        req: UpdateApplication,
-        failure: &str,
-    ) -> Result<(ApplicationView, String), ServiceError> {
-        self.injected_failure = Some(failure.to_string());
-        let result = self.update_application(name, req);
-        // Consumed by a restart; dropped otherwise, so it never reaches a later update.
-        self.injected_failure = None;
-        result
-    }
-
-    /// Deletes an application (`DeleteApplication`): it is gone from every call at once,
-    /// operations in flight included. Its published metrics stay in CloudWatch, as they do
-    /// on AWS; a new application of the same name starts afresh (version 1).
-    pub fn delete_application(&mut self, name: &str) -> Result<(), ServiceError> {
-        self.apps
-            .remove(name)
-            .map(|_| ())
-            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Application {name} not found.")))
-    }
-
-    /// One operation of an application.
-    pub fn describe_operation(&self, name: &str, operation_id: &str) -> Result<OperationView, ServiceError> {
-        self.app(name)?
-            .operations
-            .iter()
-            .find(|o| o.operation_id == operation_id)
-            .cloned()
-            .ok_or_else(|| ServiceError::ResourceNotFound(format!("Operation {operation_id} not found.")))
-    }
-
-    /// All operations of an application, newest first (as `ListApplicationOperations`).
-    pub fn list_operations(&self, name: &str) -> Result<Vec<OperationView>, ServiceError> {
-        Ok(self.app(name)?.operations.iter().rev().cloned().collect())
-    }
-
-    /// The snapshots of an application, oldest first (as `ListApplicationSnapshots`).
-    pub fn list_snapshots(&self, name: &str) -> Result<Vec<SnapshotView>, ServiceError> {
-        Ok(self.app(name)?.snapshots.clone())
-    }
-
-    /// `RollbackApplication`: back to the previous version's configuration (a restart),
-    /// allowed when `RUNNING`, `UPDATING` or `AUTOSCALING`; an update in flight is cancelled.
-    pub fn rollback_application(
-        &mut self,
-        name: &str,
-        current_version_id: i64,
-    ) -> Result<(ApplicationView, String), ServiceError> {
-        let app = self.app(name)?;
-        if current_version_id != app.version_id {
-            return Err(ServiceError::ConcurrentModification(format!(
-                "Current application version id {current_version_id} does not match the application's version id {}.",
-                app.version_id
-            )));
-        }
-        if !matches!(
-            app.status,
-            AppStatus::Running | AppStatus::Updating | AppStatus::Autoscaling
-        ) {
-            return Err(ServiceError::ResourceInUse(format!(
-                "Application {name} is in {} status; it can be rolled back only when RUNNING, UPDATING or AUTOSCALING.",
-                app.status.as_str()
-            )));
-        }
-        let Some((&to_version, &to)) = app.versions.range(..app.version_id).next_back() else {
-            return Err(ServiceError::InvalidRequest(format!(
-                "Application {name} has no previous version to roll back to."
-            )));
-        };
-        let op = self.new_op(
-            name,
-            "RollbackApplication",
-            Some((current_version_id, current_version_id + 1)),
-        )?;
-        let now = self.now;
-        let app = self.app_mut(name)?;
-        if let Some((
-            _,
-            Transition::Updating { op: update_op, .. } | Transition::Starting { op: update_op, .. },
-        )) = app.transition.take()
-        {
-            app.finish_op(update_op, now, OperationStatus::Cancelled, None);
-        }
-        let from = app.running_config();
-        let duration = app.job.restart_time(from, to.config());
-        app.job.stop();
-        app.status = AppStatus::RollingBack;
-        app.transition = Some((now + duration, Transition::RollingBack { op, to, to_version }));
-        let id = app.operations[op].operation_id.clone();
-        Ok((app.view(), id))
-    }
-
-    /// `StartApplication` (from `READY`): `STARTING` while the cluster comes up and the
-    /// latest snapshot is restored, then `RUNNING`.
-    pub fn start_application(&mut self, name: &str) -> Result<String, ServiceError> {
-        let app = self.app(name)?;
-        if app.status != AppStatus::Ready {
-            return Err(ServiceError::ResourceInUse(format!(
-                "Application {name} is in {} status; it can be started only when READY.",
-                app.status.as_str()
-            )));
-        }
-        if !app.job.accepts_parallelism(app.current_parallelism) {
-            return Err(ServiceError::InvalidApplicationConfiguration(format!(
-                "Parallelism {} is higher than the job's maxParallelism {}.",
-                app.current_parallelism,
-                app.job.workload().key_groups
-            )));
-        }
-        let op = self.new_op(name, "StartApplication", None)?;
-        let now = self.now;
-        let app = self.app_mut(name)?;
-        let duration =
-            app.job.workload().platform.restart_base / 2 + app.job.restore_time(app.running_config());
-        app.status = AppStatus::Starting;
-        app.transition = Some((now + duration, Transition::Starting { op, restore: true }));
-        Ok(app.operations[op].operation_id.clone())
-    }
-
-    /// `StopApplication`: a graceful stop (from `RUNNING`) snapshots the state first; a
-    /// forced one (also from `STARTING`, `UPDATING`, `AUTOSCALING`, `ROLLING_BACK`) does
-    /// not, and cancels what was in flight.
-    pub fn stop_application(&mut self, name: &str, force: bool) -> Result<String, ServiceError> {
-        let app = self.app(name)?;
-        let allowed = if force {
-            matches!(
-                app.status,
-                AppStatus::Running
-                    | AppStatus::Starting
-                    | AppStatus::Updating
-                    | AppStatus::Autoscaling
-                    | AppStatus::RollingBack
-                    | AppStatus::Stopping
-            )
-        } else {
-            app.status == AppStatus::Running
-        };
-        if !allowed {
-            return Err(ServiceError::ResourceInUse(format!(
-                "Application {name} is in {} status and cannot be stopped{}.",
-                app.status.as_str(),
-                if force { "" } else { " without Force" }
-            )));
-        }
-        let op = self.new_op(name, "StopApplication", None)?;
-        let now = self.now;
-        let app = self.app_mut(name)?;
-        if let Some((_, t)) = app.transition.take() {
-            match t {
-                Transition::Starting { op, .. }
-                | Transition::Stopping { op }
-                | Transition::Updating { op, .. }
-                | Transition::RollingBack { op, .. } => {
-                    app.finish_op(op, now, OperationStatus::Cancelled, None)
-                }
-                Transition::Autoscaling { from, .. } => app.current_parallelism = from,
-            }
-        }
-        let duration = if force {
-            app.job.stop();
-            app.status = AppStatus::ForceStopping;
-            FORCE_STOP_TIME
-        } else {
-            // A graceful stop snapshots the state (when snapshots are on).
-            app.take_snapshot(now);
-            app.status = AppStatus::Stopping;
-            app.job
-                .workload()
-                .transfer_time(app.running_config(), app.job.state_bytes())
-                + STOP_OVERHEAD
-        };
-        app.transition = Some((now + duration, Transition::Stopping { op }));
-        Ok(app.operations[op].operation_id.clone())
-    }
-
-    /// `TagResource`.
-    pub fn tag_resource(&mut self, arn: &str, tags: Vec<(String, String)>) -> Result<(), ServiceError> {
-        validate_tags(&tags)?;
-        let name = self.app_by_arn(arn)?.name.clone();
-        let app = self.app_mut(&name)?;
-        let mut merged = app.tags.clone();
-        for (k, v) in tags {
-            match merged.iter_mut().find(|(mk, _)| *mk == k) {
-                Some(existing) => existing.1 = v,
-                None => merged.push((k, v)),
-            }
-        }
-        if merged.len() > MAX_TAGS {
-            return Err(ServiceError::TooManyTags(format!(
-                "Resource {arn} would have {} tags; at most {MAX_TAGS} are allowed.",
-                merged.len()
-            )));
-        }
-        app.tags = merged;
-        Ok(())
-    }
-
-    /// `UntagResource`.
-    pub fn untag_resource(&mut self, arn: &str, keys: &[String]) -> Result<(), ServiceError> {
-        let name = self.app_by_arn(arn)?.name.clone();
-        self.app_mut(&name)?.tags.retain(|(k, _)| !keys.contains(k));
-        Ok(())
-    }
-
-    /// `ListTagsForResource`.
-    pub fn list_tags(&self, arn: &str) -> Result<Vec<(String, String)>, ServiceError> {
-        Ok(self.app_by_arn(arn)?.tags.clone())
-    }
-
-    /// Datapoints of one metric aggregated to `period` with `stat` ("Average" | "Maximum" |
-    /// "Minimum" | "Sum" | "SampleCount" | "pNN"), in [start, end), oldest first.
-    pub fn metric_data(&self, q: &MetricQuery) -> Vec<(Timestamp, f64)> {
-        self.store.query(q)
-    }
-
-    /// The unit a metric is published with (for `GetMetricStatistics`).
-    pub fn metric_unit(&self, id: &MetricId) -> Option<&str> {
-        self.store.unit(id)
-    }
-
-    /// Metrics with datapoints in the last 15 days matching the filters (a dimension with an
-    /// empty value matches any value).
-    pub fn list_metrics(
-        &self,
-        namespace: Option<&str>,
-        metric_name: Option<&str>,
-        dims: &[(String, String)],
-    ) -> Vec<MetricId> {
-        self.store.list(namespace, metric_name, dims)
-    }
-
-    /// Records one datapoint of a service metric (an `AWS/` namespace included) as if the
-    /// service had published it: for tests and tools that need data of shapes or at times
-    /// the model does not publish (`PutMetricData` refuses `AWS/` namespaces, as CloudWatch
-    /// does).
-    pub fn record_service_metric(&mut self, id: &MetricId, unit: &str, at: Timestamp, value: f64) {
-        self.store.record(id, unit, at, value);
-    }
-
-    /// `PutMetricData`. Namespaces starting with `AWS/` are reserved, as in CloudWatch.
-    pub fn put_metric_data(&mut self, namespace: &str, data: Vec<PutDatum>) -> Result<(), ServiceError> {
-        if namespace.starts_with("AWS/") || namespace.is_empty() {
-            return Err(ServiceError::InvalidArgument(format!(
-                "The value {namespace} for parameter Namespace is invalid: namespaces starting with AWS/ are reserved."
-            )));
-        }
-        for d in &data {
-            let values_ok = d.value.is_some_and(f64::is_finite)
-                || (!d.values.is_empty() && d.values.iter().all(|v| v.is_finite()))
-                || d.statistic_values.is_some();
-            if d.metric_name.is_empty() || !values_ok {
-                return Err(ServiceError::InvalidArgument(format!(
-                    "MetricDatum {:?} needs a name and a finite Value, Values or StatisticValues.",
-                    d.metric_name
-                )));
-            }
-        }
-        for d in &data {
-            self.store.put(namespace, d, self.now);
-        }
-        Ok(())
+        Service::with_runtime(Model { seed, streams: 0 }, seed, start)
     }
 
     /// What the model did in the last period for an application (beyond CloudWatch's
     /// metrics: offered load, backlog, state size); for `simulate`'s timeline.
     pub fn last_period(&self, name: &str) -> Option<&PeriodReport> {
-        self.apps.get(name).and_then(|a| a.last_report.as_ref())
+        self.job(name).ok()?.last_report.as_ref()
+    }
+}
+
+impl Runtime for Model {
+    type Job = ModelJob;
+    type Spec = Workload;
+
+    fn spec(&self, workload: Option<&Scenario>, parallelism: u32) -> Result<Workload, ServiceError> {
+        Ok(match workload {
+            Some(s) => Workload::from_scenario(s),
+            None => Workload::light(parallelism, self.seed ^ self.streams),
+        })
     }
 
-    fn step_period(&mut self) {
-        let t0 = self.now;
-        let t1 = t0 + PERIOD;
-        let quota = self.kpu_quota;
-        for app in self.apps.values_mut() {
-            let mut cursor = t0;
-            while let Some((until, _)) = &app.transition {
-                let until = *until;
-                if until > t1 {
-                    break;
-                }
-                let at = until.max(cursor);
-                app.job.advance(cursor, at);
-                cursor = at;
-                if let Some((_, t)) = app.transition.take() {
-                    complete_transition(app, t, at);
-                }
+    fn job(&mut self, _name: &str, spec: Workload, now: Timestamp) -> ModelJob {
+        self.streams += 1;
+        ModelJob {
+            job: Job::new(spec, now, self.streams),
+            pending: None,
+            last_report: None,
+        }
+    }
+
+    fn run_now(&mut self, job: &mut ModelJob, config: AppConfig, now: Timestamp) -> bool {
+        job.job.start(now, config);
+        true
+    }
+
+    fn check(&self, _config: AppConfig) -> Result<(), ServiceError> {
+        Ok(())
+    }
+
+    fn job_max_parallelism(&self, job: &ModelJob) -> u32 {
+        job.job.workload().key_groups
+    }
+
+    fn max_parallelism(&self) -> u32 {
+        MAX_PARALLELISM
+    }
+
+    fn checkpointing(&self, job: &ModelJob) -> (i64, i64) {
+        let c = &job.job.workload().checkpoints;
+        (c.interval.as_millis() as i64, c.min_pause.as_millis() as i64)
+    }
+
+    fn begin(&mut self, job: &mut ModelJob, action: Action, now: Timestamp) {
+        let j = &mut job.job;
+        let refused = |j: &Job, to: AppConfig| {
+            (!j.accepts_parallelism(to.parallelism)).then(|| {
+                format!(
+                    "The job failed to start: parallelism {} is higher than the job's maxParallelism {}; \
+                     state cannot be restored.",
+                    to.parallelism,
+                    j.workload().key_groups
+                )
+            })
+        };
+        let (duration, pending) = match action {
+            Action::Start { config, restore } => (
+                j.workload().platform.restart_base / 2 + j.restore_time(config),
+                Pending::Run { to: config, restore },
+            ),
+            Action::Stop { force: true, .. } => {
+                j.stop();
+                (FORCE_STOP_TIME, Pending::Stop)
             }
-            app.job.advance(cursor, t1);
-            let mut report = app.job.take_period(t1);
-            // KPUs are billed (and reported) whenever the application is not READY, including
-            // while it restarts.
-            report.kpus = if app.status == AppStatus::Ready {
-                0
+            Action::Stop { config, .. } => (
+                j.workload().transfer_time(config, j.state_bytes()) + STOP_OVERHEAD,
+                Pending::Stop,
+            ),
+            Action::Restart(r) => {
+                let (from, to, restore) = (r.from, r.to, r.restore);
+                let (duration, pending) = match (r.purpose, r.failure.or_else(|| refused(j, to))) {
+                    (Purpose::Rollback, _) | (_, None) => {
+                        (j.restart_time(from, to), Pending::Run { to, restore })
+                    }
+                    // A failing restore is noticed once the snapshot is written and the new
+                    // job submitted.
+                    (Purpose::Update, Some(message)) => (
+                        j.restart_time(from, from) - j.restore_time(from),
+                        Pending::Fail {
+                            message,
+                            back: None,
+                            restore,
+                        },
+                    ),
+                    // A failed restore costs the attempt and the way back.
+                    (Purpose::Autoscale, Some(message)) => (
+                        j.restart_time(from, from) * 2 - j.restore_time(from),
+                        Pending::Fail {
+                            message,
+                            back: Some(from),
+                            restore,
+                        },
+                    ),
+                };
+                j.stop();
+                (duration, pending)
+            }
+            Action::Recover { to } => (
+                j.workload().platform.restart_base + j.restore_time(to),
+                Pending::Run { to, restore: true },
+            ),
+        };
+        job.pending = Some((now + duration, pending));
+    }
+
+    fn poll(&mut self, job: &mut ModelJob, from: Timestamp, to: Timestamp) -> Option<(Timestamp, Outcome)> {
+        let until = job.pending.as_ref()?.0;
+        if until > to {
+            return None;
+        }
+        let at = until.max(from);
+        job.job.advance(from, at);
+        let (_, pending) = job.pending.take()?;
+        let outcome = match pending {
+            Pending::Run { to, restore } => {
+                if !restore {
+                    job.job.clear_state();
+                }
+                job.job.start(at, to);
+                Outcome::Done
+            }
+            Pending::Stop => {
+                job.job.stop();
+                Outcome::Done
+            }
+            Pending::Fail {
+                message,
+                back,
+                restore,
+            } => {
+                if let Some(back) = back {
+                    if !restore {
+                        job.job.clear_state();
+                    }
+                    job.job.start(at, back);
+                }
+                Outcome::Failed(message)
+            }
+        };
+        Some((at, outcome))
+    }
+
+    fn period(
+        &mut self,
+        job: &mut ModelJob,
+        from: Timestamp,
+        to: Timestamp,
+        ctx: PeriodContext<'_>,
+    ) -> Figures {
+        job.job.advance(from, to);
+        let mut r = job.job.take_period(to);
+        r.kpus = ctx.kpus;
+        let figures = Figures {
+            kpus: r.kpus,
+            job_reporting: r.job_reporting,
+            downtime_ms: r.downtime_ms,
+            uptime_ms: r.uptime_ms,
+            restarts: Some(r.full_restarts_total),
+            failed_checkpoints: Some(r.failed_checkpoints_total),
+            last_checkpoint_duration_ms: r.last_checkpoint_duration_ms,
+            last_checkpoint_size_bytes: r.last_checkpoint_size_bytes,
+            task_managers: r.task_managers,
+            busiest: TaskManagerFigures {
+                cpu: Some(r.cpu_utilization_max),
+                heap: Some(r.heap_memory_utilization),
+                container_memory: Some(r.container_memory_utilization),
+            },
+            rest: TaskManagerFigures {
+                cpu: Some(r.cpu_utilization_rest),
+                heap: Some(r.heap_memory_utilization_rest),
+                container_memory: Some(r.container_memory_utilization_rest),
+            },
+            source_lag: Some((r.millis_behind_latest, r.backlog)),
+            records_in_per_second: Some(r.records_in_per_second),
+            tasks: if ctx.tasks {
+                task_figures(&ctx, &r)
             } else {
-                app.running_config().kpus()
-            };
-            autoscale(app, &report, t1, quota);
-            publish(&mut self.store, app, t0, &report);
-            app.last_report = Some(report);
-        }
-        self.now = t1;
-        if t1.as_second().rem_euclid(86_400) == 0 {
-            self.store.expire(t1 - RETENTION);
-        }
+                Vec::new()
+            },
+        };
+        job.last_report = Some(r);
+        figures
     }
-}
-
-/// Applies the end of a transition at `at`.
-fn complete_transition(app: &mut App, t: Transition, at: Timestamp) {
-    match t {
-        Transition::Starting { op, restore } => {
-            if !restore {
-                app.job.clear_state();
-            }
-            app.job.start(at, app.running_config());
-            app.status = AppStatus::Running;
-            app.finish_op(op, at, OperationStatus::Successful, None);
-        }
-        Transition::Stopping { op } => {
-            app.job.stop();
-            app.status = AppStatus::Ready;
-            app.finish_op(op, at, OperationStatus::Successful, None);
-        }
-        Transition::Updating {
-            op,
-            to,
-            restore,
-            failure: None,
-        } => {
-            if !restore {
-                app.job.clear_state();
-            }
-            app.current_parallelism = to.parallelism;
-            app.job.start(at, to);
-            app.status = AppStatus::Running;
-            app.finish_op(op, at, OperationStatus::Successful, None);
-        }
-        Transition::Updating {
-            op,
-            failure: Some(message),
-            ..
-        } => {
-            // The service rolls back to the version before the failed one.
-            let failed_version = app.version_id;
-            let previous = app
-                .versions
-                .range(..failed_version)
-                .next_back()
-                .map(|(v, s)| (*v, *s));
-            let Some((to_version, to)) = previous else {
-                app.status = AppStatus::Ready;
-                app.finish_op(op, at, OperationStatus::Failed, Some(message));
-                return;
-            };
-            let rollback_id = format!("{}-rollback", app.operations[op].operation_id);
-            app.finish_op(op, at, OperationStatus::Failed, Some(message));
-            app.operations[op].rollback_operation_id = Some(rollback_id.clone());
-            app.operations.push(OperationView {
-                operation_id: rollback_id,
-                operation: "RollbackApplication".into(),
-                status: OperationStatus::InProgress,
-                start_time: at,
-                end_time: None,
-                failure: None,
-                rollback_operation_id: None,
-                version_updated_from: Some(failed_version),
-                version_updated_to: Some(failed_version + 1),
-            });
-            let rollback_op = app.operations.len() - 1;
-            let duration = app.job.workload().platform.restart_base + app.job.restore_time(to.config());
-            app.status = AppStatus::RollingBack;
-            app.transition = Some((
-                at + duration,
-                Transition::RollingBack {
-                    op: rollback_op,
-                    to,
-                    to_version,
-                },
-            ));
-        }
-        Transition::RollingBack { op, to, to_version } => {
-            let from_version = app.version_id;
-            app.version_id += 1;
-            app.versions.insert(app.version_id, to);
-            app.settings = to;
-            app.rolled_back_from = Some(from_version);
-            app.rolled_back_to = Some(to_version);
-            app.updated = at;
-            app.current_parallelism = to.parallelism;
-            app.job.start(at, to.config());
-            app.status = AppStatus::Running;
-            app.finish_op(op, at, OperationStatus::Successful, None);
-        }
-        Transition::Autoscaling {
-            from,
-            to,
-            failure,
-            restore,
-        } => {
-            if !restore {
-                app.job.clear_state();
-            }
-            app.current_parallelism = if failure { from } else { to };
-            app.job.start(at, app.running_config());
-            app.status = AppStatus::Running;
-        }
-    }
-}
-
-/// The service's own automatic scaling, exactly as AWS documents it (Managed Service for
-/// Apache Flink developer guide, "Use automatic scaling in Managed Service for Apache
-/// Flink"): the only signal is CPU. Scale up when `containerCPUUtilization` (Maximum) is at
-/// or above 75 % for 15 consecutive one-minute datapoints: `CurrentParallelism` doubles,
-/// `ParallelismPerKPU` unchanged, capped by the KPU quota. Scale down when it stays below
-/// 10 % for six hours: parallelism halves (rounded up), never below the configured
-/// `Parallelism`. While it scales the application is `AUTOSCALING`.
-fn autoscale(app: &mut App, report: &PeriodReport, at: Timestamp, kpu_quota: u32) {
-    if app.status != AppStatus::Running || !app.settings.auto_scaling_enabled || !report.job_reporting {
-        app.cpu_high = 0;
-        app.cpu_low = 0;
-        return;
-    }
-    // The Maximum of the per-TaskManager samples: the busiest TaskManager.
-    let cpu = report.cpu_utilization_max;
-    app.cpu_high = if cpu >= AUTOSCALE_UP_PERCENT {
-        app.cpu_high + 1
-    } else {
-        0
-    };
-    app.cpu_low = if cpu < AUTOSCALE_DOWN_PERCENT {
-        app.cpu_low + 1
-    } else {
-        0
-    };
-    let current = app.current_parallelism;
-    let per_kpu = app.settings.parallelism_per_kpu;
-    let target = if app.cpu_high >= AUTOSCALE_UP_MINUTES {
-        (current * 2).min(kpu_quota * per_kpu).min(MAX_PARALLELISM)
-    } else if app.cpu_low >= AUTOSCALE_DOWN_MINUTES {
-        current.div_ceil(2).max(app.settings.parallelism)
-    } else {
-        return;
-    };
-    app.cpu_high = 0;
-    app.cpu_low = 0;
-    if target == current {
-        return;
-    }
-    let from = app.running_config();
-    let to = AppConfig::new(target, per_kpu);
-    let failure = !app.job.accepts_parallelism(target);
-    // A failed restore costs the attempt and the way back.
-    let duration = if failure {
-        app.job.restart_time(from, from) * 2 - app.job.restore_time(from)
-    } else {
-        app.job.restart_time(from, to)
-    };
-    // The service snapshots the state as it scales (when snapshots are on); without one
-    // the job restarts without it.
-    let restore = app.take_snapshot(at);
-    app.job.stop();
-    app.status = AppStatus::Autoscaling;
-    app.transition = Some((
-        at + duration,
-        Transition::Autoscaling {
-            from: current,
-            to: target,
-            failure,
-            restore,
-        },
-    ));
-}
-
-/// The catalogue's view of an application (an unknown runtime, refused at creation, reads
-/// as the default one).
-fn monitoring_of(name: &str, runtime: &str, level: MetricsLevel, source: &Source) -> Monitoring {
-    Monitoring {
-        application: name.to_string(),
-        level,
-        version: catalogue::flink_version(runtime)
-            .or_else(|| catalogue::flink_version(DEFAULT_RUNTIME))
-            .unwrap_or(catalogue::FlinkVersion { major: 1, minor: 20 }),
-        source: source.clone(),
-    }
-}
-
-/// The ids of the application-level metrics the catalogue says this application publishes
-/// (its runtime's, its source's lag), by metric name.
-fn application_metric_ids(m: &Monitoring) -> BTreeMap<&'static str, MetricId> {
-    let mut ids: BTreeMap<&'static str, MetricId> = catalogue::CATALOGUE
-        .iter()
-        .filter_map(|def| m.application(def.name, 0.0))
-        .map(|d| (d.name, MetricId::new(NAMESPACE, d.name, &d.dimensions)))
-        .collect();
-    if let Some(d) = m.source_lag(0.0, 0.0) {
-        ids.insert(d.name, MetricId::new(NAMESPACE, d.name, &d.dimensions));
-    }
-    ids
 }
 
 /// The job's tasks as Flink names them, with what each subtask did in the period: the
@@ -1601,8 +276,8 @@ fn application_metric_ids(m: &Monitoring) -> BTreeMap<&'static str, MetricId> {
 /// NB: the model charges every record's work to the keyed operator; the source's own
 /// (small) work is not modelled, so its busy time is 0 and its time is idle or
 /// back-pressured.
-fn task_figures(app: &App, r: &PeriodReport) -> Vec<TaskFigures> {
-    let p = app.current_parallelism.max(1) as usize;
+fn task_figures(ctx: &PeriodContext<'_>, r: &PeriodReport) -> Vec<TaskFigures> {
+    let p = ctx.parallelism.max(1) as usize;
     let per_subtask = r.records_in_per_second / p as f64;
     let source = SubtaskFigures {
         busy_ms_per_second: 0.0,
@@ -1636,8 +311,8 @@ fn task_figures(app: &App, r: &PeriodReport) -> Vec<TaskFigures> {
         .collect();
     vec![
         TaskFigures {
-            task: app.source.task_name(),
-            operator: app.source.task_name(),
+            task: ctx.source.task_name(),
+            operator: ctx.source.task_name(),
             subtasks: vec![source; p],
         },
         TaskFigures {
@@ -1648,141 +323,14 @@ fn task_figures(app: &App, r: &PeriodReport) -> Vec<TaskFigures> {
     ]
 }
 
-/// Publishes one period's metrics at `at` (the period's start), with AWS's names, units
-/// and dimensions, as the metric catalogue says the application publishes them: the
-/// application-level metrics of its runtime, its source's lag, and — at the TASK level and
-/// finer — the per-task, per-operator or per-subtask metrics. Job metrics are absent for a
-/// period in which the job never ran.
-fn publish(store: &mut MetricStore, app: &App, at: Timestamp, r: &PeriodReport) {
-    let ids = &app.metric_ids;
-    let mut put = |name: &str, value: f64| {
-        debug_assert!(
-            catalogue::metric(name).is_some(),
-            "{name} is missing from the catalogue"
-        );
-        // A metric the application does not publish (its runtime's or source's) has no id.
-        if let (Some(id), Some(def)) = (ids.get(name), catalogue::metric(name)) {
-            store.record(id, def.unit, at, value);
-        }
-    };
-    if r.kpus > 0 {
-        put("KPUs", f64::from(r.kpus));
-    }
-    if !r.job_reporting && r.downtime_ms == 0.0 {
-        return;
-    }
-    put("downtime", r.downtime_ms);
-    put("uptime", r.uptime_ms);
-    put("fullRestarts", r.full_restarts_total);
-    put("numRestarts", r.full_restarts_total);
-    put("numberOfFailedCheckpoints", r.failed_checkpoints_total);
-    if !r.job_reporting {
-        return;
-    }
-    if let Some(d) = r.last_checkpoint_duration_ms {
-        put("lastCheckpointDuration", d);
-    }
-    if let Some(s) = r.last_checkpoint_size_bytes {
-        put("lastCheckpointSize", s);
-    }
-    // One sample per TaskManager per period, as Managed Flink publishes these: the busiest
-    // first, then the others (so Maximum is the busiest and Average the mean).
-    for tm in 0..r.task_managers.max(1) {
-        let busiest = tm == 0;
-        let pick = |hot: f64, rest: f64| if busiest { hot } else { rest };
-        put(
-            "cpuUtilization",
-            pick(r.cpu_utilization_max, r.cpu_utilization_rest),
-        );
-        put(
-            "containerCPUUtilization",
-            pick(r.cpu_utilization_max, r.cpu_utilization_rest),
-        );
-        put(
-            "heapMemoryUtilization",
-            pick(r.heap_memory_utilization, r.heap_memory_utilization_rest),
-        );
-        put(
-            "containerMemoryUtilization",
-            pick(
-                r.container_memory_utilization,
-                r.container_memory_utilization_rest,
-            ),
-        );
-    }
-    put("millisBehindLatest", r.millis_behind_latest);
-    put("records_lag_max", r.backlog);
-    put("numRecordsInPerSecond", r.records_in_per_second);
-    put("numRecordsOutPerSecond", r.records_in_per_second);
-    if app.settings.monitoring.metrics_level > MetricsLevel::Application {
-        for d in app.monitoring().tasks(&task_figures(app, r)) {
-            store.record(
-                &MetricId::new(NAMESPACE, d.name, &d.dimensions),
-                d.unit,
-                at,
-                d.value,
-            );
-        }
-    }
-}
-
-fn validate_tags(tags: &[(String, String)]) -> Result<(), ServiceError> {
-    for (k, v) in tags {
-        if k.is_empty() || k.len() > 128 || v.len() > 256 {
-            return Err(ServiceError::InvalidArgument(format!(
-                "Tag key {k:?} must be 1 to 128 characters and its value at most 256."
-            )));
-        }
-        if k.starts_with("aws:") {
-            return Err(ServiceError::InvalidArgument(format!(
-                "Tag key {k:?} uses the reserved prefix aws:."
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `UpdateApplication`'s preconditions, as the service checks them before anything else:
-/// a version id or conditional token that matches the application's (else
-/// ConcurrentModification), and an application that is READY or RUNNING (else
-/// ResourceInUse). Shared by every backend of the emulator.
-pub fn check_update(
-    name: &str,
-    req: &UpdateApplication,
-    version_id: i64,
-    token: &str,
-    status: AppStatus,
-) -> Result<(), ServiceError> {
-    match (req.current_application_version_id, &req.conditional_token) {
-        (None, None) => {
-            return Err(ServiceError::InvalidArgument(
-                "Either CurrentApplicationVersionId or ConditionalToken must be provided.".into(),
-            ));
-        }
-        (Some(v), _) if v != version_id => {
-            return Err(ServiceError::ConcurrentModification(format!(
-                "Current application version id {v} does not match the application's version id {version_id}."
-            )));
-        }
-        (_, Some(t)) if t != token => {
-            return Err(ServiceError::ConcurrentModification(
-                "The conditional token does not match the application's current token.".into(),
-            ));
-        }
-        _ => {}
-    }
-    if !matches!(status, AppStatus::Running | AppStatus::Ready) {
-        return Err(ServiceError::ResourceInUse(format!(
-            "Application {name} is in {} status; it can be updated only when READY or RUNNING.",
-            status.as_str()
-        )));
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        aws::catalogue::MetricsLevel,
+        policy::AppStatus,
+        sim::store::{MetricId, MetricQuery, PutDatum},
+    };
 
     fn scenario(extra: &str) -> Scenario {
         let text = format!(
