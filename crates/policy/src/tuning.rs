@@ -203,3 +203,9 @@ pub(crate) const RECOVERED_PERIODS: usize = 2;
 /// `policy::remember` keeps at most this many recommendation records (a run of equal
 /// recommendations is stored once, so this only bites with a flapping input).
 pub(crate) const MAX_RECOMMENDATIONS: usize = 256;
+
+/// The longest a lower load must last before a scale-down when no forecast says how long
+/// it will (the payback of the restart, see `economics`): the service's own automatic
+/// scaling waits six hours below its threshold before it scales down, and the policy is
+/// never more reluctant than that. The recommendations are kept this long.
+pub(crate) const PAYBACK_WINDOW_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
