@@ -51,7 +51,7 @@ use self::{
     bounds::{Grow, Pick, Space},
     diagnose::{Context, Finding, Need},
     explain::{fmt_change, fmt_ms},
-    signals::{Readiness, Signals, Window, dur_ms, ms_duration},
+    signals::{Readiness, Signals, Window, dur_ms, ms_duration, ts_ms},
     sizing::{Basis, DurationModel, demand_factor, restart_estimate_ms},
     stabilization::{Stabilized, cooldown_left_ms, in_flight, stabilize},
     tuning::*,
@@ -314,6 +314,14 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
 fn pre_scale(ctx: &Context<'_>, draft: &Draft, finding: &Finding, outlook: &Outlook) -> Option<Decision> {
     let (to, need, at) = outlook.scale_up_due()?;
     if !ctx.space.allowed(to) || to == ctx.current {
+        return None;
+    }
+    // One planned step per rise: right after a scale-up the new configuration's figures
+    // (catch-up, warm-up, a rate far from the peak) are a poor guide to refine it by
+    // another restart; should it fall short, the breach is handled when it shows.
+    if stabilization::last_scaling(ctx.history).is_some_and(|r| {
+        r.to.kpus() > r.from.kpus() && dur_ms(PLANNED_STEP_SPACING) > ts_ms(ctx.now) - ts_ms(r.at)
+    }) {
         return None;
     }
     let message = format!(

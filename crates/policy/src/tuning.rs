@@ -209,3 +209,8 @@ pub(crate) const MAX_RECOMMENDATIONS: usize = 256;
 /// scaling waits six hours below its threshold before it scales down, and the policy is
 /// never more reluctant than that. The recommendations are kept this long.
 pub(crate) const PAYBACK_WINDOW_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// No planned scale-up (ahead of a forecast peak) within this long after a scale-up: the
+/// step is not refined by another restart on the figures of a configuration that has just
+/// restarted (see `pre_scale`).
+pub(crate) const PLANNED_STEP_SPACING: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
