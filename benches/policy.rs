@@ -80,6 +80,7 @@ fn observation(samples: Vec<Sample>, config: AppConfig) -> Observation {
         version_id: 7,
         samples,
         period: Duration::from_secs(60),
+        hourly_input: Vec::new(),
     }
 }
 

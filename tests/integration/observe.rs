@@ -7,8 +7,8 @@ use std::{sync::Arc, time::Duration};
 
 use checkpoint_autoscaler::{
     aws::{
-        AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode, Target, metrics_source,
-        observe_application,
+        ApplicationControl, AwsSettings, KinesisControl, METRIC_NAMESPACE, METRICS, MetricsMode,
+        MetricsSource, Target, metrics_source, observe_application,
     },
     emulator::{self, EmulatorConfig, calllog::CallFilter},
     policy::Observation,
@@ -259,4 +259,62 @@ fn simulate_reads_gaps_resets_and_statistics_as_the_controller_does() {
     assert_eq!(at_minute(23).failed_checkpoints, Some(1.0));
     assert_eq!(at_minute(24).failed_checkpoints, Some(1.0));
     assert_eq!(at_minute(29).failed_checkpoints, None);
+}
+
+/// One history path: the input history (`numRecordsInPerSecond` by the hour, for the
+/// forecast) read by the controller's source through the SDK and the emulator, and by
+/// `simulate` over the same fleet, is the same; and the controller's source reads it once
+/// per application and hour.
+#[tokio::test]
+async fn simulate_and_the_controller_read_the_same_input_history() {
+    let emu = emulator::serve_backend(
+        EmulatorConfig {
+            period: None,
+            start: Some(Timestamp::from_second(START).unwrap()),
+            ..EmulatorConfig::default()
+        },
+        Box::new(fleet()),
+    )
+    .await
+    .unwrap();
+    emu.state().advance(Duration::from_secs(3 * 3600 + 600));
+    let now = emu.state().virtual_now();
+    let settings = AwsSettings {
+        initial_backoff: Duration::from_millis(1),
+        ..AwsSettings::default()
+    };
+    let clients = rig::clients(&Keys::TEST, "us-east-1", emu.endpoint_url(), settings).await;
+    let control = KinesisControl::new(clients.clone());
+    let metrics = metrics_source(clients, MetricsMode::Direct);
+    let target = Target::new("us-east-1");
+    let get_metric_data = || {
+        emu.state()
+            .calls(&CallFilter {
+                operation: Some("GetMetricData".to_string()),
+                ..CallFilter::default()
+            })
+            .len()
+    };
+    for app in [SEEDED, RUNNING, STREAMS] {
+        let description = control.describe(&target, app).await.unwrap();
+        let plan = metrics.plan(&target, &description).await;
+        let before = get_metric_data();
+        let controller = metrics.hourly_input(&target, &plan, now).await.unwrap();
+        let again = metrics.hourly_input(&target, &plan, now).await.unwrap();
+        assert_eq!(get_metric_data(), before + 1, "{app}: once per hour");
+        assert_eq!(again, controller);
+        let simulated = emu
+            .state()
+            .with_fleet(|b| simulate::hourly_input(b.as_model().unwrap(), app, now))
+            .unwrap();
+        assert_eq!(simulated, controller, "{app}");
+        if app == RUNNING {
+            // Three complete hours of the step-up scenario: 12k, then 24k records/s.
+            assert_eq!(controller.len(), 3, "{controller:?}");
+            assert!(
+                controller.iter().all(|h| h.records_per_second > 10_000.0),
+                "{controller:?}"
+            );
+        }
+    }
 }

@@ -36,9 +36,10 @@ use super::{
         MAX_DATAPOINTS_PER_CALL, MAX_QUERIES_PER_CALL, METRICS, MetricDataApi, MetricDataCall, Query,
         SampleRequest, assemble, fetch_all,
     },
+    history::{self, HourlyCache},
     signals::{Discovery, ListMetricsApi, SeriesSpec, SignalPlan},
 };
-use crate::policy::Sample;
+use crate::policy::{HourlyRate, Sample};
 
 /// How the batcher trades latency for fewer calls.
 #[derive(Clone, Debug)]
@@ -85,6 +86,8 @@ pub struct BatchedMetrics {
     /// `Application` dimension alone).
     lister: Option<Arc<dyn ListMetricsApi>>,
     discovery: Discovery,
+    /// Each application's input history, read once per hour (see `history`).
+    history: Arc<HourlyCache>,
 }
 
 impl std::fmt::Debug for BatchedMetrics {
@@ -121,6 +124,7 @@ impl BatchedMetrics {
             stats,
             lister: None,
             discovery: Discovery::default(),
+            history: Arc::default(),
         }
     }
 }
@@ -156,13 +160,47 @@ impl MetricsSource for BatchedMetrics {
     ) -> Result<Vec<Sample>, AwsError> {
         self.stats.record_sample_request();
         let request = SampleRequest::new(&plan.application, window, period, end)?;
+        self.enqueue(target, request, plan.series.clone()).await
+    }
+
+    async fn hourly_input(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        now: Timestamp,
+    ) -> Result<Vec<HourlyRate>, AwsError> {
+        if let Some(cached) = self.history.get(target, &plan.application, now) {
+            return Ok(cached);
+        }
+        let input = history::input_plan(plan);
+        if input.series.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.stats.record_sample_request();
+        let samples = self
+            .enqueue(target, history::request(&plan.application, now), input.series)
+            .await?;
+        let rates = history::hourly(&samples);
+        self.history.put(target, &plan.application, now, rates.clone());
+        Ok(rates)
+    }
+}
+
+impl BatchedMetrics {
+    /// Queues `request` for the series `series` and waits for its samples.
+    async fn enqueue(
+        &self,
+        target: &Target,
+        request: SampleRequest,
+        series: Vec<SeriesSpec>,
+    ) -> Result<Vec<Sample>, AwsError> {
         let (reply, answer) = oneshot::channel();
         let stopped = || AwsError::Other("GetMetricData: the metric batcher has stopped".into());
         self.tx
             .send(Pending {
                 target: target.clone(),
                 request,
-                series: plan.series.clone(),
+                series,
                 reply,
             })
             .await

@@ -450,6 +450,7 @@ pub struct CloudWatchMetrics {
     api: Arc<dyn MetricDataApi>,
     clients: Arc<AwsClients>,
     discovery: Discovery,
+    history: Arc<super::history::HourlyCache>,
 }
 
 impl std::fmt::Debug for CloudWatchMetrics {
@@ -465,6 +466,7 @@ impl CloudWatchMetrics {
             api: clients.clone(),
             clients,
             discovery: Discovery::default(),
+            history: Arc::default(),
         }
     }
 }
@@ -500,6 +502,21 @@ impl MetricsSource for CloudWatchMetrics {
         self.clients.stats().record_sample_request();
         let request = SampleRequest::new(&plan.application, window, period, end)?;
         read_samples(self.api.as_ref(), target, plan, &request).await
+    }
+
+    async fn hourly_input(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        now: Timestamp,
+    ) -> Result<Vec<crate::policy::HourlyRate>, AwsError> {
+        if let Some(cached) = self.history.get(target, &plan.application, now) {
+            return Ok(cached);
+        }
+        self.clients.stats().record_sample_request();
+        let rates = super::history::read(self.api.as_ref(), target, plan, now).await?;
+        self.history.put(target, &plan.application, now, rates.clone());
+        Ok(rates)
     }
 }
 

@@ -41,13 +41,14 @@ use jiff::Timestamp;
 use checkpoint_autoscaler_api::crd;
 use checkpoint_autoscaler_policy as policy;
 
-use crate::policy::{AppConfig, AppStatus, Outcome, Sample};
+use crate::policy::{AppConfig, AppStatus, HourlyRate, Outcome, Sample};
 
 mod batch;
 pub mod catalogue;
 mod clients;
 pub mod cloudwatch;
 mod error;
+pub mod history;
 mod identity;
 mod kinesis;
 mod observe;
@@ -401,6 +402,22 @@ pub trait MetricsSource: Send + Sync {
     ) -> Result<Vec<Sample>, AwsError> {
         self.samples(target, &plan.application, window, period, end).await
     }
+
+    /// The application's input rate per clock hour over the last
+    /// [`history::HISTORY_DAYS`] days, for the policy's forecast (see [`history`]): the
+    /// plan's `numRecordsInPerSecond` series at one-hour periods, read at most once per
+    /// application and hour.
+    ///
+    /// The default (for sources that keep no history) has none.
+    async fn hourly_input(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        now: Timestamp,
+    ) -> Result<Vec<HourlyRate>, AwsError> {
+        let _ = (target, plan, now);
+        Ok(Vec::new())
+    }
 }
 
 #[async_trait]
@@ -470,5 +487,14 @@ impl<T: MetricsSource + ?Sized> MetricsSource for Arc<T> {
         end: Timestamp,
     ) -> Result<Vec<Sample>, AwsError> {
         (**self).samples_for(target, plan, window, period, end).await
+    }
+
+    async fn hourly_input(
+        &self,
+        target: &Target,
+        plan: &SignalPlan,
+        now: Timestamp,
+    ) -> Result<Vec<HourlyRate>, AwsError> {
+        (**self).hourly_input(target, plan, now).await
     }
 }

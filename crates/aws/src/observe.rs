@@ -35,6 +35,7 @@ pub fn observe(
         version_id: description.version_id,
         samples,
         period,
+        hourly_input: Vec::new(),
     }
 }
 

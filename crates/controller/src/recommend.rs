@@ -18,8 +18,8 @@ use serde::{Deserialize as _, Serialize};
 
 use crate::{
     aws::{
-        ApplicationDescription, AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl, SignalsReport,
-        Target, observe_application,
+        ApplicationDescription, AwsClients, AwsSettings, CloudWatchMetrics, KinesisControl, MetricsSource,
+        SignalsReport, Target, observe_application,
     },
     cost::KpuHourPrice,
     crd::CostStatus,
@@ -251,10 +251,18 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
     let metrics = CloudWatchMetrics::new(clients.clone());
     let now = args.at.unwrap_or_else(Timestamp::now);
     let name = &spec.application.name;
-    let (description, observation, plan) =
+    let (description, mut observation, plan) =
         observe_application(&control, &metrics, &target, name, budget.window, period, now)
             .await
             .map_err(|e| anyhow!("observing {name} in {target}: {} ({})", e.message(), e.reason()))?;
+    // The input history for the forecast; without it the answer rests on the window alone.
+    observation.hourly_input = metrics.hourly_input(&target, &plan, now).await.map_err(|e| {
+        anyhow!(
+            "reading the input history of {name} in {target}: {} ({})",
+            e.message(),
+            e.reason()
+        )
+    })?;
     // NB: no history — a one-shot answer has no cooldowns or stabilization to honour.
     let decision = policy::decide(&budget, Some(&observation), &History::default(), now);
     Ok(report(
@@ -508,6 +516,15 @@ pub fn render_text(report: &Report) -> String {
         line("Limited", format!("{}: {}", limited.reason, limited.message));
     }
     line("Cost", report.cost.summary.clone());
+    line(
+        "Forecast",
+        match &d.forecast {
+            Some(f) => crate::crd::ForecastStatus::from(f).summary,
+            None => {
+                "none: fewer than 36 hours of input history (numRecordsInPerSecond by the hour)".to_owned()
+            }
+        },
+    );
     let sig = &report.signals;
     line(
         "Signals",

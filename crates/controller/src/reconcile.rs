@@ -30,8 +30,8 @@ use crate::{
     cost::KpuHourPrice,
     crd::{
         CheckpointBudgetSpec, CheckpointBudgetStatus, CheckpointWindow, DiagnosisStatus, ErrorBudgetStatus,
-        HandBack, KpuLimit, LastScaling, Mode, ObservedApplication, OnDelete, OperationInFlight,
-        RecommendationStatus, RestartStatus, ServiceAutoScaling, SnapshotStatus,
+        ForecastStatus, HandBack, KpuLimit, LastScaling, Mode, ObservedApplication, OnDelete,
+        OperationInFlight, RecommendationStatus, RestartStatus, ServiceAutoScaling, SnapshotStatus,
     },
     metrics::Metrics,
     policy::{self, Action, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
@@ -317,7 +317,16 @@ impl Reconciler {
             Ok(s) => s,
             Err(e) => return Err(run.aws_failed(e, "reading CloudWatch metrics").await),
         };
-        let observation = crate::aws::observe(&desc, samples, self.period, now);
+        let mut observation = crate::aws::observe(&desc, samples, self.period, now);
+        // The input history for the forecast (read once an hour); without it the policy
+        // decides on the window alone.
+        observation.hourly_input = match self.metrics_source.hourly_input(&target, &plan, now).await {
+            Ok(rates) => rates,
+            Err(e) => {
+                debug!(budget = %budget.key, error = %e, "no input history");
+                Vec::new()
+            }
+        };
 
         // 2. Decide, below a KPU quota AWS enforced.
         let quota_note = run.apply_kpu_limit(&mut typed, &desc);
@@ -708,6 +717,7 @@ impl<'a> Reconciling<'a> {
         policy::account(&mut self.history, budget, decision.slo_met, self.now);
         self.status.error_budget = policy::error_budget_state(budget, &self.history, self.now)
             .map(|s| ErrorBudgetStatus::new(&s, policy::spending_stopped(&s, &self.history)));
+        self.status.forecast = decision.forecast.as_ref().map(ForecastStatus::from);
         let cause_before = self.prior.diagnosis.as_ref().map(|d| d.cause);
         self.status.diagnosis = Some(DiagnosisStatus::from(&decision.diagnosis));
         if cause_before != Some(decision.diagnosis.cause) && cause_before.is_some() {

@@ -17,11 +17,14 @@
 //! the running one when nothing should change), the figures, and when to look again.
 //! After each decision the caller records it with [`remember`] and persists the history.
 
+mod ahead;
 mod bounds;
 mod diagnose;
 pub mod duration;
+pub mod economics;
 mod error_budget;
 mod explain;
+pub mod forecast;
 mod signals;
 mod sizing;
 mod stabilization;
@@ -44,11 +47,12 @@ pub use stats::median;
 pub use types::*;
 
 use self::{
+    ahead::{Inputs, Outlook},
     bounds::{Grow, Pick, Space},
     diagnose::{Context, Finding, Need},
     explain::{fmt_change, fmt_ms},
-    signals::{Readiness, Signals, Window, dur_ms, ms_duration},
-    sizing::{Basis, DurationModel, restart_estimate_ms},
+    signals::{Readiness, Signals, Window, dur_ms, ms_duration, ts_ms},
+    sizing::{Basis, DurationModel, demand_factor, restart_estimate_ms},
     stabilization::{Stabilized, cooldown_left_ms, in_flight, stabilize},
     tuning::*,
 };
@@ -233,15 +237,109 @@ fn decide_within(
         return enforce_bounds(&ctx, &draft, finding);
     }
 
-    // 5. The need.
-    match finding.need {
-        Need::Hold(reason) => {
+    // 5. The need, ahead of the load when the application's history allows a forecast.
+    let outlook = forecast::Profile::learn(&obs.hourly_input, now)
+        .and_then(|profile| outlook(&ctx, &profile, &finding));
+    let mut decision = match (
+        finding.need,
+        outlook
+            .as_ref()
+            .and_then(|o| pre_scale(&ctx, &draft, &finding, o)),
+    ) {
+        (Need::Hold(_) | Need::Shrink { .. }, Some(ahead)) => ahead,
+        (Need::Hold(reason), _) => {
             let message = hold_message(reason, &finding);
             draft.hold(reason, finding.diagnosis(), message)
         }
-        Need::Grow(need) => grow(&ctx, &draft, finding, need),
-        Need::Shrink { max_load } => shrink(&ctx, &draft, finding, max_load),
+        (Need::Grow(need), _) => grow(&ctx, &draft, finding, need, outlook.as_ref()),
+        (Need::Shrink { max_load }, _) => shrink(&ctx, &draft, finding, max_load, outlook.as_ref()),
+    };
+    decision.forecast = outlook.map(|o| o.report());
+    decision
+}
+
+/// The plan for the coming hours (see `ahead`), when the finding says what the running
+/// configuration can carry: a need sized now (capacity), or a job that keeps up within
+/// budget (healthy or idle). `None` for every other cause (a plan on the figures of a
+/// fault, a hot key or memory would size the wrong thing).
+fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) -> Option<Outlook> {
+    let sig = ctx.signals;
+    let rate = sig.records_in.filter(|r| *r > 0.0)?;
+    let s_now = ctx.space.load(ctx.current);
+    let (rate_now, saturating_load, first_at_most) = match finding.need {
+        Need::Grow(g)
+            if !g.lower_per_kpu && matches!(finding.cause, Cause::UnderProvisioned | Cause::LargeState) =>
+        {
+            // The target aims at the CPU target or the duration target: it saturates beyond.
+            let utilization = match g.basis {
+                Basis::Duration => DURATION_TARGET,
+                _ => CPU_TARGET / 100.0,
+            };
+            (rate * demand_factor(sig), g.target / utilization, Some(g.target))
+        }
+        Need::Hold(Reason::WithinBudget) | Need::Shrink { .. }
+            if matches!(finding.cause, Cause::Healthy | Cause::IdleHeadroom) =>
+        {
+            let budget_ms = dur_ms(ctx.budget.max_checkpoint_duration) as f64;
+            let by_duration = ctx
+                .model
+                .load_factor_for(sig.duration, s_now, budget_ms)
+                .unwrap_or(s_now);
+            // NB: the CPU of the same recent periods as the rate (the window's maximum may
+            // be a catch-up's, or a noisy minute's, against another minute's rate).
+            let by_cpu = sig
+                .cpu
+                .filter(|c| *c > 0.0)
+                .map_or(f64::INFINITY, |c| s_now * 100.0 / c);
+            (rate, by_duration.min(by_cpu).max(s_now), None)
+        }
+        _ => return None,
+    };
+    Outlook::new(
+        profile,
+        &Inputs {
+            space: ctx.space,
+            current: ctx.current,
+            rate_now,
+            saturating_load,
+            first_at_most,
+            restart_ms: ctx.restart_ms,
+            period_ms: ctx.period_ms,
+            now: ctx.now,
+        },
+    )
+}
+
+/// A scale-up the forecast wants started now, before a recurring peak ramps up.
+fn pre_scale(ctx: &Context<'_>, draft: &Draft, finding: &Finding, outlook: &Outlook) -> Option<Decision> {
+    let (to, need, at) = outlook.scale_up_due()?;
+    if !ctx.space.allowed(to) || to == ctx.current {
+        return None;
     }
+    // One planned step per rise: right after a scale-up the new configuration's figures
+    // (catch-up, warm-up, a rate far from the peak) are a poor guide to refine it by
+    // another restart; should it fall short, the breach is handled when it shows.
+    if stabilization::last_scaling(ctx.history).is_some_and(|r| {
+        r.to.kpus() > r.from.kpus() && dur_ms(PLANNED_STEP_SPACING) > ts_ms(ctx.now) - ts_ms(r.at)
+    }) {
+        return None;
+    }
+    let message = format!(
+        "{} The application's own history expects about {need:.0} records/s from {}: scaling {} now, \
+         so the restart is over before the load ramps up; checkpoints predicted at {} today.",
+        finding.summary,
+        at.strftime("%Y-%m-%dT%H:%MZ"),
+        fmt_change(ctx.current, to),
+        predicted(ctx, to)
+    );
+    Some(scale_or_cool(
+        ctx,
+        draft,
+        finding,
+        to,
+        Reason::ScaleUpRequired,
+        message,
+    ))
 }
 
 /// The parts of a decision that do not depend on the action.
@@ -272,6 +370,7 @@ impl Draft {
             figures: self.figures.clone(),
             requeue_after,
             desired: None,
+            forecast: None,
         }
     }
 
@@ -344,6 +443,7 @@ fn no_observation(space: &Space, history: &History) -> Decision {
         figures: CheckpointFigures::default(),
         requeue_after: Duration::from_secs(60),
         desired: None,
+        forecast: None,
     }
 }
 
@@ -397,7 +497,7 @@ fn predicted(ctx: &Context<'_>, to: AppConfig) -> String {
 }
 
 /// What a scale-up to `to` promises, on the basis it was sized on.
-fn outlook(ctx: &Context<'_>, need: Grow, to: AppConfig) -> String {
+fn promise(ctx: &Context<'_>, need: Grow, to: AppConfig) -> String {
     let ratio = ctx.space.load(ctx.current) / ctx.space.load(to).max(f64::MIN_POSITIVE);
     match need.basis {
         Basis::Duration => format!("bring checkpoints to {}", predicted(ctx, to)),
@@ -448,10 +548,33 @@ fn scale_or_cool(
     )
 }
 
-fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decision {
+fn grow(
+    ctx: &Context<'_>,
+    draft: &Draft,
+    finding: Finding,
+    need: Grow,
+    outlook: Option<&Outlook>,
+) -> Decision {
     let space = ctx.space;
     let mut need = need;
     let mut pick = bounds::grow(space, ctx.current, need, false);
+    // One sufficient step: when the forecast's plan runs a larger configuration this hour
+    // (the load keeps rising into a recurring peak), take it now rather than a step per
+    // stretch of the ramp.
+    let mut ahead = String::new();
+    if let (Pick::Meets(to), Some(o)) = (pick, outlook) {
+        let planned = o.now_config();
+        if planned.kpus() > to.kpus() && space.allowed(planned) && space.load(planned) <= space.load(to) {
+            let report = o.report();
+            ahead = format!(
+                " Sized for the {:.0} records/s the application's own history expects by {}, so the \
+                 ramp needs one restart.",
+                report.peak_records_per_second,
+                report.peak_at.strftime("%Y-%m-%dT%H:%MZ")
+            );
+            pick = Pick::Meets(planned);
+        }
+    }
     let mut fallback = String::new();
     if need.lower_per_kpu && need.spread_state_helps && pick == Pick::Nothing {
         // ParallelismPerKPU cannot go lower: spread the state over more subtasks instead.
@@ -479,10 +602,10 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
     match pick {
         Pick::Meets(to) => {
             let message = format!(
-                "{}{fallback} Scaling {} to {}.{failed_note}",
+                "{}{fallback} Scaling {} to {}.{ahead}{failed_note}",
                 finding.summary,
                 fmt_change(ctx.current, to),
-                outlook(ctx, need, to)
+                promise(ctx, need, to)
             );
             scale_or_cool(ctx, draft, &finding, to, up_reason, message)
         }
@@ -502,7 +625,7 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
                  reduce the load to meet the budget.",
                 finding.summary,
                 fmt_change(ctx.current, to),
-                outlook(ctx, need, to)
+                promise(ctx, need, to)
             );
             scale_or_cool(ctx, draft, &finding, to, reason, message)
         }
@@ -538,7 +661,13 @@ fn grow(ctx: &Context<'_>, draft: &Draft, finding: Finding, need: Grow) -> Decis
     }
 }
 
-fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> Decision {
+fn shrink(
+    ctx: &Context<'_>,
+    draft: &Draft,
+    finding: Finding,
+    max_load: f64,
+    outlook: Option<&Outlook>,
+) -> Decision {
     let kpus = ctx.current.kpus();
     let min_kpus = (f64::from(kpus) * MIN_KEPT_ON_SCALE_DOWN).ceil() as u32;
     let max_kpus = (f64::from(kpus) * (1.0 - MIN_SCALE_DOWN_SAVING)).floor() as u32;
@@ -557,13 +686,26 @@ fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> 
         );
     };
     // An error budget with plenty left (and not burning faster than it allows) spends on a
-    // scale-down after half the stabilization window; one running low spends nothing.
+    // scale-down after half the window (the stabilization window, or the payback when it
+    // is longer); one running low spends nothing.
     let error_budget = error_budget::state(ctx.budget, ctx.history, ctx.now);
-    let window = if error_budget.as_ref().is_some_and(ErrorBudgetState::is_plentiful) {
-        ctx.budget.scale_down_stabilization / 2
-    } else {
-        ctx.budget.scale_down_stabilization
-    };
+    let mut window = ctx.budget.scale_down_stabilization;
+    // Without a forecast, the lower load must have lasted as long as the scale-down takes
+    // to pay back its restart (up to the service's own scale-down wait): a trough that
+    // has lasted that long is as likely as not to last as long again.
+    if outlook.is_none() {
+        let saved = kpus.saturating_sub(raw.kpus());
+        let utilization = ctx.signals.cpu_max.or(ctx.signals.cpu).unwrap_or(CPU_TARGET) / 100.0
+            * ctx.space.load(raw)
+            / ctx.space.load(ctx.current).max(f64::MIN_POSITIVE);
+        let payback =
+            ahead::payback_without_forecast_ms(ctx.space, ctx.current, saved, ctx.restart_ms, utilization)
+                .min(dur_ms(PAYBACK_WINDOW_MAX));
+        window = window.max(ms_duration(payback));
+    }
+    if error_budget.as_ref().is_some_and(ErrorBudgetState::is_plentiful) {
+        window /= 2;
+    }
     let pending = |why: String| {
         draft.decision(
             Action::Hold,
@@ -601,6 +743,9 @@ fn shrink(ctx: &Context<'_>, draft: &Draft, finding: Finding, max_load: f64) -> 
                     "the highest recommendation of the last {} ({target}) no longer keeps the margin",
                     fmt_ms(dur_ms(window) as f64)
                 ));
+            }
+            if let Some(Err(why)) = outlook.map(|o| o.scale_down_pays(ctx.space, target)) {
+                return pending(why);
             }
             if let Some(eb) = error_budget.as_ref().filter(|eb| eb.is_low(ctx.restart_ms)) {
                 return pending(format!(

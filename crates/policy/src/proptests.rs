@@ -132,6 +132,7 @@ fn observation(config: impl Strategy<Value = AppConfig>) -> impl Strategy<Value 
                 version_id: 1,
                 samples,
                 period: Duration::from_secs(60),
+                hourly_input: Vec::new(),
             }
         })
 }

@@ -8,7 +8,7 @@ use jiff::Timestamp;
 
 use super::{
     signals::{dur_ms, ts_ms},
-    tuning::MAX_RECOMMENDATIONS,
+    tuning::{MAX_RECOMMENDATIONS, PAYBACK_WINDOW_MAX},
     types::{
         AppConfig, Budget, CheckpointBaseline, Decision, History, Outcome, Reason, RecommendationRecord,
         ScalingRecord,
@@ -118,7 +118,9 @@ pub fn remember(history: &mut History, decision: &Decision, budget: &Budget, now
         });
     }
     history.recommendations.sort_by_key(|r| r.at);
-    let start = ts_ms(now).saturating_sub(dur_ms(budget.scale_down_stabilization));
+    // NB: kept over the payback window too, which may stretch the stabilization window.
+    let kept = dur_ms(budget.scale_down_stabilization).max(dur_ms(PAYBACK_WINDOW_MAX));
+    let start = ts_ms(now).saturating_sub(kept);
     if let Some(in_force) = history.recommendations.iter().rposition(|r| ts_ms(r.at) <= start) {
         history.recommendations.drain(..in_force);
     }

@@ -80,6 +80,7 @@ fn obs(config: AppConfig, samples: Vec<Sample>) -> Observation {
         version_id: 7,
         samples,
         period: Duration::from_secs(60),
+        hourly_input: Vec::new(),
     }
 }
 
@@ -790,12 +791,17 @@ fn idle_headroom_waits_for_the_stabilization_window() {
     let raw = d.recommendation;
     assert!(raw.kpus() < 16 && raw.kpus() >= 8, "{raw}");
 
-    // Recommended for the whole hour: scale down, at most by half.
+    // Recommended for the whole hour: not yet, the restart (10 minutes and the catch-up, at
+    // 64 KPU-minutes per violation minute) takes longer to pay back with 8 KPUs saved.
     let mut h = History::default();
     h.recommendations.push(RecommendationRecord {
         at: t(NOW - 61),
         config: raw,
     });
+    let d = run(&budget(), &idle_obs(), &h);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScaleDownPending));
+    // Recommended for the payback (at most six hours): scale down, at most by half.
+    h.recommendations[0].at = t(NOW - 361);
     let d = run(&budget(), &idle_obs(), &h);
     assert_eq!(d.reason, Reason::ScaleDownStabilized);
     assert_eq!(scaled_to(&d), raw);
@@ -885,7 +891,7 @@ fn a_low_error_budget_holds_a_planned_scale_down() {
     let d = run(&b, &idle_obs(), &h);
     let raw = d.recommendation;
     h.recommendations.push(RecommendationRecord {
-        at: t(NOW - 61),
+        at: t(NOW - 361),
         config: raw,
     });
     let d = run(&b, &idle_obs(), &h);
@@ -910,10 +916,12 @@ fn a_plentiful_error_budget_spends_after_half_the_stabilization_window() {
     let mut h = spent(&b, 100, 0);
     let raw = run(&b, &idle_obs(), &h).recommendation;
     h.recommendations.push(RecommendationRecord {
-        at: t(NOW - 31),
+        at: t(NOW - 101),
         config: raw,
     });
-    // 31 minutes of a 60-minute window: enough with a plentiful budget, not without one.
+    // Without a forecast the 8 KPUs saved pay for the restart (10 minutes and the catch-up
+    // at 40% utilization, at 64 KPU-minutes per violation minute) in about 133 minutes:
+    // 101 minutes are enough with a plentiful budget (half of it), not without one.
     assert_eq!(run(&b, &idle_obs(), &h).reason, Reason::ScaleDownStabilized);
     let mut without = h.clone();
     without.slo_minutes.clear();
@@ -947,7 +955,7 @@ fn scale_down_respects_its_cooldown() {
             Outcome::Succeeded,
         )],
         recommendations: vec![RecommendationRecord {
-            at: t(NOW - 11),
+            at: t(NOW - 361),
             config: AppConfig::new(8, 1),
         }],
     };
@@ -986,8 +994,9 @@ fn remember_stores_changes_and_prunes_the_window() {
     d.recommendation = AppConfig::new(9, 1);
     remember(&mut h, &d, &b, t(NOW));
     assert_eq!(h.recommendations.len(), 2);
-    // Two hours later only the record in force at the window's start remains.
-    remember(&mut h, &d, &b, t(NOW + 120));
+    // Seven hours later (past the six hours kept for the payback) only the record in force
+    // at the window's start remains.
+    remember(&mut h, &d, &b, t(NOW + 420));
     assert_eq!(h.recommendations.len(), 1);
     assert_eq!(h.recommendations[0].config, AppConfig::new(9, 1));
 }
@@ -1556,4 +1565,118 @@ fn the_baseline_records_only_a_window_within_budget() {
     let missing = decide(&budget(), None, &history, t(NOW + 2));
     remember_baseline(&mut history, &missing, current, t(NOW + 2));
     assert_eq!(history.baseline, Some(base), "nor does a decision without data");
+}
+
+/// `days` days of hourly input before `NOW` (18:00 UTC), the rate of each hour of the day
+/// given by `rate`.
+fn hourly_history(days: i64, rate: impl Fn(i64) -> f64) -> Vec<HourlyRate> {
+    let now_s = t(NOW).as_second();
+    (1..=days * 24)
+        .rev()
+        .map(|back| {
+            let s = now_s - back * 3600;
+            HourlyRate {
+                at: Timestamp::from_second(s).unwrap(),
+                records_per_second: rate(s.div_euclid(3600).rem_euclid(24)),
+            }
+        })
+        .collect()
+}
+
+/// A healthy window of `periods` ending at minute `end`, CPU at `cpu` % for 1,000
+/// records/s.
+fn healthy_until(end: i64, cpu: f64) -> Vec<Sample> {
+    (0..10)
+        .map(|i| {
+            let mut s = sample(end - 10 + i, 20.0);
+            s.cpu_utilization = Some(cpu);
+            s
+        })
+        .collect()
+}
+
+#[test]
+fn no_forecast_below_36_hours_of_history() {
+    assert_eq!(
+        t(NOW).as_second().div_euclid(3600).rem_euclid(24),
+        18,
+        "NOW is 18:00 UTC"
+    );
+    let mut o = obs(AppConfig::new(4, 1), healthy_until(NOW, 60.0));
+    o.hourly_input = hourly_history(1, |_| 1000.0);
+    assert_eq!(run(&budget(), &o, &History::default()).forecast, None);
+    o.hourly_input = hourly_history(2, |_| 1000.0);
+    let f = run(&budget(), &o, &History::default()).forecast.unwrap();
+    assert_eq!(f.history_hours, 48);
+    assert_eq!(f.planned, None, "a flat load needs no change");
+}
+
+#[test]
+fn a_recurring_peak_is_planned_and_met_before_it_ramps_up() {
+    // Three days at 1,000 records/s but 2,000 from 22:00 to 23:59; at 55% CPU the 4 KPUs
+    // saturate at about 1,800 records/s, and the cliff begins at 1,640.
+    let peak_at_22 = |h: i64| if (22..24).contains(&h) { 2000.0 } else { 1000.0 };
+    let mut o = obs(AppConfig::new(4, 1), healthy_until(NOW, 55.0));
+    o.hourly_input = hourly_history(3, peak_at_22);
+    let d = run(&budget(), &o, &History::default());
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::WithinBudget),
+        "{}",
+        d.message
+    );
+    let f = d.forecast.clone().unwrap();
+    assert!((f.peak_records_per_second - 2000.0).abs() < 1.0, "{f:?}");
+    assert_eq!(f.peak_at, t(NOW + 240));
+    let planned = f.planned.unwrap();
+    assert!(
+        planned.config.kpus() > 4 && planned.config.kpus() <= 8,
+        "{planned:?}"
+    );
+    // Started a restart (10 minutes) and a period ahead of the hour the load ramps in
+    // (21:00, halfway to the peak), not now.
+    assert!(
+        planned.at > t(NOW + 1) && planned.at <= t(NOW + 180 - 11),
+        "{planned:?}"
+    );
+
+    // Ten minutes before the hour the load ramps in, with a restart of 10 minutes: now.
+    let peak_at_20 = |h: i64| if (20..23).contains(&h) { 2000.0 } else { 1000.0 };
+    let at = NOW + 50;
+    let mut o = obs(AppConfig::new(4, 1), healthy_until(at, 55.0));
+    o.at = t(at);
+    o.hourly_input = hourly_history(3, peak_at_20);
+    let d = decide(&budget(), Some(&o), &History::default(), t(at));
+    let to = scaled_to(&d);
+    assert!(to.kpus() > 4 && to.kpus() <= 8, "{to}");
+    assert!(d.message.contains("history expects"), "{}", d.message);
+}
+
+#[test]
+fn a_trough_shorter_than_the_payback_is_held_through() {
+    // 16 KPUs idle at 1,000 records/s (20% CPU): 8 would do. The load comes back to 3,000
+    // (which the 16 carry) in two hours: 8 KPUs saved for an hour or two do not pay for
+    // two restarts.
+    let back_at_20 = |h: i64| if (20..24).contains(&h) { 3000.0 } else { 1000.0 };
+    let mut h = History::default();
+    let probe = run(&budget(), &idle_obs(), &h);
+    h.recommendations.push(RecommendationRecord {
+        at: t(NOW - 61),
+        config: probe.recommendation,
+    });
+    let mut o = idle_obs();
+    o.hourly_input = hourly_history(3, back_at_20);
+    let d = run(&budget(), &o, &h);
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::ScaleDownPending),
+        "{}",
+        d.message
+    );
+    assert!(d.message.contains("forecast"), "{}", d.message);
+
+    // A load that stays low for the day ahead pays for it after the stabilization window.
+    o.hourly_input = hourly_history(3, |_| 1000.0);
+    let d = run(&budget(), &o, &h);
+    assert_eq!(d.reason, Reason::ScaleDownStabilized, "{}", d.message);
 }

@@ -203,3 +203,14 @@ pub(crate) const RECOVERED_PERIODS: usize = 2;
 /// `policy::remember` keeps at most this many recommendation records (a run of equal
 /// recommendations is stored once, so this only bites with a flapping input).
 pub(crate) const MAX_RECOMMENDATIONS: usize = 256;
+
+/// The longest a lower load must last before a scale-down when no forecast says how long
+/// it will (the payback of the restart, see `economics`): the service's own automatic
+/// scaling waits six hours below its threshold before it scales down, and the policy is
+/// never more reluctant than that. The recommendations are kept this long.
+pub(crate) const PAYBACK_WINDOW_MAX: std::time::Duration = std::time::Duration::from_secs(6 * 3600);
+
+/// No planned scale-up (ahead of a forecast peak) within this long after a scale-up: the
+/// step is not refined by another restart on the figures of a configuration that has just
+/// restarted (see `pre_scale`).
+pub(crate) const PLANNED_STEP_SPACING: std::time::Duration = std::time::Duration::from_secs(2 * 3600);

@@ -236,6 +236,21 @@ pub struct Observation {
     pub samples: Vec<Sample>,
     /// The metric period (one minute in production).
     pub period: Duration,
+    /// The input rate per clock hour over the last days (hourly averages of
+    /// `numRecordsInPerSecond`), oldest first; empty when the caller has none. The
+    /// forecast (see docs/design.md) uses it once it spans enough days.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub hourly_input: Vec<HourlyRate>,
+}
+
+/// The average input rate of one clock hour.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HourlyRate {
+    /// Start of the hour.
+    pub at: Timestamp,
+    /// Average records per second over the hour.
+    pub records_per_second: f64,
 }
 
 /// What the decision engine concluded the cause is. The variants mirror the causes table of
@@ -524,6 +539,36 @@ pub struct Decision {
     /// need was sized: the application is busy, the metrics are missing, or it warms up.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub desired: Option<Desired>,
+    /// The input forecast from the application's own history and the change it plans,
+    /// when the history spans enough days (see docs/design.md).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastPlan>,
+}
+
+/// What the forecast expects and what the policy plans for it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastPlan {
+    /// Hours of input history the profile was learnt from.
+    pub history_hours: u32,
+    /// The highest input expected over the planning horizon, records per second.
+    pub peak_records_per_second: f64,
+    /// The start of the hour it is expected in.
+    pub peak_at: Timestamp,
+    /// The next change of configuration the plan makes (`None`: the running configuration
+    /// serves the whole horizon).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<PlannedChange>,
+}
+
+/// A change of configuration the plan makes ahead of the load.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PlannedChange {
+    /// The configuration.
+    pub config: AppConfig,
+    /// When the restart starts (so that it is over before the load it is for).
+    pub at: Timestamp,
 }
 
 /// What the policy wanted before the budget's bounds applied (HPA's "desired" replica count

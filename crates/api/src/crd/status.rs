@@ -17,7 +17,8 @@ use crate::cost::{self, KpuHourPrice, MonthlyCost};
 use crate::policy::duration::human;
 use crate::policy::{
     AppConfig, AppStatus, Budget, Cause, CheckpointBaseline, CheckpointFigures, Decision, Diagnosis,
-    ErrorBudgetState, History, Observation, Outcome, RecommendationRecord, ScalingRecord, SloBucket,
+    ErrorBudgetState, ForecastPlan, History, Observation, Outcome, RecommendationRecord, ScalingRecord,
+    SloBucket,
 };
 
 /// Condition type: the controller can observe the application and act on it.
@@ -97,6 +98,55 @@ pub struct CheckpointBudgetStatus {
     /// rolling period and how fast it burns.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error_budget: Option<ErrorBudgetStatus>,
+    /// The input forecast learnt from the application's own history (`numRecordsInPerSecond`
+    /// by the hour, once 36 hours are known) and the change the controller plans for it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub forecast: Option<ForecastStatus>,
+}
+
+/// What the application's own history says is coming, and what the controller plans.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastStatus {
+    /// Hours of input history the forecast was learnt from.
+    pub history_hours: u32,
+    /// The highest input expected over the next day, records per second.
+    pub peak_records_per_second: u64,
+    /// The hour it is expected in.
+    pub peak_at: Time,
+    /// The configuration the plan changes to next (absent: the running one serves the
+    /// whole day ahead).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned: Option<ConfigStatus>,
+    /// When the restart for `planned` starts: early enough to be over before the load it
+    /// is for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub planned_at: Option<Time>,
+    /// The forecast and the plan in one sentence.
+    pub summary: String,
+}
+
+impl From<&ForecastPlan> for ForecastStatus {
+    fn from(f: &ForecastPlan) -> Self {
+        let peak = f.peak_records_per_second.max(0.0).round() as u64;
+        let when = |t: Timestamp| t.strftime("%Y-%m-%dT%H:%MZ").to_string();
+        let plan = match &f.planned {
+            Some(p) => format!("; planned: {} from {}", p.config, when(p.at)),
+            None => "; no change planned".to_string(),
+        };
+        Self {
+            history_hours: f.history_hours,
+            peak_records_per_second: peak,
+            peak_at: Time(f.peak_at),
+            planned: f.planned.map(|p| p.config.into()),
+            planned_at: f.planned.map(|p| Time(p.at)),
+            summary: format!(
+                "Expecting up to {peak} records/s around {} (learnt from {} hours of input){plan}.",
+                when(f.peak_at),
+                f.history_hours
+            ),
+        }
+    }
 }
 
 /// The application as the controller found it, where the controller changed it.

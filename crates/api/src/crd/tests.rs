@@ -369,6 +369,7 @@ fn status_views() {
         version_id: 7,
         samples: Vec::new(),
         period: Duration::from_secs(60),
+        hourly_input: Vec::new(),
     };
     let app = ObservedApplication::from_observation(&obs);
     assert_eq!((app.kpus, app.config()), (3, AppConfig::new(10, 4)));

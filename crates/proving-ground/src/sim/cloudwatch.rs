@@ -27,10 +27,11 @@ use crate::{
         cloudwatch::{
             APPLICATION_DIMENSION, MetricDataApi, MetricDataCall, Page, SampleRequest, Series, read_samples,
         },
+        history,
         signals::{ListMetricsApi, MetricsLevel, SignalPlan, discover},
     },
     emulator::cloudwatch::stat_datapoints,
-    policy::{AppConfig, Observation},
+    policy::{AppConfig, HourlyRate, Observation},
     sim::RestoreType,
 };
 
@@ -194,6 +195,58 @@ pub fn observe(
         .unwrap_or_else(|| Err(not_at_once()))
         .map_err(metrics)?;
     Ok(crate::aws::observe(&description, samples, PERIOD, now))
+}
+
+/// The input history of `app` before `now`, read as the controller reads it
+/// ([`history::read`]: `numRecordsInPerSecond` by the hour over the last two weeks).
+pub fn hourly_input(fleet: &Fleet, app: &str, now: Timestamp) -> Result<Vec<HourlyRate>, ObserveError> {
+    let view = fleet
+        .describe_application(app)
+        .map_err(|source| ObserveError::Describe {
+            app: app.to_string(),
+            source,
+        })?;
+    let metrics = |source| ObserveError::Metrics {
+        app: app.to_string(),
+        source,
+    };
+    let api = ModelCloudWatch::new(fleet);
+    let description = description(&view);
+    let target = Target::new(fleet.region());
+    let not_at_once = || AwsError::Other("CloudWatch over the model did not answer at once".into());
+    let plan = plan(&api, &target, &description)
+        .now_or_never()
+        .ok_or_else(not_at_once)
+        .map_err(metrics)?;
+    history::read(&api, &target, &plan, now)
+        .now_or_never()
+        .unwrap_or_else(|| Err(not_at_once()))
+        .map_err(metrics)
+}
+
+/// The metrics the controller reads the input history of `app` from (the series of its
+/// plan), for a scenario's past load.
+pub(crate) fn input_metrics(fleet: &Fleet, app: &str) -> Result<Vec<MetricId>, ObserveError> {
+    let view = fleet
+        .describe_application(app)
+        .map_err(|source| ObserveError::Describe {
+            app: app.to_string(),
+            source,
+        })?;
+    let api = ModelCloudWatch::new(fleet);
+    let description = description(&view);
+    let target = Target::new(fleet.region());
+    let plan = plan(&api, &target, &description)
+        .now_or_never()
+        .ok_or_else(|| ObserveError::Metrics {
+            app: app.to_string(),
+            source: AwsError::Other("CloudWatch over the model did not answer at once".into()),
+        })?;
+    Ok(history::input_plan(&plan)
+        .series
+        .iter()
+        .map(|s| MetricId::new(NAMESPACE, s.name, &s.dimensions))
+        .collect())
 }
 
 /// The controller's plan for `description` ([`discover`] and [`SignalPlan::new`], uncached:

@@ -23,7 +23,7 @@ use serde::Serialize;
 
 use super::{
     contenders::{FRONTIER_PRICES, Planner, frontier_name},
-    scenario::Scenario,
+    scenario::{Phase, Scenario},
     simulate::{PolicyChoice, RunReport, SimError, run},
 };
 
@@ -488,6 +488,24 @@ fn scaling_cannot_fix(scenario: &Scenario) -> Option<(&'static str, u32)> {
     }
 }
 
+/// Whether the load recurs or grows (a sine phase, or a ramp upwards): where a policy
+/// that plans ahead must not lose to the service's reactive rule.
+fn recurring_or_growing(scenario: &Scenario) -> bool {
+    let mut previous_end = 0.0;
+    scenario.load.phases.iter().any(|phase| match phase {
+        Phase::Sine { .. } => true,
+        Phase::Ramp { from, to, .. } => {
+            let grows = *to > from.unwrap_or(previous_end);
+            previous_end = *to;
+            grows
+        }
+        Phase::Steady { rate, .. } => {
+            previous_end = *rate;
+            false
+        }
+    })
+}
+
 /// Total cost of a run with a violation minute priced at `price` KPU-minutes, in
 /// KPU-minutes.
 pub fn total_cost(r: &CompareResult, price: f64) -> f64 {
@@ -560,6 +578,24 @@ fn targets(
         else {
             continue;
         };
+        if recurring_or_growing(scenario)
+            && let Some(builtin) = results
+                .iter()
+                .find(|r| r.scenario == scenario.name && r.policy == "builtin")
+        {
+            let limit = builtin.slo_violation_minutes as f64 * 1.1 + 5.0;
+            out.push(Target {
+                target: format!(
+                    "{}: a recurring or growing load, no more violation minutes than builtin (+10% +5)",
+                    scenario.name
+                ),
+                measured: format!(
+                    "{} vs {} (limit {limit:.0})",
+                    ours.slo_violation_minutes, builtin.slo_violation_minutes
+                ),
+                met: ours.slo_violation_minutes as f64 <= limit,
+            });
+        }
         match scaling_cannot_fix(scenario) {
             Some((what, allowed)) => out.push(Target {
                 target: format!("{}: at most {allowed} scaling(s) ({what})", scenario.name),

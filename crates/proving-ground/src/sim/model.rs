@@ -807,7 +807,7 @@ fn plan_checkpoint(
 
 /// Multiplicative load noise for the minute containing `offset`: uniform in ±`noise`, a pure
 /// function of the seed and the minute, so it does not depend on how time is stepped.
-fn noise_factor(seed: u64, noise: f64, offset: Duration) -> f64 {
+pub(crate) fn noise_factor(seed: u64, noise: f64, offset: Duration) -> f64 {
     if noise <= 0.0 {
         return 1.0;
     }

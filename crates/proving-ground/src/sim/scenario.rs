@@ -71,6 +71,12 @@ pub struct Scenario {
     pub start: Option<Timestamp>,
     /// Records per second over time.
     pub load: LoadSpec,
+    /// Days of past input CloudWatch holds when the run starts (at most 15, its retention
+    /// of one-minute data): the load trace repeated back in time, as a recurring load would
+    /// have run before (the run is the latest stretch of it), with the same noise. The
+    /// controller learns its forecast from it (`numRecordsInPerSecond` by the hour).
+    #[serde(default, skip_serializing_if = "is_zero_days")]
+    pub history: u32,
     /// What a record costs.
     #[serde(default)]
     pub processing: ProcessingSpec,
@@ -181,6 +187,13 @@ pub fn flink_default_max_parallelism(p: u32) -> u32 {
 
 fn one() -> u32 {
     1
+}
+
+/// The most days of `history:` (CloudWatch's retention of one-minute data).
+pub const MAX_HISTORY_DAYS: u32 = 15;
+
+fn is_zero_days(days: &u32) -> bool {
+    *days == 0
 }
 
 fn yes() -> bool {
@@ -646,6 +659,17 @@ impl Scenario {
         Self::from_yaml(&text, &path.display().to_string())
     }
 
+    /// The input rate (with noise) `before` ahead of the start, when the trace repeats
+    /// back in time (see [`Scenario::history`]).
+    pub fn past_rate(&self, before: Duration) -> f64 {
+        let cycle = self.duration.as_secs().max(60);
+        let back = before.as_secs() % cycle;
+        let offset = Duration::from_secs((cycle - back) % cycle);
+        // NB: the past's noise is drawn apart from the run's (another seed stream).
+        let seed = self.seed.rotate_left(32) ^ 0x4849_5354_4f52_5921;
+        self.load.rate_at(offset) * super::model::noise_factor(seed, self.load.noise, before)
+    }
+
     /// The virtual start time.
     pub fn start_time(&self) -> Timestamp {
         self.start.unwrap_or(DEFAULT_START)
@@ -672,6 +696,12 @@ impl Scenario {
                 message,
             })
         };
+        if self.history > MAX_HISTORY_DAYS {
+            return bad(format!(
+                "history {} must be at most {MAX_HISTORY_DAYS} days (CloudWatch keeps one-minute data 15 days)",
+                self.history
+            ));
+        }
         let app = &self.application;
         if app.parallelism < 1 || app.parallelism > 256 {
             return bad(format!(

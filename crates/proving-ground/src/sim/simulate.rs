@@ -12,7 +12,7 @@ use anyhow::Context as _;
 use jiff::{SignedDuration, Timestamp};
 use serde::Serialize;
 
-pub use super::cloudwatch::observe;
+pub use super::cloudwatch::{hourly_input, observe};
 use super::{
     baselines::{Builtin, Static},
     chart, compare,
@@ -25,7 +25,9 @@ use crate::{
     aws::catalogue::MetricsLevel,
     crd::{Mode, ServiceAutoScaling},
     policy::duration::human,
-    policy::{self, Action, AppConfig, AppStatus, Budget, Decision, History, Outcome, ScalingRecord},
+    policy::{
+        self, Action, AppConfig, AppStatus, Budget, Decision, History, HourlyRate, Outcome, ScalingRecord,
+    },
     sim::fleet::ConfigurationType,
 };
 
@@ -85,6 +87,9 @@ pub struct CheckpointAutoscaler {
     next_evaluation: Option<Timestamp>,
     in_flight: Option<String>,
     last: Option<Decision>,
+    /// The input history read in the current clock hour (the controller reads it once an
+    /// hour too): the hour, and the rates.
+    hourly: Option<(i64, Vec<HourlyRate>)>,
 }
 
 impl CheckpointAutoscaler {
@@ -97,6 +102,7 @@ impl CheckpointAutoscaler {
             next_evaluation: None,
             in_flight: None,
             last: None,
+            hourly: None,
         }
     }
 
@@ -186,7 +192,15 @@ impl Policy for CheckpointAutoscaler {
             return notes;
         }
         // Observe.
-        let observation = observe(fleet, app, self.budget.window, now).ok();
+        let mut observation = observe(fleet, app, self.budget.window, now).ok();
+        let hour = now.as_second().div_euclid(3600);
+        if self.hourly.as_ref().is_none_or(|(h, _)| *h != hour) {
+            // NB: as the controller, a history that cannot be read is no history.
+            self.hourly = Some((hour, hourly_input(fleet, app, now).unwrap_or_default()));
+        }
+        if let (Some(obs), Some((_, rates))) = (observation.as_mut(), self.hourly.as_ref()) {
+            obs.hourly_input = rates.clone();
+        }
         // Decide.
         let decision = policy::decide(&self.budget, observation.as_ref(), &self.history, now);
         policy::remember(&mut self.history, &decision, &self.budget, now);
@@ -379,6 +393,7 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: Option<u64>) -> R
     let mut fleet = Fleet::new(scenario.seed, scenario.start_time());
     fleet.add_scenario(&scenario, None)?;
     let origin = fleet.now();
+    record_history(&mut fleet, &scenario, &name, origin)?;
     let minutes = scenario.duration.as_secs().div_ceil(60);
     let window_periods = budget
         .as_ref()
@@ -498,6 +513,35 @@ pub fn run(scenario: &Scenario, policy: &mut dyn Policy, seed: Option<u64>) -> R
         rows,
         summary,
     })
+}
+
+/// Publishes the scenario's `history:` days of past input before `origin`, minute by
+/// minute, into the metrics the controller reads the input history from (as the service
+/// would have published them while the application ran).
+fn record_history(
+    fleet: &mut Fleet,
+    scenario: &Scenario,
+    app: &str,
+    origin: Timestamp,
+) -> Result<(), SimError> {
+    if scenario.history == 0 {
+        return Ok(());
+    }
+    let ids = super::cloudwatch::input_metrics(fleet, app).map_err(|e| match e {
+        super::cloudwatch::ObserveError::Describe { source, .. } => SimError::Service(source),
+        super::cloudwatch::ObserveError::Metrics { source, .. } => SimError::Service(
+            ServiceError::InvalidArgument(format!("the input history of {app}: {source}")),
+        ),
+    })?;
+    let minutes = u64::from(scenario.history) * 24 * 60;
+    for id in &ids {
+        for back in (1..=minutes).rev() {
+            let before = Duration::from_secs(back * 60);
+            let at = origin - SignedDuration::from_secs(before.as_secs() as i64);
+            fleet.record_service_metric(id, "Count/Second", at, scenario.past_rate(before));
+        }
+    }
+    Ok(())
 }
 
 /// The policies `simulate` knows.

@@ -1,0 +1,243 @@
+//! The input forecast: what the application's own history says its input will be in the
+//! next hours (see docs/design.md, "Ahead of the load").
+//!
+//! A [`Profile`] holds the typical input rate of each hour of the day (UTC), learnt from
+//! the hourly averages of `numRecordsInPerSecond` over the last days: the median of the
+//! same hour over the days seen, so that a restart, an outage or a one-off spike in one day
+//! does not move it. Weekdays and weekends get their own profile once the history holds at
+//! least one whole weekend day and one whole weekday (a weekly pattern); before, one profile
+//! serves every day. Below [`MIN_HISTORY_HOURS`] of history there is no forecast at all: a
+//! day and a half is the least that shows the same hour twice.
+//!
+//! The profile is then scaled by how the last hours compared with it (a load that grew
+//! since the days learnt from), within [`LEVEL_RANGE`].
+
+use jiff::Timestamp;
+
+use super::{stats::median, types::HourlyRate};
+
+/// Hours of history below which nothing is forecast.
+pub const MIN_HISTORY_HOURS: usize = 36;
+
+/// Hours of a day that must have data for that day to count towards the weekday or
+/// weekend profile.
+const MIN_HOURS_PER_DAY: usize = 20;
+
+/// Recent hours compared with the profile to correct its level.
+const LEVEL_HOURS: usize = 3;
+
+/// How far the level correction may scale the profile: the history describes the shape of
+/// the load, a few hours cannot overrule it by more than this.
+pub const LEVEL_RANGE: (f64, f64) = (0.5, 2.0);
+
+const HOUR_S: i64 = 3600;
+
+/// A rate per hour of the day (`None`: no data for that hour).
+type ByHour = [Option<f64>; 24];
+const DAY_S: i64 = 86_400;
+
+/// The start of the clock hour holding `t`, in seconds.
+pub(crate) fn hour_start_s(t: Timestamp) -> i64 {
+    t.as_second().div_euclid(HOUR_S) * HOUR_S
+}
+
+/// Hour of the day (UTC) of `s` seconds since the epoch.
+fn hour_of_day(s: i64) -> usize {
+    s.div_euclid(HOUR_S).rem_euclid(24) as usize
+}
+
+/// Whether `s` seconds since the epoch fall on a Saturday or Sunday (UTC). The epoch was a
+/// Thursday, so day `d` is weekday `(d + 3) mod 7` counting Monday as 0.
+fn is_weekend(s: i64) -> bool {
+    (s.div_euclid(DAY_S) + 3).rem_euclid(7) >= 5
+}
+
+/// The typical input rate per hour of the day.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// Hours of history it was learnt from.
+    pub hours: usize,
+    /// Every day alike, by hour of the day.
+    all: ByHour,
+    /// Weekdays and weekend days apart, when the history holds both.
+    weekly: Option<(ByHour, ByHour)>,
+    /// The scale of the recent hours against the profile.
+    level: f64,
+}
+
+impl Profile {
+    /// Learns the profile from `history` (hourly averages, any order), correcting its level
+    /// by the hours before `now`. `None` with fewer than [`MIN_HISTORY_HOURS`] hours of
+    /// data.
+    pub fn learn(history: &[HourlyRate], now: Timestamp) -> Option<Self> {
+        let now_s = now.as_second();
+        let mut points: Vec<(i64, f64)> = history
+            .iter()
+            .filter(|h| h.records_per_second.is_finite() && h.records_per_second >= 0.0)
+            .map(|h| (hour_start_s(h.at), h.records_per_second))
+            .filter(|(s, _)| *s < now_s)
+            .collect();
+        points.sort_by_key(|p| p.0);
+        points.dedup_by_key(|p| p.0);
+        if points.len() < MIN_HISTORY_HOURS {
+            return None;
+        }
+        let bucket = |keep: &dyn Fn(i64) -> bool| -> ByHour {
+            let mut by_hour: [Vec<f64>; 24] = Default::default();
+            for &(s, v) in points.iter().filter(|(s, _)| keep(*s)) {
+                by_hour[hour_of_day(s)].push(v);
+            }
+            by_hour.map(|v| median(&v))
+        };
+        let all = bucket(&|_| true);
+        // A weekly pattern needs a whole day of each kind.
+        let mut day_hours: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
+        for &(s, _) in &points {
+            *day_hours.entry(s.div_euclid(DAY_S)).or_default() += 1;
+        }
+        let whole = |weekend: bool| {
+            day_hours
+                .iter()
+                .any(|(d, n)| *n >= MIN_HOURS_PER_DAY && is_weekend(d * DAY_S) == weekend)
+        };
+        let weekly =
+            (whole(true) && whole(false)).then(|| (bucket(&|s| !is_weekend(s)), bucket(&is_weekend)));
+        let mut profile = Self {
+            hours: points.len(),
+            all,
+            weekly,
+            level: 1.0,
+        };
+        let ratios: Vec<f64> = points
+            .iter()
+            .rev()
+            .take(LEVEL_HOURS)
+            .filter(|(s, _)| now_s - s <= (LEVEL_HOURS as i64 + 1) * HOUR_S)
+            .filter_map(|&(s, v)| profile.typical(s).filter(|p| *p > 0.0).map(|p| v / p))
+            .collect();
+        profile.level = median(&ratios).unwrap_or(1.0).clamp(LEVEL_RANGE.0, LEVEL_RANGE.1);
+        Some(profile)
+    }
+
+    /// The typical rate of the hour holding `s` (seconds), before the level correction.
+    fn typical(&self, s: i64) -> Option<f64> {
+        let h = hour_of_day(s);
+        let own = self
+            .weekly
+            .as_ref()
+            .and_then(|(weekday, weekend)| if is_weekend(s) { weekend[h] } else { weekday[h] });
+        own.or(self.all[h])
+    }
+
+    /// The expected average rate of the hour starting at `hour_s` (seconds).
+    pub fn rate(&self, hour_s: i64) -> Option<f64> {
+        self.typical(hour_s).map(|r| r * self.level)
+    }
+
+    /// The highest rate expected within the hour starting at `hour_s`: the hour's average,
+    /// or the rate at its edges (halfway to the neighbouring hours' averages) when the load
+    /// ramps through it.
+    pub fn peak_within(&self, hour_s: i64) -> Option<f64> {
+        let mid = self.rate(hour_s)?;
+        let edge = |other: Option<f64>| other.map_or(mid, |o| (mid + o) / 2.0);
+        Some(
+            mid.max(edge(self.rate(hour_s - HOUR_S)))
+                .max(edge(self.rate(hour_s + HOUR_S))),
+        )
+    }
+
+    /// Whether weekdays and weekends are told apart.
+    pub fn is_weekly(&self) -> bool {
+        self.weekly.is_some()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// 2026-01-05T00:00:00Z, a Monday.
+    const MONDAY: i64 = 1_767_571_200;
+
+    fn hours(from: i64, n: i64, rate: impl Fn(i64) -> f64) -> Vec<HourlyRate> {
+        (0..n)
+            .map(|i| {
+                let s = from + i * HOUR_S;
+                HourlyRate {
+                    at: Timestamp::from_second(s).unwrap(),
+                    records_per_second: rate(s),
+                }
+            })
+            .collect()
+    }
+
+    fn diurnal(s: i64) -> f64 {
+        // Peak at 14:00, trough at 02:00.
+        let h = hour_of_day(s) as f64;
+        14_000.0 + 10_000.0 * (2.0 * std::f64::consts::PI * (h - 14.0) / 24.0).cos()
+    }
+
+    #[test]
+    fn monday_is_a_weekday_and_sunday_is_not() {
+        assert!(!is_weekend(MONDAY));
+        assert!(is_weekend(MONDAY - 1));
+        assert!(is_weekend(MONDAY - 2 * DAY_S + 1));
+        assert!(!is_weekend(MONDAY - 2 * DAY_S - 1));
+    }
+
+    #[test]
+    fn no_forecast_below_a_day_and_a_half() {
+        let now = Timestamp::from_second(MONDAY).unwrap();
+        let short = hours(MONDAY - 35 * HOUR_S, 35, diurnal);
+        assert_eq!(Profile::learn(&short, now), None);
+        let enough = hours(MONDAY - 36 * HOUR_S, 36, diurnal);
+        assert!(Profile::learn(&enough, now).is_some());
+    }
+
+    #[test]
+    fn learns_the_daily_shape_and_ignores_one_bad_day() {
+        let now = Timestamp::from_second(MONDAY + 7 * DAY_S).unwrap();
+        let mut history = hours(MONDAY, 7 * 24, diurnal);
+        // An outage on one afternoon: the median of the seven days ignores it.
+        for h in &mut history[2 * 24 + 12..2 * 24 + 17] {
+            h.records_per_second = 0.0;
+        }
+        let p = Profile::learn(&history, now).unwrap();
+        let at14 = MONDAY + 7 * DAY_S + 14 * HOUR_S;
+        assert!((p.rate(at14).unwrap() - 24_000.0).abs() < 1.0);
+        assert!((p.rate(at14 - 12 * HOUR_S).unwrap() - 4_000.0).abs() < 1.0);
+        // Ramping into the peak hour, the peak within it is above its average.
+        assert!(p.peak_within(at14 - HOUR_S).unwrap() > p.rate(at14 - HOUR_S).unwrap());
+    }
+
+    #[test]
+    fn tells_weekends_apart_once_it_has_seen_one() {
+        // Weekdays at 10k, weekends at 2k, two weeks.
+        let rate = |s: i64| if is_weekend(s) { 2_000.0 } else { 10_000.0 };
+        let now = Timestamp::from_second(MONDAY + 14 * DAY_S).unwrap();
+        let p = Profile::learn(&hours(MONDAY, 14 * 24, rate), now).unwrap();
+        assert!(p.is_weekly());
+        let saturday = MONDAY + 19 * DAY_S + 10 * HOUR_S;
+        assert!((p.rate(saturday).unwrap() - 2_000.0).abs() < 1e-6);
+        assert!((p.rate(saturday + 2 * DAY_S).unwrap() - 10_000.0).abs() < 1e-6);
+        // Three weekdays only: one profile for all.
+        let now = Timestamp::from_second(MONDAY + 3 * DAY_S).unwrap();
+        assert!(!Profile::learn(&hours(MONDAY, 72, rate), now).unwrap().is_weekly());
+    }
+
+    #[test]
+    fn the_level_follows_recent_growth_within_its_range() {
+        let now = Timestamp::from_second(MONDAY + 3 * DAY_S).unwrap();
+        let mut history = hours(MONDAY, 72, |_| 1_000.0);
+        for h in history.iter_mut().rev().take(LEVEL_HOURS) {
+            h.records_per_second = 1_300.0;
+        }
+        let p = Profile::learn(&history, now).unwrap();
+        assert!((p.rate(now.as_second()).unwrap() - 1_300.0).abs() < 1e-6);
+        for h in history.iter_mut().rev().take(LEVEL_HOURS) {
+            h.records_per_second = 10_000.0;
+        }
+        let p = Profile::learn(&history, now).unwrap();
+        assert!((p.rate(now.as_second()).unwrap() - 1_000.0 * LEVEL_RANGE.1).abs() < 1e-6);
+    }
+}
