@@ -2,18 +2,21 @@
 //! the jobs. [`control_plane`] is one suite of its checks — requests refused with AWS's
 //! exception names and messages, the `UpdateApplication` merge, versions, operations,
 //! rollback, snapshots, `MonitoringConfiguration`, tags, the published metrics — run here on
-//! the model and, in tests/integration/flink.rs, on real Flink jobs (skipped there without
-//! a Flink distribution).
+//! the model, on a runtime whose actions end only at the service's next look (as real
+//! Flink's do) and, in tests/integration/flink.rs, on real Flink jobs (skipped there
+//! without a Flink distribution).
 
 use std::time::{Duration, Instant};
 
 use checkpoint_autoscaler::{
     aws::catalogue::MetricsLevel,
+    policy::AppConfig,
     policy::AppStatus,
     sim::{
         ConfigurationType, CreateApplication, Fleet, LogLevel, MetricQuery, MonitoringUpdate, MonitoringView,
-        OperationStatus, ParallelismUpdate, Runtime, Service, ServiceError, UpdateApplication,
+        OperationStatus, ParallelismUpdate, Runtime, Scenario, Service, ServiceError, UpdateApplication,
         fleet::{DIMENSION, NAMESPACE, PERIOD},
+        service::{Action, Figures, Outcome, PeriodContext, Restart},
     },
 };
 use jiff::Timestamp;
@@ -376,4 +379,132 @@ fn metric<R: Runtime>(svc: &Service<R>, name: &str, from: Timestamp) -> Vec<(Tim
 async fn the_control_plane_on_the_model() {
     let mut fleet = Fleet::new(7, Timestamp::from_second(1_800_000_000).unwrap());
     control_plane(&mut fleet, Duration::ZERO).await;
+}
+
+/// A runtime whose every action ends at the service's next look, as real Flink's do (in
+/// real time, seen at the next `advance_to`), and whose snapshots can be made to fail.
+#[derive(Debug, Default)]
+struct Prompt {
+    refuse_snapshots: bool,
+}
+
+#[derive(Debug, Default)]
+struct PromptJob {
+    running: bool,
+    ended: Option<Outcome>,
+}
+
+impl Runtime for Prompt {
+    type Job = PromptJob;
+    type Spec = ();
+
+    fn spec(&self, _: Option<&Scenario>, _: u32) -> Result<(), ServiceError> {
+        Ok(())
+    }
+    fn job(&mut self, _: &str, _: (), _: Timestamp) -> PromptJob {
+        PromptJob::default()
+    }
+    fn run_now(&mut self, _: &mut PromptJob, _: AppConfig, _: Timestamp) -> bool {
+        false
+    }
+    fn check(&self, _: AppConfig) -> Result<(), ServiceError> {
+        Ok(())
+    }
+    fn job_max_parallelism(&self, _: &PromptJob) -> u32 {
+        128
+    }
+    fn max_parallelism(&self) -> u32 {
+        256
+    }
+    fn checkpointing(&self, _: &PromptJob) -> (i64, i64) {
+        (60_000, 0)
+    }
+    fn begin(&mut self, job: &mut PromptJob, action: Action, _: Timestamp) {
+        let outcome = match action {
+            Action::Restart(r) if r.snapshot && self.refuse_snapshots => {
+                Outcome::Kept("Snapshot before the update failed: refused".into())
+            }
+            Action::Restart(Restart {
+                failure: Some(message),
+                ..
+            }) => {
+                job.running = false;
+                Outcome::Failed(message)
+            }
+            Action::Stop { .. } => {
+                job.running = false;
+                Outcome::Done
+            }
+            Action::Start { .. } | Action::Restart(_) | Action::Recover { .. } => {
+                job.running = true;
+                Outcome::Done
+            }
+        };
+        job.ended = Some(outcome);
+    }
+    fn poll(&mut self, job: &mut PromptJob, from: Timestamp, _: Timestamp) -> Option<(Timestamp, Outcome)> {
+        job.ended.take().map(|o| (from, o))
+    }
+    fn period(&mut self, job: &mut PromptJob, _: Timestamp, _: Timestamp, ctx: PeriodContext<'_>) -> Figures {
+        Figures {
+            kpus: ctx.kpus,
+            job_reporting: job.running && ctx.running,
+            uptime_ms: 60_000.0,
+            ..Figures::default()
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_control_plane_on_a_runtime_whose_actions_end_later() {
+    let mut svc = Service::with_runtime(
+        Prompt::default(),
+        3,
+        Timestamp::from_second(1_800_000_000).unwrap(),
+    );
+    control_plane(&mut svc, Duration::ZERO).await;
+}
+
+/// A snapshot that fails before a restart leaves the job running at its configuration: the
+/// update's operation fails with the reason, the version rolls back without a restart, and
+/// no snapshot is listed.
+#[tokio::test]
+async fn a_failed_snapshot_keeps_the_job_and_rolls_the_version_back() {
+    let runtime = Prompt {
+        refuse_snapshots: true,
+    };
+    let mut svc = Service::with_runtime(runtime, 3, Timestamp::from_second(1_800_000_000).unwrap());
+    svc.create_application(CreateApplication {
+        name: APP.into(),
+        service_execution_role: ROLE.into(),
+        ..CreateApplication::default()
+    })
+    .unwrap();
+    let start = svc.start_application(APP).unwrap();
+    assert_eq!(
+        finished(&mut svc, Duration::ZERO, &start).await,
+        OperationStatus::Successful
+    );
+    let (view, op) = svc
+        .update_application(APP, update(&svc, Some(custom(2, None))))
+        .unwrap();
+    assert_eq!(view.status, AppStatus::Updating);
+    assert_eq!(
+        finished(&mut svc, Duration::ZERO, &op).await,
+        OperationStatus::Failed
+    );
+    let failed = svc.describe_operation(APP, &op).unwrap();
+    assert_eq!(
+        failed.failure.as_deref(),
+        Some("Snapshot before the update failed: refused")
+    );
+    assert_eq!(failed.rollback_operation_id, None);
+    let view = svc.describe_application(APP).unwrap();
+    assert_eq!(view.status, AppStatus::Running);
+    assert_eq!(view.version_id, 3);
+    assert_eq!(view.version_rolled_back_from, Some(2));
+    assert_eq!(view.version_rolled_back_to, Some(1));
+    assert_eq!(view.parallelism.parallelism, 1);
+    assert_eq!(view.parallelism.current_parallelism, 1);
+    assert!(svc.list_snapshots(APP).unwrap().is_empty());
 }

@@ -703,6 +703,8 @@ enum Transition {
     Updating {
         op: usize,
         to: AppConfig,
+        /// Whether the service recorded a snapshot as the job stopped.
+        snapshot: bool,
     },
     RollingBack {
         op: usize,
@@ -1290,7 +1292,7 @@ impl<R: Runtime> Service<R> {
             });
             runtime.begin(&mut app.job, action, now);
             app.status = AppStatus::Updating;
-            app.transition = Some(Transition::Updating { op, to });
+            app.transition = Some(Transition::Updating { op, to, snapshot });
         } else {
             if !running {
                 app.current_parallelism = settings.parallelism;
@@ -1662,13 +1664,17 @@ fn complete_transition<R: Runtime>(
             app.status = AppStatus::Running;
             app.finish_op(op, at, OperationStatus::Failed, Some(message));
         }
-        (Transition::Updating { op, to }, Outcome::Done) => {
+        (Transition::Updating { op, to, .. }, Outcome::Done) => {
             app.current_parallelism = to.parallelism;
             app.status = AppStatus::Running;
             app.finish_op(op, at, OperationStatus::Successful, None);
         }
-        (Transition::Updating { op, .. }, Outcome::Kept(message)) => {
-            // The job never stopped: a rollback without a restart.
+        (Transition::Updating { op, snapshot, .. }, Outcome::Kept(message)) => {
+            // The job never stopped (its snapshot failed): no snapshot, and a rollback
+            // without a restart.
+            if snapshot {
+                app.snapshots.pop();
+            }
             app.roll_back_version(at);
             app.status = AppStatus::Running;
             app.finish_op(op, at, OperationStatus::Failed, Some(message));
