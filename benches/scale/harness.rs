@@ -587,7 +587,7 @@ struct Timed {
 /// Reconciles one budget through AWS ports that add up the time spent waiting on them.
 async fn reconcile_timed(core: &Reconciler, store: &MemoryStore, budget: &Loaded, now: Timestamp) -> Timed {
     let tally = Arc::new(Tally::default());
-    let core = Instrumented::core(core, &tally);
+    let core = Instrumented::reconciler(core, &tally);
     let started = Instant::now();
     let (prior, resource_version) = store.get(&budget.key).unzip();
     let view = BudgetView {

@@ -236,7 +236,7 @@ pub async fn run_demo_with(
     };
     let clients = rig::clients(&Keys::TEST, &region, emu.endpoint_url(), settings).await;
     let tally = Arc::new(Tally::default());
-    let core = Instrumented::core(&rig::reconciler(clients, MetricsMode::default()), &tally);
+    let core = Instrumented::reconciler(&rig::reconciler(clients, MetricsMode::default()), &tally);
     let store = MemoryStore::default();
     let key = BudgetKey::new(namespace.clone(), name.clone());
 

@@ -304,6 +304,29 @@ impl DemoOutcome {
 pub(crate) mod tests {
     use super::*;
 
+    /// A minute of a 4×1 application scaled to 8×1 (`scaled`), `updating` or running.
+    fn minute_at(
+        minute: i64,
+        scaled: bool,
+        updating: bool,
+        checkpoint_ms: Option<f64>,
+        slo_met: Option<bool>,
+    ) -> Minute {
+        let config = AppConfig::new(if scaled { 8 } else { 4 }, 1);
+        Minute {
+            minute,
+            status: if updating {
+                AppStatus::Updating
+            } else {
+                AppStatus::Running
+            },
+            config,
+            checkpoint_ms,
+            kpus: config.kpus(),
+            slo_met,
+        }
+    }
+
     /// Minute by minute: UPDATING for 3 minutes after each scaling, then running what it
     /// asked for; checkpoints of 3 minutes (over the 1-minute budget) until `fixed_at`, 5 s
     /// after.
@@ -312,22 +335,14 @@ pub(crate) mod tests {
             .map(|minute| {
                 let updating = scalings.iter().any(|&s| minute > s && minute <= s + 3);
                 let scaled = scalings.iter().any(|&s| minute > s);
-                Minute {
+                let checkpoint_ms = if minute >= fixed_at { 5_000.0 } else { 180_000.0 };
+                minute_at(
                     minute,
-                    status: if updating {
-                        AppStatus::Updating
-                    } else {
-                        AppStatus::Running
-                    },
-                    config: AppConfig::new(if scaled { 8 } else { 4 }, 1),
-                    checkpoint_ms: (!updating).then_some(if minute >= fixed_at {
-                        5_000.0
-                    } else {
-                        180_000.0
-                    }),
-                    kpus: if scaled { 8 } else { 4 },
-                    slo_met: Some(minute >= fixed_at),
-                }
+                    scaled,
+                    updating,
+                    (!updating).then_some(checkpoint_ms),
+                    Some(minute >= fixed_at),
+                )
             })
             .collect();
         DemoOutcome {
@@ -382,18 +397,7 @@ pub(crate) mod tests {
             let scaled = scaled_at.is_some_and(|s| minute > s);
             let updating = scaled_at.is_some_and(|s| minute > s && minute <= s + 2);
             let seen = Observed {
-                minute: Minute {
-                    minute,
-                    status: if updating {
-                        AppStatus::Updating
-                    } else {
-                        AppStatus::Running
-                    },
-                    config: AppConfig::new(if scaled { 8 } else { 4 }, 1),
-                    checkpoint_ms: None,
-                    kpus: if scaled { 8 } else { 4 },
-                    slo_met,
-                },
+                minute: minute_at(minute, scaled, updating, None, slo_met),
                 scaled_to: (scaled_at == Some(minute)).then(|| (AppConfig::new(8, 1), "ScaleUp".into())),
                 reconciled: true,
                 nothing_in_flight: !updating && scaled_at != Some(minute),

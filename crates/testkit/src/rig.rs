@@ -1,12 +1,12 @@
 //! The rig: the AWS emulator started in-process, the real SDK clients pointed at it with
-//! static credentials, and the controller's reconcile core built over them. `demo`, the
+//! static credentials, and the controller's reconcile core ([`Reconciler`]) built over them. `demo`, the
 //! scale benchmark and the integration tests build their runs from these pieces, so there
 //! is one way to set the controller up against the emulator.
 //!
 //! ```ignore
 //! let (emu, app) = rig::serve_scenario(&scenario, "us-east-1", "default").await?;
 //! let clients = rig::clients(&Keys::TEST, "us-east-1", emu.endpoint_url(), AwsSettings::default()).await;
-//! let core = rig::reconciler(clients, MetricsMode::Direct);
+//! let reconciler = rig::reconciler(clients, MetricsMode::Direct);
 //! ```
 //!
 //! [`Instrumented`] wraps the core's two AWS ports to record the `UpdateApplication`
@@ -159,7 +159,7 @@ pub async fn clients(keys: &Keys, region: &str, endpoint: String, settings: AwsS
     ))
 }
 
-/// The controller's reconcile core over `clients` (CloudWatch read as `mode`), with the
+/// The controller's reconcile core ([`Reconciler`]) over `clients` (CloudWatch read as `mode`), with the
 /// controller's defaults ([`Reconciler::new`]) in the clients' default region.
 pub fn reconciler(clients: Arc<AwsClients>, mode: MetricsMode) -> Reconciler {
     let region = clients.default_region().to_owned();
@@ -207,18 +207,18 @@ pub struct Instrumented<T: ?Sized> {
 }
 
 impl Instrumented<()> {
-    /// `core` with both its AWS ports instrumented into `tally`.
-    pub fn core(core: &Reconciler, tally: &Arc<Tally>) -> Reconciler {
+    /// `reconciler` with both its AWS ports instrumented into `tally`.
+    pub fn reconciler(reconciler: &Reconciler, tally: &Arc<Tally>) -> Reconciler {
         Reconciler {
             apps: Arc::new(Instrumented {
-                inner: core.apps.clone(),
+                inner: reconciler.apps.clone(),
                 tally: tally.clone(),
             }),
             metrics_source: Arc::new(Instrumented {
-                inner: core.metrics_source.clone(),
+                inner: reconciler.metrics_source.clone(),
                 tally: tally.clone(),
             }),
-            ..core.clone()
+            ..reconciler.clone()
         }
     }
 }
@@ -331,7 +331,7 @@ mod tests {
         )
         .await;
         let tally = Arc::new(Tally::default());
-        let core = Instrumented::core(&reconciler(clients, MetricsMode::Direct), &tally);
+        let core = Instrumented::reconciler(&reconciler(clients, MetricsMode::Direct), &tally);
         let mut spec = scenario.budget.clone().expect("step-up carries a budget");
         spec.mode = Mode::Enforce;
         let store = MemoryStore::default();

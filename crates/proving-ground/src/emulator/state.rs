@@ -114,7 +114,7 @@ impl EmulatorState {
         self.0.clock.advance(by);
     }
 
-    /// Runs `f` on the backend (the model's [`Fleet`] or the Flink backend), advanced to
+    /// Runs `f` on the backend (the model's [`Fleet`](crate::sim::Fleet) or the Flink backend), advanced to
     /// the virtual now.
     pub fn with_fleet<R>(&self, f: impl FnOnce(&mut dyn Backend) -> R) -> R {
         let mut fleet = lock(&self.0.fleet);
