@@ -985,12 +985,13 @@ spec:
             "{report}"
         );
 
-        // Read-only: one describe and one metrics call, signed with the environment's keys.
+        // Read-only: one describe and two metrics calls (the window, and the input history
+        // by the hour for the forecast), signed with the environment's keys.
         assert!(calls(&emu, "UpdateApplication").is_empty());
         let describes = calls(&emu, "DescribeApplication");
         assert_eq!(describes.len(), 1);
         assert_eq!(describes[0].access_key_id.as_deref(), Some("AKIDRECOMMEND"));
-        assert_eq!(calls(&emu, "GetMetricData").len(), 1);
+        assert_eq!(calls(&emu, "GetMetricData").len(), 2);
         let after = emu.state().with_fleet(|f| f.describe_application(APP).unwrap());
         assert_eq!(after.version_id, version);
 

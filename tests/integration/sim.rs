@@ -363,14 +363,18 @@ fn every_scenario_in_the_library_loads_and_runs_under_every_policy() {
         names,
         [
             "diurnal",
+            "diurnal-3day",
+            "diurnal-weekly",
             "external-call",
             "flash-crowd",
             "hot-key-skew",
             "memory-pressure",
+            "noisy-right-sized",
             "over-provisioned-idle",
             "serializer-failure",
             "state-growth-without-ttl",
             "steady",
+            "steady-growth",
             "step-up",
             "transient-s3"
         ]

@@ -385,22 +385,22 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
     let lower = status.recommendation.as_ref().unwrap().config();
     assert!(lower.kpus() < 16, "{lower}");
 
-    // The same lower recommendation held for the whole hour, and the last scaling was long
-    // ago: now it scales down.
+    // The same lower recommendation held for the restart's payback (without a forecast, at
+    // most six hours), and the last scaling was long ago: now it scales down.
     let (ctx, api, fake) = Context::test();
     fake.with(|s| {
         s.samples = fixtures::idle();
         s.app.as_mut().unwrap().config = AppConfig::new(16, 1);
     });
-    let hour_ago = fixtures::now() - jiff::SignedDuration::from_mins(65);
+    let held_since = fixtures::now() - jiff::SignedDuration::from_mins(365);
     let history = History {
         baseline: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
         scalings: vec![ScalingRecord {
-            at: hour_ago - jiff::SignedDuration::from_hours(2),
-            completed_at: Some(hour_ago - jiff::SignedDuration::from_mins(105)),
+            at: held_since - jiff::SignedDuration::from_hours(2),
+            completed_at: Some(held_since - jiff::SignedDuration::from_mins(105)),
             from: AppConfig::new(8, 1),
             to: AppConfig::new(16, 1),
             cause: Cause::UnderProvisioned,
@@ -409,7 +409,7 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
             records_in_before_per_second: Some(9000.0),
         }],
         recommendations: vec![RecommendationRecord {
-            at: hour_ago,
+            at: held_since,
             config: lower,
         }],
     };
