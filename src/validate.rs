@@ -6,6 +6,9 @@
 use std::{path::PathBuf, process::ExitCode};
 
 pub use checkpoint_autoscaler_api::validate::*;
+/// The report formats every subcommand offers (text for people, one JSON document for
+/// scripts).
+pub use checkpoint_autoscaler_controller::recommend::OutputFormat;
 
 /// Arguments of `checkpoint-autoscaler validate`.
 #[derive(Debug, clap::Args)]
@@ -15,18 +18,10 @@ pub struct ValidateArgs {
     /// documents that are not CheckpointBudgets are skipped.
     #[arg(required = true, value_name = "PATH")]
     pub paths: Vec<PathBuf>,
-    /// Report format.
+    /// Report format: one line per budget (OK) or per problem with a summary on stderr, or
+    /// one JSON document listing every budget and its problems.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
-}
-
-/// Report format of `validate`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
-pub enum OutputFormat {
-    /// One line per budget (OK) or per problem, a summary on stderr.
-    Text,
-    /// One JSON document listing every budget and its problems.
-    Json,
 }
 
 /// Runs `checkpoint-autoscaler validate`.

@@ -120,7 +120,7 @@ pub struct RecommendArgs {
     pub output: OutputFormat,
 }
 
-/// How `recommend` prints its answer.
+/// How a subcommand prints its answer (`recommend`, `validate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum OutputFormat {
     /// For people.

@@ -30,7 +30,7 @@ use jiff::Timestamp;
 
 use super::{
     bounds::{Grow, Space},
-    explain::{fmt_bytes, fmt_change, fmt_ms, fmt_pct},
+    explain::{fmt_change, fmt_ms, fmt_pct, format_bytes},
     signals::{Growth, Signals, dur_ms, ts_ms},
     sizing::{Basis, DurationModel, input_growth, load_factor_for_memory, load_factor_for_throughput},
     stabilization::last_scaling,
@@ -273,7 +273,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         };
         let state = sig
             .size
-            .map_or_else(String::new, |s| format!(", state {}", fmt_bytes(s)));
+            .map_or_else(String::new, |s| format!(", state {}", format_bytes(s)));
         let what = if breach {
             format!(
                 "Checkpoints take {} against a {} budget",
@@ -340,7 +340,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 format!(
                     "{what} ({figures}{state}) while uploading only {} per checkpoint over {} KPU: \
                      the time is not spent on state, so scaling cannot shorten it.",
-                    fmt_bytes(size),
+                    format_bytes(size),
                     ctx.current.kpus()
                 ),
                 Some(ADVICE_SLOW_CALL.to_owned()),
@@ -359,7 +359,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                      and scaling cannot shorten it. What would confirm it: the synchronous phase of \
                      the checkpoints in the Flink UI, or per-task busy and back-pressure metrics \
                      (the TASK metrics level).",
-                    fmt_bytes(size),
+                    format_bytes(size),
                     ctx.current.kpus()
                 ),
                 Some(ADVICE_SLOW_CALL.to_owned()),
@@ -388,11 +388,11 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                          spent uploading state, so scaling cannot shorten it. What would confirm it: \
                          the synchronous phase of the checkpoints in the Flink UI, or per-task busy \
                          and back-pressure metrics (the TASK metrics level).",
-                        fmt_bytes(size),
-                        fmt_bytes(rate_now),
-                        fmt_bytes(base.size_bytes),
+                        format_bytes(size),
+                        format_bytes(rate_now),
+                        format_bytes(base.size_bytes),
                         fmt_ms(base.duration_ms),
-                        fmt_bytes(rate_then),
+                        format_bytes(rate_then),
                         base.at.strftime("%Y-%m-%d %H:%M UTC"),
                     ),
                     Some(ADVICE_SLOW_CALL.to_owned()),
@@ -479,8 +479,8 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             },
             format!(
                 "The latest checkpoint is {}, above the {} size objective (duration {} within the {} budget).",
-                fmt_bytes(size),
-                fmt_bytes(max as f64),
+                format_bytes(size),
+                format_bytes(max as f64),
                 fmt_ms(d),
                 fmt_ms(budget_ms)
             ),

@@ -6,8 +6,9 @@ use super::types::AppConfig;
 /// project's one duration formatter.
 pub(crate) use super::duration::human_ms as fmt_ms;
 
-/// `512 MiB`, `8.0 GiB`.
-pub(crate) fn fmt_bytes(bytes: f64) -> String {
+/// `512 MiB`, `8.0 GiB`: the one byte-size formatter of messages and reports (a Kubernetes
+/// quantity such as `8Gi` is the API crate's `format_bytes`).
+pub fn format_bytes(bytes: f64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = bytes.max(0.0);
     let mut unit = 0;
@@ -52,8 +53,8 @@ mod tests {
 
     #[test]
     fn formats_read_naturally() {
-        assert_eq!(fmt_bytes(512.0 * 1024.0 * 1024.0), "512 MiB");
-        assert_eq!(fmt_bytes(8.0 * 1024.0 * 1024.0 * 1024.0), "8.0 GiB");
+        assert_eq!(format_bytes(512.0 * 1024.0 * 1024.0), "512 MiB");
+        assert_eq!(format_bytes(8.0 * 1024.0 * 1024.0 * 1024.0), "8.0 GiB");
         assert_eq!(fmt_pct(None), "n/a");
         assert_eq!(
             fmt_change(AppConfig::new(8, 2), AppConfig::new(16, 2)),

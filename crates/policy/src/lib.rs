@@ -24,6 +24,7 @@ pub mod duration;
 pub mod economics;
 mod error_budget;
 mod explain;
+pub use explain::format_bytes;
 pub mod forecast;
 mod signals;
 mod sizing;

@@ -171,12 +171,12 @@ impl EmulatorState {
         lock(&self.0.faults).apply(scope, now)
     }
 
-    /// Sets the KPU quota per application (the model backend only).
+    /// Sets the KPU quota per application.
     pub fn set_kpu_quota(&self, kpus: u32) -> Result<(), ServiceError> {
         self.with_fleet(|f| f.set_kpu_quota(kpus))
     }
 
-    /// Deletes an application, as `DeleteApplication` would (the model backend only).
+    /// Deletes an application, as `DeleteApplication` would.
     pub fn delete_application(&self, name: &str) -> Result<(), ServiceError> {
         self.with_fleet(|f| f.delete_application(name))
     }

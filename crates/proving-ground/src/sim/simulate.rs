@@ -19,7 +19,6 @@ use super::{
     contenders::{Optimal, Threshold},
     fleet::{Fleet, OperationStatus, PERIOD, ParallelismUpdate, ServiceError, UpdateApplication},
     scenario::{PlatformVariant, Scenario, ScenarioError},
-    units::format_bytes,
 };
 use crate::{
     aws::catalogue::MetricsLevel,
@@ -799,7 +798,7 @@ pub fn format_timeline(report: &RunReport) -> String {
             pct(r.heap_memory_utilization),
             ckpt,
             r.failed_checkpoints,
-            format_bytes(r.state_bytes),
+            crate::policy::format_bytes(r.state_bytes),
             slo,
             r.notes.join(" | ")
         );

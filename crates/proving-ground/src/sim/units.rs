@@ -40,22 +40,6 @@ pub fn parse_bytes(text: &str) -> Result<f64, String> {
     Ok(value * factor)
 }
 
-/// Formats a byte count with a binary suffix, e.g. `1.5 GiB`.
-pub fn format_bytes(bytes: f64) -> String {
-    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
-    let mut value = bytes;
-    let mut unit = 0;
-    while value.abs() >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{value:.0} B")
-    } else {
-        format!("{value:.1} {}", UNITS[unit])
-    }
-}
-
 #[derive(Deserialize)]
 #[serde(untagged)]
 enum NumberOrText {
@@ -134,10 +118,5 @@ mod tests {
         assert_eq!(parse_bytes("400").unwrap(), 400.0);
         assert!(parse_bytes("10 apples").is_err());
         assert!(parse_bytes("-1Gi").is_err());
-    }
-
-    #[test]
-    fn formats_compactly() {
-        assert_eq!(format_bytes(1536.0 * 1024.0 * 1024.0), "1.5 GiB");
     }
 }
