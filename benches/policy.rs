@@ -23,11 +23,8 @@ use checkpoint_autoscaler::{
 #[path = "scale/harness.rs"]
 #[allow(dead_code)]
 mod scale;
-use jiff::{SignedDuration, Timestamp};
-
-fn now() -> Timestamp {
-    Timestamp::from_second(1_767_229_200).expect("a valid timestamp")
-}
+use checkpoint_autoscaler_testkit::fixtures::{now, window};
+use jiff::SignedDuration;
 
 fn budget() -> Budget {
     Budget {
@@ -46,29 +43,6 @@ fn budget() -> Budget {
         scale_down_stabilization: Duration::from_secs(3600),
         error_budget: None,
     }
-}
-
-/// Ten one-minute samples before `now` with the given checkpoint duration (ms) and CPU (%).
-fn window(duration_ms: f64, cpu: f64) -> Vec<Sample> {
-    let hot = cpu >= 75.0;
-    (1..=10)
-        .rev()
-        .map(|m| Sample {
-            at: now() - SignedDuration::from_mins(m),
-            last_checkpoint_duration_ms: Some(duration_ms),
-            last_checkpoint_size_bytes: Some(2.0e9),
-            failed_checkpoints: Some(0.0),
-            cpu_utilization: Some(cpu),
-            heap_memory_utilization: Some(40.0),
-            container_memory_utilization: Some(45.0),
-            busy_time_ms_per_second: Some(if hot { 920.0 } else { cpu * 8.0 }),
-            back_pressured_time_ms_per_second: Some(if hot { 650.0 } else { 0.0 }),
-            millis_behind_latest: Some(0.0),
-            records_in_per_second: Some(5000.0),
-            full_restarts: Some(0.0),
-            downtime_ms: Some(0.0),
-        })
-        .collect()
 }
 
 fn observation(samples: Vec<Sample>, config: AppConfig) -> Observation {
