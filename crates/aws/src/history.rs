@@ -26,8 +26,30 @@ pub const HISTORY_DAYS: i64 = 14;
 /// The history's period, seconds.
 pub const HOUR_S: i64 = 3600;
 
-/// The field of [`METRICS`](super::METRICS) the history reads: `numRecordsInPerSecond`.
-const INPUT_FIELD: usize = 9;
+/// The field of [`METRICS`](super::METRICS) the history reads: `numRecordsInPerSecond`
+/// (found by name at compile time, so reordering the list cannot point it elsewhere).
+const INPUT_FIELD: usize = field_of("numRecordsInPerSecond");
+
+/// The index of the metric `name` in [`METRICS`](super::METRICS); a name not in the list
+/// fails the build.
+const fn field_of(name: &str) -> usize {
+    let mut i = 0;
+    while i < super::METRICS.len() {
+        let candidate = super::METRICS[i].name.as_bytes();
+        let wanted = name.as_bytes();
+        if candidate.len() == wanted.len() {
+            let mut j = 0;
+            while j < wanted.len() && candidate[j] == wanted[j] {
+                j += 1;
+            }
+            if j == wanted.len() {
+                return i;
+            }
+        }
+        i += 1;
+    }
+    panic!("the metric is not in METRICS")
+}
 
 /// The request for the complete hours of the last [`HISTORY_DAYS`] days before `now` (the
 /// hour in progress is left out: its average is not final).
