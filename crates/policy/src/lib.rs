@@ -34,6 +34,8 @@ mod tuning;
 mod types;
 
 #[cfg(test)]
+mod diagnose_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
