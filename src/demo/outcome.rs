@@ -9,7 +9,7 @@ use crate::{
     aws::UpdateRequest,
     controller::store::Notice,
     crd::CheckpointBudgetStatus,
-    policy::{AppConfig, AppStatus},
+    policy::{AppConfig, AppStatus, Cause},
 };
 
 /// Consecutive evaluations with the SLO met, at a settled configuration, that count as
@@ -42,6 +42,8 @@ pub struct Minute {
     pub kpus: u32,
     /// Whether the controller judged the SLO met over its window.
     pub slo_met: Option<bool>,
+    /// The cause the controller diagnosed, when it judged.
+    pub cause: Option<Cause>,
 }
 
 /// A scaling the demo's controller asked for.
@@ -185,6 +187,15 @@ impl Tracker {
     }
 }
 
+/// Causes whose end a scaling cannot claim: the controller holds on them because more
+/// capacity does not help.
+fn scaling_cannot_fix(cause: Cause) -> bool {
+    matches!(
+        cause,
+        Cause::StateSkew | Cause::NotFixableByScaling | Cause::TransientFailures
+    )
+}
+
 /// What a demo run showed.
 #[derive(Clone, Debug)]
 pub struct DemoOutcome {
@@ -251,7 +262,13 @@ impl DemoOutcome {
                     && m.checkpoint_ms.is_some_and(|d| d <= budget_ms)
             })?
             .minute;
-        (fixed_at - running_from <= CREDITED_WITHIN_MINUTES).then_some(last.minute)
+        // The controller itself judged, under its new configuration and before the recovery,
+        // that scaling was not what the cause needed (the step did not help: a hot key; or a
+        // fault scaling cannot fix): the cause ended by itself.
+        let disowned = after.iter().any(|m| {
+            m.minute >= running_from && m.minute < fixed_at && m.cause.is_some_and(scaling_cannot_fix)
+        });
+        (fixed_at - running_from <= CREDITED_WITHIN_MINUTES && !disowned).then_some(last.minute)
     }
 
     /// Minutes from the breach to the restore.
@@ -324,6 +341,7 @@ pub(crate) mod tests {
             checkpoint_ms,
             kpus: config.kpus(),
             slo_met,
+            cause: None,
         }
     }
 
@@ -386,6 +404,29 @@ pub(crate) mod tests {
         assert_eq!(outcome(10, 140, &[15, 20], 140).restored_by(), None);
         // A scaling before the breach does not count for it.
         assert_eq!(outcome(10, 20, &[5], 20).restored_by(), None);
+    }
+
+    /// Soon after a scaling the checkpoints met the budget again, but in between the
+    /// controller had judged, under its new configuration, that scaling does not help
+    /// (a hot key, or a fault scaling cannot fix): the fault ended by itself.
+    #[test]
+    fn a_recovery_the_controller_disowned_is_not_credited_to_it() {
+        for (cause, credited) in [
+            (Cause::StateSkew, false),
+            (Cause::NotFixableByScaling, false),
+            (Cause::TransientFailures, false),
+            (Cause::InsufficientData, true),
+            (Cause::UnderProvisioned, true),
+        ] {
+            let mut o = outcome(10, 40, &[15], 40);
+            // The new configuration runs from minute 19; judged at minute 30.
+            o.minutes[30].cause = Some(cause);
+            assert_eq!(o.restored_by().is_some(), credited, "{cause:?}");
+        }
+        // A judgement after the recovery does not disown it.
+        let mut o = outcome(10, 40, &[15], 40);
+        o.minutes[45].cause = Some(Cause::StateSkew);
+        assert_eq!(o.restored_by(), Some(15));
     }
 
     /// Feeds `slo` (one judgement a minute from minute 0) with a scaling to 8×1 at
