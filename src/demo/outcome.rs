@@ -93,6 +93,9 @@ pub struct Tracker {
     restored_at: Option<i64>,
     met_run: u32,
     held: u32,
+    /// Whether the controller judged the current breach (held on a diagnosis while it
+    /// lasted): a fault it saw, not the slow first checkpoints of a job warming up.
+    breach_judged: bool,
 }
 
 impl Tracker {
@@ -137,10 +140,15 @@ impl Tracker {
                 self.breached_at.get_or_insert(minute.minute);
                 self.met_run = 0;
                 self.restored_at = None;
+                self.breach_judged |= running && held_on_judgement;
             }
-            // A breach that passed before any scaling (e.g. the slow first checkpoints of a
-            // job warming up) is not the one the controller restores.
-            Some(true) if self.scalings.is_empty() && reconciled => self.breached_at = None,
+            // A breach that passed before any scaling and before the controller judged it
+            // (e.g. the slow first checkpoints of a job warming up) is not the one the
+            // controller restores. One it judged and held on (a fault scaling cannot fix) is
+            // kept: its end is reported, as the cause's, not the controller's.
+            Some(true) if self.scalings.is_empty() && reconciled && !self.breach_judged => {
+                self.breached_at = None;
+            }
             Some(true) if self.breached_at.is_some() => {
                 self.met_run += 1;
                 self.restored_at.get_or_insert(minute.minute);
@@ -451,6 +459,27 @@ pub(crate) mod tests {
         (tracker, None)
     }
 
+    /// A breach the controller judged and held on (a fault scaling cannot fix), that ended
+    /// by itself: kept and met again, with no scaling to credit.
+    #[test]
+    fn a_judged_breach_that_ends_by_itself_is_met_again_by_no_scaling() {
+        let slo = [vec![Some(true); 3], vec![Some(false); 5], vec![Some(true); 10]].concat();
+        let mut tracker = Tracker::default();
+        for (minute, &slo_met) in slo.iter().enumerate() {
+            let seen = Observed {
+                minute: minute_at(minute as i64, false, false, None, slo_met),
+                scaled_to: None,
+                reconciled: true,
+                nothing_in_flight: true,
+                held_on_judgement: slo_met == Some(false),
+            };
+            assert_eq!(tracker.observe(seen), Progress::Going);
+        }
+        assert!(tracker.restored());
+        assert_eq!((tracker.breached_at(), tracker.restored_at()), (Some(3), Some(8)));
+        assert!(tracker.scalings().is_empty());
+    }
+
     #[test]
     fn a_breach_scaled_for_and_met_again_at_a_settled_configuration_is_restored() {
         let slo = [vec![Some(true); 3], vec![Some(false); 5], vec![Some(true); 10]].concat();
@@ -465,10 +494,20 @@ pub(crate) mod tests {
 
     #[test]
     fn a_breach_that_passes_before_any_scaling_is_forgotten_and_not_restored() {
-        // The slow first checkpoints of a job warming up.
+        // The slow first checkpoints of a job warming up: the controller holds for want of
+        // data (no judgement).
         let slo = [vec![Some(false); 2], vec![Some(true); 6]].concat();
-        let (tracker, done) = track(&slo, None);
-        assert_eq!(done, None);
+        let mut tracker = Tracker::default();
+        for (minute, &slo_met) in slo.iter().enumerate() {
+            let seen = Observed {
+                minute: minute_at(minute as i64, false, false, None, slo_met),
+                scaled_to: None,
+                reconciled: true,
+                nothing_in_flight: true,
+                held_on_judgement: false,
+            };
+            assert_eq!(tracker.observe(seen), Progress::Going);
+        }
         assert!(!tracker.restored());
         assert_eq!((tracker.breached_at(), tracker.restored_at()), (None, None));
     }
