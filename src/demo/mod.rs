@@ -470,5 +470,6 @@ fn observe(
         },
         kpus: period.as_ref().map_or(config.kpus(), |p| p.kpus),
         slo_met,
+        cause: status.and_then(|s| s.diagnosis.as_ref()).map(|d| d.cause),
     })
 }

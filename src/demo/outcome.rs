@@ -9,7 +9,7 @@ use crate::{
     aws::UpdateRequest,
     controller::store::Notice,
     crd::CheckpointBudgetStatus,
-    policy::{AppConfig, AppStatus},
+    policy::{AppConfig, AppStatus, Cause},
 };
 
 /// Consecutive evaluations with the SLO met, at a settled configuration, that count as
@@ -42,6 +42,8 @@ pub struct Minute {
     pub kpus: u32,
     /// Whether the controller judged the SLO met over its window.
     pub slo_met: Option<bool>,
+    /// The cause the controller diagnosed, when it judged.
+    pub cause: Option<Cause>,
 }
 
 /// A scaling the demo's controller asked for.
@@ -91,6 +93,9 @@ pub struct Tracker {
     restored_at: Option<i64>,
     met_run: u32,
     held: u32,
+    /// Whether the controller judged the current breach (held on a diagnosis while it
+    /// lasted): a fault it saw, not the slow first checkpoints of a job warming up.
+    breach_judged: bool,
 }
 
 impl Tracker {
@@ -135,10 +140,15 @@ impl Tracker {
                 self.breached_at.get_or_insert(minute.minute);
                 self.met_run = 0;
                 self.restored_at = None;
+                self.breach_judged |= running && held_on_judgement;
             }
-            // A breach that passed before any scaling (e.g. the slow first checkpoints of a
-            // job warming up) is not the one the controller restores.
-            Some(true) if self.scalings.is_empty() && reconciled => self.breached_at = None,
+            // A breach that passed before any scaling and before the controller judged it
+            // (e.g. the slow first checkpoints of a job warming up) is not the one the
+            // controller restores. One it judged and held on (a fault scaling cannot fix) is
+            // kept: its end is reported, as the cause's, not the controller's.
+            Some(true) if self.scalings.is_empty() && reconciled && !self.breach_judged => {
+                self.breached_at = None;
+            }
             Some(true) if self.breached_at.is_some() => {
                 self.met_run += 1;
                 self.restored_at.get_or_insert(minute.minute);
@@ -183,6 +193,15 @@ impl Tracker {
     pub fn into_timeline(self) -> (Vec<Scaling>, Vec<Minute>) {
         (self.scalings, self.minutes)
     }
+}
+
+/// Causes whose end a scaling cannot claim: the controller holds on them because more
+/// capacity does not help.
+fn scaling_cannot_fix(cause: Cause) -> bool {
+    matches!(
+        cause,
+        Cause::StateSkew | Cause::NotFixableByScaling | Cause::TransientFailures
+    )
 }
 
 /// What a demo run showed.
@@ -251,7 +270,13 @@ impl DemoOutcome {
                     && m.checkpoint_ms.is_some_and(|d| d <= budget_ms)
             })?
             .minute;
-        (fixed_at - running_from <= CREDITED_WITHIN_MINUTES).then_some(last.minute)
+        // The controller itself judged, under its new configuration and before the recovery,
+        // that scaling was not what the cause needed (the step did not help: a hot key; or a
+        // fault scaling cannot fix): the cause ended by itself.
+        let disowned = after.iter().any(|m| {
+            m.minute >= running_from && m.minute < fixed_at && m.cause.is_some_and(scaling_cannot_fix)
+        });
+        (fixed_at - running_from <= CREDITED_WITHIN_MINUTES && !disowned).then_some(last.minute)
     }
 
     /// Minutes from the breach to the restore.
@@ -324,6 +349,7 @@ pub(crate) mod tests {
             checkpoint_ms,
             kpus: config.kpus(),
             slo_met,
+            cause: None,
         }
     }
 
@@ -388,6 +414,29 @@ pub(crate) mod tests {
         assert_eq!(outcome(10, 20, &[5], 20).restored_by(), None);
     }
 
+    /// Soon after a scaling the checkpoints met the budget again, but in between the
+    /// controller had judged, under its new configuration, that scaling does not help
+    /// (a hot key, or a fault scaling cannot fix): the fault ended by itself.
+    #[test]
+    fn a_recovery_the_controller_disowned_is_not_credited_to_it() {
+        for (cause, credited) in [
+            (Cause::StateSkew, false),
+            (Cause::NotFixableByScaling, false),
+            (Cause::TransientFailures, false),
+            (Cause::InsufficientData, true),
+            (Cause::UnderProvisioned, true),
+        ] {
+            let mut o = outcome(10, 40, &[15], 40);
+            // The new configuration runs from minute 19; judged at minute 30.
+            o.minutes[30].cause = Some(cause);
+            assert_eq!(o.restored_by().is_some(), credited, "{cause:?}");
+        }
+        // A judgement after the recovery does not disown it.
+        let mut o = outcome(10, 40, &[15], 40);
+        o.minutes[45].cause = Some(Cause::StateSkew);
+        assert_eq!(o.restored_by(), Some(15));
+    }
+
     /// Feeds `slo` (one judgement a minute from minute 0) with a scaling to 8×1 at
     /// `scaled_at`, the application updating for the two minutes after it.
     fn track(slo: &[Option<bool>], scaled_at: Option<i64>) -> (Tracker, Option<i64>) {
@@ -410,6 +459,27 @@ pub(crate) mod tests {
         (tracker, None)
     }
 
+    /// A breach the controller judged and held on (a fault scaling cannot fix), that ended
+    /// by itself: kept and met again, with no scaling to credit.
+    #[test]
+    fn a_judged_breach_that_ends_by_itself_is_met_again_by_no_scaling() {
+        let slo = [vec![Some(true); 3], vec![Some(false); 5], vec![Some(true); 10]].concat();
+        let mut tracker = Tracker::default();
+        for (minute, &slo_met) in slo.iter().enumerate() {
+            let seen = Observed {
+                minute: minute_at(minute as i64, false, false, None, slo_met),
+                scaled_to: None,
+                reconciled: true,
+                nothing_in_flight: true,
+                held_on_judgement: slo_met == Some(false),
+            };
+            assert_eq!(tracker.observe(seen), Progress::Going);
+        }
+        assert!(tracker.restored());
+        assert_eq!((tracker.breached_at(), tracker.restored_at()), (Some(3), Some(8)));
+        assert!(tracker.scalings().is_empty());
+    }
+
     #[test]
     fn a_breach_scaled_for_and_met_again_at_a_settled_configuration_is_restored() {
         let slo = [vec![Some(true); 3], vec![Some(false); 5], vec![Some(true); 10]].concat();
@@ -424,10 +494,20 @@ pub(crate) mod tests {
 
     #[test]
     fn a_breach_that_passes_before_any_scaling_is_forgotten_and_not_restored() {
-        // The slow first checkpoints of a job warming up.
+        // The slow first checkpoints of a job warming up: the controller holds for want of
+        // data (no judgement).
         let slo = [vec![Some(false); 2], vec![Some(true); 6]].concat();
-        let (tracker, done) = track(&slo, None);
-        assert_eq!(done, None);
+        let mut tracker = Tracker::default();
+        for (minute, &slo_met) in slo.iter().enumerate() {
+            let seen = Observed {
+                minute: minute_at(minute as i64, false, false, None, slo_met),
+                scaled_to: None,
+                reconciled: true,
+                nothing_in_flight: true,
+                held_on_judgement: false,
+            };
+            assert_eq!(tracker.observe(seen), Progress::Going);
+        }
         assert!(!tracker.restored());
         assert_eq!((tracker.breached_at(), tracker.restored_at()), (None, None));
     }

@@ -327,5 +327,13 @@ mod tests {
             text.contains("120 minutes after the controller's last scaling"),
             "{text}"
         );
+
+        // Met again soon after a scaling, but the controller had judged a hot key under its
+        // new configuration: the cause ended by itself.
+        let mut skew = outcome(10, 40, &[15], 40);
+        skew.minutes[30].cause = Some(crate::policy::Cause::StateSkew);
+        let text = summary(&skew);
+        assert!(!text.contains("Budget restored"), "{text}");
+        assert!(text.contains("the cause ended by itself"), "{text}");
     }
 }

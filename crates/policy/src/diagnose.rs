@@ -100,12 +100,68 @@ const ADVICE_SLOW_CALL: &str = "Look for a slow external call while snapshotting
     pre-commit or flush, a synchronous request in snapshotState, or a blocking \
     notifyCheckpointComplete. More KPUs cannot shorten it.";
 
+const ADVICE_MEMORY_UNRELIEVED: &str = "Look for what holds memory whatever each subtask's \
+    share: a cache or buffer without a bound, large objects kept per key, or a leak in a user \
+    function. The controller takes no further step for memory until the input rate changes by \
+    more than half or two hours pass.";
+
 const ADVICE_TRANSIENT: &str = "If they recur, check S3 throttling and the application's \
     permissions; raise maxFailedCheckpoints if an occasional failure is acceptable.";
 
 const ADVICE_SIZE: &str = "Parallelism spreads state but does not shrink it: set a state TTL, \
     use smaller windows, or enable incremental checkpoints' compaction to bring the size \
     under the objective.";
+
+/// What would confirm each diagnosis, in the words of the metric or tool that shows it.
+const CONFIRM_UNDER_PROVISIONED: &str = "What would confirm it: CPU stays high while the lag \
+    (millisBehindLatest) grows, and at the TASK metrics level busyTimeMsPerSecond near 1000 on \
+    every subtask.";
+
+const CONFIRM_LARGE_STATE: &str = "What would confirm it: in the Flink UI the asynchronous \
+    (upload) phase dominates the checkpoint, and the duration falls with the state each \
+    subtask holds after the scale-up; if it does not, a hot key is the cause.";
+
+const CONFIRM_SKEW: &str = "What would confirm it: switch MetricsLevel to TASK (or OPERATOR) to \
+    see per-subtask busy time, or compare the subtasks' checkpoint sizes and durations in the \
+    Flink UI: one of them carries most.";
+
+const CONFIRM_MEMORY: &str = "What would confirm it: OutOfMemoryError or a killed TaskManager \
+    in the application's logs, and heap or container memory falling after the change.";
+
+const CONFIRM_MEMORY_UNRELIEVED: &str = "What would confirm it: a heap dump or the logs \
+    (OutOfMemoryError): a leak, a cache without a bound, or one huge object per key holds \
+    memory whatever the share of each subtask.";
+
+const CONFIRM_SLOW_CALL: &str = "What would confirm it: the synchronous phase of the \
+    checkpoints in the Flink UI, a blocking call in snapshotState or a sink's pre-commit, or \
+    per-task busy and back-pressure metrics (the TASK metrics level).";
+
+const CONFIRM_FAILURES: &str = "What would confirm it: the exception of the failed checkpoints \
+    in the application's logs (a serializer's, or a timeout of an external call).";
+
+const CONFIRM_TRANSIENT: &str = "What would confirm it: S3 errors (503 Slow Down, throttling) in \
+    the application's logs at those minutes, and failures that stop with no change.";
+
+/// The figures a diagnosis rests on: the application-level metrics always, busy and
+/// back-pressure time only when the metrics level publishes them.
+fn figures(sig: &Signals) -> String {
+    let rate = sig
+        .records_in
+        .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.0} records/s"));
+    let task = match (sig.busy, sig.backpressure) {
+        (None, None) => String::new(),
+        (busy, bp) => format!(
+            ", busy {} ms/s, back-pressure {} ms/s",
+            busy.map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
+            bp.map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
+        ),
+    };
+    format!(
+        "CPU {}, input {rate}, heap {}{task}",
+        fmt_pct(sig.cpu),
+        fmt_pct(sig.heap)
+    )
+}
 
 /// Diagnoses the judged signals.
 pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
@@ -114,15 +170,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     let s_now = ctx.space.load(ctx.current);
     let d = sig.duration;
     let memory = sig.memory();
-    let figures = format!(
-        "CPU {}, busy {} ms/s, back-pressure {} ms/s, heap {}",
-        fmt_pct(sig.cpu),
-        sig.busy.map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
-        sig.backpressure
-            .map_or_else(|| "n/a".to_owned(), |b| format!("{b:.0}")),
-        fmt_pct(sig.heap),
-    );
-
+    let figures = figures(sig);
     // What it takes to bring the duration back under the budget with margin, from the
     // recent duration projected over a restart and a window when it trends up.
     let rising = sig.duration_trend.filter(|t| t.slope > 0.0);
@@ -157,13 +205,17 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     let memory_pressure =
         memory.is_some_and(|m| m >= MEMORY_HIGH || (sig.restarts > 0.0 && m >= MEMORY_HIGH_WITH_RESTARTS));
     if let (true, Some(mem)) = (memory_pressure, memory) {
+        if let Some(unrelieved) = memory_unrelieved(ctx, mem, &figures) {
+            return unrelieved;
+        }
         let mut target = load_factor_for_memory(mem, s_now, MEMORY_TARGET);
         if d > budget_ms {
             target = target.min(duration_load);
         }
         let summary = format!(
             "Memory is under pressure: heap {}, container memory {}, {} full restart(s) in the \
-             window; each subtask needs more memory (checkpoints take {} against a {} budget).",
+             window; each subtask needs more memory (checkpoints take {} against a {} budget). \
+             {CONFIRM_MEMORY}",
             fmt_pct(sig.heap),
             fmt_pct(sig.container),
             sig.restarts.round(),
@@ -316,7 +368,9 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             };
             return Finding::new(
                 Cause::UnderProvisioned,
-                format!("{what} ({figures}{state}{lag}): the job lacks capacity."),
+                format!(
+                    "{what} ({figures}{state}{lag}): the job lacks capacity. {CONFIRM_UNDER_PROVISIONED}"
+                ),
                 (sig.growth == Growth::Unbounded).then(|| ADVICE_TTL.to_owned()),
                 need,
             );
@@ -339,7 +393,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Cause::NotFixableByScaling,
                 format!(
                     "{what} ({figures}{state}) while uploading only {} per checkpoint over {} KPU: \
-                     the time is not spent on state, so scaling cannot shorten it.",
+                     the time is not spent on state, so scaling cannot shorten it. {CONFIRM_SLOW_CALL}",
                     format_bytes(size),
                     ctx.current.kpus()
                 ),
@@ -356,9 +410,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                     "{what} ({figures}{state}) whatever the checkpoint's size: the long checkpoints of \
                      the window differ in size by half or more while their durations stay within 15% \
                      ({} per checkpoint over {} KPU now), so the time is not spent uploading state \
-                     and scaling cannot shorten it. What would confirm it: the synchronous phase of \
-                     the checkpoints in the Flink UI, or per-task busy and back-pressure metrics \
-                     (the TASK metrics level).",
+                     and scaling cannot shorten it. {CONFIRM_SLOW_CALL}",
                     format_bytes(size),
                     ctx.current.kpus()
                 ),
@@ -385,9 +437,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                     format!(
                         "{what} ({figures}{state}) uploading {} per checkpoint, {}/s, where this \
                          configuration uploaded {} in {} ({}/s) at {} within budget: the time is not \
-                         spent uploading state, so scaling cannot shorten it. What would confirm it: \
-                         the synchronous phase of the checkpoints in the Flink UI, or per-task busy \
-                         and back-pressure metrics (the TASK metrics level).",
+                         spent uploading state, so scaling cannot shorten it. {CONFIRM_SLOW_CALL}",
                         format_bytes(size),
                         format_bytes(rate_now),
                         format_bytes(base.size_bytes),
@@ -405,7 +455,9 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Cause::HighKeyCardinality,
                 format!(
                     "{what} ({figures}{state}, growing {:.0}% per hour without levelling off): \
-                     the state per subtask is too large and keeps growing.",
+                     the state per subtask is too large and keeps growing. What would confirm it: \
+                     lastCheckpointSize rising at the same rate after the change, with the number \
+                     of distinct keys.",
                     sig.size_growth_per_hour.unwrap_or(0.0) * 100.0
                 ),
                 Some(ADVICE_TTL.to_owned()),
@@ -415,7 +467,8 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         return Finding::new(
             Cause::LargeState,
             format!(
-                "{what} ({figures}{state}) while the job is not saturated: the state each subtask uploads is too large."
+                "{what} ({figures}{state}) while the job is not saturated: the state each subtask \
+                 uploads is too large. {CONFIRM_LARGE_STATE}"
             ),
             None,
             need,
@@ -436,7 +489,9 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Cause::TransientFailures,
                 format!(
                     "{counts}, but none in the latest {RECOVERED_PERIODS} periods and durations are \
-                     normal ({}): isolated failures that recovered, such as transient S3 errors.",
+                     normal ({}, {figures}): isolated failures that recovered, such as transient S3 \
+                     errors. \
+                     {CONFIRM_TRANSIENT}",
                     fmt_ms(d)
                 ),
                 Some(ADVICE_TRANSIENT.to_owned()),
@@ -457,7 +512,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             Cause::NotFixableByScaling,
             format!(
                 "{counts}, while completed checkpoints take {} against a {} budget and {resources} \
-                 ({figures}): scaling cannot fix this.",
+                 ({figures}): scaling cannot fix this. {CONFIRM_FAILURES}",
                 fmt_ms(d),
                 fmt_ms(budget_ms)
             ),
@@ -563,6 +618,44 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     Finding::new(Cause::Healthy, summary, None, Need::Hold(Reason::WithinBudget))
 }
 
+/// Memory that the last step, made for memory pressure, did not relieve: a completed change
+/// to the running configuration, at most [`MEMORY_UNRELIEVED_MINUTES`] ago, at about the
+/// same input rate, and memory still at or above [`MEMORY_HIGH`]. More memory per subtask
+/// did not help, so another restart would not either: hold.
+fn memory_unrelieved(ctx: &Context<'_>, mem: f64, figures: &str) -> Option<Finding> {
+    let sig = ctx.signals;
+    let last = last_scaling(ctx.history)?;
+    let completed = last.completed_at?;
+    if last.cause != Cause::MemoryPressure
+        || last.outcome != Outcome::Succeeded
+        || last.to != ctx.current
+        || last.from == last.to
+        || mem < MEMORY_HIGH
+        || ts_ms(ctx.now) - ts_ms(completed) > MEMORY_UNRELIEVED_MINUTES * 60_000
+    {
+        return None;
+    }
+    if let (Some(l0), Some(l1)) = (last.records_in_before_per_second, sig.records_in)
+        && l0 > 0.0
+        && (l1 / l0 - 1.0).abs() > INEFFECTIVE_LOAD_CHANGE
+    {
+        return None;
+    }
+    Some(Finding::new(
+        Cause::MemoryPressure,
+        format!(
+            "Memory is still at {} after the last step for memory pressure ({}) at about the \
+             same input ({figures}, {} full restart(s) in the window): more memory per subtask \
+             did not relieve it, so another restart would not either. {CONFIRM_MEMORY_UNRELIEVED}",
+            fmt_pct(Some(mem)),
+            fmt_change(last.from, last.to),
+            sig.restarts.round(),
+        ),
+        Some(ADVICE_MEMORY_UNRELIEVED.to_owned()),
+        Need::Hold(Reason::ScalingIneffective),
+    ))
+}
+
 /// The "scaling is ineffective" verdict: the last scaling was a completed scale-up to the
 /// running configuration, made for a breach of the budget, and it achieved less than `INEFFECTIVE_GAIN` of the improvement
 /// the model predicted (adjusted for the change of input rate), while CPU is not saturated
@@ -610,13 +703,15 @@ fn ineffective_scale_up(ctx: &Context<'_>, budget_ms: f64) -> Option<Finding> {
         Cause::StateSkew,
         format!(
             "The last scale-up ({}) changed the checkpoint duration from {} to {} where about {} \
-             was expected, while CPU stayed at {} (budget {}): one subtask dominates, so more \
-             parallelism does not help.",
+             was expected, while CPU stayed at {} and the input at {} (budget {}): one subtask \
+             dominates, so more parallelism does not help. {CONFIRM_SKEW}",
             fmt_change(last.from, last.to),
             fmt_ms(d0),
             fmt_ms(sig.duration),
             fmt_ms(predicted),
             fmt_pct(sig.cpu),
+            sig.records_in
+                .map_or_else(|| "n/a".to_owned(), |r| format!("{r:.0} records/s")),
             fmt_ms(budget_ms)
         ),
         Some(ADVICE_SKEW.to_owned()),

@@ -34,6 +34,8 @@ mod tuning;
 mod types;
 
 #[cfg(test)]
+mod diagnose_tests;
+#[cfg(test)]
 mod proptests;
 #[cfg(test)]
 mod tests;
@@ -452,7 +454,7 @@ fn hold_message(reason: Reason, finding: &Finding) -> String {
     let tail = match reason {
         Reason::WithinBudget => "No change needed.",
         Reason::NotFixableByScaling => "Not scaling: more KPUs would not fix this.",
-        Reason::ScalingIneffective => "Not scaling up again: the last scale-up did not help.",
+        Reason::ScalingIneffective => "Not scaling again: the last step did not help.",
         Reason::FailuresWithinBudget => "Tolerated within the failure budget; no change.",
         Reason::WarmingUp => "Holding until the job keeps up with its input.",
         _ => "No change.",

@@ -193,6 +193,12 @@ pub(crate) const INEFFECTIVE_LOAD_CHANGE: f64 = 0.50;
 /// themselves, so the engine retries at most once a day.
 pub(crate) const INEFFECTIVE_RETRY_HOURS: i64 = 24;
 
+/// A step made for memory pressure that leaves memory at or above [`MEMORY_HIGH`] this soon
+/// after the new configuration runs did not relieve it (a leak, an unbounded cache): the
+/// engine holds instead of taking another step. Later, memory that climbs again is judged
+/// afresh (state that grew since).
+pub(crate) const MEMORY_UNRELIEVED_MINUTES: i64 = 120;
+
 /// Failures are "isolated" when they happened in at most this many periods and the latest
 /// `RECOVERED_PERIODS` periods had none.
 pub(crate) const ISOLATED_FAILURE_PERIODS: u32 = 2;

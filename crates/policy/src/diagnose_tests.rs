@@ -1,0 +1,295 @@
+//! The diagnosis at the APPLICATION metrics level (no busy or back-pressure time): each
+//! cause told apart from duration, size, CPU, input rate, failures, restarts and how the
+//! job answered the last step; each summary states its figures and what would confirm it;
+//! no restart for what scaling cannot fix.
+
+use std::time::Duration;
+
+use jiff::Timestamp;
+
+use super::*;
+
+const MIB: f64 = 1024.0 * 1024.0;
+const NOW: i64 = 600;
+
+fn t(m: i64) -> Timestamp {
+    Timestamp::from_second(1_800_000_000 + m * 60).unwrap()
+}
+
+fn budget() -> Budget {
+    let min = |m: u64| Duration::from_secs(m * 60);
+    Budget {
+        max_checkpoint_duration: min(2),
+        max_checkpoint_size: None,
+        max_failed_checkpoints: 0,
+        window: min(10),
+        parallelism_min: 1,
+        parallelism_max: 64,
+        max_parallelism: 128,
+        per_kpu_min: 1,
+        per_kpu_max: 4,
+        max_kpus: Some(32),
+        scale_up_cooldown: min(5),
+        scale_down_cooldown: min(30),
+        scale_down_stabilization: min(60),
+        error_budget: None,
+    }
+}
+
+/// The ten one-minute periods ending at `NOW` as the APPLICATION level publishes them
+/// (no busy or back-pressure time), shaped by `f(i, sample)` (i = 0 is the oldest).
+fn app_level(duration_s: f64, f: impl Fn(usize, &mut Sample)) -> Vec<Sample> {
+    (0..10)
+        .map(|i| {
+            let mut s = Sample {
+                at: t(NOW - 10 + i as i64),
+                last_checkpoint_duration_ms: Some(duration_s * 1000.0),
+                last_checkpoint_size_bytes: Some(1024.0 * MIB),
+                failed_checkpoints: Some(0.0),
+                cpu_utilization: Some(55.0),
+                heap_memory_utilization: Some(40.0),
+                container_memory_utilization: Some(45.0),
+                busy_time_ms_per_second: None,
+                back_pressured_time_ms_per_second: None,
+                millis_behind_latest: Some(500.0),
+                records_in_per_second: Some(1000.0),
+                full_restarts: Some(0.0),
+                downtime_ms: Some(0.0),
+            };
+            f(i, &mut s);
+            s
+        })
+        .collect()
+}
+
+fn decide_on(config: AppConfig, samples: Vec<Sample>, history: &History) -> Decision {
+    let obs = Observation {
+        at: t(NOW),
+        status: AppStatus::Running,
+        config,
+        service_autoscaling: false,
+        version_id: 7,
+        samples,
+        period: Duration::from_secs(60),
+        hourly_input: Vec::new(),
+    };
+    decide(&budget(), Some(&obs), history, t(NOW))
+}
+
+/// A history whose last scaling went `from` → `to` for `cause`, completed `ago` minutes
+/// before `NOW`, decided at 1000 records/s and a duration of `before_ms`.
+fn after_step(cause: Cause, from: AppConfig, to: AppConfig, ago: i64, before_ms: f64) -> History {
+    History {
+        scalings: vec![ScalingRecord {
+            at: t(NOW - ago - 12),
+            completed_at: Some(t(NOW - ago)),
+            from,
+            to,
+            cause,
+            checkpoint_duration_before_ms: Some(before_ms),
+            outcome: Outcome::Succeeded,
+            records_in_before_per_second: Some(1000.0),
+        }],
+        ..History::default()
+    }
+}
+
+/// What shapes a window's samples.
+type Shape<'a> = &'a dyn Fn(usize, &mut Sample);
+
+fn assert_explained(d: &Decision) {
+    let summary = &d.diagnosis.summary;
+    assert!(summary.contains("What would confirm it"), "{summary}");
+    assert!(
+        summary.contains("CPU") || summary.contains("Memory") || summary.contains("memory"),
+        "{summary}"
+    );
+    assert!(
+        !summary.contains("busy n/a"),
+        "the APPLICATION level has no busy time: {summary}"
+    );
+}
+
+#[test]
+fn figures_name_the_input_and_leave_out_what_the_level_does_not_publish() {
+    let d = decide_on(
+        AppConfig::new(8, 2),
+        app_level(150.0, |_, _| {}),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::LargeState);
+    assert!(
+        d.diagnosis.summary.contains("input 1000 records/s"),
+        "{}",
+        d.diagnosis.summary
+    );
+    assert!(
+        !d.diagnosis.summary.contains("back-pressure"),
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_explained(&d);
+    assert!(matches!(d.action, Action::Scale { .. }), "{d:?}");
+}
+
+/// Every cause scaling cannot fix holds, and says what it rests on and what would confirm it.
+#[test]
+fn causes_scaling_cannot_fix_never_restart() {
+    let serializer = |_: usize, s: &mut Sample| s.failed_checkpoints = Some(1.0);
+    let external_call = |_: usize, s: &mut Sample| s.last_checkpoint_size_bytes = Some(20.0 * MIB);
+    let transient_s3 = |i: usize, s: &mut Sample| {
+        if i == 3 {
+            s.failed_checkpoints = Some(2.0);
+        }
+    };
+    let cases: [(&str, f64, Shape<'_>, Cause, &str); 3] = [
+        (
+            "serializer",
+            30.0,
+            &serializer,
+            Cause::NotFixableByScaling,
+            "serializer",
+        ),
+        (
+            "external call",
+            170.0,
+            &external_call,
+            Cause::NotFixableByScaling,
+            "snapshotState",
+        ),
+        (
+            "transient S3",
+            30.0,
+            &transient_s3,
+            Cause::TransientFailures,
+            "S3",
+        ),
+    ];
+    for (case, duration_s, shape, cause, confirm) in cases {
+        let d = decide_on(
+            AppConfig::new(4, 1),
+            app_level(duration_s, shape),
+            &History::default(),
+        );
+        assert_eq!(d.diagnosis.cause, cause, "{case}: {}", d.diagnosis.summary);
+        assert_eq!(d.action, Action::Hold, "{case}: {d:?}");
+        assert_eq!(d.reason, Reason::NotFixableByScaling, "{case}");
+        assert_explained(&d);
+        assert!(
+            d.diagnosis.summary.contains(confirm),
+            "{case}: {}",
+            d.diagnosis.summary
+        );
+    }
+}
+
+/// A scale-up made for a breach that left the duration where it was, at the same input,
+/// proves a hot key: hold, and say how to see the hot subtask. A scale-up that shortened
+/// the checkpoints as predicted is not skew.
+#[test]
+fn a_first_step_that_did_not_help_proves_skew_and_stops_there() {
+    let history = after_step(
+        Cause::LargeState,
+        AppConfig::new(4, 1),
+        AppConfig::new(16, 1),
+        30,
+        170_000.0,
+    );
+    let d = decide_on(AppConfig::new(16, 1), app_level(165.0, |_, _| {}), &history);
+    assert_eq!(d.diagnosis.cause, Cause::StateSkew, "{}", d.diagnosis.summary);
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScalingIneffective));
+    assert_explained(&d);
+    assert!(d.diagnosis.summary.contains("TASK"), "{}", d.diagnosis.summary);
+    assert!(
+        d.diagnosis.summary.contains("1000 records/s"),
+        "{}",
+        d.diagnosis.summary
+    );
+
+    let d = decide_on(AppConfig::new(16, 1), app_level(70.0, |_, _| {}), &history);
+    assert_ne!(d.diagnosis.cause, Cause::StateSkew, "{}", d.diagnosis.summary);
+}
+
+/// Memory pressure takes one step; memory that the step left as high, at the same input,
+/// is not relieved by more: hold. Later, or at another input, it is judged afresh.
+#[test]
+fn memory_a_step_did_not_relieve_holds() {
+    let high = |_: usize, s: &mut Sample| s.heap_memory_utilization = Some(95.0);
+    let d = decide_on(AppConfig::new(8, 4), app_level(60.0, high), &History::default());
+    assert_eq!(d.diagnosis.cause, Cause::MemoryPressure);
+    assert_eq!(d.reason, Reason::MoreMemoryRequired);
+    assert_explained(&d);
+
+    let stepped = |ago| {
+        after_step(
+            Cause::MemoryPressure,
+            AppConfig::new(8, 4),
+            AppConfig::new(8, 2),
+            ago,
+            60_000.0,
+        )
+    };
+    let d = decide_on(AppConfig::new(8, 2), app_level(60.0, high), &stepped(30));
+    assert_eq!(
+        d.diagnosis.cause,
+        Cause::MemoryPressure,
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_eq!((d.action, d.reason), (Action::Hold, Reason::ScalingIneffective));
+    assert!(
+        d.diagnosis.summary.contains("did not relieve"),
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_explained(&d);
+
+    // Hours later: judged afresh.
+    let d = decide_on(AppConfig::new(8, 2), app_level(60.0, high), &stepped(180));
+    assert_eq!(d.reason, Reason::MoreMemoryRequired, "{d:?}");
+    // The input doubled since the step: judged afresh.
+    let doubled = |i: usize, s: &mut Sample| {
+        high(i, s);
+        s.records_in_per_second = Some(2000.0);
+    };
+    let d = decide_on(AppConfig::new(8, 2), app_level(60.0, doubled), &stepped(30));
+    assert_eq!(d.reason, Reason::MoreMemoryRequired, "{d:?}");
+    // A step for another cause says nothing of memory.
+    let other = after_step(
+        Cause::LargeState,
+        AppConfig::new(8, 4),
+        AppConfig::new(8, 2),
+        30,
+        60_000.0,
+    );
+    let d = decide_on(AppConfig::new(8, 2), app_level(60.0, high), &other);
+    assert_eq!(d.reason, Reason::MoreMemoryRequired, "{d:?}");
+}
+
+/// A saturated job falling behind at the APPLICATION level (CPU and lag, no busy time) is
+/// under-provisioned, and the summary says how to confirm it.
+#[test]
+fn saturation_without_busy_time_is_under_provisioning() {
+    let saturated = |i: usize, s: &mut Sample| {
+        s.cpu_utilization = Some(96.0);
+        s.millis_behind_latest = Some(60_000.0 * (i as f64 + 1.0));
+    };
+    let d = decide_on(
+        AppConfig::new(4, 1),
+        app_level(170.0, saturated),
+        &History::default(),
+    );
+    assert_eq!(
+        d.diagnosis.cause,
+        Cause::UnderProvisioned,
+        "{}",
+        d.diagnosis.summary
+    );
+    assert!(matches!(d.action, Action::Scale { .. }), "{d:?}");
+    assert_explained(&d);
+    assert!(
+        d.diagnosis.summary.contains("millisBehindLatest"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
