@@ -366,10 +366,21 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 Some(g) if g > 0.0 => format!(", falling behind the input by {:.0}%", g * 100.0),
                 _ => String::new(),
             };
+            // Without back-pressure time (the APPLICATION metrics level), a saturated CPU while
+            // the job falls further behind shows the back-pressure that stretches barrier
+            // alignment.
+            let alignment = if sig.backpressure.is_none() && sig.cpu_saturated() && !lag.is_empty() {
+                " Barrier alignment under back-pressure stretches the checkpoints (shown by the \
+                 saturated CPU and the growing lag; this metrics level publishes no \
+                 back-pressure time); it goes once the job keeps up."
+            } else {
+                ""
+            };
             return Finding::new(
                 Cause::UnderProvisioned,
                 format!(
-                    "{what} ({figures}{state}{lag}): the job lacks capacity. {CONFIRM_UNDER_PROVISIONED}"
+                    "{what} ({figures}{state}{lag}): the job lacks capacity.{alignment} \
+                     {CONFIRM_UNDER_PROVISIONED}"
                 ),
                 (sig.growth == Growth::Unbounded).then(|| ADVICE_TTL.to_owned()),
                 need,

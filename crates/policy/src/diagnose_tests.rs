@@ -292,4 +292,28 @@ fn saturation_without_busy_time_is_under_provisioning() {
         "{}",
         d.diagnosis.summary
     );
+    assert!(
+        d.diagnosis.summary.contains("Barrier alignment"),
+        "{}",
+        d.diagnosis.summary
+    );
+
+    // Saturated but keeping up (no growing lag): nothing shows back-pressure.
+    let keeping_up = |_: usize, s: &mut Sample| s.cpu_utilization = Some(96.0);
+    let d = decide_on(
+        AppConfig::new(4, 1),
+        app_level(170.0, keeping_up),
+        &History::default(),
+    );
+    assert_eq!(
+        d.diagnosis.cause,
+        Cause::UnderProvisioned,
+        "{}",
+        d.diagnosis.summary
+    );
+    assert!(
+        !d.diagnosis.summary.contains("Barrier alignment"),
+        "{}",
+        d.diagnosis.summary
+    );
 }
