@@ -200,13 +200,20 @@ impl Outlook {
             minutes += slot.minutes;
         }
         let utilization = self.slots[0].need / cap.max(f64::MIN_POSITIVE);
-        let restarts = if returns.is_some() { 2.0 } else { 1.0 };
-        let payback = economics::payback_minutes(
-            saved,
-            restarts,
-            economics::restart_minutes(self.restart_ms, utilization),
-            self.price,
-        );
+        let down = economics::restart_minutes(self.restart_ms, utilization);
+        let payback = match returns {
+            // The way back up restarts on the returning ramp, at its utilization of the
+            // configuration it returns to, and must start a restart and a period early.
+            Some(i) => economics::round_trip_minutes(
+                saved,
+                self.restart_ms,
+                utilization,
+                self.slots[i].need / current.1.capacity.max(f64::MIN_POSITIVE),
+                (self.restart_ms + self.period_ms) as f64 / 60_000.0,
+                self.price,
+            ),
+            None => economics::payback_minutes(saved, 1.0, down, self.price),
+        };
         if minutes >= payback {
             return Ok(());
         }
@@ -214,7 +221,7 @@ impl Outlook {
             Some(i) => format!(
                 "the forecast has the load back above what {to} carries at {} ({:.0} records/s), \
                  {:.0} minutes from now, and the {saved} KPUs saved until then do not pay for the \
-                 restart down and the one back up ({payback:.0} minutes needed)",
+                 restart down and the one back up on the ramp ({payback:.0} minutes needed)",
                 Timestamp::from_second(self.slot_start_s[i]).unwrap_or(self.now),
                 self.slots[i].need,
                 minutes,

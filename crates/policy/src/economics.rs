@@ -49,6 +49,25 @@ pub(crate) fn payback_minutes(saved_kpus: u32, restarts: f64, restart_minutes: f
     restarts * restart_minutes * price / f64::from(saved_kpus)
 }
 
+/// Minutes of lower load a scale-down saving `saved_kpus` needs when the load is known to
+/// come back: it pays for the restart down (catch-up at `down_utilization` of the smaller
+/// configuration) and for the restart back up, whose catch-up drains on the returning
+/// ramp (at `up_utilization` of the configuration it returns to, so usually far longer);
+/// and the saving stops `lead_minutes` before the load returns, when the way up starts.
+/// Infinite when nothing is saved.
+pub(crate) fn round_trip_minutes(
+    saved_kpus: u32,
+    restart_ms: i64,
+    down_utilization: f64,
+    up_utilization: f64,
+    lead_minutes: f64,
+    price: f64,
+) -> f64 {
+    let restarts =
+        restart_minutes(restart_ms, down_utilization) + restart_minutes(restart_ms, up_utilization);
+    payback_minutes(saved_kpus, 1.0, restarts, price) + lead_minutes.max(0.0)
+}
+
 /// The share of what a configuration carries at which the cliff begins: sustained CPU
 /// from [`CPU_NEAR_SATURATION`] % on, back-pressure stretches barrier alignment past the
 /// budget (see `tuning`).
@@ -217,6 +236,22 @@ mod tests {
         assert_eq!(payback_minutes(4, 1.0, 10.0, price), 160.0);
         assert_eq!(payback_minutes(8, 2.0, 10.0, price), 160.0);
         assert_eq!(payback_minutes(0, 1.0, 10.0, price), f64::INFINITY);
+    }
+
+    #[test]
+    fn a_round_trip_counts_the_catch_up_on_the_ramp_and_the_lead() {
+        let price = violation_price(16);
+        // Down at half load (20 minutes), back up at 80% of the larger configuration on
+        // the ramp (50 minutes): 70 violation minutes at 64 KPU-min over 4 KPUs, plus the
+        // 15 minutes of lead when nothing is saved any more.
+        let m = round_trip_minutes(4, 600_000, 0.5, 0.8, 15.0, price);
+        assert!((m - (70.0 * 64.0 / 4.0 + 15.0)).abs() < 1e-6, "{m}");
+        // More than two restarts at the scale-down's own utilization.
+        assert!(m > payback_minutes(4, 2.0, restart_minutes(600_000, 0.5), price));
+        assert_eq!(
+            round_trip_minutes(0, 600_000, 0.5, 0.8, 15.0, price),
+            f64::INFINITY
+        );
     }
 
     #[test]
