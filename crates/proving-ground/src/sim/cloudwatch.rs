@@ -162,6 +162,55 @@ pub enum ObserveError {
     },
 }
 
+/// What the controller knows of `app` before it reads a metric: the model's CloudWatch, the
+/// application's description, its target, and the signal plan the controller would make.
+struct Planned<'a> {
+    api: ModelCloudWatch<'a>,
+    description: ApplicationDescription,
+    target: Target,
+    plan: SignalPlan,
+}
+
+/// The controller's view of `app` over `fleet` ([`description`] and [`plan`]).
+fn planned<'a>(fleet: &'a Fleet, app: &str) -> Result<Planned<'a>, ObserveError> {
+    let view = fleet
+        .describe_application(app)
+        .map_err(|source| ObserveError::Describe {
+            app: app.to_string(),
+            source,
+        })?;
+    let api = ModelCloudWatch::new(fleet);
+    let description = description(&view);
+    let target = Target::new(fleet.region());
+    let plan = at_once(app, async { Ok(plan(&api, &target, &description).await) })?;
+    Ok(Planned {
+        api,
+        description,
+        target,
+        plan,
+    })
+}
+
+/// The answer of a controller future over the model, which answers at once: the futures
+/// never wait, so they complete on their first poll (one that does not is an error, not a
+/// hang).
+fn at_once<T>(
+    app: &str,
+    future: impl std::future::Future<Output = Result<T, AwsError>>,
+) -> Result<T, ObserveError> {
+    future
+        .now_or_never()
+        .unwrap_or_else(|| {
+            Err(AwsError::Other(
+                "CloudWatch over the model did not answer at once".into(),
+            ))
+        })
+        .map_err(|source| ObserveError::Metrics {
+            app: app.to_string(),
+            source,
+        })
+}
+
 /// The policy's [`Observation`] of `app` at `now` over `window`, built by the controller's
 /// code from the fleet's `DescribeApplication` and CloudWatch metrics.
 pub fn observe(
@@ -170,79 +219,27 @@ pub fn observe(
     window: Duration,
     now: Timestamp,
 ) -> Result<Observation, ObserveError> {
-    let view = fleet
-        .describe_application(app)
-        .map_err(|source| ObserveError::Describe {
-            app: app.to_string(),
-            source,
-        })?;
-    let metrics = |source| ObserveError::Metrics {
+    let request = SampleRequest::new(app, window, PERIOD, now).map_err(|source| ObserveError::Metrics {
         app: app.to_string(),
         source,
-    };
-    let request = SampleRequest::new(app, window, PERIOD, now).map_err(metrics)?;
-    let api = ModelCloudWatch::new(fleet);
-    let description = description(&view);
-    let target = Target::new(fleet.region());
-    let not_at_once = || AwsError::Other("CloudWatch over the model did not answer at once".into());
-    // NB: the model answers at once; the futures never wait, so they complete on first poll.
-    let plan = plan(&api, &target, &description)
-        .now_or_never()
-        .ok_or_else(not_at_once)
-        .map_err(metrics)?;
-    let samples = read_samples(&api, &target, &plan, &request)
-        .now_or_never()
-        .unwrap_or_else(|| Err(not_at_once()))
-        .map_err(metrics)?;
-    Ok(crate::aws::observe(&description, samples, PERIOD, now))
+    })?;
+    let p = planned(fleet, app)?;
+    let samples = at_once(app, read_samples(&p.api, &p.target, &p.plan, &request))?;
+    Ok(crate::aws::observe(&p.description, samples, PERIOD, now))
 }
 
 /// The input history of `app` before `now`, read as the controller reads it
 /// ([`history::read`]: `numRecordsInPerSecond` by the hour over the last two weeks).
 pub fn hourly_input(fleet: &Fleet, app: &str, now: Timestamp) -> Result<Vec<HourlyRate>, ObserveError> {
-    let view = fleet
-        .describe_application(app)
-        .map_err(|source| ObserveError::Describe {
-            app: app.to_string(),
-            source,
-        })?;
-    let metrics = |source| ObserveError::Metrics {
-        app: app.to_string(),
-        source,
-    };
-    let api = ModelCloudWatch::new(fleet);
-    let description = description(&view);
-    let target = Target::new(fleet.region());
-    let not_at_once = || AwsError::Other("CloudWatch over the model did not answer at once".into());
-    let plan = plan(&api, &target, &description)
-        .now_or_never()
-        .ok_or_else(not_at_once)
-        .map_err(metrics)?;
-    history::read(&api, &target, &plan, now)
-        .now_or_never()
-        .unwrap_or_else(|| Err(not_at_once()))
-        .map_err(metrics)
+    let p = planned(fleet, app)?;
+    at_once(app, history::read(&p.api, &p.target, &p.plan, now))
 }
 
 /// The metrics the controller reads the input history of `app` from (the series of its
 /// plan), for a scenario's past load.
 pub(crate) fn input_metrics(fleet: &Fleet, app: &str) -> Result<Vec<MetricId>, ObserveError> {
-    let view = fleet
-        .describe_application(app)
-        .map_err(|source| ObserveError::Describe {
-            app: app.to_string(),
-            source,
-        })?;
-    let api = ModelCloudWatch::new(fleet);
-    let description = description(&view);
-    let target = Target::new(fleet.region());
-    let plan = plan(&api, &target, &description)
-        .now_or_never()
-        .ok_or_else(|| ObserveError::Metrics {
-            app: app.to_string(),
-            source: AwsError::Other("CloudWatch over the model did not answer at once".into()),
-        })?;
-    Ok(history::input_plan(&plan)
+    let p = planned(fleet, app)?;
+    Ok(history::input_plan(&p.plan)
         .series
         .iter()
         .map(|s| MetricId::new(NAMESPACE, s.name, &s.dimensions))
