@@ -334,6 +334,84 @@ pub fn compare(scenarios: &[Scenario], seed: Option<u64>) -> Result<Comparison, 
     })
 }
 
+/// The totals of every policy over one group of scenarios (e.g. a family of generated
+/// ones).
+#[derive(Clone, Debug, Serialize)]
+pub struct GroupTotals {
+    /// The group's name.
+    pub group: String,
+    /// Its scenarios in the comparison.
+    pub scenarios: usize,
+    /// One row per policy, as [`Comparison::summary`] over the group alone.
+    pub summary: Vec<PolicyTotals>,
+}
+
+/// The comparison's totals by group: `group_of` names each scenario's group (`None`: in
+/// none). Avoidable minutes are measured against each scenario's floor, as in the summary.
+pub fn group_totals(c: &Comparison, group_of: impl Fn(&str) -> Option<String>) -> Vec<GroupTotals> {
+    let floors = floors(&c.results);
+    let mut groups: Vec<(String, Vec<CompareResult>)> = Vec::new();
+    for r in &c.results {
+        let Some(group) = group_of(&r.scenario) else {
+            continue;
+        };
+        match groups.iter_mut().find(|(g, _)| *g == group) {
+            Some((_, rows)) => rows.push(r.clone()),
+            None => groups.push((group, vec![r.clone()])),
+        }
+    }
+    groups
+        .into_iter()
+        .map(|(group, rows)| {
+            let mut scenarios: Vec<&str> = rows.iter().map(|r| r.scenario.as_str()).collect();
+            scenarios.dedup();
+            let summary = c
+                .summary
+                .iter()
+                .map(|t| totals(&rows, &t.policy, &floors))
+                .collect();
+            GroupTotals {
+                scenarios: scenarios.len(),
+                group,
+                summary,
+            }
+        })
+        .collect()
+}
+
+/// The groups' totals as text: `ours` against `theirs` (violation minutes, avoidable,
+/// KPU-hours, restarts), one line per group.
+pub fn format_groups(groups: &[GroupTotals], ours: &str, theirs: &str) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "by family: {ours} / {theirs}\n{:<18} {:>3} {:>11} {:>11} {:>15} {:>9}",
+        "family", "n", "slo-min", "avoidable", "kpu-h", "restarts"
+    );
+    for g in groups {
+        let (Some(a), Some(b)) = (
+            g.summary.iter().find(|t| t.policy == ours),
+            g.summary.iter().find(|t| t.policy == theirs),
+        ) else {
+            continue;
+        };
+        let _ = writeln!(
+            out,
+            "{:<18} {:>3} {:>11} {:>11} {:>15} {:>9}",
+            g.group,
+            g.scenarios,
+            format!("{}/{}", a.slo_violation_minutes, b.slo_violation_minutes),
+            format!(
+                "{}/{}",
+                a.avoidable_violation_minutes, b.avoidable_violation_minutes
+            ),
+            format!("{:.1}/{:.1}", a.kpu_hours, b.kpu_hours),
+            format!("{}/{}", a.restarts, b.restarts),
+        );
+    }
+    out
+}
+
 /// The least SLO-violation minutes any policy achieved, per scenario.
 fn floors(results: &[CompareResult]) -> Vec<(String, u64)> {
     let mut out: Vec<(String, u64)> = Vec::new();

@@ -19,6 +19,7 @@ pub mod cloudwatch;
 pub mod compare;
 pub mod contenders;
 pub mod fleet;
+pub mod generate;
 pub mod model;
 pub mod scenario;
 pub mod service;
