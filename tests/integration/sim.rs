@@ -455,3 +455,93 @@ fn the_policy_loop_records_outcomes_including_a_failed_update_and_its_rollback()
     );
     assert!(first.to.parallelism > 4 && first.completed_at.is_some());
 }
+
+/// `simulate --generate`: the comparison on unseen workloads runs end to end through the
+/// binary (two scenarios, the shortest families), writes them as YAML that reads back as
+/// the generator's scenarios, and its JSON carries the rows, the targets and the totals by
+/// family.
+#[test]
+fn simulate_compares_on_generated_scenarios_and_writes_them_for_replay() {
+    use checkpoint_autoscaler::sim::generate::{Family, generate};
+    let bin = env!("CARGO_BIN_EXE_checkpoint-autoscaler");
+    let dir = tempfile::tempdir().unwrap();
+    let (json, written) = (dir.path().join("unseen.json"), dir.path().join("unseen"));
+    let out = std::process::Command::new(bin)
+        .args([
+            "simulate",
+            "--compare",
+            "--generate",
+            "2",
+            "--generate-seed",
+            "9",
+            "--json",
+        ])
+        .arg(&json)
+        .arg("--write-scenarios")
+        .arg(&written)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("2 generated scenario(s), seed 9"), "{text}");
+    assert!(
+        text.contains("targets of checkpoint-autoscaler") && text.contains("by family"),
+        "{text}"
+    );
+
+    let expected = generate(9, 2).unwrap();
+    for s in &expected {
+        let file = written.join(format!("{}.yaml", s.name));
+        assert_eq!(&Scenario::load(&file).unwrap(), s, "{}", file.display());
+    }
+    let doc: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let results = doc["results"].as_array().unwrap();
+    for s in &expected {
+        let rows = results
+            .iter()
+            .filter(|r| r["scenario"] == s.name.as_str())
+            .count();
+        assert!(rows >= 5 + 5, "{}: {rows} rows", s.name);
+    }
+    assert!(!doc["targets"].as_array().unwrap().is_empty());
+    let families: Vec<&str> = doc["families"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["group"].as_str().unwrap())
+        .collect();
+    assert_eq!(families, [Family::ALL[0].name(), Family::ALL[1].name()]);
+
+    // Without --compare, --generate only writes (and says it needs somewhere to write).
+    let again = dir.path().join("again");
+    let out = std::process::Command::new(bin)
+        .args([
+            "simulate",
+            "--generate",
+            "2",
+            "--generate-seed",
+            "9",
+            "--write-scenarios",
+        ])
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    for s in &expected {
+        let name = format!("{}.yaml", s.name);
+        assert_eq!(
+            std::fs::read(again.join(&name)).unwrap(),
+            std::fs::read(written.join(&name)).unwrap()
+        );
+    }
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--generate", "2"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--write-scenarios"));
+}

@@ -9,17 +9,19 @@
 //!
 //! | family | shape |
 //! |---|---|
+//! | `step-up` | the load rises 1.5–3× at once |
+//! | `flash-crowd` | a 10–40-minute spike of 2–4× |
 //! | `diurnal` | one day, one peak (a sine), random mean, swing and peak hour |
 //! | `diurnal-2peak` | one day, a morning and an evening peak with a dip between |
 //! | `multiday` | 2–4 days of one or two daily peaks after 2–14 days of `history:` |
 //! | `weekly` | a week: weekday peaks, quieter weekends, after one or two weeks of history |
 //! | `multiday-growth` | 2–4 days whose peaks grow 5–20% a day, after 2–14 days of history |
 //! | `growth` | a launch: a linear rise over 3–8 hours, then a plateau |
-//! | `step-up` | the load rises 1.5–3× at once |
 //! | `step-down` | the load falls 1.5–3× at once, on a job sized for the high load |
-//! | `flash-crowd` | a 10–40-minute spike of 2–4× |
 //! | `noisy` | a right-sized job whose input jumps ±8–20% from minute to minute |
 //! | `idle` | a job with 3–6× the KPUs its load needs |
+//!
+//! The shortest families come first, so that a few scenarios are a quick try.
 //!
 //! Every family also draws the cost of a record, the state (size, key size, TTL, growth),
 //! the key groups, the initial configuration, the budget's bounds and its checkpoint
@@ -95,15 +97,15 @@ pub enum Family {
 impl Family {
     /// Every family, in the order scenarios cycle through them.
     pub const ALL: [Family; 11] = [
+        Family::StepUp,
+        Family::FlashCrowd,
         Family::Diurnal,
         Family::Diurnal2Peak,
         Family::Multiday,
         Family::Weekly,
         Family::MultidayGrowth,
         Family::Growth,
-        Family::StepUp,
         Family::StepDown,
-        Family::FlashCrowd,
         Family::Noisy,
         Family::Idle,
     ];
@@ -694,7 +696,9 @@ fn draw(rng: &mut ChaCha8Rng, name: &str, family: Family) -> Scenario {
         .clamp(1.0, 1e6)
         / 1e6;
 
-    let max_checkpoint_duration = pick(rng, &[30, 45, 60, 60, 90, 120, 180]);
+    // Below the alignment of a fully back-pressured job (the model's 2 minutes): a budget
+    // above it is met by any configuration, however far behind, and judges nothing.
+    let max_checkpoint_duration = pick(rng, &[30, 45, 60, 60, 90]);
     let spec = CheckpointBudgetSpec {
         application: ApplicationRef {
             name: name.to_string(),
@@ -782,6 +786,10 @@ mod tests {
 
     const SEEDS: [u64; 4] = [1, 2, 3, 0xDEAD_BEEF];
 
+    fn budget_of(s: &Scenario) -> crate::policy::Budget {
+        s.policy_budget().unwrap().unwrap()
+    }
+
     #[test]
     fn the_same_seed_gives_the_same_scenarios_and_an_index_does_not_hang_on_the_count() {
         let a = generate(7, 11).unwrap();
@@ -793,7 +801,7 @@ mod tests {
             "another seed, other scenarios"
         );
         let names: Vec<&str> = a.iter().map(|s| s.name.as_str()).collect();
-        assert_eq!(names[0], "u7-00-diurnal");
+        assert_eq!(names[0], "u7-00-step-up");
         assert_eq!(names[10], "u7-10-idle");
     }
 
@@ -809,7 +817,13 @@ mod tests {
                 let family = Family::of_scenario(&s.name).unwrap();
                 assert_eq!(family, Family::ALL[i % Family::ALL.len()]);
                 let config = carrying_config(&s).unwrap_or_else(|e| panic!("{}: {e}", s.name));
-                let budget = s.policy_budget().unwrap().unwrap();
+                let objective = budget_of(&s).max_checkpoint_duration;
+                assert!(
+                    objective < s.platform.alignment_at_full_backpressure,
+                    "{}",
+                    s.name
+                );
+                let budget = budget_of(&s);
                 assert!(allowed(&budget).any(|c| c == config), "{}: {config:?}", s.name);
                 assert!(config.parallelism <= s.application.key_groups());
                 let text = to_yaml(&s, "test").unwrap();
@@ -821,7 +835,7 @@ mod tests {
 
     #[test]
     fn the_feasibility_check_refuses_a_budget_too_small_for_the_peak() {
-        let mut s = generate_one(1, 6).unwrap();
+        let mut s = generate_one(1, 0).unwrap();
         let spec = s.budget.as_mut().unwrap();
         spec.max_kpus = None;
         spec.parallelism.min = 1;
