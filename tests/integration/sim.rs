@@ -516,6 +516,22 @@ fn simulate_compares_on_generated_scenarios_and_writes_them_for_replay() {
         .collect();
     assert_eq!(families, [Family::ALL[0].name(), Family::ALL[1].name()]);
 
+    // The written files compare to the same figures, by family too.
+    let replayed = dir.path().join("replayed.json");
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--compare", "--scenario"])
+        .arg(&written)
+        .arg("--json")
+        .arg(&replayed)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let again: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&replayed).unwrap()).unwrap();
+    for key in ["results", "summary", "targets", "families"] {
+        assert_eq!(again[key], doc[key], "{key}");
+    }
+
     // Without --compare, --generate only writes (and says it needs somewhere to write).
     let again = dir.path().join("again");
     let out = std::process::Command::new(bin)
@@ -544,4 +560,9 @@ fn simulate_compares_on_generated_scenarios_and_writes_them_for_replay() {
         .unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--write-scenarios"));
+    let out = std::process::Command::new(bin)
+        .args(["simulate", "--compare", "--generate", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
 }

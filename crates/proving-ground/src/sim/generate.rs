@@ -66,13 +66,11 @@ pub const CARRY_HEADROOM: f64 = 1.1;
 const ATTEMPTS: u32 = 200;
 
 /// A family of load shapes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Family {
     /// One day with one peak.
     Diurnal,
     /// One day with a morning and an evening peak.
-    #[serde(rename = "diurnal-2peak")]
     Diurnal2Peak,
     /// Several alike days after days of history.
     Multiday,
