@@ -64,6 +64,7 @@ fn full_history() -> History {
     let config = AppConfig::new(8, 1);
     History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

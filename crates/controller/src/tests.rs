@@ -180,6 +180,7 @@ fn in_flight(operation_id: Option<&str>) -> CheckpointBudgetStatus {
     };
     let history = History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -395,6 +396,7 @@ async fn an_idle_budget_scales_down_only_after_stabilization() {
     let held_since = fixtures::now() - jiff::SignedDuration::from_mins(365);
     let history = History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

@@ -24,6 +24,12 @@ pub(crate) const HORIZON_HOURS: i64 = 24;
 
 const HOUR_S: i64 = 3600;
 
+/// How far the busiest minutes of an hour run above its average input (CloudWatch's
+/// one-minute `numRecordsInPerSecond` varies by a few percent from minute to minute, and the
+/// controller judges every minute): a plan that fits the hourly average exactly would be
+/// overruled by the first noisy minute near saturation.
+const MINUTES_OVER_HOURLY_AVERAGE: f64 = 1.1;
+
 /// The plan for the coming hours, with what it rests on.
 #[derive(Clone, Debug)]
 pub(crate) struct Outlook {
@@ -67,8 +73,13 @@ impl Outlook {
         if !positive(inputs.rate_now) || !positive(inputs.saturating_load) {
             return None;
         }
-        let capacity =
-            |c: AppConfig| inputs.rate_now * inputs.saturating_load / space.load(c).max(f64::MIN_POSITIVE);
+        // NB: the profile holds hourly averages, and the controller judges minutes: a level
+        // carries an hour's average only with room for the busier minutes within it.
+        let capacity = |c: AppConfig| {
+            inputs.rate_now * inputs.saturating_load
+                / space.load(c).max(f64::MIN_POSITIVE)
+                / MINUTES_OVER_HOURLY_AVERAGE
+        };
         // The Pareto-cheapest configurations: each carries more than every cheaper one.
         let mut candidates: Vec<AppConfig> = space
             .candidates(inputs.current)

@@ -50,6 +50,8 @@ pub(crate) struct Context<'a> {
     pub window_ms: i64,
     pub period_ms: i64,
     pub restart_ms: i64,
+    /// The part of the CPU the input does not drive, % (see `cpu`).
+    pub cpu_floor: f64,
 }
 
 /// What the diagnosed cause needs.
@@ -199,7 +201,7 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     } else {
         1.0
     };
-    let cpu_load = load_factor_for_throughput(sig, s_now, ctx.restart_ms, growth);
+    let cpu_load = load_factor_for_throughput(sig, s_now, ctx.restart_ms, growth, ctx.cpu_floor);
 
     // 1. Memory pressure.
     let memory_pressure =
@@ -586,7 +588,16 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             .load_factor_for(sig.duration_max, s_now, SCALE_DOWN_MAX_DURATION * budget_ms)
             .unwrap_or(s_now);
         // The busiest subtask must stay as far from saturation as the average CPU.
-        let by_cpu = s_now * SCALE_DOWN_MAX_CPU / cpu_max.max(sig.busy_max.map_or(0.0, |b| b / 10.0));
+        // (The CPU above its floor scales with the load factor; busy time has no floor.)
+        let by_cpu = super::cpu::load_for(
+            cpu_max,
+            ctx.cpu_floor.min(cpu_max / 2.0),
+            s_now,
+            SCALE_DOWN_MAX_CPU,
+        )
+        .min(sig.busy_max.map_or(f64::INFINITY, |b| {
+            s_now * SCALE_DOWN_MAX_CPU / (b / 10.0).max(1.0)
+        }));
         let by_memory = memory.map_or(f64::INFINITY, |m| {
             load_factor_for_memory(m, s_now, SCALE_DOWN_MAX_MEMORY)
         });

@@ -19,6 +19,7 @@
 
 mod ahead;
 mod bounds;
+mod cpu;
 mod diagnose;
 pub mod duration;
 pub mod economics;
@@ -212,6 +213,7 @@ fn decide_within(
     };
     draft.figures.representative_duration_ms = Some(sig.duration);
     draft.figures.records_in_per_second = sig.records_in;
+    draft.figures.cpu_percent = sig.cpu;
     let window_ms = dur_ms(budget.window).max(period_ms);
 
     // 3. Diagnosis.
@@ -232,6 +234,7 @@ fn decide_within(
         window_ms,
         period_ms,
         restart_ms: restart_estimate_ms(history),
+        cpu_floor: cpu::floor(history),
     };
     let finding = diagnose::diagnose(&ctx);
 
@@ -274,11 +277,15 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
             if !g.lower_per_kpu && matches!(finding.cause, Cause::UnderProvisioned | Cause::LargeState) =>
         {
             // The target aims at the CPU target or the duration target: it saturates beyond.
-            let utilization = match g.basis {
-                Basis::Duration => DURATION_TARGET,
-                _ => CPU_TARGET / 100.0,
+            // (CPU above its floor scales with the load factor, see `cpu`.)
+            let saturating = match g.basis {
+                Basis::Duration => g.target / DURATION_TARGET,
+                _ => {
+                    let floor = ctx.cpu_floor.min(CPU_TARGET / 2.0);
+                    g.target * (100.0 - floor) / (CPU_TARGET - floor)
+                }
             };
-            (rate * demand_factor(sig), g.target / utilization, Some(g.target))
+            (rate * demand_factor(sig), saturating, Some(g.target))
         }
         Need::Hold(Reason::WithinBudget) | Need::Shrink { .. }
             if matches!(finding.cause, Cause::Healthy | Cause::IdleHeadroom) =>
@@ -290,10 +297,9 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
                 .unwrap_or(s_now);
             // NB: the CPU of the same recent periods as the rate (the window's maximum may
             // be a catch-up's, or a noisy minute's, against another minute's rate).
-            let by_cpu = sig
-                .cpu
-                .filter(|c| *c > 0.0)
-                .map_or(f64::INFINITY, |c| s_now * 100.0 / c);
+            let by_cpu = sig.cpu.filter(|c| *c > 0.0).map_or(f64::INFINITY, |c| {
+                cpu::load_for(c, ctx.cpu_floor.min(c / 2.0), s_now, 100.0)
+            });
             (rate, by_duration.min(by_cpu).max(s_now), None)
         }
         _ => return None,

@@ -184,6 +184,7 @@ fn history() -> impl Strategy<Value = History> {
             recommendations.sort_by_key(|r| r.at);
             History {
                 baseline: None,
+                cpu_span: None,
                 restarts: Vec::new(),
                 slo_minutes: Vec::new(),
                 slo_accounted_until: None,

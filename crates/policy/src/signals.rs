@@ -206,6 +206,7 @@ impl<'a> Window<'a> {
             samples: u32::try_from(durations.len()).unwrap_or(u32::MAX),
             representative_duration_ms: None,
             records_in_per_second: None,
+            cpu_percent: None,
         }
     }
 }

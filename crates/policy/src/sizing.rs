@@ -141,26 +141,34 @@ pub(crate) fn demand_factor(signals: &Signals) -> f64 {
 /// - and the backlog (the current lag plus what a restart of `restart_ms` adds) must drain
 ///   within `CATCH_UP_MINUTES`;
 /// - `growth` scales the input for the load expected ahead (see [`input_growth`]).
+///
+/// The CPU above `cpu_floor` (what the input does not drive, see `cpu`) scales with the
+/// input; busy time has no floor.
 pub(crate) fn load_factor_for_throughput(
     signals: &Signals,
     s_now: f64,
     restart_ms: i64,
     growth: f64,
+    cpu_floor: f64,
 ) -> Option<f64> {
     let cpu = signals.cpu.filter(|c| *c >= CPU_SATURATED);
     let busy = signals
         .busy
         .map(|b| b / 10.0)
         .filter(|b| *b >= BUSY_SATURATED / 10.0);
-    let utilization = match (cpu, busy) {
-        (Some(c), Some(b)) => c.max(b),
-        (c, b) => c.or(b)?,
-    } / 100.0;
-    let demand = utilization * demand_factor(signals) * growth.max(1.0);
-    let steady = 100.0 / CPU_TARGET;
+    // The share of the running configuration's capacity the input takes now, and the floor
+    // of the reading it comes from.
+    let (utilization, floor) = match (cpu, busy) {
+        (Some(c), Some(b)) if b > c => (b, 0.0),
+        (Some(c), _) => (c, cpu_floor.min(c / 2.0)),
+        (None, Some(b)) => (b, 0.0),
+        (None, None) => return None,
+    };
+    let demand = (utilization - floor) * demand_factor(signals) * growth.max(1.0);
+    let steady = demand / (CPU_TARGET - floor);
     let backlog_ms = signals.lag.unwrap_or(0.0).max(0.0) + restart_ms as f64;
-    let catch_up = 1.0 + backlog_ms / (CATCH_UP_MINUTES * 60_000.0);
-    Some(s_now / (demand * steady.max(catch_up)).max(f64::MIN_POSITIVE))
+    let catch_up = demand * (1.0 + backlog_ms / (CATCH_UP_MINUTES * 60_000.0)) / (100.0 - floor);
+    Some(s_now / steady.max(catch_up).max(f64::MIN_POSITIVE))
 }
 
 /// The highest load factor that brings memory `memory` % down to `target` %.

@@ -133,8 +133,10 @@ pub fn remember(history: &mut History, decision: &Decision, budget: &Budget, now
 
 /// Records in `history` the checkpoints `decision` judged within budget, in `current`: only
 /// a full window within budget (SLO met, nothing warming up or missing) with a duration and
-/// a size, so the baseline is what this configuration does when all is well.
+/// a size, so the baseline is what this configuration does when all is well. Also records
+/// the CPU at the input rate of any judged window (the CPU span, see `cpu`).
 pub fn remember_baseline(history: &mut History, decision: &Decision, current: AppConfig, now: Timestamp) {
+    super::cpu::record(history, &decision.figures, current, now);
     if decision.slo_met != Some(true)
         || !matches!(
             decision.reason,
@@ -183,6 +185,7 @@ mod tests {
     fn hist(recs: Vec<RecommendationRecord>) -> History {
         History {
             baseline: None,
+            cpu_span: None,
             restarts: Vec::new(),
             slo_minutes: Vec::new(),
             slo_accounted_until: None,
@@ -235,6 +238,7 @@ mod tests {
     fn cooldown_is_over_exactly_at_its_end() {
         let h = History {
             baseline: None,
+            cpu_span: None,
             restarts: Vec::new(),
             slo_minutes: Vec::new(),
             slo_accounted_until: None,

@@ -127,6 +127,7 @@ fn record(at: i64, done: Option<i64>, from: AppConfig, to: AppConfig, outcome: O
 fn history(scalings: Vec<ScalingRecord>) -> History {
     History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -944,6 +945,7 @@ fn scale_down_respects_its_cooldown() {
     b.scale_down_stabilization = mins(10);
     let h = History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,

@@ -220,3 +220,15 @@ pub(crate) const PAYBACK_WINDOW_MAX: std::time::Duration = std::time::Duration::
 /// step is not refined by another restart on the figures of a configuration that has just
 /// restarted (see `pre_scale`).
 pub(crate) const PLANNED_STEP_SPACING: std::time::Duration = std::time::Duration::from_secs(2 * 3600);
+
+/// How long an evaluation stays one end of the CPU span (see `cpu`): a day, so a daily
+/// cycle shows both its trough and its peak, and a changed job (a deploy) is learned anew.
+pub(crate) const CPU_SPAN_MAX_AGE_HOURS: i64 = 24;
+
+/// How far apart the span's input rates must be for the line through them to be trusted
+/// (CloudWatch's one-minute averages are noisy by a few percent).
+pub(crate) const CPU_SPAN_MIN_RATIO: f64 = 1.5;
+
+/// The highest CPU floor believed, %: beyond it the span's line is more likely noise than
+/// a runtime idling at that share of its vCPU.
+pub(crate) const MAX_CPU_FLOOR: f64 = 40.0;

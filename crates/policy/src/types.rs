@@ -373,6 +373,39 @@ pub struct CheckpointBaseline {
     pub size_bytes: f64,
 }
 
+/// One evaluation's CPU at its input rate.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuPoint {
+    /// When it was judged.
+    pub at: Timestamp,
+    /// `numRecordsInPerSecond`.
+    pub records_per_second: f64,
+    /// `cpuUtilization`, %.
+    pub cpu_percent: f64,
+}
+
+/// CPU against the input rate in one configuration: the evaluations at the lowest and the
+/// highest input rate of the last day. Two rates far enough apart tell the part of the CPU
+/// that the input does not drive (the JVM, the framework, timers, checkpointing) from the
+/// part it does, so where a configuration saturates is not extrapolated through zero (which
+/// from a night's readings would make every configuration look smaller than it is).
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuSpan {
+    /// The configuration both points ran in.
+    pub config: AppConfig,
+    /// The evaluation at the lowest input rate.
+    pub low: CpuPoint,
+    /// The evaluation at the highest input rate.
+    pub high: CpuPoint,
+    /// The CPU floor (% of each KPU's vCPU that does not scale with the input) fitted in
+    /// an earlier configuration, kept across a scaling: it is the runtime's, not the
+    /// configuration's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_percent: Option<f64>,
+}
+
 /// A restart of the application, whoever made it — a deploy from CI, the service's own
 /// autoscaling or maintenance, another controller, this one — as the application's own
 /// operations (or its running configuration) show it. Cooldowns and the warm-up count from
@@ -412,6 +445,10 @@ pub struct History {
     /// `policy::remember_baseline`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<CheckpointBaseline>,
+    /// CPU against the input rate in the running configuration (see
+    /// `policy::remember_baseline`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_span: Option<CpuSpan>,
 }
 
 /// What to do.
@@ -511,6 +548,9 @@ pub struct CheckpointFigures {
     /// The input rate (`numRecordsInPerSecond`) the decision was judged on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub records_in_per_second: Option<f64>,
+    /// The CPU (`cpuUtilization`, %) of the same periods as the input rate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_percent: Option<f64>,
 }
 
 /// The decision engine's answer.

@@ -16,9 +16,9 @@ use super::{duration::format_duration, quantity::format_bytes};
 use crate::cost::{self, KpuHourPrice, MonthlyCost};
 use crate::policy::duration::human;
 use crate::policy::{
-    AppConfig, AppStatus, Budget, Cause, CheckpointBaseline, CheckpointFigures, Decision, Diagnosis,
-    ErrorBudgetState, ForecastPlan, History, Observation, Outcome, RecommendationRecord, ScalingRecord,
-    SloBucket,
+    AppConfig, AppStatus, Budget, Cause, CheckpointBaseline, CheckpointFigures, CpuPoint, CpuSpan, Decision,
+    Diagnosis, ErrorBudgetState, ForecastPlan, History, Observation, Outcome, RecommendationRecord,
+    ScalingRecord, SloBucket,
 };
 
 /// Condition type: the controller can observe the application and act on it.
@@ -628,6 +628,74 @@ pub struct ScalingHistory {
     /// in: a later breach at about the same size, many times slower, is not the state's doing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub baseline: Option<CheckpointBaselineStatus>,
+    /// The CPU at the lowest and the highest input rate of the last day in the running
+    /// configuration: the part of the CPU the input does not drive, so that where a
+    /// configuration saturates is not extrapolated through zero.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_span: Option<CpuSpanStatus>,
+}
+
+/// CPU against the input rate in one configuration.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuSpanStatus {
+    /// `Parallelism` both points ran at.
+    pub parallelism: u32,
+    /// `ParallelismPerKPU` both points ran at.
+    pub parallelism_per_kpu: u32,
+    /// The evaluation at the lowest input rate.
+    pub low: CpuPointStatus,
+    /// The evaluation at the highest input rate.
+    pub high: CpuPointStatus,
+    /// The CPU floor (% of each KPU's vCPU the input does not drive) fitted in an earlier
+    /// configuration.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub floor_percent: Option<f64>,
+}
+
+/// One evaluation's CPU at its input rate.
+#[derive(JsonSchema, Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CpuPointStatus {
+    /// When it was judged.
+    pub at: Time,
+    /// `numRecordsInPerSecond`.
+    pub records_per_second: f64,
+    /// `cpuUtilization`, %.
+    pub cpu_percent: f64,
+}
+
+impl From<&CpuSpan> for CpuSpanStatus {
+    fn from(s: &CpuSpan) -> Self {
+        let point = |p: &CpuPoint| CpuPointStatus {
+            at: Time(p.at),
+            records_per_second: p.records_per_second,
+            cpu_percent: p.cpu_percent,
+        };
+        Self {
+            parallelism: s.config.parallelism,
+            parallelism_per_kpu: s.config.parallelism_per_kpu,
+            low: point(&s.low),
+            high: point(&s.high),
+            floor_percent: s.floor_percent,
+        }
+    }
+}
+
+impl From<&CpuSpanStatus> for CpuSpan {
+    fn from(s: &CpuSpanStatus) -> Self {
+        let point = |p: &CpuPointStatus| CpuPoint {
+            at: p.at.0,
+            records_per_second: p.records_per_second,
+            cpu_percent: p.cpu_percent,
+        };
+        Self {
+            config: AppConfig::new(s.parallelism, s.parallelism_per_kpu),
+            low: point(&s.low),
+            high: point(&s.high),
+            floor_percent: s.floor_percent,
+        }
+    }
 }
 
 /// The checkpoints of the latest evaluation within budget.
@@ -872,6 +940,7 @@ impl ScalingHistory {
                 .collect(),
             slo_accounted_until: history.slo_accounted_until.map(Time),
             baseline: history.baseline.as_ref().map(Into::into),
+            cpu_span: history.cpu_span.as_ref().map(Into::into),
         }
     }
 
@@ -892,6 +961,7 @@ impl ScalingHistory {
                 .collect(),
             slo_accounted_until: self.slo_accounted_until.as_ref().map(|t| t.0),
             baseline: self.baseline.as_ref().map(Into::into),
+            cpu_span: self.cpu_span.as_ref().map(Into::into),
         }
     }
 }

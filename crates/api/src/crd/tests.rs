@@ -275,6 +275,20 @@ fn history_round_trips_through_status() {
             duration_ms: 3_726.0,
             size_bytes: 669_691_255.0,
         }),
+        cpu_span: Some(crate::policy::CpuSpan {
+            config: AppConfig::new(4, 1),
+            low: crate::policy::CpuPoint {
+                at: ts("2026-01-01T03:00:00Z"),
+                records_per_second: 4_210.5,
+                cpu_percent: 29.5,
+            },
+            high: crate::policy::CpuPoint {
+                at: ts("2026-01-01T09:50:00Z"),
+                records_per_second: 11_020.0,
+                cpu_percent: 63.25,
+            },
+            floor_percent: Some(8.0),
+        }),
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
@@ -307,6 +321,7 @@ fn history_round_trips_through_status() {
         json["history"]["scalings"][0]["to"],
         json!({"parallelism": 8, "parallelismPerKpu": 2, "kpus": 4})
     );
+    assert_eq!(json["history"]["cpuSpan"]["low"]["cpuPercent"], 29.5);
 }
 
 #[test]
@@ -314,6 +329,7 @@ fn history_is_bounded_to_the_newest() {
     let base = ts("2026-01-01T00:00:00Z");
     let history = History {
         baseline: None,
+        cpu_span: None,
         restarts: Vec::new(),
         slo_minutes: Vec::new(),
         slo_accounted_until: None,
