@@ -269,8 +269,10 @@ impl Outlook {
 }
 
 /// The payback of a scale-down without a forecast: how long the lower load must have
-/// lasted before a scale-down saving `saved_kpus` is worth its restart, ms (a trough that
-/// has lasted that long is as likely to last as long again as not).
+/// lasted before a scale-down saving `saved_kpus` is worth its restart and the restart back
+/// up should the load return, ms (a trough that has lasted that long is as likely to last
+/// as long again as not; without the application's history nothing says the load will not
+/// come back, and most loads that fall do, daily).
 pub(crate) fn payback_without_forecast_ms(
     space: &Space,
     current: AppConfig,
@@ -278,16 +280,10 @@ pub(crate) fn payback_without_forecast_ms(
     restart_ms: i64,
     utilization: f64,
 ) -> i64 {
-    let largest = space
-        .candidates(current)
-        .iter()
-        .filter(|c| space.allowed(**c))
-        .map(AppConfig::kpus)
-        .max()
-        .unwrap_or(current.kpus());
+    let largest = space.largest_kpus(current);
     let minutes = economics::payback_minutes(
         saved_kpus,
-        1.0,
+        2.0,
         economics::restart_minutes(restart_ms, utilization),
         economics::violation_price(largest),
     );

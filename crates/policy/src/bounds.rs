@@ -115,6 +115,17 @@ impl Space {
         }
         out
     }
+
+    /// The KPUs of the largest allowed deployment (what a violation minute is priced by,
+    /// see `economics`); `current`'s when nothing is allowed.
+    pub fn largest_kpus(&self, current: AppConfig) -> u32 {
+        self.candidates(current)
+            .iter()
+            .filter(|c| self.allowed(**c))
+            .map(AppConfig::kpus)
+            .max()
+            .unwrap_or(current.kpus())
+    }
 }
 
 /// What a search found.

@@ -30,9 +30,13 @@ use jiff::Timestamp;
 
 use super::{
     bounds::{Grow, Space},
+    economics,
     explain::{fmt_change, fmt_ms, fmt_pct, format_bytes},
     signals::{Growth, Signals, dur_ms, ts_ms},
-    sizing::{Basis, DurationModel, input_growth, load_factor_for_memory, load_factor_for_throughput},
+    sizing::{
+        Basis, DurationModel, Ramp, input_growth, load_factor_for_memory, load_factor_for_throughput,
+        ramp_growth,
+    },
     stabilization::last_scaling,
     tuning::*,
     types::{AppConfig, Budget, Cause, History, Outcome, Reason},
@@ -52,6 +56,8 @@ pub(crate) struct Context<'a> {
     pub restart_ms: i64,
     /// The part of the CPU the input does not drive, % (see `cpu`).
     pub cpu_floor: f64,
+    /// The ramp the input is on, from its hourly history (see `sizing::ramp`).
+    pub ramp: Option<Ramp>,
 }
 
 /// What the diagnosed cause needs.
@@ -195,9 +201,19 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
         && sig
             .backpressure
             .is_none_or(|b| b < BACKPRESSURE_INFLATES_DURATION);
+    // On a ramp, the step is sized for where the input will be over the step's economic
+    // horizon: one sufficient step rather than one per stretch of the ramp.
     let growth = if keeps_up {
         let horizon = dur_ms(ctx.budget.scale_down_stabilization).max(GROWTH_HORIZON_MIN_MINUTES * 60_000);
-        input_growth(ctx.history, sig.records_in, ts_ms(ctx.now), horizon)
+        let since_scaling = input_growth(ctx.history, sig.records_in, ts_ms(ctx.now), horizon);
+        let on_ramp = ctx.ramp.map_or(1.0, |r| {
+            let restart_cost = economics::restart_minutes(ctx.restart_ms, CPU_TARGET / 100.0)
+                * economics::violation_price(ctx.space.largest_kpus(ctx.current));
+            let kpus_needed =
+                f64::from(ctx.current.kpus()) * sig.cpu.unwrap_or(CPU_TARGET).max(CPU_TARGET) / CPU_TARGET;
+            ramp_growth(r, restart_cost, kpus_needed)
+        });
+        since_scaling.max(on_ramp)
     } else {
         1.0
     };

@@ -235,6 +235,7 @@ fn decide_within(
         period_ms,
         restart_ms: restart_estimate_ms(history),
         cpu_floor: cpu::floor(history),
+        ramp: sizing::ramp(&obs.hourly_input, sig.records_in, now),
     };
     let finding = diagnose::diagnose(&ctx);
 

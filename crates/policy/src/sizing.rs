@@ -19,10 +19,12 @@
 //! configuration (in KPUs) whose load factor meets the need, with the knob the cause calls
 //! for (see `bounds`).
 
+use jiff::Timestamp;
+
 use super::{
     signals::{Signals, ts_ms},
     tuning::*,
-    types::{AppConfig, History, Outcome},
+    types::{AppConfig, History, HourlyRate, Outcome},
 };
 
 /// What a scale-up step was sized on (for the message: what the step promises).
@@ -204,6 +206,94 @@ pub(crate) fn input_growth(history: &History, records_in: Option<f64>, now_ms: i
     (1.0 + per_ms * horizon_ms as f64 / now).clamp(1.0, MAX_GROWTH_FACTOR)
 }
 
+/// A sustained rise of the input, from its hourly averages (the same `numRecordsInPerSecond`
+/// history the forecast learns from, available from the first hours on).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Ramp {
+    /// Growth per hour, relative to the current rate.
+    pub per_hour: f64,
+    /// How long the input has been rising, hours.
+    pub hours: f64,
+}
+
+/// The ramp the input is on, when the last [`RAMP_MIN_HOURS`] complete hours rose one after
+/// the other, each by a fair share of the rise (a step, one hour's jump, is not a ramp),
+/// and the rate now is above the last hour's: the slope is the least-squares line through
+/// the rising hours (at their midpoints) and the rate now.
+pub(crate) fn ramp(hourly: &[HourlyRate], rate_now: Option<f64>, now: Timestamp) -> Option<Ramp> {
+    const HOUR_S: i64 = 3600;
+    let rate_now = rate_now.filter(|r| r.is_finite() && *r > 0.0)?;
+    let this_hour = now.as_second().div_euclid(HOUR_S) * HOUR_S;
+    let mut hours: Vec<(i64, f64)> = hourly
+        .iter()
+        .map(|h| (h.at.as_second().div_euclid(HOUR_S) * HOUR_S, h.records_per_second))
+        .filter(|(s, v)| *s < this_hour && v.is_finite() && *v >= 0.0)
+        .collect();
+    hours.sort_by_key(|h| h.0);
+    hours.dedup_by_key(|h| h.0);
+    // The run of consecutive, rising hours that ends with the last complete one.
+    let last = hours
+        .last()
+        .filter(|h| h.0 == this_hour - HOUR_S && h.1 < rate_now)?;
+    let mut run = vec![*last];
+    for h in hours.iter().rev().skip(1) {
+        let next = run[run.len() - 1];
+        if h.0 != next.0 - HOUR_S || h.1 >= next.1 {
+            break;
+        }
+        run.push(*h);
+    }
+    run.reverse();
+    if run.len() < RAMP_MIN_HOURS {
+        return None;
+    }
+    let recent = &run[run.len() - RAMP_MIN_HOURS..];
+    let mean_step = (recent[recent.len() - 1].1 - recent[0].1) / (recent.len() - 1) as f64;
+    if recent
+        .windows(2)
+        .any(|w| w[1].1 - w[0].1 < RAMP_EVENNESS * mean_step)
+    {
+        return None;
+    }
+    let mut points: Vec<(f64, f64)> = run
+        .iter()
+        .map(|(s, v)| ((s + HOUR_S / 2 - now.as_second()) as f64 / 3600.0, *v))
+        .collect();
+    points.push((0.0, rate_now));
+    let n = points.len() as f64;
+    let (mx, my) = (
+        points.iter().map(|p| p.0).sum::<f64>() / n,
+        points.iter().map(|p| p.1).sum::<f64>() / n,
+    );
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
+    let slope = sxy / sxx;
+    (slope.is_finite() && slope > 0.0).then(|| Ramp {
+        per_hour: slope / rate_now,
+        hours: -points[0].0,
+    })
+}
+
+/// How much to size a step ahead of a ramp: the input expected after the step's economic
+/// horizon (the EOQ trade-off: a step sized `H` hours ahead over-provisions about half the
+/// ramp's added KPUs over those hours and saves a restart every `H` hours, so
+/// `H = sqrt(2 × restart cost / (KPUs added per hour × 60))`), no further ahead than the
+/// ramp has already lasted (a rise that has lasted that long is as likely to go on as long
+/// again as not), at most [`MAX_GROWTH_FACTOR`].
+///
+/// `restart_cost` is a restart in KPU-minutes (violation minutes priced in), `kpus_needed`
+/// the KPUs the input needs now.
+pub(crate) fn ramp_growth(ramp: Ramp, restart_cost: f64, kpus_needed: f64) -> f64 {
+    let added_per_hour = kpus_needed * ramp.per_hour;
+    if !(added_per_hour.is_finite() && added_per_hour > 0.0 && restart_cost > 0.0) {
+        return 1.0;
+    }
+    let horizon = (2.0 * restart_cost / (added_per_hour * 60.0))
+        .sqrt()
+        .min(ramp.hours);
+    (1.0 + ramp.per_hour * horizon).clamp(1.0, MAX_GROWTH_FACTOR)
+}
+
 /// How long a restart takes, from the completed scalings in history (mean), clamped to
 /// [1 min, 1 h]; `DEFAULT_RESTART_MINUTES` without any.
 pub(crate) fn restart_estimate_ms(history: &History) -> i64 {
@@ -245,6 +335,86 @@ mod tests {
         assert_eq!(m.load_factor_for(100_000.0, 16.0, 55_000.0), Some(8.0));
         assert_eq!(m.predict(100_000.0, 16.0, 8.0), 55_000.0);
         assert_eq!(m.load_factor_for(100_000.0, 16.0, 9_000.0), None);
+    }
+
+    fn hourly(now_h: i64, rates: &[f64]) -> Vec<HourlyRate> {
+        let start = now_h - rates.len() as i64;
+        rates
+            .iter()
+            .enumerate()
+            .map(|(i, r)| HourlyRate {
+                at: Timestamp::from_second((start + i as i64) * 3600).unwrap(),
+                records_per_second: *r,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_ramp_rises_hour_after_hour_and_a_step_does_not() {
+        let h = 500_000;
+        let now = Timestamp::from_second(h * 3600 + 1800).unwrap();
+        // 5k to 13k over four hours, 14k now: 2,500 records/s an hour (18%), for four hours.
+        let r = ramp(
+            &hourly(h, &[5000.0, 6000.0, 9500.0, 13000.0]),
+            Some(14_000.0),
+            now,
+        )
+        .unwrap();
+        assert!((r.per_hour - 2500.0 / 14_000.0).abs() < 1e-9, "{r:?}");
+        assert!((r.hours - 4.0).abs() < 1e-9, "{r:?}");
+        // One hour's jump is a step, not a ramp.
+        assert_eq!(
+            ramp(
+                &hourly(h, &[6000.0, 6100.0, 6200.0, 13000.0]),
+                Some(13_100.0),
+                now
+            ),
+            None
+        );
+        // Flat, falling, or below the last hour now.
+        assert_eq!(
+            ramp(&hourly(h, &[6000.0, 6000.0, 6000.0]), Some(6000.0), now),
+            None
+        );
+        assert_eq!(
+            ramp(&hourly(h, &[9000.0, 8000.0, 7000.0]), Some(6000.0), now),
+            None
+        );
+        assert_eq!(
+            ramp(&hourly(h, &[6000.0, 8000.0, 10000.0]), Some(9000.0), now),
+            None
+        );
+        // A gap in the hours ends the run.
+        let mut gap = hourly(h, &[6000.0, 8000.0, 10000.0, 12000.0]);
+        gap.remove(1);
+        assert_eq!(ramp(&gap, Some(13_000.0), now), None);
+    }
+
+    #[test]
+    fn a_ramp_step_balances_restarts_against_idle_kpus() {
+        let ramp = Ramp {
+            per_hour: 0.1,
+            hours: 10.0,
+        };
+        // A restart worth 600 KPU-minutes, 10 KPUs needed now growing 1 KPU an hour:
+        // sqrt(2 × 600 / 60) ≈ 4.5 hours ahead.
+        let g = ramp_growth(ramp, 600.0, 10.0);
+        assert!((g - (1.0 + 0.1 * 20f64.sqrt())).abs() < 1e-9, "{g}");
+        // Never further ahead than the ramp has lasted, nor beyond the cap.
+        assert!((ramp_growth(Ramp { hours: 2.0, ..ramp }, 600.0, 10.0) - 1.2).abs() < 1e-9);
+        assert_eq!(
+            ramp_growth(
+                Ramp {
+                    per_hour: 1.0,
+                    ..ramp
+                },
+                600.0,
+                10.0
+            ),
+            MAX_GROWTH_FACTOR
+        );
+        // A cheap restart is not worth sizing ahead for.
+        assert!(ramp_growth(ramp, 0.6, 10.0) < 1.02);
     }
 
     #[test]

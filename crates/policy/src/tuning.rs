@@ -232,3 +232,11 @@ pub(crate) const CPU_SPAN_MIN_RATIO: f64 = 1.5;
 /// The highest CPU floor believed, %: beyond it the span's line is more likely noise than
 /// a runtime idling at that share of its vCPU.
 pub(crate) const MAX_CPU_FLOOR: f64 = 40.0;
+
+/// Complete hours the input must have risen one after another to be a ramp (see
+/// `sizing::ramp`).
+pub(crate) const RAMP_MIN_HOURS: usize = 3;
+
+/// The least share of the mean hourly rise each of those hours must show: a ramp rises
+/// every hour, a step all at once.
+pub(crate) const RAMP_EVENNESS: f64 = 0.25;
