@@ -1,6 +1,6 @@
 //! `checkpoint-autoscaler validate`: checks `CheckpointBudget` manifests offline, as the API
 //! server would at apply time, so a GitOps pipeline fails before the cluster does. The
-//! engine ([`BudgetValidator`]) is the API crate's (checkpoint-autoscaler-api), re-exported
+//! engine ([`BudgetValidator`](crate::validate::BudgetValidator)) is the API crate's (checkpoint-autoscaler-api), re-exported
 //! here; this module is the subcommand: its arguments and its report.
 
 use std::{path::PathBuf, process::ExitCode};

@@ -566,3 +566,58 @@ fn simulate_compares_on_generated_scenarios_and_writes_them_for_replay() {
         .unwrap();
     assert!(!out.status.success());
 }
+
+/// Memory that a step does not relieve: most of each TaskManager's heap is held whatever
+/// its subtasks (a cache without a bound, a leak in a user function), so the step the
+/// policy takes for memory pressure (a lower ParallelismPerKPU) leaves the heap as high.
+/// The policy holds (`ScalingIneffective`, "did not relieve") instead of restarting again
+/// while the verdict stands (`MEMORY_UNRELIEVED_MINUTES`, two hours after the step).
+#[test]
+fn memory_a_step_does_not_relieve_holds_instead_of_restarting_again() {
+    use checkpoint_autoscaler::{
+        policy::{Cause, Outcome},
+        sim::{CheckpointAutoscaler, Policy},
+    };
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mut s = Scenario::load(&library().join("memory-pressure.yaml")).unwrap();
+    // 2.7 GiB of the 3 GiB heap held per TaskManager, 32 MiB per subtask: 94% at 4 subtasks
+    // per KPU, still 92% at 2 and 91% at 1.
+    s.platform.heap_base = 2.7 * 1024.0 * MIB;
+    s.state.heap_per_subtask = 32.0 * MIB;
+    s.duration = std::time::Duration::from_secs(2 * 3600);
+    let mut policy = CheckpointAutoscaler::for_scenario(&s).unwrap();
+    let report = run(&s, &mut policy as &mut dyn Policy, None).unwrap();
+
+    let scalings = &policy.history().scalings;
+    assert_eq!(
+        scalings.len(),
+        1,
+        "one step for memory, then a hold: {scalings:?}"
+    );
+    let step = &scalings[0];
+    assert_eq!(step.cause, Cause::MemoryPressure, "{step:?}");
+    assert_eq!(step.outcome, Outcome::Succeeded, "{step:?}");
+    assert!(
+        step.to.parallelism_per_kpu < step.from.parallelism_per_kpu,
+        "a step for memory lowers ParallelismPerKPU: {step:?}"
+    );
+    let after = |r: &&checkpoint_autoscaler::sim::simulate::Row| r.config == step.to;
+    let heap = median(
+        &report
+            .rows
+            .iter()
+            .filter(after)
+            .filter_map(|r| r.heap_memory_utilization)
+            .collect::<Vec<_>>(),
+    )
+    .expect("heap datapoints after the step");
+    assert!(heap >= 90.0, "the step left the heap high: {heap:.0}%");
+    assert!(
+        report.rows.iter().filter(after).any(|r| r
+            .notes
+            .iter()
+            .any(|n| n.starts_with("ScalingIneffective") && n.contains("did not relieve"))),
+        "the policy says why it holds"
+    );
+    assert_eq!(report.summary.restarts, 1, "{:?}", report.summary);
+}

@@ -11,7 +11,7 @@
 //!
 //! A month is 720 hours (24 hours × 30 days), as in AWS's example. Prices differ per region
 //! and change over time, so the project invents none: a price per KPU-hour is what the
-//! operator configures ([`KpuHourPrice`]), and without one only KPUs and KPU-hours are shown.
+//! operator configures ([`KpuHourPrice`](crate::cost::KpuHourPrice)), and without one only KPUs and KPU-hours are shown.
 //! Money is computed in millionths of the currency unit, never in floating point.
 
 use std::{fmt, str::FromStr};

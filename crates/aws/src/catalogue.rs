@@ -14,7 +14,7 @@
 //!   levels; "The default level is Application. The application reports metrics at the
 //!   current level and all higher levels" (OPERATOR reports Application, Task and Operator
 //!   metrics); PARALLELISM reports Task and Operator metrics for each thread of execution.
-//! - API reference, `MonitoringConfiguration`: "You must set this property [ConfigurationType]
+//! - API reference, `MonitoringConfiguration`: "You must set this property \[ConfigurationType\]
 //!   to CUSTOM in order to set the LogLevel or MetricsLevel parameters."
 //!
 //! Where the sources are silent or disagree, the table takes the stingier reading (the

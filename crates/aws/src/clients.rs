@@ -99,13 +99,13 @@ pub const CLIENT_IDLE: std::time::Duration = std::time::Duration::from_secs(3600
 /// The factory and cache of SDK clients, and the call counters they share.
 ///
 /// Cheap to share behind an `Arc`; clients are built on first use of a target and kept
-/// while they are used ([`CLIENT_IDLE`]).
+/// while they are used (`CLIENT_IDLE`).
 #[derive(Debug)]
 pub struct AwsClients {
     pub(super) base: SdkConfig,
     default_region: String,
     cache: Mutex<HashMap<Target, (ClientSet, std::time::Instant)>>,
-    /// How long unused clients are kept ([`CLIENT_IDLE`]).
+    /// How long unused clients are kept (`CLIENT_IDLE`).
     idle: std::time::Duration,
     stats: Arc<CallStats>,
     /// The controller's own account: set from `AwsSettings::account_id`, or found once
@@ -172,7 +172,7 @@ impl AwsClients {
         }
     }
 
-    /// Keeps the clients of an unused target for `idle` instead of [`CLIENT_IDLE`].
+    /// Keeps the clients of an unused target for `idle` instead of `CLIENT_IDLE`.
     pub fn with_client_idle(mut self, idle: std::time::Duration) -> Self {
         self.idle = idle;
         self
@@ -212,7 +212,7 @@ impl AwsClients {
     }
 
     /// The clients of `target`, built on first use. Those of targets unused for
-    /// [`CLIENT_IDLE`] are dropped (with their credentials cache).
+    /// `CLIENT_IDLE` are dropped (with their credentials cache).
     pub(crate) async fn clients(&self, target: &Target) -> ClientSet {
         {
             let mut cache = self.lock_cache();

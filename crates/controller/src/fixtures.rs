@@ -1,11 +1,11 @@
 //! Helper methods only available for tests: a scripted, mocked API server
-//! ([`ApiServerVerifier`]) and fake AWS clients.
+//! ([`ApiServerVerifier`](crate::fixtures::ApiServerVerifier)) and fake AWS clients.
 //!
 //! The mocked API server sits at the HTTP layer (`tower_test::mock`), so a test asserts the
 //! exact requests the controller sends (method, URI with `fieldManager` and `force`, body)
 //! and answers them as the API server would. A request the script does not expect fails the
 //! reconcile with `Service(Closed(()))`; an expected request that never comes fails the
-//! test through [`timeout_after_1s`].
+//! test through [`timeout_after_1s`](crate::fixtures::timeout_after_1s).
 
 use std::{
     collections::HashMap,

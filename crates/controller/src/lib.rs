@@ -3,7 +3,7 @@
 //! (leader election, `/metrics`, `/healthz`, `/readyz`, graceful shutdown).
 //!
 //! - [`decode`]: budgets decoded one by one, so a malformed one cannot stall the rest.
-//! - [`reconcile`]: observe → decide → act → record, shared with `demo`.
+//! - [`reconcile`](mod@reconcile): observe → decide → act → record, shared with `demo`.
 //! - [`status`]: conditions and bounded history.
 //! - [`store`]: status and Events, on the cluster or in memory.
 //! - [`tenancy`]: which budgets may act on which applications.
@@ -460,12 +460,12 @@ pub struct RunArgs {
     #[arg(long, value_parser = parse_account_id)]
     pub aws_account_id: Option<String>,
     /// Tenancy policy: `tag` (the application must carry the tag
-    /// checkpoint-autoscaler.dev/namespace=<namespace>) or `allow-list` (see
+    /// `checkpoint-autoscaler.dev/namespace=<namespace>`) or `allow-list` (see
     /// --tenancy-config).
     #[arg(long, value_enum, default_value_t = TenancyMode::Tag)]
     pub tenancy: TenancyMode,
     /// The allow-list file: per namespace, the applications as ARN patterns
-    /// (arn:aws:kinesisanalytics:<region>:<account>:application/<name>, `*` for any run of
+    /// (`arn:aws:kinesisanalytics:<region>:<account>:application/<name>`, `*` for any run of
     /// characters in a segment; read under `allow-list` only) and the role ARNs its budgets
     /// may name in spec.application.roleArn (read under both policies; without the file no
     /// budget may name a role). Required with `--tenancy allow-list`.

@@ -6,7 +6,7 @@
 //!
 //! The per-budget gauges (`checkpoint_autoscaler_budget_*`, labelled `namespace` and
 //! `budget`) are read at scrape time from the budgets the controller watches, through
-//! [`BudgetSource`] (the reflector's store): each is a figure of the budget's status or spec,
+//! [`BudgetSource`](crate::metrics::BudgetSource) (the reflector's store): each is a figure of the budget's status or spec,
 //! as kube-state-metrics reads a HorizontalPodAutoscaler's. A deleted budget leaves the store
 //! and so the metrics at once; nothing per budget is kept here.
 

@@ -2,7 +2,7 @@
 //!
 //! The filter comes from `RUST_LOG` (default `info`), so `RUST_LOG=checkpoint_autoscaler=debug`
 //! works as usual, with one exception that no filter lifts: the AWS SDK's `trace` events
-//! that can print HTTP bodies ([`WIRE_TARGETS`]) are always dropped. The SDK redacts the
+//! that can print HTTP bodies ([`WIRE_TARGETS`](crate::telemetry::WIRE_TARGETS)) are always dropped. The SDK redacts the
 //! bodies of sensitive operations by default, but prints them whole when the environment
 //! sets `LOG_SENSITIVE_BODIES=true` or `LOG_SIGNABLE_BODY=true` — and STS's answers carry
 //! secret keys and session tokens, DescribeApplication's an application's environment

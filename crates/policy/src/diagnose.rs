@@ -13,10 +13,14 @@
 //!    rising trend projects before a restart could complete, failures beyond the budget
 //!    while saturated (checkpoints timing out), or sustained CPU near saturation in a job
 //!    without backlog (the cliff before back-pressure): more capacity, unless the last
-//!    scale-up proved ineffective (state skew) or the checkpoint uploads too little for its
-//!    duration (not fixable by scaling); the cause is under-provisioning when CPU, busy
-//!    time or back-pressure are high, high key cardinality when the state grows without
-//!    levelling off, large state otherwise;
+//!    scale-up proved ineffective (state skew), left even the best allowed configuration
+//!    over the budget by the model it fitted (hold: another restart buys no minute within
+//!    it), or the checkpoint uploads too little for its duration (not fixable by scaling);
+//!    the cause is under-provisioning when CPU, busy time or back-pressure are high, high
+//!    key cardinality when the state grows without levelling off, large state otherwise —
+//!    where steady state in a job not saturated could as well be a hot key and no step has
+//!    shown yet how the duration follows the parallelism, the first step is a proving one
+//!    (the smallest whose effect stands out from the noise);
 //! 4. failures beyond `maxFailedCheckpoints` with normal durations and resources (or a
 //!    saturation explained by failovers): not fixable by scaling (isolated ones that
 //!    recovered: transient);
@@ -29,7 +33,7 @@
 use jiff::Timestamp;
 
 use super::{
-    bounds::{Grow, Space},
+    bounds::{self, Grow, Pick, Space},
     economics,
     explain::{fmt_change, fmt_ms, fmt_pct, format_bytes},
     signals::{Growth, Signals, dur_ms, ts_ms},
@@ -493,6 +497,35 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
                 need,
             );
         }
+        if let Some(hold) = beyond_reach(ctx, breach, budget_ms, &figures) {
+            return hold;
+        }
+        // Large state or a hot key: at the APPLICATION level they look alike until a step
+        // shows whether the duration follows the parallelism. Where nothing tells them apart
+        // yet, the first step is a proving one, the smallest whose effect stands out from the
+        // duration's noise: a hot key then costs that step's KPUs, not the full step's.
+        if let Some(proving) = proving_load(ctx, breach, target.max(floor)) {
+            return Finding::new(
+                Cause::LargeState,
+                format!(
+                    "{what} ({figures}{state}) while the job is not saturated: the state each \
+                     subtask uploads is too large, or a hot key holds much of it. Nothing at this \
+                     metrics level tells the two apart before a step (the state is steady and no \
+                     earlier step showed how the duration follows the parallelism), so this is a \
+                     proving step: the smallest whose effect stands out from the duration's noise \
+                     ({} at this size). {CONFIRM_LARGE_STATE}",
+                    fmt_ms(duration_noise(sig)),
+                ),
+                None,
+                Need::Grow(Grow {
+                    target: proving,
+                    lower_per_kpu: false,
+                    prefer_keep_parallelism: false,
+                    spread_state_helps: true,
+                    basis: Basis::Proving,
+                }),
+            );
+        }
         return Finding::new(
             Cause::LargeState,
             format!(
@@ -656,6 +689,114 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     Finding::new(Cause::Healthy, summary, None, Need::Hold(Reason::WithinBudget))
 }
 
+/// A breach that, by the duration model the last step fitted, no allowed configuration
+/// brings under the budget: the step showed how much of the checkpoint shrinks with the
+/// parallelism, and the rest keeps even the best allowed configuration over the budget. A
+/// violation minute is a minute over the budget, however far over, so another restart
+/// would cost its minutes and KPUs and buy none within it (a job that is not saturated has
+/// no backlog for more capacity to drain): hold. Most often a hot key (the hottest
+/// subtask's share shrinks only with the rest of the state: a fitted fixed part of at least
+/// [`SKEWED_FIXED_SHARE`]); otherwise state beyond what the bounds can spread. `None` without a
+/// fitted model (nothing measured yet), when a configuration meets the budget, when none
+/// has more capacity (blocked), or [`INEFFECTIVE_RETRY_HOURS`] after that step.
+fn beyond_reach(ctx: &Context<'_>, breach: bool, budget_ms: f64, figures: &str) -> Option<Finding> {
+    let sig = ctx.signals;
+    let last = last_scaling(ctx.history)?;
+    let completed = last.completed_at?;
+    if !breach || !ctx.model.fitted || ts_ms(ctx.now) - ts_ms(completed) > INEFFECTIVE_RETRY_HOURS * 3_600_000
+    {
+        return None;
+    }
+    let d = sig.duration;
+    let s_now = ctx.space.load(ctx.current);
+    let need = Grow {
+        target: ctx.model.load_factor_for(d, s_now, budget_ms).unwrap_or(0.0),
+        lower_per_kpu: false,
+        prefer_keep_parallelism: false,
+        spread_state_helps: true,
+        basis: Basis::Duration,
+    };
+    let Pick::Partial(best) = bounds::grow(ctx.space, ctx.current, need, false) else {
+        return None;
+    };
+    let at_best = ctx.model.predict(d, s_now, ctx.space.load(best));
+    if at_best <= budget_ms {
+        return None;
+    }
+    // What an even spread of the state would have given the last step.
+    let d0 = last.checkpoint_duration_before_ms?;
+    let (s0, s1) = (ctx.space.load(last.from), ctx.space.load(last.to));
+    let fixed = DEFAULT_FIXED_DURATION_FRACTION * d0;
+    let even = fixed + (d0 - fixed) * s1 / s0.max(f64::MIN_POSITIVE);
+    let (cause, reason, what, advice) = if ctx.model.fixed_ms < SKEWED_FIXED_SHARE * d {
+        (
+            Cause::LargeState,
+            Reason::LimitReached,
+            "the state each subtask uploads stays too large at every allowed configuration; \
+             raise the bounds (maxKpus, parallelism.max) to meet the budget",
+            None,
+        )
+    } else {
+        (
+            Cause::StateSkew,
+            Reason::ScalingIneffective,
+            "one subtask dominates (a hot key): its share shrinks only with the rest of the state",
+            Some(ADVICE_SKEW.to_owned()),
+        )
+    };
+    Some(Finding::new(
+        cause,
+        format!(
+            "Checkpoints take {} against a {} budget ({figures}) after the last scale-up ({}) \
+             shortened them from {} (an even spread of the state would have given about {}): \
+             about {} of each checkpoint does not shrink with the parallelism, so the best \
+             allowed configuration, {best}, is predicted at {}, still over the budget. Another \
+             restart would cost its minutes and KPUs and buy no minute within the budget, so the \
+             job stays on this configuration: {what}. {CONFIRM_SKEW}",
+            fmt_ms(d),
+            fmt_ms(budget_ms),
+            fmt_change(last.from, last.to),
+            fmt_ms(d0),
+            fmt_ms(even),
+            fmt_ms(ctx.model.fixed_ms),
+            fmt_ms(at_best),
+        ),
+        advice,
+        Need::Hold(reason),
+    ))
+}
+
+/// The duration's noise, ms: how far the highest judged duration is above the recent
+/// median, at least [`DURATION_NOISE_FLOOR`] of it.
+fn duration_noise(sig: &Signals) -> f64 {
+    (sig.duration_max - sig.duration).max(DURATION_NOISE_FLOOR * sig.duration)
+}
+
+/// The load factor of a proving step, when the cause of a breach is uncertain between large
+/// state and a hot key; `None` when it is not, or when the full step (to `full`) is as small.
+///
+/// Uncertain: an actual breach (a projected one is state growing into the budget), in a job
+/// that is not saturated (the caller's), whose state is steady (state that grows explains
+/// the breach: the duration follows the size) and whose duration model was not fitted by an
+/// earlier step at this load (that step showed the duration follows the parallelism). At
+/// the APPLICATION level nothing else tells them apart: average CPU, input and the total
+/// checkpoint size look the same whether one subtask or all carry the state.
+///
+/// The step predicts an improvement of at least [`PROVING_MARGIN`] times the noise above
+/// the [`INEFFECTIVE_GAIN`] share that judges it ([`ineffective_scale_up`]), so that the
+/// answer of the job tells the two apart; no more, so that a hot key costs only that step.
+fn proving_load(ctx: &Context<'_>, breach: bool, full: f64) -> Option<f64> {
+    let sig = ctx.signals;
+    if !breach || ctx.model.fitted || sig.growth != Growth::Steady {
+        return None;
+    }
+    let d = sig.duration;
+    let gain = PROVING_MARGIN * duration_noise(sig) / INEFFECTIVE_GAIN;
+    let s_now = ctx.space.load(ctx.current);
+    let s = ctx.model.load_factor_for(d, s_now, d - gain)?;
+    (s.is_finite() && s > full && s < s_now).then_some(s)
+}
+
 /// Memory that the last step, made for memory pressure, did not relieve: a completed change
 /// to the running configuration, at most [`MEMORY_UNRELIEVED_MINUTES`] ago, at about the
 /// same input rate, and memory still at or above [`MEMORY_HIGH`]. More memory per subtask
@@ -695,9 +836,13 @@ fn memory_unrelieved(ctx: &Context<'_>, mem: f64, figures: &str) -> Option<Findi
 }
 
 /// The "scaling is ineffective" verdict: the last scaling was a completed scale-up to the
-/// running configuration, made for a breach of the budget, and it achieved less than `INEFFECTIVE_GAIN` of the improvement
-/// the model predicted (adjusted for the change of input rate), while CPU is not saturated
-/// (saturation means the step was too small or the load grew, not skew). The verdict is
+/// running configuration, made for a breach of the budget, and it achieved less than
+/// `INEFFECTIVE_GAIN` of the improvement the model predicted (adjusted for the change of
+/// input rate), or the two durations put the part no parallelism shortens beyond the budget
+/// (allowing for the noise), while CPU is not saturated (saturation means the step was too
+/// small or the load grew, not skew). The job stays on the running configuration: going
+/// back would be a second restart, and the issue's target for a hot key is one (the proving
+/// step, kept small by [`proving_load`] so that staying costs little). The verdict is
 /// lifted when the input rate moved by more than `INEFFECTIVE_LOAD_CHANGE` since the
 /// scale-up, or `INEFFECTIVE_RETRY_HOURS` after it completed.
 fn ineffective_scale_up(ctx: &Context<'_>, budget_ms: f64) -> Option<Finding> {
@@ -733,19 +878,36 @@ fn ineffective_scale_up(ctx: &Context<'_>, budget_ms: f64) -> Option<Finding> {
     let fixed = DEFAULT_FIXED_DURATION_FRACTION * d0;
     let predicted = fixed + (d0 - fixed) * (s1 / s0) * load_ratio;
     let expected_gain = d0 - predicted;
-    let gain = d0 - sig.duration;
-    if expected_gain <= 0.0 || gain >= INEFFECTIVE_GAIN * expected_gain {
+    let d1 = sig.duration;
+    let gain = d0 - d1;
+    // The two durations fit `d = a + b * s`: `a` is the part no parallelism shortens (the
+    // hot subtask's share of the state, a slow synchronous phase). Beyond the budget even
+    // allowing for the noise (which the fit multiplies by `s1 / (s0 - s1)`), no allowed
+    // configuration brings the checkpoints under it, however much the step helped.
+    let unscalable = (d1 * s0 - d0 * load_ratio * s1) / (s0 - s1);
+    let unscalable_beyond = unscalable - duration_noise(sig) * s1 / (s0 - s1) >= budget_ms && d1 > budget_ms;
+    if expected_gain <= 0.0 || (gain >= INEFFECTIVE_GAIN * expected_gain && !unscalable_beyond) {
         return None;
     }
+    let why = if gain >= INEFFECTIVE_GAIN * expected_gain {
+        format!(
+            "the part of the checkpoint that parallelism did not shorten is about {}, above the \
+             budget, so no configuration brings the checkpoints under it",
+            fmt_ms(unscalable)
+        )
+    } else {
+        "more parallelism does not help".to_owned()
+    };
     Some(Finding::new(
         Cause::StateSkew,
         format!(
             "The last scale-up ({}) changed the checkpoint duration from {} to {} where about {} \
              was expected, while CPU stayed at {} and the input at {} (budget {}): one subtask \
-             dominates, so more parallelism does not help. {CONFIRM_SKEW}",
+             dominates, and {why}. The job stays on this configuration: going back would be a \
+             second restart for a hot key. {CONFIRM_SKEW}",
             fmt_change(last.from, last.to),
             fmt_ms(d0),
-            fmt_ms(sig.duration),
+            fmt_ms(d1),
             fmt_ms(predicted),
             fmt_pct(sig.cpu),
             sig.records_in

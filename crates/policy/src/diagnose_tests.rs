@@ -317,3 +317,114 @@ fn saturation_without_busy_time_is_under_provisioning() {
         d.diagnosis.summary
     );
 }
+
+/// Full checkpoints of 28 GiB: an upload rate that is the state's, not a slow call's.
+fn large(_: usize, s: &mut Sample) {
+    s.last_checkpoint_size_bytes = Some(28.0 * 1024.0 * MIB);
+}
+
+fn scaled_to(d: &Decision) -> AppConfig {
+    match d.action {
+        Action::Scale { to } => to,
+        _ => panic!("expected a scale-up: {d:?}"),
+    }
+}
+
+/// A breach of steady state in a job that is not saturated, with nothing to tell large state
+/// from a hot key (no earlier step), takes a proving step: the smallest whose predicted
+/// effect stands out from the noise, not the full step to the target. Where an earlier step
+/// showed that the duration follows the parallelism, the full step; where the job is
+/// saturated, the full step too.
+#[test]
+fn an_uncertain_breach_takes_a_proving_step_and_a_clear_one_the_full_step() {
+    let proving = decide_on(AppConfig::new(4, 1), app_level(170.0, large), &History::default());
+    assert_eq!(proving.diagnosis.cause, Cause::LargeState);
+    assert!(proving.message.contains("proving step"), "{}", proving.message);
+    let to = scaled_to(&proving);
+    // Predicted: 17 s fixed + 153 s × 19/32 = 108 s, a gain of 62 s, at least
+    // PROVING_MARGIN × 8.5 s noise / INEFFECTIVE_GAIN = 57 s; 6 subtasks (22 key groups)
+    // would predict 122 s, a gain of 48 s.
+    assert_eq!(to, AppConfig::new(7, 1), "{}", proving.message);
+
+    // An earlier step at this load halved the duration with the load factor: large state.
+    let followed = after_step(
+        Cause::LargeState,
+        AppConfig::new(2, 1),
+        AppConfig::new(4, 1),
+        60,
+        340_000.0,
+    );
+    let full = decide_on(AppConfig::new(4, 1), app_level(170.0, large), &followed);
+    assert!(!full.message.contains("proving step"), "{}", full.message);
+    assert!(scaled_to(&full).kpus() > to.kpus(), "{}", full.message);
+
+    // Saturated and falling behind: under-provisioned, sized to the target at once.
+    let saturated = |i: usize, s: &mut Sample| {
+        large(i, s);
+        s.cpu_utilization = Some(96.0);
+        s.millis_behind_latest = Some(60_000.0 * (i as f64 + 1.0));
+    };
+    let d = decide_on(
+        AppConfig::new(4, 1),
+        app_level(170.0, saturated),
+        &History::default(),
+    );
+    assert_eq!(d.diagnosis.cause, Cause::UnderProvisioned);
+    assert!(scaled_to(&d).kpus() > to.kpus(), "{}", d.message);
+}
+
+/// After a proving step that shortened the checkpoints by less than an even spread of the
+/// state would, the fitted model leaves even the best allowed configuration over the
+/// budget: another restart buys no minute within it, so the job holds where it is (no
+/// second restart, neither further up nor back). A step that answered as even spread
+/// predicts is large state: the next step is sized on it.
+#[test]
+fn a_proving_step_that_leaves_the_budget_out_of_reach_holds() {
+    let history = after_step(
+        Cause::LargeState,
+        AppConfig::new(4, 1),
+        AppConfig::new(7, 1),
+        60,
+        288_000.0,
+    );
+    let d = decide_on(AppConfig::new(7, 1), app_level(222.0, large), &history);
+    assert_eq!(d.diagnosis.cause, Cause::StateSkew, "{}", d.diagnosis.summary);
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::ScalingIneffective),
+        "{d:?}"
+    );
+    assert!(
+        d.diagnosis.summary.contains("still over the budget"),
+        "{}",
+        d.diagnosis.summary
+    );
+    assert_explained(&d);
+
+    let d = decide_on(AppConfig::new(7, 1), app_level(185.0, large), &history);
+    assert_eq!(d.diagnosis.cause, Cause::LargeState, "{}", d.diagnosis.summary);
+    assert!(scaled_to(&d).kpus() > 7, "{d:?}");
+}
+
+/// A scale-up that helped more than `INEFFECTIVE_GAIN` of the prediction but left a part of
+/// the checkpoint beyond the budget that parallelism does not shorten (the two durations'
+/// fit) proves a hot key as well.
+#[test]
+fn a_step_that_leaves_an_unshrinking_part_beyond_the_budget_proves_skew() {
+    // 288 s at load factor 32, 200 s at 8: about 171 s does not shrink with parallelism.
+    let history = after_step(
+        Cause::LargeState,
+        AppConfig::new(4, 1),
+        AppConfig::new(16, 1),
+        60,
+        288_000.0,
+    );
+    let d = decide_on(AppConfig::new(16, 1), app_level(200.0, large), &history);
+    assert_eq!(d.diagnosis.cause, Cause::StateSkew, "{}", d.diagnosis.summary);
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::ScalingIneffective),
+        "{d:?}"
+    );
+    assert!(d.diagnosis.summary.contains("does not") || d.diagnosis.summary.contains("did not"));
+}

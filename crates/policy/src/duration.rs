@@ -7,8 +7,8 @@
 //! digit, at most [`MAX`]: exactly what the CRD's pattern and rules accept); [`go_nanos`] is
 //! the whole of Go's grammar, for judging CEL literals as an API server would.
 //!
-//! Everything printed comes from [`format`], in the same grammar, so any duration the
-//! project prints can be read back: [`format`] exactly (`1m30s`, `250ms`), [`human`] rounded
+//! Everything printed comes from [`format()`], in the same grammar, so any duration the
+//! project prints can be read back: [`format()`] exactly (`1m30s`, `250ms`), [`human`] rounded
 //! to what a person reads in a message (`850ms`, `4.2s`, `1m43s`, `2h5m`).
 //!
 //! Pure: no I/O, no clock.
@@ -211,7 +211,7 @@ pub fn round(d: Duration) -> Duration {
     Duration::from_millis(u64::try_from(rounded).unwrap_or(u64::MAX))
 }
 
-/// A duration for a message or a table: [`format`] of [`round`] (`850ms`, `4.2s`, `1m43s`,
+/// A duration for a message or a table: [`format()`] of [`round`] (`850ms`, `4.2s`, `1m43s`,
 /// `2h5m`).
 pub fn human(d: Duration) -> String {
     format(round(d))

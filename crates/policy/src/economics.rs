@@ -9,7 +9,7 @@
 //! - a scale-down pays back only when the KPUs it saves, over the time the lower load
 //!   lasts, outweigh the restart (twice, when the load is known to come back: the way up
 //!   restarts again) — so a trough shorter than the payback is held through;
-//! - with a forecast, [`plan`] chooses the configuration of every coming hour at once (a
+//! - with a forecast, `plan` chooses the configuration of every coming hour at once (a
 //!   small dynamic programme over the Pareto-cheapest configurations), so a rising or
 //!   recurring load gets one sufficient step, taken before the load ramps up, rather than a
 //!   restart per step of the ramp.

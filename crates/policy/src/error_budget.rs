@@ -66,15 +66,15 @@ pub struct ErrorBudgetState {
 }
 
 impl ErrorBudgetState {
-    /// Whether planned restarts must stop: less than [`LOW_SHARE`] left, or fewer minutes
-    /// than [`RESERVE_RESTARTS`] restarts of `restart_ms` plus the one planned.
+    /// Whether planned restarts must stop: less than `LOW_SHARE` left, or fewer minutes
+    /// than `RESERVE_RESTARTS` restarts of `restart_ms` plus the one planned.
     pub fn is_low(&self, restart_ms: i64) -> bool {
         let restart_minutes = restart_ms as f64 / 60_000.0;
         self.remaining_share < LOW_SHARE
             || self.remaining_minutes < (RESERVE_RESTARTS + 1.0) * restart_minutes
     }
 
-    /// Whether the budget is plentiful enough to spend early (see [`PLENTIFUL_SHARE`]).
+    /// Whether the budget is plentiful enough to spend early (see `PLENTIFUL_SHARE`).
     pub fn is_plentiful(&self) -> bool {
         self.remaining_share > PLENTIFUL_SHARE && self.burn_rate <= 1.0
     }

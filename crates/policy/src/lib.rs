@@ -275,7 +275,9 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
     let s_now = ctx.space.load(ctx.current);
     let (rate_now, saturating_load, first_at_most) = match finding.need {
         Need::Grow(g)
-            if !g.lower_per_kpu && matches!(finding.cause, Cause::UnderProvisioned | Cause::LargeState) =>
+            if !g.lower_per_kpu
+                && g.basis != Basis::Proving
+                && matches!(finding.cause, Cause::UnderProvisioned | Cause::LargeState) =>
         {
             // The target aims at the CPU target or the duration target: it saturates beyond.
             // (CPU above its floor scales with the load factor, see `cpu`.)
@@ -516,6 +518,11 @@ fn promise(ctx: &Context<'_>, need: Grow, to: AppConfig) -> String {
              time and lag: back-pressure inflates the duration until the job keeps up)"
         ),
         Basis::Memory => format!("give each subtask about {ratio:.1}× the memory"),
+        Basis::Proving => format!(
+            "bring checkpoints to {} if the state is spread evenly; the next step, if one is \
+             needed, is sized on how the duration answers, and none follows if it does not",
+            predicted(ctx, to)
+        ),
     }
 }
 

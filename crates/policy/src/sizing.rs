@@ -36,6 +36,9 @@ pub(crate) enum Basis {
     Throughput,
     /// Memory utilization.
     Memory,
+    /// The duration model, for a proving step: the smallest step whose effect tells large
+    /// state from a hot key (see `diagnose`).
+    Proving,
 }
 
 /// The work the most loaded vCPU carries, in key groups:

@@ -917,12 +917,13 @@ fn a_plentiful_error_budget_spends_after_half_the_stabilization_window() {
     let mut h = spent(&b, 100, 0);
     let raw = run(&b, &idle_obs(), &h).recommendation;
     h.recommendations.push(RecommendationRecord {
-        at: t(NOW - 101),
+        at: t(NOW - 141),
         config: raw,
     });
-    // Without a forecast the 8 KPUs saved pay for the restart (10 minutes and the catch-up
-    // at 40% utilization, at 64 KPU-minutes per violation minute) in about 133 minutes:
-    // 101 minutes are enough with a plentiful budget (half of it), not without one.
+    // Without a forecast the 8 KPUs saved pay for the restart and the one back up (10
+    // minutes each and the catch-up at 40% utilization, at 64 KPU-minutes per violation
+    // minute) in about 267 minutes: 141 minutes are enough with a plentiful budget (half of
+    // it), not without one.
     assert_eq!(run(&b, &idle_obs(), &h).reason, Reason::ScaleDownStabilized);
     let mut without = h.clone();
     without.slo_minutes.clear();
@@ -1125,6 +1126,22 @@ fn sustained_cpu_near_saturation_scales_before_the_cliff() {
         &History::default(),
     );
     assert_eq!(d.action, Action::Hold);
+}
+
+#[test]
+fn on_a_ramp_the_step_is_sized_ahead_of_it_and_a_step_change_is_not() {
+    let o = obs(AppConfig::new(8, 2), window(10.0, near_saturation));
+    let flat = scaled_to(&run(&budget(), &o, &History::default()));
+    // The same minutes after four hours of input rising evenly to 1,000 records/s.
+    let rising = |h: i64| 1000.0 - 100.0 * (18 - h) as f64;
+    let mut on_ramp = o.clone();
+    on_ramp.hourly_input = hourly_history(1, |h| if h < 14 { 500.0 } else { rising(h) });
+    let ahead = scaled_to(&run(&budget(), &on_ramp, &History::default()));
+    assert!(ahead.kpus() > flat.kpus(), "{ahead} vs {flat}");
+    // One hour's jump to the same rate is a step: sized as without history.
+    let mut stepped = o.clone();
+    stepped.hourly_input = hourly_history(1, |h| if h < 17 { 500.0 } else { 950.0 });
+    assert_eq!(scaled_to(&run(&budget(), &stepped, &History::default())), flat);
 }
 
 #[test]

@@ -185,6 +185,24 @@ pub(crate) const LAG_TREND_PERIODS: usize = 5;
 /// model predicted (load-adjusted) while the job was not saturated.
 pub(crate) const INEFFECTIVE_GAIN: f64 = 0.30;
 
+/// The relative noise assumed of a checkpoint duration at least (the spread of the window,
+/// highest judged against the median, when it is larger): checkpoints of the same state at
+/// the same load differ by a few percent with S3's latency and the input's noise.
+pub(crate) const DURATION_NOISE_FLOOR: f64 = 0.05;
+
+/// A proving step (the first step on a breach whose cause may be a hot key, see `diagnose`)
+/// must predict an improvement this many times the duration's noise above the share
+/// [`INEFFECTIVE_GAIN`] that judges it, so that neither a step that helps nor one that does
+/// not is mistaken for the other.
+pub(crate) const PROVING_MARGIN: f64 = 2.0;
+
+/// A fixed part (the part of the checkpoint that does not shrink with the parallelism,
+/// fitted from a step) of at least this share of the duration is a hot key's, not state
+/// spread evenly: three times the share assumed without history
+/// ([`DEFAULT_FIXED_DURATION_FRACTION`]), and more than twice the noise a fit from a
+/// proving step carries.
+pub(crate) const SKEWED_FIXED_SHARE: f64 = 0.30;
+
 /// The "scaling is ineffective" verdict is lifted when the input rate moved by more than
 /// this ratio since the scale-up (the situation changed) ...
 pub(crate) const INEFFECTIVE_LOAD_CHANGE: f64 = 0.50;

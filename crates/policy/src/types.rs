@@ -487,7 +487,12 @@ pub enum Reason {
     MissingMetrics,
     /// Scaling is not the fix (serializer, external call, skew).
     NotFixableByScaling,
-    /// The last scale-up did not improve checkpoint duration.
+    /// The last step did not do what it was for, so another would not either: a scale-up
+    /// made for a breach shortened the checkpoints by less than 30% of the prediction, or
+    /// left a part that no parallelism shortens beyond the budget, or every allowed
+    /// configuration over it (state skew, a hot key); or a step for memory pressure left
+    /// memory as high. Holds until the input rate moves by more than half, or a day (skew)
+    /// or two hours (memory) after the step.
     ScalingIneffective,
     /// Failures within `maxFailedCheckpoints`.
     FailuresWithinBudget,

@@ -11,11 +11,8 @@
 //! (`simulate` observes through the controller's own CloudWatch code); the controller
 //! cannot reach it, nor it the controller.
 
-/// The AWS emulator: the model behind the kinesisanalyticsv2 and CloudWatch wire protocols.
 pub mod emulator;
-/// The Flink backend of the emulator: real Flink jobs on loopback clusters.
 pub mod flink;
-/// A virtual-time model of Managed Service for Apache Flink (scenarios, service, metrics).
 pub mod sim;
 
 use checkpoint_autoscaler_api::crd;

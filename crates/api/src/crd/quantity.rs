@@ -45,7 +45,7 @@ pub enum QuantityError {
     /// Zero or negative.
     #[error("{0:?} is not positive; sizes here must be at least one byte")]
     NotPositive(String),
-    /// More bytes than a u64 holds (see [`QUANTITY_MAX_RULE`]).
+    /// More bytes than a u64 holds (see `QUANTITY_MAX_RULE`).
     #[error("{0:?} is too large; sizes here are below 16Ei")]
     Overflow(String),
 }

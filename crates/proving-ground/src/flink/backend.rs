@@ -3,7 +3,7 @@
 //!
 //! The control plane (validation, versions, operations, `UPDATING`, rollback, snapshots,
 //! tags, the views, the service's autoscaling, the metrics) is the one
-//! [`Service`](crate::sim::Service) of the model as well; here every application is a Flink
+//! [`Service`] of the model as well; here every application is a Flink
 //! job on its own standalone cluster, driven by one task per application (an actor owning
 //! the [`Cluster`]) that performs the service's [`Action`]s:
 //!

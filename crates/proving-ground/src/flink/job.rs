@@ -144,7 +144,7 @@ FROM (SELECT k, LAST_VALUE(v) AS v FROM src GROUP BY k)
     )
 }
 
-/// The job id in the output of `flink run -d` ("Job has been submitted with JobID <hex>").
+/// The job id in the output of `flink run -d` ("Job has been submitted with JobID `<hex>`").
 pub fn parse_job_id(output: &str) -> Option<String> {
     output.lines().find_map(|l| {
         let id = l.split("submitted with JobID").nth(1)?.trim();

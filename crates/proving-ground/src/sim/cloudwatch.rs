@@ -5,9 +5,9 @@
 //! `GetMetricData` queries and their paging ([`crate::aws::cloudwatch`]), the assembly
 //! (running counts to per-period increases, NaN and gaps to missing data) and
 //! [`aws::observe`](crate::aws::observe). Only the transport differs: instead of the SDK and
-//! the emulator's wire protocol, [`ModelCloudWatch`] answers each query from the fleet's
+//! the emulator's wire protocol, `ModelCloudWatch` answers each query from the fleet's
 //! metric store with the function the emulator's `GetMetricData` serves it with
-//! ([`stat_datapoints`]). `tests/integration/observe.rs` checks that both transports give
+//! (`stat_datapoints`). `tests/integration/observe.rs` checks that both transports give
 //! identical observations.
 
 use std::time::Duration;

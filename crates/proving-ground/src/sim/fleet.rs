@@ -1,6 +1,6 @@
 //! The model as a runtime of the service: many Managed Flink applications in virtual time.
 //! The control plane (versions, operations, `UPDATING`, rollback, quotas, the service's own
-//! autoscaling, tags, the CloudWatch metrics) is [`Service`](super::service::Service); this
+//! autoscaling, tags, the CloudWatch metrics) is [`Service`]; this
 //! is what runs the jobs — [`Model`], each job a [`Job`] of the model's physics, every
 //! action taking the time the model says it takes.
 //!
