@@ -16,6 +16,7 @@ use super::{
     economics::{self, Level, Slot},
     forecast::{Profile, hour_start_s},
     signals::ts_ms,
+    tuning::MINUTES_OVER_HOURLY_AVERAGE,
     types::{AppConfig, ForecastPlan, PlannedChange},
 };
 
@@ -23,12 +24,6 @@ use super::{
 pub(crate) const HORIZON_HOURS: i64 = 24;
 
 const HOUR_S: i64 = 3600;
-
-/// How far the busiest minutes of an hour run above its average input (CloudWatch's
-/// one-minute `numRecordsInPerSecond` varies by a few percent from minute to minute, and the
-/// controller judges every minute): a plan that fits the hourly average exactly would be
-/// overruled by the first noisy minute near saturation.
-const MINUTES_OVER_HOURLY_AVERAGE: f64 = 1.1;
 
 /// The plan for the coming hours, with what it rests on.
 #[derive(Clone, Debug)]

@@ -145,7 +145,8 @@ pub(crate) fn demand_factor(signals: &Signals) -> f64 {
 /// - in steady state that rate must fit in `CPU_TARGET` % of the new capacity;
 /// - and the backlog (the current lag plus what a restart of `restart_ms` adds) must drain
 ///   within `CATCH_UP_MINUTES`;
-/// - `growth` scales the input for the load expected ahead (see [`input_growth`]).
+/// - `growth` scales the input for the load expected ahead (see [`input_growth`] and
+///   [`ramp_growth`]), which must fit under [`AHEAD_CPU_CEILING`].
 ///
 /// The CPU above `cpu_floor` (what the input does not drive, see `cpu`) scales with the
 /// input; busy time has no floor.
@@ -169,11 +170,15 @@ pub(crate) fn load_factor_for_throughput(
         (None, Some(b)) => (b, 0.0),
         (None, None) => return None,
     };
-    let demand = (utilization - floor) * demand_factor(signals) * growth.max(1.0);
+    let demand = (utilization - floor) * demand_factor(signals);
     let steady = demand / (CPU_TARGET - floor);
+    // The load expected ahead need not leave the target's headroom as well (it is a
+    // projection, and by the time it comes the restart's backlog is long drained): it must
+    // stay clear of the cliff, with room for the busier minutes.
+    let ahead = demand * growth.max(1.0) / (AHEAD_CPU_CEILING - floor).max(f64::MIN_POSITIVE);
     let backlog_ms = signals.lag.unwrap_or(0.0).max(0.0) + restart_ms as f64;
     let catch_up = demand * (1.0 + backlog_ms / (CATCH_UP_MINUTES * 60_000.0)) / (100.0 - floor);
-    Some(s_now / steady.max(catch_up).max(f64::MIN_POSITIVE))
+    Some(s_now / steady.max(ahead).max(catch_up).max(f64::MIN_POSITIVE))
 }
 
 /// The highest load factor that brings memory `memory` % down to `target` %.

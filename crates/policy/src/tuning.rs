@@ -258,3 +258,13 @@ pub(crate) const RAMP_MIN_HOURS: usize = 3;
 /// The least share of the mean hourly rise each of those hours must show: a ramp rises
 /// every hour, a step all at once.
 pub(crate) const RAMP_EVENNESS: f64 = 0.25;
+
+/// How far the busiest minutes of an hour run above its average input (CloudWatch's
+/// one-minute `numRecordsInPerSecond` varies by a few percent from minute to minute, and the
+/// controller judges every minute).
+pub(crate) const MINUTES_OVER_HOURLY_AVERAGE: f64 = 1.1;
+
+/// The CPU, %, the load expected ahead (a ramp's, a rising input's) may take of a step sized
+/// for it: clear of the cliff (`CPU_NEAR_SATURATION`) by the busier minutes' margin. The
+/// load of now keeps `CPU_TARGET`.
+pub(crate) const AHEAD_CPU_CEILING: f64 = CPU_NEAR_SATURATION / MINUTES_OVER_HOURLY_AVERAGE;
