@@ -25,6 +25,11 @@ pub(crate) const HORIZON_HOURS: i64 = 24;
 
 const HOUR_S: i64 = 3600;
 
+/// How many times over a scale-down the forecast says will pay back must pay back: its
+/// restarts (down, and back up when the load returns) are certain, its saving rests on the
+/// forecast's hours (a day that breaks the pattern brings the load back early).
+const FORECAST_PAYBACK_MARGIN: f64 = 2.0;
+
 /// The plan for the coming hours, with what it rests on.
 #[derive(Clone, Debug)]
 pub(crate) struct Outlook {
@@ -220,6 +225,9 @@ impl Outlook {
             ),
             None => economics::payback_minutes(saved, 1.0, down, self.price),
         };
+        // NB: the restarts are certain, the saving rests on the forecast's hours: it must
+        // pay back with a margin.
+        let payback = payback * FORECAST_PAYBACK_MARGIN;
         if minutes >= payback {
             return Ok(());
         }
