@@ -72,6 +72,18 @@ pub(crate) fn floor(history: &History) -> f64 {
         .unwrap_or(0.0)
 }
 
+/// The input rate at which the running configuration `current` would reach `target` % CPU,
+/// read off its own span once fitted: extrapolated from the span's busier reading, the one
+/// nearest saturation (from a night's reading near the floor, a floor off by two points
+/// moves the answer by a fifth). `None` when the span is another configuration's or is not
+/// fitted yet.
+pub(crate) fn rate_at(history: &History, current: AppConfig, target: f64) -> Option<f64> {
+    let span = history.cpu_span.as_ref().filter(|s| s.config == current)?;
+    let floor = fit(span)?;
+    let variable = span.high.cpu_percent - floor;
+    (variable > 0.0).then(|| span.high.records_per_second * (target - floor).max(0.0) / variable)
+}
+
 /// The floor of the line through the span's two points, when they are far enough apart and
 /// the line is plausible (CPU rising with the rate, a floor below the lower reading).
 fn fit(span: &CpuSpan) -> Option<f64> {
@@ -133,6 +145,26 @@ mod tests {
         // From the night's reading the configuration saturates where the line reaches 100%.
         let s = load_for(cpu_at(1200.0), f, 32.0, 100.0);
         assert!((s / 32.0 * 1200.0 - 9200.0).abs() < 1e-6, "{s}");
+    }
+
+    #[test]
+    fn the_saturating_rate_is_read_off_the_busier_reading() {
+        let (a, b) = (AppConfig::new(4, 1), AppConfig::new(8, 1));
+        let mut h = History::default();
+        record(&mut h, &figures(1000.0, cpu_at(1000.0)), a, t(0));
+        assert_eq!(rate_at(&h, a, 100.0), None, "one reading is no line");
+        record(&mut h, &figures(6000.0, cpu_at(6000.0)), a, t(1));
+        let r = rate_at(&h, a, 100.0).expect("fitted");
+        assert!((r - 9200.0).abs() < 1e-6, "{r}");
+        // Tonight's reading two points above the line (noise, a busier minute): from it and
+        // the floor the configuration would look a sixth smaller; the line still says 9200.
+        let tonight = cpu_at(1100.0) + 2.0;
+        let from_tonight = load_for(tonight, floor(&h), 1.0, 100.0) * 1100.0;
+        assert!((9200.0 - from_tonight) / 9200.0 > 0.15, "{from_tonight}");
+        record(&mut h, &figures(1100.0, tonight), a, t(2));
+        assert_eq!(rate_at(&h, a, 100.0), Some(r));
+        // Another configuration's line says nothing of this one's.
+        assert_eq!(rate_at(&h, b, 100.0), None);
     }
 
     #[test]

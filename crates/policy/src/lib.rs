@@ -300,9 +300,14 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
                 .unwrap_or(s_now);
             // NB: the CPU of the same recent periods as the rate (the window's maximum may
             // be a catch-up's, or a noisy minute's, against another minute's rate).
-            let by_cpu = sig.cpu.filter(|c| *c > 0.0).map_or(f64::INFINITY, |c| {
-                cpu::load_for(c, ctx.cpu_floor.min(c / 2.0), s_now, 100.0)
-            });
+            // Read off the configuration's own line when it has one (its busier reading is
+            // nearer saturation than a night's), else from the recent reading and the floor.
+            let by_cpu = match cpu::rate_at(ctx.history, ctx.current, 100.0) {
+                Some(r) if r > rate => s_now * r / rate,
+                _ => sig.cpu.filter(|c| *c > 0.0).map_or(f64::INFINITY, |c| {
+                    cpu::load_for(c, ctx.cpu_floor.min(c / 2.0), s_now, 100.0)
+                }),
+            };
             (rate, by_duration.min(by_cpu).max(s_now), None)
         }
         _ => return None,
