@@ -4,9 +4,11 @@
 //!   breached, -1 when far under, a fixed cooldown in between.
 //! - [`Optimal`]: the clairvoyant offline optimum for a trace: the cheapest schedule of
 //!   configurations that meets the budget as well as any schedule can, restart costs
-//!   included, planned by dynamic programming over (minute × configuration) with the whole
-//!   trace known in advance, then *executed* on the same fleet so that its figures are
-//!   measured exactly like every other policy's.
+//!   included (the restart's minutes and the catch-up of the backlog it leaves), planned
+//!   by dynamic programming over (minute × configuration) with the whole trace known in
+//!   advance, then *executed* on the same fleet so that its figures are measured exactly
+//!   like every other policy's (`simulate --compare` then reports, at each price, the best
+//!   executed schedule; see docs/frontier.md).
 
 use std::time::Duration;
 
