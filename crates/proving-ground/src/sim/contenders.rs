@@ -8,7 +8,7 @@
 //!   by dynamic programming over (minute × configuration) with the whole trace known in
 //!   advance, then *executed* on the same fleet so that its figures are measured exactly
 //!   like every other policy's (`simulate --compare` then reports, at each price, the best
-//!   executed schedule; see docs/frontier.md).
+//!   executed schedule).
 
 use std::time::Duration;
 
