@@ -4,9 +4,11 @@
 //!   breached, -1 when far under, a fixed cooldown in between.
 //! - [`Optimal`]: the clairvoyant offline optimum for a trace: the cheapest schedule of
 //!   configurations that meets the budget as well as any schedule can, restart costs
-//!   included, planned by dynamic programming over (minute × configuration) with the whole
-//!   trace known in advance, then *executed* on the same fleet so that its figures are
-//!   measured exactly like every other policy's.
+//!   included (the restart's minutes and the catch-up of the backlog it leaves), planned
+//!   by dynamic programming over (minute × configuration) with the whole trace known in
+//!   advance, then *executed* on the same fleet so that its figures are measured exactly
+//!   like every other policy's (`simulate --compare` then reports, at each price, the best
+//!   executed schedule).
 
 use std::time::Duration;
 
@@ -14,6 +16,7 @@ use jiff::{SignedDuration, Timestamp};
 
 use super::{
     fleet::{ConfigurationType, DEFAULT_KPU_QUOTA, Fleet, ParallelismUpdate, UpdateApplication},
+    model::Workload,
     scenario::Scenario,
     simulate::{self, Note, Policy, SimError},
 };
@@ -185,18 +188,131 @@ impl Policy for Scripted {
     }
 }
 
-/// What one configuration does on the trace when held throughout (minute by minute).
+/// What one configuration does on the trace when held throughout (minute by minute), and
+/// what a change into it costs in catch-up.
 struct Profile {
     config: AppConfig,
     /// Whether each minute breached the budget.
     violated: Vec<bool>,
+    /// Offered input each minute, records/s (the same on every profile of a trace).
+    offered: Vec<f64>,
+    /// Records per second the configuration processes (the model's own capacity).
+    capacity: f64,
+    /// `violated_before[t]`: violated minutes among the first `t` (length `minutes + 1`).
+    violated_before: Vec<u32>,
+    /// `catch_up[t]`: violation minutes a change taking effect at minute `t` adds while
+    /// the restart's backlog drains (see [`catch_up_minutes`]); zero until
+    /// [`Profile::price_catch_up`].
+    catch_up: Vec<u32>,
+}
+
+impl Profile {
+    fn new(config: AppConfig, violated: Vec<bool>, offered: Vec<f64>, capacity: f64) -> Self {
+        let mut violated_before = Vec::with_capacity(violated.len() + 1);
+        let mut n = 0;
+        violated_before.push(0);
+        for &v in &violated {
+            n += u32::from(v);
+            violated_before.push(n);
+        }
+        let catch_up = vec![0; violated.len()];
+        Self {
+            config,
+            violated,
+            offered,
+            capacity,
+            violated_before,
+            catch_up,
+        }
+    }
+
+    /// Violated minutes in `[from, to)`.
+    fn violated_in(&self, from: usize, to: usize) -> u32 {
+        self.violated_before[to] - self.violated_before[from]
+    }
+
+    /// Fills [`Profile::catch_up`] for changes that keep the job down `restart` minutes.
+    fn price_catch_up(&mut self, restart: u64) {
+        self.catch_up = catch_up_minutes(&self.offered, self.capacity, restart as usize, &self.violated);
+    }
+}
+
+/// For each minute `t`, the violation minutes a change into a configuration processing
+/// `capacity` records/s adds when it takes effect at `t`: the `restart` minutes before `t`
+/// leave their offered input as a backlog, which drains at the configuration's spare
+/// capacity (`capacity - offered`, minute by minute); every minute until it has drained
+/// runs at full CPU under back-pressure, with checkpoints over the budget. Minutes the
+/// configuration breaches anyway (`violated`) are not counted twice. A backlog that never
+/// drains counts every minute to the end of the trace. At a steady utilization `u`, about
+/// `restart × u / (1 - u)` minutes.
+fn catch_up_minutes(offered: &[f64], capacity: f64, restart: usize, violated: &[bool]) -> Vec<u32> {
+    let minutes = offered.len().min(violated.len());
+    // Cumulative offered records and cumulative spare capacity, per minute.
+    let mut arrived = vec![0.0; minutes + 1];
+    let mut spare = vec![0.0; minutes + 1];
+    let mut fine = vec![0u32; minutes + 1];
+    for t in 0..minutes {
+        arrived[t + 1] = arrived[t] + offered[t] * 60.0;
+        spare[t + 1] = spare[t] + (capacity - offered[t]) * 60.0;
+        fine[t + 1] = fine[t] + u32::from(!violated[t]);
+    }
+    let reach = FirstReaching::new(&spare);
+    (0..minutes)
+        .map(|t| {
+            // A change effective before `restart` minutes have passed is down as long.
+            let from = t.saturating_sub(restart);
+            let backlog = arrived[t] - arrived[from] + (restart - (t - from)) as f64 * offered[0] * 60.0;
+            if backlog <= 0.0 {
+                return 0;
+            }
+            // Drained at the end of the first minute m > t with spare[m] - spare[t] >= backlog.
+            let drained = reach.first(t + 1, spare[t] + backlog).unwrap_or(minutes);
+            fine[drained] - fine[t]
+        })
+        .collect()
+}
+
+/// Answers "the first index at or after `from` where the series reaches `target`" in
+/// O(log n), with a sparse table of range maxima.
+struct FirstReaching {
+    /// `levels[k][i]`: the maximum of `series[i .. i + 2^k]`.
+    levels: Vec<Vec<f64>>,
+}
+
+impl FirstReaching {
+    fn new(series: &[f64]) -> Self {
+        let mut levels = vec![series.to_vec()];
+        let mut width = 1;
+        while width * 2 <= series.len() {
+            let last = &levels[levels.len() - 1];
+            let next: Vec<f64> = (0..=series.len() - width * 2)
+                .map(|i| last[i].max(last[i + width]))
+                .collect();
+            levels.push(next);
+            width *= 2;
+        }
+        Self { levels }
+    }
+
+    fn first(&self, from: usize, target: f64) -> Option<usize> {
+        let series = &self.levels[0];
+        let mut at = from;
+        // Skip, in decreasing powers of two, every block that stays below the target.
+        for (k, level) in self.levels.iter().enumerate().rev() {
+            if at < level.len() && level[at] < target {
+                at += 1 << k;
+            }
+        }
+        (at < series.len() && series[at] >= target).then_some(at)
+    }
 }
 
 /// The prices of one SLO-violation minute, in KPU-minutes, at which the clairvoyant
 /// frontier is planned (`optimal@<price>` in `simulate --compare`): from "a violation
-/// minute is worth one KPU for a minute" (the plan sits out nearly every breach) to 256
-/// (it pays almost anything to avoid one).
-pub const FRONTIER_PRICES: [f64; 5] = [1.0, 4.0, 16.0, 64.0, 256.0];
+/// minute is worth one KPU for a minute" (the plan sits out nearly every breach) to 4096
+/// (it pays almost anything to avoid one, so the frontier reaches the fewest violation
+/// minutes any schedule gets).
+pub const FRONTIER_PRICES: [f64; 7] = [1.0, 4.0, 16.0, 64.0, 256.0, 1024.0, 4096.0];
 
 /// The clairvoyant optimum: plans on the whole trace, then runs the plan.
 pub struct Optimal;
@@ -250,8 +366,11 @@ impl Planner {
             scenario.application.parallelism,
             scenario.application.parallelism_per_kpu,
         );
-        let (profiles, refused) = profiles(scenario, &budget, initial)?;
+        let (mut profiles, refused) = profiles(scenario, &budget, initial)?;
         let restart = restart_minutes(scenario, &profiles, initial)?;
+        for profile in &mut profiles {
+            profile.price_catch_up(restart);
+        }
         Ok(Self {
             profiles,
             initial,
@@ -318,6 +437,8 @@ fn profiles(
     initial: AppConfig,
 ) -> Result<(Vec<Profile>, Vec<String>), SimError> {
     let configs = candidates(budget, initial);
+    let workload = Workload::from_scenario(scenario);
+    let workload = &workload;
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(8);
     let chunk = configs.len().div_ceil(threads).max(1);
     type Outcome = Result<Result<Profile, String>, SimError>;
@@ -332,14 +453,12 @@ fn profiles(
                             s.application.parallelism = config.parallelism;
                             s.application.parallelism_per_kpu = config.parallelism_per_kpu;
                             match simulate::run(&s, &mut super::baselines::Static, None) {
-                                Ok(report) => Ok(Ok(Profile {
+                                Ok(report) => Ok(Ok(Profile::new(
                                     config,
-                                    violated: report
-                                        .rows
-                                        .iter()
-                                        .map(|r| r.slo_violated == Some(true))
-                                        .collect(),
-                                })),
+                                    report.rows.iter().map(|r| r.slo_violated == Some(true)).collect(),
+                                    report.rows.iter().map(|r| r.offered_per_second).collect(),
+                                    workload.capacity(config),
+                                ))),
                                 Err(SimError::Service(e)) if config != initial => {
                                     Ok(Err(format!("{config}: {} {e}", e.code())))
                                 }
@@ -387,9 +506,12 @@ fn restart_minutes(scenario: &Scenario, profiles: &[Profile], initial: AppConfig
 
 /// Dynamic programming over (minute × configuration): the cost of a minute is its KPUs
 /// plus `violation` (the price of a violation minute, in KPU-minutes) if that
-/// configuration breaches the budget then; a change costs `restart` minutes of violation
-/// at the larger configuration's KPUs, and is requested `restart` minutes before it takes
-/// effect (the plan knows the future).
+/// configuration breaches the budget then. A change from `a` into `b` effective at minute
+/// `t` is requested `restart` minutes before (the plan knows the future); those minutes
+/// cost a violation minute each at the larger configuration's KPUs instead of what `a`
+/// would have cost in them, and the restart's backlog then drains at `b`'s spare capacity,
+/// every minute of it a violation minute (`Profile::catch_up`): a change into a
+/// configuration with little headroom, or at a peak, costs its catch-up.
 fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) -> Vec<(u64, AppConfig)> {
     let n = profiles.len();
     let minutes = profiles.iter().map(|p| p.violated.len()).min().unwrap_or(0);
@@ -399,45 +521,57 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) 
     let step = |c: usize, t: usize| -> f64 {
         f64::from(profiles[c].config.kpus()) + if profiles[c].violated[t] { violation } else { 0.0 }
     };
-    let switch = |a: usize, b: usize| -> f64 {
+    let restart = restart as usize;
+    let switch = |a: usize, b: usize, t: usize| -> f64 {
         let kpus = profiles[a].config.kpus().max(profiles[b].config.kpus());
-        restart as f64 * (violation + f64::from(kpus))
+        let from = t.saturating_sub(restart);
+        let down = (t - from) as f64 * (violation + f64::from(kpus));
+        let instead = (t - from) as f64 * f64::from(profiles[a].config.kpus())
+            + f64::from(profiles[a].violated_in(from, t)) * violation;
+        // A change effective at once still keeps the job down `restart` minutes.
+        let early = (restart - (t - from)) as f64 * (violation + f64::from(kpus));
+        down - instead + early + f64::from(profiles[b].catch_up[t]) * violation
     };
     let start = profiles.iter().position(|p| p.config == initial).unwrap_or(0);
-    // cost[c] after minute t; parent[t][c] = configuration at minute t-1.
+    // cost[c] after minute t; parent[t][c] = configuration at minute t-1; settled[c]: the
+    // cheapest path into c at minute t has held c for `restart` minutes (the service takes
+    // no second update while the first one runs, so a change follows the last one by at
+    // least `restart` minutes, and the minutes a change replaces are c's own).
     let mut cost: Vec<f64> = (0..n)
         .map(|c| {
             if c == start {
                 step(c, 0)
             } else {
-                switch(start, c) + step(c, 0)
+                switch(start, c, 0) + step(c, 0)
             }
         })
         .collect();
+    let mut held: Vec<usize> = (0..n).map(|c| if c == start { restart } else { 1 }).collect();
     let mut parent: Vec<Vec<usize>> = vec![vec![start; n]];
     for t in 1..minutes {
-        let best_prev = (0..n)
-            .min_by(|&a, &b| cost[a].total_cmp(&cost[b]))
-            .unwrap_or(start);
         let mut next = vec![0.0; n];
         let mut from = vec![0; n];
+        let mut next_held = vec![0; n];
         for c in 0..n {
             let stay = cost[c];
-            // The cheapest origin for a switch into c.
+            // The cheapest settled origin for a switch into c.
             let (origin, moved) = (0..n)
-                .filter(|&a| a != c)
-                .map(|a| (a, cost[a] + switch(a, c)))
+                .filter(|&a| a != c && held[a] >= restart)
+                .map(|a| (a, cost[a] + switch(a, c, t)))
                 .min_by(|x, y| x.1.total_cmp(&y.1))
-                .unwrap_or((best_prev, f64::INFINITY));
+                .unwrap_or((c, f64::INFINITY));
             if stay <= moved {
                 next[c] = stay + step(c, t);
                 from[c] = c;
+                next_held[c] = held[c].saturating_add(1);
             } else {
                 next[c] = moved + step(c, t);
                 from[c] = origin;
+                next_held[c] = 1;
             }
         }
         cost = next;
+        held = next_held;
         parent.push(from);
     }
     // Walk back.
@@ -455,7 +589,7 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) 
     for (t, &c) in configs.iter().enumerate() {
         if c != current {
             // Effective at minute t+1 (rows are 1-based); requested `restart` minutes earlier.
-            let at = (t as u64 + 1).saturating_sub(restart).max(1);
+            let at = (t as u64 + 1).saturating_sub(restart as u64).max(1);
             schedule.push((at, profiles[c].config));
             current = c;
         }
@@ -467,28 +601,118 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) 
 mod tests {
     use super::*;
 
+    /// A profile without catch-up (capacity far above the offered input).
     fn profile(p: u32, violated: &[bool]) -> Profile {
-        Profile {
-            config: AppConfig::new(p, 1),
-            violated: violated.to_vec(),
-        }
+        Profile::new(
+            AppConfig::new(p, 1),
+            violated.to_vec(),
+            vec![0.0; violated.len()],
+            f64::MAX,
+        )
+    }
+
+    /// A profile of `p` subtasks processing `capacity` records/s against `offered`,
+    /// breaching wherever the offered input exceeds it, with its catch-up priced for
+    /// restarts of `restart` minutes.
+    fn loaded(p: u32, capacity: f64, offered: &[f64], restart: u64) -> Profile {
+        let violated = offered.iter().map(|&o| o > capacity).collect();
+        let mut profile = Profile::new(AppConfig::new(p, 1), violated, offered.to_vec(), capacity);
+        profile.price_catch_up(restart);
+        profile
     }
 
     #[test]
     fn plan_switches_ahead_of_a_step_and_not_for_a_blip() {
-        // Minute 20 onwards, only p=8 meets the budget; p=4 is cheaper before that.
-        let mut small = vec![false; 20];
-        small.extend(vec![true; 40]);
-        let big = vec![false; 60];
-        let profiles = [profile(4, &small), profile(8, &big)];
+        // From minute 20 the input triples and only p=8 keeps up; p=4 is cheaper before.
+        // Changing after the step leaves three times the backlog, drained at a quarter of
+        // the spare capacity: the change takes effect before the step.
+        let mut offered = vec![1000.0; 20];
+        offered.extend(vec![3000.0; 40]);
+        let profiles = [loaded(4, 2000.0, &offered, 5), loaded(8, 4000.0, &offered, 5)];
         let schedule = plan(&profiles, AppConfig::new(4, 1), 5, 32.0);
-        assert_eq!(schedule, vec![(16, AppConfig::new(8, 1))]);
+        assert_eq!(schedule.len(), 1, "{schedule:?}");
+        assert_eq!(schedule[0].1, AppConfig::new(8, 1));
+        // Requested at minute `at`, effective 5 minutes later, no later than the step.
+        assert!((10..=16).contains(&schedule[0].0), "{schedule:?}");
 
         // A one-minute breach is cheaper to sit out than a five-minute restart.
         let mut blip = vec![false; 60];
         blip[30] = true;
-        let profiles = [profile(4, &blip), profile(8, &big)];
+        let profiles = [profile(4, &blip), profile(8, &[false; 60])];
         assert!(plan(&profiles, AppConfig::new(4, 1), 5, 32.0).is_empty());
+    }
+
+    #[test]
+    fn catch_up_is_the_restart_backlog_drained_at_the_spare_capacity() {
+        // 80% utilization: 5 minutes of backlog drain in 5 × 0.8 / 0.2 = 20 minutes.
+        let offered = vec![800.0; 100];
+        let fine = vec![false; 100];
+        let minutes = catch_up_minutes(&offered, 1000.0, 5, &fine);
+        assert_eq!(minutes[50], 20);
+        // Near the end, the backlog outlasts the trace: every minute left counts.
+        assert_eq!(minutes[95], 5);
+        // Minutes the configuration breaches anyway are not counted twice.
+        let mut breached = fine.clone();
+        breached[55..60].fill(true);
+        assert_eq!(catch_up_minutes(&offered, 1000.0, 5, &breached)[50], 15);
+        // No headroom: it never drains.
+        assert_eq!(catch_up_minutes(&offered, 800.0, 5, &fine)[50], 50);
+        // Ample headroom: the backlog is gone within the first minute.
+        assert_eq!(catch_up_minutes(&offered, 1e9, 5, &fine)[50], 1);
+    }
+
+    #[test]
+    fn first_reaching_finds_the_first_index_at_or_above_a_target() {
+        let series: Vec<f64> = (0..200)
+            .map(|i| ((i * 37) % 101) as f64 - (i as f64) * 0.1)
+            .collect();
+        let reach = FirstReaching::new(&series);
+        for from in [0, 1, 7, 64, 150, 199] {
+            for target in [-30.0, 0.0, 50.0, 99.0, 100.5] {
+                let brute = (from..series.len()).find(|&i| series[i] >= target);
+                assert_eq!(reach.first(from, target), brute, "from {from} target {target}");
+            }
+        }
+        assert_eq!(reach.first(200, 0.0), None);
+    }
+
+    #[test]
+    fn a_switch_into_little_headroom_costs_its_catch_up() {
+        // 16 subtasks for 3,000 records/s; p=6 carries it at 97%, p=8 at 75%.
+        let offered = vec![3000.0; 180];
+        let initial = AppConfig::new(16, 1);
+        let plan_with = |tight: Profile| {
+            let profiles = [
+                loaded(16, 8000.0, &offered, 5),
+                tight,
+                loaded(8, 4000.0, &offered, 5),
+            ];
+            plan(&profiles, initial, 5, 32.0)
+        };
+        // Blind to the catch-up (p=6 held throughout never breaches) the plan takes p=6...
+        let blind = plan_with(profile(6, &[false; 180]));
+        assert_eq!(blind.len(), 1, "{blind:?}");
+        assert_eq!(blind[0].1, AppConfig::new(6, 1));
+        // ...whose backlog of 5 minutes would drain in 5 × 0.97 / 0.03 = 160 minutes; the
+        // plan takes the configuration with headroom.
+        let seeing = plan_with(loaded(6, 3100.0, &offered, 5));
+        assert_eq!(seeing.len(), 1, "{seeing:?}");
+        assert_eq!(seeing[0].1, AppConfig::new(8, 1));
+    }
+
+    #[test]
+    fn a_switch_into_little_headroom_waits_for_a_trough() {
+        // 3,000 records/s but for a trough at 1,000 between minutes 60 and 100.
+        let mut offered = vec![3000.0; 60];
+        offered.extend(vec![1000.0; 40]);
+        offered.extend(vec![3000.0; 200]);
+        let profiles = [loaded(16, 8000.0, &offered, 5), loaded(6, 3100.0, &offered, 5)];
+        let schedule = plan(&profiles, AppConfig::new(16, 1), 5, 32.0);
+        assert_eq!(schedule.len(), 1, "{schedule:?}");
+        assert_eq!(schedule[0].1, AppConfig::new(6, 1));
+        // Down in the trough and drained before the input rises again.
+        let (at, _) = schedule[0];
+        assert!((56..=90).contains(&at), "{schedule:?}");
     }
 
     #[test]
