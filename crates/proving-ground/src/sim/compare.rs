@@ -22,7 +22,7 @@ use std::{
 use serde::Serialize;
 
 use super::{
-    contenders::{FRONTIER_PRICES, Planner, frontier_name},
+    contenders::{FRONTIER_PRICES, Planner, falling_behind_minutes, frontier_name},
     scenario::{Phase, Scenario},
     simulate::{PolicyChoice, RunReport, SimError, run},
 };
@@ -72,6 +72,10 @@ pub struct CompareResult {
     pub final_parallelism_per_kpu: u32,
     /// Simulated minutes.
     pub minutes: u64,
+    /// Minutes in which the job fell further behind its input than the budget's window
+    /// allows ([`falling_behind_minutes`]): a schedule with any does not serve its input,
+    /// whatever its checkpoints do.
+    pub falling_behind_minutes: u64,
 }
 
 /// Totals of one policy over the suite.
@@ -216,6 +220,10 @@ pub fn recovery_minutes(report: &RunReport, changes: &[usize]) -> Vec<u64> {
 
 fn result(scenario: &Scenario, report: &RunReport, changes: &[usize]) -> CompareResult {
     let s = &report.summary;
+    let behind = match scenario.policy_budget() {
+        Ok(Some(budget)) => falling_behind_minutes(&report.rows, budget.window),
+        _ => 0,
+    };
     CompareResult {
         scenario: scenario.name.clone(),
         policy: report.policy.clone(),
@@ -230,6 +238,7 @@ fn result(scenario: &Scenario, report: &RunReport, changes: &[usize]) -> Compare
         final_parallelism: s.final_config.parallelism,
         final_parallelism_per_kpu: s.final_config.parallelism_per_kpu,
         minutes: s.minutes,
+        falling_behind_minutes: behind,
     }
 }
 
@@ -306,15 +315,22 @@ fn compare_scenario(
     Ok((out, planner.refused, price))
 }
 
-/// The row with the least [`total_cost`] at `price` (the first of equals).
+/// The row with the least [`total_cost`] at `price` (the first of equals) among the
+/// schedules that serve the input: a row whose job fell further behind its input than the
+/// budget's window (`falling_behind_minutes`) is not eligible while any row kept up (when
+/// none did, those that fell behind the fewest minutes are).
 pub fn best_at<'a>(price: f64, rows: &[&'a CompareResult]) -> Option<&'a CompareResult> {
-    rows.iter().copied().reduce(|best, r| {
-        if total_cost(r, price) < total_cost(best, price) {
-            r
-        } else {
-            best
-        }
-    })
+    let least_behind = rows.iter().map(|r| r.falling_behind_minutes).min()?;
+    rows.iter()
+        .copied()
+        .filter(|r| r.falling_behind_minutes == least_behind)
+        .reduce(|best, r| {
+            if total_cost(r, price) < total_cost(best, price) {
+                r
+            } else {
+                best
+            }
+        })
 }
 
 /// Compares every policy on every scenario that has a budget. Nothing aborts it: a
@@ -1010,11 +1026,14 @@ budget:
     }
 
     #[test]
-    fn the_schedule_reported_at_a_price_is_never_dearer_there_than_holding_still() {
+    fn the_schedule_reported_at_a_price_is_never_dearer_there_than_one_that_keeps_up() {
         let scenario = Scenario::from_yaml(STEP, "tiny-step").unwrap();
         let c = compare(std::slice::from_ref(&scenario), None).unwrap();
         let get = |p: &str| c.results.iter().find(|r| r.policy == p).unwrap();
         let hold = get("static");
+        // Among the schedules that serve the input, when any does.
+        let least_behind = c.results.iter().map(|r| r.falling_behind_minutes).min().unwrap();
+        let eligible = |r: &CompareResult| r.falling_behind_minutes == least_behind;
         let default_price = c.frontier[0].default_price;
         let prices = FRONTIER_PRICES
             .iter()
@@ -1022,12 +1041,17 @@ budget:
             .chain([("optimal".to_string(), default_price)]);
         for (name, price) in prices {
             let row = get(&name);
+            assert!(eligible(row), "{name}: {row:?}");
             assert!(
-                total_cost(row, price) <= total_cost(hold, price),
+                !eligible(hold) || total_cost(row, price) <= total_cost(hold, price),
                 "{name}: {row:?} against {hold:?}"
             );
             // Nor dearer than any other price's schedule, at this price.
-            for other in c.results.iter().filter(|r| is_clairvoyant(&r.policy)) {
+            for other in c
+                .results
+                .iter()
+                .filter(|r| is_clairvoyant(&r.policy) && eligible(r))
+            {
                 assert!(
                     total_cost(row, price) <= total_cost(other, price),
                     "{name} vs {other:?}"
@@ -1052,6 +1076,7 @@ budget:
             final_parallelism: 1,
             final_parallelism_per_kpu: 1,
             minutes: 360,
+            falling_behind_minutes: 0,
         };
         // A plan that scaled down and spent 63 violation minutes on the catch-up, against
         // holding 16 KPUs for six hours without one.
@@ -1064,6 +1089,61 @@ budget:
         let twin = row("twin", 63, 7.2);
         assert_eq!(best_at(4.0, &[&plan, &twin]).unwrap().policy, "plan");
         assert!(best_at(4.0, &[]).is_none());
+        // A schedule that falls behind its input is not eligible, however cheap; when
+        // every one does, those that fall behind the least are.
+        let lagging = CompareResult {
+            falling_behind_minutes: 300,
+            ..row("lagging", 0, 1.0)
+        };
+        assert_eq!(best_at(1.0, &[&lagging, &plan, &hold]).unwrap().policy, "plan");
+        let worse = CompareResult {
+            falling_behind_minutes: 301,
+            ..row("worse", 0, 0.5)
+        };
+        assert_eq!(best_at(1.0, &[&worse, &lagging]).unwrap().policy, "lagging");
+    }
+
+    /// Two subtasks cannot keep up with 12,000 records/s, but barrier alignment under full
+    /// back-pressure is short enough that their checkpoints stay within the budget.
+    const BEHIND: &str = r#"
+name: tiny-behind
+application: {name: tiny, parallelism: 2, parallelismPerKpu: 1, maxParallelism: 32}
+duration: 3h
+seed: 7
+load:
+  phases:
+    - {shape: steady, rate: 12000}
+processing: {cpuPerRecord: 200us}
+state: {keys: 20000, bytesPerKey: 1Ki}
+platform: {alignmentAtFullBackpressure: 2s}
+budget:
+  application: {name: tiny}
+  objectives: {maxCheckpointDuration: 1m, window: 10m}
+  parallelism: {min: 1, max: 16, maxParallelism: 32, perKpu: {min: 1, max: 1}}
+"#;
+
+    #[test]
+    fn a_configuration_that_falls_behind_within_the_budget_is_not_on_the_frontier() {
+        let scenario = Scenario::from_yaml(BEHIND, "tiny-behind").unwrap();
+        let c = compare(std::slice::from_ref(&scenario), None).unwrap();
+        let get = |p: &str| c.results.iter().find(|r| r.policy == p).unwrap();
+        // Holding 2 subtasks meets the checkpoint budget and falls hours behind.
+        let hold = get("static");
+        assert!(hold.slo_violation_minutes < 10, "{hold:?}");
+        assert!(hold.falling_behind_minutes > 120, "{hold:?}");
+        // The plan scales up, and no price reports a schedule that falls behind, however
+        // cheap a violation minute.
+        let planner = Planner::new(&scenario).unwrap();
+        let schedule = planner.schedule(planner.default_price());
+        assert!(
+            schedule.iter().any(|(_, config)| config.parallelism > 2),
+            "{schedule:?}"
+        );
+        for price in FRONTIER_PRICES {
+            let row = get(&frontier_name(price));
+            assert_eq!(row.falling_behind_minutes, 0, "{row:?}");
+            assert!(row.restarts >= 1, "{row:?}");
+        }
     }
 
     #[test]

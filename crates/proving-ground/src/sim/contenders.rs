@@ -188,22 +188,53 @@ impl Policy for Scripted {
     }
 }
 
+/// Whether a held configuration's minute does not serve its input: the job is further
+/// behind its input (`millisBehindLatest`) than the budget's evaluation `window`. A
+/// configuration held throughout restarts only when the service makes it, so its lag is
+/// its own (a restart's backlog is priced apart, as catch-up).
+pub fn behind(row: &simulate::Row, window: Duration) -> bool {
+    row.millis_behind_latest > window.as_secs_f64() * 1000.0
+}
+
+/// Minutes in which an executed schedule falls further behind than it can afford: the
+/// application RUNNING, further behind its input than the budget's `window`, and no less
+/// far behind than the minute before. A restart's own backlog (the minutes out of RUNNING
+/// leave their input behind, about as many minutes of lag) only falls once the job runs
+/// again, at whatever pace its spare capacity allows; a configuration that cannot keep up
+/// falls further behind while it runs.
+pub fn falling_behind_minutes(rows: &[simulate::Row], window: Duration) -> u64 {
+    rows.windows(2)
+        .filter(|w| {
+            w[1].status == AppStatus::Running
+                && behind(&w[1], window)
+                && w[1].millis_behind_latest >= w[0].millis_behind_latest
+        })
+        .count() as u64
+}
+
 /// What one configuration does on the trace when held throughout (minute by minute), and
 /// what a change into it costs in catch-up.
 struct Profile {
     config: AppConfig,
-    /// Whether each minute breached the budget.
+    /// Whether each minute breached the budget or fell further behind the input than the
+    /// budget's window ([`behind`]): a configuration that cannot keep up with its input
+    /// does not serve it, even where its checkpoints stay within the budget.
     violated: Vec<bool>,
     /// Offered input each minute, records/s (the same on every profile of a trace).
     offered: Vec<f64>,
-    /// Records per second the configuration processes (the model's own capacity).
-    capacity: f64,
     /// `violated_before[t]`: violated minutes among the first `t` (length `minutes + 1`).
     violated_before: Vec<u32>,
     /// `catch_up[t]`: violation minutes a change taking effect at minute `t` adds while
     /// the restart's backlog drains (see [`catch_up_minutes`]); zero until
     /// [`Profile::price_catch_up`].
     catch_up: Vec<u32>,
+    /// Records the configuration is behind its input at the end of each minute (its lag
+    /// times the offered rate): a change out of it leaves them to the next configuration.
+    backlog: Vec<f64>,
+    /// How a backlog drains in this configuration.
+    drain: Drain,
+    /// Restart minutes [`Profile::catch_up`] is priced for.
+    restart: usize,
 }
 
 impl Profile {
@@ -216,14 +247,40 @@ impl Profile {
             violated_before.push(n);
         }
         let catch_up = vec![0; violated.len()];
+        let drain = Drain::new(&offered, capacity, &violated);
         Self {
             config,
+            backlog: vec![0.0; violated.len()],
             violated,
             offered,
-            capacity,
             violated_before,
             catch_up,
+            drain,
+            restart: 0,
         }
+    }
+
+    /// The records behind the input each minute, from the held run's lag in ms.
+    fn with_lag(mut self, lag_ms: &[f64]) -> Self {
+        self.backlog = lag_ms
+            .iter()
+            .zip(&self.offered)
+            .map(|(lag, offered)| lag / 1000.0 * offered)
+            .collect();
+        self
+    }
+
+    /// Violation minutes a change into this configuration effective at minute `t` adds
+    /// while the restart's backlog and `inherited` records (the backlog of the
+    /// configuration it leaves) drain.
+    fn catch_up_at(&self, t: usize, inherited: f64) -> u32 {
+        if inherited <= 0.0 {
+            return self.catch_up[t];
+        }
+        self.drain.minutes(
+            t,
+            self.drain.restart_backlog(t, self.restart, &self.offered) + inherited,
+        )
     }
 
     /// Violated minutes in `[from, to)`.
@@ -233,7 +290,13 @@ impl Profile {
 
     /// Fills [`Profile::catch_up`] for changes that keep the job down `restart` minutes.
     fn price_catch_up(&mut self, restart: u64) {
-        self.catch_up = catch_up_minutes(&self.offered, self.capacity, restart as usize, &self.violated);
+        self.restart = restart as usize;
+        self.catch_up = (0..self.drain.minutes)
+            .map(|t| {
+                self.drain
+                    .minutes(t, self.drain.restart_backlog(t, self.restart, &self.offered))
+            })
+            .collect();
     }
 }
 
@@ -245,31 +308,66 @@ impl Profile {
 /// configuration breaches anyway (`violated`) are not counted twice. A backlog that never
 /// drains counts every minute to the end of the trace. At a steady utilization `u`, about
 /// `restart × u / (1 - u)` minutes.
+#[cfg(test)]
 fn catch_up_minutes(offered: &[f64], capacity: f64, restart: usize, violated: &[bool]) -> Vec<u32> {
-    let minutes = offered.len().min(violated.len());
-    // Cumulative offered records and cumulative spare capacity, per minute.
-    let mut arrived = vec![0.0; minutes + 1];
-    let mut spare = vec![0.0; minutes + 1];
-    let mut fine = vec![0u32; minutes + 1];
-    for t in 0..minutes {
-        arrived[t + 1] = arrived[t] + offered[t] * 60.0;
-        spare[t + 1] = spare[t] + (capacity - offered[t]) * 60.0;
-        fine[t + 1] = fine[t] + u32::from(!violated[t]);
-    }
-    let reach = FirstReaching::new(&spare);
-    (0..minutes)
-        .map(|t| {
-            // A change effective before `restart` minutes have passed is down as long.
-            let from = t.saturating_sub(restart);
-            let backlog = arrived[t] - arrived[from] + (restart - (t - from)) as f64 * offered[0] * 60.0;
-            if backlog <= 0.0 {
-                return 0;
-            }
-            // Drained at the end of the first minute m > t with spare[m] - spare[t] >= backlog.
-            let drained = reach.first(t + 1, spare[t] + backlog).unwrap_or(minutes);
-            fine[drained] - fine[t]
-        })
+    let drain = Drain::new(offered, capacity, violated);
+    (0..drain.minutes)
+        .map(|t| drain.minutes(t, drain.restart_backlog(t, restart, offered)))
         .collect()
+}
+
+/// How a backlog drains in one configuration: cumulative offered records, cumulative spare
+/// capacity and cumulative minutes within the budget, per minute.
+struct Drain {
+    minutes: usize,
+    arrived: Vec<f64>,
+    spare: Vec<f64>,
+    fine: Vec<u32>,
+    reach: FirstReaching,
+}
+
+impl Drain {
+    fn new(offered: &[f64], capacity: f64, violated: &[bool]) -> Self {
+        let minutes = offered.len().min(violated.len());
+        let mut arrived = vec![0.0; minutes + 1];
+        let mut spare = vec![0.0; minutes + 1];
+        let mut fine = vec![0u32; minutes + 1];
+        for t in 0..minutes {
+            arrived[t + 1] = arrived[t] + offered[t] * 60.0;
+            spare[t + 1] = spare[t] + (capacity - offered[t]) * 60.0;
+            fine[t + 1] = fine[t] + u32::from(!violated[t]);
+        }
+        let reach = FirstReaching::new(&spare);
+        Self {
+            minutes,
+            arrived,
+            spare,
+            fine,
+            reach,
+        }
+    }
+
+    /// Records offered during the `restart` minutes before a change effective at `t` (a
+    /// change effective before `restart` minutes have passed is down as long).
+    fn restart_backlog(&self, t: usize, restart: usize, offered: &[f64]) -> f64 {
+        let from = t.saturating_sub(restart);
+        let first = offered.first().copied().unwrap_or(0.0);
+        self.arrived[t] - self.arrived[from] + (restart - (t - from)) as f64 * first * 60.0
+    }
+
+    /// Minutes within the budget from `t` until `backlog` records have drained (at the end
+    /// of the first minute m > t with spare[m] - spare[t] >= backlog; the end of the
+    /// trace if never).
+    fn minutes(&self, t: usize, backlog: f64) -> u32 {
+        if backlog <= 0.0 || t >= self.minutes {
+            return 0;
+        }
+        let drained = self
+            .reach
+            .first(t + 1, self.spare[t] + backlog)
+            .unwrap_or(self.minutes);
+        self.fine[drained] - self.fine[t]
+    }
 }
 
 /// Answers "the first index at or after `from` where the series reaches `target`" in
@@ -455,9 +553,20 @@ fn profiles(
                             match simulate::run(&s, &mut super::baselines::Static, None) {
                                 Ok(report) => Ok(Ok(Profile::new(
                                     config,
-                                    report.rows.iter().map(|r| r.slo_violated == Some(true)).collect(),
+                                    report
+                                        .rows
+                                        .iter()
+                                        .map(|r| r.slo_violated == Some(true) || behind(r, budget.window))
+                                        .collect(),
                                     report.rows.iter().map(|r| r.offered_per_second).collect(),
                                     workload.capacity(config),
+                                )
+                                .with_lag(
+                                    &report
+                                        .rows
+                                        .iter()
+                                        .map(|r| r.millis_behind_latest)
+                                        .collect::<Vec<_>>(),
                                 ))),
                                 Err(SimError::Service(e)) if config != initial => {
                                     Ok(Err(format!("{config}: {} {e}", e.code())))
@@ -511,7 +620,9 @@ fn restart_minutes(scenario: &Scenario, profiles: &[Profile], initial: AppConfig
 /// cost a violation minute each at the larger configuration's KPUs instead of what `a`
 /// would have cost in them, and the restart's backlog then drains at `b`'s spare capacity,
 /// every minute of it a violation minute (`Profile::catch_up`): a change into a
-/// configuration with little headroom, or at a peak, costs its catch-up.
+/// configuration with little headroom, or at a peak, costs its catch-up. A configuration
+/// that has fallen behind its input leaves its backlog to the next one, where it drains
+/// with the restart's.
 fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) -> Vec<(u64, AppConfig)> {
     let n = profiles.len();
     let minutes = profiles.iter().map(|p| p.violated.len()).min().unwrap_or(0);
@@ -530,7 +641,9 @@ fn plan(profiles: &[Profile], initial: AppConfig, restart: u64, violation: f64) 
             + f64::from(profiles[a].violated_in(from, t)) * violation;
         // A change effective at once still keeps the job down `restart` minutes.
         let early = (restart - (t - from)) as f64 * (violation + f64::from(kpus));
-        down - instead + early + f64::from(profiles[b].catch_up[t]) * violation
+        // The backlog `a` carries when the restart begins drains in `b` as well.
+        let inherited = profiles[a].backlog.get(from).copied().unwrap_or(0.0);
+        down - instead + early + f64::from(profiles[b].catch_up_at(t, inherited)) * violation
     };
     let start = profiles.iter().position(|p| p.config == initial).unwrap_or(0);
     // cost[c] after minute t; parent[t][c] = configuration at minute t-1; settled[c]: the
