@@ -197,15 +197,17 @@ pub fn behind(row: &simulate::Row, window: Duration) -> bool {
 }
 
 /// Minutes in which an executed schedule falls further behind than it can afford: the
-/// application RUNNING, further behind its input than the budget's `window`, and no less
-/// far behind than the minute before. A restart's own backlog (the minutes out of RUNNING
-/// leave their input behind, about as many minutes of lag) only falls once the job runs
-/// again, at whatever pace its spare capacity allows; a configuration that cannot keep up
-/// falls further behind while it runs.
+/// application RUNNING throughout the minute (and the one before), further behind its
+/// input than the budget's `window`, and no less far behind than the minute before. A
+/// restart's own backlog (the minutes out of RUNNING leave their input behind, about as
+/// many minutes of lag, and the job comes back part-way through a minute) only falls once
+/// the job runs again, at whatever pace its spare capacity allows; a configuration that
+/// cannot keep up falls further behind while it runs.
 pub fn falling_behind_minutes(rows: &[simulate::Row], window: Duration) -> u64 {
     rows.windows(2)
         .filter(|w| {
-            w[1].status == AppStatus::Running
+            w[0].status == AppStatus::Running
+                && w[1].status == AppStatus::Running
                 && behind(&w[1], window)
                 && w[1].millis_behind_latest >= w[0].millis_behind_latest
         })
@@ -734,6 +736,53 @@ mod tests {
         profile
     }
 
+    /// A minute of an executed run: its status and lag in minutes.
+    fn minute(status: AppStatus, lag_minutes: f64) -> simulate::Row {
+        simulate::Row {
+            at: Timestamp::UNIX_EPOCH,
+            minute: 0,
+            status,
+            config: AppConfig::new(1, 1),
+            kpus: 1,
+            auto_scaling: false,
+            offered_per_second: 0.0,
+            records_in_per_second: 0.0,
+            millis_behind_latest: lag_minutes * 60_000.0,
+            cpu_utilization: None,
+            heap_memory_utilization: None,
+            last_checkpoint_duration_ms: None,
+            failed_checkpoints: 0,
+            state_bytes: 0.0,
+            full_restarts: 0,
+            slo_violated: Some(false),
+            notes: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_restart_backlog_is_not_falling_behind_and_a_growing_lag_is() {
+        use AppStatus::{Running, Updating};
+        let window = Duration::from_secs(600);
+        // An 11-minute restart: the lag climbs past the window while UPDATING, grows once
+        // more in the minute the job comes back part-way through, then drains.
+        let mut restart: Vec<_> = (0..=11).map(|m| minute(Updating, f64::from(m))).collect();
+        restart[0].status = Running;
+        restart.extend([11.3, 8.6, 5.9, 3.2, 0.5, 0.0].map(|lag| minute(Running, lag)));
+        assert!(behind(&restart[11], window));
+        assert_eq!(falling_behind_minutes(&restart, window), 0);
+        // Running throughout and further behind each minute past the window: one minute
+        // each; at or below the window, none.
+        let lagging: Vec<_> = (0..20).map(|m| minute(Running, f64::from(m))).collect();
+        assert_eq!(falling_behind_minutes(&lagging, window), 9);
+        // A lag that stops falling above the window is not draining.
+        let stuck = [
+            minute(Running, 12.0),
+            minute(Running, 11.0),
+            minute(Running, 11.0),
+        ];
+        assert_eq!(falling_behind_minutes(&stuck, window), 1);
+    }
+
     #[test]
     fn plan_switches_ahead_of_a_step_and_not_for_a_blip() {
         // From minute 20 the input triples and only p=8 keeps up; p=4 is cheaper before.
@@ -753,6 +802,29 @@ mod tests {
         blip[30] = true;
         let profiles = [profile(4, &blip), profile(8, &[false; 60])];
         assert!(plan(&profiles, AppConfig::new(4, 1), 5, 32.0).is_empty());
+    }
+
+    #[test]
+    fn a_configuration_that_has_fallen_behind_leaves_its_backlog_to_the_next() {
+        // p=2 processes 9,200 of 12,000 records/s and never breaches the checkpoint budget:
+        // only its lag (14 s more each minute, beyond the 10-minute window from minute 42
+        // on) counts against it.
+        let offered = vec![12000.0; 240];
+        let lag_ms: Vec<f64> = (0..240)
+            .map(|m| f64::from(m + 1) * 2800.0 / 12000.0 * 60_000.0)
+            .collect();
+        let violated = lag_ms.iter().map(|&l| l > 600_000.0).collect();
+        let mut small =
+            Profile::new(AppConfig::new(2, 1), violated, offered.clone(), 9200.0).with_lag(&lag_ms);
+        small.price_catch_up(5);
+        let profiles = [small, loaded(4, 18400.0, &offered, 5)];
+        let schedule = plan(&profiles, AppConfig::new(2, 1), 5, 32.0);
+        assert_eq!(schedule.len(), 1, "{schedule:?}");
+        assert_eq!(schedule[0].1, AppConfig::new(4, 1));
+        // Blind to the backlog, the plan would hold p=2 until the window is reached, then
+        // leave p=4 ten minutes of input besides the restart's (19 minutes more of
+        // catch-up at its spare 6,400 records/s): it scales up at once.
+        assert!(schedule[0].0 <= 5, "{schedule:?}");
     }
 
     #[test]
