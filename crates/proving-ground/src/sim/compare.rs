@@ -4,7 +4,8 @@
 //!
 //! The clairvoyant optimum is a *frontier*, not one point: planned again at each price of a
 //! violation minute of [`FRONTIER_PRICES`] (reported as `optimal@<price>`), it traces the
-//! least KPU-hours any schedule needs for a given number of violation minutes. The
+//! least KPU-hours any schedule that serves its input (never further behind it than the
+//! budget's window, see [`best_at`]) needs for a given number of violation minutes. The
 //! project's policy is judged by its distance from that frontier ([`FrontierDistance`]:
 //! its KPU-hours against the frontier's, interpolated at its own violation minutes) and by
 //! its *avoidable* violation minutes (those above the least any policy achieves on the
