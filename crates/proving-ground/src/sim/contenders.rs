@@ -227,7 +227,7 @@ struct Profile {
     /// `violated_before[t]`: violated minutes among the first `t` (length `minutes + 1`).
     violated_before: Vec<u32>,
     /// `catch_up[t]`: violation minutes a change taking effect at minute `t` adds while
-    /// the restart's backlog drains (see [`catch_up_minutes`]); zero until
+    /// the restart's backlog drains (see [`Drain::minutes`]); zero until
     /// [`Profile::price_catch_up`].
     catch_up: Vec<u32>,
     /// Records the configuration is behind its input at the end of each minute (its lag
@@ -300,22 +300,6 @@ impl Profile {
             })
             .collect();
     }
-}
-
-/// For each minute `t`, the violation minutes a change into a configuration processing
-/// `capacity` records/s adds when it takes effect at `t`: the `restart` minutes before `t`
-/// leave their offered input as a backlog, which drains at the configuration's spare
-/// capacity (`capacity - offered`, minute by minute); every minute until it has drained
-/// runs at full CPU under back-pressure, with checkpoints over the budget. Minutes the
-/// configuration breaches anyway (`violated`) are not counted twice. A backlog that never
-/// drains counts every minute to the end of the trace. At a steady utilization `u`, about
-/// `restart × u / (1 - u)` minutes.
-#[cfg(test)]
-fn catch_up_minutes(offered: &[f64], capacity: f64, restart: usize, violated: &[bool]) -> Vec<u32> {
-    let drain = Drain::new(offered, capacity, violated);
-    (0..drain.minutes)
-        .map(|t| drain.minutes(t, drain.restart_backlog(t, restart, offered)))
-        .collect()
 }
 
 /// How a backlog drains in one configuration: cumulative offered records, cumulative spare
@@ -734,6 +718,21 @@ mod tests {
         let mut profile = Profile::new(AppConfig::new(p, 1), violated, offered.to_vec(), capacity);
         profile.price_catch_up(restart);
         profile
+    }
+
+    /// For each minute `t`, the violation minutes a change into a configuration processing
+    /// `capacity` records/s adds when it takes effect at `t`: the `restart` minutes before `t`
+    /// leave their offered input as a backlog, which drains at the configuration's spare
+    /// capacity (`capacity - offered`, minute by minute); every minute until it has drained
+    /// runs at full CPU under back-pressure, with checkpoints over the budget. Minutes the
+    /// configuration breaches anyway (`violated`) are not counted twice. A backlog that never
+    /// drains counts every minute to the end of the trace. At a steady utilization `u`, about
+    /// `restart × u / (1 - u)` minutes.
+    fn catch_up_minutes(offered: &[f64], capacity: f64, restart: usize, violated: &[bool]) -> Vec<u32> {
+        let drain = Drain::new(offered, capacity, violated);
+        (0..drain.minutes)
+            .map(|t| drain.minutes(t, drain.restart_backlog(t, restart, offered)))
+            .collect()
     }
 
     /// A minute of an executed run: its status and lag in minutes.
