@@ -235,7 +235,12 @@ fn decide_within(
         period_ms,
         restart_ms: restart_estimate_ms(history),
         cpu_floor: cpu::floor(history),
-        ramp: sizing::ramp(&obs.hourly_input, sig.records_in, now),
+        ramp: sizing::ramp(
+            &obs.hourly_input,
+            sig.records_in,
+            now,
+            sig.records_in_trend.is_some_and(|t| t > 0.0),
+        ),
     };
     let finding = diagnose::diagnose(&ctx);
 

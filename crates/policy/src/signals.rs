@@ -270,6 +270,8 @@ pub(crate) struct Signals {
     pub lag_rising_periods: usize,
     /// Median input rate of the latest periods.
     pub records_in: Option<f64>,
+    /// Input rate trend over the window (records/s per ms), when trusted.
+    pub records_in_trend: Option<f64>,
     /// The slowest upload among the long checkpoints of the window (those taking at least
     /// half the longest): each one's size over its own duration, bytes per second. A
     /// checkpoint slow because of its upload moves its bytes at the storage's rate, whatever
@@ -448,6 +450,7 @@ impl Signals {
                 &values(samples, |s| s.records_in_per_second),
                 RECENT_PERIODS,
             )),
+            records_in_trend: trusted(&points(samples, now_ms, |s| s.records_in_per_second)).map(|f| f.slope),
             slowest_upload: samples
                 .iter()
                 .filter_map(

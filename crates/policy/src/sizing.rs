@@ -228,7 +228,17 @@ pub(crate) struct Ramp {
 /// the other, each by a fair share of the rise (a step, one hour's jump, is not a ramp),
 /// and the rate now is above the last hour's: the slope is the least-squares line through
 /// the rising hours (at their midpoints) and the rate now.
-pub(crate) fn ramp(hourly: &[HourlyRate], rate_now: Option<f64>, now: Timestamp) -> Option<Ramp> {
+///
+/// When the input is still rising now (`rising_now`: a trusted upward trend over the
+/// window), one hour fewer will do, with the rise since the last hour's midpoint as the
+/// last of the fair shares: a step that came an hour ago has levelled off since, and a
+/// ramp that goes on shows in the window's minutes.
+pub(crate) fn ramp(
+    hourly: &[HourlyRate],
+    rate_now: Option<f64>,
+    now: Timestamp,
+    rising_now: bool,
+) -> Option<Ramp> {
     const HOUR_S: i64 = 3600;
     let rate_now = rate_now.filter(|r| r.is_finite() && *r > 0.0)?;
     let this_hour = now.as_second().div_euclid(HOUR_S) * HOUR_S;
@@ -252,15 +262,29 @@ pub(crate) fn ramp(hourly: &[HourlyRate], rate_now: Option<f64>, now: Timestamp)
         run.push(*h);
     }
     run.reverse();
-    if run.len() < RAMP_MIN_HOURS {
-        return None;
-    }
-    let recent = &run[run.len() - RAMP_MIN_HOURS..];
-    let mean_step = (recent[recent.len() - 1].1 - recent[0].1) / (recent.len() - 1) as f64;
-    if recent
-        .windows(2)
-        .any(|w| w[1].1 - w[0].1 < RAMP_EVENNESS * mean_step)
-    {
+    if run.len() >= RAMP_MIN_HOURS {
+        let recent = &run[run.len() - RAMP_MIN_HOURS..];
+        let mean_step = (recent[recent.len() - 1].1 - recent[0].1) / (recent.len() - 1) as f64;
+        if recent
+            .windows(2)
+            .any(|w| w[1].1 - w[0].1 < RAMP_EVENNESS * mean_step)
+        {
+            return None;
+        }
+    } else if rising_now && run.len() + 1 >= RAMP_MIN_HOURS {
+        // The rise per hour between the hours' midpoints, then from the last one to now.
+        let mid = |s: i64| (s + HOUR_S / 2) as f64 / 3600.0;
+        let mut steps: Vec<f64> = run.windows(2).map(|w| w[1].1 - w[0].1).collect();
+        let since = now.as_second() as f64 / 3600.0 - mid(last.0);
+        if since <= 0.0 {
+            return None;
+        }
+        steps.push((rate_now - last.1) / since);
+        let mean_step = steps.iter().sum::<f64>() / steps.len() as f64;
+        if steps.iter().any(|d| *d < RAMP_EVENNESS * mean_step) {
+            return None;
+        }
+    } else {
         return None;
     }
     let mut points: Vec<(f64, f64)> = run
@@ -366,6 +390,7 @@ mod tests {
             &hourly(h, &[5000.0, 6000.0, 9500.0, 13000.0]),
             Some(14_000.0),
             now,
+            false,
         )
         .unwrap();
         assert!((r.per_hour - 2500.0 / 14_000.0).abs() < 1e-9, "{r:?}");
@@ -375,27 +400,47 @@ mod tests {
             ramp(
                 &hourly(h, &[6000.0, 6100.0, 6200.0, 13000.0]),
                 Some(13_100.0),
-                now
+                now,
+                false
             ),
             None
         );
         // Flat, falling, or below the last hour now.
         assert_eq!(
-            ramp(&hourly(h, &[6000.0, 6000.0, 6000.0]), Some(6000.0), now),
+            ramp(&hourly(h, &[6000.0, 6000.0, 6000.0]), Some(6000.0), now, false),
             None
         );
         assert_eq!(
-            ramp(&hourly(h, &[9000.0, 8000.0, 7000.0]), Some(6000.0), now),
+            ramp(&hourly(h, &[9000.0, 8000.0, 7000.0]), Some(6000.0), now, false),
             None
         );
         assert_eq!(
-            ramp(&hourly(h, &[6000.0, 8000.0, 10000.0]), Some(9000.0), now),
+            ramp(&hourly(h, &[6000.0, 8000.0, 10000.0]), Some(9000.0), now, false),
             None
         );
         // A gap in the hours ends the run.
         let mut gap = hourly(h, &[6000.0, 8000.0, 10000.0, 12000.0]);
         gap.remove(1);
-        assert_eq!(ramp(&gap, Some(13_000.0), now), None);
+        assert_eq!(ramp(&gap, Some(13_000.0), now, false), None);
+
+        // Two rising hours make a ramp only while the input still rises in the window, and
+        // only when the rise since the last hour keeps pace: 6k, 8k at the hours' midpoints,
+        // 10k now (an hour after the last midpoint) is 2,000 an hour throughout.
+        let two = hourly(h, &[6000.0, 6000.0, 8000.0]);
+        assert_eq!(ramp(&two, Some(10_000.0), now, false), None);
+        let r = ramp(&two, Some(10_000.0), now, true).expect("a ramp that goes on");
+        assert!((r.per_hour - 2000.0 / 10_000.0).abs() < 1e-9, "{r:?}");
+        // A step half-way through the last hour (6k, then 10k) leaves it at 8k and the rate
+        // at 10k; the window no longer rises, so it is no ramp.
+        assert_eq!(
+            ramp(&hourly(h, &[6000.0, 6000.0, 8000.0]), Some(10_000.0), now, false),
+            None
+        );
+        // A rise since the last hour far behind the hours' pace is not one either.
+        assert_eq!(
+            ramp(&hourly(h, &[4000.0, 4000.0, 8000.0]), Some(8_300.0), now, true),
+            None
+        );
     }
 
     #[test]
