@@ -75,7 +75,7 @@ pub(crate) fn floor(history: &History) -> f64 {
 /// The input rate at which the running configuration `current` would reach `target` % CPU,
 /// read off its own span once fitted: extrapolated from the span's busier reading, the one
 /// nearest saturation (from a night's reading near the floor, a floor off by two points
-/// moves the answer by a fifth). `None` when the span is another configuration's or is not
+/// moves the answer by a sixth). `None` when the span is another configuration's or is not
 /// fitted yet.
 pub(crate) fn rate_at(history: &History, current: AppConfig, target: f64) -> Option<f64> {
     let span = history.cpu_span.as_ref().filter(|s| s.config == current)?;
