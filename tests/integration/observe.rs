@@ -301,7 +301,8 @@ async fn simulate_and_the_controller_read_the_same_input_history() {
         let before = get_metric_data();
         let controller = metrics.hourly_input(&target, &plan, now).await.unwrap();
         let again = metrics.hourly_input(&target, &plan, now).await.unwrap();
-        assert_eq!(get_metric_data(), before + 1, "{app}: once per hour");
+        // Two statistics (the hours' averages and busiest minutes), once per hour.
+        assert_eq!(get_metric_data(), before + 2, "{app}: once per hour");
         assert_eq!(again, controller);
         let simulated = emu
             .state()
@@ -313,6 +314,14 @@ async fn simulate_and_the_controller_read_the_same_input_history() {
             assert_eq!(controller.len(), 3, "{controller:?}");
             assert!(
                 controller.iter().all(|h| h.records_per_second > 10_000.0),
+                "{controller:?}"
+            );
+            // Each hour's busiest minute, read with the statistic Maximum, is at least its
+            // average.
+            assert!(
+                controller.iter().all(|h| h
+                    .busiest_minute_per_second
+                    .is_some_and(|b| b >= h.records_per_second)),
                 "{controller:?}"
             );
         }

@@ -177,10 +177,12 @@ impl MetricsSource for BatchedMetrics {
             return Ok(Vec::new());
         }
         self.stats.record_sample_request();
-        let samples = self
-            .enqueue(target, history::request(&plan.application, now), input.series)
-            .await?;
-        let rates = history::hourly(&samples);
+        let request = history::request(&plan.application, now);
+        let (averages, busiest) = tokio::try_join!(
+            self.enqueue(target, request.clone(), input.series),
+            self.enqueue(target, request, history::busiest_plan(plan).series),
+        )?;
+        let rates = history::hourly(&averages, &busiest);
         self.history.put(target, &plan.application, now, rates.clone());
         Ok(rates)
     }

@@ -3,10 +3,13 @@
 //! forecast (see docs/design.md, "Ahead of the load").
 //!
 //! CloudWatch keeps one-minute datapoints for 15 days and aggregates them to hours on
-//! request, so one query per application returns the whole history (336 datapoints). It
-//! changes once an hour: [`HourlyCache`] keeps each application's answer until the clock
-//! hour changes, so the history costs one query per application per hour, batched with the
-//! other applications' by the same `GetMetricData` batcher as the per-minute samples.
+//! request, so one query per statistic and application returns the whole history (336
+//! datapoints): the hours' `Average`, and their `Maximum` (the busiest one-minute
+//! datapoint of each hour: how far the minutes the controller judges run above the hour).
+//! It changes once an hour: [`HourlyCache`] keeps each application's answer until the
+//! clock hour changes, so the history costs two queries per application per hour, batched
+//! with the other applications' by the same `GetMetricData` batcher as the per-minute
+//! samples.
 
 use std::{collections::HashMap, sync::Mutex};
 
@@ -76,24 +79,38 @@ pub fn input_plan(plan: &SignalPlan) -> SignalPlan {
     }
 }
 
-/// The hourly rates in `samples` (hours without a datapoint left out), oldest first.
-pub fn hourly(samples: &[Sample]) -> Vec<HourlyRate> {
-    let mut out: Vec<HourlyRate> = samples
+/// `plan`'s input series read with the statistic `Maximum`: each hour's busiest minute.
+pub fn busiest_plan(plan: &SignalPlan) -> SignalPlan {
+    let mut input = input_plan(plan);
+    for s in &mut input.series {
+        s.stat = "Maximum";
+    }
+    input
+}
+
+/// The hourly rates in `averages` (hours without a datapoint left out), oldest first, with
+/// each hour's busiest minute from `busiest` where it has one.
+pub fn hourly(averages: &[Sample], busiest: &[Sample]) -> Vec<HourlyRate> {
+    let valid = |v: Option<f64>| v.filter(|v| v.is_finite() && *v >= 0.0);
+    let peaks: HashMap<Timestamp, f64> = busiest
+        .iter()
+        .filter_map(|s| valid(s.records_in_per_second).map(|v| (s.at, v)))
+        .collect();
+    let mut out: Vec<HourlyRate> = averages
         .iter()
         .filter_map(|s| {
-            s.records_in_per_second
-                .filter(|v| v.is_finite() && *v >= 0.0)
-                .map(|records_per_second| HourlyRate {
-                    at: s.at,
-                    records_per_second,
-                })
+            valid(s.records_in_per_second).map(|records_per_second| HourlyRate {
+                at: s.at,
+                records_per_second,
+                busiest_minute_per_second: peaks.get(&s.at).copied(),
+            })
         })
         .collect();
     out.sort_by_key(|h| h.at);
     out
 }
 
-/// Reads the history directly (one `GetMetricData` call and its pages).
+/// Reads the history directly (a `GetMetricData` call per statistic, and their pages).
 pub async fn read(
     api: &dyn MetricDataApi,
     target: &Target,
@@ -104,8 +121,10 @@ pub async fn read(
     if input.series.is_empty() {
         return Ok(Vec::new());
     }
-    let samples = read_samples(api, target, &input, &request(&plan.application, now)).await?;
-    Ok(hourly(&samples))
+    let request = request(&plan.application, now);
+    let averages = read_samples(api, target, &input, &request).await?;
+    let busiest = read_samples(api, target, &busiest_plan(plan), &request).await?;
+    Ok(hourly(&averages, &busiest))
 }
 
 /// An application's history, by the clock hour it was read in.
@@ -171,6 +190,10 @@ mod tests {
         assert_eq!(input.series.len(), 1);
         assert_eq!(input.series[0].name, "numRecordsInPerSecond");
         assert_eq!(input.series[0].stat, "Average");
+        let busiest = busiest_plan(&plan);
+        assert_eq!(busiest.series.len(), 1);
+        assert_eq!(busiest.series[0].name, "numRecordsInPerSecond");
+        assert_eq!(busiest.series[0].stat, "Maximum");
     }
 
     #[test]
@@ -193,10 +216,24 @@ mod tests {
                 ..Sample::default()
             },
         ];
-        let h = hourly(&samples);
+        let busiest = vec![
+            Sample {
+                at: at(7200),
+                records_in_per_second: Some(6.0),
+                ..Sample::default()
+            },
+            Sample {
+                at: at(3600),
+                records_in_per_second: Some(9.0),
+                ..Sample::default()
+            },
+        ];
+        let h = hourly(&samples, &busiest);
         assert_eq!(h.len(), 2);
         assert_eq!(h[0].at, at(0));
+        assert_eq!(h[0].busiest_minute_per_second, None);
         assert_eq!(h[1].records_per_second, 5.0);
+        assert_eq!(h[1].busiest_minute_per_second, Some(6.0));
     }
 
     #[test]
@@ -207,6 +244,7 @@ mod tests {
         let rates = vec![HourlyRate {
             at: t(0),
             records_per_second: 1.0,
+            busiest_minute_per_second: Some(1.2),
         }];
         cache.put(&target, "orders", t(3600 + 10), rates.clone());
         assert_eq!(cache.get(&target, "orders", t(3600 + 3599)), Some(rates));

@@ -251,8 +251,9 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
     let metrics = CloudWatchMetrics::new(clients.clone());
     let now = args.at.unwrap_or_else(Timestamp::now);
     let name = &spec.application.name;
+    let window = policy::observation_window(&budget);
     let (description, mut observation, plan) =
-        observe_application(&control, &metrics, &target, name, budget.window, period, now)
+        observe_application(&control, &metrics, &target, name, window, period, now)
             .await
             .map_err(|e| anyhow!("observing {name} in {target}: {} ({})", e.message(), e.reason()))?;
     // The input history for the forecast; without it the answer rests on the window alone.
@@ -269,7 +270,7 @@ pub async fn evaluate(args: &RecommendArgs) -> anyhow::Result<Report> {
         ApplicationReport::new(&description, &target),
         budget,
         now,
-        observation.samples.len(),
+        decision.figures.samples as usize,
         decision,
         args.kpu_hour_price.as_ref(),
         plan.report(),

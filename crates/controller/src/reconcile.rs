@@ -311,7 +311,13 @@ impl Reconciler {
         run.status.signals = Some(plan.report());
         let samples = match self
             .metrics_source
-            .samples_for(&target, &plan, typed.window, self.period, now)
+            .samples_for(
+                &target,
+                &plan,
+                policy::observation_window(&typed),
+                self.period,
+                now,
+            )
             .await
         {
             Ok(s) => s,

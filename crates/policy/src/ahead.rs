@@ -30,6 +30,11 @@ const HOUR_S: i64 = 3600;
 /// forecast's hours (a day that breaks the pattern brings the load back early).
 const FORECAST_PAYBACK_MARGIN: f64 = 2.0;
 
+/// A load running this far above the days learnt from (the profile's level correction)
+/// is growing past them, and the hours ahead may grow further: the plan keeps the full
+/// margin for the busiest minutes rather than the history's own.
+const GROWN_LEVEL: f64 = 1.05;
+
 /// The plan for the coming hours, with what it rests on.
 #[derive(Clone, Debug)]
 pub(crate) struct Outlook {
@@ -74,11 +79,16 @@ impl Outlook {
             return None;
         }
         // NB: the profile holds hourly averages, and the controller judges minutes: a level
-        // carries an hour's average only with room for the busier minutes within it.
+        // carries an hour's average only with room for its busiest minute, as far above the
+        // hour as the history's own peaks ran; without that measure, or while the load runs
+        // above its history, the fixed margin (at least).
+        let busiest_minute = match profile.busiest_minute() {
+            Some(b) if profile.level() <= GROWN_LEVEL => b,
+            Some(b) => b.max(MINUTES_OVER_HOURLY_AVERAGE),
+            None => MINUTES_OVER_HOURLY_AVERAGE,
+        };
         let capacity = |c: AppConfig| {
-            inputs.rate_now * inputs.saturating_load
-                / space.load(c).max(f64::MIN_POSITIVE)
-                / MINUTES_OVER_HOURLY_AVERAGE
+            inputs.rate_now * inputs.saturating_load / space.load(c).max(f64::MIN_POSITIVE) / busiest_minute
         };
         // The Pareto-cheapest configurations: each carries more than every cheaper one.
         let mut candidates: Vec<AppConfig> = space

@@ -61,6 +61,13 @@ use self::{
     tuning::*,
 };
 
+/// How far back the metrics for a decision about `budget` are read: its window, and at
+/// least the span the input's trend is fitted over (see `sizing::ramp`: ten minutes of a
+/// ramp of 12% an hour are lost in 2% noise, thirty are not). Only the window is judged.
+pub fn observation_window(budget: &Budget) -> std::time::Duration {
+    budget.window.max(INPUT_TREND_SPAN)
+}
+
 /// Decides what to do about one application's checkpoints.
 ///
 /// `observation` is `None` when the application could not be observed at all; `history`
@@ -239,7 +246,7 @@ fn decide_within(
             &obs.hourly_input,
             sig.records_in,
             now,
-            sig.records_in_trend.is_some_and(|t| t > 0.0),
+            signals::input_trend(&obs.samples, window.judged_from, now).is_some_and(|t| t > 0.0),
         ),
     };
     let finding = diagnose::diagnose(&ctx);

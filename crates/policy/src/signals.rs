@@ -109,14 +109,22 @@ impl<'a> Window<'a> {
             .collect();
         // A backlog that has drained: the periods until it was gone, and the next one (whose
         // checkpoint began under back-pressure and completes after it), show the catch-up,
-        // not the load. NB: a lag that is still there is judged (growing: under-provisioned;
-        // falling: the catch-up rule in `diagnose`).
-        let lagging = |s: &&Sample| {
-            s.millis_behind_latest
-                .is_some_and(|l| l > CATCH_UP_MIN_LAG_PERIODS * period_ms as f64)
+        // not the load. It is gone once the lag is down to seconds, not merely below a
+        // period: the last minutes of a catch-up still stretch the checkpoints, and a tail
+        // still in progress waits. NB: a lag that is still large now is judged (growing:
+        // under-provisioned; falling: the catch-up rule in `diagnose`).
+        let behind = |share: f64| {
+            move |s: &&Sample| {
+                s.millis_behind_latest
+                    .is_some_and(|l| l > share * period_ms as f64)
+            }
         };
-        if let Some(last) = judged.iter().rposition(lagging)
-            && last + 1 < judged.len()
+        if let Some(backlog) = judged.iter().rposition(behind(CATCH_UP_MIN_LAG_PERIODS))
+            && backlog + 1 < judged.len()
+            && let Some(last) = judged[backlog..]
+                .iter()
+                .rposition(behind(CAUGHT_UP_LAG_PERIODS))
+                .map(|i| backlog + i)
         {
             let from = ts_ms(judged[last].at).saturating_add(2 * period_ms);
             judged.retain(|s| ts_ms(s.at) >= from);
@@ -270,8 +278,6 @@ pub(crate) struct Signals {
     pub lag_rising_periods: usize,
     /// Median input rate of the latest periods.
     pub records_in: Option<f64>,
-    /// Input rate trend over the window (records/s per ms), when trusted.
-    pub records_in_trend: Option<f64>,
     /// The slowest upload among the long checkpoints of the window (those taking at least
     /// half the longest): each one's size over its own duration, bytes per second. A
     /// checkpoint slow because of its upload moves its bytes at the storage's rate, whatever
@@ -326,6 +332,22 @@ fn points(samples: &[&Sample], now_ms: i64, f: impl Fn(&Sample) -> Option<f64>) 
                 .map(|v| ((ts_ms(s.at) - now_ms) as f64, v))
         })
         .collect()
+}
+
+/// The input's trend, records/s per ms, when trusted: fitted over the one-minute
+/// `numRecordsInPerSecond` datapoints of the last [`INPUT_TREND_SPAN`] in `samples` that
+/// are of the running configuration in normal running (from `judged_from`: a restart's
+/// zeros and a catch-up's rates above the input are not the input's).
+pub(crate) fn input_trend(samples: &[Sample], judged_from: Option<i64>, now: Timestamp) -> Option<f64> {
+    let now_ms = ts_ms(now);
+    let from = now_ms
+        .saturating_sub(dur_ms(INPUT_TREND_SPAN))
+        .max(judged_from.unwrap_or(i64::MIN));
+    let recent: Vec<&Sample> = samples
+        .iter()
+        .filter(|s| (from..=now_ms).contains(&ts_ms(s.at)))
+        .collect();
+    trusted(&points(&recent, now_ms, |s| s.records_in_per_second)).map(|f| f.slope)
 }
 
 /// The lag trend: over the trailing run of periods with a lag (when it has at least
@@ -450,7 +472,6 @@ impl Signals {
                 &values(samples, |s| s.records_in_per_second),
                 RECENT_PERIODS,
             )),
-            records_in_trend: trusted(&points(samples, now_ms, |s| s.records_in_per_second)).map(|f| f.slope),
             slowest_upload: samples
                 .iter()
                 .filter_map(
@@ -498,6 +519,39 @@ impl Signals {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_input_trend_shows_a_ramp_in_half_an_hour_that_ten_minutes_lose_in_noise() {
+        // 8,500 records/s rising 30 a minute (21% an hour) with ±2% noise (a fixed
+        // pattern), one datapoint a minute for the last hour.
+        let now = Timestamp::from_second(1_767_600_000).unwrap();
+        let noise = [
+            0.02, -0.015, 0.005, -0.02, 0.01, 0.018, -0.008, -0.019, 0.012, 0.0,
+        ];
+        let samples: Vec<Sample> = (1..=60)
+            .map(|back: i64| Sample {
+                at: Timestamp::from_second(now.as_second() - back * 60).unwrap(),
+                records_in_per_second: Some(
+                    (8500.0 - 30.0 * back as f64) * (1.0 + noise[back as usize % noise.len()]),
+                ),
+                ..Sample::default()
+            })
+            .collect();
+        let per_minute = input_trend(&samples, None, now).expect("trusted over half an hour") * 60_000.0;
+        assert!((per_minute - 30.0).abs() < 6.0, "{per_minute}");
+        // The last ten minutes alone (a restart twenty minutes ago) do not trust it.
+        let restarted = Some(ts_ms(now) - 10 * 60_000);
+        assert_eq!(input_trend(&samples, restarted, now), None);
+        // A flat input has no trend.
+        let flat: Vec<Sample> = samples
+            .iter()
+            .map(|s| Sample {
+                records_in_per_second: s.records_in_per_second.map(|_| 8500.0),
+                ..s.clone()
+            })
+            .collect();
+        assert!(input_trend(&flat, None, now).is_none_or(|t| t.abs() < 1e-9));
+    }
 
     fn pts(lags: &[f64]) -> Vec<(f64, f64)> {
         lags.iter()

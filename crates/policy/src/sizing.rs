@@ -229,10 +229,13 @@ pub(crate) struct Ramp {
 /// and the rate now is above the last hour's: the slope is the least-squares line through
 /// the rising hours (at their midpoints) and the rate now.
 ///
-/// When the input is still rising now (`rising_now`: a trusted upward trend over the
-/// window), one hour fewer will do, with the rise since the last hour's midpoint as the
-/// last of the fair shares: a step that came an hour ago has levelled off since, and a
-/// ramp that goes on shows in the window's minutes.
+/// When the input is still rising now (`rising_now`: a trusted upward trend over the last
+/// half hour, see `signals::input_trend`), the last two complete hours will do if each rose
+/// for real (at least [`RAMP_MIN_RISE`]: an accelerating ramp rises least in its first
+/// hour, and the flat hours before it rise by noise alone) and the rise since the last
+/// hour's midpoint keeps pace with the mean rise: a step that came an hour ago has levelled
+/// off since, one inside the window follows hours that did not rise, and a ramp that goes
+/// on shows in the last half hour's minutes.
 pub(crate) fn ramp(
     hourly: &[HourlyRate],
     rate_now: Option<f64>,
@@ -262,30 +265,38 @@ pub(crate) fn ramp(
         run.push(*h);
     }
     run.reverse();
-    if run.len() >= RAMP_MIN_HOURS {
-        let recent = &run[run.len() - RAMP_MIN_HOURS..];
-        let mean_step = (recent[recent.len() - 1].1 - recent[0].1) / (recent.len() - 1) as f64;
-        if recent
-            .windows(2)
-            .any(|w| w[1].1 - w[0].1 < RAMP_EVENNESS * mean_step)
-        {
+    // Each rise at least a fair share of the mean rise: a ramp rises every hour, a step
+    // all at once.
+    let even = |steps: &[f64]| {
+        let mean = steps.iter().sum::<f64>() / steps.len().max(1) as f64;
+        steps.iter().all(|d| *d >= RAMP_EVENNESS * mean)
+    };
+    let rises = |hours: &[(i64, f64)]| hours.windows(2).map(|w| w[1].1 - w[0].1).collect::<Vec<f64>>();
+    let recent = &run[run.len().saturating_sub(RAMP_MIN_HOURS)..];
+    if !(run.len() >= RAMP_MIN_HOURS && even(&rises(recent))) {
+        // Still rising now: one complete hour fewer will do (the older hours of a longer
+        // run may be the flat input before the ramp, rising by noise alone), with the rise
+        // per hour from the last hour's midpoint to now as the last of the fair shares.
+        if !rising_now || run.len() + 1 < RAMP_MIN_HOURS {
             return None;
         }
-    } else if rising_now && run.len() + 1 >= RAMP_MIN_HOURS {
-        // The rise per hour between the hours' midpoints, then from the last one to now.
+        run.drain(..run.len() + 1 - RAMP_MIN_HOURS);
         let mid = |s: i64| (s + HOUR_S / 2) as f64 / 3600.0;
-        let mut steps: Vec<f64> = run.windows(2).map(|w| w[1].1 - w[0].1).collect();
         let since = now.as_second() as f64 / 3600.0 - mid(last.0);
         if since <= 0.0 {
             return None;
         }
-        steps.push((rate_now - last.1) / since);
-        let mean_step = steps.iter().sum::<f64>() / steps.len() as f64;
-        if steps.iter().any(|d| *d < RAMP_EVENNESS * mean_step) {
+        // The hours' rises need only be real (an accelerating ramp's first hour rises
+        // least); the rise since the last hour must keep pace with the mean rise.
+        let mut steps = rises(&run);
+        if steps.iter().zip(&run).any(|(d, h)| *d < RAMP_MIN_RISE * h.1) {
             return None;
         }
-    } else {
-        return None;
+        steps.push((rate_now - last.1) / since);
+        let mean = steps.iter().sum::<f64>() / steps.len() as f64;
+        if steps.last().is_none_or(|d| *d < RAMP_EVENNESS * mean) {
+            return None;
+        }
     }
     let mut points: Vec<(f64, f64)> = run
         .iter()
@@ -377,6 +388,7 @@ mod tests {
             .map(|(i, r)| HourlyRate {
                 at: Timestamp::from_second((start + i as i64) * 3600).unwrap(),
                 records_per_second: *r,
+                busiest_minute_per_second: None,
             })
             .collect()
     }
@@ -435,6 +447,21 @@ mod tests {
         // A rise since the last hour far behind the hours' pace is not one either.
         assert_eq!(
             ramp(&hourly(h, &[4000.0, 4000.0, 8000.0]), Some(8_300.0), now, true),
+            None
+        );
+
+        // An accelerating ramp out of a flat input: the flat hours before it rose by noise
+        // alone, the last hour by 7%, and the input far faster since. While it still rises
+        // now that is a ramp, from the last two hours on (the first rose least).
+        let onset = hourly(h, &[13_780.0, 13_784.0, 14_742.0]);
+        let r = ramp(&onset, Some(24_500.0), now, true).expect("a ramp under way");
+        assert!((r.hours - 2.0).abs() < 1e-9, "{r:?}");
+        assert!(r.per_hour > 0.2, "{r:?}");
+        assert_eq!(ramp(&onset, Some(24_500.0), now, false), None);
+        // A step inside the window after flat hours rises now too, but the hours before it
+        // did not rise for real.
+        assert_eq!(
+            ramp(&hourly(h, &[6000.0, 6002.0]), Some(12_000.0), now, true),
             None
         );
     }

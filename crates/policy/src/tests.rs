@@ -1068,6 +1068,53 @@ fn a_drained_backlog_is_not_judged() {
 }
 
 #[test]
+fn the_tail_of_a_catch_up_waits_until_the_lag_is_down_to_seconds() {
+    // A five-minute window at the end of a catch-up: 89 s behind, then 52 s, 16 s and
+    // nothing. The checkpoints of those minutes ran under back-pressure (2 minutes against
+    // 1m30s); the first one of the job keeping up takes 10 s. Judging the minutes behind by
+    // seconds would scale a job that has just caught up.
+    let mut b = budget();
+    b.window = Duration::from_secs(300);
+    b.max_checkpoint_duration = Duration::from_secs(90);
+    let lags = [89_000.0, 52_000.0, 16_000.0, 0.0, 0.0];
+    let tail = |i: usize, s: &mut Sample| {
+        let i = i.saturating_sub(5);
+        if i < 3 {
+            saturated(i, s);
+        } else {
+            s.cpu_utilization = Some(45.0);
+        }
+        s.last_checkpoint_duration_ms = Some(if i < 4 { 121_000.0 } else { 10_000.0 });
+        s.millis_behind_latest = Some(lags[i]);
+    };
+    let d = run(
+        &b,
+        &obs(AppConfig::new(8, 2), window(121.0, tail)),
+        &History::default(),
+    );
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::WarmingUp),
+        "{}",
+        d.message
+    );
+
+    // A lag of seconds that was never a backlog is judged as it is.
+    let steady = |_: usize, s: &mut Sample| s.millis_behind_latest = Some(16_000.0);
+    let d = run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), window(70.0, steady)),
+        &History::default(),
+    );
+    assert_eq!(
+        (d.action, d.reason),
+        (Action::Hold, Reason::WithinBudget),
+        "{}",
+        d.message
+    );
+}
+
+#[test]
 fn failover_backlog_with_failing_checkpoints_is_not_scaled() {
     // Every checkpoint fails and the job failed over: the backlog saturates it, but the
     // failures are the cause, not the capacity.
@@ -1597,6 +1644,7 @@ fn hourly_history(days: i64, rate: impl Fn(i64) -> f64) -> Vec<HourlyRate> {
             HourlyRate {
                 at: Timestamp::from_second(s).unwrap(),
                 records_per_second: rate(s.div_euclid(3600).rem_euclid(24)),
+                busiest_minute_per_second: None,
             }
         })
         .collect()

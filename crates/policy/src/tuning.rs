@@ -177,6 +177,10 @@ pub(crate) const CATCH_UP_MINUTES: f64 = 20.0;
 /// A backlog below this many periods of lag is not worth waiting for.
 pub(crate) const CATCH_UP_MIN_LAG_PERIODS: f64 = 1.0;
 
+/// After such a backlog, a lag above this share of a period is still the catch-up (a
+/// consumer that keeps up reads within a few seconds of the stream's tip).
+pub(crate) const CAUGHT_UP_LAG_PERIODS: f64 = 0.1;
+
 /// The lag trend is fitted over this many latest periods: the rate of the last minutes, not
 /// an average diluted by the periods before the load changed.
 pub(crate) const LAG_TREND_PERIODS: usize = 5;
@@ -259,9 +263,21 @@ pub(crate) const RAMP_MIN_HOURS: usize = 3;
 /// every hour, a step all at once.
 pub(crate) const RAMP_EVENNESS: f64 = 0.25;
 
+/// The span of one-minute `numRecordsInPerSecond` datapoints the input's trend ("still
+/// rising now", see `sizing::ramp`) is fitted over, when the running configuration has run
+/// that long (the metrics are read this far back even when the budget's window is shorter).
+pub(crate) const INPUT_TREND_SPAN: std::time::Duration = std::time::Duration::from_secs(30 * 60);
+
+/// The least rise of an hour's average input over the hour before, relative to it, that is
+/// a real rise when the input still rises now (one-minute noise of a few percent moves an
+/// hour's average by a fraction of a percent); see `sizing::ramp`.
+pub(crate) const RAMP_MIN_RISE: f64 = 0.02;
+
 /// How far the busiest minutes of an hour run above its average input (CloudWatch's
 /// one-minute `numRecordsInPerSecond` varies by a few percent from minute to minute, and the
-/// controller judges every minute).
+/// controller judges every minute), when the application's history does not measure it
+/// (see `forecast::Profile::busiest_minute`), and at least while the load runs above its
+/// history (see `ahead`). Ramps sized from the window (`AHEAD_CPU_CEILING`) keep it too.
 pub(crate) const MINUTES_OVER_HOURLY_AVERAGE: f64 = 1.1;
 
 /// The CPU, %, the load expected ahead (a ramp's, a rising input's) may take of a step sized

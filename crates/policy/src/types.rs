@@ -232,7 +232,9 @@ pub struct Observation {
     pub service_autoscaling: bool,
     /// `ApplicationVersionId`.
     pub version_id: i64,
-    /// Metric periods over the budget's window, oldest first; may have gaps.
+    /// Metric periods over the observation window (the budget's window, and at least the
+    /// span the input's trend is fitted over: see [`observation_window`](crate::observation_window)),
+    /// oldest first; may have gaps. Only the budget's window is judged.
     pub samples: Vec<Sample>,
     /// The metric period (one minute in production).
     pub period: Duration,
@@ -243,7 +245,7 @@ pub struct Observation {
     pub hourly_input: Vec<HourlyRate>,
 }
 
-/// The average input rate of one clock hour.
+/// The input rate of one clock hour.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct HourlyRate {
@@ -251,6 +253,10 @@ pub struct HourlyRate {
     pub at: Timestamp,
     /// Average records per second over the hour.
     pub records_per_second: f64,
+    /// The hour's busiest one-minute datapoint, records per second (CloudWatch's `Maximum`
+    /// over the hour), when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busiest_minute_per_second: Option<f64>,
 }
 
 /// What the decision engine concluded the cause is. The variants mirror the causes table of

@@ -192,7 +192,7 @@ impl Policy for CheckpointAutoscaler {
             return notes;
         }
         // Observe.
-        let mut observation = observe(fleet, app, self.budget.window, now).ok();
+        let mut observation = observe(fleet, app, policy::observation_window(&self.budget), now).ok();
         let hour = now.as_second().div_euclid(3600);
         if self.hourly.as_ref().is_none_or(|(h, _)| *h != hour) {
             // NB: as the controller, a history that cannot be read is no history.
