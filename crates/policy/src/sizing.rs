@@ -318,23 +318,24 @@ pub(crate) fn ramp(
 }
 
 /// How much to size a step ahead of a ramp: the input expected after the step's economic
-/// horizon (the EOQ trade-off: a step sized `H` hours ahead over-provisions about half the
+/// horizon. The EOQ trade-off: a step sized `H` hours ahead over-provisions about half the
 /// ramp's added KPUs over those hours and saves a restart every `H` hours, so
-/// `H = sqrt(2 × restart cost / (KPUs added per hour × 60))`), no further ahead than the
-/// ramp has already lasted (a rise that has lasted that long is as likely to go on as long
-/// again as not), at most [`MAX_GROWTH_FACTOR`].
+/// `H = sqrt(2 × restart cost / (KPUs added per hour × 60))` — were the ramp sure to go on.
+/// It is not: a rise that has lasted `T` hours goes on for another `t` with probability
+/// `T / (T + t)` (as likely to last as long again as not), so the rise expected within `H`
+/// is that of `T × ln(1 + H / T)` hours of the ramp (more than `T` when the economic horizon
+/// is far beyond it, less than `H` when the ramp is young). At most [`MAX_GROWTH_FACTOR`].
 ///
 /// `restart_cost` is a restart in KPU-minutes (violation minutes priced in), `kpus_needed`
 /// the KPUs the input needs now.
 pub(crate) fn ramp_growth(ramp: Ramp, restart_cost: f64, kpus_needed: f64) -> f64 {
     let added_per_hour = kpus_needed * ramp.per_hour;
-    if !(added_per_hour.is_finite() && added_per_hour > 0.0 && restart_cost > 0.0) {
+    if !(added_per_hour.is_finite() && added_per_hour > 0.0 && restart_cost > 0.0 && ramp.hours > 0.0) {
         return 1.0;
     }
-    let horizon = (2.0 * restart_cost / (added_per_hour * 60.0))
-        .sqrt()
-        .min(ramp.hours);
-    (1.0 + ramp.per_hour * horizon).clamp(1.0, MAX_GROWTH_FACTOR)
+    let economic = (2.0 * restart_cost / (added_per_hour * 60.0)).sqrt();
+    let expected = ramp.hours * (economic / ramp.hours).ln_1p();
+    (1.0 + ramp.per_hour * expected).clamp(1.0, MAX_GROWTH_FACTOR)
 }
 
 /// How long a restart takes, from the completed scalings in history (mean), clamped to
@@ -473,11 +474,19 @@ mod tests {
             hours: 10.0,
         };
         // A restart worth 600 KPU-minutes, 10 KPUs needed now growing 1 KPU an hour:
-        // sqrt(2 × 600 / 60) ≈ 4.5 hours ahead.
+        // sqrt(2 × 600 / 60) ≈ 4.5 hours ahead, of which a ramp ten hours old is expected to
+        // rise for 10 × ln(1 + 4.5 / 10) ≈ 3.7.
         let g = ramp_growth(ramp, 600.0, 10.0);
-        assert!((g - (1.0 + 0.1 * 20f64.sqrt())).abs() < 1e-9, "{g}");
-        // Never further ahead than the ramp has lasted, nor beyond the cap.
-        assert!((ramp_growth(Ramp { hours: 2.0, ..ramp }, 600.0, 10.0) - 1.2).abs() < 1e-9);
+        let expected = 10.0 * (1.0 + 20f64.sqrt() / 10.0).ln();
+        assert!((g - (1.0 + 0.1 * expected)).abs() < 1e-9, "{g}");
+        assert!((g - 1.37).abs() < 0.01, "{g}");
+        // A ramp of two hours is expected to go on for less (2 × ln(1 + 4.5 / 2) ≈ 2.35
+        // hours), yet further than it has lasted: the economic horizon is far beyond it.
+        let young = ramp_growth(Ramp { hours: 2.0, ..ramp }, 600.0, 10.0);
+        assert!((young - 1.235).abs() < 0.001, "{young}");
+        // One that has barely begun is not sized ahead.
+        assert!(ramp_growth(Ramp { hours: 0.0, ..ramp }, 600.0, 10.0) == 1.0);
+        // Never beyond the cap.
         assert_eq!(
             ramp_growth(
                 Ramp {
