@@ -16,7 +16,7 @@ use super::{
     economics::{self, Level, Slot},
     forecast::{Profile, hour_start_s},
     signals::ts_ms,
-    tuning::MINUTES_OVER_HOURLY_AVERAGE,
+    tuning::{GROWN_LEVEL, MINUTES_OVER_HOURLY_AVERAGE},
     types::{AppConfig, ForecastPlan, PlannedChange},
 };
 
@@ -29,11 +29,6 @@ const HOUR_S: i64 = 3600;
 /// restarts (down, and back up when the load returns) are certain, its saving rests on the
 /// forecast's hours (a day that breaks the pattern brings the load back early).
 const FORECAST_PAYBACK_MARGIN: f64 = 2.0;
-
-/// A load running this far above the days learnt from (the profile's level correction)
-/// is growing past them, and the hours ahead may grow further: the plan keeps the full
-/// margin for the busiest minutes rather than the history's own.
-const GROWN_LEVEL: f64 = 1.05;
 
 /// The plan for the coming hours, with what it rests on.
 #[derive(Clone, Debug)]
@@ -61,6 +56,9 @@ pub(crate) struct Inputs<'a> {
     /// The load factor at which the running configuration's measurements say `rate_now`
     /// saturates a configuration (CPU at 100% or the duration at the budget).
     pub saturating_load: f64,
+    /// The share of the plan's cliff (see `economics`) at which the running configuration's
+    /// measurements put it (below 1 when CPU has a floor the input does not drive).
+    pub cliff: f64,
     /// Restricts the first hour to configurations at or below this load factor (a need to
     /// meet now).
     pub first_at_most: Option<f64>,
@@ -88,7 +86,9 @@ impl Outlook {
             None => MINUTES_OVER_HOURLY_AVERAGE,
         };
         let capacity = |c: AppConfig| {
-            inputs.rate_now * inputs.saturating_load / space.load(c).max(f64::MIN_POSITIVE) / busiest_minute
+            inputs.rate_now * inputs.saturating_load * inputs.cliff.clamp(0.5, 1.0)
+                / space.load(c).max(f64::MIN_POSITIVE)
+                / busiest_minute
         };
         // The Pareto-cheapest configurations: each carries more than every cheaper one.
         let mut candidates: Vec<AppConfig> = space

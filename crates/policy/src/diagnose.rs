@@ -62,6 +62,9 @@ pub(crate) struct Context<'a> {
     pub cpu_floor: f64,
     /// The ramp the input is on, from its hourly history (see `sizing::ramp`).
     pub ramp: Option<Ramp>,
+    /// Whether the input is at a peak the application's own history expects, with no more
+    /// expected over the next hours (see `forecast::Profile::at_known_peak`).
+    pub at_known_peak: bool,
 }
 
 /// What the diagnosed cause needs.
@@ -322,7 +325,11 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             && ts_ms(ctx.now) - ts_ms(r.at)
                 < dur_ms(ctx.budget.scale_down_stabilization).max(GROWTH_HORIZON_MIN_MINUTES * 60_000)
     });
+    // NB: not at a peak the history expects, which passes before the load grows further:
+    // a plan sized for the day's busiest minute runs it close to the cliff by design, and a
+    // restart there would cost minutes for an hour the job carries (a breach still acts).
     let saturating = sig.cpu.is_some_and(|c| c >= CPU_NEAR_SATURATION)
+        && !ctx.at_known_peak
         && sig.cpu_trend.is_none_or(|t| t >= 0.0)
         && sig.restarts == 0.0
         && sig

@@ -18,7 +18,11 @@
 
 use jiff::Timestamp;
 
-use super::{stats::median, types::HourlyRate};
+use super::{
+    stats::median,
+    tuning::{GROWN_LEVEL, MINUTES_OVER_HOURLY_AVERAGE},
+    types::HourlyRate,
+};
 
 /// Hours of history below which nothing is forecast.
 pub const MIN_HISTORY_HOURS: usize = 36;
@@ -43,6 +47,10 @@ const MIN_BUSIEST_MINUTE_HOURS: usize = 6;
 const MAX_BUSIEST_MINUTE: f64 = 2.0;
 
 const HOUR_S: i64 = 3600;
+
+/// Hours ahead a peak the history expects must not be exceeded in to count as the peak (see
+/// [`Profile::at_known_peak`]): at least a restart and its catch-up.
+const KNOWN_PEAK_HOURS: i64 = 2;
 
 /// A rate per hour of the day (`None`: no data for that hour).
 type ByHour = [Option<f64>; 24];
@@ -78,6 +86,9 @@ pub struct Profile {
     /// How far an hour's busiest minute runs above the hour's rate (see
     /// [`busiest_minute`](Self::busiest_minute)).
     busiest_minute: Option<f64>,
+    /// The typical busiest minute per hour of the day (every day alike, then weekdays and
+    /// weekend days apart as `weekly`), from the history's hourly maxima.
+    busiest: (ByHour, Option<(ByHour, ByHour)>),
 }
 
 impl Profile {
@@ -97,13 +108,24 @@ impl Profile {
         if points.len() < MIN_HISTORY_HOURS {
             return None;
         }
-        let bucket = |keep: &dyn Fn(i64) -> bool| -> ByHour {
+        let maxima: Vec<(i64, f64)> = history
+            .iter()
+            .filter_map(|h| {
+                let b = h
+                    .busiest_minute_per_second
+                    .filter(|b| b.is_finite() && *b >= 0.0)?;
+                let s = hour_start_s(h.at);
+                (s < now_s).then_some((s, b))
+            })
+            .collect();
+        let by_hour = |points: &[(i64, f64)], keep: &dyn Fn(i64) -> bool| -> ByHour {
             let mut by_hour: [Vec<f64>; 24] = Default::default();
             for &(s, v) in points.iter().filter(|(s, _)| keep(*s)) {
                 by_hour[hour_of_day(s)].push(v);
             }
             by_hour.map(|v| median(&v))
         };
+        let bucket = |keep: &dyn Fn(i64) -> bool| by_hour(&points, keep);
         let all = bucket(&|_| true);
         // A weekly pattern needs a whole day of each kind.
         let mut day_hours: std::collections::BTreeMap<i64, usize> = std::collections::BTreeMap::new();
@@ -117,12 +139,22 @@ impl Profile {
         };
         let weekly =
             (whole(true) && whole(false)).then(|| (bucket(&|s| !is_weekend(s)), bucket(&is_weekend)));
+        let busiest = (
+            by_hour(&maxima, &|_| true),
+            weekly.is_some().then(|| {
+                (
+                    by_hour(&maxima, &|s| !is_weekend(s)),
+                    by_hour(&maxima, &is_weekend),
+                )
+            }),
+        );
         let mut profile = Self {
             hours: points.len(),
             all,
             weekly,
             level: 1.0,
             busiest_minute: busiest_minute(history, &points),
+            busiest,
         };
         let ratios: Vec<f64> = points
             .iter()
@@ -160,6 +192,30 @@ impl Profile {
             mid.max(edge(self.rate(hour_s - HOUR_S)))
                 .max(edge(self.rate(hour_s + HOUR_S))),
         )
+    }
+
+    /// Whether `rate` (records/s, now) is a peak this profile expects: the highest rate of
+    /// the current and next [`KNOWN_PEAK_HOURS`] hours is the current hour's, and `rate` is
+    /// at most the busiest minute the history typically saw in this hour of the day (else
+    /// the hour's rate with [`MINUTES_OVER_HOURLY_AVERAGE`]), at the profile's level; and the
+    /// load does not run above its history (a level above [`GROWN_LEVEL`]: growing past the
+    /// days learnt from, it may grow further). Such a load passes before it grows further.
+    pub fn at_known_peak(&self, rate: f64, now: Timestamp) -> bool {
+        let h0 = hour_start_s(now);
+        let Some(here) = self.peak_within(h0) else {
+            return false;
+        };
+        let ahead = (1..=KNOWN_PEAK_HOURS)
+            .filter_map(|i| self.peak_within(h0 + i * HOUR_S))
+            .fold(0.0, f64::max);
+        let h = hour_of_day(h0);
+        let (all, weekly) = &self.busiest;
+        let busiest = weekly
+            .as_ref()
+            .and_then(|(weekday, weekend)| if is_weekend(h0) { weekend[h] } else { weekday[h] })
+            .or(all[h])
+            .map_or(here * MINUTES_OVER_HOURLY_AVERAGE, |b| b * self.level);
+        self.level <= GROWN_LEVEL && here > 0.0 && ahead <= here && rate <= busiest
     }
 
     /// How far an hour's busiest minute runs above its average at the day's peaks, as a
@@ -228,6 +284,35 @@ mod tests {
         // Peak at 14:00, trough at 02:00.
         let h = hour_of_day(s) as f64;
         14_000.0 + 10_000.0 * (2.0 * std::f64::consts::PI * (h - 14.0) / 24.0).cos()
+    }
+
+    #[test]
+    fn a_peak_the_history_knows_is_told_from_a_load_that_rises_past_it() {
+        // A week of the diurnal load (24,000 records/s at 14:00) whose busiest minute runs
+        // 4% above each hour.
+        let mut week = hours(MONDAY - 7 * 24 * HOUR_S, 7 * 24, diurnal);
+        for h in &mut week {
+            h.busiest_minute_per_second = Some(h.records_per_second * 1.04);
+        }
+        let at = |h: i64, m: i64| Timestamp::from_second(MONDAY + h * HOUR_S + m * 60).unwrap();
+        let profile = Profile::learn(&week, at(14, 30)).unwrap();
+        // At the day's peak, within the minutes the history saw at that hour: known.
+        assert!(profile.at_known_peak(24_500.0, at(14, 30)));
+        // Above the busiest minute the history saw at that hour: not the known peak.
+        assert!(!profile.at_known_peak(25_500.0, at(14, 30)));
+        // Before the peak, the load is expected to rise further.
+        let morning = Profile::learn(&week, at(12, 30)).unwrap();
+        assert!(!morning.at_known_peak(22_000.0, at(12, 30)));
+        // A load running a fifth above its history may grow further: no peak is known.
+        let mut grown = week.clone();
+        grown.extend(hours(MONDAY, 14, |s| 1.2 * diurnal(s)));
+        let grown = Profile::learn(&grown, at(14, 30)).unwrap();
+        assert!(grown.level() > GROWN_LEVEL, "{}", grown.level());
+        assert!(!grown.at_known_peak(24_500.0, at(14, 30)));
+        // Without the history's maxima, the hour's rate with the fixed margin.
+        let bare = Profile::learn(&hours(MONDAY - 7 * 24 * HOUR_S, 7 * 24, diurnal), at(14, 30)).unwrap();
+        assert!(bare.at_known_peak(26_000.0, at(14, 30)));
+        assert!(!bare.at_known_peak(26_600.0, at(14, 30)));
     }
 
     #[test]

@@ -224,6 +224,7 @@ fn decide_within(
     let window_ms = dur_ms(budget.window).max(period_ms);
 
     // 3. Diagnosis.
+    let profile = forecast::Profile::learn(&obs.hourly_input, now);
     let ctx = Context {
         budget,
         history,
@@ -248,6 +249,10 @@ fn decide_within(
             now,
             signals::input_trend(&obs.samples, window.judged_from, now).is_some_and(|t| t > 0.0),
         ),
+        at_known_peak: match (&profile, sig.records_in) {
+            (Some(p), Some(rate)) => p.at_known_peak(rate, now),
+            _ => false,
+        },
     };
     let finding = diagnose::diagnose(&ctx);
 
@@ -257,8 +262,7 @@ fn decide_within(
     }
 
     // 5. The need, ahead of the load when the application's history allows a forecast.
-    let outlook = forecast::Profile::learn(&obs.hourly_input, now)
-        .and_then(|profile| outlook(&ctx, &profile, &finding));
+    let outlook = profile.and_then(|profile| outlook(&ctx, &profile, &finding));
     let mut decision = match (
         finding.need,
         outlook
@@ -285,7 +289,7 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
     let sig = ctx.signals;
     let rate = sig.records_in.filter(|r| *r > 0.0)?;
     let s_now = ctx.space.load(ctx.current);
-    let (rate_now, saturating_load, first_at_most) = match finding.need {
+    let (rate_now, saturating_load, first_at_most, cliff) = match finding.need {
         Need::Grow(g)
             if !g.lower_per_kpu
                 && g.basis != Basis::Proving
@@ -293,14 +297,17 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
         {
             // The target aims at the CPU target or the duration target: it saturates beyond.
             // (CPU above its floor scales with the load factor, see `cpu`.)
-            let saturating = match g.basis {
-                Basis::Duration => g.target / DURATION_TARGET,
+            let (saturating, cliff) = match g.basis {
+                Basis::Duration => (g.target / DURATION_TARGET, 1.0),
                 _ => {
                     let floor = ctx.cpu_floor.min(CPU_TARGET / 2.0);
-                    g.target * (100.0 - floor) / (CPU_TARGET - floor)
+                    (
+                        g.target * (100.0 - floor) / (CPU_TARGET - floor),
+                        cliff_by_cpu(floor),
+                    )
                 }
             };
-            (rate * demand_factor(sig), saturating, Some(g.target))
+            (rate * demand_factor(sig), saturating, Some(g.target), cliff)
         }
         Need::Hold(Reason::WithinBudget) | Need::Shrink { .. }
             if matches!(finding.cause, Cause::Healthy | Cause::IdleHeadroom) =>
@@ -314,13 +321,22 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
             // be a catch-up's, or a noisy minute's, against another minute's rate).
             // Read off the configuration's own line when it has one (its busier reading is
             // nearer saturation than a night's), else from the recent reading and the floor.
-            let by_cpu = match cpu::rate_at(ctx.history, ctx.current, 100.0) {
-                Some(r) if r > rate => s_now * r / rate,
-                _ => sig.cpu.filter(|c| *c > 0.0).map_or(f64::INFINITY, |c| {
-                    cpu::load_for(c, ctx.cpu_floor.min(c / 2.0), s_now, 100.0)
+            let (by_cpu, floor) = match (
+                cpu::rate_at(ctx.history, ctx.current, 100.0),
+                cpu::floor(ctx.history),
+            ) {
+                (Some(r), floor) if r > rate => (s_now * r / rate, floor),
+                _ => sig.cpu.filter(|c| *c > 0.0).map_or((f64::INFINITY, 0.0), |c| {
+                    let floor = ctx.cpu_floor.min(c / 2.0);
+                    (cpu::load_for(c, floor, s_now, 100.0), floor)
                 }),
             };
-            (rate, by_duration.min(by_cpu).max(s_now), None)
+            let cliff = if by_cpu < by_duration {
+                cliff_by_cpu(floor)
+            } else {
+                1.0
+            };
+            (rate, by_duration.min(by_cpu).max(s_now), None, cliff)
         }
         _ => return None,
     };
@@ -331,12 +347,23 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
             current: ctx.current,
             rate_now,
             saturating_load,
+            cliff,
             first_at_most,
             restart_ms: ctx.restart_ms,
             period_ms: ctx.period_ms,
             now: ctx.now,
         },
     )
+}
+
+/// Where the cliff is when a configuration saturates on CPU whose `floor` % the input does
+/// not drive, relative to the plan's (a share of the rate at 100% CPU): the reactive rule
+/// acts at [`CPU_NEAR_SATURATION`] % CPU, which the input reaches at `(90 - floor) / (100 -
+/// floor)` of that rate, not 90% of it (with a floor of 20%, 87.5%: a plan that counted on
+/// 90% had its peak overruled by the reactive rule, a restart a day).
+fn cliff_by_cpu(floor: f64) -> f64 {
+    let floor = floor.clamp(0.0, CPU_NEAR_SATURATION / 2.0);
+    ((CPU_NEAR_SATURATION - floor) / (100.0 - floor)) / (CPU_NEAR_SATURATION / 100.0)
 }
 
 /// A scale-up the forecast wants started now, before a recurring peak ramps up.

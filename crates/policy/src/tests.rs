@@ -1176,6 +1176,48 @@ fn sustained_cpu_near_saturation_scales_before_the_cliff() {
 }
 
 #[test]
+fn cpu_near_saturation_at_a_peak_the_history_knows_is_left_to_the_plan() {
+    // 92% CPU at 18:00, the busiest hour of the last three days (1,000 records/s, its
+    // busiest minute 3% above), the hours after it quieter: the load passes before it grows.
+    let o = obs(AppConfig::new(8, 2), window(10.0, near_saturation));
+    let mut known = o.clone();
+    known.hourly_input = hourly_history(3, |h| {
+        if h == 18 {
+            1000.0
+        } else {
+            400.0 + 30.0 * (h % 18) as f64
+        }
+    });
+    for h in &mut known.hourly_input {
+        h.busiest_minute_per_second = Some(h.records_per_second * 1.03);
+    }
+    let d = run(&budget(), &known, &History::default());
+    assert!(
+        !d.diagnosis.summary.contains("about to saturate"),
+        "{}",
+        d.diagnosis.summary
+    );
+    // The same minutes without the history, or above the minutes the history saw at this
+    // hour: the cliff is a few percent of load away.
+    let d = run(&budget(), &o, &History::default());
+    assert!(
+        d.diagnosis.summary.contains("about to saturate"),
+        "{}",
+        d.diagnosis.summary
+    );
+    let mut above = known.clone();
+    for s in &mut above.samples {
+        s.records_in_per_second = s.records_in_per_second.map(|r| r * 1.1);
+    }
+    let d = run(&budget(), &above, &History::default());
+    assert!(
+        d.diagnosis.summary.contains("about to saturate"),
+        "{}",
+        d.diagnosis.summary
+    );
+}
+
+#[test]
 fn on_a_ramp_the_step_is_sized_ahead_of_it_and_a_step_change_is_not() {
     let o = obs(AppConfig::new(8, 2), window(10.0, near_saturation));
     let flat = scaled_to(&run(&budget(), &o, &History::default()));

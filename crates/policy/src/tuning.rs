@@ -280,6 +280,12 @@ pub(crate) const RAMP_MIN_RISE: f64 = 0.02;
 /// history (see `ahead`). Ramps sized from the window (`AHEAD_CPU_CEILING`) keep it too.
 pub(crate) const MINUTES_OVER_HOURLY_AVERAGE: f64 = 1.1;
 
+/// A load running this far above the days learnt from (the forecast profile's level
+/// correction) is growing past them, and the hours ahead may grow further: the plan keeps
+/// the full margin for the busiest minutes rather than the history's own, and a peak the
+/// history knows is not one (see `forecast::Profile::at_known_peak`).
+pub(crate) const GROWN_LEVEL: f64 = 1.05;
+
 /// The CPU, %, the load expected ahead (a ramp's, a rising input's) may take of a step sized
 /// for it: clear of the cliff (`CPU_NEAR_SATURATION`) by the busier minutes' margin. The
 /// load of now keeps `CPU_TARGET`.
