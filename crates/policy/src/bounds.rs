@@ -155,7 +155,9 @@ pub(crate) struct Grow {
 }
 
 /// Searches more capacity: parallelism never below the running one (clamped into the
-/// bounds), ParallelismPerKPU never above it, a strictly lower load factor.
+/// bounds) unless a lower ParallelismPerKPU buys more KPUs (fewer subtasks, each with more
+/// of a vCPU: the way up when the bounds cap parallelism at 1 per KPU by `maxKpus`),
+/// ParallelismPerKPU never above it, a strictly lower load factor.
 ///
 /// The cause's knob comes first: for capacity (`prefer_keep_parallelism` false) the
 /// search first keeps ParallelismPerKPU and only changes it when parallelism alone cannot
@@ -191,7 +193,11 @@ fn grow_among(
         .candidates(current)
         .into_iter()
         .filter(|c| include_failed || !space.is_failed(*c))
-        .filter(|c| c.parallelism >= p_floor && c.parallelism_per_kpu <= k_ceiling)
+        .filter(|c| {
+            c.parallelism_per_kpu <= k_ceiling
+                && (c.parallelism >= p_floor
+                    || (c.parallelism_per_kpu < k_ceiling && c.kpus() > current.kpus()))
+        })
         .filter(|c| !need.lower_per_kpu || c.parallelism_per_kpu < current.parallelism_per_kpu)
         .filter(|c| space.load(*c) < s_now && *c != current)
         .filter(|c| knob(c))
@@ -328,6 +334,32 @@ mod tests {
         assert_eq!(ps.first(), Some(&3));
         assert!(ps.contains(&37));
         assert!(ps.iter().all(|p| (3..=40).contains(p)));
+    }
+
+    #[test]
+    fn grow_trades_parallelism_for_whole_vcpus_when_the_kpu_cap_binds() {
+        // 22@2 (11 KPU, 3 key groups of 64 on half a vCPU: load 6) with parallelism at most
+        // 23 and 18 KPUs: every parallelism from 22 up at 1 per KPU needs more than 18 KPUs,
+        // yet 16@1 (16 KPU, 4 key groups on a whole vCPU: load 4) carries half as much again.
+        let s = space(1, 23, 64, (1, 2), Some(18));
+        let need = |target: f64| Grow {
+            target,
+            lower_per_kpu: false,
+            prefer_keep_parallelism: false,
+            spread_state_helps: true,
+            basis: Basis::Throughput,
+        };
+        let from = AppConfig::new(22, 2);
+        assert_eq!(s.load(from), 6.0);
+        assert_eq!(
+            grow(&s, from, need(4.0), false),
+            Pick::Meets(AppConfig::new(16, 1))
+        );
+        // Lower parallelism only for more KPUs with whole vCPUs: 16@2 (8 KPU) is not more.
+        assert_eq!(
+            grow(&s, from, need(1.0), false),
+            Pick::Partial(AppConfig::new(16, 1))
+        );
     }
 
     #[test]
