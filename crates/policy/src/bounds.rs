@@ -155,9 +155,10 @@ pub(crate) struct Grow {
 }
 
 /// Searches more capacity: parallelism never below the running one (clamped into the
-/// bounds) unless a lower ParallelismPerKPU buys more KPUs (fewer subtasks, each with more
-/// of a vCPU: the way up when the bounds cap parallelism at 1 per KPU by `maxKpus`),
-/// ParallelismPerKPU never above it, a strictly lower load factor.
+/// bounds) unless nothing else meets the need and a lower ParallelismPerKPU buys more KPUs
+/// (fewer subtasks, each with more of a vCPU: the way up when `maxKpus` caps the running
+/// parallelism at fewer per KPU), ParallelismPerKPU never above it, a strictly lower load
+/// factor.
 ///
 /// The cause's knob comes first: for capacity (`prefer_keep_parallelism` false) the
 /// search first keeps ParallelismPerKPU and only changes it when parallelism alone cannot
@@ -173,9 +174,12 @@ pub(crate) fn grow(space: &Space, current: AppConfig, need: Grow, include_failed
             c.parallelism_per_kpu == current.parallelism_per_kpu
         }
     };
-    match grow_among(space, current, need, include_failed, &knob_only) {
+    match grow_among(space, current, need, include_failed, false, &knob_only) {
         Pick::Meets(c) => Pick::Meets(c),
-        _ => grow_among(space, current, need, include_failed, &|_| true),
+        _ => match grow_among(space, current, need, include_failed, false, &|_| true) {
+            Pick::Meets(c) => Pick::Meets(c),
+            _ => grow_among(space, current, need, include_failed, true, &|_| true),
+        },
     }
 }
 
@@ -184,6 +188,7 @@ fn grow_among(
     current: AppConfig,
     need: Grow,
     include_failed: bool,
+    lower_parallelism: bool,
     knob: &dyn Fn(&AppConfig) -> bool,
 ) -> Pick {
     let s_now = space.load(current);
@@ -196,7 +201,9 @@ fn grow_among(
         .filter(|c| {
             c.parallelism_per_kpu <= k_ceiling
                 && (c.parallelism >= p_floor
-                    || (c.parallelism_per_kpu < k_ceiling && c.kpus() > current.kpus()))
+                    || (lower_parallelism
+                        && c.parallelism_per_kpu < k_ceiling
+                        && c.kpus() > current.kpus()))
         })
         .filter(|c| !need.lower_per_kpu || c.parallelism_per_kpu < current.parallelism_per_kpu)
         .filter(|c| space.load(*c) < s_now && *c != current)
