@@ -65,6 +65,9 @@ pub(crate) struct Context<'a> {
     /// Whether the input is at a peak the application's own history expects, with no more
     /// expected over the next hours (see `forecast::Profile::at_known_peak`).
     pub at_known_peak: bool,
+    /// The input's trend, records/s per ms, when trusted, and the span it was fitted over,
+    /// ms: the last half hour of normal running (see `signals::input_trend`).
+    pub input_trend: Option<(f64, i64)>,
 }
 
 /// What the diagnosed cause needs.
@@ -213,13 +216,28 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     let growth = if keeps_up {
         let horizon = dur_ms(ctx.budget.scale_down_stabilization).max(GROWTH_HORIZON_MIN_MINUTES * 60_000);
         let since_scaling = input_growth(ctx.history, sig.records_in, ts_ms(ctx.now), horizon);
-        let on_ramp = ctx.ramp.map_or(1.0, |r| {
-            let restart_cost = economics::restart_minutes(ctx.restart_ms, CPU_TARGET / 100.0)
-                * economics::violation_price(ctx.space.largest_kpus(ctx.current));
-            let kpus_needed =
-                f64::from(ctx.current.kpus()) * sig.cpu.unwrap_or(CPU_TARGET).max(CPU_TARGET) / CPU_TARGET;
-            ramp_growth(r, restart_cost, kpus_needed)
-        });
+        let restart_cost = economics::restart_minutes(ctx.restart_ms, CPU_TARGET / 100.0)
+            * economics::violation_price(ctx.space.largest_kpus(ctx.current));
+        let kpus_needed =
+            f64::from(ctx.current.kpus()) * sig.cpu.unwrap_or(CPU_TARGET).max(CPU_TARGET) / CPU_TARGET;
+        let on_ramp = ctx
+            .ramp
+            .map_or(1.0, |r| ramp_growth(r, restart_cost, kpus_needed));
+        // Before the hourly history shows a ramp, the window's own minutes may: a rise the
+        // last half hour's minutes trust is one that has lasted that long, and is sized
+        // ahead by the same reckoning (as likely to last as long again as not).
+        let on_trend = match (ctx.ramp, ctx.input_trend, sig.records_in) {
+            (None, Some((slope, span_ms)), Some(rate)) if slope > 0.0 && rate > 0.0 => ramp_growth(
+                Ramp {
+                    per_hour: slope * 3_600_000.0 / rate,
+                    hours: span_ms as f64 / 3_600_000.0,
+                },
+                restart_cost,
+                kpus_needed,
+            ),
+            _ => 1.0,
+        };
+        let on_ramp = on_ramp.max(on_trend);
         since_scaling.max(on_ramp)
     } else {
         1.0

@@ -225,6 +225,11 @@ fn decide_within(
 
     // 3. Diagnosis.
     let profile = forecast::Profile::learn(&obs.hourly_input, now);
+    let input_trend = signals::input_trend(&obs.samples, window.judged_from, now);
+    // The span the trend was fitted over: the last half hour, or less since the last
+    // restart completed.
+    let trend_span_ms =
+        dur_ms(INPUT_TREND_SPAN).min(ts_ms(now).saturating_sub(window.judged_from.unwrap_or(i64::MIN)));
     let ctx = Context {
         budget,
         history,
@@ -247,8 +252,9 @@ fn decide_within(
             &obs.hourly_input,
             sig.records_in,
             now,
-            signals::input_trend(&obs.samples, window.judged_from, now).is_some_and(|t| t > 0.0),
+            input_trend.is_some_and(|t| t > 0.0),
         ),
+        input_trend: input_trend.map(|t| (t, trend_span_ms)),
         at_known_peak: match (&profile, sig.records_in) {
             (Some(p), Some(rate)) => p.at_known_peak(rate, now),
             _ => false,

@@ -1234,6 +1234,38 @@ fn on_a_ramp_the_step_is_sized_ahead_of_it_and_a_step_change_is_not() {
 }
 
 #[test]
+fn a_rise_the_last_half_hour_trusts_is_sized_ahead_before_the_hours_show_it() {
+    // Thirty minutes of near-saturation minutes ending at NOW; the input rises 0.5% of
+    // today's rate a minute (30% an hour) in one run and stays flat in the other; no hourly
+    // history yet.
+    let minutes = |rising: bool| -> Vec<Sample> {
+        (0..30)
+            .map(|i| {
+                let mut s = sample(NOW - 29 + i, 10.0);
+                near_saturation(i as usize, &mut s);
+                s.records_in_per_second = Some(if rising {
+                    1000.0 * (1.0 - 0.005 * (29 - i) as f64)
+                } else {
+                    1000.0
+                });
+                s
+            })
+            .collect()
+    };
+    let flat = scaled_to(&run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), minutes(false)),
+        &History::default(),
+    ));
+    let rising = scaled_to(&run(
+        &budget(),
+        &obs(AppConfig::new(8, 2), minutes(true)),
+        &History::default(),
+    ));
+    assert!(rising.kpus() > flat.kpus(), "{rising} vs {flat}");
+}
+
+#[test]
 fn a_rising_input_sizes_the_step_for_the_load_ahead() {
     let mut before = record(
         NOW - 60,
