@@ -201,9 +201,7 @@ fn grow_among(
         .filter(|c| {
             c.parallelism_per_kpu <= k_ceiling
                 && (c.parallelism >= p_floor
-                    || (lower_parallelism
-                        && c.parallelism_per_kpu < k_ceiling
-                        && c.kpus() > current.kpus()))
+                    || (lower_parallelism && c.parallelism_per_kpu < k_ceiling && c.kpus() > current.kpus()))
         })
         .filter(|c| !need.lower_per_kpu || c.parallelism_per_kpu < current.parallelism_per_kpu)
         .filter(|c| space.load(*c) < s_now && *c != current)

@@ -327,11 +327,8 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
             // be a catch-up's, or a noisy minute's, against another minute's rate).
             // Read off the configuration's own line when it has one (its busier reading is
             // nearer saturation than a night's), else from the recent reading and the floor.
-            let (by_cpu, floor) = match (
-                cpu::rate_at(ctx.history, ctx.current, 100.0),
-                cpu::floor(ctx.history),
-            ) {
-                (Some(r), floor) if r > rate => (s_now * r / rate, floor),
+            let (by_cpu, floor) = match cpu::rate_at(ctx.history, ctx.current, 100.0) {
+                Some(r) if r > rate => (s_now * r / rate, ctx.cpu_floor),
                 _ => sig.cpu.filter(|c| *c > 0.0).map_or((f64::INFINITY, 0.0), |c| {
                     let floor = ctx.cpu_floor.min(c / 2.0);
                     (cpu::load_for(c, floor, s_now, 100.0), floor)
@@ -365,8 +362,8 @@ fn outlook(ctx: &Context<'_>, profile: &forecast::Profile, finding: &Finding) ->
 /// Where the cliff is when a configuration saturates on CPU whose `floor` % the input does
 /// not drive, relative to the plan's (a share of the rate at 100% CPU): the reactive rule
 /// acts at [`CPU_NEAR_SATURATION`] % CPU, which the input reaches at `(90 - floor) / (100 -
-/// floor)` of that rate, not 90% of it (with a floor of 20%, 87.5%: a plan that counted on
-/// 90% had its peak overruled by the reactive rule, a restart a day).
+/// floor)` of that rate, not 90% of it (with a floor of 20%, 87.5%): a plan that counts on
+/// 90% puts its busiest minutes past the point where the reactive rule scales up.
 fn cliff_by_cpu(floor: f64) -> f64 {
     let floor = floor.clamp(0.0, CPU_NEAR_SATURATION / 2.0);
     ((CPU_NEAR_SATURATION - floor) / (100.0 - floor)) / (CPU_NEAR_SATURATION / 100.0)

@@ -1176,6 +1176,16 @@ fn sustained_cpu_near_saturation_scales_before_the_cliff() {
 }
 
 #[test]
+fn the_plans_cliff_is_where_cpu_reaches_the_reactive_rules_threshold() {
+    // Without a floor, 90% of the rate at 100% CPU; with 20% of CPU the input does not
+    // drive, (90 - 20) / (100 - 20) = 87.5% of it.
+    assert!((cliff_by_cpu(0.0) - 1.0).abs() < 1e-12);
+    assert!((cliff_by_cpu(20.0) * 0.9 - 0.875).abs() < 1e-12);
+    // A floor beyond half the threshold is not believed.
+    assert_eq!(cliff_by_cpu(80.0), cliff_by_cpu(45.0));
+}
+
+#[test]
 fn cpu_near_saturation_at_a_peak_the_history_knows_is_left_to_the_plan() {
     // 92% CPU at 18:00, the busiest hour of the last three days (1,000 records/s, its
     // busiest minute 3% above), the hours after it quieter: the load passes before it grows.
