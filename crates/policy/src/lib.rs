@@ -735,7 +735,19 @@ fn shrink(
     let kpus = ctx.current.kpus();
     let min_kpus = (f64::from(kpus) * MIN_KEPT_ON_SCALE_DOWN).ceil() as u32;
     let max_kpus = (f64::from(kpus) * (1.0 - MIN_SCALE_DOWN_SAVING)).floor() as u32;
-    let Some(raw) = bounds::shrink(ctx.space, ctx.current, max_load, min_kpus, max_kpus) else {
+    // With a forecast, the plan's configuration for this hour when it is a step the margins
+    // allow now: the plan chose it among every allowed shape with the coming hours and their
+    // restarts priced, where the search below only raises ParallelismPerKPU or lowers the
+    // parallelism (a shape the plan would leave again at the next rise). NB: still at most
+    // half the KPUs a step: going down to the plan's KPUs whatever the cut made daily round
+    // trips of weekly loads (unseen `u1-16-weekly` 23 -> 113 violation minutes).
+    let planned = outlook.map(Outlook::now_config).filter(|p| {
+        (min_kpus..=max_kpus).contains(&p.kpus())
+            && ctx.space.allowed(*p)
+            && ctx.space.load(*p) <= max_load * (1.0 + 1e-9)
+    });
+    let Some(raw) = planned.or_else(|| bounds::shrink(ctx.space, ctx.current, max_load, min_kpus, max_kpus))
+    else {
         return draft.hold(
             Reason::WithinBudget,
             finding.diagnosis(),

@@ -1804,6 +1804,48 @@ fn a_recurring_peak_is_planned_and_met_before_it_ramps_up() {
 }
 
 #[test]
+fn with_a_forecast_a_scale_down_takes_the_plans_shape() {
+    // 12 subtasks at 2 per KPU (6 KPUs), nearly idle; the day ahead stays so. Without
+    // history the search only raises ParallelismPerKPU or lowers the parallelism; the plan
+    // chooses among every allowed shape, and the step takes its choice.
+    let quiet = || {
+        obs(
+            AppConfig::new(12, 2),
+            window(5.0, |i, s| {
+                idle(i, s);
+                s.cpu_utilization = Some(28.0);
+                s.heap_memory_utilization = Some(27.0);
+                s.container_memory_utilization = Some(27.0);
+            }),
+        )
+    };
+    let settle = |o: &Observation| {
+        let first = run(&budget(), o, &History::default());
+        let mut h = History::default();
+        h.recommendations.push(RecommendationRecord {
+            at: t(NOW - 61),
+            config: first.recommendation,
+        });
+        run(&budget(), o, &h)
+    };
+    let without = settle(&quiet());
+    let mut o = quiet();
+    o.hourly_input = hourly_history(3, |_| 1000.0);
+    let with = settle(&o);
+    assert_eq!(with.reason, Reason::ScaleDownStabilized, "{}", with.message);
+    let planned = with
+        .forecast
+        .as_ref()
+        .and_then(|f| f.planned.as_ref())
+        .map(|p| p.config);
+    assert_eq!(Some(scaled_to(&with)), planned, "{}", with.message);
+    // Without the history: another shape (and a longer wait, the payback unknown).
+    assert_eq!(without.reason, Reason::ScaleDownPending, "{}", without.message);
+    assert_ne!(scaled_to(&with), without.recommendation, "{}", without.message);
+    assert_eq!(scaled_to(&with).kpus(), without.recommendation.kpus());
+}
+
+#[test]
 fn a_trough_shorter_than_the_payback_is_held_through() {
     // 16 KPUs idle at 1,000 records/s (20% CPU): 8 would do. The load comes back to 3,000
     // (which the 16 carry) in two hours: 8 KPUs saved for an hour or two do not pay for
