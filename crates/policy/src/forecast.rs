@@ -195,11 +195,11 @@ impl Profile {
     }
 
     /// Whether `rate` (records/s, now) is a peak this profile expects: the highest rate of
-    /// the current and next [`KNOWN_PEAK_HOURS`] hours is the current hour's, and `rate` is
-    /// at most the busiest minute the history typically saw in this hour of the day (else
-    /// the hour's rate with [`MINUTES_OVER_HOURLY_AVERAGE`]), at the profile's level; and the
-    /// load does not run above its history (a level above [`GROWN_LEVEL`]: growing past the
-    /// days learnt from, it may grow further). Such a load passes before it grows further.
+    /// the current and next two hours is the current hour's, and `rate` is at most the
+    /// busiest minute the history typically saw in this hour of the day (else the hour's
+    /// rate with 10% for its busiest minute), at the profile's level; and the load does not
+    /// run more than 5% above its history (growing past the days learnt from, it may grow
+    /// further). Such a load passes before it grows further.
     pub fn at_known_peak(&self, rate: f64, now: Timestamp) -> bool {
         let h0 = hour_start_s(now);
         let Some(here) = self.peak_within(h0) else {
