@@ -324,7 +324,8 @@ pub(crate) fn ramp(
 /// It is not: a rise that has lasted `T` hours goes on for another `t` with probability
 /// `T / (T + t)` (as likely to last as long again as not), so the rise expected within `H`
 /// is that of `T × ln(1 + H / T)` hours of the ramp (more than `T` when the economic horizon
-/// is far beyond it, less than `H` when the ramp is young). At most [`MAX_GROWTH_FACTOR`].
+/// is far beyond it, less than `H` when the ramp is young). At most
+/// [`RAMP_MAX_GROWTH_FACTOR`].
 ///
 /// `restart_cost` is a restart in KPU-minutes (violation minutes priced in), `kpus_needed`
 /// the KPUs the input needs now.
@@ -335,7 +336,7 @@ pub(crate) fn ramp_growth(ramp: Ramp, restart_cost: f64, kpus_needed: f64) -> f6
     }
     let economic = (2.0 * restart_cost / (added_per_hour * 60.0)).sqrt();
     let expected = ramp.hours * (economic / ramp.hours).ln_1p();
-    (1.0 + ramp.per_hour * expected).clamp(1.0, MAX_GROWTH_FACTOR)
+    (1.0 + ramp.per_hour * expected).clamp(1.0, RAMP_MAX_GROWTH_FACTOR)
 }
 
 /// How long a restart takes, from the completed scalings in history (mean), clamped to
@@ -496,7 +497,7 @@ mod tests {
                 600.0,
                 10.0
             ),
-            MAX_GROWTH_FACTOR
+            RAMP_MAX_GROWTH_FACTOR
         );
         // A cheap restart is not worth sizing ahead for.
         assert!(ramp_growth(ramp, 0.6, 10.0) < 1.02);

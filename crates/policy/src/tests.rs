@@ -1276,6 +1276,40 @@ fn a_rise_the_last_half_hour_trusts_is_sized_ahead_before_the_hours_show_it() {
 }
 
 #[test]
+fn a_steep_morning_ramp_is_sized_past_the_growth_cap_in_one_step() {
+    // Thirty near-saturation minutes in which the input rises by `per_minute` of today's
+    // rate a minute; no hourly history yet.
+    let step = |per_minute: f64| -> AppConfig {
+        let minutes: Vec<Sample> = (0..30)
+            .map(|i| {
+                let mut s = sample(NOW - 29 + i, 10.0);
+                near_saturation(i as usize, &mut s);
+                s.records_in_per_second = Some(1000.0 * (1.0 - per_minute * (29 - i) as f64));
+                s
+            })
+            .collect();
+        scaled_to(&run(
+            &budget(),
+            &obs(AppConfig::new(8, 2), minutes),
+            &History::default(),
+        ))
+    };
+    let (flat, gentle, steep) = (step(0.0), step(0.005), step(0.02));
+    assert!(
+        flat.kpus() < gentle.kpus() && gentle.kpus() < steep.kpus(),
+        "{flat} {gentle} {steep}"
+    );
+    // 2% a minute (120% an hour) for half an hour: expected to rise for about another hour
+    // on the restart's economics, sized well past the 1.5× that bounds the growth since
+    // the last scaling (no more than 1.5× what a flat input gets would need a restart per
+    // stretch of the ramp).
+    assert!(
+        f64::from(steep.kpus()) > 1.5 * f64::from(flat.kpus()),
+        "{steep} vs {flat}"
+    );
+}
+
+#[test]
 fn a_rising_input_sizes_the_step_for_the_load_ahead() {
     let mut before = record(
         NOW - 60,

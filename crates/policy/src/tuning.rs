@@ -72,6 +72,14 @@ pub(crate) const GROWTH_MIN_ELAPSED_MINUTES: i64 = 30;
 /// See `GROWTH_HORIZON_MIN_MINUTES`.
 pub(crate) const MAX_GROWTH_FACTOR: f64 = 1.5;
 
+/// The most a step on a detected ramp is sized ahead (`sizing::ramp_growth`): the ramp's
+/// economics (the restart against the idle KPUs, and the rise as likely to end as to last as
+/// long again) already bound the step; this only bounds a misread trend. Capped at
+/// `MAX_GROWTH_FACTOR` like the growth since the last scaling, a steep morning ramp took a
+/// restart per 1.5× of it (unseen `u3-25-diurnal-2peak`: 3 -> 5 -> 8 -> 13 KPUs, 56
+/// violation minutes; with 2×, 30).
+pub(crate) const RAMP_MAX_GROWTH_FACTOR: f64 = 2.0;
+
 /// A scale-down must save at least this share of the KPUs: every change restarts the job
 /// (10-20 minutes without checkpoints, then a backlog to drain), which a saving of one KPU
 /// in seven does not pay for.
