@@ -346,14 +346,14 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
     // NB: not at a peak the history expects, which passes before the load grows further:
     // a plan sized for the day's busiest minute runs it close to the cliff by design, and a
     // restart there would cost minutes for an hour the job carries (a breach still acts).
-    let saturating = sig.cpu.is_some_and(|c| c >= CPU_NEAR_SATURATION)
-        && !ctx.at_known_peak
+    let near_cliff = sig.cpu.is_some_and(|c| c >= CPU_NEAR_SATURATION)
         && sig.cpu_trend.is_none_or(|t| t >= 0.0)
         && sig.restarts == 0.0
         && sig
             .lag
             .is_none_or(|l| l <= CATCH_UP_MIN_LAG_PERIODS * ctx.period_ms as f64)
         && !proactive_recently;
+    let saturating = near_cliff && !ctx.at_known_peak;
     if breach || projected_breach || timing_out || saturating {
         if let Some(skew) = ineffective_scale_up(ctx, budget_ms) {
             return skew;
@@ -711,6 +711,21 @@ pub(crate) fn diagnose(ctx: &Context<'_>) -> Finding {
             Need::Hold(Reason::WithinBudget),
         );
     }
+    // Say so when CPU near the cliff was left alone because the history knows this peak:
+    // status must not read as if nothing were close.
+    let summary = if near_cliff && ctx.at_known_peak {
+        format!(
+            "{summary} CPU is at {}, near saturation, but at the busiest minute the application's \
+             history typically brings at this hour of the day, with no busier hour expected in \
+             the next {} hours: the peak passes before the load grows, so the \
+             near-saturation rule leaves it to the plan for the coming hours (a breach still \
+             acts).",
+            fmt_pct(sig.cpu),
+            super::forecast::KNOWN_PEAK_HOURS
+        )
+    } else {
+        summary
+    };
     Finding::new(Cause::Healthy, summary, None, Need::Hold(Reason::WithinBudget))
 }
 

@@ -50,7 +50,7 @@ const HOUR_S: i64 = 3600;
 
 /// Hours ahead a peak the history expects must not be exceeded in to count as the peak (see
 /// [`Profile::at_known_peak`]): at least a restart and its catch-up.
-const KNOWN_PEAK_HOURS: i64 = 2;
+pub(crate) const KNOWN_PEAK_HOURS: i64 = 2;
 
 /// A rate per hour of the day (`None`: no data for that hour).
 type ByHour = [Option<f64>; 24];

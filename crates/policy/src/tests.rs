@@ -1207,6 +1207,14 @@ fn cpu_near_saturation_at_a_peak_the_history_knows_is_left_to_the_plan() {
         "{}",
         d.diagnosis.summary
     );
+    // Status says why CPU near the cliff was left alone.
+    assert!(
+        d.diagnosis
+            .summary
+            .contains("near saturation, but at the busiest minute"),
+        "{}",
+        d.message
+    );
     // The same minutes without the history, or above the minutes the history saw at this
     // hour: the cliff is a few percent of load away.
     let d = run(&budget(), &o, &History::default());
