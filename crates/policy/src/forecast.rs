@@ -10,7 +10,9 @@
 //! day and a half is the least that shows the same hour twice.
 //!
 //! The profile is then scaled by how the last hours compared with it (a load that grew
-//! since the days learnt from), within [`LEVEL_RANGE`].
+//! since the days learnt from), within [`LEVEL_RANGE`]. A load whose days grow one over
+//! the other is learnt at today's level and forecast to grow on (see
+//! [`Profile::daily_growth`]).
 //!
 //! The controller judges minutes, and an hour's busiest minute runs above its average: by
 //! how much is learnt too, from the hours' `Maximum` where the history has it (see
@@ -28,8 +30,17 @@ use super::{
 pub const MIN_HISTORY_HOURS: usize = 36;
 
 /// Hours of a day that must have data for that day to count towards the weekday or
-/// weekend profile.
+/// weekend profile (or the day-over-day growth).
 const MIN_HOURS_PER_DAY: usize = 20;
+
+/// Whole days the day-over-day growth is fitted over (the latest ones): a week.
+const GROWTH_DAYS: usize = 7;
+
+/// How closely the days' averages must follow an exponential growth (r² of their logs).
+const GROWTH_MIN_R2: f64 = 0.9;
+
+/// The least day-over-day growth taken for one (2% a day).
+const GROWTH_MIN_PER_DAY: f64 = 0.02;
 
 /// Recent hours compared with the profile to correct its level.
 const LEVEL_HOURS: usize = 3;
@@ -89,6 +100,12 @@ pub struct Profile {
     /// The typical busiest minute per hour of the day (every day alike, then weekdays and
     /// weekend days apart as `weekly`), from the history's hourly maxima.
     busiest: (ByHour, Option<(ByHour, ByHour)>),
+    /// The day-over-day growth of the load, as the natural log of a day's factor (0: none
+    /// trusted; see [`daily_growth`]). The profile is learnt at today's level and the hours
+    /// ahead grow on.
+    growth_per_day: f64,
+    /// When the profile was learnt (seconds): where the growth ahead starts.
+    learnt_at_s: i64,
 }
 
 impl Profile {
@@ -108,6 +125,15 @@ impl Profile {
         if points.len() < MIN_HISTORY_HOURS {
             return None;
         }
+        // A load that grows day over day is learnt at today's level: every hour brought up
+        // by the growth since, so that the median of the days is today's and not the
+        // middle day's.
+        let growth_per_day = daily_growth(&points);
+        let today = |s: i64, v: f64| v * (growth_per_day * (now_s - s) as f64 / DAY_S as f64).exp();
+        let busiest_minute = busiest_minute(history, &points);
+        for p in &mut points {
+            p.1 = today(p.0, p.1);
+        }
         let maxima: Vec<(i64, f64)> = history
             .iter()
             .filter_map(|h| {
@@ -115,7 +141,7 @@ impl Profile {
                     .busiest_minute_per_second
                     .filter(|b| b.is_finite() && *b >= 0.0)?;
                 let s = hour_start_s(h.at);
-                (s < now_s).then_some((s, b))
+                (s < now_s).then(|| (s, today(s, b)))
             })
             .collect();
         let by_hour = |points: &[(i64, f64)], keep: &dyn Fn(i64) -> bool| -> ByHour {
@@ -153,8 +179,10 @@ impl Profile {
             all,
             weekly,
             level: 1.0,
-            busiest_minute: busiest_minute(history, &points),
+            busiest_minute,
             busiest,
+            growth_per_day,
+            learnt_at_s: now_s,
         };
         let ratios: Vec<f64> = points
             .iter()
@@ -177,9 +205,18 @@ impl Profile {
         own.or(self.all[h])
     }
 
-    /// The expected average rate of the hour starting at `hour_s` (seconds).
+    /// The expected average rate of the hour starting at `hour_s` (seconds): growing on
+    /// from now when the days grow.
     pub fn rate(&self, hour_s: i64) -> Option<f64> {
-        self.typical(hour_s).map(|r| r * self.level)
+        let ahead_days = (hour_s + HOUR_S / 2 - self.learnt_at_s).max(0) as f64 / DAY_S as f64;
+        self.typical(hour_s)
+            .map(|r| r * self.level * (self.growth_per_day * ahead_days).exp())
+    }
+
+    /// The day-over-day growth the history shows, as a factor (1.17: 17% a day; 1 when
+    /// none is trusted).
+    pub fn daily_growth(&self) -> f64 {
+        self.growth_per_day.exp()
     }
 
     /// The highest rate expected within the hour starting at `hour_s`: the hour's average,
@@ -233,6 +270,35 @@ impl Profile {
     /// Whether weekdays and weekends are told apart.
     pub fn is_weekly(&self) -> bool {
         self.weekly.is_some()
+    }
+}
+
+/// The day-over-day growth of hourly averages `points` (sorted, one per hour), as the
+/// natural log of a day's factor: fitted over the last [`GROWTH_DAYS`] whole days (at
+/// least [`MIN_HOURS_PER_DAY`] hours each) when there are at least three, every day's
+/// average above the day before's, the fit close (r² at least [`GROWTH_MIN_R2`]) and the
+/// growth at least [`GROWTH_MIN_PER_DAY`]; 0 otherwise. A flat load's days do not all
+/// rise, and a weekly one's fall at the weekend: neither is a growth.
+fn daily_growth(points: &[(i64, f64)]) -> f64 {
+    let mut days: std::collections::BTreeMap<i64, (f64, usize)> = std::collections::BTreeMap::new();
+    for &(s, v) in points {
+        let d = days.entry(s.div_euclid(DAY_S)).or_default();
+        d.0 += v;
+        d.1 += 1;
+    }
+    let whole: Vec<(f64, f64)> = days
+        .iter()
+        .filter(|(_, (_, n))| *n >= MIN_HOURS_PER_DAY)
+        .map(|(d, (sum, n))| (*d as f64, sum / *n as f64))
+        .collect();
+    let recent = &whole[whole.len().saturating_sub(GROWTH_DAYS)..];
+    if recent.len() < 3 || recent.iter().any(|d| d.1 <= 0.0) || recent.windows(2).any(|w| w[1].1 <= w[0].1) {
+        return 0.0;
+    }
+    let logs: Vec<(f64, f64)> = recent.iter().map(|(d, v)| (*d, v.ln())).collect();
+    match super::stats::linear_fit(&logs) {
+        Some(f) if f.r2 >= GROWTH_MIN_R2 && f.slope >= GROWTH_MIN_PER_DAY.ln_1p() => f.slope,
+        _ => 0.0,
     }
 }
 
@@ -391,6 +457,38 @@ mod tests {
         // Three weekdays only: one profile for all.
         let now = Timestamp::from_second(MONDAY + 3 * DAY_S).unwrap();
         assert!(!Profile::learn(&hours(MONDAY, 72, rate), now).unwrap().is_weekly());
+    }
+
+    #[test]
+    fn a_load_that_grows_day_over_day_is_forecast_to_grow_on() {
+        // Eight days of the diurnal load growing 15% a day, up to 10:00 today.
+        let growing = |s: i64| diurnal(s) * 1.15f64.powf((s - MONDAY) as f64 / DAY_S as f64);
+        let now = Timestamp::from_second(MONDAY + 10 * HOUR_S + 1800).unwrap();
+        let history = hours(MONDAY - 8 * DAY_S, 8 * 24 + 10, growing);
+        let p = Profile::learn(&history, now).unwrap();
+        assert!((p.daily_growth() - 1.15).abs() < 0.005, "{}", p.daily_growth());
+        // Today's peak and tomorrow's, at their levels (the median of the days learnt from
+        // would be four days old, half today's).
+        for at in [MONDAY + 14 * HOUR_S, MONDAY + DAY_S + 14 * HOUR_S] {
+            let expected = growing(at + HOUR_S / 2);
+            let forecast = p.rate(at).unwrap();
+            assert!(
+                (forecast / expected - 1.0).abs() < 0.03,
+                "{forecast} vs {expected}"
+            );
+        }
+        // Alike days, a weekly load (quieter weekends) and a saw-tooth of three growing days
+        // repeated show no growth.
+        let flat = hours(MONDAY - 8 * DAY_S, 8 * 24 + 10, diurnal);
+        assert_eq!(Profile::learn(&flat, now).unwrap().daily_growth(), 1.0);
+        let weekly = hours(MONDAY - 14 * DAY_S, 14 * 24 + 10, |s| {
+            diurnal(s) * if is_weekend(s) { 0.4 } else { 1.0 }
+        });
+        assert_eq!(Profile::learn(&weekly, now).unwrap().daily_growth(), 1.0);
+        let saw = hours(MONDAY - 9 * DAY_S, 9 * 24 + 10, |s| {
+            diurnal(s) * 1.15f64.powi(((s - MONDAY).div_euclid(DAY_S)).rem_euclid(3) as i32)
+        });
+        assert_eq!(Profile::learn(&saw, now).unwrap().daily_growth(), 1.0);
     }
 
     #[test]

@@ -29,9 +29,10 @@
 //! budget allows carries its peak ([`carrying_config`], by the model's own capacity);
 //! otherwise it is drawn again.
 //!
-//! NB: `history:` replays the run's own trace back in time (see [`Scenario::history`]), so
-//! the history of a `multiday-growth` scenario repeats the run's days (a saw-tooth of
-//! growth) rather than continuing the growth backwards.
+//! `history:` replays the run's own trace back in time (see [`Scenario::history`]); a
+//! `multiday-growth` scenario's `historyGrowth` scales each earlier repetition down by the
+//! growth over the run's days, so its history continues the growth backwards (it was a
+//! saw-tooth that repeated the run's days, whose peaks the forecast then knew).
 
 use std::{
     path::{Path, PathBuf},
@@ -388,6 +389,8 @@ struct Load {
     load: LoadSpec,
     duration: Duration,
     history: u32,
+    /// See [`Scenario::history_growth`].
+    history_growth: f64,
     /// The rate the initial configuration is sized for.
     initial_rate: f64,
     /// How many times the capacity the initial rate needs the job starts with.
@@ -444,6 +447,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 load,
                 duration: hours(24),
                 history: 0,
+                history_growth: 1.0,
                 initial_rate: start,
                 initial_headroom: share(rng, 1.2, 2.0),
                 what,
@@ -486,6 +490,15 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 }
             };
             let duration = hours(24 * scales.len() as u64);
+            // A growth goes on back in time: each earlier repetition of the run's days is
+            // smaller by the growth over them (the day before the run one day's growth below
+            // its first).
+            let history_growth = match scales.as_slice() {
+                [first, .., last] if family == Family::MultidayGrowth && *first > 0.0 => {
+                    (last / first).powf(scales.len() as f64 / (scales.len() - 1) as f64)
+                }
+                _ => 1.0,
+            };
             let load = LoadSpec {
                 phases: days_of(&day, &scales),
                 noise: noise(rng),
@@ -497,6 +510,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 load,
                 duration,
                 history,
+                history_growth,
                 initial_rate: start,
                 initial_headroom: share(rng, 1.2, 2.0),
                 what: format!("{what}, {history} days of history"),
@@ -522,6 +536,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 mean_rate: mean_rate(&load, rise + hold),
                 duration: rise + hold,
                 history: 0,
+                history_growth: 1.0,
                 initial_rate: from,
                 initial_headroom: share(rng, 1.2, 1.8),
                 what: format!(
@@ -551,6 +566,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 mean_rate: mean_rate(&load, at + after),
                 duration: at + after,
                 history: 0,
+                history_growth: 1.0,
                 initial_rate: a,
                 initial_headroom: share(rng, 1.2, 1.6),
                 what: format!(
@@ -576,6 +592,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 load,
                 duration,
                 history: 0,
+                history_growth: 1.0,
                 initial_rate: base,
                 initial_headroom: share(rng, 1.2, 1.6),
                 what: format!(
@@ -598,6 +615,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 },
                 duration,
                 history,
+                history_growth: 1.0,
                 initial_rate: peak,
                 initial_headroom: share(rng, 1.15, 1.4),
                 mean_rate: r,
@@ -615,6 +633,7 @@ fn draw_load(rng: &mut ChaCha8Rng, family: Family, peak: f64) -> Load {
                 },
                 duration: hours(rng.random_range(4..=8)),
                 history: 0,
+                history_growth: 1.0,
                 initial_rate: r,
                 initial_headroom: headroom,
                 mean_rate: r,
@@ -760,6 +779,7 @@ fn draw(rng: &mut ChaCha8Rng, name: &str, family: Family) -> Scenario {
         start: None,
         load: load.load,
         history: load.history,
+        history_growth: load.history_growth,
         processing: ProcessingSpec { cpu_per_record },
         state: StateSpec {
             keys,
@@ -875,10 +895,31 @@ mod tests {
                                 .iter()
                                 .fold(0.0f64, |a, b| a.max(*b))
                         };
+                        // The day before the run, in the history: the same day for alike
+                        // days, one day's growth below the first for a growth (not the
+                        // run's last day again).
+                        let noise_free = Scenario {
+                            load: LoadSpec {
+                                noise: 0.0,
+                                ..s.load.clone()
+                            },
+                            ..s.clone()
+                        };
+                        let day_before = (1..=1440)
+                            .map(|m| noise_free.past_rate(minutes(m)))
+                            .fold(0.0f64, f64::max);
                         if family == Family::Multiday {
                             assert_eq!(peak(0), peak(1), "{}", s.name);
+                            assert!((day_before / peak(0) - 1.0).abs() < 0.05, "{}", s.name);
                         } else {
                             assert!(peak(1) > peak(0) * 1.04, "{}", s.name);
+                            let growth = peak(1) / peak(0);
+                            assert!(
+                                (day_before * growth / peak(0) - 1.0).abs() < 0.05,
+                                "{}: {day_before} before {}",
+                                s.name,
+                                peak(0)
+                            );
                         }
                     }
                     Family::Weekly => {

@@ -77,6 +77,12 @@ pub struct Scenario {
     /// controller learns its forecast from it (`numRecordsInPerSecond` by the hour).
     #[serde(default, skip_serializing_if = "is_zero_days")]
     pub history: u32,
+    /// How many times larger each repetition of the trace in `history` is than the one
+    /// before it (default 1: alike). A load that grew before the run as it grows in it
+    /// (`multiday-growth`: the growth over the run's days) continues that growth back in
+    /// time instead of repeating the run's days as a saw-tooth.
+    #[serde(default = "one_f64", skip_serializing_if = "is_one_f64")]
+    pub history_growth: f64,
     /// What a record costs.
     #[serde(default)]
     pub processing: ProcessingSpec,
@@ -191,6 +197,14 @@ fn one() -> u32 {
 
 /// The most days of `history:` (CloudWatch's retention of one-minute data).
 pub const MAX_HISTORY_DAYS: u32 = 15;
+
+fn one_f64() -> f64 {
+    1.0
+}
+
+fn is_one_f64(v: &f64) -> bool {
+    *v == 1.0
+}
 
 fn is_zero_days(days: &u32) -> bool {
     *days == 0
@@ -660,14 +674,20 @@ impl Scenario {
     }
 
     /// The input rate (with noise) `before` ahead of the start, when the trace repeats
-    /// back in time (see [`Scenario::history`]).
+    /// back in time (see [`Scenario::history`]), each repetition `history_growth` times
+    /// smaller than the one after it.
     pub fn past_rate(&self, before: Duration) -> f64 {
         let cycle = self.duration.as_secs().max(60);
         let back = before.as_secs() % cycle;
         let offset = Duration::from_secs((cycle - back) % cycle);
+        // The repetition `before` falls in: 1 for the one right before the run.
+        let repetition = before.as_secs().div_ceil(cycle).max(1);
+        let scale = self
+            .history_growth
+            .powi(-(i32::try_from(repetition).unwrap_or(i32::MAX)));
         // NB: the past's noise is drawn apart from the run's (another seed stream).
         let seed = self.seed.rotate_left(32) ^ 0x4849_5354_4f52_5921;
-        self.load.rate_at(offset) * super::model::noise_factor(seed, self.load.noise, before)
+        self.load.rate_at(offset) * scale * super::model::noise_factor(seed, self.load.noise, before)
     }
 
     /// The virtual start time.
@@ -700,6 +720,13 @@ impl Scenario {
             return bad(format!(
                 "history {} must be at most {MAX_HISTORY_DAYS} days (CloudWatch keeps one-minute data 15 days)",
                 self.history
+            ));
+        }
+        if !(self.history_growth.is_finite() && (0.1..=10.0).contains(&self.history_growth)) {
+            return bad(format!(
+                "historyGrowth {} must be within 0.1..10 (how many times larger each repetition \
+                 of the trace in the history is than the one before it; 1 for alike)",
+                self.history_growth
             ));
         }
         let app = &self.application;
@@ -919,6 +946,28 @@ mod tests {
             Scenario::from_yaml(open, "x"),
             Err(ScenarioError::Invalid { .. })
         ));
+        let shrunk = "name: t\napplication: {name: a, parallelism: 4}\nduration: 1h\nload: {phases: [{shape: steady, rate: 1}]}\nhistory: 2\nhistoryGrowth: 0\n";
+        match Scenario::from_yaml(shrunk, "x") {
+            Err(ScenarioError::Invalid { message, .. }) => {
+                assert!(message.contains("historyGrowth 0"), "{message}")
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_history_that_grew_continues_the_growth_back_in_time() {
+        let text = "name: t\napplication: {name: a, parallelism: 4}\nduration: 24h\nload: {phases: [{shape: steady, rate: 1000}]}\nhistory: 3\nhistoryGrowth: 1.25\n";
+        let s = Scenario::from_yaml(text, "x").unwrap();
+        let day = Duration::from_secs(86_400);
+        assert!((s.past_rate(Duration::from_secs(60)) - 800.0).abs() < 1e-9);
+        assert!((s.past_rate(day) - 800.0).abs() < 1e-9);
+        assert!((s.past_rate(day + Duration::from_secs(60)) - 640.0).abs() < 1e-9);
+        let alike = Scenario {
+            history_growth: 1.0,
+            ..s
+        };
+        assert!((alike.past_rate(2 * day) - 1000.0).abs() < 1e-9);
     }
 
     #[test]
